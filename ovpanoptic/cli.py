@@ -1,0 +1,277 @@
+"""The ``ovpanoptic`` command line.
+
+Exit codes: 0 success; 1 some inputs failed (each is reported, the batch goes on); 2 a usage,
+config, vocabulary or plugin error (reported before any output is written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from . import __version__
+from .constants import DISABLE_PLUGINS_ENV
+from .errors import OvpanopticError
+
+__all__ = ["build_parser", "main"]
+
+log = logging.getLogger("ovpanoptic.cli")
+
+EXIT_OK = 0
+EXIT_SOME_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _plugin_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("plugins")
+    group.add_argument(
+        "--disable-plugin",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help=f"block a plugin by name (repeatable; also {DISABLE_PLUGINS_ENV}=a,b). "
+        "Use it to get going again when a plugin fails to import",
+    )
+    parent.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    return parent
+
+
+def _config_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("configuration")
+    group.add_argument(
+        "--config", metavar="NAME|PATH", default=None, help="preset name (see 'ovpanoptic presets') or TOML file; default: default"
+    )
+    group.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="override one config value, e.g. --set pipeline.max_side=512 or "
+        "--set proposal_generator.sam2.points_per_side=16 (repeatable)",
+    )
+    group.add_argument("--device", default=None, help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps")
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for docs and tests)."""
+    plugin_opts = _plugin_options()
+    config_opts = _config_options()
+    parser = argparse.ArgumentParser(
+        prog="ovpanoptic",
+        description="Open-vocabulary panoptic segmentation: type class names, get every pixel labelled "
+        "and every object its own id.",
+    )
+    parser.add_argument("--version", action="version", version=f"ovpanoptic {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    seg = sub.add_parser(
+        "segment",
+        parents=[config_opts, plugin_opts],
+        help="segment images with typed class names",
+        description="Segment image files, folders or glob patterns. Example: ovpanoptic segment "
+        "photos/ --classes \"person, forklift, pallet|skid\" --stuff \"floor, shelf\" -o out/",
+    )
+    seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")
+    vocab = seg.add_argument_group("vocabulary")
+    vocab.add_argument(
+        "--classes",
+        default="",
+        help="comma-separated class names; '|' separates synonyms (\"tv|television\"). Unflagged names "
+        "are stuff when the built-in stuff lexicon knows them, else things",
+    )
+    vocab.add_argument("--stuff", default="", help="names that are stuff (amorphous regions: \"road, sky\")")
+    vocab.add_argument("--things", default="", help="names that are things (countable objects), overriding the lexicon")
+    vocab.add_argument(
+        "--vocabulary", metavar="NAME", default=None, help="a named vocabulary instead of --classes (see 'ovpanoptic vocabularies')"
+    )
+    out = seg.add_argument_group("output")
+    out.add_argument("-o", "--output", metavar="OUTDIR", default="ovpanoptic-out", help="output folder (default: %(default)s)")
+    out.add_argument(
+        "--format",
+        dest="formats",
+        metavar="NAME",
+        action="append",
+        default=None,
+        help="exporter to use (repeatable or comma-separated; default: pipeline.exporters of the config). "
+        "'ovpanoptic plugins' lists exporters",
+    )
+    seg.add_argument(
+        "--max-side", type=int, default=None, metavar="N", help="downscale images whose longer side exceeds N for "
+        "processing (results are written at the original size); 0 = never"
+    )
+    seg.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    pl = sub.add_parser("plugins", parents=[plugin_opts], help="list installed plugins and what they provide")
+    pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    vo = sub.add_parser("vocabularies", parents=[plugin_opts], help="list named vocabularies, or show one")
+    vo.add_argument("name", nargs="?", help="show this vocabulary's classes")
+    vo.add_argument("--json", action="store_true", help="machine-readable output")
+
+    pr = sub.add_parser("presets", parents=[plugin_opts], help="list config presets, or show the resolved config of one")
+    pr.add_argument("name", nargs="?", help="show this preset (name or path) after --set overrides")
+    pr.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
+    return parser
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _error(message: str, stream: TextIO) -> None:
+    print(f"error: {message}", file=stream)
+
+
+def _split_formats(values: Sequence[str] | None) -> list[str] | None:
+    if values is None:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .imageio import collect_inputs
+    from .pipeline import Pipeline
+
+    overrides = list(args.overrides)
+    if args.max_side is not None:
+        overrides.append(f"pipeline.max_side={args.max_side}")
+    pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
+    # Validate everything before reading or writing any image.
+    vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
+    formats = _split_formats(args.formats) or list(pipe.config.pipeline.exporters)
+    pipe.check()
+    for name in formats:
+        pipe.registry.component("exporter", name)
+    inputs = collect_inputs(args.inputs)
+    outdir = Path(args.output)
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(inputs), unit="img", disable=args.no_progress or not err.isatty(), file=err)
+    failed: list[tuple[Path, str]] = []
+    stems: dict[str, int] = {}
+    try:
+        for path in inputs:
+            bar.set_description(path.name[:30])
+            stem = path.stem
+            if stem in stems:  # same file name in two folders: keep both outputs
+                stems[stem] += 1
+                stem = f"{stem}-{stems[stem]}"
+            else:
+                stems[stem] = 0
+            try:
+                from .imageio import read_image
+
+                image = read_image(path)
+                result = pipe.segment(image, vocab, source=str(path))
+                written = pipe.export(result, image, outdir, stem, formats)
+            except OvpanopticError as exc:
+                failed.append((path, str(exc)))
+                bar.write(f"error: {exc}", file=err)
+            else:
+                log.info("%s: %d segments -> %s", path, len(result.segments), ", ".join(map(str, written)))
+                if args.no_progress or not err.isatty():
+                    print(f"{path}: {len(result.segments)} segments, {result.timings.get('total', 0.0):.2f} s", file=out)
+            bar.update(1)
+    finally:
+        bar.close()
+    done = len(inputs) - len(failed)
+    print(f"{done} of {len(inputs)} image(s) segmented into {outdir}", file=out)
+    if failed:
+        print(f"{len(failed)} failed:", file=err)
+        for path, message in failed:
+            print(f"  {path}: {message}", file=err)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _cmd_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .plugins import Registry
+
+    registry = Registry.create(args.disable_plugin)
+    infos = registry.plugins()
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2), file=out)
+        return EXIT_OK
+    for info in infos:
+        origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
+        state = " [disabled]" if info.blocked else ""
+        print(f"{info.name}{state}  ({origin})", file=out)
+        if info.hooks:
+            print(f"  hooks: {', '.join(info.hooks)}", file=out)
+        for comp in info.components:
+            print(f"  provides {comp}", file=out)
+    return EXIT_OK
+
+
+def _cmd_vocabularies(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .plugins import Registry
+
+    registry = Registry.create(args.disable_plugin)
+    if args.name:
+        vocab = registry.vocabulary(args.name)
+        if args.json:
+            print(json.dumps(vocab.to_dict(), indent=2), file=out)
+            return EXIT_OK
+        for c in vocab.categories:
+            kind = "thing" if c.isthing else "stuff"
+            syn = f"  ({', '.join(c.synonyms)})" if c.synonyms else ""
+            print(f"{c.id:>4}  {kind}  {c.name}{syn}", file=out)
+        return EXIT_OK
+    specs = sorted(registry.vocabularies.values(), key=lambda s: s.name)
+    if args.json:
+        print(json.dumps([{"name": s.name, "description": s.description, "plugin": s.plugin} for s in specs], indent=2), file=out)
+        return EXIT_OK
+    for s in specs:
+        print(f"{s.name:<20} {s.description}  [{s.plugin}]", file=out)
+    return EXIT_OK
+
+
+def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .config import list_presets, load_config
+
+    if args.name:
+        config = load_config(args.name, args.overrides)
+        print(json.dumps(config.to_dict(), indent=2, default=str), file=out)
+        return EXIT_OK
+    for name, path in sorted(list_presets().items()):
+        print(f"{name:<20} {path}", file=out)
+    return EXIT_OK
+
+
+_COMMANDS: dict[str, Any] = {
+    "segment": _cmd_segment,
+    "plugins": _cmd_plugins,
+    "vocabularies": _cmd_vocabularies,
+    "presets": _cmd_presets,
+}
+
+
+def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, stderr: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help(out)
+        return EXIT_USAGE
+    _setup_logging(getattr(args, "verbose", 0))
+    try:
+        return int(_COMMANDS[args.command](args, out, err))
+    except OvpanopticError as exc:
+        _error(str(exc), err)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        _error("interrupted", err)
+        return 130

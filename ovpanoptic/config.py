@@ -1,0 +1,352 @@
+"""Presets, config files and ``--set`` overrides.
+
+A config is a small TOML file::
+
+    [pipeline]                      # which components, and pipeline-wide options
+    proposal_generator = "sam2"
+    classifier = "clip"
+    fuser = "detectron2"
+
+    [proposal_generator.sam2]       # one table per component: overrides of its config dataclass
+    points_per_side = 16
+
+Defaults live in :class:`PipelineSettings` and in each component's config dataclass; files only
+override them. Unknown keys are errors that suggest the closest valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import logging
+import os
+import sys
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .components import KINDS, ComponentSpec
+from .constants import CONFIG_PATH_ENV, DEFAULT_PRESET
+from .errors import ComponentNotFoundError, ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+__all__ = [
+    "Config",
+    "PipelineSettings",
+    "build_dataclass",
+    "list_presets",
+    "load_config",
+    "parse_override",
+    "preset_dirs",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """The ``[pipeline]`` section.
+
+    :param proposal_generator: name of the proposal generator component.
+    :param classifier: name of the classifier component.
+    :param fuser: name of the fuser component.
+    :param exporters: exporters used when the CLI gets no ``--format``.
+    :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    :param max_side: images whose longer side exceeds this are downscaled for processing and the
+        result is scaled back to the original size; 0 disables downscaling.
+    :param cache_images: how many images' proposals and features are kept for re-querying.
+    """
+
+    proposal_generator: str = "sam2"
+    classifier: str = "clip"
+    fuser: str = "detectron2"
+    exporters: tuple[str, ...] = ("coco-panoptic",)
+    device: str = "auto"
+    max_side: int = 1024
+    cache_images: int = 4
+
+    def __post_init__(self) -> None:
+        for kind in ("proposal_generator", "classifier", "fuser"):
+            if not getattr(self, kind):
+                raise ConfigError(f"pipeline.{kind} must name a component")
+        if self.max_side < 0:
+            raise ConfigError(f"pipeline.max_side must be >= 0 (0 = no downscaling), got {self.max_side}")
+        if self.max_side and self.max_side < 32:
+            raise ConfigError(f"pipeline.max_side {self.max_side} is too small: use at least 32 (or 0)")
+        if self.cache_images < 0:
+            raise ConfigError(f"pipeline.cache_images must be >= 0, got {self.cache_images}")
+        device = self.device
+        if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+            raise ConfigError(f"pipeline.device {device!r} is invalid: use auto, cpu, cuda, cuda:N or mps")
+
+
+_SECTIONS = ("pipeline", *KINDS)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check ``value`` (from TOML) against a dataclass field type; convert lists to tuples."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a {_type_name(tp)}")
+    if origin is typing.Literal:
+        if value not in args:
+            close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}{hint}")
+        return value
+    if origin in (tuple, list, Sequence):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+            items = [_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args))]
+        else:
+            item_tp = args[0] if args else Any
+            items = [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is not list else items
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if tp is Path:
+        if not isinstance(value, (str, Path)):
+            raise ConfigError(f"{where}: expected a path string, got {value!r}")
+        return Path(value)
+    return value
+
+
+def build_dataclass(cls: type, table: Mapping[str, Any], where: str) -> Any:
+    """Instantiate the frozen config dataclass ``cls`` from a table, validating keys and types.
+
+    :raises ConfigError: unknown key (with the closest valid key), wrong type, or a value the
+        dataclass's own validation rejects.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    kwargs = {}
+    for key, value in table.items():
+        if key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            valid = ", ".join(sorted(fields)) or "(none: this component takes no options)"
+            raise ConfigError(f"unknown key {key!r} in [{where}].{hint} Valid keys: {valid}")
+        kwargs[key] = _coerce(value, hints.get(key, Any), f"{where}.{key}")
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"invalid [{where}]: {exc}") from None
+
+
+def preset_dirs() -> list[Path]:
+    """Directories searched for presets: ``$OVPANOPTIC_CONFIG_PATH`` entries, then the shipped ``configs/``."""
+    dirs = [Path(p) for p in os.environ.get(CONFIG_PATH_ENV, "").split(os.pathsep) if p]
+    here = Path(__file__).resolve().parent
+    dirs += [here / "configs", here.parent / "configs"]
+    return [d for d in dirs if d.is_dir()]
+
+
+def list_presets() -> dict[str, Path]:
+    """Preset name -> file, first directory winning."""
+    presets: dict[str, Path] = {}
+    for d in preset_dirs():
+        for f in sorted(d.glob("*.toml")):
+            presets.setdefault(f.stem, f)
+    return presets
+
+
+def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
+    """Split ``"a.b.c=value"``; the value is read as a TOML value, else taken as a string."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set {text!r} is not KEY=VALUE, e.g. --set pipeline.max_side=512")
+    parts = tuple(p.strip() for p in key.split("."))
+    if any(not p for p in parts):
+        raise ConfigError(f"--set {text!r}: the key {key!r} has an empty part")
+    raw = raw.strip()
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return parts, value
+
+
+def _check_sections(data: Mapping[str, Any], where: str) -> None:
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            close = difflib.get_close_matches(section, _SECTIONS, n=1)
+            hint = f" Did you mean [{close[0]}]?" if close else ""
+            raise ConfigError(f"unknown section [{section}] in {where}.{hint} Sections: {', '.join(_SECTIONS)}")
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"[{section}] in {where} must be a table")
+        if section != "pipeline":
+            for name, sub in table.items():
+                if not isinstance(sub, Mapping):
+                    raise ConfigError(
+                        f"{section}.{name} in {where} must be a table [{section}.{name}] of options for "
+                        f"the {KINDS[section]} named {name!r}"
+                    )
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
+    return out
+
+
+@dataclass(frozen=True)
+class Config:
+    """A loaded config: pipeline settings plus the raw per-component tables.
+
+    Component tables are validated against their config dataclasses by :meth:`component_config`,
+    once the registry knows the component.
+    """
+
+    pipeline: PipelineSettings = field(default_factory=PipelineSettings)
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    source: str = "(defaults)"
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], source: str = "(dict)") -> Config:
+        """Validate the sections and the ``[pipeline]`` table of parsed TOML."""
+        _check_sections(data, source)
+        pipeline = build_dataclass(PipelineSettings, data.get("pipeline", {}), "pipeline")
+        tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS}
+        return cls(pipeline=pipeline, tables=tables, source=source)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as a nested dict (pipeline settings expanded, tables as given)."""
+        data: dict[str, Any] = {"pipeline": dataclasses.asdict(self.pipeline)}
+        for kind, tables in self.tables.items():
+            if tables:
+                data[kind] = {n: dict(t) for n, t in tables.items()}
+        return data
+
+    def with_overrides(self, overrides: Sequence[str]) -> Config:
+        """Apply ``--set`` overrides (``pipeline.KEY=V`` or ``KIND.NAME.KEY=V``)."""
+        data: dict[str, Any] = {"pipeline": {}}
+        raw_pipeline = {k: v for k, v in dataclasses.asdict(self.pipeline).items()}
+        for text in overrides:
+            parts, value = parse_override(text)
+            if parts[0] == "pipeline":
+                if len(parts) != 2:
+                    raise ConfigError(f"--set {text!r}: use pipeline.KEY=VALUE")
+                data["pipeline"][parts[1]] = value
+            elif parts[0] in KINDS:
+                if len(parts) != 3:
+                    raise ConfigError(f"--set {text!r}: use {parts[0]}.COMPONENT.KEY=VALUE")
+                data.setdefault(parts[0], {}).setdefault(parts[1], {})[parts[2]] = value
+            else:
+                close = difflib.get_close_matches(parts[0], _SECTIONS, n=1)
+                hint = f" Did you mean {close[0]!r}?" if close else ""
+                raise ConfigError(f"--set {text!r}: unknown section {parts[0]!r}.{hint} Sections: {', '.join(_SECTIONS)}")
+        merged = _merge({"pipeline": raw_pipeline, **{k: dict(v) for k, v in self.tables.items()}}, data)
+        return Config.from_dict(merged, source=f"{self.source} + --set")
+
+    def component_config(self, spec: ComponentSpec) -> Any:
+        """The validated config dataclass instance for a registered component."""
+        table = self.tables.get(spec.kind, {}).get(spec.name, {})
+        return build_dataclass(spec.config_class, table, f"{spec.kind}.{spec.name}")
+
+    def check_tables(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
+        """Validate every component table against the registry.
+
+        A table for an unregistered component is an error when a registered name is close (a
+        typo), and only logged otherwise (a preset may configure plugins you have not installed).
+        """
+        for kind, tables in self.tables.items():
+            names = registered.get(kind, {})
+            for name in tables:
+                if name in names:
+                    self.component_config(names[name])
+                    continue
+                close = difflib.get_close_matches(name, list(names), n=1)
+                if close:
+                    raise ConfigError(
+                        f"[{kind}.{name}] in {self.source} configures no installed {KINDS[kind]}. "
+                        f"Did you mean [{kind}.{close[0]}]?"
+                    )
+                log.info("ignoring [%s.%s]: no installed plugin provides that %s", kind, name, KINDS[kind])
+
+    def selected(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
+        """Raise :class:`ComponentNotFoundError` for a selected component nobody provides."""
+        for kind in ("proposal_generator", "classifier", "fuser"):
+            name = getattr(self.pipeline, kind)
+            if name not in registered.get(kind, {}):
+                available = sorted(registered.get(kind, {}))
+                raise ComponentNotFoundError(
+                    f"{KINDS[kind]} {name!r} (pipeline.{kind} in {self.source}) is not provided by any "
+                    f"installed, enabled plugin. Available: {', '.join(available) or '(none)'}. Install "
+                    f"the plugin that provides it, or choose another with --set pipeline.{kind}=NAME"
+                )
+
+
+def load_config(spec: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a preset by name or a TOML file by path, then apply ``--set`` overrides.
+
+    :param spec: preset name (see :func:`list_presets`), path to a ``.toml`` file, or ``None`` for
+        the ``default`` preset.
+    :raises ConfigError: the preset or file does not exist or is invalid.
+    """
+    name = DEFAULT_PRESET if spec is None else str(spec)
+    path = Path(name)
+    presets = list_presets()
+    if name in presets and not path.suffix:
+        path = presets[name]
+    elif not path.is_file():
+        if path.suffix or os.sep in name:
+            raise ConfigError(f"config file {name} does not exist")
+        close = difflib.get_close_matches(name, list(presets), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"no preset named {name!r}.{hint} Presets: {', '.join(sorted(presets)) or '(none)'}; "
+            "or pass the path of a .toml file"
+        )
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    config = Config.from_dict(data, source=str(path))
+    return config.with_overrides(overrides) if overrides else config

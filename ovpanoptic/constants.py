@@ -1,0 +1,35 @@
+"""Named constants shared across ovpanoptic.
+
+Image convention (used everywhere, documented once): an image is a ``numpy.ndarray`` of shape
+``(H, W, 3)``, dtype ``uint8``, RGB channel order, rows top to bottom (HWC).
+"""
+
+from __future__ import annotations
+
+#: Panoptic-map value of pixels that belong to no segment.
+VOID_ID: int = 0
+
+#: Base of the COCO-panoptic colour encoding: ``id = R + ID_BASE * G + ID_BASE**2 * B``.
+ID_BASE: int = 256
+
+#: Largest segment id the COCO-panoptic PNG encoding can store.
+MAX_SEGMENT_ID: int = ID_BASE**3 - 1
+
+#: Longest class name or synonym accepted in a vocabulary (CLIP's context is 77 tokens, and
+#: prompt templates add words around the name).
+MAX_NAME_LENGTH: int = 60
+
+#: Entry-point group that third-party plugin packages use.
+ENTRY_POINT_GROUP: str = "ovpanoptic"
+
+#: Environment variable with a comma-separated list of plugin names to block.
+DISABLE_PLUGINS_ENV: str = "OVPANOPTIC_DISABLE_PLUGINS"
+
+#: Environment variable listing extra directories (``os.pathsep``-separated) searched for presets.
+CONFIG_PATH_ENV: str = "OVPANOPTIC_CONFIG_PATH"
+
+#: Environment variable overriding the cache directory (text embeddings, downloads bookkeeping).
+CACHE_DIR_ENV: str = "OVPANOPTIC_CACHE_DIR"
+
+#: Name of the preset used when none is given.
+DEFAULT_PRESET: str = "default"

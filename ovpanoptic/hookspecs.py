@@ -1,0 +1,107 @@
+"""Hook specifications of ovpanoptic.
+
+Plugins implement these with :data:`hookimpl`::
+
+    from ovpanoptic import hookimpl
+
+    @hookimpl
+    def register_fusers(register):
+        register("my-fuser", MyFuser, config=MyFuserConfig, description="...")
+
+Every hook here is documented in ``docs/plugins.md`` and exercised by a test
+(``tests/test_hookspecs.py`` fails otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import pluggy
+
+from .components import RegisterComponent, RegisterVocabulary
+from .types import PanopticResult, Vocabulary
+
+#: Marks the specifications below.
+hookspec = pluggy.HookspecMarker("ovpanoptic")
+#: Marks a plugin's implementation of a hook.
+hookimpl = pluggy.HookimplMarker("ovpanoptic")
+
+
+@hookspec
+def register_vocabularies(register: RegisterVocabulary) -> None:
+    """Register named vocabularies.
+
+    :param register: call ``register(name, loader, description=...)`` once per vocabulary;
+        ``loader()`` returns a :class:`~ovpanoptic.types.Vocabulary` and is called on first use.
+    :return: nothing; a name registered twice (by any plugins) is a start-up error naming both.
+    """
+
+
+@hookspec
+def register_proposal_generators(register: RegisterComponent) -> None:
+    """Register class-agnostic mask proposal generators.
+
+    :param register: call ``register(name, factory, config=ConfigDataclass, description=...)``;
+        ``factory(config, context)`` returns an object with
+        ``generate(image, *, progress=None) -> ProposalSet``.
+    :return: nothing.
+    """
+
+
+@hookspec
+def register_classifiers(register: RegisterComponent) -> None:
+    """Register proposal classifiers.
+
+    :param register: as for :func:`register_proposal_generators`; the built object has
+        ``prepare(image, proposals) -> features`` (image work, reused across vocabularies) and
+        ``score(features, vocabulary) -> ClassScores``.
+    :return: nothing.
+    """
+
+
+@hookspec
+def register_fusers(register: RegisterComponent) -> None:
+    """Register panoptic fusers.
+
+    :param register: as for :func:`register_proposal_generators`; the built object has
+        ``fuse(proposals, scores, vocabulary) -> PanopticResult``.
+    :return: nothing.
+    """
+
+
+@hookspec
+def register_exporters(register: RegisterComponent) -> None:
+    """Register result exporters, selected with ``--format NAME``.
+
+    :param register: as for :func:`register_proposal_generators`; the built object has
+        ``export(result, image, outdir, stem) -> list[Path]`` and writes atomically.
+    :return: nothing.
+    """
+
+
+@hookspec(firstresult=True)
+def parse_vocabulary(classes: str, stuff: str, things: str) -> Vocabulary | None:
+    """Turn what a user typed into a vocabulary.
+
+    Called with the raw ``--classes``, ``--stuff`` and ``--things`` strings (empty when not
+    given). Stops at the first non-``None`` result; the built-in parser (comma-separated names,
+    ``|`` for synonyms) runs last, so a plugin can claim other syntaxes (a file name, a URL, ...)
+    by returning a vocabulary, and decline by returning ``None``.
+
+    :param classes: the class list as typed.
+    :param stuff: names flagged as stuff.
+    :param things: names flagged as things.
+    :return: a :class:`~ovpanoptic.types.Vocabulary`, or ``None`` to let the next plugin try.
+    :raises ovpanoptic.errors.VocabularyError: when the input is meant for this plugin but invalid.
+    """
+
+
+@hookspec
+def image_segmented(source: str, result: PanopticResult, timings: Mapping[str, float]) -> None:
+    """Observe every segmented image (logging, metrics, custom side outputs).
+
+    :param source: where the image came from (a file path, or ``"<array>"`` for in-memory images).
+    :param result: the panoptic result.
+    :param timings: seconds per stage, as in ``result.timings``.
+    :return: nothing; return values are ignored.
+    """

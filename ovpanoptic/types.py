@@ -1,0 +1,585 @@
+"""The data model: frozen, validated dataclasses passed across module and plugin boundaries.
+
+Conventions (see also :mod:`ovpanoptic.constants`):
+
+* images are ``(H, W, 3)`` ``uint8`` RGB arrays;
+* ``masks`` are ``(N, H, W)`` ``bool`` arrays;
+* ``boxes_xyxy`` are ``(N, 4)`` ``float32`` arrays ``(x_min, y_min, x_max, y_max)`` in pixels, where
+  the max side is *exclusive* (a one-pixel mask at ``(x=3, y=5)`` has box ``(3, 5, 4, 6)``);
+* ``panoptic_map`` is an ``(H, W)`` ``int32`` array of segment ids, :data:`~ovpanoptic.constants.VOID_ID`
+  (0) meaning "no segment".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from .constants import MAX_NAME_LENGTH, MAX_SEGMENT_ID, VOID_ID
+from .errors import VocabularyError
+
+__all__ = [
+    "Category",
+    "ClassScores",
+    "PanopticResult",
+    "ProposalSet",
+    "Segment",
+    "Vocabulary",
+    "masks_to_boxes_xyxy",
+]
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str):
+        raise VocabularyError(f"{what} must be a string, got {type(name).__name__}")
+    stripped = name.strip()
+    if not stripped:
+        raise VocabularyError(f"{what} is empty: give a non-empty class name")
+    if len(stripped) > MAX_NAME_LENGTH:
+        raise VocabularyError(
+            f"{what} {stripped[:30]!r}... is {len(stripped)} characters long; the limit is "
+            f"{MAX_NAME_LENGTH}: shorten it (put details in a synonym or description)"
+        )
+    if any(ch in stripped for ch in ",|") or any(ord(ch) < 32 for ch in stripped):
+        raise VocabularyError(
+            f"{what} {stripped!r} contains a separator (',' or '|') or a control character: "
+            "separate classes with ',' and synonyms with '|' in the class list instead"
+        )
+    if stripped != name:
+        raise VocabularyError(f"{what} {name!r} has leading or trailing spaces: strip them")
+    return stripped
+
+
+@dataclass(frozen=True)
+class Category:
+    """One class of a vocabulary.
+
+    :param id: positive category id, unique within its vocabulary (0 is reserved for void).
+    :param name: display name, also the first text prompt.
+    :param isthing: ``True`` for countable objects (each instance gets its own segment), ``False``
+        for amorphous "stuff" regions (one segment per class).
+    :param synonyms: extra names averaged into the class's text embedding.
+    :param description: optional short phrase that helps text prompts.
+    :param color: optional RGB display colour.
+    """
+
+    id: int
+    name: str
+    isthing: bool
+    synonyms: tuple[str, ...] = ()
+    description: str = ""
+    color: tuple[int, int, int] | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id <= VOID_ID:
+            raise VocabularyError(f"category id must be a positive integer, got {self.id!r}")
+        _check_name(self.name, "class name")
+        if not isinstance(self.isthing, bool):
+            raise VocabularyError(f"isthing of {self.name!r} must be a bool, got {self.isthing!r}")
+        if isinstance(self.synonyms, (str, bytes)) or not isinstance(self.synonyms, tuple):
+            raise VocabularyError(f"synonyms of {self.name!r} must be a tuple of strings")
+        seen = {self.name.casefold()}
+        for syn in self.synonyms:
+            _check_name(syn, f"synonym of {self.name!r}")
+            if syn.casefold() in seen:
+                raise VocabularyError(f"synonym {syn!r} of {self.name!r} is given twice: remove one")
+            seen.add(syn.casefold())
+        if not isinstance(self.description, str):
+            raise VocabularyError(f"description of {self.name!r} must be a string")
+        if self.color is not None:
+            if (
+                not isinstance(self.color, tuple)
+                or len(self.color) != 3
+                or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.color)
+            ):
+                raise VocabularyError(f"color of {self.name!r} must be an (R, G, B) tuple of 0..255")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The name followed by its synonyms."""
+        return (self.name, *self.synonyms)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (the schema of the shipped vocabulary files)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "isthing": self.isthing,
+            "synonyms": list(self.synonyms),
+            "description": self.description,
+            "color": list(self.color) if self.color is not None else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Category:
+        """Build from the JSON form; unknown keys are errors."""
+        known = {"id", "name", "isthing", "synonyms", "description", "color"}
+        unknown = set(data) - known
+        if unknown:
+            raise VocabularyError(f"unknown category keys {sorted(unknown)}; allowed: {sorted(known)}")
+        color = data.get("color")
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            isthing=bool(data["isthing"]),
+            synonyms=tuple(data.get("synonyms") or ()),
+            description=data.get("description") or "",
+            color=tuple(color) if color is not None else None,  # type: ignore[arg-type]
+        )
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """An ordered set of categories with unique ids and unique (case-insensitive) names.
+
+    :param categories: the classes, in display order.
+    :param name: a short identifier (``"custom"`` for one parsed from typed class names).
+    """
+
+    categories: tuple[Category, ...]
+    name: str = "custom"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.categories, tuple) or not all(
+            isinstance(c, Category) for c in self.categories
+        ):
+            raise VocabularyError("Vocabulary.categories must be a tuple of Category")
+        if not self.categories:
+            raise VocabularyError(
+                "the vocabulary is empty: give at least one class name, e.g. --classes \"person, car\""
+            )
+        ids: dict[int, str] = {}
+        owners: dict[str, str] = {}
+        for cat in self.categories:
+            if cat.id in ids:
+                raise VocabularyError(
+                    f"category id {cat.id} is used by both {ids[cat.id]!r} and {cat.name!r}"
+                )
+            ids[cat.id] = cat.name
+            for n in cat.names:
+                key = n.casefold()
+                if key in owners:
+                    first = owners[key]
+                    detail = "" if first == cat.name else f" (in {first!r} and {cat.name!r})"
+                    raise VocabularyError(
+                        f"class name {n!r} appears twice{detail}; names are compared ignoring case: "
+                        "remove or rename one"
+                    )
+                owners[key] = cat.name
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.categories)
+
+    @property
+    def ids(self) -> tuple[int, ...]:
+        """Category ids in order."""
+        return tuple(c.id for c in self.categories)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Category names in order."""
+        return tuple(c.name for c in self.categories)
+
+    @property
+    def things(self) -> tuple[Category, ...]:
+        """The thing categories."""
+        return tuple(c for c in self.categories if c.isthing)
+
+    @property
+    def stuff(self) -> tuple[Category, ...]:
+        """The stuff categories."""
+        return tuple(c for c in self.categories if not c.isthing)
+
+    def by_id(self, category_id: int) -> Category:
+        """The category with this id; ``KeyError`` naming the valid ids if there is none."""
+        for c in self.categories:
+            if c.id == category_id:
+                return c
+        raise KeyError(f"no category with id {category_id} in vocabulary {self.name!r}")
+
+    def index_of(self, category_id: int) -> int:
+        """Column index of a category id (its position in :attr:`categories`)."""
+        for i, c in enumerate(self.categories):
+            if c.id == category_id:
+                return i
+        raise KeyError(f"no category with id {category_id} in vocabulary {self.name!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {"name": self.name, "categories": [c.to_dict() for c in self.categories]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Vocabulary:
+        """Build from the JSON form of the shipped vocabulary files."""
+        if "categories" not in data:
+            raise VocabularyError("a vocabulary file needs a 'categories' list")
+        return cls(
+            categories=tuple(Category.from_dict(c) for c in data["categories"]),
+            name=str(data.get("name", "custom")),
+        )
+
+
+def _readonly(array: np.ndarray) -> np.ndarray:
+    out = np.ascontiguousarray(array)
+    if out is array:
+        out = array.view()
+    out.flags.writeable = False
+    return out
+
+
+def masks_to_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
+    """Tight boxes of ``(N, H, W)`` bool masks as ``(N, 4)`` float32 XYXY, max side exclusive.
+
+    An empty mask gets the box ``(0, 0, 0, 0)``.
+    """
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (N, H, W), got shape {masks.shape}")
+    n = masks.shape[0]
+    boxes = np.zeros((n, 4), dtype=np.float32)
+    if n == 0:
+        return boxes
+    rows = masks.any(axis=2)  # (N, H)
+    cols = masks.any(axis=1)  # (N, W)
+    nonempty = rows.any(axis=1)
+    y0 = rows.argmax(axis=1)
+    y1 = rows.shape[1] - rows[:, ::-1].argmax(axis=1)
+    x0 = cols.argmax(axis=1)
+    x1 = cols.shape[1] - cols[:, ::-1].argmax(axis=1)
+    boxes[:] = np.stack([x0, y0, x1, y1], axis=1)
+    boxes[~nonempty] = 0
+    return boxes
+
+
+@dataclass(frozen=True, eq=False)
+class ProposalSet:
+    """Class-agnostic mask proposals for one image.
+
+    :param masks: ``(N, H, W)`` bool masks at the image's resolution.
+    :param boxes_xyxy: ``(N, 4)`` float32 boxes, see the module docstring.
+    :param scores: ``(N,)`` float32 quality scores (higher is better).
+    """
+
+    masks: np.ndarray
+    boxes_xyxy: np.ndarray
+    scores: np.ndarray
+
+    def __post_init__(self) -> None:
+        m, b, s = self.masks, self.boxes_xyxy, self.scores
+        if not isinstance(m, np.ndarray) or m.ndim != 3 or m.dtype != np.bool_:
+            raise ValueError(
+                f"ProposalSet.masks must be an (N, H, W) bool array, got "
+                f"{getattr(m, 'shape', None)} {getattr(m, 'dtype', type(m).__name__)}"
+            )
+        n = m.shape[0]
+        if not isinstance(b, np.ndarray) or b.shape != (n, 4) or b.dtype != np.float32:
+            raise ValueError(
+                f"ProposalSet.boxes_xyxy must be ({n}, 4) float32, got "
+                f"{getattr(b, 'shape', None)} {getattr(b, 'dtype', None)}"
+            )
+        if not isinstance(s, np.ndarray) or s.shape != (n,) or s.dtype != np.float32:
+            raise ValueError(
+                f"ProposalSet.scores must be ({n},) float32, got "
+                f"{getattr(s, 'shape', None)} {getattr(s, 'dtype', None)}"
+            )
+        if not np.isfinite(s).all() or not np.isfinite(b).all():
+            raise ValueError("ProposalSet scores and boxes must be finite")
+        object.__setattr__(self, "masks", _readonly(m))
+        object.__setattr__(self, "boxes_xyxy", _readonly(b))
+        object.__setattr__(self, "scores", _readonly(s))
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the masks."""
+        return int(self.masks.shape[1]), int(self.masks.shape[2])
+
+    @property
+    def areas(self) -> np.ndarray:
+        """``(N,)`` int64 pixel counts of the masks."""
+        return self.masks.reshape(len(self), -1).sum(axis=1, dtype=np.int64)
+
+    @classmethod
+    def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None) -> ProposalSet:
+        """Build from masks (boxes computed tightly); scores default to 1."""
+        masks = np.asarray(masks, dtype=bool)
+        n = masks.shape[0] if masks.ndim == 3 else -1
+        sc = np.ones(max(n, 0), np.float32) if scores is None else np.asarray(scores, np.float32)
+        return cls(masks=masks, boxes_xyxy=masks_to_boxes_xyxy(masks), scores=sc)
+
+    @classmethod
+    def empty(cls, height: int, width: int) -> ProposalSet:
+        """A set with no proposals for an ``height x width`` image."""
+        return cls(
+            masks=np.zeros((0, height, width), bool),
+            boxes_xyxy=np.zeros((0, 4), np.float32),
+            scores=np.zeros((0,), np.float32),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class ClassScores:
+    """Scores of N proposals against the C categories of a vocabulary.
+
+    :param logits: ``(N, C)`` float32 raw similarities times the model's logit scale.
+    :param probs: ``(N, C)`` float32 calibrated probabilities; each row sums to at most 1, the
+        remainder being the probability that the proposal matches *no* category ("no object").
+    :param category_ids: the category id of each column, in vocabulary order.
+    :param temperature: the temperature used to turn logits into probabilities.
+    """
+
+    logits: np.ndarray
+    probs: np.ndarray
+    category_ids: tuple[int, ...]
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        c = len(self.category_ids)
+        for name in ("logits", "probs"):
+            arr = getattr(self, name)
+            if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != c or arr.dtype != np.float32:
+                raise ValueError(
+                    f"ClassScores.{name} must be an (N, {c}) float32 array, got "
+                    f"{getattr(arr, 'shape', None)} {getattr(arr, 'dtype', None)}"
+                )
+        if self.logits.shape != self.probs.shape:
+            raise ValueError("ClassScores.logits and probs must have the same shape")
+        p = self.probs
+        if p.size and (not np.isfinite(p).all() or p.min() < 0 or (p.sum(axis=1) > 1 + 1e-4).any()):
+            raise ValueError("ClassScores.probs must be finite, >= 0, and each row must sum to <= 1")
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            raise ValueError(f"ClassScores.temperature must be a positive number, got {self.temperature!r}")
+        if len(set(self.category_ids)) != c:
+            raise ValueError("ClassScores.category_ids must be unique")
+        object.__setattr__(self, "category_ids", tuple(int(i) for i in self.category_ids))
+        object.__setattr__(self, "logits", _readonly(self.logits))
+        object.__setattr__(self, "probs", _readonly(self.probs))
+
+    def __len__(self) -> int:
+        return int(self.probs.shape[0])
+
+    @property
+    def no_object(self) -> np.ndarray:
+        """``(N,)`` probability that each proposal matches no category."""
+        return np.clip(1.0 - self.probs.sum(axis=1), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One segment of a panoptic result.
+
+    :param id: segment id as stored in the panoptic map (>= 1).
+    :param category_id: id of the segment's category in the result's vocabulary.
+    :param isthing: copied from the category.
+    :param score: confidence in [0, 1].
+    :param area: pixel count.
+    :param bbox_xyxy: tight integer box, max side exclusive.
+    """
+
+    id: int
+    category_id: int
+    isthing: bool
+    score: float
+    area: int
+    bbox_xyxy: tuple[int, int, int, int]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.id, int) or not VOID_ID < self.id <= MAX_SEGMENT_ID:
+            raise ValueError(f"segment id must be in 1..{MAX_SEGMENT_ID}, got {self.id!r}")
+        if not (isinstance(self.score, (int, float)) and 0.0 <= float(self.score) <= 1.0):
+            raise ValueError(f"segment score must be in [0, 1], got {self.score!r}")
+        if not isinstance(self.area, int) or self.area <= 0:
+            raise ValueError(f"segment area must be a positive int, got {self.area!r}")
+        if len(self.bbox_xyxy) != 4:
+            raise ValueError("segment bbox_xyxy must have 4 values")
+        object.__setattr__(self, "score", float(self.score))
+        object.__setattr__(self, "bbox_xyxy", tuple(int(v) for v in self.bbox_xyxy))
+
+    @property
+    def bbox_xywh(self) -> tuple[int, int, int, int]:
+        """COCO-style ``(x, y, width, height)`` box."""
+        x0, y0, x1, y1 = self.bbox_xyxy
+        return x0, y0, x1 - x0, y1 - y0
+
+
+def _segment_geometry(panoptic_map: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
+    """Area and tight box of every non-void id of a panoptic map."""
+    ids, inverse, counts = np.unique(panoptic_map, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(panoptic_map.shape)
+    h, w = panoptic_map.shape
+    ys = np.arange(h)
+    xs = np.arange(w)
+    k = len(ids)
+    big = np.iinfo(np.int64).max
+    y_min = np.full(k, big, np.int64)
+    x_min = np.full(k, big, np.int64)
+    y_max = np.full(k, -1, np.int64)
+    x_max = np.full(k, -1, np.int64)
+    rows = np.broadcast_to(ys[:, None], (h, w))
+    cols = np.broadcast_to(xs[None, :], (h, w))
+    np.minimum.at(y_min, inverse.ravel(), rows.ravel())
+    np.maximum.at(y_max, inverse.ravel(), rows.ravel())
+    np.minimum.at(x_min, inverse.ravel(), cols.ravel())
+    np.maximum.at(x_max, inverse.ravel(), cols.ravel())
+    out: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
+    for j, sid in enumerate(ids.tolist()):
+        if sid == VOID_ID:
+            continue
+        out[int(sid)] = (
+            int(counts[j]),
+            (int(x_min[j]), int(y_min[j]), int(x_max[j]) + 1, int(y_max[j]) + 1),
+        )
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class PanopticResult:
+    """A panoptic segmentation of one image.
+
+    Invariants checked at construction: every non-void id of the map has exactly one segment and
+    vice versa; areas and boxes match the map exactly; categories belong to the vocabulary with the
+    same ``isthing``; a stuff category has at most one segment.
+
+    :param panoptic_map: ``(H, W)`` int32 segment ids, 0 = void.
+    :param segments: the segments, sorted by id.
+    :param vocabulary: the vocabulary the categories come from.
+    :param timings: seconds spent per stage (``"proposals"``, ``"classify"``, ``"fuse"``, ...).
+    """
+
+    panoptic_map: np.ndarray
+    segments: tuple[Segment, ...]
+    vocabulary: Vocabulary
+    timings: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        pm = self.panoptic_map
+        if not isinstance(pm, np.ndarray) or pm.ndim != 2 or pm.dtype != np.int32:
+            raise ValueError(
+                f"panoptic_map must be an (H, W) int32 array, got {getattr(pm, 'shape', None)} "
+                f"{getattr(pm, 'dtype', None)}"
+            )
+        if pm.size and pm.min() < 0:
+            raise ValueError("panoptic_map ids must be >= 0")
+        segments = tuple(sorted(self.segments, key=lambda s: s.id))
+        geometry = _segment_geometry(pm)
+        seg_ids = [s.id for s in segments]
+        if len(set(seg_ids)) != len(seg_ids):
+            raise ValueError("segment ids must be unique")
+        missing = sorted(set(geometry) - set(seg_ids))
+        extra = sorted(set(seg_ids) - set(geometry))
+        if missing or extra:
+            raise ValueError(
+                f"panoptic_map and segments disagree: ids in the map without a segment {missing[:10]}, "
+                f"segments absent from the map {extra[:10]}"
+            )
+        stuff_seen: dict[int, int] = {}
+        for s in segments:
+            try:
+                cat = self.vocabulary.by_id(s.category_id)
+            except KeyError as exc:
+                raise ValueError(f"segment {s.id}: {exc.args[0]}") from None
+            if cat.isthing != s.isthing:
+                raise ValueError(f"segment {s.id}: isthing={s.isthing} but {cat.name!r} has isthing={cat.isthing}")
+            if not cat.isthing:
+                if s.category_id in stuff_seen:
+                    raise ValueError(
+                        f"stuff class {cat.name!r} has two segments ({stuff_seen[s.category_id]} and {s.id}); "
+                        "merge them into one"
+                    )
+                stuff_seen[s.category_id] = s.id
+            area, box = geometry[s.id]
+            if s.area != area or s.bbox_xyxy != box:
+                raise ValueError(
+                    f"segment {s.id}: area/bbox {s.area}/{s.bbox_xyxy} do not match the map ({area}/{box})"
+                )
+        object.__setattr__(self, "segments", segments)
+        object.__setattr__(self, "panoptic_map", _readonly(pm))
+        object.__setattr__(self, "timings", MappingProxyType({str(k): float(v) for k, v in dict(self.timings).items()}))
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)``."""
+        return int(self.panoptic_map.shape[0]), int(self.panoptic_map.shape[1])
+
+    def category_of(self, segment: Segment) -> Category:
+        """The :class:`Category` of a segment."""
+        return self.vocabulary.by_id(segment.category_id)
+
+    def segment_by_id(self, segment_id: int) -> Segment:
+        """The segment with this id."""
+        for s in self.segments:
+            if s.id == segment_id:
+                return s
+        raise KeyError(f"no segment with id {segment_id}")
+
+    def with_timings(self, timings: Mapping[str, float]) -> PanopticResult:
+        """A copy with ``timings`` merged in."""
+        merged = {**self.timings, **timings}
+        return PanopticResult(self.panoptic_map, self.segments, self.vocabulary, merged)
+
+    @classmethod
+    def from_map(
+        cls,
+        panoptic_map: np.ndarray,
+        labels: Mapping[int, tuple[int, float]],
+        vocabulary: Vocabulary,
+        timings: Mapping[str, float] | None = None,
+    ) -> PanopticResult:
+        """Build from a map and ``{segment_id: (category_id, score)}``; areas and boxes are computed.
+
+        Segment ids of ``labels`` absent from the map are dropped (they were fully overlapped).
+        """
+        pm = np.ascontiguousarray(panoptic_map, dtype=np.int32)
+        geometry = _segment_geometry(pm)
+        unknown = sorted(set(geometry) - set(labels))
+        if unknown:
+            raise ValueError(f"panoptic_map ids {unknown[:10]} have no label")
+        segments = []
+        for sid, (area, box) in geometry.items():
+            cat_id, score = labels[sid]
+            cat = vocabulary.by_id(int(cat_id))
+            segments.append(
+                Segment(id=sid, category_id=cat.id, isthing=cat.isthing, score=float(score), area=area, bbox_xyxy=box)
+            )
+        return cls(pm, tuple(segments), vocabulary, dict(timings or {}))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (no pixel data)."""
+        return {
+            "height": self.image_size[0],
+            "width": self.image_size[1],
+            "vocabulary": self.vocabulary.name,
+            "segments": [
+                {
+                    "id": s.id,
+                    "category_id": s.category_id,
+                    "category": self.category_of(s).name,
+                    "isthing": s.isthing,
+                    "score": round(s.score, 6),
+                    "area": s.area,
+                    "bbox_xyxy": list(s.bbox_xyxy),
+                }
+                for s in self.segments
+            ],
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+        }
+
+
+def unique_preserving_order(items: Iterable[str]) -> list[str]:
+    """Items in first-seen order without repeats."""
+    seen: set[str] = set()
+    out = []
+    for it in items:
+        if it not in seen:
+            seen.add(it)
+            out.append(it)
+    return out

@@ -1,0 +1,162 @@
+"""Turning typed class names into a :class:`~ovpanoptic.types.Vocabulary`.
+
+Syntax (CLI ``--classes``, ``--stuff``, ``--things``, the demo's text boxes, the Python API):
+
+* classes are separated by commas or new lines: ``"person, car, traffic light"``;
+* ``|`` separates synonyms of one class, the first name being the display name:
+  ``"tv|television|monitor"``;
+* a class named in ``stuff`` is stuff, one named in ``things`` is a thing; a name that appears only
+  there is appended to the vocabulary;
+* any other class is stuff when one of its names is in the stuff lexicon (COCO-Stuff, COCO-panoptic
+  and ADE20K stuff names, see :class:`StuffLexicon`), otherwise a thing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from .errors import VocabularyError
+from .types import Category, Vocabulary
+
+__all__ = ["ClassEntry", "StuffLexicon", "build_vocabulary", "load_vocabulary_file", "split_class_list"]
+
+_SEPARATORS = re.compile(r"[,\n]")
+
+
+@dataclass(frozen=True)
+class ClassEntry:
+    """One parsed entry of a class list: a display name and its synonyms."""
+
+    name: str
+    synonyms: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.synonyms)
+
+
+def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
+    """Split ``"person, tv|television"`` into entries; empty names are errors naming their position."""
+    if not isinstance(text, str):
+        raise VocabularyError(f"{what} must be a string of comma-separated class names")
+    if not text.strip():
+        return []
+    entries = []
+    for index, raw in enumerate(_SEPARATORS.split(text), start=1):
+        names = [part.strip() for part in raw.split("|")]
+        if not raw.strip():
+            raise VocabularyError(
+                f"class {index} of {what} is empty (two commas in a row, or a comma at the start or end?): "
+                f"{text.strip()!r}. Remove the extra comma."
+            )
+        if any(not n for n in names):
+            raise VocabularyError(
+                f"class {index} of {what} ({raw.strip()!r}) has an empty synonym: write synonyms as "
+                "'name|other name' with no empty part"
+            )
+        entries.append(ClassEntry(names[0], tuple(names[1:])))
+    return entries
+
+
+def _normalise(name: str) -> str:
+    name = name.casefold().strip()
+    for suffix in ("-merged", "-other", "-stuff"):
+        name = name.removesuffix(suffix)
+    return re.sub(r"[\s_\-]+", " ", name).strip()
+
+
+@dataclass(frozen=True)
+class StuffLexicon:
+    """A set of names that denote amorphous regions ("stuff") rather than countable objects.
+
+    Lookup ignores case, ``-``/``_``/space differences, COCO suffixes (``-merged``, ``-other``,
+    ``-stuff``) and a plural ``s``.
+    """
+
+    names: frozenset[str]
+
+    @classmethod
+    def from_names(cls, names: Iterable[str]) -> StuffLexicon:
+        return cls(frozenset(_normalise(n) for n in names if n.strip()))
+
+    @classmethod
+    def default(cls) -> StuffLexicon:
+        """The lexicon shipped with ovpanoptic (``ovpanoptic/data/stuff_lexicon.txt``)."""
+        text = resources.files("ovpanoptic").joinpath("data/stuff_lexicon.txt").read_text("utf-8")
+        return cls.from_names(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+
+    def is_stuff(self, name: str) -> bool:
+        key = _normalise(name)
+        if key in self.names:
+            return True
+        return key.endswith("s") and key[:-1] in self.names
+
+
+def build_vocabulary(
+    classes: str = "",
+    stuff: str = "",
+    things: str = "",
+    *,
+    lexicon: StuffLexicon | None = None,
+    name: str = "custom",
+) -> Vocabulary:
+    """Build a vocabulary from typed class lists (see the module docstring for the syntax).
+
+    :param classes: the classes, in order.
+    :param stuff: classes forced to be stuff (appended when not in ``classes``).
+    :param things: classes forced to be things (appended when not in ``classes``).
+    :param lexicon: decides thing/stuff for unflagged classes; default :meth:`StuffLexicon.default`.
+    :raises VocabularyError: on empty, duplicate or over-long names, or a name flagged both ways.
+    """
+    class_entries = split_class_list(classes, "--classes")
+    stuff_entries = split_class_list(stuff, "--stuff")
+    thing_entries = split_class_list(things, "--things")
+    if not (class_entries or stuff_entries or thing_entries):
+        raise VocabularyError(
+            "no class names given: type comma-separated names, e.g. --classes \"person, car, road\" "
+            "(or choose a named vocabulary with --vocabulary)"
+        )
+    stuff_keys = {n.casefold() for e in stuff_entries for n in e.names}
+    for e in thing_entries:
+        both = [n for n in e.names if n.casefold() in stuff_keys]
+        if both:
+            raise VocabularyError(f"{both[0]!r} is listed in both --stuff and --things: keep it in one")
+
+    # Merge flagged entries into the class list (same display name, case-insensitive).
+    ordered: list[tuple[ClassEntry, bool | None]] = [(e, None) for e in class_entries]
+    for flagged, isthing in ((stuff_entries, False), (thing_entries, True)):
+        for entry in flagged:
+            for i, (existing, _) in enumerate(ordered):
+                if existing.name.casefold() == entry.name.casefold():
+                    extra = tuple(s for s in entry.synonyms if s.casefold() not in {n.casefold() for n in existing.names})
+                    ordered[i] = (ClassEntry(existing.name, existing.synonyms + extra), isthing)
+                    break
+            else:
+                ordered.append((entry, isthing))
+
+    lex = lexicon if lexicon is not None else StuffLexicon.default()
+    categories = []
+    for idx, (entry, flag) in enumerate(ordered, start=1):
+        isthing = flag if flag is not None else not any(lex.is_stuff(n) for n in entry.names)
+        categories.append(Category(id=idx, name=entry.name, isthing=isthing, synonyms=entry.synonyms))
+    return Vocabulary(tuple(categories), name=name)
+
+
+def load_vocabulary_file(path: str | Path) -> Vocabulary:
+    """Load a vocabulary JSON file (the schema of ``ovpanoptic/data/vocabularies/*.json``)."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text("utf-8"))
+    except FileNotFoundError:
+        raise VocabularyError(f"vocabulary file {p} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise VocabularyError(f"cannot read vocabulary file {p}: {exc}") from None
+    try:
+        return Vocabulary.from_dict(data)
+    except (KeyError, TypeError) as exc:
+        raise VocabularyError(f"vocabulary file {p} is malformed: {exc}") from None
