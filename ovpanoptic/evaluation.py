@@ -38,6 +38,9 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
+from .constants import ID_BASE, VOID_ID
+from .errors import OvpanopticError
+
 __all__ = [
     "ID_BASE",
     "VOID_ID",
@@ -51,12 +54,6 @@ __all__ = [
     "rgb_to_id",
 ]
 
-#: Segment id of pixels that belong to no segment.
-VOID_ID: int = 0
-
-#: Base of the colour encoding: ``id = R + ID_BASE * G + ID_BASE**2 * B``.
-ID_BASE: int = 256
-
 #: Number of distinct ids an RGB PNG can encode (``ID_BASE**3``); also the pair-key multiplier.
 _ID_LIMIT: int = ID_BASE**3
 
@@ -67,7 +64,7 @@ _MATCH_IOU: float = 0.5
 _IGNORE_FRACTION: float = 0.5
 
 
-class EvaluationError(ValueError):
+class EvaluationError(OvpanopticError, ValueError):
     """The evaluation inputs are inconsistent (missing prediction, unknown id, bad PNG, ...)."""
 
 
@@ -141,7 +138,7 @@ class PQReport:
         return keys
 
     def _sorted_category_ids(self) -> list[int]:
-        """Reported category ids sorted by name (then id)."""
+        """Return the reported category ids sorted by name (then id)."""
         return sorted(self.per_category, key=lambda cid: (self.categories[cid].name, cid))
 
     def to_dict(self, *, percent: bool = False) -> dict[str, Any]:
@@ -181,8 +178,7 @@ class PQReport:
         ]
         for label, stats in (("All", self.all), ("Things", self.things), ("Stuff", self.stuff)):
             lines.append(
-                f"{label:{width}s} | {100 * stats.pq:7.3f}  {100 * stats.sq:7.3f}  "
-                f"{100 * stats.rq:7.3f}  {stats.n:5d}"
+                f"{label:{width}s} | {100 * stats.pq:7.3f}  {100 * stats.sq:7.3f}  {100 * stats.rq:7.3f}  {stats.n:5d}"
             )
         lines.append("")
         lines.append(
@@ -251,10 +247,7 @@ def _rgb_text(segment_id: int) -> str:
     """Describe the colour of a segment id, e.g. ``'RGB (78, 180, 255)'``."""
     if not 0 <= segment_id < _ID_LIMIT:
         return "not encodable in an RGB PNG"
-    return (
-        f"RGB ({segment_id % ID_BASE}, {(segment_id // ID_BASE) % ID_BASE}, "
-        f"{segment_id // (ID_BASE * ID_BASE)})"
-    )
+    return f"RGB ({segment_id % ID_BASE}, {(segment_id // ID_BASE) % ID_BASE}, {segment_id // (ID_BASE * ID_BASE)})"
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,9 +299,7 @@ def _index_segments(
         if with_area and segment.get("area") is not None:
             raw_area = segment["area"]
             if isinstance(raw_area, bool) or not isinstance(raw_area, numbers.Real):
-                raise EvaluationError(
-                    f"{where} (segment id {segment_id}): 'area' must be a number, got {raw_area!r}"
-                )
+                raise EvaluationError(f"{where} (segment id {segment_id}): 'area' must be a number, got {raw_area!r}")
             area = int(raw_area) if isinstance(raw_area, numbers.Integral) else float(raw_area)
         indexed[segment_id] = _Segment(category_id=category_id, iscrowd=iscrowd, area=area)
     return indexed
@@ -323,13 +314,10 @@ def _as_id_map(ids: npt.NDArray[Any], *, role: str, image: str) -> npt.NDArray[n
             "convert RGB panoptic images with rgb_to_id first"
         )
     if not np.issubdtype(array.dtype, np.integer):
-        raise EvaluationError(
-            f"{image}: the {role} id map must have an integer dtype, got {array.dtype}"
-        )
+        raise EvaluationError(f"{image}: the {role} id map must have an integer dtype, got {array.dtype}")
     if array.size and (array.min() < 0 or array.max() >= _ID_LIMIT):
         raise EvaluationError(
-            f"{image}: the {role} id map has ids outside 0..{_ID_LIMIT - 1} "
-            f"(min {array.min()}, max {array.max()})"
+            f"{image}: the {role} id map has ids outside 0..{_ID_LIMIT - 1} (min {array.min()}, max {array.max()})"
         )
     return array.astype(np.int64, copy=False)
 
@@ -344,9 +332,7 @@ def _normalize_categories(
             if not isinstance(info, CategoryInfo):
                 raise EvaluationError(f"category {key!r} is not a CategoryInfo: {info!r}")
             if key != info.id:
-                raise EvaluationError(
-                    f"categories mapping key {key!r} differs from its CategoryInfo id {info.id}"
-                )
+                raise EvaluationError(f"categories mapping key {key!r} differs from its CategoryInfo id {info.id}")
             result[info.id] = info
         return result
     result = {}
@@ -550,9 +536,7 @@ class PQAccumulator:
             self._pred_category_seen.setdefault(category_id, where)
         self.n_images += other.n_images
 
-    def report(
-        self, categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None
-    ) -> PQReport:
+    def report(self, categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None) -> PQReport:
         """Compute per-category and All/Things/Stuff PQ, SQ, RQ.
 
         ``categories`` defaults to the ones given at construction. Categories accumulated but
@@ -567,9 +551,7 @@ class PQAccumulator:
         elif isinstance(self.categories, dict):
             cats = self.categories
         else:
-            raise EvaluationError(
-                "no categories: pass them to PQAccumulator(categories=...) or to report()"
-            )
+            raise EvaluationError("no categories: pass them to PQAccumulator(categories=...) or to report()")
         for category_id, where in self._pred_category_seen.items():
             if category_id not in cats:
                 raise EvaluationError(
@@ -646,9 +628,7 @@ def _load_json(path: Path, role: str) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise EvaluationError(f"cannot read {role} JSON file {path}: {error}") from error
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise EvaluationError(
-            f"{role} JSON file {path} must be a COCO panoptic dict with an 'annotations' list"
-        )
+        raise EvaluationError(f"{role} JSON file {path} must be a COCO panoptic dict with an 'annotations' list")
     return data
 
 
@@ -756,9 +736,7 @@ def evaluate_panoptic(
             )
         pred_annotation, pred_position = pred_by_image[image_id]
         pred_file = _annotation_field(pred_annotation, "file_name", pred_json_path, pred_position)
-        pred_segments = _annotation_field(
-            pred_annotation, "segments_info", pred_json_path, pred_position
-        )
+        pred_segments = _annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position)
         name = f"image_id {image_id!r} (gt {gt_file}, pred {pred_file})"
         jobs.append((str(gt_file), gt_segments, str(pred_file), pred_segments, name))
 

@@ -95,7 +95,7 @@ class _Prediction:
         self.ids = {name: _read_ids(GT_DIR / name) for name in (IMG1, IMG2)}
 
     def segments(self, file_name: str) -> list[dict[str, Any]]:
-        """The (mutable) segments_info of one image."""
+        """Return the (mutable) segments_info of one image."""
         for annotation in self.data["annotations"]:
             if annotation["file_name"] == file_name:
                 result: list[dict[str, Any]] = annotation["segments_info"]
@@ -263,13 +263,7 @@ def test_eroded_mask_iou_is_remaining_fraction(tmp_path: Path) -> None:
     inside = ids == SKY_IMG1
     padded = np.pad(inside, 1, mode="edge")
     # 4-neighbour erosion by one pixel: keep pixels whose 4 neighbours are sky too.
-    kept = (
-        inside
-        & padded[:-2, 1:-1]
-        & padded[2:, 1:-1]
-        & padded[1:-1, :-2]
-        & padded[1:-1, 2:]
-    )
+    kept = inside & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     removed = int(inside.sum() - kept.sum())
     assert int(inside.sum()) == 8204 and 0 < removed < 8204 // 2
     ids[inside & ~kept] = VOID_ID
@@ -332,9 +326,7 @@ def test_segment_merged_into_crowd_region(tmp_path: Path) -> None:
 
 def test_predictions_for_unknown_images_are_ignored(tmp_path: Path) -> None:
     pred = _Prediction()
-    pred.data["annotations"].append(
-        {"image_id": 1, "file_name": "does-not-exist.png", "segments_info": []}
-    )
+    pred.data["annotations"].append({"image_id": 1, "file_name": "does-not-exist.png", "segments_info": []})
     report = pred.evaluate(tmp_path)
     assert report.n_images == 2
     _check(report.all, 1.0, 1.0, 1.0)
@@ -346,8 +338,7 @@ def test_report_to_dict_and_table() -> None:
     json.dumps(data)  # JSON-ready
     assert data["all"] == {"pq": 1.0, "sq": 1.0, "rq": 1.0, "tp": 47, "fp": 0, "fn": 0, "n": 8}
     assert list(data["per_category"]) == sorted(
-        ["person", "truck", "horse", "sports ball", "gravel", "tree-merged",
-         "sky-other-merged", "grass-merged"]
+        ["person", "truck", "horse", "sports ball", "gravel", "tree-merged", "sky-other-merged", "grass-merged"]
     )
     assert data["per_category"]["horse"]["id"] == HORSE
     assert data["per_category"]["horse"]["tp"] == 11
@@ -569,9 +560,7 @@ def test_json_id_missing_from_png(tmp_path: Path) -> None:
 def test_unknown_prediction_category(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.segment(IMG1, PERSON_A)["category_id"] = 9999
-    with pytest.raises(
-        EvaluationError, match=r"000000142238\.png.*segment id 4325578 .*category_id 9999"
-    ):
+    with pytest.raises(EvaluationError, match=r"000000142238\.png.*segment id 4325578 .*category_id 9999"):
         pred.evaluate(tmp_path)
 
 
@@ -603,7 +592,7 @@ def test_failed_image_leaves_accumulator_unchanged() -> None:
 def test_nothing_occurs() -> None:
     # Only a crowd gt region, predicted exactly: no TP/FN (crowd), pred ignored (8/8 crowd).
     gt = np.full((2, 4), 50, dtype=np.int64)
-    with pytest.raises(EvaluationError, match="no category occurs.*1 image"):
+    with pytest.raises(EvaluationError, match=r"no category occurs.*1 image"):
         _run(gt, [_seg(50, 1, iscrowd=1)], gt, [_seg(50, 1)])
     void = np.zeros((2, 4), dtype=np.int64)
     with pytest.raises(EvaluationError, match="no category occurs"):
@@ -615,5 +604,5 @@ def test_nothing_occurs_with_files(tmp_path: Path) -> None:
     gt["annotations"] = []
     gt_json = tmp_path / "gt.json"
     gt_json.write_text(json.dumps(gt), encoding="utf-8")
-    with pytest.raises(EvaluationError, match="no category occurs.*0 image"):
+    with pytest.raises(EvaluationError, match=r"no category occurs.*0 image"):
         evaluate_panoptic(gt_json, GT_DIR, GT_JSON, GT_DIR)

@@ -1,0 +1,81 @@
+"""Shared fixtures: plugin packages really installed (pip) into temporary site directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SHARED = ROOT.parent / "shared"
+COCO_SAMPLE = SHARED / "fixtures" / "coco_panoptic_sample"
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def _pip_install_target(target: Path, *projects: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+        "--disable-pip-version-check", "--target", str(target), *map(str, projects),
+    ]
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+
+
+@pytest.fixture(scope="session")
+def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where the example plugin and the fake-components plugin are pip-installed."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    _pip_install_target(target, ROOT / "plugins" / "ovpanoptic-example", DATA / "fake_components")
+    return target
+
+
+@pytest.fixture(scope="session")
+def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where a plugin whose import fails is pip-installed."""
+    target = tmp_path_factory.mktemp("broken-site")
+    _pip_install_target(target, DATA / "broken_plugin")
+    return target
+
+
+def _activate(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    before = set(sys.modules)
+    yield site
+    for name in set(sys.modules) - before:
+        if name.startswith(("ovpanoptic_example", "ovpanoptic_fakes", "ovpanoptic_broken")):
+            del sys.modules[name]
+
+
+@pytest.fixture
+def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make the installed example + fakes plugins visible to this test (sys.path and PYTHONPATH)."""
+    yield from _activate(plugin_site, monkeypatch)
+
+
+@pytest.fixture
+def with_broken_plugin(broken_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make the broken plugin visible to this test."""
+    yield from _activate(broken_site, monkeypatch)
+
+
+@pytest.fixture
+def coco_sample() -> Path:
+    """The two-image COCO panoptic sample in ../shared (skips when absent)."""
+    if not COCO_SAMPLE.is_dir():
+        pytest.skip(f"fixture data not found at {COCO_SAMPLE}")
+    return COCO_SAMPLE
+
+
+FAKE_OVERRIDES = (
+    "pipeline.proposal_generator='tiles'",
+    "pipeline.classifier='cycling'",
+    "pipeline.fuser='paint'",
+    "pipeline.exporters=['fake-json']",
+)

@@ -1,0 +1,133 @@
+"""The command line, in process and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovpanoptic import __version__
+from ovpanoptic.cli import build_parser, main
+from ovpanoptic.testing import make_shapes_image
+
+from conftest import FAKE_OVERRIDES
+
+
+def fake_args():
+    return [arg for o in FAKE_OVERRIDES for arg in ("--set", o)] + ["--no-progress", "--device", "cpu"]
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(make_shapes_image()).save(folder / "one.png")
+    Image.fromarray(make_shapes_image()[:, ::-1]).save(folder / "two.jpg")
+    return folder
+
+
+def test_segment_folder_writes_outputs_and_reports(with_plugins, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person, road", "-o", str(out), "--format", "fake-json,segments-csv", *fake_args()])
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "one.fake.json", "one.segments.csv", "two.fake.json", "two.segments.csv",
+    ]
+    summary = json.loads((out / "one.fake.json").read_text())
+    assert [(s["category"], s["area"]) for s in summary["segments"]] == [("person", 768), ("road", 1536), ("person", 768)]
+    csv_lines = (out / "one.segments.csv").read_text().splitlines()
+    assert csv_lines[0] == "id,class,kind,score,area,x0,y0,x1,y1"
+    assert csv_lines[2] == "2,road,stuff,0.9000,1536,32,0,64,48"
+    assert "2 of 2 image(s) segmented" in capsys.readouterr().out
+
+
+def test_corrupt_file_fails_alone_and_the_batch_continues(with_plugins, images, tmp_path, capsys):
+    (images / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person", "-o", str(out), *fake_args()])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert "broken.png: not an image file Pillow can read" in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["one.fake.json", "two.fake.json"]
+    assert "2 of 3 image(s) segmented" in captured.out
+
+
+def test_bad_vocabulary_fails_before_any_output(with_plugins, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person,,car", "-o", str(out), *fake_args()])
+    assert code == 2
+    assert "error: class 2 of --classes is empty" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_unknown_format_fails_before_any_output(with_plugins, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person", "-o", str(out), "--format", "fake-jsn", *fake_args()])
+    assert code == 2
+    assert "exporter 'fake-jsn' is not provided by any installed, enabled plugin. Did you mean 'fake-json'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_named_vocabulary_and_class_file_plugin(with_plugins, images, tmp_path, capsys):
+    classes = tmp_path / "classes.txt"
+    classes.write_text("# warehouse\nforklift|lift truck\npallet\n[stuff]\nfloor\n")
+    out = tmp_path / "out"
+    code = main(["segment", str(images / "one.png"), "--classes", f"@{classes}", "-o", str(out), *fake_args()])
+    assert code == 0
+    summary = json.loads((out / "one.fake.json").read_text())
+    assert summary["vocabulary"] == "classes"
+    assert [s["category"] for s in summary["segments"]] == ["forklift", "pallet", "floor", "forklift"]
+    code = main(["segment", str(images / "one.png"), "--vocabulary", "tabletop", "-o", str(out), *fake_args()])
+    assert code == 0
+    assert json.loads((out / "one.fake.json").read_text())["vocabulary"] == "tabletop"
+
+
+def test_default_preset_without_model_plugins_names_the_missing_component(images, capsys):
+    code = main(["segment", str(images), "--classes", "person", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: proposal generator 'sam2' (pipeline.proposal_generator in ")
+    assert "Traceback" not in err
+
+
+def test_max_side_option_keeps_output_size(with_plugins, images, tmp_path):
+    out = tmp_path / "out"
+    assert main(["segment", str(images / "one.png"), "--classes", "person, road", "--max-side", "32", "-o", str(out), *fake_args()]) == 0
+    summary = json.loads((out / "one.fake.json").read_text())
+    assert (summary["height"], summary["width"]) == (48, 64)
+    assert [s["area"] for s in summary["segments"]] == [768, 1536, 768]
+
+
+def test_vocabularies_and_presets_commands(capsys):
+    assert main(["vocabularies"]) == 0
+    assert "coco                 COCO panoptic: 133 classes" in capsys.readouterr().out
+    assert main(["vocabularies", "indoor-navigation"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.split()[:3] == ["1", "stuff", "traversable_ground"]
+    assert main(["presets"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["cpu-fast", "default"]
+    assert main(["presets", "cpu-fast", "--set", "pipeline.max_side=640"]) == 0
+    assert json.loads(capsys.readouterr().out)["pipeline"]["max_side"] == 640
+
+
+def test_segment_help_documents_every_option():
+    seg = next(a for a in build_parser()._subparsers._group_actions[0].choices.items() if a[0] == "segment")[1]
+    text = seg.format_help()
+    for action in seg._actions:
+        for flag in action.option_strings:
+            assert flag in text
+        if action.option_strings and action.dest != "help":
+            assert action.help, f"{action.option_strings} has no help"
+    for word in ("--classes", "--stuff", "--config", "--set", "--format", "--device", "--max-side", "-o", "--disable-plugin"):
+        assert word in text
+
+
+def test_version_and_help_in_a_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "ovpanoptic", "--version"], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.strip() == f"ovpanoptic {__version__}"
+    proc = subprocess.run([sys.executable, "-m", "ovpanoptic", "segment", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "--classes" in proc.stdout

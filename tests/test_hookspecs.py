@@ -1,0 +1,117 @@
+"""Every hook is typed, documented in docs/plugins.md and exercised by a test_hook_<name> test."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovpanoptic import hookimpl, hookspecs
+from ovpanoptic.config import Config
+from ovpanoptic.errors import VocabularyError
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.testing import FakeComponentsPlugin, registry_with
+from ovpanoptic.types import Category, Vocabulary
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "plugins.md"
+TESTS = Path(__file__).resolve().parent
+
+
+def hook_specs():
+    return {
+        name: fn for name, fn in vars(hookspecs).items() if callable(fn) and hasattr(fn, "ovpanoptic_spec")
+    }
+
+
+def signature_text(name, fn):
+    sig = inspect.signature(fn)
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in sig.parameters.values())
+    return f"{name}({params}) -> {sig.return_annotation}"
+
+
+def test_every_hook_is_typed_documented_and_tested():
+    specs = hook_specs()
+    assert len(specs) == 7
+    docs = DOCS.read_text()
+    test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
+    for name, fn in specs.items():
+        sig = inspect.signature(fn)
+        assert all(p.annotation is not inspect.Parameter.empty for p in sig.parameters.values()), name
+        assert sig.return_annotation is not inspect.Signature.empty, name
+        assert fn.__doc__ and ":return:" in fn.__doc__, f"{name} needs a docstring with :return:"
+        assert f"### `{signature_text(name, fn)}`" in docs, f"docs/plugins.md lacks a section for {name}"
+        assert re.search(rf"def test_hook_{name}\b", test_source), f"no test_hook_{name} test"
+
+
+def test_firstresult_hooks_say_so_in_their_docs():
+    for name, fn in hook_specs().items():
+        if fn.ovpanoptic_spec["firstresult"]:
+            assert "first non-``None`` result" in fn.__doc__, name
+
+
+def test_hook_register_vocabularies():
+    class Warehouse:
+        @hookimpl
+        def register_vocabularies(self, register):
+            register(
+                "warehouse",
+                lambda: Vocabulary((Category(1, "forklift", True), Category(2, "floor", False)), name="warehouse"),
+                description="forklifts",
+            )
+
+    reg = registry_with(Warehouse())
+    assert reg.vocabularies["warehouse"].plugin == "Warehouse"
+    assert reg.vocabulary("warehouse").names == ("forklift", "floor")
+
+
+def test_hook_register_proposal_generators():
+    spec = registry_with(FakeComponentsPlugin()).component("proposal_generator", "tiles")
+    assert (spec.plugin, spec.description) == ("FakeComponentsPlugin", "grid of tiles (tests)")
+
+
+def test_hook_register_classifiers():
+    spec = registry_with(FakeComponentsPlugin()).component("classifier", "cycling")
+    assert spec.config_class.__name__ == "CyclingConfig"
+
+
+def test_hook_register_fusers():
+    assert registry_with(FakeComponentsPlugin()).component("fuser", "paint").name == "paint"
+
+
+def test_hook_register_exporters():
+    assert registry_with(FakeComponentsPlugin()).component("exporter", "fake-json").plugin == "FakeComponentsPlugin"
+
+
+def test_hook_parse_vocabulary():
+    class Upper:
+        @hookimpl
+        def parse_vocabulary(self, classes, stuff, things):
+            if not classes.startswith("upper:"):
+                return None
+            names = [n.strip().upper() for n in classes[6:].split(";")]
+            return Vocabulary(tuple(Category(i + 1, n, True) for i, n in enumerate(names)), name="upper")
+
+    reg = registry_with(Upper())
+    assert reg.parse_vocabulary("upper:a; b").names == ("A", "B")
+    # Declined input falls through to the built-in parser, which runs last.
+    assert reg.parse_vocabulary("person, road").names == ("person", "road")
+    with pytest.raises(VocabularyError, match="no enabled plugin could parse"):
+        registry_with(Upper(), disable=["vocabularies"]).parse_vocabulary("person")
+
+
+def test_hook_image_segmented(shapes_image):
+    seen = []
+
+    class Recorder:
+        @hookimpl
+        def image_segmented(self, source, result, timings):
+            seen.append((source, len(result.segments), sorted(timings)))
+
+    reg = registry_with(FakeComponentsPlugin(), Recorder())
+    config = Config.from_dict({"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint", "exporters": []}})
+    pipe = Pipeline(config, registry=reg, device="cpu")
+    pipe.segment(np.asarray(shapes_image), "person, car")
+    assert seen == [("<array>", 4, ["classify", "features", "fuse", "proposals", "resize", "total"])]

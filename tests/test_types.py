@@ -1,0 +1,125 @@
+"""The data model validates itself and computes geometry exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ovpanoptic.errors import VocabularyError
+from ovpanoptic.types import (
+    Category,
+    ClassScores,
+    PanopticResult,
+    ProposalSet,
+    Segment,
+    Vocabulary,
+    masks_to_boxes_xyxy,
+)
+
+
+def vocab() -> Vocabulary:
+    return Vocabulary((Category(1, "person", True), Category(2, "road", False), Category(7, "car", True)))
+
+
+def test_category_rejects_bad_ids_and_names():
+    with pytest.raises(VocabularyError, match="positive integer"):
+        Category(0, "person", True)
+    with pytest.raises(VocabularyError, match="empty"):
+        Category(1, "  ", True)
+    with pytest.raises(VocabularyError, match="61 characters long; the limit is 60"):
+        Category(1, "x" * 61, True)
+    with pytest.raises(VocabularyError, match="separator"):
+        Category(1, "a|b", True)
+    with pytest.raises(VocabularyError, match="synonym 'TV' of 'tv' is given twice"):
+        Category(1, "tv", True, synonyms=("TV",))
+
+
+def test_vocabulary_duplicate_names_ignore_case_and_include_synonyms():
+    with pytest.raises(VocabularyError, match="'Person' appears twice"):
+        Vocabulary((Category(1, "person", True), Category(2, "Person", True)))
+    with pytest.raises(VocabularyError, match=r"'tv' appears twice \(in 'monitor' and 'tv'\)"):
+        Vocabulary((Category(1, "monitor", True, synonyms=("tv",)), Category(2, "tv", True)))
+    with pytest.raises(VocabularyError, match="category id 1 is used by both 'a' and 'b'"):
+        Vocabulary((Category(1, "a", True), Category(1, "b", True)))
+    with pytest.raises(VocabularyError, match="vocabulary is empty"):
+        Vocabulary(())
+
+
+def test_vocabulary_lookup_and_roundtrip():
+    v = vocab()
+    assert v.ids == (1, 2, 7)
+    assert [c.name for c in v.things] == ["person", "car"]
+    assert v.index_of(7) == 2
+    assert v.by_id(2).name == "road"
+    with pytest.raises(KeyError, match="no category with id 3"):
+        v.by_id(3)
+    assert Vocabulary.from_dict(v.to_dict()) == v
+
+
+def test_boxes_are_tight_with_exclusive_max():
+    masks = np.zeros((3, 5, 6), bool)
+    masks[0, 1:3, 2:5] = True
+    masks[1, 4, 5] = True
+    boxes = masks_to_boxes_xyxy(masks)
+    np.testing.assert_array_equal(boxes, [[2, 1, 5, 3], [5, 4, 6, 5], [0, 0, 0, 0]])
+
+
+def test_proposal_set_validates_and_is_read_only():
+    masks = np.zeros((2, 4, 4), bool)
+    masks[0, :2] = True
+    masks[1, 2:, 1:3] = True
+    ps = ProposalSet.from_masks(masks, [0.5, 0.25])
+    assert len(ps) == 2 and ps.image_size == (4, 4)
+    np.testing.assert_array_equal(ps.areas, [8, 4])
+    with pytest.raises(ValueError, match="read-only"):
+        ps.masks[0, 0, 0] = False
+    with pytest.raises(ValueError, match=r"masks must be an \(N, H, W\) bool array"):
+        ProposalSet(masks.astype(np.uint8), ps.boxes_xyxy, ps.scores)
+    with pytest.raises(ValueError, match=r"scores must be \(2,\) float32"):
+        ProposalSet(masks, np.zeros((2, 4), np.float32), np.zeros(3, np.float32))
+    assert len(ProposalSet.empty(3, 5)) == 0
+
+
+def test_class_scores_rows_may_leave_room_for_no_object():
+    probs = np.array([[0.5, 0.25], [0.0, 0.0]], np.float32)
+    cs = ClassScores(np.zeros((2, 2), np.float32), probs, (4, 9))
+    np.testing.assert_allclose(cs.no_object, [0.25, 1.0])
+    with pytest.raises(ValueError, match="sum to <= 1"):
+        ClassScores(np.zeros((1, 2), np.float32), np.array([[0.7, 0.7]], np.float32), (1, 2))
+    with pytest.raises(ValueError, match=r"\(N, 3\) float32"):
+        ClassScores(np.zeros((1, 2), np.float32), np.zeros((1, 2), np.float32), (1, 2, 3))
+
+
+def test_panoptic_result_from_map_computes_exact_area_and_bbox():
+    pm = np.zeros((4, 6), np.int32)
+    pm[0:2, 0:3] = 5  # person: 6 px
+    pm[3, :] = 2      # road: 6 px
+    pm[1, 5] = 9      # car: 1 px
+    r = PanopticResult.from_map(pm, {5: (1, 0.9), 2: (2, 0.8), 9: (7, 0.7), 11: (7, 0.1)}, vocab())
+    assert [(s.id, s.category_id, s.isthing, s.area, s.bbox_xyxy) for s in r.segments] == [
+        (2, 2, False, 6, (0, 3, 6, 4)),
+        (5, 1, True, 6, (0, 0, 3, 2)),
+        (9, 7, True, 1, (5, 1, 6, 2)),
+    ]
+    assert r.segment_by_id(5).bbox_xywh == (0, 0, 3, 2)
+    assert r.to_dict()["segments"][0]["category"] == "road"
+
+
+def test_panoptic_result_rejects_inconsistent_segments():
+    v = vocab()
+    pm = np.zeros((2, 2), np.int32)
+    pm[0, 0] = 1
+    good = Segment(1, 1, True, 0.5, 1, (0, 0, 1, 1))
+    with pytest.raises(ValueError, match=r"area/bbox 2/\(0, 0, 1, 1\) do not match the map \(1/\(0, 0, 1, 1\)\)"):
+        PanopticResult(pm, (Segment(1, 1, True, 0.5, 2, (0, 0, 1, 1)),), v)
+    with pytest.raises(ValueError, match=r"ids in the map without a segment \[1\]"):
+        PanopticResult(pm, (), v)
+    with pytest.raises(ValueError, match="isthing=True but 'road' has isthing=False"):
+        PanopticResult(pm, (Segment(1, 2, True, 0.5, 1, (0, 0, 1, 1)),), v)
+    pm2 = pm.copy()
+    pm2[1, 1] = 2
+    with pytest.raises(ValueError, match="stuff class 'road' has two segments"):
+        PanopticResult(pm2, (Segment(1, 2, False, 0.5, 1, (0, 0, 1, 1)), Segment(2, 2, False, 0.5, 1, (1, 1, 2, 2))), v)
+    with pytest.raises(ValueError, match="int32"):
+        PanopticResult(pm.astype(np.int64), (good,), v)
+    assert PanopticResult(pm, (good,), v).image_size == (2, 2)
