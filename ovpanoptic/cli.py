@@ -117,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     vo.add_argument("name", nargs="?", help="show this vocabulary's classes")
     vo.add_argument("--json", action="store_true", help="machine-readable output")
 
+    ev = sub.add_parser(
+        "eval",
+        help="Panoptic Quality of predictions against ground truth (COCO panoptic API rules)",
+        description="Compare COCO-panoptic predictions with ground truth: PQ, SQ, RQ for all, things, "
+        "stuff and per category, with the rules of the COCO panoptic API.",
+    )
+    ev.add_argument("--gt-json", required=True, metavar="FILE", help="ground-truth COCO-panoptic JSON")
+    ev.add_argument("--gt-dir", required=True, metavar="DIR", help="folder of the ground-truth PNGs")
+    ev.add_argument("--pred-json", required=True, metavar="FILE", help="predicted COCO-panoptic JSON (e.g. OUTDIR/panoptic.json)")
+    ev.add_argument("--pred-dir", required=True, metavar="DIR", help="folder of the predicted PNGs (e.g. OUTDIR/panoptic)")
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+
     pr = sub.add_parser("presets", parents=[plugin_opts], help="list config presets, or show the resolved config of one")
     pr.add_argument("name", nargs="?", help="show this preset (name or path) after --set overrides")
     pr.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
@@ -249,7 +261,28 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tqdm import tqdm
+
+    from .evaluation import evaluate_panoptic
+
+    with tqdm(unit="img", disable=not err.isatty(), file=err) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = evaluate_panoptic(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        print(report.format_table(), file=out)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
+    "eval": _cmd_eval,
     "segment": _cmd_segment,
     "plugins": _cmd_plugins,
     "vocabularies": _cmd_vocabularies,

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 #: ``ovpanoptic`` distribution and can be blocked by these names.
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("vocabularies", "ovpanoptic.builtins.vocabularies"),
+    ("fusion", "ovpanoptic.builtins.fusion"),
+    ("exporters", "ovpanoptic.builtins.exporters"),
+    ("oracle", "ovpanoptic.builtins.oracle"),
 )
 
 _REGISTER_HOOKS: dict[str, str] = {

@@ -1,0 +1,319 @@
+"""Built-in plugin: exporters (chosen with ``--format NAME``). Every write is atomic.
+
+``coco-panoptic``
+    ``OUTDIR/panoptic/STEM.png`` (segment id = R + 256 G + 256^2 B, 0 = void) and the combined
+    ``OUTDIR/panoptic.json`` (``images``, ``annotations`` with ``segments_info`` —
+    ``id``, ``category_id``, ``iscrowd``, ``area``, ``bbox`` XYWH, ``score`` — and ``categories``
+    with ``isthing``), updated image by image. The image entry's ``file_name`` is ``STEM.jpg``,
+    the name COCO tools (and detectron2's loader) expect beside the PNG; a numeric stem becomes the
+    ``image_id`` (COCO style), other stems get the next free id.
+``overlay``
+    ``OUTDIR/STEM.overlay.png``: the image with segments and class names drawn by detectron2's
+    ``Visualizer.draw_panoptic_seg`` (instance colours jittered deterministically).
+``coco-instances``
+    the combined ``OUTDIR/instances.json``: COCO instance annotations of the thing segments with
+    pycocotools RLE masks and scores (for labelling tools).
+``summary``
+    ``OUTDIR/STEM.summary.json``: segments (class, thing/stuff, score, area, XYXY box), timings.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..components import ComponentContext, RegisterComponent
+from ..errors import MissingDependencyError, OvpanopticError
+from ..evaluation import id_to_rgb
+from ..hookspecs import hookimpl
+from ..types import Category, PanopticResult, Vocabulary
+
+__all__ = ["ExportError", "category_color"]
+
+
+class ExportError(OvpanopticError):
+    """An export cannot be written (e.g. the output folder holds another vocabulary's results)."""
+
+
+def category_color(category: Category) -> tuple[int, int, int]:
+    """The category's colour, or a stable one derived from its name."""
+    if category.color is not None:
+        return category.color
+    hue = int(hashlib.sha1(category.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+    r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+    return round(r * 255), round(g * 255), round(b * 255)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _coco_categories(vocabulary: Vocabulary) -> list[dict[str, Any]]:
+    return [
+        {"id": c.id, "name": c.name, "supercategory": c.name, "isthing": int(c.isthing), "color": list(category_color(c))}
+        for c in vocabulary.categories
+    ]
+
+
+def _load_combined(path: Path, vocabulary: Vocabulary) -> dict[str, Any]:
+    """Read a combined COCO JSON (or start one) and check it holds the same categories."""
+    categories = _coco_categories(vocabulary)
+    if not path.exists():
+        return {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ExportError(f"cannot update {path}: {exc}; remove it or choose another output folder") from None
+    old = {c["id"]: c["name"] for c in data.get("categories", [])}
+    new = {c["id"]: c["name"] for c in categories}
+    clash = [cid for cid in new if cid in old and old[cid] != new[cid]]
+    if clash:
+        raise ExportError(
+            f"{path} holds results of another vocabulary (category {clash[0]} is {old[clash[0]]!r} there, "
+            f"{new[clash[0]]!r} now); choose another output folder with -o"
+        )
+    merged = {c["id"]: c for c in data.get("categories", [])}
+    merged.update({c["id"]: c for c in categories})
+    data["categories"] = [merged[k] for k in sorted(merged)]
+    return data
+
+
+def _image_entry(data: Mapping[str, Any], stem: str, height: int, width: int) -> dict[str, Any]:
+    file_name = f"{stem}.jpg"
+    for img in data["images"]:
+        if img["file_name"] == file_name:
+            return {"id": img["id"], "file_name": file_name, "height": height, "width": width}
+    used = {img["id"] for img in data["images"]}
+    if stem.isdigit() and int(stem) not in used:
+        image_id = int(stem)
+    else:
+        image_id = max(used, default=0) + 1
+    return {"id": image_id, "file_name": file_name, "height": height, "width": width}
+
+
+def _replace_image(data: dict[str, Any], image: dict[str, Any], annotations: Sequence[dict[str, Any]], key: str) -> None:
+    data["images"] = [i for i in data["images"] if i["id"] != image["id"]] + [image]
+    data["images"].sort(key=lambda i: i["id"])
+    data["annotations"] = [a for a in data["annotations"] if a[key] != image["id"]] + list(annotations)
+
+
+@dataclass(frozen=True)
+class CocoPanopticConfig:
+    """Options of the ``coco-panoptic`` exporter.
+
+    :param png_dir: sub-folder of the output folder for the PNGs.
+    :param json_name: name of the combined JSON in the output folder.
+    """
+
+    png_dir: str = "panoptic"
+    json_name: str = "panoptic.json"
+
+
+class CocoPanopticExporter:
+    """COCO-panoptic PNG + combined JSON."""
+
+    def __init__(self, config: CocoPanopticConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
+        outdir = Path(outdir)
+        json_path = outdir / self.config.json_name
+        data = _load_combined(json_path, result.vocabulary)
+        h, w = result.image_size
+        entry = _image_entry(data, stem, h, w)
+        png_rel = f"{stem}.png"
+        annotation = {
+            "image_id": entry["id"],
+            "file_name": png_rel,
+            "segments_info": [
+                {
+                    "id": s.id,
+                    "category_id": s.category_id,
+                    "iscrowd": 0,
+                    "area": s.area,
+                    "bbox": list(s.bbox_xywh),
+                    "score": round(s.score, 6),
+                }
+                for s in result.segments
+            ],
+        }
+        png_dir = outdir / self.config.png_dir
+        png_dir.mkdir(parents=True, exist_ok=True)
+        png_path = atomic_write_bytes(png_dir / png_rel, _png_bytes(id_to_rgb(result.panoptic_map)))
+        _replace_image(data, entry, [annotation], "image_id")
+        atomic_write_text(json_path, json.dumps(data, indent=1))
+        return [png_path, json_path]
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    """Options of the ``overlay`` exporter.
+
+    :param alpha: opacity of the segment colours.
+    :param show_scores: add thing scores to their labels.
+    :param area_threshold: segments smaller than this (pixels) get no label; 0 labels all.
+    """
+
+    alpha: float = 0.5
+    show_scores: bool = True
+    area_threshold: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")
+
+
+class OverlayExporter:
+    """Draws the result with detectron2's ``Visualizer.draw_panoptic_seg``."""
+
+    def __init__(self, config: OverlayConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def render(self, result: PanopticResult, image: np.ndarray) -> np.ndarray:
+        """The overlay as an ``(H, W, 3)`` uint8 RGB array at the result's size."""
+        try:
+            import torch
+            from detectron2.data.catalog import Metadata
+            from detectron2.utils.visualizer import ColorMode
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"the overlay exporter needs detectron2 ({exc}); run scripts/bootstrap.sh"
+            ) from None
+        if image.shape[:2] != result.image_size:
+            from PIL import Image
+
+            image = np.asarray(Image.fromarray(image).resize(result.image_size[::-1]))
+        vocab = result.vocabulary
+        things = list(vocab.things)
+        stuff = list(vocab.stuff)
+        meta = Metadata(
+            name="ovpanoptic",
+            thing_classes=[c.name for c in things],
+            thing_colors=[category_color(c) for c in things],
+            stuff_classes=[c.name for c in stuff],
+            stuff_colors=[category_color(c) for c in stuff],
+        )
+        thing_index = {c.id: i for i, c in enumerate(things)}
+        stuff_index = {c.id: i for i, c in enumerate(stuff)}
+        infos = [
+            {
+                "id": s.id,
+                "isthing": s.isthing,
+                "category_id": thing_index[s.category_id] if s.isthing else stuff_index[s.category_id],
+                **({"score": s.score} if self.config.show_scores and s.isthing else {}),
+            }
+            for s in result.segments
+        ]
+        visualizer = _stable_visualizer_class()(image, meta, instance_mode=ColorMode.IMAGE)
+        area = self.config.area_threshold or None
+        out = visualizer.draw_panoptic_seg(
+            torch.from_numpy(np.array(result.panoptic_map)), infos, area_threshold=area, alpha=self.config.alpha
+        )
+        return np.ascontiguousarray(out.get_image())
+
+    def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
+        path = Path(outdir) / f"{stem}.overlay.png"
+        return [atomic_write_bytes(path, _png_bytes(self.render(result, image)))]
+
+
+def _stable_visualizer_class() -> type:
+    from detectron2.utils.visualizer import Visualizer
+
+    class StableVisualizer(Visualizer):  # type: ignore[misc]
+        """detectron2's Visualizer with instance colour jitter from a seeded generator, so the
+        same result always draws the same picture (detectron2 uses numpy's global RNG)."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._rng = np.random.default_rng(0)
+
+        def _jitter(self, color: Sequence[float]) -> tuple[float, ...]:
+            offset = self._rng.random(3)
+            offset = offset / np.linalg.norm(offset) * 0.5
+            return tuple(np.clip(offset + np.asarray(color, dtype=np.float64), 0.0, 1.0))
+
+    return StableVisualizer
+
+
+@dataclass(frozen=True)
+class CocoInstancesConfig:
+    """Options of the ``coco-instances`` exporter.
+
+    :param json_name: name of the combined JSON in the output folder.
+    """
+
+    json_name: str = "instances.json"
+
+
+class CocoInstancesExporter:
+    """COCO instance annotations (pycocotools RLE) of the thing segments."""
+
+    def __init__(self, config: CocoInstancesConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
+        try:
+            from pycocotools import mask as mask_utils
+        except ImportError as exc:
+            raise MissingDependencyError(f"the coco-instances exporter needs pycocotools ({exc})") from None
+        json_path = Path(outdir) / self.config.json_name
+        data = _load_combined(json_path, result.vocabulary)
+        data["categories"] = [c for c in data["categories"] if c.get("isthing", 1)]
+        h, w = result.image_size
+        entry = _image_entry(data, stem, h, w)
+        next_id = max((a["id"] for a in data["annotations"] if a["image_id"] != entry["id"]), default=0) + 1
+        annotations = []
+        for s in result.segments:
+            if not s.isthing:
+                continue
+            rle = mask_utils.encode(np.asfortranarray((result.panoptic_map == s.id).astype(np.uint8)))
+            rle["counts"] = rle["counts"].decode("ascii")
+            annotations.append(
+                {
+                    "id": next_id,
+                    "image_id": entry["id"],
+                    "category_id": s.category_id,
+                    "segmentation": rle,
+                    "area": s.area,
+                    "bbox": list(s.bbox_xywh),
+                    "iscrowd": 0,
+                    "score": round(s.score, 6),
+                }
+            )
+            next_id += 1
+        _replace_image(data, entry, annotations, "image_id")
+        return [atomic_write_text(json_path, json.dumps(data))]
+
+
+class SummaryExporter:
+    """A per-image JSON summary."""
+
+    def __init__(self, config: Any, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
+        data = {"image": stem, **result.to_dict()}
+        return [atomic_write_text(Path(outdir) / f"{stem}.summary.json", json.dumps(data, indent=1))]
+
+
+@hookimpl
+def register_exporters(register: RegisterComponent) -> None:
+    """Register ``coco-panoptic``, ``overlay``, ``coco-instances`` and ``summary``."""
+    register("coco-panoptic", CocoPanopticExporter, config=CocoPanopticConfig, description="COCO-panoptic PNG + panoptic.json")
+    register("overlay", OverlayExporter, config=OverlayConfig, description="image with labelled segments (detectron2 Visualizer)")
+    register("coco-instances", CocoInstancesExporter, config=CocoInstancesConfig, description="COCO instances.json with RLE masks (things)")
+    register("summary", SummaryExporter, description="per-image JSON summary")

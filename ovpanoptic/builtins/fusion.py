@@ -1,0 +1,230 @@
+"""Built-in plugin: panoptic fusers.
+
+Both fusers first give each proposal its best category (``argmax`` of the classifier's
+probabilities) and a score (that probability, times the proposal's own score when
+``use_proposal_score`` is on); proposals whose best probability is below ``min_class_prob`` match
+no category and are dropped (their pixels stay void unless another proposal covers them).
+
+``detectron2``
+    Things become a detectron2 ``Instances`` (masks, boxes, scores, classes) and stuff a semantic
+    map (each pixel takes the stuff class of the highest-scoring stuff proposal covering it); they
+    are merged by detectron2's own ``combine_semantic_and_instance_outputs``: things are pasted in
+    descending score, an instance whose overlap with already pasted ones exceeds
+    ``overlap_threshold`` of its area is dropped (otherwise only its free pixels are kept), then
+    stuff fills the pixels still free, a stuff class covering fewer than ``stuff_area_thresh``
+    free pixels being dropped.
+
+``maskformer``
+    Mask2Former's mask-classification rule: every pixel goes to the kept proposal with the highest
+    ``score x mask probability`` (masks are binary here, so: the highest-scoring proposal covering
+    it), things and stuff competing alike; a proposal keeps its segment only when at least
+    ``overlap_threshold`` of its mask is still its own; all segments of one stuff class merge.
+
+Where masks do not overlap, the two give the same segments. Where they do, ``detectron2`` lets
+every thing beat every stuff class and drops stuff only by area, while ``maskformer`` lets scores
+decide between things and stuff and drops any proposal left with less than ``overlap_threshold``
+of its mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import numpy as np
+
+from ..components import ComponentContext, RegisterComponent
+from ..constants import VOID_ID
+from ..errors import MissingDependencyError
+from ..hookspecs import hookimpl
+from ..types import ClassScores, PanopticResult, ProposalSet, Vocabulary
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0):
+        raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+@dataclass(frozen=True)
+class Detectron2FuserConfig:
+    """Options of the ``detectron2`` fuser (detectron2's ``COMBINE`` settings and the label rule).
+
+    :param overlap_threshold: drop an instance when this fraction of it is already taken.
+    :param stuff_area_thresh: drop a stuff class covering fewer free pixels than this.
+    :param instances_score_thresh: ignore instances scoring below this.
+    :param min_class_prob: proposals whose best class probability is lower match nothing.
+    :param use_proposal_score: multiply the class probability by the proposal's score.
+    """
+
+    overlap_threshold: float = 0.5
+    stuff_area_thresh: int = 4096
+    instances_score_thresh: float = 0.5
+    min_class_prob: float = 0.3
+    use_proposal_score: bool = False
+
+    def __post_init__(self) -> None:
+        _check_fraction("overlap_threshold", self.overlap_threshold)
+        _check_fraction("instances_score_thresh", self.instances_score_thresh)
+        _check_fraction("min_class_prob", self.min_class_prob)
+        if self.stuff_area_thresh < 0:
+            raise ValueError(f"stuff_area_thresh must be >= 0, got {self.stuff_area_thresh}")
+
+
+@dataclass(frozen=True)
+class MaskFormerFuserConfig:
+    """Options of the ``maskformer`` fuser (Mask2Former's panoptic inference settings).
+
+    :param overlap_threshold: keep a proposal only if at least this fraction of its mask is its own.
+    :param object_mask_threshold: ignore proposals scoring at or below this.
+    :param min_class_prob: proposals whose best class probability is lower match nothing.
+    :param use_proposal_score: multiply the class probability by the proposal's score.
+    """
+
+    overlap_threshold: float = 0.8
+    object_mask_threshold: float = 0.5
+    min_class_prob: float = 0.3
+    use_proposal_score: bool = False
+
+    def __post_init__(self) -> None:
+        _check_fraction("overlap_threshold", self.overlap_threshold)
+        _check_fraction("object_mask_threshold", self.object_mask_threshold)
+        _check_fraction("min_class_prob", self.min_class_prob)
+
+
+def label_proposals(
+    proposals: ProposalSet, scores: ClassScores, min_class_prob: float, use_proposal_score: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices of proposals that match a category, their category columns and their scores."""
+    if len(proposals) != len(scores):
+        raise ValueError(f"{len(proposals)} proposals but {len(scores)} rows of class scores")
+    n = len(proposals)
+    if n == 0 or scores.probs.shape[1] == 0:
+        empty = np.zeros(0, np.int64)
+        return empty, empty, np.zeros(0, np.float32)
+    cols = scores.probs.argmax(axis=1)
+    best = scores.probs[np.arange(n), cols]
+    score = best * proposals.scores if use_proposal_score else best.copy()
+    keep = np.flatnonzero((best >= min_class_prob) & (proposals.areas > 0))
+    return keep, cols[keep], np.clip(score[keep], 0.0, 1.0).astype(np.float32)
+
+
+class Detectron2Fuser:
+    """Panoptic fusion with detectron2's ``combine_semantic_and_instance_outputs``."""
+
+    def __init__(self, config: Detectron2FuserConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
+        try:
+            import torch
+            from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
+            from detectron2.structures import Boxes, Instances
+        except ImportError as exc:
+            raise MissingDependencyError(
+                f"the detectron2 fuser needs torch and detectron2 ({exc}); run scripts/bootstrap.sh, or "
+                "choose --set pipeline.fuser=maskformer"
+            ) from None
+        cfg = self.config
+        h, w = proposals.image_size
+        keep, cols, sc = label_proposals(proposals, scores, cfg.min_class_prob, cfg.use_proposal_score)
+        cats = [vocabulary.categories[c] for c in cols]
+        thing_idx = [i for i, c in enumerate(cats) if c.isthing]
+        stuff_idx = [i for i, c in enumerate(cats) if not c.isthing]
+        thing_ids = sorted({cats[i].id for i in thing_idx})
+        thing_contig = {cid: k for k, cid in enumerate(thing_ids)}
+
+        instances = Instances((h, w))
+        t_keep = keep[thing_idx]
+        instances.pred_masks = torch.from_numpy(np.ascontiguousarray(proposals.masks[t_keep])).reshape(len(t_keep), h, w)
+        instances.pred_boxes = Boxes(torch.from_numpy(np.ascontiguousarray(proposals.boxes_xyxy[t_keep])).reshape(-1, 4))
+        instances.scores = torch.from_numpy(sc[thing_idx].astype(np.float32))
+        instances.pred_classes = torch.tensor([thing_contig[cats[i].id] for i in thing_idx], dtype=torch.int64)
+
+        # Semantic map: 0 = "no stuff" (detectron2's reserved label); stuff class k -> k + 1.
+        stuff_ids = sorted({cats[i].id for i in stuff_idx})
+        stuff_label = {cid: k + 1 for k, cid in enumerate(stuff_ids)}
+        semantic = np.zeros((h, w), np.int64)
+        stuff_score: dict[int, float] = {}
+        for i in sorted(stuff_idx, key=lambda i: (sc[i], -i)):  # ascending: the best proposal paints last
+            semantic[proposals.masks[keep[i]]] = stuff_label[cats[i].id]
+            stuff_score[cats[i].id] = max(stuff_score.get(cats[i].id, 0.0), float(sc[i]))
+
+        panoptic, infos = combine_semantic_and_instance_outputs(
+            instances,
+            torch.from_numpy(semantic),
+            overlap_threshold=cfg.overlap_threshold,
+            stuff_area_thresh=cfg.stuff_area_thresh,
+            instances_score_thresh=cfg.instances_score_thresh,
+        )
+        labels: dict[int, tuple[int, float]] = {}
+        for info in infos:
+            if info["isthing"]:
+                labels[info["id"]] = (thing_ids[info["category_id"]], float(info["score"]))
+            else:
+                cid = stuff_ids[info["category_id"] - 1]
+                labels[info["id"]] = (cid, stuff_score[cid])
+        return PanopticResult.from_map(panoptic.numpy().astype(np.int32), labels, vocabulary)
+
+
+class MaskFormerFuser:
+    """Mask2Former's panoptic inference rule on binary proposal masks, written with torch."""
+
+    def __init__(self, config: MaskFormerFuserConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+
+    def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
+        try:
+            import torch
+        except ImportError as exc:  # pragma: no cover - torch is a core dependency of the models extra
+            raise MissingDependencyError(f"the maskformer fuser needs torch ({exc})") from None
+        cfg = self.config
+        h, w = proposals.image_size
+        keep, cols, sc = label_proposals(proposals, scores, cfg.min_class_prob, cfg.use_proposal_score)
+        sel = np.flatnonzero(sc > cfg.object_mask_threshold)
+        panoptic = np.full((h, w), VOID_ID, np.int32)
+        labels: dict[int, tuple[int, float]] = {}
+        if len(sel) == 0:
+            return PanopticResult.from_map(panoptic, labels, vocabulary)
+        masks = torch.from_numpy(np.ascontiguousarray(proposals.masks[keep[sel]]))
+        cur_scores = torch.from_numpy(sc[sel])
+        prob_masks = cur_scores.view(-1, 1, 1) * masks.to(torch.float32)
+        owner = prob_masks.argmax(dim=0)
+        stuff_segment: dict[int, int] = {}
+        stuff_best: dict[int, float] = {}
+        next_id = 1
+        for k in range(len(sel)):
+            cat = vocabulary.categories[int(cols[sel[k]])]
+            own = (owner == k) & masks[k]
+            original_area = int(masks[k].sum())
+            own_area = int(own.sum())
+            if own_area == 0 or original_area == 0 or own_area / original_area < cfg.overlap_threshold:
+                continue
+            own_np = own.numpy()
+            if not cat.isthing and cat.id in stuff_segment:
+                panoptic[own_np] = stuff_segment[cat.id]
+                stuff_best[cat.id] = max(stuff_best[cat.id], float(cur_scores[k]))
+                continue
+            sid, next_id = next_id, next_id + 1
+            panoptic[own_np] = sid
+            labels[sid] = (cat.id, float(cur_scores[k]))
+            if not cat.isthing:
+                stuff_segment[cat.id] = sid
+                stuff_best[cat.id] = float(cur_scores[k])
+        for cid, sid in stuff_segment.items():
+            labels[sid] = (cid, stuff_best[cid])
+        return PanopticResult.from_map(panoptic, labels, vocabulary)
+
+
+@hookimpl
+def register_fusers(register: RegisterComponent) -> None:
+    """Register ``detectron2`` and ``maskformer``."""
+    register(
+        "detectron2",
+        Detectron2Fuser,
+        config=Detectron2FuserConfig,
+        description="things then stuff, merged by detectron2's combine_semantic_and_instance_outputs",
+    )
+    register(
+        "maskformer",
+        MaskFormerFuser,
+        config=MaskFormerFuserConfig,
+        description="Mask2Former's rule: per-pixel best score x mask, overlap threshold, stuff merged",
+    )
