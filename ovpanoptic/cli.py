@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .constants import DISABLE_PLUGINS_ENV
-from .errors import OvpanopticError
+from .errors import InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
 
@@ -128,6 +128,23 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred-json", required=True, metavar="FILE", help="predicted COCO-panoptic JSON (e.g. OUTDIR/panoptic.json)")
     ev.add_argument("--pred-dir", required=True, metavar="DIR", help="folder of the predicted PNGs (e.g. OUTDIR/panoptic)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    dl = sub.add_parser(
+        "download",
+        parents=[config_opts, plugin_opts],
+        help="fetch a component's model weights into the local cache ahead of time",
+        description="Fetch the weights a component needs (e.g. 'ovpanoptic download sam2 --size tiny', "
+        "'ovpanoptic download clip') so later runs work offline (HF_HUB_OFFLINE=1).",
+    )
+    dl.add_argument("component", metavar="COMPONENT", help="component name, e.g. sam2 or clip")
+    dl.add_argument(
+        "--model",
+        "--size",
+        dest="model",
+        default=None,
+        help="the model to fetch (sets the component's 'model' option): a size for sam2 "
+        "(tiny, small, base_plus, large), an architecture for clip, or hf-hub:ORG/REPO/FILE",
+    )
 
     pr = sub.add_parser("presets", parents=[plugin_opts], help="list config presets, or show the resolved config of one")
     pr.add_argument("name", nargs="?", help="show this preset (name or path) after --set overrides")
@@ -281,7 +298,35 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .components import KINDS, Downloadable
+    from .pipeline import Pipeline
+
+    pipe = Pipeline(args.config, overrides=args.overrides, device=args.device or "cpu", disable_plugins=args.disable_plugin)
+    kinds = [k for k in KINDS if args.component in pipe.registry.components.get(k, {})]
+    if not kinds:
+        names = sorted({n for specs in pipe.registry.components.values() for n in specs})
+        raise InputError(f"no component named {args.component!r}; components: {', '.join(names)}")
+    if args.model is not None:
+        pipe = Pipeline(
+            pipe.config.with_overrides([f"{k}.{args.component}.model={args.model!r}" for k in kinds]),
+            registry=pipe.registry,
+            device=args.device or "cpu",
+        )
+    fetched = 0
+    for kind in kinds:
+        component = pipe.component(kind, args.component)
+        if isinstance(component, Downloadable):
+            for path in component.download():
+                print(f"{args.component}: {path}", file=out)
+            fetched += 1
+    if not fetched:
+        raise InputError(f"{args.component!r} has no weights to download")
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
+    "download": _cmd_download,
     "eval": _cmd_eval,
     "segment": _cmd_segment,
     "plugins": _cmd_plugins,
@@ -305,6 +350,8 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     except OvpanopticError as exc:
         _error(str(exc), err)
         return EXIT_USAGE
+    except BrokenPipeError:  # output piped into a pager or head that exited
+        return EXIT_OK
     except KeyboardInterrupt:
         _error("interrupted", err)
         return 130

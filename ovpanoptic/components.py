@@ -10,8 +10,8 @@ their weights on their first call.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,12 +24,14 @@ __all__ = [
     "Classifier",
     "ComponentContext",
     "ComponentSpec",
+    "Downloadable",
     "Exporter",
     "Fuser",
     "NoConfig",
     "Progress",
     "ProposalGenerator",
     "RegisterComponent",
+    "RegisterPromptTemplates",
     "RegisterVocabulary",
     "VocabularySpec",
 ]
@@ -58,11 +60,13 @@ class ComponentContext:
     :param device: resolved torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
     :param cache_dir: a writable directory for caches (text embeddings, ...).
     :param offline: ``True`` when no network access may be attempted (``HF_HUB_OFFLINE=1``).
+    :param prompt_templates: the registered prompt-template sets, by name.
     """
 
     device: str = "cpu"
     cache_dir: Path = Path(".")
     offline: bool = False
+    prompt_templates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @runtime_checkable
@@ -101,6 +105,15 @@ class Exporter(Protocol):
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> Sequence[Path]:
         """Write the files for one image named after ``stem`` into ``outdir``; return their paths."""
+        ...
+
+
+@runtime_checkable
+class Downloadable(Protocol):
+    """Optional: a component with weights offers ``download`` (used by ``ovpanoptic download``)."""
+
+    def download(self) -> Sequence[Path]:
+        """Fetch the weights into the local cache (or find them there); return the local files."""
         ...
 
 
@@ -152,6 +165,14 @@ class RegisterComponent(Protocol):
         description: str = "",
     ) -> None:
         """Register ``factory`` under ``name``; ``config`` is its frozen config dataclass."""
+        ...
+
+
+class RegisterPromptTemplates(Protocol):
+    """The callback handed to ``register_prompt_templates``."""
+
+    def __call__(self, name: str, templates: Sequence[str], *, description: str = "") -> None:
+        """Register a set of templates, each containing ``{}`` for the class name."""
         ...
 
 

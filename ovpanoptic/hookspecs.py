@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import pluggy
 
-from .components import RegisterComponent, RegisterVocabulary
+from .components import RegisterComponent, RegisterPromptTemplates, RegisterVocabulary
 from .types import PanopticResult, Vocabulary
 
 #: Marks the specifications below.
@@ -76,6 +76,17 @@ def register_exporters(register: RegisterComponent) -> None:
     :param register: as for :func:`register_proposal_generators`; the built object has
         ``export(result, image, outdir, stem) -> list[Path]`` and writes atomically.
     :return: nothing.
+    """
+
+
+@hookspec
+def register_prompt_templates(register: RegisterPromptTemplates) -> None:
+    """Register sets of text-prompt templates for text-embedding classifiers.
+
+    :param register: call ``register(name, templates, description=...)``; ``templates`` is a
+        sequence of strings containing ``{}`` where the class name goes (``"a photo of a {}."``).
+        Classifiers pick a set by name in their config.
+    :return: nothing; a set name registered twice is a start-up error naming both plugins.
     """
 
 

@@ -27,6 +27,7 @@ from .device import resolve_device
 from .errors import InputError, PluginError
 from .imageio import as_rgb_array, resize_longest_side
 from .plugins import Registry
+from .weights import is_offline
 from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary
 
 __all__ = ["Pipeline", "default_cache_dir"]
@@ -130,13 +131,13 @@ class Pipeline:
             name = getattr(self.config.pipeline, kind)
         key = (kind, name)
         if key not in self._components:
-            self.check()
             spec = self.registry.component(kind, name)
             cfg = self.config.component_config(spec)
             context = ComponentContext(
                 device=self.device,
                 cache_dir=default_cache_dir(),
-                offline=os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"),
+                offline=is_offline(),
+                prompt_templates={name: t for name, (t, _, _) in self.registry.prompt_templates.items()},
             )
             obj = spec.factory(cfg, context)
             protocol, methods = _PROTOCOLS[kind]

@@ -13,7 +13,7 @@ import importlib
 import importlib.metadata
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -230,6 +230,8 @@ class Registry:
     pm: OvpanopticPluginManager
     components: dict[str, dict[str, ComponentSpec]] = field(default_factory=dict)
     vocabularies: dict[str, VocabularySpec] = field(default_factory=dict)
+    #: template-set name -> (templates, description, plugin)
+    prompt_templates: dict[str, tuple[tuple[str, ...], str, str]] = field(default_factory=dict)
     _loaded_vocabularies: dict[str, Vocabulary] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +241,8 @@ class Registry:
                 _call_impl(impl, register=self._component_register(kind, impl.plugin_name))
         for impl in self.pm.hook.register_vocabularies.get_hookimpls():
             _call_impl(impl, register=self._vocabulary_register(impl.plugin_name))
+        for impl in self.pm.hook.register_prompt_templates.get_hookimpls():
+            _call_impl(impl, register=self._templates_register(impl.plugin_name))
 
     @classmethod
     def create(cls, disable: Iterable[str] = (), **kwargs: Any) -> Registry:
@@ -272,6 +276,24 @@ class Registry:
             if not callable(loader):
                 raise PluginError(f"plugin {plugin_name!r}: loader of vocabulary {name!r} is not callable")
             self.vocabularies[name] = VocabularySpec(name, loader, description, plugin_name)
+
+        return register
+
+    def _templates_register(self, plugin_name: str) -> Callable[..., None]:
+        def register(name: str, templates: Sequence[str], *, description: str = "") -> None:
+            if name in self.prompt_templates:
+                raise PluginError(
+                    f"prompt templates {name!r} are registered by two plugins: "
+                    f"{self.prompt_templates[name][2]!r} and {plugin_name!r}. Disable one with --disable-plugin NAME"
+                )
+            items = tuple(templates) if not isinstance(templates, str) else ()
+            bad = [t for t in items if not isinstance(t, str) or t.count("{}") != 1]
+            if not items or bad:
+                raise PluginError(
+                    f"plugin {plugin_name!r}: prompt templates {name!r} must be a non-empty list of strings with "
+                    f"exactly one '{{}}' each (bad: {bad[:2]!r})"
+                )
+            self.prompt_templates[name] = (items, description, plugin_name)
 
         return register
 
@@ -327,6 +349,8 @@ class Registry:
                 provided.setdefault(spec.plugin, []).append(f"{KINDS[kind]}: {spec.name}")
         for spec in self.vocabularies.values():
             provided.setdefault(spec.plugin, []).append(f"vocabulary: {spec.name}")
+        for name, (_, _, plugin) in self.prompt_templates.items():
+            provided.setdefault(plugin, []).append(f"prompt templates: {name}")
         infos = []
         names = set(self.pm.origins) | {n for n, _ in self.pm.list_name_plugin() if n is not None}
         for name in sorted(names):

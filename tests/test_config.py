@@ -111,7 +111,7 @@ def test_component_tables_are_checked_against_the_registry():
 
 def test_missing_selected_component_names_it():
     reg = registry_with(FakeComponentsPlugin())
-    with pytest.raises(ComponentNotFoundError, match=r"proposal generator 'sam2' \(pipeline.proposal_generator in .*default.toml\) is not provided by any installed, enabled plugin. Available: tiles"):
+    with pytest.raises(ComponentNotFoundError, match=r"proposal generator 'sam2' \(pipeline.proposal_generator in .*default.toml\) is not provided by any installed, enabled plugin. Available: oracle, tiles"):
         load_config().selected(reg.components)
 
 

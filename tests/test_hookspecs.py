@@ -11,7 +11,7 @@ import pytest
 
 from ovpanoptic import hookimpl, hookspecs
 from ovpanoptic.config import Config
-from ovpanoptic.errors import VocabularyError
+from ovpanoptic.errors import PluginError, VocabularyError
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import FakeComponentsPlugin, registry_with
 from ovpanoptic.types import Category, Vocabulary
@@ -34,7 +34,7 @@ def signature_text(name, fn):
 
 def test_every_hook_is_typed_documented_and_tested():
     specs = hook_specs()
-    assert len(specs) == 7
+    assert len(specs) == 8
     docs = DOCS.read_text()
     test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
     for name, fn in specs.items():
@@ -83,6 +83,26 @@ def test_hook_register_fusers():
 
 def test_hook_register_exporters():
     assert registry_with(FakeComponentsPlugin()).component("exporter", "fake-json").plugin == "FakeComponentsPlugin"
+
+
+def test_hook_register_prompt_templates():
+    class Templates:
+        @hookimpl
+        def register_prompt_templates(self, register):
+            register("plain", ["{}", "a {}."], description="two templates")
+
+    reg = registry_with(Templates())
+    assert reg.prompt_templates["plain"] == (("{}", "a {}."), "two templates", "Templates")
+
+    class Bad:
+        @hookimpl
+        def register_prompt_templates(self, register):
+            register("broken", ["no placeholder"])
+
+    with pytest.raises(PluginError, match="prompt templates 'broken' must be a non-empty list of strings with exactly one"):
+        registry_with(Bad())
+    with pytest.raises(PluginError, match="prompt templates 'plain' are registered by two plugins"):
+        registry_with(Templates(), type("Templates2", (Templates,), {})())
 
 
 def test_hook_parse_vocabulary():

@@ -28,12 +28,14 @@ class Misspelt:
 
 def test_builtins_are_registered_like_plugins_and_blockable():
     pm = make_plugin_manager(entry_points=False, env={})
-    assert [name for name, _ in BUILTIN_PLUGINS] == ["vocabularies"]
+    assert [name for name, _ in BUILTIN_PLUGINS] == ["vocabularies", "fusion", "exporters", "oracle"]
     assert pm.origin("vocabularies") == ("ovpanoptic", pm.origin("vocabularies")[1], True)
     assert pm.get_plugin("vocabularies") is not None
-    blocked = Registry(make_plugin_manager(["vocabularies"], entry_points=False, env={}))
-    assert blocked.vocabularies == {}
-    assert [(p.name, p.blocked) for p in blocked.plugins()] == [("vocabularies", True)]
+    blocked = Registry(make_plugin_manager(["vocabularies", "fusion"], entry_points=False, env={}))
+    assert blocked.vocabularies == {} and blocked.components["fuser"] == {}
+    assert [(p.name, p.blocked) for p in blocked.plugins()] == [
+        ("exporters", False), ("fusion", True), ("oracle", False), ("vocabularies", True),
+    ]
 
 
 def test_disable_through_environment_variable():
@@ -42,7 +44,7 @@ def test_disable_through_environment_variable():
 
 
 def test_disabling_an_unknown_plugin_lists_the_installed_ones():
-    with pytest.raises(PluginError, match="cannot disable 'vocabs': no plugin has that name. Installed plugins: vocabularies"):
+    with pytest.raises(PluginError, match="cannot disable 'vocabs': no plugin has that name. Installed plugins: exporters, fusion, oracle, vocabularies"):
         make_plugin_manager(["vocabs"], entry_points=False, env={})
 
 
@@ -71,7 +73,7 @@ def test_registry_is_fresh_per_test(make_registry):
 
 def test_component_lookup_suggests_close_names():
     reg = registry_with(FakeComponentsPlugin())
-    with pytest.raises(ComponentNotFoundError, match="Did you mean 'tiles'.*Available: tiles"):
+    with pytest.raises(ComponentNotFoundError, match="Did you mean 'tiles'.*Available: oracle, tiles"):
         reg.component("proposal_generator", "tile")
 
 

@@ -1,0 +1,207 @@
+"""Resolving and loading model weights: local files, the Hugging Face cache, offline mode.
+
+Rules every model component follows:
+
+* a model spec is a local checkpoint path, a known short name (``"tiny"``, ...), or a hub id
+  ``hf-hub:ORG/REPO[/FILE]``;
+* downloads go through ``huggingface_hub`` into its cache (with its progress bar), and never happen
+  when offline (``HF_HUB_OFFLINE=1`` or the component's ``offline`` context);
+* checkpoints load with ``torch.load(..., weights_only=True)`` and a strict state-dict match;
+* anything missing, truncated or mismatched raises :class:`~ovpanoptic.errors.WeightsError` saying
+  what was looked for, where, and the command that fixes it. Nothing falls back to random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import MissingDependencyError, WeightsError
+
+__all__ = ["HubFile", "is_offline", "load_state_dict", "load_strict", "resolve_weights", "sha256_of"]
+
+log = logging.getLogger(__name__)
+
+HUB_PREFIX = "hf-hub:"
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """A file in a Hugging Face model repository.
+
+    :param repo_id: ``ORG/REPO``.
+    :param filename: path of the file in the repository.
+    :param revision: a branch, tag or commit; ``None`` for the default branch.
+    :param sha256: expected SHA-256 of the file, verified after download when known.
+    """
+
+    repo_id: str
+    filename: str
+    revision: str | None = None
+    sha256: str | None = None
+
+    @property
+    def url(self) -> str:
+        return f"{HUB_PREFIX}{self.repo_id}/{self.filename}"
+
+
+def is_offline(offline: bool = False) -> bool:
+    """``True`` when ``offline`` is set or ``HF_HUB_OFFLINE`` is truthy."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_cache_dir() -> str:
+    """Where ``huggingface_hub`` keeps downloads (for messages)."""
+    try:
+        from huggingface_hub import constants
+
+        return str(constants.HF_HUB_CACHE)
+    except ImportError:  # pragma: no cover - huggingface_hub is a pinned dependency
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def parse_hub_spec(spec: str, default_filename: str | None) -> HubFile:
+    """``hf-hub:ORG/REPO[/FILE]`` (or ``ORG/REPO[/FILE]``) -> :class:`HubFile`."""
+    body = spec[len(HUB_PREFIX):] if spec.startswith(HUB_PREFIX) else spec
+    parts = [p for p in body.split("/") if p]
+    if len(parts) < 2:
+        raise WeightsError(f"{spec!r} is not a hub id: use hf-hub:ORG/REPO or hf-hub:ORG/REPO/FILE")
+    filename = "/".join(parts[2:]) or default_filename
+    if not filename:
+        raise WeightsError(f"{spec!r} names no file: use hf-hub:ORG/REPO/FILE")
+    return HubFile(f"{parts[0]}/{parts[1]}", filename)
+
+
+def resolve_weights(
+    spec: str | Path,
+    *,
+    what: str,
+    known: Mapping[str, HubFile] | None = None,
+    default_filename: str | None = None,
+    fix: str,
+    offline: bool = False,
+) -> Path:
+    """Resolve a model spec to a local checkpoint file, downloading into the hub cache if allowed.
+
+    :param spec: a local path, a key of ``known``, or ``hf-hub:ORG/REPO[/FILE]``.
+    :param what: what the weights are, for messages (``"SAM 2.1 hiera tiny checkpoint"``).
+    :param known: short names -> hub files.
+    :param default_filename: file name for hub ids without one.
+    :param fix: the command that fetches the weights (``"ovpanoptic download sam2 --size tiny"``).
+    :param offline: never touch the network.
+    :raises WeightsError: nothing found (saying where it looked and ``fix``), or a checksum mismatch.
+    """
+    known = known or {}
+    text = str(spec)
+    path = Path(text).expanduser()
+    if text in known:
+        hub = known[text]
+    elif text.startswith(HUB_PREFIX):
+        hub = parse_hub_spec(text, default_filename)
+    elif path.exists() or path.suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or os.sep in text:
+        if path.is_file():
+            return path
+        raise WeightsError(
+            f"{what} not found: {path} does not exist (or is not a file). Pass an existing checkpoint path, "
+            f"a known name ({', '.join(sorted(known)) or 'none'}), or hf-hub:ORG/REPO/FILE"
+        )
+    else:
+        raise WeightsError(
+            f"unknown {what} {text!r}: use one of {', '.join(sorted(known)) or '(none)'}, a local checkpoint "
+            "path, or hf-hub:ORG/REPO/FILE"
+        )
+    return _hub_download(hub, what=what, fix=fix, offline=is_offline(offline))
+
+
+def _hub_download(hub: HubFile, *, what: str, fix: str, offline: bool) -> Path:
+    try:
+        from huggingface_hub import hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError as exc:
+        raise MissingDependencyError(f"downloading {what} needs huggingface_hub ({exc}): pip install huggingface_hub") from None
+    where = f"{hub.url} (cache: {hub_cache_dir()})"
+    try:
+        local = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, local_files_only=offline))
+    except LocalEntryNotFoundError:
+        if offline:
+            raise WeightsError(
+                f"{what} is not in the local cache and offline mode is on (HF_HUB_OFFLINE=1): looked for "
+                f"{where}. Fetch it once with network access: {fix}; or pass a local checkpoint path"
+            ) from None
+        raise WeightsError(f"{what} could not be downloaded from {where}: no network? Run `{fix}` where the hub is reachable, "
+                           "or pass a local checkpoint path") from None
+    except Exception as exc:  # noqa: BLE001 - hub errors are many (HTTP, auth, disk); all mean "not available"
+        raise WeightsError(
+            f"{what} could not be fetched from {where}: {type(exc).__name__}: {exc}. Run `{fix}` with network "
+            "access, or pass a local checkpoint path"
+        ) from None
+    if hub.sha256 is not None:
+        digest = sha256_of(local)
+        if digest != hub.sha256:
+            raise WeightsError(
+                f"{what} at {local} has SHA-256 {digest[:12]}..., expected {hub.sha256[:12]}...: the download is "
+                f"corrupt or truncated. Delete it and run `{fix}`"
+            )
+    return local
+
+
+def load_state_dict(path: Path, *, what: str, fix: str, key: str | None = None) -> dict[str, Any]:
+    """``torch.load(path, weights_only=True)``; ``key`` selects a nested dict (e.g. ``"model"``).
+
+    :raises WeightsError: unreadable, truncated, not a state dict, or ``key`` missing.
+    """
+    import torch
+
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise WeightsError(f"{what} not found at {path}; run `{fix}` or pass an existing checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+        raise WeightsError(
+            f"{what} at {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): the file is truncated, "
+            f"corrupt or not a PyTorch checkpoint. Delete it and run `{fix}`"
+        ) from None
+    if key is not None:
+        if not isinstance(data, Mapping) or key not in data:
+            keys = sorted(data)[:8] if isinstance(data, Mapping) else type(data).__name__
+            raise WeightsError(f"{what} at {path} has no {key!r} entry (it has {keys}); is it the right file?")
+        data = data[key]
+    if not isinstance(data, Mapping) or not all(isinstance(k, str) for k in data):
+        raise WeightsError(f"{what} at {path} is not a state dict; is it the right file?")
+    return dict(data)
+
+
+def load_strict(model: Any, state_dict: Mapping[str, Any], *, what: str, path: Path, fix: str) -> None:
+    """``model.load_state_dict(state_dict, strict=True)`` with a message listing the mismatch."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shape = [k for k in own if k in state_dict and tuple(own[k].shape) != tuple(state_dict[k].shape)]
+    if missing or unexpected or shape:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if shape:
+            k = shape[0]
+            details.append(f"{len(shape)} shape mismatches (e.g. {k}: {tuple(state_dict[k].shape)} vs {tuple(own[k].shape)})")
+        raise WeightsError(
+            f"{what} at {path} does not match the model architecture: {'; '.join(details)}. Check that the "
+            f"model size/architecture matches the checkpoint, or run `{fix}`"
+        )
+    model.load_state_dict(state_dict, strict=True)
