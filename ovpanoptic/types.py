@@ -306,7 +306,8 @@ class ProposalSet:
     @property
     def areas(self) -> np.ndarray:
         """``(N,)`` int64 pixel counts of the masks."""
-        return self.masks.reshape(len(self), -1).sum(axis=1, dtype=np.int64)
+        h, w = self.image_size
+        return self.masks.reshape(len(self), h * w).sum(axis=1, dtype=np.int64)
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None) -> ProposalSet:

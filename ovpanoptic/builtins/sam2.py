@@ -1,0 +1,513 @@
+"""Built-in plugin: class-agnostic mask proposals with SAM 2.1 (the real ``sam2`` package).
+
+Two proposal generators share one config and one model loader:
+
+``sam2`` (fast, the default)
+    Ours, on the same model: the image is embedded once with ``SAM2ImagePredictor``; grid point
+    prompts go through the model's prompt encoder and a throughput-oriented evaluation of its mask
+    decoder (:mod:`.sam2_decoder`); predicted IoU is checked *before* any mask is built, stability
+    on the 256x256 low-resolution logits, box NMS (torchvision) on boxes derived from them, and
+    only the survivors are upsampled to full resolution. ``adaptive = true`` also skips grid points
+    already covered by accepted masks.
+``sam2-stock``
+    ``sam2.automatic_mask_generator.SAM2AutomaticMaskGenerator`` as shipped: the reference.
+
+Weights: ``model`` is a size (``tiny``, ``small``, ``base_plus``, ``large``: the official
+``facebook/sam2.1-hiera-*`` checkpoints from the Hugging Face hub), a local checkpoint, or
+``hf-hub:ORG/REPO/FILE``. ``ovpanoptic download sam2 --size SIZE`` fetches ahead of time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..components import ComponentContext, Progress, RegisterComponent
+from ..errors import InputError, MissingDependencyError, WeightsError
+from ..hookspecs import hookimpl
+from ..types import ProposalSet
+from ..weights import HubFile, load_state_dict, load_strict, resolve_weights
+
+log = logging.getLogger(__name__)
+
+#: size -> (hydra config of the sam2 package, Hugging Face checkpoint)
+SIZES: dict[str, tuple[str, HubFile]] = {
+    "tiny": ("configs/sam2.1/sam2.1_hiera_t.yaml", HubFile("facebook/sam2.1-hiera-tiny", "sam2.1_hiera_tiny.pt")),
+    "small": ("configs/sam2.1/sam2.1_hiera_s.yaml", HubFile("facebook/sam2.1-hiera-small", "sam2.1_hiera_small.pt")),
+    "base_plus": (
+        "configs/sam2.1/sam2.1_hiera_b+.yaml",
+        HubFile("facebook/sam2.1-hiera-base-plus", "sam2.1_hiera_base_plus.pt"),
+    ),
+    "large": ("configs/sam2.1/sam2.1_hiera_l.yaml", HubFile("facebook/sam2.1-hiera-large", "sam2.1_hiera_large.pt")),
+}
+_SIZE_ALIASES = {"t": "tiny", "s": "small", "b+": "base_plus", "base-plus": "base_plus", "l": "large"}
+
+#: Smallest image side accepted (SAM 2 resizes every image to 1024x1024).
+MIN_SIDE = 32
+
+
+def _finite(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise ValueError(f"{name} must be in [{lo}, {hi}], got {value}")
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    """Options shared by ``sam2`` and ``sam2-stock`` (names follow SAM2AutomaticMaskGenerator).
+
+    :param model: size (tiny, small, base_plus, large), a checkpoint path, or hf-hub:ORG/REPO/FILE.
+    :param architecture: the size of a checkpoint given by path or hub id, when its file name
+        does not say (``sam2.1_hiera_small.pt`` does).
+    :param points_per_side: the prompt grid is points_per_side x points_per_side.
+    :param points_per_batch: prompts decoded together.
+    :param pred_iou_thresh: keep masks whose predicted IoU is above this (0 = keep all).
+    :param stability_score_thresh: keep masks at least this stable (0 = keep all).
+    :param stability_score_offset: logit offset of the stability score.
+    :param mask_threshold: logit threshold of a mask.
+    :param box_nms_thresh: box IoU above which the lower-scoring mask is dropped.
+    :param crop_n_layers: extra layers of overlapping image crops (0 = whole image only).
+    :param crop_nms_thresh: box NMS threshold between crops.
+    :param crop_overlap_ratio: overlap of neighbouring crops.
+    :param crop_n_points_downscale_factor: points per side shrink by this per crop layer.
+    :param multimask_output: three masks per point (SAM's default for ambiguous clicks).
+    :param min_area: drop final masks smaller than this many pixels.
+    :param max_proposals: keep at most this many masks, best predicted IoU first (0 = no limit).
+    """
+
+    model: str = "tiny"
+    architecture: str = ""
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.8
+    stability_score_thresh: float = 0.95
+    stability_score_offset: float = 1.0
+    mask_threshold: float = 0.0
+    box_nms_thresh: float = 0.7
+    crop_n_layers: int = 0
+    crop_nms_thresh: float = 0.7
+    crop_overlap_ratio: float = 512 / 1500
+    crop_n_points_downscale_factor: int = 1
+    multimask_output: bool = True
+    min_area: int = 0
+    max_proposals: int = 0
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 1:
+            raise ValueError(f"points_per_side must be >= 1 (a grid of at least one point), got {self.points_per_side}")
+        if self.points_per_batch < 1:
+            raise ValueError(f"points_per_batch must be >= 1, got {self.points_per_batch}")
+        for name in ("pred_iou_thresh", "stability_score_thresh", "box_nms_thresh", "crop_nms_thresh", "crop_overlap_ratio"):
+            _finite(name, getattr(self, name), 0.0, 1.0)
+        _finite("stability_score_offset", self.stability_score_offset, 0.0)
+        _finite("mask_threshold", self.mask_threshold)
+        if self.crop_n_layers < 0 or self.crop_n_points_downscale_factor < 1:
+            raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
+        if self.min_area < 0 or self.max_proposals < 0:
+            raise ValueError("min_area and max_proposals must be >= 0")
+        if self.architecture and _size_name(self.architecture) is None:
+            raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(SIZES)}")
+
+
+@dataclass(frozen=True)
+class Sam2FastConfig(Sam2Config):
+    """Options of the fast ``sam2`` generator (all of :class:`Sam2Config`, plus):
+
+    :param adaptive: skip grid points that fall inside masks accepted from earlier batches.
+    :param decoder_batch: prompts whose upscaled masks are built at once (bounds memory).
+    """
+
+    adaptive: bool = False
+    decoder_batch: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.decoder_batch < 1:
+            raise ValueError(f"decoder_batch must be >= 1, got {self.decoder_batch}")
+
+
+def _size_name(text: str) -> str | None:
+    key = text.strip().lower()
+    key = _SIZE_ALIASES.get(key, key)
+    return key if key in SIZES else None
+
+
+def _architecture_of(config: Sam2Config) -> str:
+    if config.architecture:
+        return _size_name(config.architecture) or config.architecture
+    size = _size_name(config.model)
+    if size is not None:
+        return size
+    name = Path(config.model).name.lower().replace("-", "_")
+    for size in ("base_plus", "large", "small", "tiny"):
+        if size in name:
+            return size
+    raise WeightsError(
+        f"cannot tell the SAM 2 size of {config.model!r} from its name: set "
+        f"--set proposal_generator.sam2.architecture=tiny|small|base_plus|large"
+    )
+
+
+def _digest(image: np.ndarray) -> str:
+    h = hashlib.sha1(np.ascontiguousarray(image).tobytes())
+    h.update(str(image.shape).encode())
+    return h.hexdigest()
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputError(
+            f"SAM 2 needs an (H, W, 3) uint8 RGB image, got {getattr(image, 'shape', None)} "
+            f"{getattr(image, 'dtype', type(image).__name__)}; use ovpanoptic.imageio.as_rgb_array"
+        )
+    h, w = image.shape[:2]
+    if min(h, w) < MIN_SIDE:
+        raise InputError(f"the image is {w}x{h} pixels; SAM 2 needs at least {MIN_SIDE} px per side: upscale it first")
+
+
+class Sam2Model:
+    """Loads (once, on first use) the SAM 2.1 model a config names."""
+
+    def __init__(self, config: Sam2Config, context: ComponentContext) -> None:
+        self.config = config
+        self.context = context
+        self._model: Any = None
+        self._size = _architecture_of(config)
+
+    @property
+    def fix(self) -> str:
+        """The command that fetches the configured weights."""
+        if _size_name(self.config.model):
+            return f"ovpanoptic download sam2 --size {self._size}"
+        return f"ovpanoptic download sam2 --model {self.config.model}"
+
+    def checkpoint(self) -> Path:
+        """Resolve the checkpoint file (downloading into the hub cache unless offline)."""
+        size = _size_name(self.config.model)
+        known = {size: SIZES[size][1]} if size else {}
+        return resolve_weights(
+            size or self.config.model,
+            what=f"SAM 2.1 hiera {self._size} checkpoint",
+            known=known,
+            default_filename=SIZES[self._size][1].filename,
+            fix=self.fix,
+            offline=self.context.offline,
+        )
+
+    def get(self) -> Any:
+        """The model in eval mode on the context's device."""
+        if self._model is None:
+            try:
+                import torch
+                from sam2.build_sam import build_sam2
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    f"the SAM 2 generators need torch and sam2 ({exc}); run scripts/bootstrap.sh or "
+                    "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0"
+                ) from None
+            path = self.checkpoint()
+            what = f"SAM 2.1 hiera {self._size} checkpoint"
+            state = load_state_dict(path, what=what, fix=self.fix, key="model")
+            model = build_sam2(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval")
+            load_strict(model, state, what=what, path=path, fix=self.fix)
+            self._model = model.to(torch.device(self.context.device)).eval()
+            log.info("loaded %s from %s on %s", what, path, self.context.device)
+        return self._model
+
+
+class _Sam2Base:
+    """Shared parts of the two generators: loading, input checks, the per-image cache."""
+
+    config: Sam2Config
+
+    def __init__(self, config: Sam2Config, context: ComponentContext | None = None) -> None:
+        self.config = config
+        self.context = context or ComponentContext()
+        self.loader = Sam2Model(config, self.context)
+        self._cache: OrderedDict[str, ProposalSet] = OrderedDict()
+
+    def download(self) -> list[Path]:
+        """Fetch the checkpoint into the hub cache (``ovpanoptic download sam2``)."""
+        return [self.loader.checkpoint()]
+
+    def generate(self, image: np.ndarray, *, progress: Progress | None = None) -> ProposalSet:
+        """Proposals for an ``(H, W, 3)`` uint8 RGB image, masks at its size.
+
+        Results are cached per image content (the settings are fixed per instance).
+        """
+        _check_image(image)
+        key = _digest(image)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        proposals = self._generate(image, progress)
+        self._cache[key] = proposals
+        while len(self._cache) > 2:
+            self._cache.popitem(last=False)
+        return proposals
+
+    def _generate(self, image: np.ndarray, progress: Progress | None) -> ProposalSet:
+        raise NotImplementedError
+
+    def _finish(self, masks: np.ndarray, scores: np.ndarray) -> ProposalSet:
+        """Apply ``min_area`` and ``max_proposals`` and build the ProposalSet."""
+        if len(masks):
+            areas = masks.reshape(len(masks), masks.shape[1] * masks.shape[2]).sum(axis=1)
+            keep = np.flatnonzero(areas >= max(self.config.min_area, 1))
+            masks, scores = masks[keep], scores[keep]
+        if self.config.max_proposals and len(masks) > self.config.max_proposals:
+            order = np.argsort(-scores, kind="stable")[: self.config.max_proposals]
+            masks, scores = masks[order], scores[order]
+        return ProposalSet.from_masks(masks, scores.astype(np.float32))
+
+
+class StockSam2Generator(_Sam2Base):
+    """``SAM2AutomaticMaskGenerator`` as shipped, adapted to return a :class:`ProposalSet`."""
+
+    def _generate(self, image: np.ndarray, progress: Progress | None) -> ProposalSet:
+        import torch
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
+
+        cfg = self.config
+        generator = SAM2AutomaticMaskGenerator(
+            self.loader.get(),
+            points_per_side=cfg.points_per_side,
+            points_per_batch=cfg.points_per_batch,
+            pred_iou_thresh=cfg.pred_iou_thresh,
+            stability_score_thresh=cfg.stability_score_thresh,
+            stability_score_offset=cfg.stability_score_offset,
+            mask_threshold=cfg.mask_threshold,
+            box_nms_thresh=cfg.box_nms_thresh,
+            crop_n_layers=cfg.crop_n_layers,
+            crop_nms_thresh=cfg.crop_nms_thresh,
+            crop_overlap_ratio=cfg.crop_overlap_ratio,
+            crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
+            multimask_output=cfg.multimask_output,
+            output_mode="binary_mask",
+        )
+        if progress is not None:
+            progress("sam2-stock: generating masks", 0, 1)
+        with torch.inference_mode():
+            records = generator.generate(image)
+        if progress is not None:
+            progress("sam2-stock: generating masks", 1, 1)
+        h, w = image.shape[:2]
+        masks = np.stack([r["segmentation"] for r in records]).astype(bool) if records else np.zeros((0, h, w), bool)
+        scores = np.array([r["predicted_iou"] for r in records], np.float32)
+        return self._finish(masks, scores)
+
+
+@dataclass
+class _Candidates:
+    """Masks that passed the quality filters, kept at low resolution until NMS."""
+
+    low_res: list[Any]
+    iou: list[Any]
+    boxes: list[Any]
+
+    def cat(self) -> tuple[Any, Any, Any]:
+        import torch
+
+        if not self.iou:
+            return torch.zeros(0, 256, 256), torch.zeros(0), torch.zeros(0, 4)
+        return torch.cat(self.low_res), torch.cat(self.iou), torch.cat(self.boxes)
+
+
+class FastSam2Generator(_Sam2Base):
+    """Grid-prompted SAM 2 with low-resolution filtering before any upsampling."""
+
+    config: Sam2FastConfig
+
+    def _generate(self, image: np.ndarray, progress: Progress | None) -> ProposalSet:
+        import torch
+        from sam2.utils.amg import generate_crop_boxes
+        from torchvision.ops import batched_nms, box_area
+
+        cfg = self.config
+        h, w = image.shape[:2]
+        crop_boxes, layers = generate_crop_boxes((h, w), cfg.crop_n_layers, cfg.crop_overlap_ratio)
+        lows, ious, boxes, crops = [], [], [], []
+        with torch.inference_mode():
+            for index, (crop_box, layer) in enumerate(zip(crop_boxes, layers)):
+                low, iou, box = self._process_crop(image, crop_box, layer, progress, index, len(crop_boxes))
+                lows.append(low)
+                ious.append(iou)
+                boxes.append(box)
+                crops.extend([crop_box] * len(iou))
+            low, iou, box = torch.cat(lows), torch.cat(ious), torch.cat(boxes)
+            crop_t = torch.tensor(crops, dtype=torch.float32).reshape(-1, 4)
+            if len(crop_boxes) > 1 and len(iou):
+                keep = batched_nms(box, 1.0 / box_area(crop_t), torch.zeros(len(box)), cfg.crop_nms_thresh)
+                low, iou, crop_t = low[keep], iou[keep], crop_t[keep]
+            masks = self._upsample(low, crop_t, (h, w))
+        return self._finish(masks, iou.numpy().astype(np.float32))
+
+    def _upsample(self, low: Any, crop_boxes: Any, size: tuple[int, int]) -> np.ndarray:
+        """Survivors' low-res logits -> full-resolution bool masks placed in their crops."""
+        import torch
+        import torch.nn.functional as F
+
+        h, w = size
+        out = np.zeros((len(low), h, w), bool)
+        for i in range(0, len(low), 8):
+            chunk = low[i : i + 8]
+            boxes = crop_boxes[i : i + 8].to(torch.int64).tolist()
+            for j, (x0, y0, x1, y1) in enumerate(boxes):
+                up = F.interpolate(chunk[j : j + 1, None], (y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
+                out[i + j, y0:y1, x0:x1] = (up[0, 0] > self.config.mask_threshold).numpy()
+        return out
+
+    def _process_crop(
+        self, image: np.ndarray, crop_box: Sequence[int], layer: int, progress: Progress | None, index: int, n_crops: int
+    ) -> tuple[Any, Any, Any]:
+        import torch
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+        from sam2.utils.amg import (
+            build_all_layer_point_grids,
+            calculate_stability_score,
+            is_box_near_crop_edge,
+            uncrop_boxes_xyxy,
+        )
+        from torchvision.ops import batched_nms
+
+        from .sam2_decoder import FastMaskDecoder
+
+        cfg = self.config
+        model = self.loader.get()
+        x0, y0, x1, y1 = crop_box
+        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        ch, cw = crop.shape[:2]
+        predictor = SAM2ImagePredictor(model)
+        predictor.set_image(crop)
+        decoder = FastMaskDecoder(model)
+        ctx = decoder.prepare(predictor._features)
+        grid = build_all_layer_point_grids(cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor)[layer]
+        points = grid * np.array([cw, ch])[None, :]
+        order = np.arange(len(points))
+        if cfg.adaptive:
+            order = np.random.default_rng(0).permutation(len(points))
+        covered = torch.zeros((4 * ctx.hw[0], 4 * ctx.hw[1]), dtype=torch.bool)
+        lr_h, lr_w = covered.shape
+        found = _Candidates([], [], [])
+        done = 0
+        for start in range(0, len(order), cfg.points_per_batch):
+            batch = points[order[start : start + cfg.points_per_batch]]
+            if cfg.adaptive and found.iou:
+                ly = np.clip((batch[:, 1] / ch * lr_h).astype(int), 0, lr_h - 1)
+                lx = np.clip((batch[:, 0] / cw * lr_w).astype(int), 0, lr_w - 1)
+                batch = batch[~covered[ly, lx].numpy()]
+            if len(batch):
+                low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
+                if len(iou):
+                    stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
+                    keep = stability >= cfg.stability_score_thresh if cfg.stability_score_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+                    low, iou, box = low[keep], iou[keep], box[keep]
+                    edge = is_box_near_crop_edge(box, list(crop_box), [0, 0, image.shape[1], image.shape[0]])
+                    low, iou, box = low[~edge], iou[~edge], box[~edge]
+                    found.low_res.append(low)
+                    found.iou.append(iou)
+                    found.boxes.append(box)
+                    if cfg.adaptive:
+                        covered |= (low > cfg.mask_threshold).any(dim=0)
+            done = min(start + cfg.points_per_batch, len(order))
+            if progress is not None:
+                progress(f"sam2: crop {index + 1}/{n_crops}, point prompts", done, len(order))
+        low, iou, box = found.cat()
+        if len(iou):
+            keep = batched_nms(box, iou, torch.zeros(len(box)), cfg.box_nms_thresh)
+            low, iou, box = low[keep], iou[keep], box[keep]
+        return low, iou, uncrop_boxes_xyxy(box, list(crop_box))
+
+    def _decode_batch(
+        self, predictor: Any, decoder: Any, ctx: Any, points: np.ndarray, crop_hw: tuple[int, int]
+    ) -> tuple[Any, Any, Any]:
+        """Decode a batch of grid points (crop pixels).
+
+        Predicted IoU is checked first; masks are only built for prompts with a passing output.
+        :return: low-res logits, predicted IoU and crop-pixel XYXY boxes of the passing masks.
+        """
+        import torch
+
+        cfg = self.config
+        model = predictor.model
+        pts = torch.as_tensor(points, dtype=torch.float32)
+        coords = predictor._transforms.transform_coords(pts, normalize=True, orig_hw=crop_hw)
+        labels = torch.ones(len(pts), dtype=torch.int)
+        sparse, _ = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
+        lows, ious = [], []
+        for i in range(0, len(pts), cfg.decoder_batch):
+            iou, tokens, keys = decoder.transform(ctx, sparse[i : i + cfg.decoder_batch])
+            if cfg.multimask_output:
+                iou = iou[:, 1:]
+                passing = iou > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
+                rows = passing.any(dim=1)
+                if not rows.any():
+                    continue
+                masks = decoder.masks(ctx, keys[rows], tokens[rows], token_index=range(1, tokens.shape[1]))
+                lows.append(masks[passing[rows]])
+                ious.append(iou[rows][passing[rows]])
+            else:
+                masks = decoder.masks(ctx, keys, tokens)
+                masks, best = model.sam_mask_decoder._dynamic_multimask_via_stability(masks, iou)
+                passing = best[:, 0] > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones(len(best), dtype=torch.bool)
+                lows.append(masks[passing, 0])
+                ious.append(best[passing, 0])
+        if not ious:
+            return torch.zeros(0, 4 * ctx.hw[0], 4 * ctx.hw[1]), torch.zeros(0), torch.zeros(0, 4)
+        low, iou = torch.cat(lows), torch.cat(ious)
+        return low, iou, _low_res_boxes(low > cfg.mask_threshold, crop_hw)
+
+
+def _low_res_boxes(masks: Any, crop_hw: tuple[int, int]) -> Any:
+    """XYXY boxes (inclusive max, as sam2's ``batched_mask_to_box``) of low-res masks, in crop pixels."""
+    import torch
+    from sam2.utils.amg import batched_mask_to_box
+
+    if len(masks) == 0:
+        return torch.zeros(0, 4)
+    h, w = crop_hw
+    lh, lw = masks.shape[-2:]
+    box = batched_mask_to_box(masks).to(torch.float32)
+    sx, sy = w / lw, h / lh
+    empty = ~masks.flatten(1).any(dim=1)
+    out = torch.stack(
+        [box[:, 0] * sx, box[:, 1] * sy, (box[:, 2] + 1) * sx - 1, (box[:, 3] + 1) * sy - 1], dim=1
+    ).floor()
+    out[empty] = 0
+    return out
+
+
+@hookimpl
+def register_proposal_generators(register: RegisterComponent) -> None:
+    """Register ``sam2`` (fast) and ``sam2-stock`` (SAM2AutomaticMaskGenerator)."""
+    register(
+        "sam2",
+        FastSam2Generator,
+        config=Sam2FastConfig,
+        description="SAM 2.1 point-grid proposals, low-res filtering before upsampling (fast)",
+    )
+    register(
+        "sam2-stock",
+        StockSam2Generator,
+        config=Sam2Config,
+        description="SAM 2.1 SAM2AutomaticMaskGenerator as shipped (reference)",
+    )
+
+
+__all__ = [
+    "FastSam2Generator",
+    "SIZES",
+    "Sam2Config",
+    "Sam2FastConfig",
+    "Sam2Model",
+    "StockSam2Generator",
+]
