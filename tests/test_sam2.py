@@ -147,17 +147,34 @@ def matched_iou(a, b):
     return out
 
 
-@pytest.mark.parametrize(("nms", "expected"), [(1.0, 32), (0.9, 1)])
-def test_fast_and_stock_return_the_same_proposals(model, checkpoint, image, nms, expected):
+@pytest.fixture(scope="module")
+def stock_runs(model, checkpoint, image):
+    """sam2-stock results by NMS threshold, computed once per module."""
+    cache = {}
+
+    def run(nms):
+        if nms not in cache:
+            cfg = settings(checkpoint, box_nms_thresh=nms, stability_score_thresh=0.0)
+            cache[nms] = generator(StockSam2Generator, Sam2Config, model, **cfg).generate(image)
+        return cache[nms]
+
+    return run
+
+
+@pytest.mark.parametrize(
+    ("nms", "precision", "expected"), [(1.0, "float32", 32), (0.9, "float32", 1), (1.0, "bfloat16", 32)]
+)
+def test_fast_and_stock_return_the_same_proposals(model, checkpoint, image, stock_runs, nms, precision, expected):
     # Stability is measured on 256x256 logits by `sam2` and at image size by `sam2-stock`: with
     # random weights the masks are speckled and the two differ, so this comparison leaves the
     # stability filter off (pred_iou_thresh 0.49 keeps 32 of the 48 masks, with a 0.02 margin).
     cfg = settings(checkpoint, box_nms_thresh=nms, stability_score_thresh=0.0)
-    stock = generator(StockSam2Generator, Sam2Config, model, **cfg).generate(image)
-    fast = generator(FastSam2Generator, Sam2FastConfig, model, **cfg).generate(image)
+    stock = stock_runs(nms)
+    fast = generator(FastSam2Generator, Sam2FastConfig, model, precision=precision, **cfg).generate(image)
     assert len(stock) == len(fast) == expected
     assert min(matched_iou(stock.masks, fast.masks)) >= 0.99
-    np.testing.assert_allclose(np.sort(stock.scores), np.sort(fast.scores), atol=1e-4)
+    tolerance = 1e-4 if precision == "float32" else 5e-3
+    np.testing.assert_allclose(np.sort(stock.scores), np.sort(fast.scores), atol=tolerance)
     assert fast.image_size == image.shape[:2]
 
 

@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -124,10 +125,13 @@ class Sam2FastConfig(Sam2Config):
 
     :param adaptive: skip grid points that fall inside masks accepted from earlier batches.
     :param decoder_batch: prompts whose upscaled masks are built at once (bounds memory).
+    :param precision: ``float32`` computes SAM's decoder exactly; ``bfloat16`` runs it in bf16
+        (about 1.7x faster on CPUs with bf16 matrix units, logits differ by ~1e-2).
     """
 
     adaptive: bool = False
     decoder_batch: int = 16
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -323,9 +327,24 @@ class _Candidates:
 
 
 class FastSam2Generator(_Sam2Base):
-    """Grid-prompted SAM 2 with low-resolution filtering before any upsampling."""
+    """Grid-prompted SAM 2 with low-resolution filtering before any upsampling.
+
+    After each :meth:`generate`, :attr:`stage_seconds` holds seconds per stage (``encoder``,
+    ``decoder``, ``masks``, ``filter``, ``nms``, ``upsample``) and :attr:`prompts_decoded` the
+    number of point prompts that went through the decoder.
+    """
 
     config: Sam2FastConfig
+
+    def __init__(self, config: Sam2FastConfig, context: ComponentContext | None = None) -> None:
+        super().__init__(config, context)
+        self.stage_seconds: dict[str, float] = {}
+        self.prompts_decoded = 0
+
+    def _tick(self, stage: str, since: float) -> float:
+        now = time.perf_counter()
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
+        return now
 
     def _generate(self, image: np.ndarray, progress: Progress | None) -> ProposalSet:
         import torch
@@ -333,6 +352,8 @@ class FastSam2Generator(_Sam2Base):
         from torchvision.ops import batched_nms, box_area
 
         cfg = self.config
+        self.stage_seconds = {}
+        self.prompts_decoded = 0
         h, w = image.shape[:2]
         crop_boxes, layers = generate_crop_boxes((h, w), cfg.crop_n_layers, cfg.crop_overlap_ratio)
         lows, ious, boxes, crops = [], [], [], []
@@ -345,10 +366,13 @@ class FastSam2Generator(_Sam2Base):
                 crops.extend([crop_box] * len(iou))
             low, iou, box = torch.cat(lows), torch.cat(ious), torch.cat(boxes)
             crop_t = torch.tensor(crops, dtype=torch.float32).reshape(-1, 4)
+            t = time.perf_counter()
             if len(crop_boxes) > 1 and len(iou):
                 keep = batched_nms(box, 1.0 / box_area(crop_t), torch.zeros(len(box)), cfg.crop_nms_thresh)
                 low, iou, crop_t = low[keep], iou[keep], crop_t[keep]
+            t = self._tick("nms", t)
             masks = self._upsample(low, crop_t, (h, w))
+            self._tick("upsample", t)
         return self._finish(masks, iou.numpy().astype(np.float32))
 
     def _upsample(self, low: Any, crop_boxes: Any, size: tuple[int, int]) -> np.ndarray:
@@ -386,10 +410,12 @@ class FastSam2Generator(_Sam2Base):
         x0, y0, x1, y1 = crop_box
         crop = np.ascontiguousarray(image[y0:y1, x0:x1])
         ch, cw = crop.shape[:2]
+        t = time.perf_counter()
         predictor = SAM2ImagePredictor(model)
         predictor.set_image(crop)
-        decoder = FastMaskDecoder(model)
+        decoder = FastMaskDecoder(model, getattr(torch, cfg.precision))
         ctx = decoder.prepare(predictor._features)
+        self._tick("encoder", t)
         grid = build_all_layer_point_grids(cfg.points_per_side, cfg.crop_n_layers, cfg.crop_n_points_downscale_factor)[layer]
         points = grid * np.array([cw, ch])[None, :]
         order = np.arange(len(points))
@@ -399,14 +425,17 @@ class FastSam2Generator(_Sam2Base):
         lr_h, lr_w = covered.shape
         found = _Candidates([], [], [])
         done = 0
-        for start in range(0, len(order), cfg.points_per_batch):
-            batch = points[order[start : start + cfg.points_per_batch]]
+        # Adaptive mode updates the coverage after every decoder batch, so it decodes in those.
+        step = min(cfg.decoder_batch, cfg.points_per_batch) if cfg.adaptive else cfg.points_per_batch
+        for start in range(0, len(order), step):
+            batch = points[order[start : start + step]]
             if cfg.adaptive and found.iou:
                 ly = np.clip((batch[:, 1] / ch * lr_h).astype(int), 0, lr_h - 1)
                 lx = np.clip((batch[:, 0] / cw * lr_w).astype(int), 0, lr_w - 1)
                 batch = batch[~covered[ly, lx].numpy()]
             if len(batch):
                 low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
+                t = time.perf_counter()
                 if len(iou):
                     stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
                     keep = stability >= cfg.stability_score_thresh if cfg.stability_score_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
@@ -418,13 +447,16 @@ class FastSam2Generator(_Sam2Base):
                     found.boxes.append(box)
                     if cfg.adaptive:
                         covered |= (low > cfg.mask_threshold).any(dim=0)
-            done = min(start + cfg.points_per_batch, len(order))
+                self._tick("filter", t)
+            done = min(start + step, len(order))
             if progress is not None:
                 progress(f"sam2: crop {index + 1}/{n_crops}, point prompts", done, len(order))
+        t = time.perf_counter()
         low, iou, box = found.cat()
         if len(iou):
             keep = batched_nms(box, iou, torch.zeros(len(box)), cfg.box_nms_thresh)
             low, iou, box = low[keep], iou[keep], box[keep]
+        self._tick("nms", t)
         return low, iou, uncrop_boxes_xyxy(box, list(crop_box))
 
     def _decode_batch(
@@ -444,8 +476,11 @@ class FastSam2Generator(_Sam2Base):
         labels = torch.ones(len(pts), dtype=torch.int)
         sparse, _ = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
         lows, ious = [], []
+        self.prompts_decoded += len(pts)
         for i in range(0, len(pts), cfg.decoder_batch):
+            t = time.perf_counter()
             iou, tokens, keys = decoder.transform(ctx, sparse[i : i + cfg.decoder_batch])
+            t = self._tick("decoder", t)
             if cfg.multimask_output:
                 iou = iou[:, 1:]
                 passing = iou > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
@@ -455,8 +490,10 @@ class FastSam2Generator(_Sam2Base):
                 masks = decoder.masks(ctx, keys[rows], tokens[rows], token_index=range(1, tokens.shape[1]))
                 lows.append(masks[passing[rows]])
                 ious.append(iou[rows][passing[rows]])
+                self._tick("masks", t)
             else:
                 masks = decoder.masks(ctx, keys, tokens)
+                self._tick("masks", t)
                 masks, best = model.sam_mask_decoder._dynamic_multimask_via_stability(masks, iou)
                 passing = best[:, 0] > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones(len(best), dtype=torch.bool)
                 lows.append(masks[passing, 0])

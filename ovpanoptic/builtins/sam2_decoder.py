@@ -53,11 +53,19 @@ class FastMaskDecoder:
     """Evaluates a SAM 2 model's mask decoder for batches of single-point prompts.
 
     :param model: a ``sam2.modeling.sam2_base.SAM2Base`` (weights already loaded).
+    :param dtype: compute dtype of the decoder (``torch.float32``, or ``torch.bfloat16`` for speed
+        on CPUs with bf16 matrix units, at the cost of slightly different logits).
     """
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, dtype: Any = None) -> None:
+        import copy
+
+        import torch
+
         self.model = model
-        self.decoder = model.sam_mask_decoder
+        self.dtype = dtype or torch.float32
+        decoder = model.sam_mask_decoder
+        self.decoder = decoder if self.dtype == torch.float32 else copy.deepcopy(decoder).to(self.dtype)
         self.transformer = self.decoder.transformer
         if self.transformer.depth != 2:
             raise ValueError(f"expected a two-block SAM decoder transformer, got depth {self.transformer.depth}")
@@ -77,7 +85,7 @@ class FastMaskDecoder:
         src = (embed + dense).reshape(c, h * w).T.contiguous()
         pos = pe_module.get_dense_pe()[0].reshape(c, h * w).T.contiguous()
         src_pos = src + pos
-        layer = self.transformer.layers[0]
+        layer = self.model.sam_mask_decoder.transformer.layers[0]
         t2i = layer.cross_attn_token_to_image
         i2t = layer.cross_attn_image_to_token
         with torch.no_grad():
@@ -85,15 +93,16 @@ class FastMaskDecoder:
             v1 = _heads(t2i.v_proj(src), t2i.num_heads).contiguous()
             q1_img = _heads(i2t.q_proj(src_pos), i2t.num_heads).contiguous()
         feat_s0, feat_s1 = features["high_res_feats"]
-        dc1, _, _, dc2, _ = self.decoder.output_upscaling
+        dc1, _, _, dc2, _ = self.model.sam_mask_decoder.output_upscaling
         # Upscaling runs in a "blocked" channels-last layout: pixel (2i+a, 2j+b) of the 2x map sits at
         # [i, j, a, b]; pixel (4i+2a+c, 4j+2b+d) of the 4x map at [i, j, a, b, c, d]. The high-res
         # features are rearranged into it once per image, with the transposed convolutions' biases added.
         f1 = feat_s1[0].reshape(-1, h, 2, w, 2).permute(1, 3, 2, 4, 0) + dc1.bias
         f0 = feat_s0[0].reshape(-1, h, 2, 2, w, 2, 2).permute(1, 4, 2, 5, 3, 6, 0) + dc2.bias
+        d = self.dtype
         return ImageContext(
-            src, pos, src_pos, k1, v1, q1_img,
-            f0.reshape(h * w * 16, -1).contiguous(), f1.reshape(h * w * 4, -1).contiguous(), (h, w),
+            src.to(d), pos.to(d), src_pos.to(d), k1.to(d), v1.to(d), q1_img.to(d),
+            f0.reshape(h * w * 16, -1).to(d).contiguous(), f1.reshape(h * w * 4, -1).to(d).contiguous(), (h, w),
         )
 
     # -- attention pieces --------------------------------------------------------------------
@@ -191,6 +200,7 @@ class FastMaskDecoder:
 
         dec = self.decoder
         tr = self.transformer
+        sparse = sparse.to(self.dtype)
         b = sparse.shape[0]
         output_tokens = torch.cat([dec.obj_score_token.weight, dec.iou_token.weight, dec.mask_tokens.weight], dim=0)
         s = 1 if dec.pred_obj_scores else 0
@@ -223,7 +233,7 @@ class FastMaskDecoder:
         queries = tr.norm_final_attn(
             queries + self._token_to_image(tr.final_attn_token_to_image, queries + query_pe, keys, keys_pos)
         )
-        iou_pred = dec.iou_prediction_head(queries[:, s, :])
+        iou_pred = dec.iou_prediction_head(queries[:, s, :]).float()
         mask_tokens = queries[:, s + 1 : s + 1 + dec.num_mask_tokens, :]
         return iou_pred, mask_tokens, keys
 
@@ -250,7 +260,8 @@ class FastMaskDecoder:
         )  # (B, M, C2)
         blocked = torch.bmm(hyper, up.transpose(1, 2))  # (B, M, 16hw) in blocked pixel order
         m = blocked.shape[1]
-        return blocked.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7).reshape(b, m, 4 * h, 4 * w)
+        blocked = blocked.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        return blocked.reshape(b, m, 4 * h, 4 * w).float()
 
     @staticmethod
     def _blocked_weight(conv: Any) -> Any:
