@@ -103,21 +103,6 @@ def run_one(kind: str, grid: int, settings: dict, checkpoint: str, out_npz: str)
     }
 
 
-def matched_ious(a: np.ndarray, b: np.ndarray) -> list[float]:
-    a = a.reshape(len(a), -1).astype(np.float32)
-    b = b.reshape(len(b), -1).astype(np.float32)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    iou = inter / np.maximum(union, 1)
-    out = []
-    for _ in range(min(len(a), len(b))):
-        i, j = np.unravel_index(np.argmax(iou), iou.shape)
-        out.append(float(iou[i, j]))
-        iou[i, :] = -1
-        iou[:, j] = -1
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grids", type=int, nargs="+", default=[16, 32])
@@ -136,7 +121,20 @@ def main() -> None:
         "thresholds-0": dict(pred_iou_thresh=0.0, stability_score_thresh=0.0),
         "pred-iou-0.49": dict(pred_iou_thresh=0.49, stability_score_thresh=0.0),
     }
-    runs = []
+    runs: list[dict] = []
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def write() -> None:  # after every run, so an interrupted benchmark keeps what it measured
+        report = {
+            "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
+            "image": "COCO 000000142238 resized to 1024x768" if SAMPLE.is_file() else "synthetic 1024x768",
+            "model": "SAM 2.1 hiera tiny, random init (seed 0)",
+            "runs": runs,
+        }
+        out.write_text(json.dumps(report, indent=1))
+
     for grid in args.grids:
         for name, settings in variants.items():
             kinds = ["stock", "fast", "fast-bf16"] + (["fast-bf16-adaptive"] if name == "pred-iou-0.49" else [])
@@ -148,27 +146,21 @@ def main() -> None:
                 result = json.loads(proc.stdout.strip().splitlines()[-1])
                 result["settings"] = name
                 results[kind] = (result, np.load(npz)["masks"])
+                runs.append(result)
+                write()
                 print(json.dumps(result), flush=True)
             stock, stock_masks = results["stock"]
             for kind in kinds[1:]:
                 res, masks = results[kind]
+                from ovpanoptic.testing import matched_ious
+
                 ious = matched_ious(stock_masks, masks)
                 res["speedup_vs_stock"] = round(stock["seconds"] / res["seconds"], 2)
                 res["same_count_as_stock"] = res["masks"] == stock["masks"]
                 res["min_matched_iou"] = round(min(ious), 4) if ious else None
                 print(f"grid {grid} {name} {kind}: {res['speedup_vs_stock']}x faster, masks {res['masks']} vs {stock['masks']}, "
                       f"min IoU {res['min_matched_iou']}, RSS {res['peak_rss_mb']} vs {stock['peak_rss_mb']} MB", flush=True)
-            runs.extend(r for r, _ in results.values())
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "processor": platform.processor()},
-        "image": "COCO 000000142238 resized to 1024x768" if SAMPLE.is_file() else "synthetic 1024x768",
-        "model": "SAM 2.1 hiera tiny, random init (seed 0)",
-        "runs": runs,
-    }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1))
+            write()
     print(f"wrote {out}")
 
 

@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .constants import DISABLE_PLUGINS_ENV
-from .errors import InputError, OvpanopticError
+from .errors import ImageReadError, InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
 
@@ -146,6 +146,20 @@ def build_parser() -> argparse.ArgumentParser:
         "(tiny, small, base_plus, large), an architecture for clip, or hf-hub:ORG/REPO/FILE",
     )
 
+    de = sub.add_parser(
+        "demo",
+        parents=[config_opts, plugin_opts],
+        help="start the Gradio demo (upload an image, type class names, see the result)",
+        description="Serve the Gradio demo on this machine: upload an image, type class names, see the "
+        "panoptic result, re-query with other names instantly. Stop it with Ctrl+C.",
+    )
+    de.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only; "
+        "0.0.0.0 exposes the demo to your network)"
+    )
+    de.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    de.add_argument("--max-file-size", default="25mb", metavar="SIZE", help="upload limit, e.g. 25mb or 1gb (default: %(default)s)")
+
     pr = sub.add_parser("presets", parents=[plugin_opts], help="list config presets, or show the resolved config of one")
     pr.add_argument("name", nargs="?", help="show this preset (name or path) after --set overrides")
     pr.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
@@ -204,7 +218,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 image = read_image(path)
                 result = pipe.segment(image, vocab, source=str(path))
                 written = pipe.export(result, image, outdir, stem, formats)
-            except OvpanopticError as exc:
+            except (ImageReadError, InputError) as exc:  # this file only; the batch goes on
                 failed.append((path, str(exc)))
                 bar.write(f"error: {exc}", file=err)
             else:
@@ -325,7 +339,19 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .demo_app import build_demo, launch_demo
+
+    demo = build_demo(
+        config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin
+    )
+    print(f"ovpanoptic demo: http://{args.host}:{args.port} (Ctrl+C stops it)", file=out, flush=True)
+    launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size)
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
+    "demo": _cmd_demo,
     "download": _cmd_download,
     "eval": _cmd_eval,
     "segment": _cmd_segment,

@@ -43,6 +43,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("fusion", "ovpanoptic.builtins.fusion"),
     ("exporters", "ovpanoptic.builtins.exporters"),
     ("oracle", "ovpanoptic.builtins.oracle"),
+    ("sam2", "ovpanoptic.builtins.sam2"),
+    ("clip", "ovpanoptic.builtins.clip"),
 )
 
 _REGISTER_HOOKS: dict[str, str] = {

@@ -42,6 +42,7 @@ __all__ = [
     "check_fuser",
     "check_proposal_generator",
     "make_shapes_image",
+    "matched_ious",
 ]
 
 
@@ -198,6 +199,26 @@ class FakeComponentsPlugin:
 
 
 # -- conformance checks ----------------------------------------------------------------------
+
+
+def matched_ious(a: np.ndarray, b: np.ndarray) -> list[float]:
+    """Greedy one-to-one matching of two ``(N, H, W)`` mask stacks by IoU, best pairs first.
+
+    Returns the IoU of each matched pair (``min(len(a), len(b))`` values).
+    """
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    iou = inter / np.maximum(union, 1)
+    out = []
+    for _ in range(min(len(fa), len(fb))):
+        i, j = np.unravel_index(np.argmax(iou), iou.shape)
+        out.append(float(iou[i, j]))
+        iou[i, :] = -1
+        iou[:, j] = -1
+    return out
+
 
 
 def check_proposal_generator(generator: Any, image: np.ndarray) -> ProposalSet:

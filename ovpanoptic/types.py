@@ -12,6 +12,7 @@ Conventions (see also :mod:`ovpanoptic.constants`):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -303,11 +304,13 @@ class ProposalSet:
         """``(H, W)`` of the masks."""
         return int(self.masks.shape[1]), int(self.masks.shape[2])
 
-    @property
+    @functools.cached_property
     def areas(self) -> np.ndarray:
-        """``(N,)`` int64 pixel counts of the masks."""
+        """``(N,)`` int64 pixel counts of the masks (computed once)."""
         h, w = self.image_size
-        return self.masks.reshape(len(self), h * w).sum(axis=1, dtype=np.int64)
+        areas = np.count_nonzero(self.masks.reshape(len(self), h * w), axis=1).astype(np.int64)
+        areas.flags.writeable = False
+        return areas
 
     @classmethod
     def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None) -> ProposalSet:
@@ -414,30 +417,39 @@ class Segment:
 
 def _segment_geometry(panoptic_map: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
     """Area and tight box of every non-void id of a panoptic map."""
-    ids, inverse, counts = np.unique(panoptic_map, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(panoptic_map.shape)
     h, w = panoptic_map.shape
-    ys = np.arange(h)
-    xs = np.arange(w)
-    k = len(ids)
+    flat = panoptic_map.ravel()
+    if flat.size == 0:
+        return {}
+    top = int(flat.max())
+    if top <= 4 * flat.size:  # small ids (the usual case): index by id, no sorting
+        index = flat.astype(np.intp, copy=False)
+        ids = np.flatnonzero(np.bincount(index, minlength=top + 1))
+        slots = top + 1
+    else:
+        ids, inverse = np.unique(flat, return_inverse=True)
+        index = inverse.ravel()
+        slots = len(ids)
+    counts = np.bincount(index, minlength=slots)
     big = np.iinfo(np.int64).max
-    y_min = np.full(k, big, np.int64)
-    x_min = np.full(k, big, np.int64)
-    y_max = np.full(k, -1, np.int64)
-    x_max = np.full(k, -1, np.int64)
-    rows = np.broadcast_to(ys[:, None], (h, w))
-    cols = np.broadcast_to(xs[None, :], (h, w))
-    np.minimum.at(y_min, inverse.ravel(), rows.ravel())
-    np.maximum.at(y_max, inverse.ravel(), rows.ravel())
-    np.minimum.at(x_min, inverse.ravel(), cols.ravel())
-    np.maximum.at(x_max, inverse.ravel(), cols.ravel())
+    y_min = np.full(slots, big, np.int64)
+    x_min = np.full(slots, big, np.int64)
+    y_max = np.full(slots, -1, np.int64)
+    x_max = np.full(slots, -1, np.int64)
+    rows = np.repeat(np.arange(h), w)
+    cols = np.tile(np.arange(w), h)
+    np.minimum.at(y_min, index, rows)
+    np.maximum.at(y_max, index, rows)
+    np.minimum.at(x_min, index, cols)
+    np.maximum.at(x_max, index, cols)
     out: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
     for j, sid in enumerate(ids.tolist()):
+        slot = sid if slots == top + 1 else j
         if sid == VOID_ID:
             continue
         out[int(sid)] = (
-            int(counts[j]),
-            (int(x_min[j]), int(y_min[j]), int(x_max[j]) + 1, int(y_max[j]) + 1),
+            int(counts[slot]),
+            (int(x_min[slot]), int(y_min[slot]), int(x_max[slot]) + 1, int(y_max[slot]) + 1),
         )
     return out
 

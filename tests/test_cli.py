@@ -86,8 +86,20 @@ def test_named_vocabulary_and_class_file_plugin(with_plugins, images, tmp_path, 
     assert json.loads((out / "one.fake.json").read_text())["vocabulary"] == "tabletop"
 
 
-def test_default_preset_without_model_plugins_names_the_missing_component(images, capsys):
-    code = main(["segment", str(images), "--classes", "person", "--no-progress"])
+def test_default_preset_without_weights_says_how_to_get_them(images, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person", "--no-progress", "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2  # the whole batch stops: every image would fail the same way
+    assert err.startswith("error: SAM 2.1 hiera tiny checkpoint is not in the local cache and offline mode is on")
+    assert "ovpanoptic download sam2 --size tiny" in err and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_missing_component_is_named_without_traceback(images, capsys):
+    code = main(["segment", str(images), "--classes", "person", "--no-progress", "--disable-plugin", "sam2"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: proposal generator 'sam2' (pipeline.proposal_generator in ")

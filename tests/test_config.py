@@ -111,8 +111,13 @@ def test_component_tables_are_checked_against_the_registry():
 
 def test_missing_selected_component_names_it():
     reg = registry_with(FakeComponentsPlugin())
-    with pytest.raises(ComponentNotFoundError, match=r"proposal generator 'sam2' \(pipeline.proposal_generator in .*default.toml\) is not provided by any installed, enabled plugin. Available: oracle, tiles"):
-        load_config().selected(reg.components)
+    config = load_config("default", ["pipeline.proposal_generator=sam3"])
+    with pytest.raises(ComponentNotFoundError, match=r"proposal generator 'sam3' \(pipeline.proposal_generator in .*default.toml \+ --set\) is not provided by any installed, enabled plugin. Available: oracle, sam2, sam2-stock, tiles"):
+        config.selected(reg.components)
+    # Blocking the plugin that provides it has the same effect.
+    blocked = registry_with(FakeComponentsPlugin(), disable=["sam2"])
+    with pytest.raises(ComponentNotFoundError, match="proposal generator 'sam2' .* Available: oracle, tiles"):
+        load_config().selected(blocked.components)
 
 
 def test_pipeline_settings_defaults_live_in_the_dataclass():

@@ -95,8 +95,8 @@ def test_large_images_are_processed_small_and_returned_at_full_size(shapes_image
 
 
 def test_missing_default_component_is_a_clear_error(shapes_image):
-    pipe = Pipeline(registry=registry_with(FakeComponentsPlugin()), device="cpu")
-    with pytest.raises(ComponentNotFoundError, match="proposal generator 'sam2'.*Available: oracle, tiles"):
+    pipe = Pipeline(registry=registry_with(FakeComponentsPlugin(), disable=["clip"]), device="cpu")
+    with pytest.raises(ComponentNotFoundError, match="classifier 'clip'.*Available: cycling, oracle"):
         pipe.segment(shapes_image, "person")
 
 

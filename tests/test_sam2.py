@@ -20,7 +20,13 @@ from ovpanoptic.components import ComponentContext
 from ovpanoptic.config import Config
 from ovpanoptic.errors import ConfigError, InputError, WeightsError
 from ovpanoptic.pipeline import Pipeline
-from ovpanoptic.testing import FakeComponentsPlugin, check_proposal_generator, make_shapes_image, registry_with
+from ovpanoptic.testing import (
+    FakeComponentsPlugin,
+    check_proposal_generator,
+    make_shapes_image,
+    matched_ious,
+    registry_with,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -131,22 +137,6 @@ def test_fast_decoder_computes_sam2s_decoder(model, image):
     torch.testing.assert_close(iou[:, 1:], ref_iou, atol=1e-5, rtol=0)
 
 
-def matched_iou(a, b):
-    """Greedy one-to-one matching of two mask stacks by IoU; returns the matched IoUs."""
-    a = a.reshape(len(a), -1).astype(np.float64)
-    b = b.reshape(len(b), -1).astype(np.float64)
-    inter = a @ b.T
-    union = a.sum(1)[:, None] + b.sum(1)[None, :] - inter
-    iou = inter / np.maximum(union, 1)
-    out = []
-    for _ in range(min(len(a), len(b))):
-        i, j = np.unravel_index(np.argmax(iou), iou.shape)
-        out.append(iou[i, j])
-        iou[i, :] = -1
-        iou[:, j] = -1
-    return out
-
-
 @pytest.fixture(scope="module")
 def stock_runs(model, checkpoint, image):
     """sam2-stock results by NMS threshold, computed once per module."""
@@ -172,7 +162,7 @@ def test_fast_and_stock_return_the_same_proposals(model, checkpoint, image, stoc
     stock = stock_runs(nms)
     fast = generator(FastSam2Generator, Sam2FastConfig, model, precision=precision, **cfg).generate(image)
     assert len(stock) == len(fast) == expected
-    assert min(matched_iou(stock.masks, fast.masks)) >= 0.99
+    assert min(matched_ious(stock.masks, fast.masks)) >= 0.99
     tolerance = 1e-4 if precision == "float32" else 5e-3
     np.testing.assert_allclose(np.sort(stock.scores), np.sort(fast.scores), atol=tolerance)
     assert fast.image_size == image.shape[:2]

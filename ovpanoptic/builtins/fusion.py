@@ -141,7 +141,8 @@ class Detectron2Fuser:
         # Semantic map: 0 = "no stuff" (detectron2's reserved label); stuff class k -> k + 1.
         stuff_ids = sorted({cats[i].id for i in stuff_idx})
         stuff_label = {cid: k + 1 for k, cid in enumerate(stuff_ids)}
-        semantic = np.zeros((h, w), np.int64)
+        # The smallest dtype that holds the labels: detectron2 runs torch.unique over this map.
+        semantic = np.zeros((h, w), np.uint8 if len(stuff_ids) < 255 else np.int32)
         stuff_score: dict[int, float] = {}
         for i in sorted(stuff_idx, key=lambda i: (sc[i], -i)):  # ascending: the best proposal paints last
             semantic[proposals.masks[keep[i]]] = stuff_label[cats[i].id]
@@ -183,33 +184,39 @@ class MaskFormerFuser:
         labels: dict[int, tuple[int, float]] = {}
         if len(sel) == 0:
             return PanopticResult.from_map(panoptic, labels, vocabulary)
-        masks = torch.from_numpy(np.ascontiguousarray(proposals.masks[keep[sel]]))
-        cur_scores = torch.from_numpy(sc[sel])
-        prob_masks = cur_scores.view(-1, 1, 1) * masks.to(torch.float32)
-        owner = prob_masks.argmax(dim=0)
+        # Masks are binary, so the per-pixel argmax of score x mask is the best-scoring proposal
+        # covering the pixel (ties: the earlier proposal, as argmax returns the first maximum).
+        # Painting proposals best-first computes it without an (N, H, W) float tensor.
+        cur_scores = sc[sel]
+        order = np.argsort(-cur_scores, kind="stable")
+        stacked = torch.from_numpy(np.ascontiguousarray(proposals.masks[keep[sel][order]]).view(np.uint8))
+        first = stacked.argmax(dim=0)  # first covering proposal in best-first order
+        covered = stacked.amax(dim=0).bool()
+        owner = torch.where(covered, torch.from_numpy(order)[first], -1)
+        own_area = torch.bincount(owner[covered], minlength=len(sel)).numpy()
+        original_area = proposals.areas[keep[sel]]
+        segment_of = np.zeros(len(sel) + 1, np.int32)  # proposal k -> segment id; index -1 -> void
         stuff_segment: dict[int, int] = {}
         stuff_best: dict[int, float] = {}
         next_id = 1
         for k in range(len(sel)):
             cat = vocabulary.categories[int(cols[sel[k]])]
-            own = (owner == k) & masks[k]
-            original_area = int(masks[k].sum())
-            own_area = int(own.sum())
-            if own_area == 0 or original_area == 0 or own_area / original_area < cfg.overlap_threshold:
+            if own_area[k] == 0 or own_area[k] / original_area[k] < cfg.overlap_threshold:
                 continue
-            own_np = own.numpy()
+            score = float(cur_scores[k])
             if not cat.isthing and cat.id in stuff_segment:
-                panoptic[own_np] = stuff_segment[cat.id]
-                stuff_best[cat.id] = max(stuff_best[cat.id], float(cur_scores[k]))
+                segment_of[k] = stuff_segment[cat.id]
+                stuff_best[cat.id] = max(stuff_best[cat.id], score)
                 continue
-            sid, next_id = next_id, next_id + 1
-            panoptic[own_np] = sid
-            labels[sid] = (cat.id, float(cur_scores[k]))
+            segment_of[k] = next_id
+            labels[next_id] = (cat.id, score)
             if not cat.isthing:
-                stuff_segment[cat.id] = sid
-                stuff_best[cat.id] = float(cur_scores[k])
+                stuff_segment[cat.id] = next_id
+                stuff_best[cat.id] = score
+            next_id += 1
         for cid, sid in stuff_segment.items():
             labels[sid] = (cid, stuff_best[cid])
+        panoptic = segment_of[owner.numpy()]
         return PanopticResult.from_map(panoptic, labels, vocabulary)
 
 

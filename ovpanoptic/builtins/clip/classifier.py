@@ -1,0 +1,365 @@
+"""The ``clip`` classifier component (see the package docstring and ``docs/components/clip.md``)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...components import ComponentContext
+from ...errors import ConfigError, InputError
+from ...types import Category, ClassScores, ProposalSet, Vocabulary
+from . import ClipConfig
+from .image import Preprocess, dense_input_size, mask_pooling_weights, masked_crops
+from .loading import WeightsSource, build_model, load_tokenizer, weights_source
+from .text import TextEmbeddings, text_cache_dir, weights_sha256
+
+__all__ = ["ClipClassifier", "ClipFeatures"]
+
+log = logging.getLogger(__name__)
+
+#: Sub-folder of the component cache directory holding text embeddings.
+TEXT_CACHE_FOLDER = "clip-text"
+
+
+@dataclass(frozen=True, eq=False)
+class ClipFeatures:
+    """What :meth:`ClipClassifier.prepare` computes for one image (reused for every vocabulary).
+
+    :param crop: ``(N, D)`` float32 L2-normalised crop embeddings, or ``None`` (dense mode).
+    :param dense: ``(N, D)`` float32 L2-normalised mask-pooled embeddings, or ``None`` (crop mode).
+    :param count: N, the number of proposals.
+    :param model_key: identifies the model (architecture and checkpoint) that computed them.
+    """
+
+    crop: np.ndarray | None
+    dense: np.ndarray | None
+    count: int
+    model_key: str
+
+    def __len__(self) -> int:
+        return self.count
+
+
+@dataclass(frozen=True, eq=False)
+class _Loaded:
+    """Everything built on first use."""
+
+    model: Any
+    tokenizer: Any
+    preprocess: Preprocess
+    text: TextEmbeddings
+    key: str
+    embed_dim: int
+    logit_scale: float
+
+
+def _normalised_rows(x: Any) -> Any:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class ClipClassifier:
+    """Scores mask proposals against a vocabulary with an open_clip model.
+
+    ``prepare`` does all image work (crops and/or one dense pass) and returns :class:`ClipFeatures`;
+    ``score`` only needs the text embeddings (cached) and a matrix product, so re-querying an image
+    with other class names is fast. The model loads on the first ``prepare``/``score``/``download``.
+
+    :param config: the component's options.
+    :param context: device, cache directory, offline flag and the registered prompt templates.
+    :raises ConfigError: ``config.templates`` names no registered template set.
+    """
+
+    def __init__(self, config: ClipConfig, context: ComponentContext | None = None) -> None:
+        self.config = config
+        self.context = context or ComponentContext()
+        templates = self.context.prompt_templates.get(config.templates)
+        if not templates:
+            available = ", ".join(sorted(self.context.prompt_templates)) or "(none registered)"
+            raise ConfigError(
+                f"classifier.clip.templates {config.templates!r} is not a registered prompt-template set; "
+                f"available: {available}"
+            )
+        self.templates: tuple[str, ...] = tuple(templates)
+        self._source: WeightsSource | None = None
+        self._checkpoint: Path | None = None
+        self._loaded: _Loaded | None = None
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @property
+    def source(self) -> WeightsSource:
+        """The architecture and weights the config asks for (resolved without fetching)."""
+        if self._source is None:
+            self._source = weights_source(self.config)
+        return self._source
+
+    def checkpoint(self) -> Path:
+        """The local checkpoint file, downloaded into the hub cache first if needed and allowed."""
+        if self._checkpoint is None:
+            self._checkpoint = self.source.resolve(self.context.offline)
+        return self._checkpoint
+
+    def _state(self) -> _Loaded:
+        if self._loaded is not None:
+            return self._loaded
+        source = self.source
+        path = self.checkpoint()
+        tokenizer = load_tokenizer(source.architecture, source.fix)
+        model = build_model(source, path, self.context.device)
+        if self.config.mode in ("dense", "ensemble"):
+            self._check_dense_support(model)
+        from open_clip import get_model_config, get_model_preprocess_cfg
+
+        directory = None
+        if self.config.text_cache:
+            root = Path(self.context.cache_dir) / TEXT_CACHE_FOLDER
+            digest = weights_sha256(path, root)
+            directory = text_cache_dir(root, source.architecture, digest, self.config.templates, self.templates)
+        stat = path.stat()
+        self._loaded = _Loaded(
+            model=model,
+            tokenizer=tokenizer,
+            preprocess=Preprocess.from_cfg(dict(get_model_preprocess_cfg(model))),
+            text=TextEmbeddings(self._encode_text, self.templates, batch_size=self.config.text_batch_size, directory=directory),
+            key=f"{source.architecture}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}",
+            embed_dim=int(get_model_config(source.architecture)["embed_dim"]),
+            logit_scale=float(model.logit_scale.detach().exp().reshape(-1)[0]),
+        )
+        return self._loaded
+
+    def load(self) -> Any:
+        """Build the model and tokenizer now (otherwise done on first use); returns the torch model."""
+        return self._state().model
+
+    def download(self) -> list[Path]:
+        """Fetch the weights (and tokenizer files, if any) into the cache and check they load."""
+        self._state()
+        return [self.checkpoint()]
+
+    def _check_dense_support(self, model: Any) -> None:
+        from open_clip.timm_model import TimmModel
+        from open_clip.transformer import VisionTransformer
+
+        visual = model.visual
+        if isinstance(visual, VisionTransformer) and visual.attn_pool is None:
+            return
+        if isinstance(visual, TimmModel) and hasattr(visual.trunk, "forward_features") and hasattr(visual.trunk, "forward_head"):
+            return
+        raise ConfigError(
+            f"classifier.clip.mode={self.config.mode!r} pools image features inside masks, which needs a ConvNeXt "
+            f"(timm) or ViT image tower; {self.source.architecture} has a {type(visual).__name__}. Use "
+            "--set classifier.clip.mode=crop, or a ConvNeXt/ViT architecture"
+        )
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned logit scale (``exp`` of the stored parameter); temperature is its inverse."""
+        return self._state().logit_scale
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint image-text embedding space."""
+        return self._state().embed_dim
+
+    @property
+    def preprocess(self) -> Preprocess:
+        """The model's input size and normalisation."""
+        return self._state().preprocess
+
+    # -- encoders ------------------------------------------------------------------------------
+
+    def _encode_text(self, prompts: list[str]) -> np.ndarray:
+        import torch
+
+        state = self._state()
+        model = state.model
+        tokens = state.tokenizer(prompts).to(next(model.parameters()).device)
+        with torch.inference_mode():
+            return model.encode_text(tokens).float().cpu().numpy()
+
+    def _encode_images(self, batch: np.ndarray) -> np.ndarray:
+        import torch
+
+        model = self.load()
+        x = torch.from_numpy(self.preprocess.normalise(batch)).to(next(model.parameters()).device)
+        with torch.inference_mode():
+            return _normalised_rows(model.encode_image(x).float()).cpu().numpy()
+
+    # -- image side ----------------------------------------------------------------------------
+
+    def prepare(self, image: np.ndarray, proposals: ProposalSet) -> ClipFeatures:
+        """Embed every proposal: crops, a dense pass, or both (``mode``)."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise InputError(
+                f"clip: the image must be an (H, W, 3) uint8 RGB array, got {getattr(image, 'shape', None)} "
+                f"{getattr(image, 'dtype', type(image).__name__)}"
+            )
+        if not isinstance(proposals, ProposalSet) or proposals.image_size != image.shape[:2]:
+            raise InputError(
+                f"clip: proposals must be a ProposalSet of masks at the image's size {image.shape[:2]}, got "
+                f"{getattr(proposals, 'image_size', type(proposals).__name__)}"
+            )
+        state = self._state()
+        mode = self.config.mode
+        crop = self.crop_embeddings(image, proposals) if mode in ("crop", "ensemble") else None
+        dense = self.dense_embeddings(image, proposals) if mode in ("dense", "ensemble") else None
+        return ClipFeatures(crop=crop, dense=dense, count=len(proposals), model_key=state.key)
+
+    def crop_embeddings(self, image: np.ndarray, proposals: ProposalSet) -> np.ndarray:
+        """``(N, D)`` embeddings of the masked crops (rows of empty masks are zero)."""
+        self.load()
+        cfg = self.config
+        n = len(proposals)
+        chunks = []
+        for start in range(0, n, cfg.crop_batch_size):
+            stop = min(n, start + cfg.crop_batch_size)
+            batch = masked_crops(
+                image,
+                proposals.masks[start:stop],
+                proposals.boxes_xyxy[start:stop],
+                self.preprocess,
+                context=cfg.crop_context,
+                blur=cfg.crop_fill == "blur",
+            )
+            chunks.append(self._encode_images(batch))
+        out = np.concatenate(chunks) if chunks else np.zeros((0, self.embed_dim), np.float32)
+        out[~proposals.masks.any(axis=(1, 2))] = 0.0
+        return out.astype(np.float32, copy=False)
+
+    def dense_embeddings(self, image: np.ndarray, proposals: ProposalSet) -> np.ndarray:
+        """``(N, D)`` embeddings pooled inside each mask from one encoder pass (empty masks: zero rows)."""
+        import torch
+        from open_clip.timm_model import TimmModel
+
+        model = self.load()
+        visual = model.visual
+        n = len(proposals)
+        if n == 0:
+            return np.zeros((0, self.embed_dim), np.float32)
+        device = next(model.parameters()).device
+        timm = isinstance(visual, TimmModel)
+        multiple = _timm_stride(visual) if timm else int(visual.patch_size[0])
+        h, w = dense_input_size(image.shape[0], image.shape[1], self.config.dense_size, multiple)
+        x = self.preprocess.normalise(self.preprocess.resize(image, h, w)[None])
+        x = torch.from_numpy(x).to(device)
+        out = np.zeros((n, self.embed_dim), np.float32)
+        with torch.inference_mode():
+            if timm:
+                fmap = visual.trunk.forward_features(x)
+                if fmap.ndim != 4:
+                    raise ConfigError(
+                        f"classifier.clip dense mode: the {type(visual.trunk).__name__} trunk of "
+                        f"{self.source.architecture} gives {tuple(fmap.shape)} features, not a (1, C, h, w) map; "
+                        "use --set classifier.clip.mode=crop"
+                    )
+                grid = (int(fmap.shape[2]), int(fmap.shape[3]))
+                cells = fmap[0].flatten(1).T.float()  # (h*w, C)
+                for start, weights in mask_pooling_weights(proposals.masks, grid):
+                    pooled = weights.to(device) @ cells  # area-weighted mean of trunk features per mask
+                    # The timm head (global pool -> norm -> MLP) then open_clip's projection, on a 1x1 "image":
+                    emb = visual.head(visual.trunk.forward_head(pooled[:, :, None, None]))
+                    out[start : start + len(pooled)] = _normalised_rows(emb.float()).cpu().numpy()
+            else:
+                tokens, grid = _vit_patch_embeddings(visual, x)  # (h*w, D), already projected
+                for start, weights in mask_pooling_weights(proposals.masks, grid):
+                    emb = weights.to(device) @ tokens.float()
+                    out[start : start + len(emb)] = _normalised_rows(emb).cpu().numpy()
+        out[~proposals.masks.any(axis=(1, 2))] = 0.0
+        return out
+
+    # -- text side and scores ------------------------------------------------------------------
+
+    def text_embeddings(self, categories: tuple[Category, ...] | list[Category]) -> np.ndarray:
+        """``(C, D)`` normalised class embeddings (synonyms averaged), from the cache when possible."""
+        return self._state().text.categories(list(categories))
+
+    def score(self, prepared: ClipFeatures, vocabulary: Vocabulary) -> ClassScores:
+        """Logits and "no object"-aware probabilities of each prepared proposal for each category.
+
+        ``logits = logit_scale * cosine``; probabilities are a softmax over the categories, the
+        "no object" column (cosine ``no_object_similarity``) and the ``background_prompts``
+        columns, the extra columns then dropped, so each row sums to ``1 - P(no object)``. With
+        both crop and dense features, the two are combined by a geometric mean of probabilities
+        (a weighted mean of logits).
+        """
+        if not isinstance(prepared, ClipFeatures):
+            raise InputError(f"clip: score() needs the ClipFeatures returned by prepare(), got {type(prepared).__name__}")
+        if not isinstance(vocabulary, Vocabulary):
+            raise InputError(f"clip: score() needs a Vocabulary, got {type(vocabulary).__name__}")
+        state = self._state()
+        if prepared.model_key != state.key:
+            raise InputError("clip: these features were prepared by another model; call prepare() again")
+        cfg = self.config
+        scale = state.logit_scale
+        c = len(vocabulary)
+        n = prepared.count
+        if n == 0:
+            empty = np.zeros((0, c), np.float32)
+            return ClassScores(logits=empty, probs=empty.copy(), category_ids=vocabulary.ids, temperature=1.0 / scale)
+        text = state.text.categories(list(vocabulary.categories))
+        if cfg.background_prompts:
+            text = np.concatenate([text, state.text.names(list(cfg.background_prompts))])
+        parts: list[tuple[float, np.ndarray]] = []
+        if prepared.crop is not None:
+            parts.append((1.0 - cfg.ensemble_weight if prepared.dense is not None else 1.0, prepared.crop))
+        if prepared.dense is not None:
+            parts.append((cfg.ensemble_weight if prepared.crop is not None else 1.0, prepared.dense))
+        logits = np.zeros((n, text.shape[0]), np.float64)
+        for weight, feats in parts:
+            logits += weight * (scale * (feats.astype(np.float64) @ text.T.astype(np.float64)))
+        columns = [logits]
+        if cfg.no_object_similarity > -1.0:
+            columns.append(np.full((n, 1), scale * cfg.no_object_similarity))
+        probs = _softmax(np.concatenate(columns, axis=1))[:, :c]
+        return ClassScores(
+            logits=logits[:, :c].astype(np.float32),
+            probs=probs.astype(np.float32),
+            category_ids=vocabulary.ids,
+            temperature=1.0 / scale,
+        )
+
+
+def _timm_stride(visual: Any) -> int:
+    """Total stride of a timm trunk (32 for ConvNeXt)."""
+    info = getattr(visual.trunk, "feature_info", None)
+    try:
+        return int(info[-1]["reduction"])  # type: ignore[index]
+    except (TypeError, KeyError, IndexError):
+        return 32
+
+
+def _vit_patch_embeddings(visual: Any, x: Any) -> tuple[Any, tuple[int, int]]:
+    """Last-layer patch tokens of an open_clip ViT through ``ln_post`` and ``proj``: ``(h*w, D)``.
+
+    The input may be larger than the training size: the positional embedding grid is resized
+    (bicubic) to the input's patch grid.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    patches = visual.conv1(x)  # (1, width, gh, gw)
+    gh, gw = int(patches.shape[2]), int(patches.shape[3])
+    tokens = patches.flatten(2).transpose(1, 2)  # (1, gh*gw, width)
+    pos = visual.positional_embedding.to(tokens.dtype)
+    th, tw = visual.grid_size
+    spatial = pos[1:].reshape(1, th, tw, -1).permute(0, 3, 1, 2)
+    if (gh, gw) != (th, tw):
+        spatial = F.interpolate(spatial, size=(gh, gw), mode="bicubic", align_corners=False)
+    spatial = spatial.permute(0, 2, 3, 1).reshape(1, gh * gw, -1)
+    cls = (visual.class_embedding.to(tokens.dtype) + pos[0]).reshape(1, 1, -1)
+    seq = torch.cat([cls, tokens + spatial], dim=1)
+    seq = visual.transformer(visual.ln_pre(seq))
+    out = visual.ln_post(seq[0, 1:])
+    if visual.proj is not None:
+        out = out @ visual.proj
+    return out, (gh, gw)

@@ -1,0 +1,199 @@
+"""Text side of the ``clip`` classifier: prompt ensembles and the text-embedding cache.
+
+A class name is encoded once ever per (model, weights, template set): the template-averaged,
+L2-normalised embedding of each name is kept in memory and, when a cache directory is given, in
+``<cache>/clip-text/<architecture>-<weights sha256>-<template set>-<templates sha256>/<name sha256>.npy``.
+The weights' SHA-256 is computed once per file and remembered in
+``<cache>/clip-text/weights-sha256.json`` (keyed by path, size and modification time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ...atomic import atomic_write_bytes, atomic_write_text
+from ...types import Category
+from ...weights import sha256_of
+
+__all__ = ["TextEmbeddings", "text_cache_dir", "weights_sha256"]
+
+log = logging.getLogger(__name__)
+
+#: ``encode(prompts) -> (len(prompts), D)`` float32 embeddings (not necessarily normalised).
+Encoder = Callable[[list[str]], np.ndarray]
+
+_SIDECAR = "weights-sha256.json"
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norm, 1e-12)).astype(np.float32)
+
+
+def _sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def weights_sha256(path: Path, root: Path) -> str:
+    """SHA-256 of a checkpoint, remembered in ``root/weights-sha256.json`` by path, size and mtime.
+
+    Hashing a 600 MB file takes seconds, so it happens once per file version; a file replaced in
+    place (other size or mtime) is hashed again.
+    """
+    resolved = path.resolve()
+    stat = resolved.stat()
+    key = str(resolved)
+    sidecar = root / _SIDECAR
+    try:
+        known = json.loads(sidecar.read_text("utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    entry = known.get(key)
+    if isinstance(entry, dict) and entry.get("size") == stat.st_size and entry.get("mtime_ns") == stat.st_mtime_ns:
+        digest = entry.get("sha256")
+        if isinstance(digest, str) and len(digest) == 64:
+            return digest
+    log.info("hashing %s (once per checkpoint file)", resolved)
+    digest = sha256_of(resolved)
+    known[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sidecar, json.dumps(known, indent=1, sort_keys=True))
+    except OSError as exc:
+        log.warning("cannot remember the checkpoint hash in %s: %s", sidecar, exc)
+    return digest
+
+
+def text_cache_dir(root: Path, architecture: str, weights_digest: str, template_set: str, templates: Sequence[str]) -> Path:
+    """The folder holding the name embeddings of one (model, weights, template set)."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{architecture}-{weights_digest[:16]}-{template_set}")
+    return root / f"{slug}-{_sha256_text(chr(10).join(templates))[:12]}"
+
+
+class TextEmbeddings:
+    """Template-averaged, normalised text embeddings of names, cached in memory and on disk.
+
+    :param encode: the text encoder, called with at most ``batch_size`` prompts at a time.
+    :param templates: prompt templates, each with one ``{}``.
+    :param batch_size: prompts per ``encode`` call.
+    :param directory: on-disk cache folder (see :func:`text_cache_dir`); ``None`` for memory only.
+    """
+
+    def __init__(
+        self, encode: Encoder, templates: Sequence[str], *, batch_size: int = 256, directory: Path | None = None
+    ) -> None:
+        self._encode = encode
+        self.templates = tuple(templates)
+        self.batch_size = batch_size
+        self.directory = directory
+        self._memory: dict[str, np.ndarray] = {}
+        self.dim: int | None = None
+
+    @staticmethod
+    def _file(directory: Path, name: str) -> Path:
+        return directory / f"{_sha256_text(name)[:32]}.npy"
+
+    def _from_disk(self, name: str) -> np.ndarray | None:
+        if self.directory is None:
+            return None
+        path = self._file(self.directory, name)
+        try:
+            vec = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable cached text embedding %s: %s", path, exc)
+            return None
+        if vec.ndim != 1 or vec.dtype != np.float32 or not np.isfinite(vec).all() or (self.dim and vec.shape[0] != self.dim):
+            log.warning("ignoring malformed cached text embedding %s", path)
+            return None
+        return vec
+
+    def _to_disk(self, name: str, vec: np.ndarray) -> None:
+        if self.directory is None:
+            return
+        buf = io.BytesIO()
+        np.save(buf, vec, allow_pickle=False)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self._file(self.directory, name), buf.getvalue())
+        except OSError as exc:
+            log.warning("cannot write the text-embedding cache in %s: %s", self.directory, exc)
+
+    def names(self, names: Sequence[str]) -> np.ndarray:
+        """``(len(names), D)`` float32 embeddings; encodes only names never seen before."""
+        missing: list[str] = []
+        for name in dict.fromkeys(names):
+            if name in self._memory:
+                continue
+            vec = self._from_disk(name)
+            if vec is None:
+                missing.append(name)
+            else:
+                self._memory[name] = vec
+                self.dim = vec.shape[0]
+        if missing:
+            self._encode_names(missing)
+        if not names:
+            return np.zeros((0, self.dim or 0), np.float32)
+        return np.stack([self._memory[n] for n in names])
+
+    def _prompt_batches(self, names: list[str]) -> Iterator[tuple[list[int], list[str]]]:
+        """``(name indices, prompts)`` batches of at most ``batch_size`` prompts, built lazily."""
+        rows: list[int] = []
+        prompts: list[str] = []
+        for i, name in enumerate(names):
+            for template in self.templates:
+                rows.append(i)
+                prompts.append(template.format(name))
+                if len(prompts) == self.batch_size:
+                    yield rows, prompts
+                    rows, prompts = [], []
+        if prompts:
+            yield rows, prompts
+
+    def _encode_names(self, names: list[str]) -> None:
+        log.info(
+            "encoding %d new class names (%d prompts); they are cached%s",
+            len(names),
+            len(names) * len(self.templates),
+            f" in {self.directory}" if self.directory is not None else " in memory",
+        )
+        sums: np.ndarray | None = None
+        count = 0
+        for rows, prompts in self._prompt_batches(names):
+            emb = _l2_normalise(np.asarray(self._encode(prompts), np.float32))
+            if sums is None:
+                sums = np.zeros((len(names), emb.shape[1]), np.float32)
+            np.add.at(sums, np.asarray(rows, np.int64), emb)
+            count += len(prompts)
+        if sums is None:  # no names, or no templates: nothing to encode
+            return
+        vectors = _l2_normalise(sums)
+        self.dim = vectors.shape[1]
+        for name, vec in zip(names, vectors):
+            self._memory[name] = vec
+            self._to_disk(name, vec)
+        log.debug("encoded %d new names (%d prompts)", len(names), count)
+
+    def categories(self, categories: Sequence[Category]) -> np.ndarray:
+        """``(C, D)``: each category's names (name and synonyms) averaged, then normalised."""
+        all_names = [n for c in categories for n in c.names]
+        vectors = self.names(all_names)
+        out = np.zeros((len(categories), vectors.shape[1]), np.float32)
+        row = 0
+        for j, cat in enumerate(categories):
+            k = len(cat.names)
+            out[j] = vectors[row : row + k].mean(axis=0)
+            row += k
+        return _l2_normalise(out)

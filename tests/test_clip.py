@@ -1,0 +1,518 @@
+"""The built-in ``clip`` classifier: real open_clip architectures at random init, loaded from
+checkpoints the tests write, through the product's loading path.
+
+The tiny architectures (``tests/data/clip_models/*.json``) are registered with
+``open_clip.add_model_config``; the text towers use the real CLIP BPE tokenizer, offline.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovpanoptic.components import ComponentContext
+from ovpanoptic.config import Config, build_dataclass, load_config
+from ovpanoptic.errors import ConfigError, InputError, MissingDependencyError, VocabularyError, WeightsError
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.testing import FakeComponentsPlugin, check_classifier, make_shapes_image, registry_with
+from ovpanoptic.types import Category, ClassScores, PanopticResult, ProposalSet, Vocabulary
+
+torch = pytest.importorskip("torch")
+open_clip = pytest.importorskip("open_clip")
+
+from ovpanoptic.builtins.clip import DEFAULT_MODELS, DEFAULT_TAGS, ClipConfig  # noqa: E402
+from ovpanoptic.builtins.clip.classifier import ClipClassifier, ClipFeatures, _vit_patch_embeddings  # noqa: E402
+from ovpanoptic.builtins.clip.image import crop_box_for, dense_input_size, masked_crop, masked_crops  # noqa: E402
+from ovpanoptic.builtins.clip.loading import HUB_WEIGHTS_NAME, load_tokenizer, weights_source  # noqa: E402
+from ovpanoptic.builtins.clip.templates import IMAGENET_80, SHORT, TEMPLATE_SETS  # noqa: E402
+from ovpanoptic.weights import HubFile  # noqa: E402
+
+MODELS_DIR = Path(__file__).resolve().parent / "data" / "clip_models"
+VIT, CONVNEXT, RESNET = "ovp-test-vit", "ovp-test-convnext", "ovp-test-resnet"
+TEMPLATES = {name: templates for name, (templates, _) in TEMPLATE_SETS.items()}
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny open_clip architectures at random init (seed 0), saved as checkpoints."""
+    open_clip.add_model_config(MODELS_DIR)
+    out = tmp_path_factory.mktemp("clip-checkpoints")
+    paths = {}
+    for arch in (VIT, CONVNEXT, RESNET):
+        torch.manual_seed(0)
+        model = open_clip.create_model(arch, pretrained=None)
+        paths[arch] = out / f"{arch}.pt"
+        torch.save(model.state_dict(), paths[arch])
+    return paths
+
+
+def context(tmp_path: Path) -> ComponentContext:
+    return ComponentContext(device="cpu", cache_dir=tmp_path / "cache", offline=True, prompt_templates=TEMPLATES)
+
+
+def make_classifier(checkpoints, tmp_path, arch=VIT, **options) -> ClipClassifier:
+    options.setdefault("templates", "short")
+    options.setdefault("dense_size", 64)
+    config = ClipConfig(model=arch, pretrained=str(checkpoints[arch]), **options)
+    return ClipClassifier(config, context(tmp_path))
+
+
+def vocab(*names: str) -> Vocabulary:
+    cats = []
+    for i, entry in enumerate(names):
+        first, *syn = entry.split("|")
+        cats.append(Category(i + 1, first, True, synonyms=tuple(syn)))
+    return Vocabulary(tuple(cats))
+
+
+def shapes_proposals() -> ProposalSet:
+    masks = np.zeros((3, 48, 64), bool)
+    masks[0, 8:24, 8:24] = True  # the red square
+    masks[1, 30:40, :] = True  # the blue bar
+    masks[2, 0:6, 40:60] = True  # gray background
+    return ProposalSet.from_masks(masks)
+
+
+def count_text_prompts(classifier: ClipClassifier) -> list[int]:
+    """Wrap the loaded model's encode_text; returns the list of batch sizes it is called with."""
+    model = classifier.load()
+    calls: list[int] = []
+    original = model.encode_text
+
+    def counting(tokens, *args, **kwargs):
+        calls.append(int(tokens.shape[0]))
+        return original(tokens, *args, **kwargs)
+
+    model.encode_text = counting
+    return calls
+
+
+# -- plugin, templates, config ------------------------------------------------------------------
+
+
+def test_plugin_registers_clip_and_templates_without_importing_torch():
+    code = (
+        "import sys\n"
+        "from ovpanoptic.plugins import Registry\n"
+        "reg = Registry.create(entry_points=False, env={})\n"
+        "spec = reg.component('classifier', 'clip')\n"
+        "print(spec.plugin, spec.config_class.__name__, len(reg.prompt_templates['imagenet-80'][0]),\n"
+        "      len(reg.prompt_templates['short'][0]), 'torch' in sys.modules, 'open_clip' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert out.stdout.split() == ["clip", "ClipConfig", "80", "7", "False", "False"]
+
+
+def test_imagenet_80_templates_are_the_clip_papers():
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+
+    assert IMAGENET_80 == tuple(t("{}") for t in OPENAI_IMAGENET_TEMPLATES)
+    assert len(set(IMAGENET_80)) == 80 and len(SHORT) == 7
+    assert all(t.count("{}") == 1 for templates in TEMPLATES.values() for t in templates)
+
+
+def test_config_defaults_and_validation():
+    cfg = ClipConfig()
+    assert (cfg.mode, cfg.templates, cfg.architecture) == ("dense", "imagenet-80", "convnext_base_w")
+    assert ClipConfig(mode="crop").architecture == "ViT-B-16"
+    bad = {
+        "mode": ("sparse", "mode must be one of crop, dense, ensemble"),
+        "crop_context": (0.5, "crop_context must be in"),
+        "dense_size": (10, "dense_size must be in"),
+        "ensemble_weight": (1.5, "ensemble_weight must be in"),
+        "no_object_similarity": (2.0, "cosine similarity in"),
+        "text_batch_size": (0, "text_batch_size must be >= 1"),
+        "crop_fill": ("noise", "crop_fill must be"),
+        "background_prompts": ([""], "background_prompts must be"),
+    }
+    for key, (value, message) in bad.items():
+        with pytest.raises(ValueError, match=message):
+            ClipConfig(**{key: value})
+    with pytest.raises(ConfigError, match="classifier.clip.mode: 'sparse' is not one of 'crop', 'dense', 'ensemble'"):
+        build_dataclass(ClipConfig, {"mode": "sparse"}, "classifier.clip")
+
+
+def test_shipped_presets_configure_clip():
+    reg = registry_with(FakeComponentsPlugin())
+    spec = reg.component("classifier", "clip")
+    for preset in ("default", "cpu-fast"):
+        config = load_config(preset)
+        config.check_tables(reg.components)
+        assert config.component_config(spec).templates in reg.prompt_templates
+    fast = load_config("cpu-fast").component_config(spec)
+    assert (fast.mode, fast.templates) == ("dense", "short") and fast.dense_size < ClipConfig().dense_size
+
+
+def test_unknown_template_set_is_a_clear_error():
+    with pytest.raises(ConfigError, match="templates 'nope' is not a registered prompt-template set; available: imagenet-80, short, single"):
+        ClipClassifier(ClipConfig(templates="nope"), ComponentContext(prompt_templates=TEMPLATES))
+
+
+def test_missing_open_clip_raises_missing_dependency_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    clf = ClipClassifier(ClipConfig(), context(tmp_path))
+    with pytest.raises(MissingDependencyError, match="pip install open-clip-torch"):
+        clf.load()
+
+
+# -- weights ---------------------------------------------------------------------------------
+
+
+def test_default_models_map_to_open_clip_hub_files():
+    for mode, (arch, tag) in DEFAULT_MODELS.items():
+        source = weights_source(ClipConfig(mode=mode))
+        assert (source.architecture, source.spec) == (arch, tag)
+        assert source.tag_cfg["hf_hub"] and source.fix == f"ovpanoptic download clip --model {arch}"
+    source = weights_source(ClipConfig())
+    assert source.known["laion2b_s13b_b82k_augreg"] == HubFile(
+        "laion/CLIP-convnext_base_w-laion2B-s13B-b82K-augreg", HUB_WEIGHTS_NAME
+    )
+    for arch, tag in DEFAULT_TAGS.items():
+        assert open_clip.get_pretrained_cfg(arch, tag).get("hf_hub"), (arch, tag)
+    with pytest.raises(ConfigError, match="'ViT-B-61' is not an open_clip architecture. Did you mean 'ViT-B-16'"):
+        weights_source(ClipConfig(model="ViT-B-61"))
+    with pytest.raises(WeightsError, match="'laion9b' is not an open_clip tag of ViT-B-16 \\(.*laion2b_s34b_b88k"):
+        weights_source(ClipConfig(model="ViT-B-16", pretrained="laion9b"))
+
+
+def test_default_tokenizers_run_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for arch in {a for a, _ in DEFAULT_MODELS.values()}:
+        tokens = load_tokenizer(arch, "fix")(["a photo of a forklift."])
+        assert tokens.shape == (1, 77) and tokens.dtype == torch.long
+
+
+def test_offline_and_not_cached_says_so(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    clf = ClipClassifier(ClipConfig(mode="crop"), ComponentContext(cache_dir=tmp_path, prompt_templates=TEMPLATES))
+    with pytest.raises(WeightsError, match=r"HF_HUB_OFFLINE=1.*CLIP-ViT-B-16-laion2B-s34B-b88K.*ovpanoptic download clip --model ViT-B-16"):
+        clf.download()
+    hub = ClipClassifier(ClipConfig(model="ViT-B-16", pretrained="hf-hub:org/repo"), context(tmp_path))
+    with pytest.raises(WeightsError, match=r"offline mode is on \(HF_HUB_OFFLINE=1\): looked for hf-hub:org/repo/open_clip_pytorch_model.bin"):
+        hub.load()
+
+
+def test_loads_the_saved_checkpoint_strictly(checkpoints, tmp_path):
+    for arch in (VIT, CONVNEXT):
+        clf = make_classifier(checkpoints, tmp_path, arch)
+        model = clf.load()
+        saved = torch.load(checkpoints[arch], weights_only=True)
+        assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
+        assert not model.training and clf.download() == [checkpoints[arch]]
+        assert clf.logit_scale == pytest.approx(float(saved["logit_scale"].exp()))
+
+
+def test_missing_checkpoint_names_the_path_and_the_fix(checkpoints, tmp_path):
+    missing = tmp_path / "nope.pt"
+    clf = ClipClassifier(ClipConfig(model=VIT, pretrained=str(missing)), context(tmp_path))
+    with pytest.raises(WeightsError, match=rf"{missing} does not exist.*`ovpanoptic download clip --model {VIT}`"):
+        clf.prepare(make_shapes_image(), shapes_proposals())
+
+
+def test_truncated_checkpoint_is_a_weights_error(checkpoints, tmp_path):
+    cut = tmp_path / "cut.pt"
+    cut.write_bytes(checkpoints[VIT].read_bytes()[:5000])
+    clf = ClipClassifier(ClipConfig(model=VIT, pretrained=str(cut)), context(tmp_path))
+    with pytest.raises(WeightsError, match="cannot be read.*truncated"):
+        clf.load()
+
+
+def test_mismatched_architecture_lists_keys(checkpoints, tmp_path):
+    clf = ClipClassifier(
+        ClipConfig(model=CONVNEXT, pretrained=str(checkpoints[VIT])), context(tmp_path)
+    )
+    with pytest.raises(WeightsError, match=r"does not match the model architecture: \d+ missing keys \(e.g. \['visual.trunk"):
+        clf.load()
+
+
+def test_training_checkpoints_and_safetensors_load(checkpoints, tmp_path):
+    saved = torch.load(checkpoints[VIT], weights_only=True)
+    wrapped = tmp_path / "epoch_3.pt"
+    torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in saved.items()}}, wrapped)
+    clf = ClipClassifier(ClipConfig(model=VIT, pretrained=str(wrapped), mode="crop"), context(tmp_path))
+    assert torch.equal(clf.load().visual.conv1.weight, saved["visual.conv1.weight"])
+    from safetensors.torch import save_file
+
+    safe = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in saved.items()}, str(safe))
+    clf = ClipClassifier(ClipConfig(model=VIT, pretrained=str(safe), mode="crop"), context(tmp_path))
+    assert torch.equal(clf.load().visual.conv1.weight, saved["visual.conv1.weight"])
+
+
+def test_dense_mode_needs_a_vit_or_convnext_tower(checkpoints, tmp_path):
+    with pytest.raises(ConfigError, match="needs a ConvNeXt \\(timm\\) or ViT image tower.*ModifiedResNet.*mode=crop"):
+        make_classifier(checkpoints, tmp_path, RESNET, mode="dense").load()
+
+
+def test_crop_mode_works_for_any_tower(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, RESNET, mode="crop", templates="single")
+    scores = clf.score(clf.prepare(make_shapes_image(), shapes_proposals()), vocab("cat", "dog"))
+    assert scores.probs.shape == (3, 2)
+
+
+# -- text side and the cache -----------------------------------------------------------------
+
+
+def test_text_cache_encodes_each_class_once_ever(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path)
+    calls = count_text_prompts(clf)
+    prepared = clf.prepare(make_shapes_image(), shapes_proposals())
+    first = clf.score(prepared, vocab("red square", "blue bar|stripe", "floor"))
+    assert sum(calls) == 4 * len(SHORT)  # four names (a synonym counts), 7 templates each
+    calls.clear()
+    again = clf.score(prepared, vocab("red square", "blue bar|stripe", "floor"))
+    assert calls == [] and np.array_equal(again.probs, first.probs)
+    clf.score(prepared, vocab("floor", "red square", "pallet"))
+    assert sum(calls) == len(SHORT)  # only the new class's prompts
+    fresh = make_classifier(checkpoints, tmp_path)
+    fresh_calls = count_text_prompts(fresh)
+    reloaded = fresh.score(fresh.prepare(make_shapes_image(), shapes_proposals()), vocab("red square", "blue bar|stripe", "floor"))
+    assert fresh_calls == []  # the disk cache answered
+    np.testing.assert_allclose(reloaded.probs, first.probs, rtol=1e-5, atol=1e-6)
+    root = tmp_path / "cache" / "clip-text"
+    assert (root / "weights-sha256.json").is_file()
+    other_set = make_classifier(checkpoints, tmp_path, templates="single")
+    other_calls = count_text_prompts(other_set)
+    other_set.text_embeddings(vocab("red square").categories)
+    assert other_calls == [1]  # another template set is another cache key
+    assert not any(p.name.endswith(".tmp") for p in root.rglob("*"))
+
+
+def test_text_embeddings_are_normalised_averages_of_synonyms(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, text_cache=False)
+    both = clf.text_embeddings(vocab("tv|television").categories)[0]
+    single = clf.text_embeddings(vocab("tv", "television").categories)
+    expected = single.mean(axis=0) / np.linalg.norm(single.mean(axis=0))
+    np.testing.assert_allclose(both, expected, rtol=1e-5, atol=1e-6)
+    assert np.allclose(np.linalg.norm(single, axis=1), 1.0, atol=1e-5)
+    assert not (tmp_path / "cache").exists()  # text_cache=False writes nothing
+
+
+def test_ten_thousand_classes_are_encoded_in_bounded_batches(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, templates="single", text_batch_size=256, text_cache=False)
+    calls = count_text_prompts(clf)
+    big = Vocabulary(tuple(Category(i + 1, f"class {i}", True) for i in range(10_000)))
+    prepared = clf.prepare(make_shapes_image(), shapes_proposals())
+    scores = clf.score(prepared, big)
+    assert scores.probs.shape == (3, 10_000) and scores.logits.dtype == np.float32
+    assert sum(calls) == 10_000 and max(calls) == 256 and len(calls) == 40
+    assert (scores.probs.sum(axis=1) <= 1 + 1e-5).all()
+
+
+# -- image side -------------------------------------------------------------------------------
+
+
+def test_crop_box_is_a_square_around_the_box_enlarged_by_the_context():
+    assert crop_box_for((10, 20, 30, 30), 1.0) == (10, 15, 30, 35)
+    assert crop_box_for((10, 20, 30, 30), 1.5) == (5, 10, 35, 40)
+    assert crop_box_for((3, 5, 4, 6), 1.0) == (3, 5, 4, 6)  # a one-pixel mask
+    for box in [(0, 0, 7, 3), (5, 1, 6, 40), (2, 2, 9, 9)]:
+        x0, y0, x1, y1 = crop_box_for(box, 1.3)
+        assert x1 - x0 == y1 - y0 and x0 <= box[0] and y0 <= box[1] and x1 >= box[2] and y1 >= box[3]
+
+
+def test_a_masks_crop_holds_only_its_pixels_plus_fill():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    mask = np.zeros((40, 50), bool)
+    mask[30:38, 42:50] = True  # an L near the bottom-right corner: the crop runs past the image
+    mask[36:38, 30:42] = True
+    box = ProposalSet.from_masks(mask[None]).boxes_xyxy[0]
+    assert tuple(box) == (30, 30, 50, 38)
+    crop_box = crop_box_for(box, 2.0)
+    assert crop_box == (20, 14, 60, 54)
+    fill = (123, 117, 104)
+    crop = masked_crop(image, mask, crop_box, fill)
+    assert crop.shape == (40, 40, 3) and crop.dtype == np.uint8
+    inside = np.zeros((40, 40), bool)
+    inside[30 - 14 : 40 - 14, 0:30] = mask[30:40, 20:50]
+    np.testing.assert_array_equal(crop[inside], image[mask])
+    assert (crop[~inside] == fill).all()
+    blurred = masked_crop(image, mask, crop_box, fill, blur=True)
+    np.testing.assert_array_equal(blurred[inside], image[mask])
+    in_image = np.zeros((40, 40), bool)
+    in_image[0:26, 0:30] = True  # crop rows 14..39 and columns 20..49 of the image
+    assert (blurred[~in_image] == fill).all() and not (blurred[in_image & ~inside] == fill).all(axis=1).all()
+
+
+def test_crop_mode_encodes_the_masked_crops_in_batches(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, mode="crop", crop_batch_size=2)
+    image, proposals = make_shapes_image(), shapes_proposals()
+    model = clf.load()
+    seen = []
+    original = model.encode_image
+    model.encode_image = lambda x, *a, **k: seen.append(x.clone()) or original(x, *a, **k)
+    features = clf.prepare(image, proposals)
+    assert [len(x) for x in seen] == [2, 1]
+    expected = masked_crops(image, proposals.masks, proposals.boxes_xyxy, clf.preprocess, context=1.5)
+    assert expected.shape == (3, 32, 32, 3)
+    np.testing.assert_allclose(torch.cat(seen).numpy(), clf.preprocess.normalise(expected), atol=1e-6)
+    assert features.dense is None and features.crop.shape == (3, 32) and features.crop.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(features.crop, axis=1), 1.0, atol=1e-5)
+    fill_only = clf.preprocess.normalise(np.full((1, 2, 2, 3), clf.preprocess.fill_rgb, np.uint8))
+    assert np.abs(fill_only).max() < 0.01  # the fill is the model's mean colour: ~0 after normalisation
+
+
+def test_dense_vit_pools_patch_tokens_inside_masks(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, mode="dense", dense_size=64)
+    image = make_shapes_image()  # 48 x 64: fed at 48 x 64, a 6 x 8 grid of 8-pixel patches
+    assert dense_input_size(48, 64, 64, 8) == (48, 64)
+    masks = np.zeros((3, 48, 64), bool)
+    masks[0, 8:16, 16:24] = True  # exactly patch (1, 2)
+    masks[1, 8:16, 16:32] = True  # patches (1, 2) and (1, 3)
+    masks[2, 0:4, 0:8] = True  # half of patch (0, 0): still only that patch
+    dense = clf.prepare(image, ProposalSet.from_masks(masks)).dense
+    x = torch.from_numpy(clf.preprocess.normalise(image[None]))
+    with torch.inference_mode():
+        tokens, grid = _vit_patch_embeddings(clf.load().visual, x)
+    assert grid == (6, 8)
+    tokens = tokens.numpy().reshape(6, 8, -1)
+
+    def unit(v):
+        return v / np.linalg.norm(v)
+
+    np.testing.assert_allclose(dense[0], unit(tokens[1, 2]), atol=1e-5)
+    np.testing.assert_allclose(dense[1], unit(tokens[1, 2] + tokens[1, 3]), atol=1e-5)
+    np.testing.assert_allclose(dense[2], unit(tokens[0, 0]), atol=1e-5)
+    assert dense.dtype == np.float32
+
+
+def test_dense_convnext_whole_image_mask_equals_the_global_embedding(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, CONVNEXT, mode="dense", dense_size=128)
+    image = make_shapes_image()
+    h, w = dense_input_size(48, 64, 128, 32)
+    assert (h, w) == (96, 128)
+    masks = np.zeros((2, 48, 64), bool)
+    masks[0] = True
+    masks[1, :32, :32] = True  # feature cells rows 0..1 and columns 0..1 (16-pixel cells)
+    dense = clf.prepare(image, ProposalSet.from_masks(masks)).dense
+    x = torch.from_numpy(clf.preprocess.normalise(clf.preprocess.resize(image, h, w)[None]))
+    model = clf.load()
+    with torch.inference_mode():
+        whole = model.encode_image(x, normalize=True)[0].numpy()
+        fmap = model.visual.trunk.forward_features(x)
+        quarter = fmap[:, :, :2, :2].mean(dim=(2, 3))[:, :, None, None]
+        expected = torch.nn.functional.normalize(model.visual.head(model.visual.trunk.forward_head(quarter)), dim=-1)[0].numpy()
+    assert fmap.shape[-2:] == (3, 4)
+    np.testing.assert_allclose(dense[0], whole, atol=1e-5)
+    np.testing.assert_allclose(dense[1], expected, atol=1e-5)
+
+
+# -- scores -----------------------------------------------------------------------------------
+
+
+def test_scores_shapes_temperature_and_the_no_object_rule(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, CONVNEXT, mode="ensemble", dense_size=128)
+    image = make_shapes_image()
+    masks = np.zeros((3, 48, 64), bool)
+    masks[0, 8:24, 8:24] = True
+    masks[1, 30:40, :] = True  # masks[2] is empty: it matches nothing
+    proposals = ProposalSet(masks, np.zeros((3, 4), np.float32), np.ones(3, np.float32))
+    prepared = clf.prepare(image, proposals)
+    v = vocab("red square", "blue bar", "floor")
+    scores = clf.score(prepared, v)
+    assert isinstance(scores, ClassScores) and scores.probs.shape == scores.logits.shape == (3, 3)
+    assert scores.probs.dtype == scores.logits.dtype == np.float32 and scores.category_ids == (1, 2, 3)
+    assert scores.temperature == pytest.approx(1.0 / clf.logit_scale)
+    assert (scores.probs.sum(axis=1) <= 1.0).all()
+    assert scores.probs[2].sum() < 0.5 and np.array_equal(scores.logits[2], np.zeros(3, np.float32))
+    # ensemble = geometric mean of the crop and dense probabilities = mean of their logits
+    crop_only = clf.score(ClipFeatures(prepared.crop, None, 3, prepared.model_key), v)
+    dense_only = clf.score(ClipFeatures(None, prepared.dense, 3, prepared.model_key), v)
+    np.testing.assert_allclose(scores.logits, (crop_only.logits + dense_only.logits) / 2, rtol=1e-5, atol=1e-5)
+    # without the rule every row sums to 1; a background prompt takes probability again
+    plain = make_classifier(checkpoints, tmp_path, CONVNEXT, mode="dense", dense_size=128, no_object_similarity=-1.0)
+    plain_scores = plain.score(plain.prepare(image, proposals), v)
+    np.testing.assert_allclose(plain_scores.probs.sum(axis=1), 1.0, atol=1e-5)
+    bg = make_classifier(checkpoints, tmp_path, CONVNEXT, mode="dense", dense_size=128, no_object_similarity=-1.0, background_prompts=("background",))
+    bg_scores = bg.score(bg.prepare(image, proposals), v)
+    assert bg_scores.probs.shape == (3, 3) and (bg_scores.probs.sum(axis=1) < 0.99).all()
+
+
+def test_empty_proposal_set_gives_empty_scores(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, mode="ensemble")
+    calls = count_text_prompts(clf)
+    prepared = clf.prepare(make_shapes_image(), ProposalSet.empty(48, 64))
+    assert prepared.crop.shape == (0, 32) and prepared.dense.shape == (0, 32)
+    scores = clf.score(prepared, vocab("cat", "dog"))
+    assert scores.probs.shape == (0, 2) and scores.probs.dtype == np.float32 and calls == []
+
+
+def test_one_class_and_bad_inputs(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, mode="dense")
+    prepared = clf.prepare(make_shapes_image(), shapes_proposals())
+    one = clf.score(prepared, vocab("cat"))
+    assert one.probs.shape == (3, 1) and (one.probs < 1.0).all()  # "no object" still takes its share
+    with pytest.raises(VocabularyError, match="the vocabulary is empty"):
+        Vocabulary(())
+    with pytest.raises(InputError, match="needs a Vocabulary"):
+        clf.score(prepared, ["cat"])
+    with pytest.raises(InputError, match="needs the ClipFeatures"):
+        clf.score(np.zeros((3, 32)), vocab("cat"))
+    with pytest.raises(InputError, match=r"masks at the image's size \(24, 64\)"):
+        clf.prepare(make_shapes_image()[:24], shapes_proposals())
+    with pytest.raises(InputError, match="uint8 RGB"):
+        clf.prepare(make_shapes_image().astype(np.float32), shapes_proposals())
+
+
+def test_conformance_check(checkpoints, tmp_path):
+    for mode in ("crop", "dense", "ensemble"):
+        clf = make_classifier(checkpoints, tmp_path, VIT, mode=mode)
+        scores = check_classifier(clf, make_shapes_image(), shapes_proposals(), vocab("red square", "blue bar", "wall"))
+        assert scores.probs.shape == (3, 3)
+
+
+def test_pipeline_end_to_end_reuses_prepared_features(checkpoints, tmp_path, monkeypatch):
+    monkeypatch.setenv("OVPANOPTIC_CACHE_DIR", str(tmp_path / "cache"))
+    config = Config.from_dict(
+        {
+            "pipeline": {"proposal_generator": "tiles", "classifier": "clip", "fuser": "maskformer", "exporters": [], "device": "cpu"},
+            "classifier": {"clip": {"model": VIT, "pretrained": str(checkpoints[VIT]), "templates": "short", "dense_size": 64, "no_object_similarity": -1.0}},
+            "fuser": {"maskformer": {"min_class_prob": 0.0, "object_mask_threshold": 0.0}},
+        }
+    )
+    pipe = Pipeline(config, registry=registry_with(FakeComponentsPlugin()))
+    clf = pipe.component("classifier")
+    assert isinstance(clf, ClipClassifier)
+    prepares = []
+    original = clf.prepare
+    monkeypatch.setattr(clf, "prepare", lambda image, proposals: prepares.append(1) or original(image, proposals))
+    first = pipe.segment(make_shapes_image(), "red square, blue bar, floor")
+    assert isinstance(first, PanopticResult) and first.image_size == (48, 64) and first.segments
+    assert first.vocabulary.names == ("red square", "blue bar", "floor")
+    second = pipe.segment(make_shapes_image(), "pallet, forklift")
+    assert prepares == [1] and second.timings["features"] == 0.0 and second.segments
+    assert any((tmp_path / "cache" / "clip-text").rglob("*.npy"))
+
+
+def test_download_command_fetches_and_prints_the_checkpoint(checkpoints, tmp_path, monkeypatch, capsys):
+    from ovpanoptic.cli import main
+
+    monkeypatch.setenv("OVPANOPTIC_CACHE_DIR", str(tmp_path / "cache"))
+    code = main(["download", "clip", "--model", VIT, "--set", f"classifier.clip.pretrained={str(checkpoints[VIT])!r}"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == f"clip: {checkpoints[VIT]}"
+
+
+@pytest.mark.weights
+@pytest.mark.skipif(os.environ.get("OVPANOPTIC_TEST_WEIGHTS") != "1", reason="needs real CLIP weights (OVPANOPTIC_TEST_WEIGHTS=1)")
+@pytest.mark.parametrize("mode", ["crop", "dense"])
+def test_real_weights_tell_colours_apart(mode, tmp_path):
+    image = np.full((240, 320, 3), 128, np.uint8)
+    image[40:140, 40:140] = (220, 30, 30)
+    image[160:220, :] = (30, 30, 220)
+    masks = np.zeros((2, 240, 320), bool)
+    masks[0, 40:140, 40:140] = True
+    masks[1, 160:220, :] = True
+    clf = ClipClassifier(ClipConfig(mode=mode), ComponentContext(cache_dir=tmp_path, prompt_templates=TEMPLATES))
+    scores = clf.score(clf.prepare(image, ProposalSet.from_masks(masks)), vocab("red square", "blue stripe"))
+    assert scores.probs.argmax(axis=1).tolist() == [0, 1]
