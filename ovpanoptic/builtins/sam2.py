@@ -301,7 +301,7 @@ class StockSam2Generator(_Sam2Base):
         if progress is not None:
             progress("sam2-stock: generating masks", 0, 1)
         with torch.inference_mode():
-            records = generator.generate(image)
+            records = generator.generate(np.array(image))  # writable copy (torchvision's to_tensor)
         if progress is not None:
             progress("sam2-stock: generating masks", 1, 1)
         h, w = image.shape[:2]
@@ -409,7 +409,7 @@ class FastSam2Generator(_Sam2Base):
         cfg = self.config
         model = self.loader.get()
         x0, y0, x1, y1 = crop_box
-        crop = np.ascontiguousarray(image[y0:y1, x0:x1])
+        crop = np.array(image[y0:y1, x0:x1])  # a writable copy: torchvision warns on read-only arrays
         ch, cw = crop.shape[:2]
         t = time.perf_counter()
         predictor = SAM2ImagePredictor(model)
