@@ -51,7 +51,7 @@ def model(checkpoint):
 
 @pytest.fixture(scope="module")
 def image():
-    return np.asarray(Image.fromarray(make_shapes_image(96, 128)).resize((160, 120)))
+    return np.array(Image.fromarray(make_shapes_image(96, 128)).resize((160, 120)))
 
 
 def settings(checkpoint, **kw):
