@@ -19,7 +19,6 @@ changes.
 from __future__ import annotations
 
 import colorsys
-import hashlib
 import io
 import logging
 import os
@@ -44,7 +43,7 @@ from .config import Config, list_presets, load_config
 from .constants import DEFAULT_PRESET
 from .errors import ConfigError, ImageReadError, InputError, MissingDependencyError, OvpanopticError, VocabularyError
 from .imageio import as_rgb_array, read_image, resize_longest_side
-from .types import Category, PanopticResult, Vocabulary
+from .types import PanopticResult, Vocabulary
 
 if TYPE_CHECKING:
     import gradio
@@ -172,15 +171,6 @@ def _hex(rgb: Sequence[float]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(round(c)) for c in rgb))
 
 
-def _category_rgb(category: Category) -> tuple[float, float, float]:
-    """The category's colour, or a stable one from its name (the overlay exporter's rule)."""
-    if category.color is not None:
-        return category.color
-    hue = int(hashlib.sha1(category.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
-    return r * 255, g * 255, b * 255
-
-
 def _instance_rgb(base: tuple[float, float, float], instance: int) -> tuple[float, float, float]:
     """Instance ``k`` (1-based) of a thing class: the class colour, lighter or darker by instance."""
     if instance <= 1:
@@ -215,7 +205,7 @@ def _segment_colors(result: PanopticResult, labels: dict[int, str]) -> dict[str,
     colors: dict[str, str] = {}
     counts: dict[int, int] = {}
     for seg in result.segments:
-        base = _category_rgb(result.category_of(seg))
+        base = result.category_of(seg).display_color
         if seg.isthing:
             counts[seg.category_id] = counts.get(seg.category_id, 0) + 1
             colors[labels[seg.id]] = _hex(_instance_rgb(base, counts[seg.category_id]))

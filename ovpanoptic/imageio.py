@@ -7,6 +7,7 @@ converts grayscale, palette, RGBA (composited on white), CMYK, 16-bit and float 
 from __future__ import annotations
 
 import glob
+import hashlib
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 
 from .errors import ImageReadError, InputError
 
-__all__ = ["IMAGE_SUFFIXES", "as_rgb_array", "collect_inputs", "read_image", "resize_longest_side"]
+__all__ = ["IMAGE_SUFFIXES", "as_rgb_array", "collect_inputs", "image_digest", "read_image", "resize_longest_side"]
 
 #: File suffixes treated as images when a folder is given.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -62,6 +63,13 @@ def _from_pil(img: Any) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, rgba)
     return np.ascontiguousarray(np.asarray(img.convert("RGB"), dtype=np.uint8))
+
+
+def image_digest(image: np.ndarray) -> str:
+    """A key for an image's content (pixels and shape): the cache key of proposals and features."""
+    h = hashlib.sha1(np.ascontiguousarray(image).tobytes())
+    h.update(str(image.shape).encode())
+    return h.hexdigest()
 
 
 def read_image(path: str | Path) -> np.ndarray:

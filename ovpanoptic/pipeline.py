@@ -8,7 +8,6 @@ vocabulary only re-runs scoring and fusion.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -25,7 +24,7 @@ from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
 from .device import resolve_device
 from .errors import InputError, PluginError
-from .imageio import as_rgb_array, resize_longest_side
+from .imageio import as_rgb_array, image_digest, resize_longest_side
 from .plugins import Registry
 from .weights import is_offline
 from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary
@@ -168,9 +167,7 @@ class Pipeline:
     # -- running -----------------------------------------------------------------------------
 
     def _image_entry(self, work: np.ndarray, progress: Progress | None) -> tuple[_ImageEntry, bool]:
-        digest = hashlib.sha1(work.tobytes())
-        digest.update(str(work.shape).encode())
-        key = digest.hexdigest()
+        key = image_digest(work)
         entry = self._cache.get(key)
         if entry is not None:
             self._cache.move_to_end(key)

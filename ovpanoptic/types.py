@@ -12,9 +12,11 @@ Conventions (see also :mod:`ovpanoptic.constants`):
 
 from __future__ import annotations
 
+import colorsys
 import functools
+import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -104,6 +106,15 @@ class Category:
     def names(self) -> tuple[str, ...]:
         """The name followed by its synonyms."""
         return (self.name, *self.synonyms)
+
+    @property
+    def display_color(self) -> tuple[int, int, int]:
+        """:attr:`color`, or a stable colour derived from the name (exporters and the demo use it)."""
+        if self.color is not None:
+            return self.color
+        hue = int(hashlib.sha1(self.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+        r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
+        return round(r * 255), round(g * 255), round(b * 255)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the schema of the shipped vocabulary files)."""
@@ -586,13 +597,3 @@ class PanopticResult:
             "timings": {k: round(v, 6) for k, v in self.timings.items()},
         }
 
-
-def unique_preserving_order(items: Iterable[str]) -> list[str]:
-    """Items in first-seen order without repeats."""
-    seen: set[str] = set()
-    out = []
-    for it in items:
-        if it not in seen:
-            seen.add(it)
-            out.append(it)
-    return out

@@ -19,8 +19,6 @@
 
 from __future__ import annotations
 
-import colorsys
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -34,22 +32,13 @@ from ..components import ComponentContext, RegisterComponent
 from ..errors import MissingDependencyError, OvpanopticError
 from ..evaluation import id_to_rgb
 from ..hookspecs import hookimpl
-from ..types import Category, PanopticResult, Vocabulary
+from ..types import PanopticResult, Vocabulary
 
-__all__ = ["ExportError", "category_color"]
+__all__ = ["ExportError"]
 
 
 class ExportError(OvpanopticError):
     """An export cannot be written (e.g. the output folder holds another vocabulary's results)."""
-
-
-def category_color(category: Category) -> tuple[int, int, int]:
-    """The category's colour, or a stable one derived from its name."""
-    if category.color is not None:
-        return category.color
-    hue = int(hashlib.sha1(category.name.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
-    r, g, b = colorsys.hsv_to_rgb(hue, 0.65, 0.95)
-    return round(r * 255), round(g * 255), round(b * 255)
 
 
 def _png_bytes(array: np.ndarray) -> bytes:
@@ -64,7 +53,7 @@ def _png_bytes(array: np.ndarray) -> bytes:
 
 def _coco_categories(vocabulary: Vocabulary) -> list[dict[str, Any]]:
     return [
-        {"id": c.id, "name": c.name, "supercategory": c.name, "isthing": int(c.isthing), "color": list(category_color(c))}
+        {"id": c.id, "name": c.name, "supercategory": c.name, "isthing": int(c.isthing), "color": list(c.display_color)}
         for c in vocabulary.categories
     ]
 
@@ -203,9 +192,9 @@ class OverlayExporter:
         meta = Metadata(
             name="ovpanoptic",
             thing_classes=[c.name for c in things],
-            thing_colors=[category_color(c) for c in things],
+            thing_colors=[c.display_color for c in things],
             stuff_classes=[c.name for c in stuff],
-            stuff_colors=[category_color(c) for c in stuff],
+            stuff_colors=[c.display_color for c in stuff],
         )
         thing_index = {c.id: i for i, c in enumerate(things)}
         stuff_index = {c.id: i for i, c in enumerate(stuff)}

@@ -17,7 +17,6 @@ Config (both components)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ import numpy as np
 from ..components import ComponentContext, Progress, RegisterComponent
 from ..errors import InputError
 from ..hookspecs import hookimpl
-from ..imageio import read_image
+from ..imageio import image_digest, read_image
 from ..types import ClassScores, ProposalSet, Vocabulary
 
 
@@ -49,12 +48,6 @@ class OracleConfig:
         missing = [k for k in ("gt_json", "gt_dir", "images_dir") if not getattr(self, k)]
         if missing:
             raise ValueError(f"the oracle needs {', '.join(missing)} (paths of the COCO-panoptic ground truth)")
-
-
-def _digest(image: np.ndarray) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(image).tobytes())
-    h.update(str(image.shape).encode())
-    return h.hexdigest()
 
 
 class GroundTruthIndex:
@@ -82,14 +75,14 @@ class GroundTruthIndex:
             image = read_image(Path(self.config.images_dir) / img["file_name"])
             with Image.open(Path(self.config.gt_dir) / ann["file_name"]) as png:
                 ids = rgb_to_id(np.asarray(png.convert("RGB")))
-            index[_digest(image)] = {"ids": ids, "segments": ann["segments_info"], "file_name": img["file_name"]}
+            index[image_digest(image)] = {"ids": ids, "segments": ann["segments_info"], "file_name": img["file_name"]}
         return index
 
     def lookup(self, image: np.ndarray) -> dict[str, Any]:
         """The ground truth of ``image``; :class:`InputError` when the image is not in it."""
         if self._by_digest is None:
             self._by_digest = self._build()
-        entry = self._by_digest.get(_digest(image))
+        entry = self._by_digest.get(image_digest(image))
         if entry is None:
             raise InputError(
                 f"oracle: this image ({image.shape[1]}x{image.shape[0]}) is not one of the ground-truth images in "

@@ -19,7 +19,6 @@ Weights: ``model`` is a size (``tiny``, ``small``, ``base_plus``, ``large``: the
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ import numpy as np
 from ..components import ComponentContext, Progress, RegisterComponent
 from ..errors import InputError, MissingDependencyError, WeightsError
 from ..hookspecs import hookimpl
+from ..imageio import image_digest
 from ..types import ProposalSet
 from ..weights import HubFile, load_state_dict, load_strict, resolve_weights
 
@@ -161,12 +161,6 @@ def _architecture_of(config: Sam2Config) -> str:
     )
 
 
-def _digest(image: np.ndarray) -> str:
-    h = hashlib.sha1(np.ascontiguousarray(image).tobytes())
-    h.update(str(image.shape).encode())
-    return h.hexdigest()
-
-
 def _check_image(image: np.ndarray) -> None:
     if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise InputError(
@@ -249,7 +243,7 @@ class _Sam2Base:
         Results are cached per image content (the settings are fixed per instance).
         """
         _check_image(image)
-        key = _digest(image)
+        key = image_digest(image)
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
