@@ -5,12 +5,13 @@ and cached), then change only the class names and run again. This measures that 
 the demo's own handler (:meth:`ovpanoptic.demo_app.DemoApp.run`: ``Pipeline.segment`` with cached
 proposals and features, then the page's outputs: display masks, segment table, COCO-panoptic zip)
 and, for "page", also the annotated image's files for the page (``annotated_payload``: one PNG per
-segment), with the
-``default`` preset's components at random initialisation (speed does not depend on weight values):
-SAM 2.1 hiera-tiny (``sam2``, points_per_side 32, thresholds loosened so random weights give
-masks, at most ``--proposals``), CLIP ``convnext_base_w`` in the preset's ``ensemble`` mode
-(template set ``single``: it changes only the one-off text encoding, not the cached scoring timed
-here) and the ``detectron2`` fuser. Queries alternate between the ADE20K vocabulary (150 classes,
+segment), with each
+``--presets`` preset's components at random initialisation (speed does not depend on weight values):
+``interactive`` (the demo's: SAM 2.1 hiera-tiny 16x16 adaptive, CLIP ``convnext_base_w`` dense at
+512 px, the ``maskformer`` fuser) and ``default`` (32x32, dense at 768 px, the ``detectron2``
+fuser); SAM 2's thresholds are loosened so random weights give masks, at most ``--proposals``;
+CLIP's template set is ``single`` (it changes only the one-off text encoding, not the cached
+scoring timed here). Queries alternate between the ADE20K vocabulary (150 classes,
 picked in the menu) and the same names typed in reverse order; their text embeddings are cached by
 a first query, which is not timed.
 
@@ -26,7 +27,7 @@ scenario ``scene``
     the proposals are ``--proposals`` ellipses of radii 2-25 % of the image side (the scene of
     ``bench_clip.py``) instead of SAM 2's blobs; CLIP's features are computed on them as usual.
 
-    .venv/bin/python bench/bench_demo.py [--runs 5] [--sizes 640x480,1024x768,4000x3000] [--scenarios sam2,scene]
+    .venv/bin/python bench/bench_demo.py [--runs 5] [--sizes 640x480,1024x768,4000x3000] [--scenarios sam2,scene] [--presets interactive,default]
 
 Times are medians of ``--runs`` queries; each scenario records the load average around it (this
 machine's 2 cores are shared, and torch's threads slow down badly when other processes compete). Without torch, sam2, open_clip, gradio or the ``clip``,
@@ -171,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="640x480,1024x768,4000x3000", help="image sizes WxH, comma-separated")
     parser.add_argument("--proposals", type=int, default=100, help="max_proposals of sam2")
     parser.add_argument("--scenarios", default="sam2,scene", help="which scenarios to run (others are kept from --out)")
+    parser.add_argument("--presets", default="interactive,default", help="presets to run each scenario with")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "demo.json")
     args = parser.parse_args(argv)
 
@@ -195,9 +197,12 @@ def main(argv: list[str] | None = None) -> int:
             "gradio": gradio.__version__,
         },
         "setup": {
-            "preset": "default (sam2 fast generator, clip ensemble convnext_base_w, detectron2 fuser)",
+            "presets": {
+                "interactive": "the demo's: sam2 fast 16x16 adaptive, clip dense 512, maskformer fuser",
+                "default": "sam2 fast 32x32, clip dense 768, detectron2 fuser",
+            },
             "weights": "random init (SAM 2.1 hiera-tiny, convnext_base_w)",
-            "sam2": f"points_per_side 32, loose thresholds for random weights, max_proposals {args.proposals}",
+            "sam2": f"the preset's points per side, loose thresholds for random weights, max_proposals {args.proposals}",
             "clip_templates": "single (text embeddings are cached before timing)",
             "decisive": "real score, then probs = 0.2 x real + 0.8 x one-hot(class (37 i) mod 150) for proposal i",
             "scenario_scene": "proposals = ellipses of radii 2-25 % of the image side instead of SAM 2's",
@@ -213,38 +218,42 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OVPANOPTIC_CACHE_DIR"] = str(folder / "cache")
         t_ckpt, (sam_path, clip_path) = timed(lambda: random_checkpoints(folder))
         print(f"random checkpoints written in {t_ckpt:.1f} s", flush=True)
-        config = load_config(
-            "default",
-            [
-                f"proposal_generator.sam2.model={str(sam_path)!r}",
-                "proposal_generator.sam2.pred_iou_thresh=0.0",
-                "proposal_generator.sam2.stability_score_thresh=0.0",
-                "proposal_generator.sam2.stability_score_offset=0.05",
-                "proposal_generator.sam2.box_nms_thresh=0.9",
-                f"proposal_generator.sam2.max_proposals={args.proposals}",
-                f"classifier.clip.pretrained={str(clip_path)!r}",
-                "classifier.clip.templates='single'",
-                "pipeline.device='cpu'",
-            ],
-        )
+        overrides = [
+            f"proposal_generator.sam2.model={str(sam_path)!r}",
+            "proposal_generator.sam2.pred_iou_thresh=0.0",
+            "proposal_generator.sam2.stability_score_thresh=0.0",
+            "proposal_generator.sam2.stability_score_offset=0.05",
+            "proposal_generator.sam2.box_nms_thresh=0.9",
+            f"proposal_generator.sam2.max_proposals={args.proposals}",
+            f"classifier.clip.pretrained={str(clip_path)!r}",
+            "classifier.clip.templates='single'",
+            "pipeline.device='cpu'",
+        ]
         things, stuff = typed(registry.vocabulary("ade20k"))
         base = Image.open(EXAMPLE).convert("RGB")
-        for scenario in [name.strip() for name in args.scenarios.split(",") if name.strip()]:
+        runs = [
+            (preset.strip(), scenario.strip())
+            for preset in args.presets.split(",") if preset.strip()
+            for scenario in args.scenarios.split(",") if scenario.strip()
+        ]
+        for preset, scenario in runs:
+            key = f"{preset}/{scenario}"
+            print(f"== {key}", flush=True)
             load_start = [round(v, 2) for v in os.getloadavg()]
-            app = DemoApp(Pipeline(config, registry=registry))
+            app = DemoApp(Pipeline(load_config(preset, overrides), registry=registry))
             pipe = app.pipeline_for(None)
             if scenario == "scene":
                 pipe.component("proposal_generator").generate = lambda image, progress=None: scene_proposals(image, args.proposals)
             classifier = pipe.component("classifier")
             decisive = Decisive(classifier)
             classifier.score = decisive
-            results["scenarios"][scenario] = {"load_average_at_start": load_start}
+            results["scenarios"][key] = {"load_average_at_start": load_start}
             for width, height in sizes:
                 path = folder / f"street-{width}x{height}.png"
                 base.resize((width, height), Image.Resampling.BICUBIC).save(path)
                 label = f"{width}x{height}"
                 t_first, first = timed(lambda: app.run(str(path), things, stuff))
-                print(f"{scenario} {label}: first run {t_first:.1f} s", flush=True)
+                print(f"{key} {label}: first run {t_first:.1f} s", flush=True)
                 entry: dict[str, Any] = {
                     "first_run_s": round(t_first, 3),
                     "first_run_timings_s": {k: round(v, 4) for k, v in first.timings.items()},
@@ -256,18 +265,19 @@ def main(argv: list[str] | None = None) -> int:
                     decisive.on = variant == "decisive"
                     entry[variant] = requery(app, folder / "page-cache", str(path), things, stuff, args.runs)
                     print(
-                        f"{scenario} {label} {variant}: {entry[variant]['segments']} segments; re-query pipeline "
+                        f"{key} {label} {variant}: {entry[variant]['segments']} segments; re-query pipeline "
                         f"{entry[variant]['pipeline_median_s']:.3f} s, handler {entry[variant]['handler_median_s']:.3f} s, "
                         f"with the page's mask PNGs {entry[variant]['page_median_s']:.3f} s",
                         flush=True,
                     )
                 decisive.on = False
-                results["scenarios"][scenario][label] = entry
-            results["scenarios"][scenario]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+                results["scenarios"][key][label] = entry
+            results["scenarios"][key]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
             app.close()
-    if args.out.is_file():  # keep the scenarios not run this time
-        previous = json.loads(args.out.read_text())
-        results["scenarios"] = {**previous.get("scenarios", {}), **results["scenarios"]}
+    if args.out.is_file():  # keep the preset/scenario pairs not run this time (older layouts are dropped)
+        previous = json.loads(args.out.read_text()).get("scenarios", {})
+        kept = {k: v for k, v in previous.items() if "/" in k and k not in results["scenarios"]}
+        results["scenarios"] = {**kept, **results["scenarios"]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written {args.out}")

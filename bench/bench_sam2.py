@@ -7,6 +7,7 @@ matches the stock output (count, one-to-one mask IoU).
 
     .venv/bin/python bench/bench_sam2.py                 # 16x16 and 32x32, writes bench/results/sam2.json
     .venv/bin/python bench/bench_sam2.py --grids 16      # quicker
+    .venv/bin/python bench/bench_sam2.py --grids 32 --settings thresholds-0 --kinds fast --out bench/results/sam2_repeat.json
 """
 
 from __future__ import annotations
@@ -106,6 +107,8 @@ def run_one(kind: str, grid: int, settings: dict, checkpoint: str, out_npz: str)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--grids", type=int, nargs="+", default=[16, 32])
+    parser.add_argument("--settings", nargs="+", default=["thresholds-0", "pred-iou-0.49"], help="which threshold settings")
+    parser.add_argument("--kinds", nargs="+", default=None, help="which generators (stock is always run first)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "sam2.json"))
     parser.add_argument("--child", nargs=5, metavar=("KIND", "GRID", "SETTINGS", "CKPT", "NPZ"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -136,8 +139,11 @@ def main() -> None:
         out.write_text(json.dumps(report, indent=1))
 
     for grid in args.grids:
-        for name, settings in variants.items():
+        for name in args.settings:
+            settings = variants[name]
             kinds = ["stock", "fast", "fast-bf16"] + (["fast-bf16-adaptive"] if name == "pred-iou-0.49" else [])
+            if args.kinds:
+                kinds = ["stock"] + [k for k in kinds[1:] if k in args.kinds]
             results = {}
             for kind in kinds:
                 npz = tmp / f"{kind}-{grid}-{name}.npz"

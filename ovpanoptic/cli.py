@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .constants import DISABLE_PLUGINS_ENV
+from .constants import DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
 from .errors import ImageReadError, InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
@@ -42,11 +42,11 @@ def _plugin_options() -> argparse.ArgumentParser:
     return parent
 
 
-def _config_options() -> argparse.ArgumentParser:
+def _config_options(default_preset: str = DEFAULT_PRESET) -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     group = parent.add_argument_group("configuration")
     group.add_argument(
-        "--config", metavar="NAME|PATH", default=None, help="preset name (see 'ovpanoptic presets') or TOML file; default: default"
+        "--config", metavar="NAME|PATH", default=None, help=f"preset name (see 'ovpanoptic presets') or TOML file; default: {default_preset}"
     )
     group.add_argument(
         "--set",
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     de = sub.add_parser(
         "demo",
-        parents=[config_opts, plugin_opts],
+        parents=[_config_options(DEMO_PRESET), plugin_opts],
         help="start the Gradio demo (upload an image, type class names, see the result)",
         description="Serve the Gradio demo on this machine: upload an image, type class names, see the "
         "panoptic result, re-query with other names instantly. Stop it with Ctrl+C.",

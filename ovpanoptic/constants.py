@@ -33,3 +33,6 @@ CACHE_DIR_ENV: str = "OVPANOPTIC_CACHE_DIR"
 
 #: Name of the preset used when none is given.
 DEFAULT_PRESET: str = "default"
+
+#: Name of the preset the demo starts with when none is given (fast first run, fast re-query).
+DEMO_PRESET: str = "interactive"

@@ -40,7 +40,7 @@ import numpy as np
 
 from .components import Progress
 from .config import Config, list_presets, load_config
-from .constants import DEFAULT_PRESET
+from .constants import DEMO_PRESET
 from .errors import ConfigError, ImageReadError, InputError, MissingDependencyError, OvpanopticError, VocabularyError
 from .imageio import as_rgb_array, read_image, resize_longest_side
 from .types import PanopticResult, Vocabulary
@@ -307,7 +307,7 @@ class DemoApp:
     :param pipeline: a ready pipeline (tests, embedding apps); its registry is used for every
         preset. Default: a pipeline from ``config``, built on first use.
     :param config: preset name, TOML path or :class:`~ovpanoptic.config.Config` for the initial
-        preset (default: the ``default`` preset).
+        preset (default: the ``interactive`` preset, see configs/interactive.toml).
     :param overrides: ``--set`` overrides applied to every preset the page selects.
     :param device: overrides ``pipeline.device`` of every preset.
     :param registry: a prepared plugin registry; default: the pipeline's, else one built from the
@@ -346,7 +346,7 @@ class DemoApp:
             self.initial_preset = _preset_name(config) or APP_PIPELINE
             self._configs[self.initial_preset] = config
         else:
-            spec = str(config) if config is not None else DEFAULT_PRESET
+            spec = str(config) if config is not None else DEMO_PRESET
             self.initial_preset = spec
             if spec not in list_presets():
                 self._configs[spec] = load_config(spec)  # a TOML path: read (and checked) now

@@ -235,12 +235,9 @@ def id_to_rgb(ids: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
         raise ValueError(f"id_to_rgb expects an integer array, got dtype {array.dtype}")
     if array.size and (array.min() < 0 or array.max() >= _ID_LIMIT):
         raise ValueError(f"id_to_rgb expects ids in 0..{_ID_LIMIT - 1}")
-    wide = array.astype(np.int64)
-    rgb = np.empty((*array.shape, 3), dtype=np.uint8)
-    rgb[..., 0] = wide % ID_BASE
-    rgb[..., 1] = (wide // ID_BASE) % ID_BASE
-    rgb[..., 2] = wide // (ID_BASE * ID_BASE)
-    return rgb
+    # ID_BASE is 256: the colour is the id's three low bytes, least significant first.
+    little = np.ascontiguousarray(array, dtype="<u4")
+    return np.ascontiguousarray(little.view(np.uint8).reshape(*array.shape, 4)[..., :3])
 
 
 def _rgb_text(segment_id: int) -> str:

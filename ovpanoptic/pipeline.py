@@ -240,7 +240,7 @@ class Pipeline:
         if not isinstance(result, PanopticResult):
             raise PluginError(f"fuser {self.config.pipeline.fuser!r} returned {type(result).__name__}")
         if work.shape[:2] != rgb.shape[:2]:
-            result = _upscale(result, rgb.shape[0], rgb.shape[1])
+            result = result.resized(rgb.shape[0], rgb.shape[1])
         t3 = time.perf_counter()
         timings.update({"classify": t1 - t0, "fuse": t2 - t1, "resize": t3 - t2})
         timings["total"] = (t3 - t_start) if not cached else (t3 - t0)
@@ -265,14 +265,3 @@ class Pipeline:
     def clear_cache(self) -> None:
         """Forget cached proposals and features."""
         self._cache.clear()
-
-
-def _upscale(result: PanopticResult, height: int, width: int) -> PanopticResult:
-    """Nearest-neighbour resize of a result's map to ``height x width`` (areas and boxes recomputed)."""
-    h, w = result.image_size
-    rows = np.minimum((np.arange(height) * h) // height, h - 1)
-    cols = np.minimum((np.arange(width) * w) // width, w - 1)
-    big = result.panoptic_map[rows[:, None], cols[None, :]]
-    labels = {s.id: (s.category_id, s.score) for s in result.segments}
-    return PanopticResult.from_map(big, labels, result.vocabulary, result.timings)
-

@@ -13,11 +13,12 @@ Conventions (see also :mod:`ovpanoptic.constants`):
 from __future__ import annotations
 
 import colorsys
+import dataclasses
 import functools
 import hashlib
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from types import MappingProxyType
 from typing import Any
 
@@ -323,6 +324,13 @@ class ProposalSet:
         areas.flags.writeable = False
         return areas
 
+    @functools.cached_property
+    def windows(self) -> tuple[tuple[slice, slice], ...]:
+        """Per mask, the ``(rows, columns)`` slices of its tight box (computed once from the masks,
+        so a generator's own ``boxes_xyxy`` need not be tight); empty slices for empty masks."""
+        boxes = masks_to_boxes_xyxy(self.masks).astype(np.int64)
+        return tuple((slice(int(y0), int(y1)), slice(int(x0), int(x1))) for x0, y0, x1, y1 in boxes)
+
     @classmethod
     def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None) -> ProposalSet:
         """Build from masks (boxes computed tightly); scores default to 1."""
@@ -427,41 +435,39 @@ class Segment:
 
 
 def _segment_geometry(panoptic_map: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
-    """Area and tight box of every non-void id of a panoptic map."""
+    """Area and tight box of every non-void id of a panoptic map.
+
+    Rows and columns each present id occurs in are marked in ``(ids, H)`` and ``(ids, W)`` tables
+    (one scatter per axis); a box is the first and last marked row and column.
+    """
     h, w = panoptic_map.shape
-    flat = panoptic_map.ravel()
-    if flat.size == 0:
+    if panoptic_map.size == 0:
         return {}
-    top = int(flat.max())
-    if top <= 4 * flat.size:  # small ids (the usual case): index by id, no sorting
-        index = flat.astype(np.intp, copy=False)
-        ids = np.flatnonzero(np.bincount(index, minlength=top + 1))
-        slots = top + 1
+    top = int(panoptic_map.max())
+    if top <= 4 * panoptic_map.size:  # small ids (the usual case): count by id, no sorting
+        counts = np.bincount(panoptic_map.ravel(), minlength=top + 1)
+        ids = np.flatnonzero(counts)
+        counts = counts[ids]
+        if len(ids) == top + 1:
+            index = panoptic_map
+        else:  # renumber to 0..len(ids)-1 so the tables below have one row per present id
+            lookup = np.zeros(top + 1, np.intp)
+            lookup[ids] = np.arange(len(ids))
+            index = lookup[panoptic_map]
     else:
-        ids, inverse = np.unique(flat, return_inverse=True)
-        index = inverse.ravel()
-        slots = len(ids)
-    counts = np.bincount(index, minlength=slots)
-    big = np.iinfo(np.int64).max
-    y_min = np.full(slots, big, np.int64)
-    x_min = np.full(slots, big, np.int64)
-    y_max = np.full(slots, -1, np.int64)
-    x_max = np.full(slots, -1, np.int64)
-    rows = np.repeat(np.arange(h), w)
-    cols = np.tile(np.arange(w), h)
-    np.minimum.at(y_min, index, rows)
-    np.maximum.at(y_max, index, rows)
-    np.minimum.at(x_min, index, cols)
-    np.maximum.at(x_max, index, cols)
+        ids, inverse, counts = np.unique(panoptic_map, return_inverse=True, return_counts=True)
+        index = inverse.reshape(h, w)
+    in_row = np.zeros((len(ids), h), bool)
+    in_row[index, np.arange(h)[:, None]] = True
+    in_col = np.zeros((len(ids), w), bool)
+    in_col[index, np.arange(w)[None, :]] = True
+    y0, y1 = in_row.argmax(axis=1), h - in_row[:, ::-1].argmax(axis=1)
+    x0, x1 = in_col.argmax(axis=1), w - in_col[:, ::-1].argmax(axis=1)
     out: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
     for j, sid in enumerate(ids.tolist()):
-        slot = sid if slots == top + 1 else j
         if sid == VOID_ID:
             continue
-        out[int(sid)] = (
-            int(counts[slot]),
-            (int(x_min[slot]), int(y_min[slot]), int(x_max[slot]) + 1, int(y_max[slot]) + 1),
-        )
+        out[int(sid)] = (int(counts[j]), (int(x0[j]), int(y0[j]), int(x1[j]), int(y1[j])))
     return out
 
 
@@ -483,8 +489,10 @@ class PanopticResult:
     segments: tuple[Segment, ...]
     vocabulary: Vocabulary
     timings: Mapping[str, float] = field(default_factory=dict)
+    _geometry: InitVar[Mapping[int, tuple[int, tuple[int, int, int, int]]] | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, _geometry: Mapping[int, tuple[int, tuple[int, int, int, int]]] | None) -> None:
+        # ``_geometry`` is for this module's constructors that have just measured the same map.
         pm = self.panoptic_map
         if not isinstance(pm, np.ndarray) or pm.ndim != 2 or pm.dtype != np.int32:
             raise ValueError(
@@ -494,7 +502,7 @@ class PanopticResult:
         if pm.size and pm.min() < 0:
             raise ValueError("panoptic_map ids must be >= 0")
         segments = tuple(sorted(self.segments, key=lambda s: s.id))
-        geometry = _segment_geometry(pm)
+        geometry = _segment_geometry(pm) if _geometry is None else _geometry
         seg_ids = [s.id for s in segments]
         if len(set(seg_ids)) != len(seg_ids):
             raise ValueError("segment ids must be unique")
@@ -548,7 +556,8 @@ class PanopticResult:
     def with_timings(self, timings: Mapping[str, float]) -> PanopticResult:
         """A copy with ``timings`` merged in."""
         merged = {**self.timings, **timings}
-        return PanopticResult(self.panoptic_map, self.segments, self.vocabulary, merged)
+        geometry = {s.id: (s.area, s.bbox_xyxy) for s in self.segments}
+        return PanopticResult(self.panoptic_map, self.segments, self.vocabulary, merged, geometry)
 
     @classmethod
     def from_map(
@@ -574,7 +583,41 @@ class PanopticResult:
             segments.append(
                 Segment(id=sid, category_id=cat.id, isthing=cat.isthing, score=float(score), area=area, bbox_xyxy=box)
             )
-        return cls(pm, tuple(segments), vocabulary, dict(timings or {}))
+        return cls(pm, tuple(segments), vocabulary, dict(timings or {}), geometry)
+
+    def resized(self, height: int, width: int) -> PanopticResult:
+        """Nearest-neighbour resize to ``height x width`` (big row ``i`` takes row ``i * H // height``).
+
+        Areas and boxes follow from the small map and how often each of its rows and columns repeats,
+        so the big map is only written, never measured.
+        """
+        if height < 1 or width < 1:
+            raise ValueError(f"cannot resize a panoptic result to {height}x{width}")
+        h, w = self.image_size
+        rows = np.minimum((np.arange(height) * h) // height, h - 1)
+        cols = np.minimum((np.arange(width) * w) // width, w - 1)
+        row_count = np.bincount(rows, minlength=h)
+        col_count = np.bincount(cols, minlength=w)
+        big = np.repeat(np.repeat(self.panoptic_map, row_count, axis=0), col_count, axis=1)
+        row_start = np.concatenate(([0], np.cumsum(row_count)))  # small row r covers big rows [start_r, start_r+1)
+        col_start = np.concatenate(([0], np.cumsum(col_count)))
+        if row_count.min() == 0 or col_count.min() == 0:  # shrinking drops rows/columns: measure
+            labels = {s.id: (s.category_id, s.score) for s in self.segments}
+            return PanopticResult.from_map(big, labels, self.vocabulary, self.timings)
+        # Growing: every small row/column appears, so each segment's box is the span of its rows/columns.
+        row_start = np.concatenate(([0], np.cumsum(row_count)))
+        col_start = np.concatenate(([0], np.cumsum(col_count)))
+        pm = self.panoptic_map
+        weight = (row_count[:, None] * col_count[None, :]).ravel()
+        areas = np.bincount(pm.ravel(), weights=weight, minlength=int(pm.max(initial=0)) + 1)
+        geometry: dict[int, tuple[int, tuple[int, int, int, int]]] = {}
+        segments = []
+        for s in self.segments:
+            x0, y0, x1, y1 = s.bbox_xyxy
+            box = (int(col_start[x0]), int(row_start[y0]), int(col_start[x1]), int(row_start[y1]))
+            geometry[s.id] = (int(round(areas[s.id])), box)
+            segments.append(dataclasses.replace(s, area=geometry[s.id][0], bbox_xyxy=box))
+        return PanopticResult(big, tuple(segments), self.vocabulary, dict(self.timings), geometry)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (no pixel data)."""

@@ -23,10 +23,14 @@ def test_every_shipped_preset_loads(path):
     assert config.pipeline.exporters  # a preset always names its default outputs
 
 
-def test_presets_include_default_and_cpu_fast():
-    assert {"default", "cpu-fast"} <= set(list_presets())
+def test_presets_include_default_cpu_fast_and_interactive():
+    assert {"default", "cpu-fast", "interactive"} <= set(list_presets())
     assert load_config().source.endswith("default.toml")
+    assert load_config().pipeline.fuser == "detectron2"
     assert load_config("cpu-fast").pipeline.max_side == 768
+    interactive = load_config("interactive")
+    assert (interactive.pipeline.fuser, interactive.pipeline.max_side) == ("maskformer", 1024)
+    assert interactive.to_dict()["proposal_generator"]["sam2"]["points_per_side"] == 16
 
 
 def test_unknown_preset_suggests_close_match():

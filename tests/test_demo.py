@@ -303,6 +303,15 @@ def test_presets_and_vocabularies_come_from_the_registry():
     app.close()
 
 
+def test_the_demo_starts_with_the_interactive_preset():
+    app = DemoApp()  # loads nothing
+    assert app.initial_preset == "interactive"
+    assert app.preset_choices()[:1] == ["interactive"] and {"default", "cpu-fast"} <= set(app.preset_choices())
+    assert app.pipeline_for(None).config.pipeline.fuser == "maskformer"
+    assert DemoApp(config="default").pipeline_for(None).config.pipeline.fuser == "detectron2"
+    app.close()
+
+
 def test_a_config_naming_a_missing_component_fails_at_build(tmp_path):
     from ovpanoptic.errors import ComponentNotFoundError
 

@@ -123,3 +123,50 @@ def test_panoptic_result_rejects_inconsistent_segments():
     with pytest.raises(ValueError, match="int32"):
         PanopticResult(pm.astype(np.int64), (good,), v)
     assert PanopticResult(pm, (good,), v).image_size == (2, 2)
+
+
+def _brute_geometry(pm: np.ndarray) -> dict[int, tuple[int, tuple[int, int, int, int]]]:
+    out = {}
+    for sid in np.unique(pm).tolist():
+        if sid == 0:
+            continue
+        ys, xs = np.nonzero(pm == sid)
+        out[sid] = (len(ys), (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+    return out
+
+
+@pytest.mark.parametrize("step", [1, 700, 100_003])  # dense ids, sparse ids counted by id, ids sorted
+def test_segment_geometry_matches_a_per_id_scan(step):
+    rng = np.random.default_rng(3)
+    pm = np.zeros((37, 53), np.int32)
+    for k in range(1, 12):
+        y, x = rng.integers(0, 37), rng.integers(0, 53)
+        pm[y : y + rng.integers(1, 20), x : x + rng.integers(1, 20)] = k * step
+    pm[5, 7] = 2 * step  # a scattered pixel widens segment 2's box
+    labels = {int(sid): (1, 0.5) for sid in np.unique(pm) if sid}
+    r = PanopticResult.from_map(pm, labels, vocab())
+    assert {s.id: (s.area, s.bbox_xyxy) for s in r.segments} == _brute_geometry(pm)
+
+
+@pytest.mark.parametrize("size", [(9, 14), (30, 41), (4, 5), (10, 20)])
+def test_resized_is_nearest_neighbour_with_exact_geometry(size):
+    rng = np.random.default_rng(4)
+    pm = np.zeros((10, 20), np.int32)
+    pm[2:7, 3:9] = 1
+    pm[0, 19] = 3
+    pm[8:10, 0:20] = 2
+    pm[rng.random((10, 20)) < 0.05] = 3
+    r = PanopticResult.from_map(pm, {1: (1, 0.9), 2: (2, 0.8), 3: (7, 0.4)}, vocab(), {"fuse": 0.5})
+    height, width = size
+    big = r.resized(height, width)
+    rows = (np.arange(height) * 10) // height
+    cols = (np.arange(width) * 20) // width
+    expected = pm[rows[:, None], cols[None, :]]
+    np.testing.assert_array_equal(big.panoptic_map, expected)
+    assert {s.id: (s.area, s.bbox_xyxy) for s in big.segments} == _brute_geometry(expected)
+    assert {s.id: (s.category_id, s.score) for s in big.segments} == {
+        s.id: (s.category_id, s.score) for s in r.segments if s.id in _brute_geometry(expected)
+    }
+    assert big.timings == {"fuse": 0.5}
+    with pytest.raises(ValueError, match="cannot resize a panoptic result to 0x5"):
+        r.resized(0, 5)

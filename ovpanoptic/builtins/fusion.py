@@ -24,6 +24,11 @@ Where masks do not overlap, the two give the same segments. Where they do, ``det
 every thing beat every stuff class and drops stuff only by area, while ``maskformer`` lets scores
 decide between things and stuff and drops any proposal left with less than ``overlap_threshold``
 of its mask.
+
+Cost (100 proposals at 1024x768, 2-core CPU, ``bench/bench_demo.py``): ``detectron2`` ~0.5 s, as
+its combine step makes several full-image passes per instance; ``maskformer`` ~0.05-0.1 s, as it
+paints each proposal inside its box only. Both paint stuff/proposals inside each mask's tight box
+(:attr:`ProposalSet.windows`).
 """
 
 from __future__ import annotations
@@ -145,7 +150,8 @@ class Detectron2Fuser:
         semantic = np.zeros((h, w), np.uint8 if len(stuff_ids) < 255 else np.int32)
         stuff_score: dict[int, float] = {}
         for i in sorted(stuff_idx, key=lambda i: (sc[i], -i)):  # ascending: the best proposal paints last
-            semantic[proposals.masks[keep[i]]] = stuff_label[cats[i].id]
+            window = proposals.windows[keep[i]]
+            semantic[window][proposals.masks[keep[i]][window]] = stuff_label[cats[i].id]
             stuff_score[cats[i].id] = max(stuff_score.get(cats[i].id, 0.0), float(sc[i]))
 
         panoptic, infos = combine_semantic_and_instance_outputs(
@@ -186,13 +192,17 @@ class MaskFormerFuser:
             return PanopticResult.from_map(panoptic, labels, vocabulary)
         # Masks are binary, so the per-pixel argmax of score x mask is the best-scoring proposal
         # covering the pixel (ties: the earlier proposal, as argmax returns the first maximum).
-        # Painting proposals best-first computes it without an (N, H, W) float tensor.
+        # Painting proposals best-first into still-free pixels, each within its box, computes it
+        # without an (N, H, W) tensor and touches each proposal's box only.
         cur_scores = sc[sel]
         order = np.argsort(-cur_scores, kind="stable")
-        stacked = torch.from_numpy(np.ascontiguousarray(proposals.masks[keep[sel][order]]).view(np.uint8))
-        first = stacked.argmax(dim=0)  # first covering proposal in best-first order
-        covered = stacked.amax(dim=0).bool()
-        owner = torch.where(covered, torch.from_numpy(order)[first], -1)
+        owner_np = np.full((h, w), -1, np.int64)
+        for k in order.tolist():
+            window = proposals.windows[keep[sel[k]]]
+            free = owner_np[window]
+            free[proposals.masks[keep[sel[k]]][window] & (free < 0)] = k
+        owner = torch.from_numpy(owner_np)
+        covered = owner >= 0
         own_area = torch.bincount(owner[covered], minlength=len(sel)).numpy()
         original_area = proposals.areas[keep[sel]]
         segment_of = np.zeros(len(sel) + 1, np.int32)  # proposal k -> segment id; index -1 -> void

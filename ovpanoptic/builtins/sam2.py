@@ -124,13 +124,15 @@ class Sam2FastConfig(Sam2Config):
     """Options of the fast ``sam2`` generator (all of :class:`Sam2Config`, plus):
 
     :param adaptive: skip grid points that fall inside masks accepted from earlier batches.
-    :param decoder_batch: prompts whose upscaled masks are built at once (bounds memory).
+    :param decoder_batch: prompts decoded at once; small batches keep the per-prompt tensors
+        (4096 x 256 image keys, 256 x 256 x 32 upscaled features) in the CPU's cache: 4 is ~1.4x
+        faster per prompt than 16 on a 2-core CPU, and bounds memory.
     :param precision: ``float32`` computes SAM's decoder exactly; ``bfloat16`` runs it in bf16
         (about 1.7x faster on CPUs with bf16 matrix units, logits differ by ~1e-2).
     """
 
     adaptive: bool = False
-    decoder_batch: int = 16
+    decoder_batch: int = 4
     precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
@@ -432,9 +434,10 @@ class FastSam2Generator(_Sam2Base):
                 low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
                 t = time.perf_counter()
                 if len(iou):
-                    stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
-                    keep = stability >= cfg.stability_score_thresh if cfg.stability_score_thresh > 0 else torch.ones_like(iou, dtype=torch.bool)
-                    low, iou, box = low[keep], iou[keep], box[keep]
+                    if cfg.stability_score_thresh > 0:  # a threshold of 0 keeps all: skip the two passes
+                        stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
+                        keep = stability >= cfg.stability_score_thresh
+                        low, iou, box = low[keep], iou[keep], box[keep]
                     edge = is_box_near_crop_edge(box, list(crop_box), [0, 0, image.shape[1], image.shape[0]])
                     low, iou, box = low[~edge], iou[~edge], box[~edge]
                     # Candidates wait for NMS in float16: half the memory of a 32x32 grid's 3072

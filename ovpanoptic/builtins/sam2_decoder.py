@@ -12,7 +12,11 @@ prompt encoder and heads), rearranged for throughput on CPUs:
   instead of projecting 4096 positions per prompt: ``softmax(q Wk (K + P)^T) (K Wv^T)`` is
   evaluated as ``(softmax(A K^T) K) Wv^T`` with ``A = q Wk`` (key biases cancel in the softmax),
   and the image-to-token output projection is applied to the 8 token values before mixing;
-* the transposed convolutions of the upscaling head run as plain matrix products.
+* the transposed convolutions of the upscaling head run as plain matrix products;
+* the large per-batch temporaries (upscaled features, mask logits before reordering) live in
+  buffers allocated once per batch size and are updated in place (``gelu_``, ``add_``, ``out=``):
+  a fresh tensor of tens of MB costs a page fault per 4 KB on first touch, which made GELU and the
+  second upscaling product 3-5x slower than their arithmetic.
 
 Only torch is used at run time; the arithmetic follows the module structure of
 ``sam2.modeling.sam.mask_decoder.MaskDecoder`` and ``sam2.modeling.sam.transformer``.
@@ -66,6 +70,7 @@ class FastMaskDecoder:
         self.dtype = dtype or torch.float32
         decoder = model.sam_mask_decoder
         self.decoder = decoder if self.dtype == torch.float32 else copy.deepcopy(decoder).to(self.dtype)
+        self._buffers: dict[str, Any] = {}
         self.transformer = self.decoder.transformer
         if self.transformer.depth != 2:
             raise ValueError(f"expected a two-block SAM decoder transformer, got depth {self.transformer.depth}")
@@ -104,6 +109,18 @@ class FastMaskDecoder:
             src.to(d), pos.to(d), src_pos.to(d), k1.to(d), v1.to(d), q1_img.to(d),
             f0.reshape(h * w * 16, -1).to(d).contiguous(), f1.reshape(h * w * 4, -1).to(d).contiguous(), (h, w),
         )
+
+    def _buffer(self, name: str, shape: tuple[int, ...]) -> Any:
+        """A reusable scratch tensor of ``shape`` (contents undefined): a view of one flat buffer per
+        name, grown when a larger batch needs it, so smaller batches (IoU-gated rows, the last
+        batch) add no memory."""
+        import torch
+
+        numel = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype)
+        return buf[:numel].view(shape)
 
     # -- attention pieces --------------------------------------------------------------------
 
@@ -148,11 +165,24 @@ class FastMaskDecoder:
         vals = torch.einsum("bhtc,hdc->bhtd", mixed, wv) + attn.v_proj.bias.reshape(heads, 1, dh)
         return attn.out_proj(vals.transpose(1, 2).reshape(b, t, heads * dh))
 
-    @staticmethod
+    def _layer_norm(self, norm: Any, x: Any, name: str) -> Any:
+        """``norm(x)`` for a (B, N, C) ``x``, written into the scratch buffer ``name``."""
+        import torch
+
+        b, n, c = x.shape
+        out = self._buffer(name, (b, n, c))
+        stats = self._buffer(name + ".mean", (b, n, 1)), self._buffer(name + ".rstd", (b, n, 1))
+        torch.ops.aten.native_layer_norm.out(
+            x, [c], norm.weight, norm.bias, norm.eps, out0=out, out1=stats[0], out2=stats[1]
+        )
+        return out
+
     def _image_to_token(
-        attn: Any, q_img_heads: Any | None, keys_pos: Any | None, residual: Any, tokens_q: Any, tokens_v: Any
+        self, attn: Any, q_img_heads: Any | None, keys_pos: Any | None, residual: Any, tokens_q: Any, tokens_v: Any
     ) -> Any:
         """Image->token attention; returns ``residual + update`` (B, N, C), before the layer norm.
+
+        ``residual`` is ``(N, C)`` shared by the batch, or ``(B, N, C)``, which is updated in place.
 
         Queries are the shared projected ``q_img_heads`` (H, N, dh) (block 1), or ``q_proj(keys_pos)``
         evaluated per prompt by associativity (block 2).
@@ -177,9 +207,14 @@ class FastMaskDecoder:
             scores = torch.baddbmm(bias, g, keys_pos.transpose(1, 2))  # (B, H*T, N)
         weights = torch.softmax(scores.reshape(b, heads, t, -1), dim=2).reshape(b, heads * t, -1)
         wo = attn.out_proj.weight.reshape(-1, heads, dh)  # (C, H, dh)
-        u = torch.einsum("bhtd,chd->bhtc", vt, wo).reshape(b, heads * t, -1)  # (B, H*T, C)
-        acc = (residual + attn.out_proj.bias).expand(b, -1, -1).contiguous()
-        return acc.baddbmm_(weights.transpose(1, 2), u)
+        # Each head's weights sum to 1 over the tokens, so adding bias / heads to every token's
+        # projected value adds the output bias once per position: no separate pass over (B, N, C).
+        u = torch.einsum("bhtd,chd->bhtc", vt, wo) + attn.out_proj.bias / heads
+        u = u.reshape(b, heads * t, -1)  # (B, H*T, C)
+        if residual.dim() == 2:  # shared by the batch (block 1): into a scratch buffer
+            out = self._buffer("block1", (b, residual.shape[0], residual.shape[1]))
+            return torch.baddbmm(residual, weights.transpose(1, 2), u, out=out)
+        return residual.baddbmm_(weights.transpose(1, 2), u)  # per prompt (block 2): in place
 
     # -- full decoder ------------------------------------------------------------------------
 
@@ -194,7 +229,8 @@ class FastMaskDecoder:
 
         :param ctx: from :meth:`prepare`.
         :param sparse: ``(B, P, C)`` sparse prompt embeddings from the model's prompt encoder.
-        :return: ``(iou_pred (B, M), mask_tokens (B, M, C), image_keys (B, N, C))``.
+        :return: ``(iou_pred (B, M), mask_tokens (B, M, C), image_keys (B, N, C))``; ``image_keys``
+            is a scratch buffer of this decoder, valid until its next ``transform`` call.
         """
         import torch
 
@@ -214,20 +250,26 @@ class FastMaskDecoder:
         queries = l1.norm1(self._self_attention(l1.self_attn, tokens, tokens, tokens))
         queries = l1.norm2(queries + self._token_to_image_shared(l1.cross_attn_token_to_image, queries + query_pe, ctx.k1, ctx.v1))
         queries = l1.norm3(queries + l1.mlp(queries))
-        keys = l1.norm4(
-            self._image_to_token(l1.cross_attn_image_to_token, ctx.q1_img, None, ctx.src.unsqueeze(0), queries + query_pe, queries)
+        # The (B, N, C) image-side tensors live in scratch buffers (see the module docstring).
+        keys = self._layer_norm(
+            l1.norm4,
+            self._image_to_token(l1.cross_attn_image_to_token, ctx.q1_img, None, ctx.src, queries + query_pe, queries),
+            "keys1",
         )  # (B, N, C)
-        keys_pos = keys + ctx.pos
+        keys_pos = torch.add(keys, ctx.pos, out=self._buffer("keys_pos", tuple(keys.shape)))
 
         # Block 2.
         q = queries + query_pe
         queries = l2.norm1(queries + self._self_attention(l2.self_attn, q, q, queries))
         queries = l2.norm2(queries + self._token_to_image(l2.cross_attn_token_to_image, queries + query_pe, keys, keys_pos))
         queries = l2.norm3(queries + l2.mlp(queries))
-        keys = l2.norm4(
-            self._image_to_token(l2.cross_attn_image_to_token, None, keys_pos, keys, queries + query_pe, queries)
+        block1_keys = keys  # the residual of block 2's image->token update, overwritten by it
+        keys = self._layer_norm(
+            l2.norm4,
+            self._image_to_token(l2.cross_attn_image_to_token, None, keys_pos, block1_keys, queries + query_pe, queries),
+            "keys2",
         )
-        keys_pos = keys + ctx.pos
+        keys_pos = torch.add(keys, ctx.pos, out=keys_pos)  # block 1's keys_pos is no longer needed
 
         # Final token->image attention.
         queries = tr.norm_final_attn(
@@ -249,19 +291,25 @@ class FastMaskDecoder:
         h, w = ctx.hw
         dc1, ln1, act1, dc2, act2 = dec.output_upscaling
         c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
-        up = torch.matmul(keys, self._blocked_weight(dc1)).reshape(b, -1, c1)  # (B, 4hw, C1)
-        up += ctx.feat_s1
-        up = act1(F.layer_norm(up, (c1,), ln1.weight, ln1.bias, ln1.eps))
-        up = torch.matmul(up, self._blocked_weight(dc2)).reshape(b, -1, c2)  # (B, 16hw, C2)
-        up += ctx.feat_s0
-        up = act2(up)
+        if not (isinstance(act1, torch.nn.GELU) and isinstance(act2, torch.nn.GELU) and act1.approximate == act2.approximate):
+            raise ValueError(f"expected GELU activations in SAM 2's upscaling head, got {act1} and {act2}")
+        n = keys.shape[1]
+        up1 = torch.matmul(keys, self._blocked_weight(dc1), out=self._buffer("up1", (b, n, 4 * c1)))
+        up1 = up1.view(b, -1, c1).add_(ctx.feat_s1)  # (B, 4hw, C1)
+        up1 = F.layer_norm(up1, (c1,), ln1.weight, ln1.bias, ln1.eps)
+        torch.ops.aten.gelu_(up1, approximate=act1.approximate)
+        up2 = torch.matmul(up1, self._blocked_weight(dc2), out=self._buffer("up2", (b, 4 * n, 4 * c2)))
+        up2 = up2.view(b, -1, c2).add_(ctx.feat_s0)  # (B, 16hw, C2)
+        torch.ops.aten.gelu_(up2, approximate=act2.approximate)
         hyper = torch.stack(
             [dec.output_hypernetworks_mlps[i](mask_tokens[:, i, :]) for i in index], dim=1
         )  # (B, M, C2)
-        blocked = torch.bmm(hyper, up.transpose(1, 2))  # (B, M, 16hw) in blocked pixel order
-        m = blocked.shape[1]
-        blocked = blocked.reshape(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        return blocked.reshape(b, m, 4 * h, 4 * w).float()
+        m = hyper.shape[1]
+        blocked = torch.bmm(hyper, up2.transpose(1, 2), out=self._buffer("blocked", (b, m, 16 * n)))  # blocked order
+        blocked = blocked.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
+        out = torch.empty((b, m, 4 * h, 4 * w), dtype=torch.float32)
+        out.view(b, m, h, 2, 2, w, 2, 2).copy_(blocked)
+        return out
 
     @staticmethod
     def _blocked_weight(conv: Any) -> Any:
