@@ -25,8 +25,8 @@ every thing beat every stuff class and drops stuff only by area, while ``maskfor
 decide between things and stuff and drops any proposal left with less than ``overlap_threshold``
 of its mask.
 
-Cost (100 proposals at 1024x768, 2-core CPU, ``bench/bench_demo.py``): ``detectron2`` ~0.5 s, as
-its combine step makes several full-image passes per instance; ``maskformer`` ~0.05-0.1 s, as it
+Cost (100 proposals at 1024x768, 2-core CPU, ``bench/bench_demo.py``): ``detectron2`` ~0.54 s, as
+its combine step makes several full-image passes per instance; ``maskformer`` ~0.05-0.08 s, as it
 paints each proposal inside its box only. Both paint stuff/proposals inside each mask's tight box
 (:attr:`ProposalSet.windows`).
 """
