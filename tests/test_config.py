@@ -128,3 +128,40 @@ def test_pipeline_settings_defaults_live_in_the_dataclass():
     assert PipelineSettings().device == "auto"
     assert Config().pipeline == PipelineSettings()
     assert load_config("default").to_dict()["pipeline"]["device"] == "auto"
+
+
+def test_a_built_wheel_carries_the_presets(tmp_path):
+    """configs/ is mapped into the wheel as ovpanoptic/configs/, where list_presets finds it."""
+    import os
+    import subprocess
+    import sys
+    import zipfile
+
+    import shutil
+
+    root = CONFIGS.parent
+    source = tmp_path / "source"  # a copy, so the build leaves nothing in the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
+    for folder in ("ovpanoptic", "configs"):
+        shutil.copytree(root / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--wheel-dir", str(tmp_path / "dist"), str(source)],
+        check=True, capture_output=True, cwd=tmp_path,
+    )
+    (wheel,) = (tmp_path / "dist").glob("ovpanoptic-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    shipped = sorted(n.split("/")[-1] for n in names if n.startswith("ovpanoptic/configs/"))
+    assert shipped == sorted(p.name for p in CONFIGS.glob("*.toml"))
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    probe = (
+        "import ovpanoptic, ovpanoptic.config as c; "
+        "print(ovpanoptic.__file__); print(sorted(str(p) for p in c.list_presets().values()))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
+    first, presets = out.splitlines()
+    assert first.startswith(str(tmp_path / "site"))
+    assert eval(presets) == sorted(str(tmp_path / "site" / "ovpanoptic" / "configs" / p.name) for p in CONFIGS.glob("*.toml"))
