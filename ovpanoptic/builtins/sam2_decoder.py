@@ -13,8 +13,9 @@ prompt encoder and heads), rearranged for throughput on CPUs:
   evaluated as ``(softmax(A K^T) K) Wv^T`` with ``A = q Wk`` (key biases cancel in the softmax),
   and the image-to-token output projection is applied to the 8 token values before mixing;
 * the transposed convolutions of the upscaling head run as plain matrix products;
-* the large per-batch temporaries (upscaled features, mask logits before reordering) live in
-  buffers allocated once per batch size and are updated in place (``gelu_``, ``add_``, ``out=``):
+* the large per-batch temporaries (image keys, upscaled features, mask logits before reordering)
+  live in scratch buffers reused from batch to batch and are updated in place (``gelu_``,
+  ``add_``, ``out=``):
   a fresh tensor of tens of MB costs a page fault per 4 KB on first touch, which made GELU and the
   second upscaling product 3-5x slower than their arithmetic.
 
@@ -282,7 +283,6 @@ class FastMaskDecoder:
     def masks(self, ctx: ImageContext, keys: Any, mask_tokens: Any, token_index: Sequence[int] | None = None) -> Any:
         """Low-resolution mask logits ``(B, len(token_index), 4h, 4w)`` (all tokens by default)."""
         import torch
-        import torch.nn.functional as F
 
         dec = self.decoder
         b = keys.shape[0]
@@ -296,7 +296,7 @@ class FastMaskDecoder:
         n = keys.shape[1]
         up1 = torch.matmul(keys, self._blocked_weight(dc1), out=self._buffer("up1", (b, n, 4 * c1)))
         up1 = up1.view(b, -1, c1).add_(ctx.feat_s1)  # (B, 4hw, C1)
-        up1 = F.layer_norm(up1, (c1,), ln1.weight, ln1.bias, ln1.eps)
+        up1 = self._layer_norm(ln1, up1, "up1_norm")
         torch.ops.aten.gelu_(up1, approximate=act1.approximate)
         up2 = torch.matmul(up1, self._blocked_weight(dc2), out=self._buffer("up2", (b, 4 * n, 4 * c2)))
         up2 = up2.view(b, -1, c2).add_(ctx.feat_s0)  # (B, 16hw, C2)
