@@ -160,20 +160,31 @@ def _hub_download(hub: HubFile, *, what: str, fix: str, offline: bool) -> Path:
 
 
 def load_state_dict(path: Path, *, what: str, fix: str, key: str | None = None) -> dict[str, Any]:
-    """``torch.load(path, weights_only=True)``; ``key`` selects a nested dict (e.g. ``"model"``).
+    """Read a checkpoint: ``.safetensors`` files with safetensors, anything else with
+    ``torch.load(weights_only=True)``; ``key`` selects a nested dict (e.g. ``"model"``).
 
     :raises WeightsError: unreadable, truncated, not a state dict, or ``key`` missing.
+    :raises MissingDependencyError: a ``.safetensors`` file without the safetensors package.
     """
-    import torch
+    read: Any
+    if path.suffix == ".safetensors":
+        try:
+            from safetensors.torch import load_file
+        except ImportError:
+            raise MissingDependencyError(f"{what} is a .safetensors file: pip install safetensors") from None
+        read, kind = (lambda: load_file(str(path), device="cpu")), "safetensors"
+    else:
+        import torch
 
+        read, kind = (lambda: torch.load(path, map_location="cpu", weights_only=True)), "PyTorch"
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        data = read()
     except FileNotFoundError:
         raise WeightsError(f"{what} not found at {path}; run `{fix}` or pass an existing checkpoint") from None
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types for corrupt files
         raise WeightsError(
             f"{what} at {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): the file is truncated, "
-            f"corrupt or not a PyTorch checkpoint. Delete it and run `{fix}`"
+            f"corrupt or not a {kind} checkpoint. Delete it and run `{fix}`"
         ) from None
     if key is not None:
         if not isinstance(data, Mapping) or key not in data:

@@ -226,6 +226,25 @@ def test_truncated_checkpoint_is_a_weights_error(checkpoints, tmp_path):
         clf.load()
 
 
+def test_safetensors_checkpoints_read_like_torch_ones(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from ovpanoptic.builtins.clip.loading import read_checkpoint
+
+    good = tmp_path / "w.safetensors"
+    save_file({"module.proj": torch.arange(6.0).reshape(2, 3)}, str(good))
+    state = read_checkpoint(good, what="CLIP weights", fix="ovpanoptic download clip")
+    assert list(state) == ["proj"] and state["proj"].tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(good.read_bytes()[:40])
+    with pytest.raises(WeightsError, match=r"cannot be read .*truncated, corrupt or not a safetensors checkpoint\. "
+                       r"Delete it and run `ovpanoptic download clip`"):
+        read_checkpoint(cut, what="CLIP weights", fix="ovpanoptic download clip")
+    with pytest.raises(WeightsError, match="not found at"):
+        read_checkpoint(tmp_path / "gone.safetensors", what="CLIP weights", fix="ovpanoptic download clip")
+
+
 def test_mismatched_architecture_lists_keys(checkpoints, tmp_path):
     clf = ClipClassifier(
         ClipConfig(model=CONVNEXT, pretrained=str(checkpoints[VIT])), context(tmp_path)

@@ -77,6 +77,9 @@ class FastMaskDecoder:
             raise ValueError(f"expected a two-block SAM decoder transformer, got depth {self.transformer.depth}")
         if not self.decoder.use_high_res_features:
             raise ValueError("expected a SAM 2 decoder with high-resolution features")
+        act1, act2 = self.decoder.output_upscaling[2], self.decoder.output_upscaling[4]
+        if not (isinstance(act1, torch.nn.GELU) and isinstance(act2, torch.nn.GELU)):
+            raise ValueError(f"expected GELU activations in SAM 2's upscaling head, got {act1} and {act2}")
 
     # -- per image ---------------------------------------------------------------------------
 
@@ -291,8 +294,6 @@ class FastMaskDecoder:
         h, w = ctx.hw
         dc1, ln1, act1, dc2, act2 = dec.output_upscaling
         c1, c2 = dc1.weight.shape[1], dc2.weight.shape[1]
-        if not (isinstance(act1, torch.nn.GELU) and isinstance(act2, torch.nn.GELU) and act1.approximate == act2.approximate):
-            raise ValueError(f"expected GELU activations in SAM 2's upscaling head, got {act1} and {act2}")
         n = keys.shape[1]
         up1 = torch.matmul(keys, self._blocked_weight(dc1), out=self._buffer("up1", (b, n, 4 * c1)))
         up1 = up1.view(b, -1, c1).add_(ctx.feat_s1)  # (B, 4hw, C1)

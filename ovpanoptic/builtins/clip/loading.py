@@ -173,25 +173,10 @@ def _without_random_init_warning() -> Iterator[None]:
 
 def read_checkpoint(path: Path, *, what: str, fix: str) -> dict[str, Any]:
     """Read a state dict (``.safetensors`` or a ``torch.save`` file, optionally under ``state_dict``)."""
-    if path.suffix == ".safetensors":
-        try:
-            from safetensors.torch import load_file
-        except ImportError:
-            raise MissingDependencyError(f"{what} is a .safetensors file: pip install safetensors") from None
-        try:
-            data: Mapping[str, Any] = load_file(str(path), device="cpu")
-        except FileNotFoundError:
-            raise WeightsError(f"{what} not found at {path}; run `{fix}` or pass an existing checkpoint") from None
-        except Exception as exc:  # noqa: BLE001 - safetensors raises several types for corrupt files
-            raise WeightsError(
-                f"{what} at {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): the file is truncated or "
-                f"corrupt. Delete it and run `{fix}`"
-            ) from None
-    else:
-        data = load_state_dict(path, what=what, fix=fix)
-        nested = data.get("state_dict")
-        if isinstance(nested, Mapping) and nested and all(isinstance(k, str) for k in nested):
-            data = nested  # an open_clip training checkpoint (epoch, optimizer, state_dict)
+    data = load_state_dict(path, what=what, fix=fix)
+    nested = data.get("state_dict")
+    if isinstance(nested, Mapping) and nested and all(isinstance(k, str) for k in nested):
+        data = nested  # an open_clip training checkpoint (epoch, optimizer, state_dict)
     if data and all(k.startswith("module.") for k in data):
         data = {k[len("module."):]: v for k, v in data.items()}
     return dict(data)
