@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import pytest
+from conftest import COCO_SAMPLE
 from PIL import Image
 
 from ovpanoptic.evaluation import (
@@ -30,7 +31,9 @@ from ovpanoptic.evaluation import (
     rgb_to_id,
 )
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "coco_panoptic_sample"
+FIXTURE = COCO_SAMPLE
+# Tests that read the shared COCO sample skip, like conftest's ``coco_sample`` fixture, when it is absent.
+needs_sample = pytest.mark.skipif(not FIXTURE.is_dir(), reason=f"fixture data not found at {FIXTURE}")
 GT_JSON = FIXTURE / "panoptic.json"
 GT_DIR = FIXTURE / "panoptic"
 IMG1 = "000000142238.png"  # rugby, 640x427, image_id 142238
@@ -161,6 +164,7 @@ def test_id_encoding_roundtrip_and_known_colour() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+@needs_sample
 def test_gt_against_itself_is_perfect() -> None:
     calls: list[tuple[int, int]] = []
     report = evaluate_panoptic(
@@ -185,6 +189,7 @@ def test_gt_against_itself_is_perfect() -> None:
         assert stats.n == 1
 
 
+@needs_sample
 def test_dropped_segment_is_one_false_negative(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.ids[IMG1][pred.ids[IMG1] == PERSON_B] = VOID_ID
@@ -201,6 +206,7 @@ def test_dropped_segment_is_one_false_negative(tmp_path: Path) -> None:
     assert report.all.n == 8
 
 
+@needs_sample
 def test_relabelled_segment_is_fn_in_old_and_fp_in_new_category(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.segment(IMG1, PERSON_C)["category_id"] = SPORTS_BALL
@@ -217,6 +223,7 @@ def test_relabelled_segment_is_fn_in_old_and_fp_in_new_category(tmp_path: Path) 
     _check(report.all, (50 / 51 + 2 / 3 + 6) / 8, 1.0, (50 / 51 + 2 / 3 + 6) / 8)
 
 
+@needs_sample
 def test_relabelled_crowd_regions_count_only_against_their_own_category(tmp_path: Path) -> None:
     pred = _Prediction()
     # The IMG1 person-crowd region predicted as a sports ball: the void rule only looks at
@@ -236,6 +243,7 @@ def test_relabelled_crowd_regions_count_only_against_their_own_category(tmp_path
     _check(report.things, (52 / 53 + 2 / 3 + 2) / 4, 1.0, (52 / 53 + 2 / 3 + 2) / 4)
 
 
+@needs_sample
 def test_merged_same_category_segments(tmp_path: Path) -> None:
     pred = _Prediction()
     area_a = int((pred.ids[IMG1] == PERSON_A).sum())
@@ -257,6 +265,7 @@ def test_merged_same_category_segments(tmp_path: Path) -> None:
     _check(report.all, (7 + pq_person) / 8, (7 + sq_person) / 8, (7 + 25 / 25.5) / 8)
 
 
+@needs_sample
 def test_eroded_mask_iou_is_remaining_fraction(tmp_path: Path) -> None:
     pred = _Prediction()
     ids = pred.ids[IMG1]
@@ -277,6 +286,7 @@ def test_eroded_mask_iou_is_remaining_fraction(tmp_path: Path) -> None:
     _check(report.stuff, (3 + (1 + iou) / 2) / 4, (3 + (1 + iou) / 2) / 4, 1.0)
 
 
+@needs_sample
 @pytest.mark.parametrize("kept", [238, 239])
 def test_iou_threshold_on_shrunk_segment(tmp_path: Path, kept: int) -> None:
     pred = _Prediction()
@@ -298,6 +308,7 @@ def test_iou_threshold_on_shrunk_segment(tmp_path: Path, kept: int) -> None:
         _check(person, 25 / 26, 1.0, 25 / 26)
 
 
+@needs_sample
 def test_prediction_pixels_on_gt_void_cost_nothing(tmp_path: Path) -> None:
     pred = _Prediction()
     ids = pred.ids[IMG1]
@@ -311,6 +322,7 @@ def test_prediction_pixels_on_gt_void_cost_nothing(tmp_path: Path) -> None:
     assert _counts(report.per_category[SKY]) == (2, 0, 0)
 
 
+@needs_sample
 def test_segment_merged_into_crowd_region(tmp_path: Path) -> None:
     pred = _Prediction()
     # Person B (477 px) painted with the person-crowd prediction id (24295 px).
@@ -324,6 +336,7 @@ def test_segment_merged_into_crowd_region(tmp_path: Path) -> None:
     _check(report.per_category[PERSON], 50 / 51, 1.0, 50 / 51)
 
 
+@needs_sample
 def test_predictions_for_unknown_images_are_ignored(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.data["annotations"].append({"image_id": 1, "file_name": "does-not-exist.png", "segments_info": []})
@@ -332,6 +345,7 @@ def test_predictions_for_unknown_images_are_ignored(tmp_path: Path) -> None:
     _check(report.all, 1.0, 1.0, 1.0)
 
 
+@needs_sample
 def test_report_to_dict_and_table() -> None:
     report = evaluate_panoptic(GT_JSON, GT_DIR, GT_JSON, GT_DIR)
     data = report.to_dict()
@@ -533,6 +547,7 @@ def test_accumulator_sums_images_and_merges() -> None:
 # ------------------------------------------------------------------------------------------
 
 
+@needs_sample
 def test_missing_prediction_for_an_image(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.data["annotations"] = [a for a in pred.data["annotations"] if a["file_name"] != IMG2]
@@ -540,6 +555,7 @@ def test_missing_prediction_for_an_image(tmp_path: Path) -> None:
         pred.evaluate(tmp_path)
 
 
+@needs_sample
 def test_png_id_missing_from_json(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.remove(IMG1, SKY_IMG1)
@@ -550,6 +566,7 @@ def test_png_id_missing_from_json(tmp_path: Path) -> None:
         pred.evaluate(tmp_path)
 
 
+@needs_sample
 def test_json_id_missing_from_png(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.segments(IMG2).append({"id": 123456, "category_id": PERSON})
@@ -557,6 +574,7 @@ def test_json_id_missing_from_png(tmp_path: Path) -> None:
         pred.evaluate(tmp_path)
 
 
+@needs_sample
 def test_unknown_prediction_category(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.segment(IMG1, PERSON_A)["category_id"] = 9999
@@ -572,6 +590,7 @@ def test_unknown_category_without_categories_upfront_raises_in_report() -> None:
         accumulator.report(CATS)
 
 
+@needs_sample
 def test_size_mismatch(tmp_path: Path) -> None:
     pred = _Prediction()
     pred.ids[IMG1] = pred.ids[IMG1][:, :-1]  # 639 columns instead of 640
@@ -599,6 +618,7 @@ def test_nothing_occurs() -> None:
         _run(void, [], void, [])
 
 
+@needs_sample
 def test_nothing_occurs_with_files(tmp_path: Path) -> None:
     gt = copy.deepcopy(json.loads(GT_JSON.read_text(encoding="utf-8")))
     gt["annotations"] = []
