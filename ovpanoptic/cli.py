@@ -1,7 +1,9 @@
 """The ``ovpanoptic`` command line.
 
-Exit codes: 0 success; 1 some inputs failed (each is reported, the batch goes on); 2 a usage,
-config, vocabulary or plugin error (reported before any output is written).
+Exit codes: 0 success; 1 some inputs failed (an unreadable image, or a plugin component that
+failed on it: each is reported, the batch goes on); 2 a usage, config, vocabulary or plugin error
+(a plugin that cannot be loaded or registered, or whose component cannot be built: reported before
+any output is written).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .constants import DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
-from .errors import ImageReadError, InputError, OvpanopticError
+from .errors import ComponentError, ImageReadError, InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
 
@@ -110,8 +112,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    pl = sub.add_parser("plugins", parents=[plugin_opts], help="list installed plugins and what they provide")
+    pl = sub.add_parser(
+        "plugins",
+        parents=[plugin_opts],
+        help="list installed plugins and what they provide, or show one plugin or component",
+        description="Without NAME: every plugin, its distribution, hooks and components, and any plugin that "
+        "failed to register (exit code 2 then). With NAME (a plugin or a component name): each matching "
+        "component's description and config fields with their types and defaults.",
+    )
+    pl.add_argument("name", nargs="?", help="a plugin or component name")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
+
+    npl = sub.add_parser(
+        "new-plugin",
+        help="write a new plugin package (a proposal generator and an exporter, with tests) to start from",
+        description="Write a plugin package into DIR: pyproject.toml with the entry point, a module with a "
+        "proposal generator and an exporter, and tests using the ovpanoptic.testing kit. Then: "
+        "pip install -e DIR && pytest DIR",
+    )
+    npl.add_argument("directory", metavar="DIR", help="folder to create (must not exist or be empty)")
+    npl.add_argument("--name", default=None, help="plugin name (default: the folder's name)")
 
     vo = sub.add_parser("vocabularies", parents=[plugin_opts], help="list named vocabularies, or show one")
     vo.add_argument("name", nargs="?", help="show this vocabulary's classes")
@@ -160,7 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     de.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     de.add_argument("--max-file-size", default="25mb", metavar="SIZE", help="upload limit, e.g. 25mb or 1gb (default: %(default)s)")
 
-    pr = sub.add_parser("presets", parents=[plugin_opts], help="list config presets, or show the resolved config of one")
+    pr = sub.add_parser(
+        "presets",
+        parents=[plugin_opts],
+        help="list config presets, or show the resolved config of one",
+        description="Without NAME: the presets and their files. With NAME: the config after --set overrides, "
+        "every component table resolved with its component's defaults and checked against the installed plugins.",
+    )
     pr.add_argument("name", nargs="?", help="show this preset (name or path) after --set overrides")
     pr.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[])
     return parser
@@ -189,12 +215,11 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.max_side is not None:
         overrides.append(f"pipeline.max_side={args.max_side}")
     pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
-    # Validate everything before reading or writing any image.
+    # Validate everything, and build every component (factories load no weights), before reading
+    # or writing any image: a broken plugin is a start-up error (exit 2).
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     formats = _split_formats(args.formats) or list(pipe.config.pipeline.exporters)
-    pipe.check()
-    for name in formats:
-        pipe.registry.component("exporter", name)
+    pipe.build_components(formats)
     inputs = collect_inputs(args.inputs)
     outdir = Path(args.output)
 
@@ -202,6 +227,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     bar = tqdm(total=len(inputs), unit="img", disable=args.no_progress or not err.isatty(), file=err)
     failed: list[tuple[Path, str]] = []
+    plugin_failures: dict[str, int] = {}
     stems: dict[str, int] = {}
     try:
         for path in inputs:
@@ -218,9 +244,11 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 image = read_image(path)
                 result = pipe.segment(image, vocab, source=str(path))
                 written = pipe.export(result, image, outdir, stem, formats)
-            except (ImageReadError, InputError) as exc:  # this file only; the batch goes on
+            except (ImageReadError, InputError, ComponentError) as exc:  # this file only; the batch goes on
                 failed.append((path, str(exc)))
-                bar.write(f"error: {exc}", file=err)
+                if isinstance(exc, ComponentError):
+                    plugin_failures[exc.component] = plugin_failures.get(exc.component, 0) + 1
+                bar.write(f"error: {path}: {exc}", file=err)
             else:
                 log.info("%s: %d segments -> %s", path, len(result.segments), ", ".join(map(str, written)))
                 if args.no_progress or not err.isatty():
@@ -234,26 +262,101 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"{len(failed)} failed:", file=err)
         for path, message in failed:
             print(f"  {path}: {message}", file=err)
+        for component, count in sorted(plugin_failures.items()):
+            print(f"{component} failed on {count} of {len(inputs)} image(s)", file=err)
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _format_default(value: Any) -> str:
+    import dataclasses
+
+    return "(required)" if value is dataclasses.MISSING else repr(value)
+
+
+def _component_details(registry: Any, name: str) -> list[dict[str, Any]]:
+    """Every component provided by plugin ``name``, or named ``name``, with its config fields."""
+    from .components import KINDS
+    from .config import describe_fields
+
+    details = []
+    for kind, specs in registry.components.items():
+        for spec in specs.values():
+            if name not in (spec.plugin, spec.name):
+                continue
+            details.append(
+                {
+                    "kind": KINDS[kind],
+                    "name": spec.name,
+                    "plugin": spec.plugin,
+                    "distribution": registry.origin(spec.plugin).distribution,
+                    "description": spec.description,
+                    "config": spec.config_class.__name__,
+                    "fields": [
+                        {"name": f, "type": t, "default": _format_default(d)} for f, t, d in describe_fields(spec.config_class)
+                    ],
+                    "set": f"--set {kind}.{spec.name}.KEY=VALUE",
+                }
+            )
+    return details
 
 
 def _cmd_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .plugins import Registry
 
-    registry = Registry.create(args.disable_plugin)
+    registry = Registry.create(args.disable_plugin, strict=False)
     infos = registry.plugins()
+    if args.name:
+        details = _component_details(registry, args.name)
+        info = next((i for i in infos if i.name == args.name), None)
+        if not details and info is None:
+            names = sorted({i.name for i in infos} | {n for specs in registry.components.values() for n in specs})
+            raise InputError(f"no plugin or component named {args.name!r}. Plugins and components: {', '.join(names)}")
+        if args.json:
+            print(json.dumps({"plugin": info.__dict__ if info else None, "components": details}, indent=2, default=str), file=out)
+            return EXIT_OK
+        if info is not None:
+            origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
+            print(f"plugin {info.name} ({origin}){' [disabled]' if info.blocked else ''}", file=out)
+            if info.problem:
+                print(f"  error: {info.problem}", file=out)
+        for d in details:
+            print(f"{d['kind']} {d['name']}  (plugin {d['plugin']}, {d['distribution']})", file=out)
+            if d["description"]:
+                print(f"  {d['description']}", file=out)
+            if d["fields"]:
+                print(f"  options ({d['set']}):", file=out)
+                for f in d["fields"]:
+                    print(f"    {f['name']}: {f['type']} = {f['default']}", file=out)
+            else:
+                print("  options: none", file=out)
+        return EXIT_OK
     if args.json:
         print(json.dumps([info.__dict__ for info in infos], indent=2), file=out)
-        return EXIT_OK
+        return EXIT_USAGE if registry.problems else EXIT_OK
     for info in infos:
         origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
-        state = " [disabled]" if info.blocked else ""
+        state = " [disabled]" if info.blocked else " [error]" if info.problem else ""
         print(f"{info.name}{state}  ({origin})", file=out)
         if info.hooks:
             print(f"  hooks: {', '.join(info.hooks)}", file=out)
         for comp in info.components:
             print(f"  provides {comp}", file=out)
+        if info.problem:
+            print(f"  error: {info.problem}", file=out)
+    if registry.problems:
+        _error(f"{len(registry.problems)} plugin(s) failed to register: {', '.join(sorted(registry.problems))} (see above)", err)
+        return EXIT_USAGE
+    return EXIT_OK
+
+
+def _cmd_new_plugin(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .template import write_plugin_template
+
+    written = write_plugin_template(Path(args.directory), args.name)
+    for path in written:
+        print(path, file=out)
+    print(f"next: pip install -e {args.directory} && pytest {args.directory}", file=out)
     return EXIT_OK
 
 
@@ -284,8 +387,29 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .config import list_presets, load_config
 
     if args.name:
+        import dataclasses
+
+        from .plugins import Registry
+
         config = load_config(args.name, args.overrides)
-        print(json.dumps(config.to_dict(), indent=2, default=str), file=out)
+        registry = Registry.create(args.disable_plugin)
+        config.selected(registry.components)
+        config.check_tables(registry.components)
+        data = config.to_dict()
+        for kind in ("proposal_generator", "classifier", "fuser"):
+            name = getattr(config.pipeline, kind)
+            data.setdefault(kind, {})[name] = {}
+        for name in config.pipeline.exporters:
+            data.setdefault("exporter", {})[name] = {}
+        for kind, tables in list(data.items()):
+            if kind == "pipeline":
+                continue
+            for name in tables:
+                spec = registry.components.get(kind, {}).get(name)
+                if spec is None:  # a table for a plugin that is not installed: shown as given
+                    continue
+                tables[name] = dataclasses.asdict(config.component_config(spec))
+        print(json.dumps(data, indent=2, default=str), file=out)
         return EXIT_OK
     for name, path in sorted(list_presets().items()):
         print(f"{name:<20} {path}", file=out)
@@ -331,7 +455,10 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for kind in kinds:
         component = pipe.component(kind, args.component)
         if isinstance(component, Downloadable):
-            for path in component.download():
+            from . import boundary
+
+            target = pipe.registry.target(pipe.registry.component(kind, args.component))
+            for path in boundary.call(target, "download()", component.download):
                 print(f"{args.component}: {path}", file=out)
             fetched += 1
     if not fetched:
@@ -354,6 +481,7 @@ _COMMANDS: dict[str, Any] = {
     "demo": _cmd_demo,
     "download": _cmd_download,
     "eval": _cmd_eval,
+    "new-plugin": _cmd_new_plugin,
     "segment": _cmd_segment,
     "plugins": _cmd_plugins,
     "vocabularies": _cmd_vocabularies,

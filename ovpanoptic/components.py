@@ -5,6 +5,19 @@ to a ``register_*`` hook. ``config`` is an instance of the component's frozen co
 (filled from the preset and ``--set`` overrides); ``context`` is a :class:`ComponentContext`.
 Factories are called lazily, on first use, and must not load models themselves: components load
 their weights on their first call.
+
+Rules every component follows (checked by :mod:`ovpanoptic.boundary`, in the product and in the
+:mod:`ovpanoptic.testing` kit alike):
+
+* Inputs are read-only: images are read-only views of ``(H, W, 3)`` uint8 RGB arrays, and the
+  arrays of :class:`~ovpanoptic.types.ProposalSet` and :class:`~ovpanoptic.types.ClassScores` are
+  read-only too. Copy (``np.array(image)``) before changing anything.
+* Results are validated when they cross the boundary; a broken contract, or any exception that is
+  not an :class:`~ovpanoptic.errors.OvpanopticError`, becomes a
+  :class:`~ovpanoptic.errors.ComponentError` naming the plugin, the component and the call.
+* Raise :class:`~ovpanoptic.errors.OvpanopticError` subclasses (``InputError``, ``WeightsError``,
+  ``MissingDependencyError``, ...) with a message that names the fix for problems that are the
+  user's to solve; they reach the user unchanged.
 """
 
 from __future__ import annotations
@@ -33,10 +46,14 @@ __all__ = [
     "RegisterComponent",
     "RegisterPromptTemplates",
     "RegisterVocabulary",
+    "RegisterVocabularyParser",
+    "VocabularyParserSpec",
     "VocabularySpec",
 ]
 
-#: ``progress(message, done, total)``: called by long-running work; ``total`` may be 0 if unknown.
+#: ``progress(message, done, total)``: called by long-running work to report ``done`` of ``total``
+#: steps (``total`` 0 when unknown), e.g. ``progress("sam2: point batches", 3, 16)``. Optional: a
+#: component calls it only when it is not ``None``; it returns nothing and is cheap to call.
 Progress = Callable[[str, int, int], None]
 
 #: Component kinds, with the name used in ``[pipeline]`` and in messages.
@@ -74,7 +91,14 @@ class ProposalGenerator(Protocol):
     """Turns an image into class-agnostic mask proposals."""
 
     def generate(self, image: np.ndarray, *, progress: Progress | None = None) -> ProposalSet:
-        """Propose masks for an ``(H, W, 3)`` uint8 RGB image; masks are at the image's size."""
+        """Propose masks for an image.
+
+        :param image: ``(H, W, 3)`` uint8 RGB, read-only.
+        :param progress: ``progress(message, done, total)`` or ``None``; call it during long work.
+        :return: a :class:`ProposalSet`: ``masks`` ``(N, H, W)`` bool at the image's size, none
+            empty; ``boxes_xyxy`` their tight boxes; ``scores`` ``(N,)`` finite float32.
+            ``ProposalSet.from_masks(masks, scores)`` builds one.
+        """
         ...
 
 
@@ -83,11 +107,23 @@ class Classifier(Protocol):
     """Scores proposals against a vocabulary, in two steps so image work can be reused."""
 
     def prepare(self, image: np.ndarray, proposals: ProposalSet) -> Any:
-        """Compute the image-dependent features of the proposals (reused across vocabularies)."""
+        """Compute the image-dependent features of the proposals (cached by the pipeline per image
+        and reused across vocabularies).
+
+        :param image: ``(H, W, 3)`` uint8 RGB, read-only, the size of the proposals' masks.
+        :param proposals: the generator's proposals.
+        :return: anything :meth:`score` understands.
+        """
         ...
 
     def score(self, prepared: Any, vocabulary: Vocabulary) -> ClassScores:
-        """Score prepared proposals against the vocabulary's categories."""
+        """Score prepared proposals against the vocabulary's categories.
+
+        :return: :class:`ClassScores` with one row per proposal and one column per category in
+            vocabulary order (``category_ids=vocabulary.ids``); ``probs`` ``(N, C)`` float32,
+            finite, >= 0, rows summing to at most 1 (the rest is "no object"); ``logits`` ``(N, C)``
+            float32 without NaN or +inf. The same input gives the same scores.
+        """
         ...
 
 
@@ -96,6 +132,12 @@ class Fuser(Protocol):
     """Merges scored proposals into a non-overlapping panoptic result."""
 
     def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
+        """Fuse scored proposals into a panoptic result.
+
+        :return: a :class:`PanopticResult` at the proposals' size over ``vocabulary`` itself (the
+            same object or an equal one), built with ``PanopticResult.from_map``; its invariants
+            (int32 map, unique ids, one segment per stuff class) are checked when it is built.
+        """
         ...
 
 
@@ -104,7 +146,14 @@ class Exporter(Protocol):
     """Writes a result to files; writes are atomic (temporary file, then rename)."""
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> Sequence[Path]:
-        """Write the files for one image named after ``stem`` into ``outdir``; return their paths."""
+        """Write the files for one image named after ``stem`` into ``outdir``; return their paths.
+
+        :param image: ``(H, W, 3)`` uint8 RGB, read-only, the result's size.
+        :param outdir: an existing folder; write only inside it, atomically
+            (:func:`ovpanoptic.atomic.atomic_write_bytes`).
+        :return: a list of the paths written (never ``None`` or a single string). When this raises,
+            the files it created for this image are removed by the pipeline.
+        """
         ...
 
 
@@ -136,9 +185,20 @@ class ComponentSpec:
                 f"component name {self.name!r} is invalid: use letters, digits, '-', '_' or '.'"
             )
         if not callable(self.factory):
-            raise ValueError(f"factory of {KINDS[self.kind]} {self.name!r} is not callable")
+            raise ValueError(
+                f"the factory of {KINDS[self.kind]} {self.name!r} is a {type(self.factory).__name__} instance, which is "
+                "not callable: pass the class or a function factory(config, context), not a built object"
+            )
+        if dataclasses.is_dataclass(self.config_class) and not isinstance(self.config_class, type):
+            cls_name = type(self.config_class).__name__
+            raise ValueError(
+                f"config= of {KINDS[self.kind]} {self.name!r} is an instance ({cls_name}(...)): pass the dataclass "
+                f"itself (config={cls_name})"
+            )
         if not (dataclasses.is_dataclass(self.config_class) and isinstance(self.config_class, type)):
-            raise ValueError(f"config class of {KINDS[self.kind]} {self.name!r} must be a dataclass type")
+            raise ValueError(
+                f"config= of {KINDS[self.kind]} {self.name!r} must be a frozen dataclass type, got {self.config_class!r}"
+            )
         if not self.config_class.__dataclass_params__.frozen:  # type: ignore[attr-defined]
             raise ValueError(f"config class {self.config_class.__name__} must be a frozen dataclass")
 
@@ -151,6 +211,31 @@ class VocabularySpec:
     loader: Callable[[], Vocabulary]
     description: str = ""
     plugin: str = ""
+
+
+@dataclass(frozen=True)
+class VocabularyParserSpec:
+    """A registered class-list syntax: lists starting with ``prefix`` go to ``parser``.
+
+    ``parser(text, stuff, things)`` gets the class list with the prefix removed (stripped) and the
+    raw ``--stuff`` / ``--things`` strings, and returns a :class:`Vocabulary`.
+    """
+
+    prefix: str
+    parser: Callable[[str, str, str], Vocabulary]
+    description: str = ""
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        if not isinstance(p, str) or not p or p != p.strip() or any(ch.isspace() or ch in ",|" for ch in p):
+            raise ValueError(
+                f"prefix {p!r} is invalid: use a non-empty string without spaces, ',' or '|' (e.g. '@' or 'yaml:')"
+            )
+        if p[-1].isalnum():
+            raise ValueError(f"prefix {p!r} must end with a symbol such as ':' or '@', so it cannot swallow class names")
+        if not callable(self.parser):
+            raise ValueError(f"the parser for prefix {p!r} is not callable")
 
 
 class RegisterComponent(Protocol):
@@ -181,4 +266,12 @@ class RegisterVocabulary(Protocol):
 
     def __call__(self, name: str, loader: Callable[[], Vocabulary], *, description: str = "") -> None:
         """Register a named vocabulary, built by ``loader()`` on first use."""
+        ...
+
+
+class RegisterVocabularyParser(Protocol):
+    """The callback handed to ``register_vocabulary_parsers``."""
+
+    def __call__(self, prefix: str, parser: Callable[[str, str, str], Vocabulary], *, description: str = "") -> None:
+        """Send class lists starting with ``prefix`` to ``parser(text, stuff, things)``."""
         ...

@@ -41,6 +41,8 @@ __all__ = [
     "Config",
     "PipelineSettings",
     "build_dataclass",
+    "describe_fields",
+    "field_types",
     "list_presets",
     "load_config",
     "parse_override",
@@ -152,13 +154,61 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+def field_types(cls: type) -> dict[str, Any]:
+    """The type of each field of the dataclass ``cls``, resolved like :func:`typing.get_type_hints`.
+
+    A config module written with ``from __future__ import annotations`` may annotate a field with
+    a name imported only under ``TYPE_CHECKING``; such a field (and only it) is typed ``Any``, so
+    its value is passed through unchecked instead of the whole config failing with ``NameError``.
+    """
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - unresolvable annotations of foreign code: resolve field by field
+        pass
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module is not None else {}
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        if not isinstance(f.type, str):
+            out[f.name] = f.type
+            continue
+        try:
+            out[f.name] = eval(f.type, namespace, dict(vars(typing)))  # noqa: S307 - an annotation, as get_type_hints does
+        except Exception:  # noqa: BLE001
+            log.debug("config %s.%s: annotation %r cannot be resolved; not type-checked", cls.__name__, f.name, f.type)
+            out[f.name] = Any
+    return out
+
+
+def describe_fields(cls: type) -> list[tuple[str, str, Any]]:
+    """``(name, type, default)`` of every init field of a config dataclass (for ``ovpanoptic plugins NAME``).
+
+    A field without a default has ``dataclasses.MISSING`` as its default.
+    """
+    hints = field_types(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+            default = f.default_factory()  # type: ignore[misc]
+        else:
+            default = dataclasses.MISSING
+        hint = hints.get(f.name, Any)
+        shown = f"{f.type} (not checked)" if hint is Any and isinstance(f.type, str) and f.type != "Any" else _type_name(hint)
+        rows.append((f.name, shown, default))
+    return rows
+
+
 def build_dataclass(cls: type, table: Mapping[str, Any], where: str) -> Any:
     """Instantiate the frozen config dataclass ``cls`` from a table, validating keys and types.
 
     :raises ConfigError: unknown key (with the closest valid key), wrong type, or a value the
         dataclass's own validation rejects.
     """
-    hints = typing.get_type_hints(cls)
+    hints = field_types(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     kwargs = {}
     for key, value in table.items():
@@ -174,6 +224,8 @@ def build_dataclass(cls: type, table: Mapping[str, Any], where: str) -> Any:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid [{where}]: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a plugin's own validation failing in another way
+        raise ConfigError(f"invalid [{where}]: {cls.__name__} raised {type(exc).__name__}: {exc}") from None
 
 
 def preset_dirs() -> list[Path]:

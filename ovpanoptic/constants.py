@@ -36,3 +36,11 @@ DEFAULT_PRESET: str = "default"
 
 #: Name of the preset the demo starts with when none is given (fast first run, fast re-query).
 DEMO_PRESET: str = "interactive"
+
+#: The plugin API this ovpanoptic provides, ``"MAJOR.MINOR"``. MAJOR changes when a hook, a
+#: component Protocol or a data type changes incompatibly (a plugin written for another MAJOR is
+#: refused at start-up); MINOR when something is added (a plugin needing a newer MINOR is refused).
+PLUGIN_API_VERSION: str = "1.0"
+
+#: Module or plugin-object attribute where a plugin declares the plugin API it was written for.
+API_ATTRIBUTE: str = "OVPANOPTIC_PLUGIN_API"

@@ -20,7 +20,22 @@ class ConfigError(OvpanopticError, ValueError):
 
 
 class PluginError(OvpanopticError):
-    """A plugin failed to load, clashes with another plugin, or implements an unknown hook."""
+    """A plugin failed to load or register, clashes with another plugin, implements an unknown
+    hook, or needs another plugin API version. Reported at start-up, before anything is written."""
+
+
+class ComponentError(PluginError):
+    """Plugin code failed at run time or broke the component contract.
+
+    The message names the plugin (name and distribution), the component or hook, the call and
+    the fix. ``plugin``, ``component`` and ``call`` carry the same facts for programs.
+    """
+
+    def __init__(self, message: str, *, plugin: str = "", component: str = "", call: str = "") -> None:
+        super().__init__(message)
+        self.plugin = plugin
+        self.component = component
+        self.call = call
 
 
 class ComponentNotFoundError(OvpanopticError, LookupError):

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 import pluggy
 
-from .components import RegisterComponent, RegisterPromptTemplates, RegisterVocabulary
+from .components import RegisterComponent, RegisterPromptTemplates, RegisterVocabulary, RegisterVocabularyParser
 from .types import PanopticResult, Vocabulary
 
 #: Marks the specifications below.
@@ -90,19 +90,35 @@ def register_prompt_templates(register: RegisterPromptTemplates) -> None:
     """
 
 
-@hookspec(firstresult=True)
-def parse_vocabulary(classes: str, stuff: str, things: str) -> Vocabulary | None:
-    """Turn what a user typed into a vocabulary.
+@hookspec
+def register_vocabulary_parsers(register: RegisterVocabularyParser) -> None:
+    """Register class-list syntaxes by prefix (``@FILE``, ``yaml:FILE``, ...).
 
-    Called with the raw ``--classes``, ``--stuff`` and ``--things`` strings (empty when not
-    given). Stops at the first non-``None`` result; the built-in parser (comma-separated names,
-    ``|`` for synonyms) runs last, so a plugin can claim other syntaxes (a file name, a URL, ...)
-    by returning a vocabulary, and decline by returning ``None``.
+    :param register: call ``register(prefix, parser, description=...)``; a class list that starts
+        with ``prefix`` goes to ``parser(text, stuff, things)`` with the prefix removed, which
+        returns a :class:`~ovpanoptic.types.Vocabulary` or raises
+        :class:`~ovpanoptic.errors.VocabularyError`. The longest matching prefix wins; a prefix
+        registered by two plugins is a start-up warning and a class list using it is refused.
+    :return: nothing.
+    """
+
+
+@hookspec
+def parse_vocabulary(classes: str, stuff: str, things: str) -> Vocabulary | None:
+    """Turn what a user typed into a vocabulary, for syntaxes a prefix cannot describe.
+
+    Called with the raw ``--classes``, ``--stuff`` and ``--things`` strings (empty when not given),
+    only when no registered prefix matches (see :func:`register_vocabulary_parsers`). Every
+    implementation is asked, in plugin-name order; at most one may claim the input: two claims are
+    an error naming both plugins, so the result never depends on install order. Implementations
+    marked ``trylast`` are fallbacks, asked in turn only when nobody claimed the input; the built-in
+    comma/``|`` parser is one.
 
     :param classes: the class list as typed.
     :param stuff: names flagged as stuff.
     :param things: names flagged as things.
-    :return: a :class:`~ovpanoptic.types.Vocabulary`, or ``None`` to let the next plugin try.
+    :return: a :class:`~ovpanoptic.types.Vocabulary`, or ``None`` for input that is not this
+        plugin's.
     :raises ovpanoptic.errors.VocabularyError: when the input is meant for this plugin but invalid.
     """
 
@@ -114,5 +130,6 @@ def image_segmented(source: str, result: PanopticResult, timings: Mapping[str, f
     :param source: where the image came from (a file path, or ``"<array>"`` for in-memory images).
     :param result: the panoptic result.
     :param timings: seconds per stage, as in ``result.timings``.
-    :return: nothing; return values are ignored.
+    :return: nothing; return values are ignored. An observer that raises is logged as a warning
+        naming the plugin, and the run goes on.
     """

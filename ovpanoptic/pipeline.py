@@ -19,27 +19,21 @@ from typing import Any
 
 import numpy as np
 
-from .components import KINDS, Classifier, ComponentContext, Exporter, Fuser, Progress, ProposalGenerator
+from . import boundary
+from .boundary import OutputLedger, readonly_image
+from .components import KINDS, ComponentContext, Progress
 from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
 from .device import resolve_device
-from .errors import InputError, PluginError
+from .errors import ComponentError, InputError
 from .imageio import as_rgb_array, image_digest, resize_longest_side
 from .plugins import Registry
 from .weights import is_offline
-from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary
+from .types import PanopticResult, ProposalSet, Vocabulary
 
 __all__ = ["Pipeline", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
-
-_PROTOCOLS: dict[str, tuple[type, str]] = {
-    "proposal_generator": (ProposalGenerator, "generate(image, *, progress=None)"),
-    "classifier": (Classifier, "prepare(image, proposals) and score(prepared, vocabulary)"),
-    "fuser": (Fuser, "fuse(proposals, scores, vocabulary)"),
-    "exporter": (Exporter, "export(result, image, outdir, stem)"),
-}
-
 
 def default_cache_dir() -> Path:
     """``$OVPANOPTIC_CACHE_DIR``, else ``$XDG_CACHE_HOME/ovpanoptic``, else ``~/.cache/ovpanoptic``."""
@@ -88,6 +82,7 @@ class Pipeline:
         self._device: str | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
+        self._ledgers: dict[Path, OutputLedger] = {}
         self._checked = False
 
     # -- resolution --------------------------------------------------------------------------
@@ -121,7 +116,15 @@ class Pipeline:
         self._checked = True
 
     def component(self, kind: str, name: str | None = None) -> Any:
-        """The component of ``kind`` (the configured one unless ``name`` is given), created once."""
+        """The component of ``kind`` (the configured one unless ``name`` is given), created once.
+
+        Built through its registered factory and validated config (see
+        :func:`ovpanoptic.boundary.build_component`).
+
+        :raises ComponentNotFoundError: no enabled plugin provides it.
+        :raises ConfigError: its config table is invalid.
+        :raises ComponentError: the factory raised or built an object that breaks its Protocol.
+        """
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}")
         if name is None:
@@ -138,15 +141,25 @@ class Pipeline:
                 offline=is_offline(),
                 prompt_templates={name: t for name, (t, _, _) in self.registry.prompt_templates.items()},
             )
-            obj = spec.factory(cfg, context)
-            protocol, methods = _PROTOCOLS[kind]
-            if not isinstance(obj, protocol):
-                raise PluginError(
-                    f"{KINDS[kind]} {name!r} from plugin {spec.plugin!r} built a {type(obj).__name__}, which "
-                    f"lacks {methods}"
-                )
-            self._components[key] = obj
+            self._components[key] = boundary.build_component(spec, cfg, context, self.registry.origin(spec.plugin))
         return self._components[key]
+
+    def build_components(self, formats: Sequence[str] | None = None) -> None:
+        """Build the configured components and the exporters in ``formats`` now (factories load no
+        weights), so that a broken plugin is reported before a batch writes anything.
+
+        :raises OvpanopticError: as :meth:`check` and :meth:`component`.
+        """
+        self.check()
+        for kind in ("proposal_generator", "classifier", "fuser"):
+            self.component(kind)
+        names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
+        for name in names:
+            self.component("exporter", name)
+
+    def _target(self, kind: str, name: str | None = None) -> boundary.Target:
+        spec = self.registry.component(kind, name or getattr(self.config.pipeline, kind))
+        return self.registry.target(spec)
 
     def vocabulary(
         self, classes: str | Sequence[str] = "", stuff: str = "", things: str = "", *, name: str | None = None
@@ -156,7 +169,11 @@ class Pipeline:
         :param classes: ``"person, tv|television"`` or a list of entries.
         :param name: a registered vocabulary (``coco``, ``ade20k``, ...); exclusive with the lists.
         """
+        if classes is None:
+            raise InputError("no class names given: pass a string like \"person, car, road\", a list of names, or name=...")
         if not isinstance(classes, str):
+            if not all(isinstance(c, str) for c in classes):
+                raise InputError(f"class names must be strings, got {[type(c).__name__ for c in classes][:5]}")
             classes = ", ".join(classes)
         if name is not None:
             if classes.strip() or stuff.strip() or things.strip():
@@ -174,20 +191,13 @@ class Pipeline:
             return entry, True
         generator = self.component("proposal_generator")
         classifier = self.component("classifier")
+        view = readonly_image(work)
+        target = self._target("proposal_generator")
         t0 = time.perf_counter()
-        proposals = generator.generate(work, progress=progress)
+        proposals = boundary.call(target, "generate()", generator.generate, view, progress=progress)
+        boundary.check_proposals(target, proposals, work.shape[:2])
         t1 = time.perf_counter()
-        if not isinstance(proposals, ProposalSet):
-            raise PluginError(
-                f"proposal generator {self.config.pipeline.proposal_generator!r} returned "
-                f"{type(proposals).__name__}, not a ProposalSet"
-            )
-        if proposals.image_size != work.shape[:2]:
-            raise PluginError(
-                f"proposal generator {self.config.pipeline.proposal_generator!r} returned masks of size "
-                f"{proposals.image_size} for an image of size {work.shape[:2]}"
-            )
-        prepared = classifier.prepare(work, proposals)
+        prepared = boundary.call(self._target("classifier"), "prepare()", classifier.prepare, view, proposals)
         t2 = time.perf_counter()
         entry = _ImageEntry(proposals, prepared, {"proposals": t1 - t0, "features": t2 - t1})
         if self.config.pipeline.cache_images:
@@ -223,43 +233,72 @@ class Pipeline:
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
         t0 = time.perf_counter()
-        scores = self.component("classifier").score(entry.prepared, vocab)
+        classifier_target = self._target("classifier")
+        scores = boundary.call(classifier_target, "score()", self.component("classifier").score, entry.prepared, vocab)
+        boundary.check_scores(classifier_target, scores, len(entry.proposals), vocab)
         t1 = time.perf_counter()
-        if not isinstance(scores, ClassScores) or len(scores) != len(entry.proposals):
-            raise PluginError(
-                f"classifier {self.config.pipeline.classifier!r} must return ClassScores with one row per "
-                f"proposal ({len(entry.proposals)})"
-            )
-        if scores.category_ids != vocab.ids:
-            raise PluginError(
-                f"classifier {self.config.pipeline.classifier!r} returned columns for categories "
-                f"{scores.category_ids[:5]}..., expected the vocabulary's ids in order"
-            )
-        result = self.component("fuser").fuse(entry.proposals, scores, vocab)
+        fuser_target = self._target("fuser")
+        result = boundary.call(fuser_target, "fuse()", self.component("fuser").fuse, entry.proposals, scores, vocab)
+        boundary.check_result(fuser_target, result, vocab, entry.proposals.image_size)
         t2 = time.perf_counter()
-        if not isinstance(result, PanopticResult):
-            raise PluginError(f"fuser {self.config.pipeline.fuser!r} returned {type(result).__name__}")
         if work.shape[:2] != rgb.shape[:2]:
             result = result.resized(rgb.shape[0], rgb.shape[1])
         t3 = time.perf_counter()
         timings.update({"classify": t1 - t0, "fuse": t2 - t1, "resize": t3 - t2})
         timings["total"] = (t3 - t_start) if not cached else (t3 - t0)
         result = result.with_timings(timings)
-        self.registry.pm.hook.image_segmented(source=source, result=result, timings=result.timings)
+        self.registry.image_segmented(source=source, result=result, timings=result.timings)
         return result
 
     def export(
         self, result: PanopticResult, image: Any, outdir: str | Path, stem: str, formats: Sequence[str] | None = None
     ) -> list[Path]:
-        """Write ``result`` with each exporter in ``formats`` (default ``pipeline.exporters``)."""
+        """Write ``result`` with each exporter in ``formats`` (default ``pipeline.exporters``).
+
+        Exporters get a read-only view of the image. What each returns is checked (a list of the
+        files it wrote, inside ``outdir``). When an exporter raises or breaks that contract, the
+        files it created are removed (files that existed before are kept) and the
+        :class:`~ovpanoptic.errors.ComponentError` says so; the other exporters' complete outputs
+        for this image stay.
+
+        :raises InputError: ``image`` is not the image of ``result`` (another size).
+        :raises ComponentError: an exporter failed (see above).
+        """
         names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
-        exporters = [self.component("exporter", n) for n in names]
+        exporters = [(n, self.component("exporter", n)) for n in names]
         rgb = as_rgb_array(image)
+        if rgb.shape[:2] != result.image_size:
+            raise InputError(
+                f"the image is {rgb.shape[0]}x{rgb.shape[1]} but the result is {result.image_size[0]}x{result.image_size[1]}: "
+                "export a result with the image it was computed from"
+            )
+        view = readonly_image(rgb)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
+        ledger = self._ledgers.setdefault(out.resolve(), OutputLedger(out.resolve()))
+        ledger.start()
         paths: list[Path] = []
-        for exporter in exporters:
-            paths.extend(Path(p) for p in exporter.export(result, rgb, out, stem))
+        for name, exporter in exporters:
+            target = self._target("exporter", name)
+            started = time.time()
+            try:
+                written = boundary.check_export(target, boundary.call(target, "export()", exporter.export, result, view, out, stem), out)
+            except ComponentError as exc:
+                removed = ledger.remove_new(started)
+                if removed:
+                    shown = ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
+                    raise ComponentError(
+                        f"{exc} (removed what it had written for {stem!r}: {shown})",
+                        plugin=exc.plugin,
+                        component=exc.component,
+                        call=exc.call,
+                    ) from exc
+                raise
+            except BaseException:
+                ledger.remove_new(started)
+                raise
+            ledger.add(p.resolve() for p in written)
+            paths.extend(written)
         return paths
 
     def clear_cache(self) -> None:

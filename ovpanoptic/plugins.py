@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -19,9 +20,10 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
-from .components import KINDS, ComponentSpec, NoConfig, VocabularySpec
-from .constants import DISABLE_PLUGINS_ENV, ENTRY_POINT_GROUP
+from . import boundary, hookspecs
+from .boundary import Origin, Target
+from .components import KINDS, ComponentSpec, NoConfig, VocabularyParserSpec, VocabularySpec
+from .constants import API_ATTRIBUTE, DISABLE_PLUGINS_ENV, ENTRY_POINT_GROUP, PLUGIN_API_VERSION
 from .errors import ComponentNotFoundError, PluginError, VocabularyError
 from .types import Vocabulary
 
@@ -30,8 +32,10 @@ __all__ = [
     "OvpanopticPluginManager",
     "PluginInfo",
     "Registry",
+    "check_api_version",
     "disabled_from_env",
     "make_plugin_manager",
+    "register_plugin_object",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +69,10 @@ class _PluginSource:
     load: Callable[[], object]
     builtin: bool
 
+    @property
+    def origin(self) -> Origin:
+        return Origin(self.name, self.distribution, self.version, self.builtin)
+
 
 class OvpanopticPluginManager(pluggy.PluginManager):
     """A :class:`pluggy.PluginManager` that remembers which distribution provided each plugin."""
@@ -74,10 +82,16 @@ class OvpanopticPluginManager(pluggy.PluginManager):
         self.add_hookspecs(hookspecs)
         #: plugin name -> (distribution, version, builtin)
         self.origins: dict[str, tuple[str, str, bool]] = {}
+        #: plugins skipped by a qualified block (``--disable-plugin DIST:NAME``), not registered at all
+        self.skipped: list[Origin] = []
 
     def origin(self, plugin_name: str) -> tuple[str, str, bool]:
         """``(distribution, version, builtin)`` of a plugin; unknown ones were registered directly."""
         return self.origins.get(plugin_name, ("(registered in code)", "", False))
+
+    def origin_of(self, plugin_name: str) -> Origin:
+        """The :class:`~ovpanoptic.boundary.Origin` of a plugin, for messages."""
+        return Origin(plugin_name, *self.origin(plugin_name))
 
 
 def disabled_from_env(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
@@ -102,27 +116,134 @@ def _builtin_sources() -> list[_PluginSource]:
 
 
 def _entry_point_sources(group: str) -> list[_PluginSource]:
-    sources: list[_PluginSource] = []
+    """Every ``group`` entry point, sorted by (name, distribution): the load order never depends on
+    the order of ``sys.path`` or of the file system."""
+    sources: dict[tuple[str, str], _PluginSource] = {}
     for dist in importlib.metadata.distributions():
         for ep in dist.entry_points:
             if ep.group != group:
                 continue
             dist_name = dist.metadata["Name"] or "(unknown distribution)"
-            sources.append(_PluginSource(ep.name, dist_name, dist.version or "", ep.load, False))
-    return sources
+            # The same distribution seen twice on sys.path (e.g. an editable and a site copy): first wins.
+            sources.setdefault((ep.name, dist_name), _PluginSource(ep.name, dist_name, dist.version or "", ep.load, False))
+    return [sources[key] for key in sorted(sources)]
 
 
-def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource) -> None:
-    """Import one plugin and register it: the single path for built-ins and entry points."""
+def _parse_api(value: object) -> tuple[int, int] | None:
+    text = str(value).strip()
+    major, _, minor = text.partition(".")
+    if not major.isdigit() or (minor and not minor.isdigit()):
+        return None
+    return int(major), int(minor or 0)
+
+
+def check_api_version(plugin: object, origin: Origin) -> None:
+    """Check a plugin's declared ``OVPANOPTIC_PLUGIN_API`` against :data:`PLUGIN_API_VERSION`.
+
+    A plugin declares the API it was written for as ``"MAJOR.MINOR"`` (or ``"MAJOR"``). It loads
+    when MAJOR equals ours and MINOR is at most ours; a plugin that declares nothing is assumed
+    compatible.
+
+    :raises PluginError: the declaration is malformed or names an incompatible API.
+    """
+    declared = getattr(plugin, API_ATTRIBUTE, None)
+    if declared is None:
+        return
+    ours = _parse_api(PLUGIN_API_VERSION)
+    theirs = _parse_api(declared)
+    assert ours is not None
+    if theirs is None:
+        raise PluginError(
+            f"{origin.describe()} declares {API_ATTRIBUTE} = {declared!r}, which is not 'MAJOR.MINOR' "
+            f"(this ovpanoptic provides plugin API {PLUGIN_API_VERSION}). Fix the plugin, or block it with "
+            f"--disable-plugin {origin.plugin}"
+        )
+    if theirs[0] != ours[0] or theirs[1] > ours[1]:
+        newer = theirs > ours
+        fix = (
+            f"upgrade ovpanoptic (pip install -U ovpanoptic) to one providing plugin API {theirs[0]}.{theirs[1]}"
+            if newer
+            else f"upgrade the plugin (pip install -U {origin.distribution}) to one written for plugin API {ours[0]}.x"
+        )
+        raise PluginError(
+            f"{origin.describe()} needs plugin API {theirs[0]}.{theirs[1]}, but this ovpanoptic {_version()} provides "
+            f"plugin API {PLUGIN_API_VERSION}: {fix}, or block it with --disable-plugin {origin.plugin}"
+        )
+
+
+def _hook_names() -> list[str]:
+    return sorted(n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "ovpanoptic_spec"))
+
+
+def _check_unmarked(pm: OvpanopticPluginManager, plugin: object, origin: Origin) -> None:
+    """A function named like a hook but not marked ``@hookimpl`` is a start-up error; a plugin
+    with no hooks at all is logged as a warning."""
+    unmarked = [
+        name
+        for name in _hook_names()
+        if callable(getattr(plugin, name, None)) and not hasattr(getattr(plugin, name), "ovpanoptic_impl")
+    ]
+    if unmarked:
+        raise PluginError(
+            f"{origin.describe()} defines {', '.join(f'{n}()' for n in unmarked)} without the @hookimpl marker, so "
+            f"ovpanoptic would never call it: decorate it with @ovpanoptic.hookimpl (from ovpanoptic import hookimpl). "
+            f"Fix the plugin, or block it with --disable-plugin {origin.plugin}"
+        )
+    if not pm.get_hookcallers(plugin):
+        log.warning("%s implements no ovpanoptic hooks (hooks are: %s)", origin.describe(), ", ".join(_hook_names()))
+
+
+def register_plugin_object(pm: OvpanopticPluginManager, plugin: object, origin: Origin) -> None:
+    """Register one plugin object after the start-up checks every plugin gets.
+
+    The single path for built-ins, entry points, plugins passed in code and the
+    :mod:`ovpanoptic.testing` fixtures: the object must be a module or an instance (not a class),
+    declare a compatible plugin API, mark its hooks with ``@hookimpl`` and match the hook
+    specifications.
+
+    :raises PluginError: naming the plugin and the fix.
+    """
+    if inspect.isclass(plugin):
+        raise PluginError(
+            f"{origin.describe()} is the class {plugin.__name__}, not a plugin object: its hooks would be called "
+            f"without an instance. Register an instance ({plugin.__name__}()), or point the entry point at a "
+            f"module or a module-level instance. Fix the plugin, or block it with --disable-plugin {origin.plugin}"
+        )
+    check_api_version(plugin, origin)
+    try:
+        pm.register(plugin, name=origin.plugin)
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(
+            f"{origin.describe()} is invalid: {exc}. Fix it, or skip it with --disable-plugin {origin.plugin}"
+        ) from exc
+    except ValueError as exc:  # pluggy: the same object or name registered twice
+        raise PluginError(f"{origin.describe()} cannot be registered: {exc}") from exc
+    try:
+        _check_unmarked(pm, plugin, origin)
+    except PluginError:
+        pm.unregister(plugin)
+        raise
+
+
+def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource, qualified_blocks: set[str]) -> None:
+    """Import one plugin and register it: the single path for built-ins and entry points.
+
+    Blocking is checked before anything else, so a blocked plugin can neither fail to import nor
+    clash with another plugin's name.
+    """
+    if f"{source.distribution}:{source.name}" in qualified_blocks:
+        pm.skipped.append(source.origin)
+        return
+    if pm.is_blocked(source.name):
+        pm.origins.setdefault(source.name, (source.distribution, source.version, source.builtin))
+        return
     if source.name in pm.origins:
         other, _, _ = pm.origins[source.name]
         raise PluginError(
             f"two plugins are named {source.name!r}: one from distribution {other!r}, one from "
-            f"{source.distribution!r}. Uninstall one, or block both with --disable-plugin {source.name}"
+            f"{source.distribution!r}. Uninstall one, or block one of them with --disable-plugin DISTRIBUTION:NAME "
+            f"(--disable-plugin {source.distribution}:{source.name}), or both with --disable-plugin {source.name}"
         )
-    if pm.is_blocked(source.name):
-        pm.origins[source.name] = (source.distribution, source.version, source.builtin)
-        return
     try:
         plugin = source.load()
     except Exception as exc:  # noqa: BLE001 - any import failure of foreign code becomes one clear error
@@ -132,13 +253,7 @@ def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource) -> None:
             f"Fix or uninstall it (pip uninstall {source.distribution}), or skip it with "
             f"--disable-plugin {source.name} (or {DISABLE_PLUGINS_ENV}={source.name})"
         ) from exc
-    try:
-        pm.register(plugin, name=source.name)
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(
-            f"plugin {source.name!r} from distribution {source.distribution!r} is invalid: {exc}. "
-            f"Fix it, or skip it with --disable-plugin {source.name}"
-        ) from exc
+    register_plugin_object(pm, plugin, source.origin)
     pm.origins[source.name] = (source.distribution, source.version, source.builtin)
 
 
@@ -155,7 +270,7 @@ def check_hooks(pm: pluggy.PluginManager) -> None:
             and not getattr(pm.hook, name).has_spec()
             and any(i.plugin is exc.plugin for i in getattr(pm.hook, name).get_hookimpls())
         ]
-        known = [n for n in dir(hookspecs) if hasattr(getattr(hookspecs, n), "ovpanoptic_spec")]
+        known = _hook_names()
         hint = ""
         if unknown:
             close = difflib.get_close_matches(unknown[0], known, n=1)
@@ -174,26 +289,31 @@ def make_plugin_manager(
 ) -> OvpanopticPluginManager:
     """Build a plugin manager: built-ins, then entry points, then ``plugins``; then check hooks.
 
-    :param disable: plugin names to block (added to ``OVPANOPTIC_DISABLE_PLUGINS``).
+    :param disable: plugin names to block (added to ``OVPANOPTIC_DISABLE_PLUGINS``); ``NAME``
+        blocks every plugin of that name, ``DISTRIBUTION:NAME`` only that distribution's.
     :param entry_points: load the ``ovpanoptic`` entry points of installed distributions.
     :param plugins: extra ``(name, plugin object)`` pairs registered after the others.
     :param env: environment to read ``OVPANOPTIC_DISABLE_PLUGINS`` from (default ``os.environ``).
     :raises PluginError: a plugin fails to import, two plugins share a name, a disabled name matches
-        no plugin, or a plugin implements an unknown hook.
+        no plugin, a plugin implements an unknown hook, leaves a hook unmarked, is a class, or
+        needs another plugin API version.
     """
     pm = OvpanopticPluginManager()
     blocked = [*disabled_from_env(env), *disable]
+    qualified = {name for name in blocked if ":" in name}
     for name in blocked:
-        pm.set_blocked(name)
+        if ":" not in name:
+            pm.set_blocked(name)
     sources = _builtin_sources() + (_entry_point_sources(ENTRY_POINT_GROUP) if entry_points else [])
     for source in sources:
-        _load_plugin(pm, source)
+        _load_plugin(pm, source, qualified)
     for name, obj in plugins:
         if pm.is_blocked(name):
             continue
-        pm.register(obj, name=name)
+        register_plugin_object(pm, obj, Origin(name))
     known = set(pm.origins) | {name for name, _ in plugins}
-    unknown = [n for n in blocked if n not in known]
+    known_qualified = {f"{s.distribution}:{s.name}" for s in sources}
+    unknown = [n for n in blocked if n not in known and n not in known_qualified]
     if unknown:
         raise PluginError(
             f"cannot disable {unknown[0]!r}: no plugin has that name. Installed plugins: "
@@ -203,9 +323,49 @@ def make_plugin_manager(
     return pm
 
 
-def _call_impl(impl: Any, **kwargs: Any) -> None:
+def _call_impl(impl: Any, **kwargs: Any) -> Any:
     """Call one plugin's hook implementation, so that what it registers is attributed to it."""
-    impl.function(*[kwargs[name] for name in impl.argnames])
+    return impl.function(*[kwargs[name] for name in impl.argnames])
+
+
+def _register_component(name: str, factory: Callable[..., Any], *, config: type = NoConfig, description: str = "") -> None:
+    """Prototype of ``register(name, factory, *, config=ConfigDataclass, description="...")`` of the component hooks."""
+
+
+def _register_vocabulary(name: str, loader: Callable[[], Vocabulary], *, description: str = "") -> None:
+    """Prototype of ``register(name, loader, *, description="...")`` of ``register_vocabularies``."""
+
+
+def _register_templates(name: str, templates: Sequence[str], *, description: str = "") -> None:
+    """Prototype of ``register(name, templates, *, description="...")`` of ``register_prompt_templates``."""
+
+
+def _register_parser(prefix: str, parser: Callable[[str, str, str], Vocabulary], *, description: str = "") -> None:
+    """Prototype of ``register(prefix, parser, *, description="...")`` of ``register_vocabulary_parsers``."""
+
+
+def _bind(origin: Origin, hook: str, proto: Callable[..., None], args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Bind a plugin's ``register(...)`` call to its prototype, or raise a :class:`PluginError` that
+    says how the call should look."""
+    signature = inspect.signature(proto)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        params = list(signature.parameters)
+        hint = ""
+        unknown = [k for k in kwargs if k not in params]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], params, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+        elif len(args) > 2:
+            hint = " (pass the options as keywords)"
+        usage = (proto.__doc__ or "").split("``")[1] if "``" in (proto.__doc__ or "") else proto.__name__
+        raise PluginError(
+            f"{origin.describe()} called register() wrongly in its {hook} hook: {exc}{hint}. Call it as {usage}. "
+            f"Fix the plugin, or block it with --disable-plugin {origin.plugin}"
+        ) from None
+    bound.apply_defaults()
+    return dict(bound.arguments)
 
 
 @dataclass(frozen=True)
@@ -219,14 +379,19 @@ class PluginInfo:
     hooks: tuple[str, ...]
     components: tuple[str, ...]
     blocked: bool = False
+    #: why the plugin's registration failed (``Registry(..., strict=False)`` only)
+    problem: str = ""
 
 
 @dataclass
 class Registry:
     """Components and vocabularies collected from a plugin manager's ``register_*`` hooks.
 
-    Built once per pipeline; collecting imports no model code. Lookups raise
-    :class:`~ovpanoptic.errors.ComponentNotFoundError` with the available names.
+    Built once per pipeline; collecting imports no model code. Every hook call is guarded (see
+    :mod:`ovpanoptic.boundary`): a plugin whose hook raises, or calls ``register`` wrongly, is a
+    :class:`~ovpanoptic.errors.PluginError` naming it. With ``strict=False`` (``ovpanoptic
+    plugins``) such a plugin's registrations are dropped and the error is kept in :attr:`problems`.
+    Lookups raise :class:`~ovpanoptic.errors.ComponentNotFoundError` with the available names.
     """
 
     pm: OvpanopticPluginManager
@@ -234,68 +399,144 @@ class Registry:
     vocabularies: dict[str, VocabularySpec] = field(default_factory=dict)
     #: template-set name -> (templates, description, plugin)
     prompt_templates: dict[str, tuple[tuple[str, ...], str, str]] = field(default_factory=dict)
+    #: class-list prefix -> the parsers registered for it (more than one is a conflict)
+    vocabulary_parsers: dict[str, list[VocabularyParserSpec]] = field(default_factory=dict)
+    strict: bool = True
+    #: plugin name -> why its registration failed (``strict=False`` only)
+    problems: dict[str, str] = field(default_factory=dict)
     _loaded_vocabularies: dict[str, Vocabulary] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for kind, hook_name in _REGISTER_HOOKS.items():
             self.components[kind] = {}
-            for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
-                _call_impl(impl, register=self._component_register(kind, impl.plugin_name))
-        for impl in self.pm.hook.register_vocabularies.get_hookimpls():
-            _call_impl(impl, register=self._vocabulary_register(impl.plugin_name))
-        for impl in self.pm.hook.register_prompt_templates.get_hookimpls():
-            _call_impl(impl, register=self._templates_register(impl.plugin_name))
+            self._collect(hook_name, lambda origin, hook, kind=kind: self._component_register(kind, origin, hook))
+        self._collect("register_vocabularies", self._vocabulary_register)
+        self._collect("register_prompt_templates", self._templates_register)
+        self._collect("register_vocabulary_parsers", self._parser_register)
+        for prefix, specs in sorted(self.vocabulary_parsers.items()):
+            if len(specs) > 1:
+                log.warning(
+                    "class lists starting with %r are claimed by plugins %s: such lists are refused until all but "
+                    "one are blocked (--disable-plugin NAME)",
+                    prefix,
+                    " and ".join(repr(s.plugin) for s in specs),
+                )
+
+    def _collect(self, hook_name: str, make_register: Callable[[Origin, str], Callable[..., None]]) -> None:
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if impl.plugin_name in self.problems:
+                continue
+            origin = self.pm.origin_of(impl.plugin_name)
+            register = make_register(origin, hook_name)
+            try:
+                boundary.call(Target.hook(hook_name, origin), f"{hook_name}(register)", _call_impl, impl, register=register)
+            except PluginError as exc:
+                if self.strict:
+                    raise
+                self.problems[impl.plugin_name] = str(exc)
+                self._drop(impl.plugin_name)
+
+    def _drop(self, plugin: str) -> None:
+        for specs in self.components.values():
+            for name in [n for n, s in specs.items() if s.plugin == plugin]:
+                del specs[name]
+        for name in [n for n, s in self.vocabularies.items() if s.plugin == plugin]:
+            del self.vocabularies[name]
+        for name in [n for n, t in self.prompt_templates.items() if t[2] == plugin]:
+            del self.prompt_templates[name]
+        for prefix in list(self.vocabulary_parsers):
+            self.vocabulary_parsers[prefix] = [s for s in self.vocabulary_parsers[prefix] if s.plugin != plugin]
+            if not self.vocabulary_parsers[prefix]:
+                del self.vocabulary_parsers[prefix]
 
     @classmethod
-    def create(cls, disable: Iterable[str] = (), **kwargs: Any) -> Registry:
-        """Shortcut for ``Registry(make_plugin_manager(disable, **kwargs))``."""
-        return cls(make_plugin_manager(disable, **kwargs))
+    def create(cls, disable: Iterable[str] = (), *, strict: bool = True, **kwargs: Any) -> Registry:
+        """Shortcut for ``Registry(make_plugin_manager(disable, **kwargs), strict=strict)``."""
+        return cls(make_plugin_manager(disable, **kwargs), strict=strict)
 
-    def _component_register(self, kind: str, plugin_name: str) -> Callable[..., None]:
-        def register(name: str, factory: Callable[..., Any], *, config: type = NoConfig, description: str = "") -> None:
+    def origin(self, plugin: str) -> Origin:
+        """Where a plugin comes from (for messages)."""
+        return self.pm.origin_of(plugin)
+
+    def target(self, spec: ComponentSpec) -> Target:
+        """The :class:`~ovpanoptic.boundary.Target` of a registered component."""
+        return Target.component(spec, self.origin(spec.plugin))
+
+    @staticmethod
+    def _clash(what: str, first: str, second: str) -> PluginError:
+        if first == second:
+            return PluginError(
+                f"plugin {first!r} registers {what} twice: give each registration its own name. Fix the plugin, or "
+                f"block it with --disable-plugin {first}"
+            )
+        return PluginError(
+            f"{what} is registered by two plugins: {first!r} and {second!r}. Disable one with "
+            f"--disable-plugin {second} (or --disable-plugin {first})"
+        )
+
+    def _component_register(self, kind: str, origin: Origin, hook: str) -> Callable[..., None]:
+        def register(*args: Any, **kwargs: Any) -> None:
+            a = _bind(origin, hook, _register_component, args, kwargs)
             try:
-                spec = ComponentSpec(kind, name, factory, config, description, plugin_name)
+                spec = ComponentSpec(kind, a["name"], a["factory"], a["config"], a["description"], origin.plugin)
             except ValueError as exc:
-                raise PluginError(f"plugin {plugin_name!r}: {exc}") from None
-            existing = self.components[kind].get(name)
-            if existing is not None:
                 raise PluginError(
-                    f"{KINDS[kind]} {name!r} is registered by two plugins: {existing.plugin!r} and "
-                    f"{plugin_name!r}. Disable one with --disable-plugin NAME"
-                )
-            self.components[kind][name] = spec
+                    f"{origin.describe()} registered an invalid {KINDS[kind]} in its {hook} hook: {exc}. "
+                    f"Fix the plugin, or block it with --disable-plugin {origin.plugin}"
+                ) from None
+            existing = self.components[kind].get(spec.name)
+            if existing is not None:
+                raise self._clash(f"{KINDS[kind]} {spec.name!r}", existing.plugin, origin.plugin)
+            self.components[kind][spec.name] = spec
 
         return register
 
-    def _vocabulary_register(self, plugin_name: str) -> Callable[..., None]:
-        def register(name: str, loader: Callable[[], Vocabulary], *, description: str = "") -> None:
+    def _vocabulary_register(self, origin: Origin, hook: str) -> Callable[..., None]:
+        def register(*args: Any, **kwargs: Any) -> None:
+            a = _bind(origin, hook, _register_vocabulary, args, kwargs)
+            name, loader = a["name"], a["loader"]
+            if not isinstance(name, str) or not name.strip():
+                raise PluginError(f"{origin.describe()}: a vocabulary name must be a non-empty string, got {name!r}")
             existing = self.vocabularies.get(name)
             if existing is not None:
+                raise self._clash(f"vocabulary {name!r}", existing.plugin, origin.plugin)
+            if not callable(loader) or isinstance(loader, Vocabulary):
                 raise PluginError(
-                    f"vocabulary {name!r} is registered by two plugins: {existing.plugin!r} and "
-                    f"{plugin_name!r}. Disable one with --disable-plugin NAME"
+                    f"{origin.describe()}: the loader of vocabulary {name!r} is a {type(loader).__name__}, not a function: "
+                    "pass a function that returns the Vocabulary (e.g. lambda: vocabulary)"
                 )
-            if not callable(loader):
-                raise PluginError(f"plugin {plugin_name!r}: loader of vocabulary {name!r} is not callable")
-            self.vocabularies[name] = VocabularySpec(name, loader, description, plugin_name)
+            self.vocabularies[name] = VocabularySpec(name, loader, str(a["description"]), origin.plugin)
 
         return register
 
-    def _templates_register(self, plugin_name: str) -> Callable[..., None]:
-        def register(name: str, templates: Sequence[str], *, description: str = "") -> None:
+    def _templates_register(self, origin: Origin, hook: str) -> Callable[..., None]:
+        def register(*args: Any, **kwargs: Any) -> None:
+            a = _bind(origin, hook, _register_templates, args, kwargs)
+            name, templates = a["name"], a["templates"]
             if name in self.prompt_templates:
-                raise PluginError(
-                    f"prompt templates {name!r} are registered by two plugins: "
-                    f"{self.prompt_templates[name][2]!r} and {plugin_name!r}. Disable one with --disable-plugin NAME"
-                )
-            items = tuple(templates) if not isinstance(templates, str) else ()
+                raise self._clash(f"prompt-template set {name!r}", self.prompt_templates[name][2], origin.plugin)
+            items = tuple(templates) if isinstance(templates, Iterable) and not isinstance(templates, str) else ()
             bad = [t for t in items if not isinstance(t, str) or t.count("{}") != 1]
             if not items or bad:
                 raise PluginError(
-                    f"plugin {plugin_name!r}: prompt templates {name!r} must be a non-empty list of strings with "
+                    f"plugin {origin.plugin!r}: prompt templates {name!r} must be a non-empty list of strings with "
                     f"exactly one '{{}}' each (bad: {bad[:2]!r})"
                 )
-            self.prompt_templates[name] = (items, description, plugin_name)
+            self.prompt_templates[name] = (items, str(a["description"]), origin.plugin)
+
+        return register
+
+    def _parser_register(self, origin: Origin, hook: str) -> Callable[..., None]:
+        def register(*args: Any, **kwargs: Any) -> None:
+            a = _bind(origin, hook, _register_parser, args, kwargs)
+            try:
+                spec = VocabularyParserSpec(a["prefix"], a["parser"], str(a["description"]), origin.plugin)
+            except ValueError as exc:
+                raise PluginError(f"{origin.describe()} registered an invalid vocabulary parser: {exc}") from None
+            specs = self.vocabulary_parsers.setdefault(spec.prefix, [])
+            if any(s.plugin == origin.plugin for s in specs):
+                raise self._clash(f"vocabulary parser {spec.prefix!r}", origin.plugin, origin.plugin)
+            specs.append(spec)
 
         return register
 
@@ -315,7 +556,13 @@ class Registry:
         )
 
     def vocabulary(self, name: str) -> Vocabulary:
-        """Load (once per registry) the named vocabulary."""
+        """Load (once per registry) the named vocabulary.
+
+        :raises VocabularyError: no vocabulary has that name (the message lists the available ones).
+        :raises ComponentError: the plugin's loader raised or returned something else.
+        """
+        if not isinstance(name, str):
+            raise VocabularyError(f"a vocabulary name must be a string, got {type(name).__name__}")
         if name not in self.vocabularies:
             available = sorted(self.vocabularies)
             close = difflib.get_close_matches(name, available, n=1)
@@ -324,24 +571,89 @@ class Registry:
                 f"no vocabulary named {name!r}.{hint} Available: {', '.join(available) or '(none)'}"
             )
         if name not in self._loaded_vocabularies:
-            vocab = self.vocabularies[name].loader()
-            if not isinstance(vocab, Vocabulary):
-                raise PluginError(
-                    f"vocabulary {name!r} from plugin {self.vocabularies[name].plugin!r} did not load a Vocabulary"
-                )
+            spec = self.vocabularies[name]
+            origin = self.origin(spec.plugin)
+            target = Target(f"vocabulary {name!r}", origin, f"use another vocabulary, or block the plugin with --disable-plugin {origin.plugin}")
+            vocab = boundary.check_vocabulary(target, boundary.call(target, "its loader()", spec.loader), "its loader()")
             self._loaded_vocabularies[name] = vocab
         return self._loaded_vocabularies[name]
 
     def parse_vocabulary(self, classes: str = "", stuff: str = "", things: str = "") -> Vocabulary:
-        """Ask the ``parse_vocabulary`` hooks to turn typed names into a vocabulary."""
-        result = self.pm.hook.parse_vocabulary(classes=classes, stuff=stuff, things=things)
-        if result is None:
-            raise VocabularyError(
-                "no enabled plugin could parse the class list (is the built-in 'vocabularies' plugin disabled?)"
+        """Turn typed names into a vocabulary, by the documented precedence rule.
+
+        1. A class list starting with a prefix registered through ``register_vocabulary_parsers``
+           goes to that parser (the longest matching prefix wins; a prefix registered by two
+           plugins is refused, naming both).
+        2. Otherwise every ``parse_vocabulary`` implementation not marked ``trylast`` is asked; one
+           may claim the input (two claims are refused, naming both plugins).
+        3. Otherwise the ``trylast`` implementations (the built-in comma/``|`` parser) are asked in
+           turn.
+
+        :raises VocabularyError: the input is invalid, or nothing can parse it.
+        :raises PluginError: two plugins claim the input, or a parser broke its contract.
+        """
+        for what, value in (("classes", classes), ("stuff", stuff), ("things", things)):
+            if not isinstance(value, str):
+                raise VocabularyError(f"{what} must be a string of comma-separated names, got {type(value).__name__}")
+        text = classes.strip()
+        matches = [prefix for prefix in self.vocabulary_parsers if text.startswith(prefix)]
+        if matches:
+            prefix = max(matches, key=len)
+            specs = self.vocabulary_parsers[prefix]
+            if len(specs) > 1:
+                names = " and ".join(repr(s.plugin) for s in specs)
+                raise PluginError(
+                    f"class lists starting with {prefix!r} are claimed by plugins {names}: block all but one "
+                    f"(--disable-plugin {specs[-1].plugin})"
+                )
+            spec = specs[0]
+            origin = self.origin(spec.plugin)
+            target = Target(f"vocabulary parser {prefix!r}", origin, f"block the plugin with --disable-plugin {origin.plugin}")
+            call_name = f"parser({text[len(prefix):].strip()[:40]!r}, stuff, things)"
+            result = boundary.call(target, call_name, spec.parser, text[len(prefix) :].strip(), stuff, things)
+            return boundary.check_vocabulary(target, result, call_name)
+        impls = self.pm.hook.parse_vocabulary.get_hookimpls()
+        main = sorted((i for i in impls if not i.trylast), key=lambda i: i.plugin_name)
+        fallback = [i for i in reversed(impls) if i.trylast]
+        claims: list[tuple[str, Vocabulary]] = []
+        for impl in main:
+            vocab = self._ask_parser(impl, classes, stuff, things)
+            if vocab is not None:
+                claims.append((impl.plugin_name, vocab))
+        if len(claims) > 1:
+            names = " and ".join(repr(n) for n, _ in claims)
+            raise PluginError(
+                f"the class list {text[:40]!r} is claimed by the parse_vocabulary hooks of plugins {names}; a parser must "
+                f"return None for input that is not its own. Block all but one (--disable-plugin {claims[-1][0]})"
             )
-        if not isinstance(result, Vocabulary):
-            raise PluginError(f"a parse_vocabulary hook returned {type(result).__name__}, not a Vocabulary")
-        return result
+        if claims:
+            return claims[0][1]
+        for impl in fallback:
+            vocab = self._ask_parser(impl, classes, stuff, things)
+            if vocab is not None:
+                return vocab
+        raise VocabularyError(
+            "no enabled plugin could parse the class list (is the built-in 'vocabularies' plugin disabled?)"
+        )
+
+    def _ask_parser(self, impl: Any, classes: str, stuff: str, things: str) -> Vocabulary | None:
+        target = Target.hook("parse_vocabulary", self.origin(impl.plugin_name))
+        result = boundary.call(target, "parse_vocabulary()", _call_impl, impl, classes=classes, stuff=stuff, things=things)
+        return None if result is None else boundary.check_vocabulary(target, result, "parse_vocabulary()")
+
+    def image_segmented(self, source: str, result: Any, timings: Mapping[str, float]) -> None:
+        """Tell every ``image_segmented`` observer; an observer that raises is logged as a warning
+        (naming the plugin) and the others still run: observers never stop a run."""
+        for impl in self.pm.hook.image_segmented.get_hookimpls():
+            try:
+                _call_impl(impl, source=source, result=result, timings=timings)
+            except Exception as exc:  # noqa: BLE001 - observers are best effort by contract
+                log.warning(
+                    "image_segmented observer of %s raised %s: %s (ignored; the run goes on)",
+                    self.origin(impl.plugin_name).describe(),
+                    type(exc).__name__,
+                    exc,
+                )
 
     def plugins(self) -> list[PluginInfo]:
         """One :class:`PluginInfo` per plugin, registered or blocked, sorted by name."""
@@ -353,6 +665,9 @@ class Registry:
             provided.setdefault(spec.plugin, []).append(f"vocabulary: {spec.name}")
         for name, (_, _, plugin) in self.prompt_templates.items():
             provided.setdefault(plugin, []).append(f"prompt templates: {name}")
+        for prefix, pspecs in self.vocabulary_parsers.items():
+            for pspec in pspecs:
+                provided.setdefault(pspec.plugin, []).append(f"vocabulary parser: {prefix}")
         infos = []
         names = set(self.pm.origins) | {n for n, _ in self.pm.list_name_plugin() if n is not None}
         for name in sorted(names):
@@ -368,6 +683,9 @@ class Registry:
                     hooks=tuple(hooks),
                     components=tuple(sorted(provided.get(name, []))),
                     blocked=self.pm.is_blocked(name),
+                    problem=self.problems.get(name, ""),
                 )
             )
-        return infos
+        for origin in self.pm.skipped:
+            infos.append(PluginInfo(origin.plugin, origin.distribution, origin.version, origin.builtin, (), (), blocked=True))
+        return sorted(infos, key=lambda i: (i.name, i.distribution))

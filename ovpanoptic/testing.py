@@ -7,7 +7,13 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
   ``make_registry`` (a :class:`~ovpanoptic.plugins.Registry` over ``ovpanoptic_pm``),
   ``shapes_image`` (a small RGB image with known shapes);
 * conformance checks third-party components should pass: :func:`check_proposal_generator`,
-  :func:`check_classifier`, :func:`check_fuser`, :func:`check_exporter`;
+  :func:`check_classifier`, :func:`check_fuser`, :func:`check_exporter`, and :func:`check_plugin`,
+  which registers a plugin with the product's start-up checks, builds each of its components
+  through its registered factory and default config, and runs the matching check. They call the
+  components exactly as the pipeline does (read-only images, a ``progress`` callback) and validate
+  results with the pipeline's own validators (:mod:`ovpanoptic.boundary`), so a component that
+  passes here is not rejected by the product, and a fault raises the same
+  :class:`~ovpanoptic.errors.ComponentError` with the same message;
 * small deterministic components (:class:`TilesGenerator`, :class:`CyclingClassifier`,
   :class:`PaintFuser`, :class:`SummaryJSONExporter`) and :class:`FakeComponentsPlugin`, which
   registers them under the names ``tiles``, ``cycling``, ``paint`` and ``fake-json``.
@@ -16,30 +22,38 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from . import boundary
 from .atomic import atomic_write_bytes
-from .components import ComponentContext, Progress, RegisterComponent
+from .boundary import Origin, Target, readonly_image
+from .components import KINDS, ComponentContext, Progress, RegisterComponent
+from .config import build_dataclass
 from .constants import VOID_ID
+from .errors import ComponentError
 from .hookspecs import hookimpl
-from .plugins import OvpanopticPluginManager, Registry, make_plugin_manager
-from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary
+from .plugins import OvpanopticPluginManager, Registry, check_hooks, make_plugin_manager, register_plugin_object
+from .types import Category, ClassScores, PanopticResult, ProposalSet, Vocabulary
 
 __all__ = [
+    "BuiltComponent",
     "CyclingClassifier",
     "FakeComponentsPlugin",
     "PaintFuser",
     "SummaryJSONExporter",
     "TilesGenerator",
+    "build_component",
     "check_classifier",
     "check_exporter",
     "check_fuser",
+    "check_plugin",
     "check_proposal_generator",
     "make_shapes_image",
     "matched_ious",
@@ -221,46 +235,183 @@ def matched_ious(a: np.ndarray, b: np.ndarray) -> list[float]:
 
 
 
+@dataclass(frozen=True)
+class BuiltComponent:
+    """A component built through its registered factory, with the identity used in messages."""
+
+    obj: Any
+    target: Target
+    kind: str
+
+
+def build_component(
+    registry: Registry,
+    kind: str,
+    name: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    context: ComponentContext | None = None,
+) -> BuiltComponent:
+    """Build a registered component the way the pipeline does: its config dataclass filled from
+    ``options`` (a config table, validated like a preset's), then its factory, then the Protocol
+    checks of :func:`ovpanoptic.boundary.build_component`.
+
+    :raises ConfigError: ``options`` do not fit the component's config dataclass.
+    :raises ComponentError: the factory raised or built an object that breaks the Protocol.
+    """
+    spec = registry.component(kind, name)
+    config = build_dataclass(spec.config_class, dict(options or {}), f"{kind}.{name}")
+    ctx = context or ComponentContext(device="cpu", cache_dir=Path(tempfile.gettempdir()) / "ovpanoptic-testing")
+    origin = registry.origin(spec.plugin)
+    return BuiltComponent(boundary.build_component(spec, config, ctx, origin), Target.component(spec, origin), kind)
+
+
+def _unwrap(component: Any, kind: str) -> tuple[Any, Target]:
+    if isinstance(component, BuiltComponent):
+        return component.obj, component.target
+    name = type(component).__name__
+    return component, Target(f"{KINDS[kind]} {name!r}", Origin("(under test)"), "fix the component")
+
+
+@dataclass
+class ProgressRecorder:
+    """A ``progress`` callback that records its calls and checks their arguments."""
+
+    target: Target
+    calls: list[tuple[str, int, int]] = field(default_factory=list)
+
+    def __call__(self, message: str, done: int, total: int) -> None:
+        ok = (
+            isinstance(message, str)
+            and isinstance(done, (int, np.integer))
+            and isinstance(total, (int, np.integer))
+            and done >= 0
+            and total >= 0
+            and (total == 0 or done <= total)
+        )
+        if not ok:
+            raise self.target.error(
+                "generate()",
+                f"it called progress({message!r}, {done!r}, {total!r})",
+                "Call progress(message: str, done: int, total: int) with 0 <= done <= total (total 0 if unknown)",
+            )
+        self.calls.append((message, int(done), int(total)))
+
+
 def check_proposal_generator(generator: Any, image: np.ndarray) -> ProposalSet:
-    """Check a generator's contract on ``image``; returns its proposals."""
-    proposals = generator.generate(image)
-    assert isinstance(proposals, ProposalSet), f"generate() returned {type(proposals).__name__}"
-    assert proposals.image_size == image.shape[:2], "masks must be at the image's size"
-    assert (proposals.areas > 0).all(), "proposals must not be empty masks"
-    expected = ProposalSet.from_masks(np.asarray(proposals.masks)).boxes_xyxy
-    assert np.allclose(proposals.boxes_xyxy, expected, atol=1.0), "boxes must be the masks' tight XYXY boxes"
-    return proposals
+    """Check a generator's contract on ``image`` as the pipeline calls it; returns its proposals.
+
+    ``generator`` is a component object or a :class:`BuiltComponent`. It gets a read-only view of
+    the image and a ``progress`` callback (whose arguments are checked).
+
+    :raises ComponentError: the same error, with the same message, as the pipeline would raise.
+    """
+    obj, target = _unwrap(generator, "proposal_generator")
+    progress = ProgressRecorder(target)
+    proposals = boundary.call(target, "generate()", obj.generate, readonly_image(np.asarray(image)), progress=progress)
+    return boundary.check_proposals(target, proposals, image.shape[:2])
 
 
 def check_classifier(classifier: Any, image: np.ndarray, proposals: ProposalSet, vocabulary: Vocabulary) -> ClassScores:
-    """Check a classifier's contract; returns its scores."""
-    prepared = classifier.prepare(image, proposals)
-    scores = classifier.score(prepared, vocabulary)
-    assert isinstance(scores, ClassScores), f"score() returned {type(scores).__name__}"
-    assert scores.probs.shape == (len(proposals), len(vocabulary))
-    assert scores.category_ids == vocabulary.ids, "columns must follow the vocabulary's order"
-    again = classifier.score(prepared, vocabulary)
-    assert np.allclose(again.probs, scores.probs), "score() must be deterministic for the same input"
+    """Check a classifier's contract; returns its scores for ``vocabulary``.
+
+    Also scores the same prepared features against a second vocabulary (the pipeline re-queries an
+    image that way) and checks that scoring is deterministic.
+
+    :raises ComponentError: as the pipeline would raise.
+    """
+    obj, target = _unwrap(classifier, "classifier")
+    prepared = boundary.call(target, "prepare()", obj.prepare, readonly_image(np.asarray(image)), proposals)
+    scores = boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, vocabulary), len(proposals), vocabulary)
+    other = Vocabulary((Category(7, "zebra crossing", False), Category(11, "lamp post", True)), name="second")
+    boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, other), len(proposals), other)
+    again = boundary.call(target, "score()", obj.score, prepared, vocabulary)
+    if not np.allclose(again.probs, scores.probs):
+        raise target.error("score()", "scoring the same features twice gave different probs", "score() is deterministic")
     return scores
 
 
 def check_fuser(fuser: Any, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
-    """Check a fuser's contract; returns its result."""
-    result = fuser.fuse(proposals, scores, vocabulary)
-    assert isinstance(result, PanopticResult), f"fuse() returned {type(result).__name__}"
-    assert result.image_size == proposals.image_size
-    return result
+    """Check a fuser's contract; returns its result.
+
+    :raises ComponentError: as the pipeline would raise.
+    """
+    obj, target = _unwrap(fuser, "fuser")
+    result = boundary.call(target, "fuse()", obj.fuse, proposals, scores, vocabulary)
+    return boundary.check_result(target, result, vocabulary, proposals.image_size)
 
 
 def check_exporter(exporter: Any, result: PanopticResult, image: np.ndarray, outdir: Path) -> list[Path]:
-    """Check an exporter writes the files it reports, and no temporary files are left."""
-    paths = [Path(p) for p in exporter.export(result, image, outdir, "check")]
-    assert paths, "export() must return the written paths"
-    for p in paths:
-        assert p.is_file() and p.stat().st_size > 0, f"{p} was not written"
-    leftovers = [p for p in Path(outdir).iterdir() if p.name.endswith(".tmp")]
-    assert not leftovers, f"temporary files left behind: {leftovers}"
+    """Check an exporter: it writes the non-empty files it reports, inside ``outdir``, and leaves
+    no temporary files. It gets a read-only view of the image.
+
+    :raises ComponentError: as the pipeline would raise.
+    """
+    obj, target = _unwrap(exporter, "exporter")
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    paths = boundary.check_export(
+        target, boundary.call(target, "export()", obj.export, result, readonly_image(np.asarray(image)), outdir, "check"), outdir
+    )
+    if not paths:
+        raise target.error("export()", "it returned no paths", "export() returns the paths it wrote")
+    empty = [p for p in paths if p.stat().st_size == 0]
+    if empty:
+        raise target.error("export()", f"it wrote an empty file {empty[0]}", "Write whole files")
+    leftovers = [p for p in outdir.rglob("*") if p.name.endswith(".tmp")]
+    if leftovers:
+        raise target.error("export()", f"it left temporary files behind: {leftovers[:3]}", "Write atomically (ovpanoptic.atomic)")
     return paths
+
+
+def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: np.ndarray | None = None) -> dict[str, list[str]]:
+    """Check a whole plugin as the product would load and use it.
+
+    Registers ``plugin`` beside the built-ins with the start-up checks of
+    :func:`~ovpanoptic.plugins.make_plugin_manager` (unknown or unmarked hooks, API version, clean
+    ``register`` calls), builds each component it registers through its factory and default config,
+    and runs the matching ``check_*`` on :func:`make_shapes_image` (the kit's deterministic
+    components supply the other stages). Named vocabularies are loaded.
+
+    :return: ``{kind: [checked component names]}`` (``"vocabulary"`` for vocabularies).
+    :raises PluginError: a start-up fault. :raises ComponentError: a component fault.
+    """
+    plugin_name = name or (type(plugin).__name__ if not isinstance(plugin, type) else plugin.__name__)
+    if hasattr(plugin, "__name__") and not isinstance(plugin, type) and name is None:
+        plugin_name = str(plugin.__name__).split(".")[0]
+    pm = make_plugin_manager(entry_points=False, env={})
+    if pm.is_registered(plugin):  # a built-in plugin module
+        plugin_name = pm.get_name(plugin) or plugin_name
+    else:
+        register_plugin_object(pm, plugin, Origin(plugin_name))
+        check_hooks(pm)
+    registry = Registry(pm)
+    img = make_shapes_image() if image is None else image
+    vocab = Vocabulary(
+        (Category(1, "square", True), Category(2, "bar", False), Category(3, "background", False)), name="kit"
+    )
+    checked: dict[str, list[str]] = {}
+    own = {kind: sorted(n for n, s in specs.items() if s.plugin == plugin_name) for kind, specs in registry.components.items()}
+    proposals = check_proposal_generator(TilesGenerator(), img)
+    scores = check_classifier(CyclingClassifier(), img, proposals, vocab)
+    for comp in own["proposal_generator"]:
+        check_proposal_generator(build_component(registry, "proposal_generator", comp), img)
+    for comp in own["classifier"]:
+        check_classifier(build_component(registry, "classifier", comp), img, proposals, vocab)
+    result = check_fuser(PaintFuser(), proposals, scores, vocab)
+    for comp in own["fuser"]:
+        check_fuser(build_component(registry, "fuser", comp), proposals, scores, vocab)
+    for comp in own["exporter"]:
+        check_exporter(build_component(registry, "exporter", comp), result, img, Path(outdir) / comp)
+    for kind, names in own.items():
+        if names:
+            checked[kind] = names
+    vocabularies = sorted(n for n, s in registry.vocabularies.items() if s.plugin == plugin_name)
+    for vname in vocabularies:
+        registry.vocabulary(vname)
+    if vocabularies:
+        checked["vocabulary"] = vocabularies
+    return checked
 
 
 # -- fixtures --------------------------------------------------------------------------------
@@ -274,11 +425,13 @@ def ovpanoptic_pm() -> OvpanopticPluginManager:
 
 @pytest.fixture
 def register_plugin(ovpanoptic_pm: OvpanopticPluginManager) -> Iterator[Callable[..., Any]]:
-    """``register_plugin(obj, name=None)`` registers on ``ovpanoptic_pm`` for this test only."""
+    """``register_plugin(obj, name=None)`` registers on ``ovpanoptic_pm`` for this test only, with
+    the product's start-up checks (API version, unmarked hooks, a class instead of an instance)."""
     registered: list[Any] = []
 
     def register(plugin: Any, name: str | None = None) -> Any:
-        ovpanoptic_pm.register(plugin, name=name)
+        default = plugin.__name__ if isinstance(plugin, type) else type(plugin).__name__
+        register_plugin_object(ovpanoptic_pm, plugin, Origin(name or default))
         registered.append(plugin)
         return plugin
 
@@ -290,8 +443,14 @@ def register_plugin(ovpanoptic_pm: OvpanopticPluginManager) -> Iterator[Callable
 
 @pytest.fixture
 def make_registry(ovpanoptic_pm: OvpanopticPluginManager) -> Callable[[], Registry]:
-    """``make_registry()`` collects the components of ``ovpanoptic_pm``'s current plugins."""
-    return lambda: Registry(ovpanoptic_pm)
+    """``make_registry()`` collects the components of ``ovpanoptic_pm``'s current plugins, after
+    the same start-up checks as the product (``check_pending()`` with the closest hook name)."""
+
+    def make() -> Registry:
+        check_hooks(ovpanoptic_pm)
+        return Registry(ovpanoptic_pm)
+
+    return make
 
 
 @pytest.fixture

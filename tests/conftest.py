@@ -43,13 +43,21 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def faulty_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where the faulty plugin (one mistake per entry point) and the fakes are pip-installed."""
+    target = tmp_path_factory.mktemp("faulty-site")
+    _pip_install_target(target, DATA / "faulty_plugin", DATA / "fake_components")
+    return target
+
+
 def _activate(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     before = set(sys.modules)
     yield site
     for name in set(sys.modules) - before:
-        if name.startswith(("ovpanoptic_example", "ovpanoptic_fakes", "ovpanoptic_broken")):
+        if name.startswith(("ovpanoptic_example", "ovpanoptic_fakes", "ovpanoptic_broken", "ovpanoptic_faulty")):
             del sys.modules[name]
 
 
@@ -63,6 +71,22 @@ def with_plugins(plugin_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 def with_broken_plugin(broken_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """Make the broken plugin visible to this test."""
     yield from _activate(broken_site, monkeypatch)
+
+
+@pytest.fixture
+def with_faulty_plugin(faulty_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make the faulty plugin visible to this test, with every start-up fault blocked (tests
+    unblock the one they exercise through ``OVPANOPTIC_DISABLE_PLUGINS``)."""
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", ",".join(FAULTY_STARTUP))
+    yield from _activate(faulty_site, monkeypatch)
+
+
+#: The faulty plugin's entry points that break start-up (blocked unless a test is about one of them).
+FAULTY_STARTUP = (
+    "faulty-raises", "faulty-positional", "faulty-keyword", "faulty-config-instance", "faulty-twice", "faulty-class",
+    "faulty-unmarked", "faulty-api", "faulty-vocabulary-loader", "faulty-at-a", "faulty-at-b", "faulty-greedy-a",
+    "faulty-greedy-b", "faulty-observer", "ovpanoptic-faulty:clip",
+)
 
 
 @pytest.fixture

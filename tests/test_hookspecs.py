@@ -101,7 +101,7 @@ def test_hook_register_prompt_templates():
 
     with pytest.raises(PluginError, match="prompt templates 'broken' must be a non-empty list of strings with exactly one"):
         registry_with(Bad())
-    with pytest.raises(PluginError, match="prompt templates 'plain' are registered by two plugins"):
+    with pytest.raises(PluginError, match="prompt-template set 'plain' is registered by two plugins: 'Templates' and 'Templates2'. Disable one with --disable-plugin Templates2"):
         registry_with(Templates(), type("Templates2", (Templates,), {})())
 
 

@@ -108,7 +108,7 @@ def test_component_that_breaks_the_protocol_is_reported():
 
     reg = registry_with(FakeComponentsPlugin(), Bad())
     pipe = Pipeline(Config.from_dict({"pipeline": {**FAKES, "fuser": "bad"}}), registry=reg, device="cpu")
-    with pytest.raises(PluginError, match="fuser 'bad' from plugin 'Bad' built a object, which lacks fuse"):
+    with pytest.raises(PluginError, match=r"^fuser 'bad' from plugin 'Bad' \(registered in code\) failed in its factory: the factory built a 'object' object, which has no fuse\(\). A fuser must have fuse\(proposals, scores, vocabulary\). This is a fault in the plugin: report it to its authors; meanwhile choose another fuser with --set pipeline.fuser=NAME, or block the plugin with --disable-plugin Bad$"):
         pipe.component("fuser")
 
 

@@ -84,8 +84,8 @@ def test_entry_point_plugins_are_loaded_with_their_distribution(with_plugins):
     infos = {p.name: p for p in reg.plugins()}
     assert infos["example"].distribution == "ovpanoptic-example"
     assert infos["example"].version == "0.1.0"
-    assert infos["example"].hooks == ("parse_vocabulary", "register_exporters")
-    assert infos["example"].components == ("exporter: segments-csv",)
+    assert infos["example"].hooks == ("register_exporters", "register_vocabulary_parsers")
+    assert infos["example"].components == ("exporter: segments-csv", "vocabulary parser: @")
     assert infos["fakes"].components == (
         "classifier: cycling", "exporter: fake-json", "fuser: paint", "proposal generator: tiles",
     )

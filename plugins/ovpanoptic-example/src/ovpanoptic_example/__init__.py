@@ -13,16 +13,18 @@ from ovpanoptic.atomic import atomic_write_text
 from ovpanoptic.errors import VocabularyError
 from ovpanoptic.vocabulary import build_vocabulary
 
+#: The plugin API this plugin is written for (checked when ovpanoptic loads it).
+OVPANOPTIC_PLUGIN_API = "1.0"
+
 STUFF_MARKER = "[stuff]"
 
 
-@hookimpl
-def parse_vocabulary(classes: str, stuff: str, things: str) -> Vocabulary | None:
-    """Claim ``@path`` class lists; decline anything else."""
-    spec = classes.strip()
-    if not spec.startswith("@"):
-        return None
-    path = Path(spec[1:]).expanduser()
+def parse_class_file(text: str, stuff: str, things: str) -> Vocabulary:
+    """Read the class file named by ``text`` (what followed ``@``): one class per line, ``#``
+    comments, a ``[stuff]`` line before the stuff classes."""
+    if not text:
+        raise VocabularyError("'@' must be followed by the path of a class file, e.g. --classes @classes.txt")
+    path = Path(text).expanduser()
     try:
         lines = path.read_text("utf-8").splitlines()
     except OSError as exc:
@@ -42,6 +44,12 @@ def parse_vocabulary(classes: str, stuff: str, things: str) -> Vocabulary | None
         raise VocabularyError(f"class file {path} lists no classes (one per line, '#' for comments)")
     extra_stuff = ", ".join(s for s in (stuff, ", ".join(flagged_stuff)) if s.strip())
     return build_vocabulary(", ".join(listed), extra_stuff, things, name=path.stem)
+
+
+@hookimpl
+def register_vocabulary_parsers(register) -> None:  # type: ignore[no-untyped-def]
+    """Class lists starting with ``@`` are class files (and nothing else is claimed)."""
+    register("@", parse_class_file, description="@FILE: one class per line, [stuff] before stuff classes")
 
 
 class SegmentsCSVExporter:

@@ -1,0 +1,397 @@
+"""The plugin boundary: every call from the core into plugin code, and every check of what comes back.
+
+The pipeline, the registry, the CLI, the demo and the :mod:`ovpanoptic.testing` kit all go through
+this module, so the product and the kit can never disagree about what a plugin may do.
+
+* :func:`call` runs one call into plugin code (a hook, a factory, ``generate``, ``prepare``,
+  ``score``, ``fuse``, ``export``, a vocabulary loader or parser). An exception that is not an
+  :class:`~ovpanoptic.errors.OvpanopticError` (those carry their own message and fix) becomes a
+  :class:`~ovpanoptic.errors.ComponentError` naming the plugin (name and distribution), the
+  component, the call and the fix.
+* ``check_*`` validate what crossed the boundary against the documented contract (types, shapes,
+  dtypes, finiteness, ranges, ids, vocabulary identity, sizes, written paths) and raise the same
+  :class:`~ovpanoptic.errors.ComponentError` when it is broken.
+* :func:`readonly_image` is the one rule for images handed to components: a read-only view, so a
+  component can never change the caller's array (copy it with ``np.array(image)`` to modify it).
+
+This module may import :mod:`ovpanoptic.types`, :mod:`ovpanoptic.components` and
+:mod:`ovpanoptic.errors`; it imports no plugin code and no model code.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .components import KINDS, ComponentContext, ComponentSpec
+from .errors import ComponentError, OvpanopticError, PluginError
+from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary, masks_to_boxes_xyxy
+
+__all__ = [
+    "BoxTolerance",
+    "Origin",
+    "OutputLedger",
+    "Target",
+    "build_component",
+    "call",
+    "check_export",
+    "check_proposals",
+    "check_result",
+    "check_scores",
+    "check_vocabulary",
+    "readonly_image",
+]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Proposal boxes may be off the masks' tight boxes by at most this many pixels on any side.
+BoxTolerance: float = 1.0
+
+#: What each component kind must offer: method -> (arguments bound to check its signature, text).
+_METHODS: dict[str, dict[str, tuple[tuple[tuple[Any, ...], dict[str, Any]], str]]] = {
+    "proposal_generator": {"generate": (((None,), {"progress": None}), "generate(image, *, progress=None)")},
+    "classifier": {
+        "prepare": (((None, None), {}), "prepare(image, proposals)"),
+        "score": (((None, None), {}), "score(prepared, vocabulary)"),
+    },
+    "fuser": {"fuse": (((None, None, None), {}), "fuse(proposals, scores, vocabulary)")},
+    "exporter": {"export": (((None, None, None, None), {}), "export(result, image, outdir, stem)")},
+}
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Where a plugin comes from.
+
+    :param plugin: the plugin's name (its entry-point name, or the name it was registered under).
+    :param distribution: the installed distribution that provides it.
+    :param version: that distribution's version.
+    :param builtin: ``True`` for the plugins shipped in ``ovpanoptic.builtins``.
+    """
+
+    plugin: str
+    distribution: str = "(registered in code)"
+    version: str = ""
+    builtin: bool = False
+
+    def describe(self) -> str:
+        """``plugin 'x' (distribution ovpanoptic-x 1.0)`` or ``built-in plugin 'sam2'``."""
+        if self.builtin:
+            return f"built-in plugin {self.plugin!r}"
+        if self.distribution == Origin.distribution:
+            return f"plugin {self.plugin!r} {self.distribution}"
+        dist = f"{self.distribution} {self.version}".strip()
+        return f"plugin {self.plugin!r} (distribution {dist})"
+
+
+@dataclass(frozen=True)
+class Target:
+    """The plugin code a call goes to, for messages.
+
+    :param what: the component or hook, e.g. ``"proposal generator 'tiles'"`` or
+        ``"hook register_fusers"``.
+    :param origin: the plugin providing it.
+    :param fix: what the user can do meanwhile (``--disable-plugin NAME``, another component).
+    """
+
+    what: str
+    origin: Origin
+    fix: str
+
+    @classmethod
+    def component(cls, spec: ComponentSpec, origin: Origin) -> Target:
+        """The target for a registered component (the fix names the config key or ``--format``)."""
+        kind = KINDS[spec.kind]
+        if spec.kind == "exporter":
+            other = f"leave out --format {spec.name}"
+        else:
+            other = f"choose another {kind} with --set pipeline.{spec.kind}=NAME"
+        return cls(f"{kind} {spec.name!r}", origin, f"{other}, or block the plugin with --disable-plugin {origin.plugin}")
+
+    @classmethod
+    def hook(cls, hook_name: str, origin: Origin) -> Target:
+        """The target for one plugin's implementation of a hook."""
+        return cls(f"hook {hook_name}", origin, f"block the plugin with --disable-plugin {origin.plugin}")
+
+    def error(self, call_name: str, problem: str, rule: str = "") -> ComponentError:
+        """A :class:`ComponentError` for this target: the problem, the contract rule and the fix."""
+        rule_text = f" {rule.rstrip('.')}." if rule else ""
+        message = (
+            f"{self.what} from {self.origin.describe()} failed in {call_name}: {problem.rstrip('.')}.{rule_text} "
+            f"This is a fault in the plugin: report it to its authors; meanwhile {self.fix}"
+        )
+        return ComponentError(message, plugin=self.origin.plugin, component=self.what, call=call_name)
+
+
+def _exception_text(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def call(target: Target, call_name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call plugin code; turn an unexpected exception into a :class:`ComponentError`.
+
+    :param target: who is called (for the message).
+    :param call_name: the call as users read it, e.g. ``"generate()"``.
+    :raises OvpanopticError: re-raised unchanged: errors ovpanoptic defines carry their own fix
+        (missing weights, a bad vocabulary file, an unreadable image, ...).
+    :raises ComponentError: any other exception (or ``SystemExit``) raised by the plugin code.
+    """
+    try:
+        return fn(*args, **kwargs)
+    except OvpanopticError:
+        raise
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - foreign code: every failure is reported
+        rule = ""
+        if isinstance(exc, ValueError) and "read-only" in str(exc):
+            rule = "Images, masks and scores handed to components are read-only: copy before changing them (np.array(image))"
+        raise target.error(call_name, f"raised {_exception_text(exc)}", rule) from exc
+
+
+def readonly_image(image: np.ndarray) -> np.ndarray:
+    """A read-only view of ``image`` (the caller's array keeps its own flags and data).
+
+    Every image handed to a component is such a view: components must not change their inputs.
+    """
+    view = image.view()
+    view.flags.writeable = False
+    return view
+
+
+# -- building components ----------------------------------------------------------------------
+
+
+def _check_methods(target: Target, kind: str, obj: Any) -> None:
+    for method, ((args, kwargs), text) in _METHODS[kind].items():
+        fn = getattr(obj, method, None)
+        if not callable(fn):
+            raise target.error("its factory", f"the factory built a {type(obj).__qualname__!r} object, which has no {method}()", f"A {KINDS[kind]} must have {text}")
+        try:
+            signature = inspect.signature(fn)
+        except (TypeError, ValueError):  # builtins without signatures: trust them
+            continue
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise target.error(
+                "its factory",
+                f"{type(obj).__name__}.{method}{signature} cannot be called as {text} ({exc})",
+                f"A {KINDS[kind]} must accept {text}",
+            ) from None
+
+
+def build_component(spec: ComponentSpec, config: Any, context: ComponentContext, origin: Origin) -> Any:
+    """Build a component through its registered factory, then check the object it built.
+
+    :param spec: the registered component.
+    :param config: an instance of ``spec.config_class`` (see :meth:`ovpanoptic.config.Config.component_config`).
+    :param context: the runtime context handed to the factory.
+    :raises ComponentError: the factory raised, or the object lacks a method of its kind's
+        Protocol or takes other arguments than the Protocol passes.
+    """
+    target = Target.component(spec, origin)
+    obj = call(target, f"its factory {getattr(spec.factory, '__qualname__', repr(spec.factory))}(config, context)", spec.factory, config, context)
+    if obj is None:
+        raise target.error("its factory", "the factory returned None", "A factory returns the built component")
+    _check_methods(target, spec.kind, obj)
+    return obj
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+def _shape(value: Any) -> str:
+    return f"{getattr(value, 'shape', None)} {getattr(value, 'dtype', type(value).__name__)}"
+
+
+def check_proposals(target: Target, value: Any, image_size: tuple[int, int], call_name: str = "generate()") -> ProposalSet:
+    """Check what ``generate()`` returned for an image of ``image_size`` ``(H, W)``.
+
+    The contract: a :class:`ProposalSet` whose ``masks`` are ``(N, H, W)`` bool at the image's
+    size, none empty, ``boxes_xyxy`` the masks' tight boxes (within :data:`BoxTolerance` px),
+    ``scores`` ``(N,)`` finite float32.
+
+    :raises ComponentError: naming the first broken rule.
+    """
+    rule = "generate() returns a ProposalSet (ProposalSet.from_masks(masks, scores) builds one)"
+    if not isinstance(value, ProposalSet):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not a ProposalSet", rule)
+    m = value.masks
+    if not isinstance(m, np.ndarray) or m.ndim != 3 or m.dtype != np.bool_:
+        raise target.error(call_name, f"masks are {_shape(m)}, not (N, H, W) bool", rule)
+    if value.image_size != tuple(image_size):
+        raise target.error(
+            call_name,
+            f"masks are {value.image_size[0]}x{value.image_size[1]} for an image of {image_size[0]}x{image_size[1]}",
+            "Masks must be at the size of the image passed to generate()",
+        )
+    s = value.scores
+    if not isinstance(s, np.ndarray) or s.shape != (len(value),) or s.dtype != np.float32 or not np.isfinite(s).all():
+        raise target.error(call_name, f"scores are {_shape(s)} (finite: {bool(np.isfinite(s).all())})", "Scores are (N,) finite float32")
+    if len(value):
+        empty = np.flatnonzero(value.areas == 0)
+        if len(empty):
+            raise target.error(call_name, f"{len(empty)} of {len(value)} masks are empty (first: {int(empty[0])})", "Drop empty masks")
+        tight = masks_to_boxes_xyxy(value.masks)
+        off = np.abs(value.boxes_xyxy - tight).max(axis=1)
+        bad = np.flatnonzero(off > BoxTolerance)
+        if len(bad):
+            i = int(bad[0])
+            raise target.error(
+                call_name,
+                f"box {i} is {value.boxes_xyxy[i].tolist()} but its mask's tight box is {tight[i].tolist()}",
+                "boxes_xyxy are the masks' tight XYXY boxes, max side exclusive (ProposalSet.from_masks computes them)",
+            )
+    return value
+
+
+def check_scores(target: Target, value: Any, n_proposals: int, vocabulary: Vocabulary, call_name: str = "score()") -> ClassScores:
+    """Check what ``score()`` returned for ``n_proposals`` proposals and ``vocabulary``.
+
+    The contract: :class:`ClassScores` with one row per proposal and one column per category in
+    vocabulary order (``category_ids == vocabulary.ids``); ``probs`` float32, finite, >= 0, rows
+    summing to at most 1; ``logits`` float32 without NaN or +inf.
+
+    :raises ComponentError: naming the first broken rule.
+    """
+    rule = "score() returns ClassScores(logits, probs, category_ids=vocabulary.ids)"
+    if not isinstance(value, ClassScores):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not ClassScores", rule)
+    if len(value) != n_proposals:
+        raise target.error(call_name, f"it returned {len(value)} rows for {n_proposals} proposals", "One row per proposal, in order")
+    if value.category_ids != vocabulary.ids:
+        raise target.error(
+            call_name,
+            f"its columns are categories {list(value.category_ids[:8])}, the vocabulary's are {list(vocabulary.ids[:8])}",
+            "One column per category, in vocabulary order",
+        )
+    for name in ("logits", "probs"):
+        arr = getattr(value, name)
+        if arr.dtype != np.float32 or arr.shape != (n_proposals, len(vocabulary)):
+            raise target.error(call_name, f"{name} are {_shape(arr)}", f"{name} are ({n_proposals}, {len(vocabulary)}) float32")
+    p = value.probs
+    if p.size and (not np.isfinite(p).all() or p.min() < 0 or (p.sum(axis=1) > 1 + 1e-4).any()):
+        raise target.error(call_name, "probs are not finite, negative, or a row sums above 1", "probs are finite, >= 0, each row sums to <= 1")
+    lg = value.logits
+    if lg.size and (np.isnan(lg).any() or np.isposinf(lg).any()):
+        raise target.error(call_name, "logits contain NaN or +inf", "logits are finite (or -inf for impossible classes)")
+    return value
+
+
+def check_result(target: Target, value: Any, vocabulary: Vocabulary, image_size: tuple[int, int], call_name: str = "fuse()") -> PanopticResult:
+    """Check what ``fuse()`` returned: a :class:`PanopticResult` at ``image_size`` over ``vocabulary``.
+
+    :class:`PanopticResult` checks its own invariants (int32 map, unique segment ids, one segment
+    per stuff class, exact areas and boxes) when built; this checks its size and its vocabulary
+    (a result over another vocabulary would be exported with categories the user never asked for).
+
+    :raises ComponentError: naming the first broken rule.
+    """
+    rule = "fuse() returns PanopticResult.from_map(panoptic_map, labels, vocabulary) at the proposals' size"
+    if not isinstance(value, PanopticResult):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not a PanopticResult", rule)
+    pm = value.panoptic_map
+    if not isinstance(pm, np.ndarray) or pm.dtype != np.int32 or pm.ndim != 2:
+        raise target.error(call_name, f"panoptic_map is {_shape(pm)}", "panoptic_map is (H, W) int32")
+    if value.image_size != tuple(image_size):
+        raise target.error(
+            call_name, f"the result is {value.image_size[0]}x{value.image_size[1]} for proposals of {image_size[0]}x{image_size[1]}", rule
+        )
+    if value.vocabulary != vocabulary:
+        raise target.error(
+            call_name,
+            f"the result is over vocabulary {value.vocabulary.name!r} {list(value.vocabulary.names[:5])}, not the one passed to fuse() "
+            f"{vocabulary.name!r} {list(vocabulary.names[:5])}",
+            "Build the result over the vocabulary passed to fuse()",
+        )
+    return value
+
+
+def check_vocabulary(target: Target, value: Any, call_name: str) -> Vocabulary:
+    """Check that a vocabulary loader or parser returned a :class:`Vocabulary`."""
+    if not isinstance(value, Vocabulary):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not a Vocabulary", "Return ovpanoptic.Vocabulary (see ovpanoptic.vocabulary.build_vocabulary)")
+    return value
+
+
+def check_export(target: Target, value: Any, outdir: Path, call_name: str = "export()") -> list[Path]:
+    """Check what ``export()`` returned: a list of the files it wrote, each inside ``outdir``.
+
+    :raises ComponentError: not a list/tuple of paths (``None``, a ``str``), a path that is not an
+        existing file, or a path outside the output folder.
+    """
+    rule = "export() returns a list of the paths of the files it wrote inside the output folder"
+    if value is None or isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, (Sequence, Iterable)):
+        raise target.error(call_name, f"it returned {type(value).__name__} {str(value)[:60]!r}, not a list of paths", rule)
+    paths = list(value)
+    root = Path(outdir).resolve()
+    out: list[Path] = []
+    for item in paths:
+        if not isinstance(item, (str, os.PathLike)):
+            raise target.error(call_name, f"it returned {type(item).__name__} {item!r} among the paths", rule)
+        path = Path(item)
+        resolved = path.resolve()
+        if not resolved.is_relative_to(root):
+            raise target.error(call_name, f"it reports {path}, outside the output folder {outdir}", rule)
+        if not resolved.is_file():
+            raise target.error(call_name, f"it reports {path}, which it did not write", rule)
+        out.append(path)
+    return out
+
+
+class OutputLedger:
+    """The files of one output folder, so that a failing exporter's new files can be removed.
+
+    Scanned once (on first use), updated with every successful export; scanned again only when an
+    exporter fails, to find and remove the files it created. Files that existed before are never
+    removed.
+    """
+
+    def __init__(self, outdir: Path) -> None:
+        self.outdir = Path(outdir)
+        self._known: set[Path] | None = None
+
+    def _scan(self) -> set[Path]:
+        if not self.outdir.is_dir():
+            return set()
+        return {p for p in self.outdir.rglob("*") if p.is_file() or p.is_symlink()}
+
+    def start(self) -> None:
+        """Record the folder's current files (once)."""
+        if self._known is None:
+            self._known = self._scan()
+
+    def add(self, paths: Iterable[Path]) -> None:
+        """Record files written by a successful export."""
+        if self._known is not None:
+            self._known.update(Path(p) for p in paths)
+
+    def remove_new(self, since: float) -> list[Path]:
+        """Remove the files that are not recorded and were modified at or after ``since`` (a
+        :func:`time.time` value); return them."""
+        if self._known is None:
+            return []
+        removed = []
+        for path in sorted(self._scan() - self._known):
+            try:
+                if path.lstat().st_mtime < since - 1.0:  # 1 s: coarse file-system clocks
+                    continue
+            except OSError:
+                continue
+            try:
+                path.unlink()
+            except OSError as exc:  # pragma: no cover - a file we cannot remove is reported, not fatal
+                log.warning("could not remove %s left by a failed export: %s", path, exc)
+                continue
+            removed.append(path)
+        return removed
+

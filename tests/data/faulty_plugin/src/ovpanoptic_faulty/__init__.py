@@ -1,0 +1,1 @@
+"""Test fixture: plugin-author mistakes, one per entry point."""

@@ -1,0 +1,446 @@
+"""The plugin boundary, tried with a real installed distribution that makes one mistake per entry point.
+
+Start-up faults: exit code 2, a message naming the plugin, its distribution and the fix, and no
+output folder. Run-time faults: the poisoned image (66 px wide) fails alone, exit code 1, the
+message names the plugin and the component, nothing partial is left, and the good image is done.
+The ``ovpanoptic.testing`` checks raise the same errors with the same messages.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovpanoptic import hookimpl
+from ovpanoptic.boundary import readonly_image
+from ovpanoptic.cli import main
+from ovpanoptic.config import Config
+from ovpanoptic.errors import ComponentError, PluginError
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.plugins import Registry
+from ovpanoptic.testing import (
+    FakeComponentsPlugin,
+    build_component,
+    check_classifier,
+    check_exporter,
+    check_fuser,
+    check_plugin,
+    check_proposal_generator,
+    make_shapes_image,
+    registry_with,
+)
+from ovpanoptic.types import Category, Vocabulary
+
+from conftest import FAULTY_STARTUP
+
+DIST = "(distribution ovpanoptic-faulty 0.3.0)"
+FAKES = ["--set", "pipeline.proposal_generator='tiles'", "--set", "pipeline.classifier='cycling'", "--set", "pipeline.fuser='paint'"]
+COMMON = ["--no-progress", "--device", "cpu", "--classes", "square, bar", "--format", "fake-json"]
+POISON = make_shapes_image(48, 66)
+
+
+@pytest.fixture
+def images(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    Image.fromarray(make_shapes_image()).save(folder / "good.png")
+    Image.fromarray(POISON).save(folder / "poison.png")
+    return folder
+
+
+def only(monkeypatch, *entry_points):
+    """Unblock the given start-up-fault entry points (all others stay blocked)."""
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", ",".join(n for n in FAULTY_STARTUP if n not in entry_points))
+
+
+STARTUP_FAULTS = [
+    (
+        "faulty-raises",
+        "hook register_fusers from plugin 'faulty-raises' " + DIST + " failed in register_fusers(register): raised "
+        "RuntimeError: the plugin's own bug. This is a fault in the plugin: report it to its authors; meanwhile block the "
+        "plugin with --disable-plugin faulty-raises",
+    ),
+    (
+        "faulty-positional",
+        "plugin 'faulty-positional' " + DIST + " called register() wrongly in its register_proposal_generators hook: too "
+        "many positional arguments (pass the options as keywords). Call it as register(name, factory, *, "
+        "config=ConfigDataclass, description=\"...\"). Fix the plugin, or block it with --disable-plugin faulty-positional",
+    ),
+    (
+        "faulty-keyword",
+        "plugin 'faulty-keyword' " + DIST + " called register() wrongly in its register_proposal_generators hook: got an "
+        "unexpected keyword argument 'cfg' (did you mean 'config'?)",
+    ),
+    (
+        "faulty-config-instance",
+        "config= of proposal generator 'instance-tiles' is an instance (TilesConfig(...)): pass the dataclass itself "
+        "(config=TilesConfig). Fix the plugin, or block it with --disable-plugin faulty-config-instance",
+    ),
+    (
+        "faulty-twice",
+        "plugin 'faulty-twice' registers proposal generator 'twice-tiles' twice: give each registration its own name. "
+        "Fix the plugin, or block it with --disable-plugin faulty-twice",
+    ),
+    (
+        "faulty-class",
+        "plugin 'faulty-class' " + DIST + " is the class PluginClass, not a plugin object: its hooks would be called "
+        "without an instance. Register an instance (PluginClass())",
+    ),
+    (
+        "faulty-unmarked",
+        "plugin 'faulty-unmarked' " + DIST + " defines register_proposal_generators() without the @hookimpl marker, so "
+        "ovpanoptic would never call it: decorate it with @ovpanoptic.hookimpl",
+    ),
+    (
+        "faulty-api",
+        "plugin 'faulty-api' " + DIST + " needs plugin API 2.0, but this ovpanoptic 0.1.0 provides plugin API 1.0: "
+        "upgrade ovpanoptic (pip install -U ovpanoptic) to one providing plugin API 2.0, or block it with "
+        "--disable-plugin faulty-api",
+    ),
+]
+
+
+@pytest.mark.parametrize(("entry_point", "message"), STARTUP_FAULTS, ids=[f[0] for f in STARTUP_FAULTS])
+def test_startup_fault_is_exit_2_naming_the_plugin_before_anything_is_written(
+    with_faulty_plugin, images, tmp_path, capsys, monkeypatch, entry_point, message
+):
+    only(monkeypatch, entry_point)
+    out = tmp_path / "out"
+    assert main(["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") if entry_point != "faulty-config-instance" else message in err
+    assert "Traceback" not in err
+    assert not out.exists()
+    # The advice works: blocking the plugin gets the user going again.
+    assert main(["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON, "--disable-plugin", entry_point]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["good.fake.json"]
+
+
+@pytest.mark.parametrize("entry_point", ["faulty-raises", "faulty-positional", "faulty-twice"])
+def test_plugins_command_lists_everything_and_marks_the_plugin_that_failed_to_register(
+    with_faulty_plugin, capsys, monkeypatch, entry_point
+):
+    only(monkeypatch, entry_point)
+    assert main(["plugins"]) == 2
+    captured = capsys.readouterr()
+    assert f"{entry_point} [error]  (ovpanoptic-faulty 0.3.0)" in captured.out
+    assert "vocabularies  (built-in)" in captured.out and "provides fuser: paint" in captured.out
+    assert f"error: 1 plugin(s) failed to register: {entry_point} (see above)" in captured.err
+    assert "Traceback" not in captured.err
+
+
+RUNTIME_FAULTS = [
+    ("proposal_generator", "uint8-masks", "generate(): raised ValueError: ProposalSet.masks must be an (N, H, W) bool array, got (4, 48, 66) uint8"),
+    ("proposal_generator", "nan-scores", "generate(): raised ValueError: ProposalSet scores and boxes must be finite"),
+    ("proposal_generator", "half-size-masks", "generate(): masks are 24x33 for an image of 48x66. Masks must be at the size of the image passed to generate()"),
+    ("proposal_generator", "not-proposals", "generate(): it returned dict, not a ProposalSet"),
+    ("proposal_generator", "in-place", "generate(): raised ValueError: output array is read-only. Images, masks and scores handed to components are read-only: copy before changing them (np.array(image))"),
+    ("proposal_generator", "loose-boxes", "generate(): box 0 is [5.0, 5.0, 38.0, 29.0] but its mask's tight box is [0.0, 0.0, 33.0, 24.0]"),
+    ("classifier", "nan-probs", "score(): raised ValueError: ClassScores.probs must be finite, >= 0, and each row must sum to <= 1"),
+    ("classifier", "float64-probs", "score(): raised ValueError: ClassScores.probs must be an (N, 2) float32 array, got (4, 2) float64"),
+    ("classifier", "sum-above-one", "score(): raised ValueError: ClassScores.probs must be finite, >= 0, and each row must sum to <= 1"),
+    ("classifier", "nan-logits", "score(): logits contain NaN or +inf"),
+    ("classifier", "wrong-columns", "score(): its columns are categories [2, 1], the vocabulary's are [1, 2]"),
+    ("fuser", "duplicate-ids", "fuse(): raised ValueError: segment ids must be unique"),
+    ("fuser", "stuff-twice", "fuse(): raised ValueError: stuff class 'bar' has two segments (1 and 2); merge them into one"),
+    ("fuser", "int64-map", "fuse(): raised ValueError: panoptic_map must be an (H, W) int32 array, got (48, 66) int64"),
+    ("fuser", "half-size-map", "fuse(): the result is 24x33 for proposals of 48x66"),
+    ("fuser", "foreign-vocabulary", "fuse(): the result is over vocabulary 'other' ['other square', 'other bar'], not the one passed to fuse() 'custom' ['square', 'bar']"),
+    ("exporter", "returns-none", "export(): it returned NoneType 'None', not a list of paths"),
+    ("exporter", "returns-str", "export(): it returned str "),
+    ("exporter", "unwritten-path", "export(): it reports {out}/poison.never-written.json, which it did not write"),
+    ("exporter", "outside-outdir", "export(): it reports {tmp}/elsewhere.json, outside the output folder {out}"),
+    ("exporter", "raises-halfway", "export(): raised OSError: [Errno 28] No space left on device"),
+]
+KIND_TEXT = {"proposal_generator": "proposal generator", "classifier": "classifier", "fuser": "fuser", "exporter": "exporter"}
+
+
+@pytest.mark.parametrize(("kind", "name", "problem"), RUNTIME_FAULTS, ids=[f[1] for f in RUNTIME_FAULTS])
+def test_runtime_fault_fails_that_image_alone_naming_plugin_and_component(
+    with_faulty_plugin, images, tmp_path, capsys, kind, name, problem
+):
+    out = tmp_path / "out"
+    if kind == "exporter":
+        select = [*FAKES, "--format", name]
+    else:
+        select = [*FAKES, "--set", f"pipeline.{kind}='{name}'"]
+    assert main(["segment", str(images / "good.png"), str(images / "poison.png"), "-o", str(out), *COMMON, *select]) == 1
+    captured = capsys.readouterr()
+    assert "1 of 2 image(s) segmented" in captured.out
+    expected = (
+        f"{images / 'poison.png'}: {KIND_TEXT[kind]} {name!r} from plugin 'faulty-components' {DIST} failed in "
+        + problem.format(out=out, tmp=tmp_path)
+    )
+    assert f"error: {expected}" in captured.err
+    fix = f"leave out --format {name}" if kind == "exporter" else f"choose another {KIND_TEXT[kind]} with --set pipeline.{kind}=NAME"
+    assert f"This is a fault in the plugin: report it to its authors; meanwhile {fix}, or block the plugin with --disable-plugin faulty-components" in captured.err
+    assert f"{KIND_TEXT[kind]} {name!r} failed on 1 of 2 image(s)" in captured.err
+    assert "Traceback" not in captured.err
+    files = sorted(p.name for p in out.iterdir())
+    if kind == "exporter":
+        # fake-json finished for both images; the faulty exporter's files for the poisoned image are removed
+        assert files == ["good.fake.json", f"good.{name.replace('-', '')}.fake.json", "poison.fake.json"]
+        assert "removed what it had written for 'poison'" in captured.err
+    else:
+        assert files == ["good.fake.json"]
+
+
+def test_generate_without_progress_keyword_is_a_startup_error(with_faulty_plugin, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(images / "good.png"), "-o", str(out), *COMMON, *FAKES, "--set", "pipeline.proposal_generator='no-progress'"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert (
+        "error: proposal generator 'no-progress' from plugin 'faulty-components' " + DIST + " failed in its factory: "
+        "NoProgress.generate(image) cannot be called as generate(image, *, progress=None)"
+    ) in err
+    assert not out.exists()
+
+
+def _faulty_registry():
+    return Registry.create()
+
+
+@pytest.mark.parametrize(("kind", "name", "problem"), RUNTIME_FAULTS, ids=[f[1] for f in RUNTIME_FAULTS])
+def test_the_kit_raises_the_same_error_as_the_pipeline(with_faulty_plugin, tmp_path, kind, name, problem):
+    registry = _faulty_registry()
+    vocab = registry.parse_vocabulary("square, bar")
+    fakes = {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint"}
+    selected = {**fakes, **({kind: name} if kind != "exporter" else {})}
+    pipe = Pipeline(Config.from_dict({"pipeline": {**selected, "exporters": []}}), registry=registry, device="cpu")
+    # The product's message
+    with pytest.raises(ComponentError) as product:
+        result = pipe.segment(POISON, vocab)
+        pipe.export(result, POISON, tmp_path / "out", "check", [name])
+    # The kit's message, the component built through its registered factory and config
+    component = build_component(registry, kind, name)
+    proposals = check_proposal_generator(build_component(registry, "proposal_generator", "tiles"), POISON)
+    with pytest.raises(ComponentError) as kit:
+        if kind == "proposal_generator":
+            check_proposal_generator(component, POISON)
+        elif kind == "classifier":
+            check_classifier(component, POISON, proposals, vocab)
+        else:
+            scores = check_classifier(build_component(registry, "classifier", "cycling"), POISON, proposals, vocab)
+            if kind == "fuser":
+                check_fuser(component, proposals, scores, vocab)
+            else:
+                result = check_fuser(build_component(registry, "fuser", "paint"), proposals, scores, vocab)
+                check_exporter(component, result, POISON, tmp_path / "out")
+    assert (product.value.plugin, product.value.component) == (kit.value.plugin, kit.value.component) == (
+        "faulty-components", f"{KIND_TEXT[kind]} {name!r}",
+    )
+    assert str(product.value).startswith(str(kit.value).split(" (removed what")[0])
+
+
+def test_observer_that_raises_is_a_warning_and_the_run_goes_on(with_faulty_plugin, images, tmp_path, caplog, monkeypatch):
+    only(monkeypatch, "faulty-observer")
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="ovpanoptic.plugins"):
+        assert main(["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON]) == 0
+    assert [r.getMessage() for r in caplog.records] == [
+        "image_segmented observer of plugin 'faulty-observer' " + DIST + " raised ZeroDivisionError: observer bug "
+        "(ignored; the run goes on)"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["good.fake.json"]
+
+
+def test_a_plugin_named_like_a_builtin_can_be_blocked(with_faulty_plugin, images, tmp_path, capsys, monkeypatch):
+    only(monkeypatch, "ovpanoptic-faulty:clip")
+    out = tmp_path / "out"
+    args = ["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON]
+    assert main(args) == 2
+    assert (
+        "error: two plugins are named 'clip': one from distribution 'ovpanoptic', one from 'ovpanoptic-faulty'. Uninstall "
+        "one, or block one of them with --disable-plugin DISTRIBUTION:NAME (--disable-plugin ovpanoptic-faulty:clip), or "
+        "both with --disable-plugin clip"
+    ) in capsys.readouterr().err
+    assert not out.exists()
+    assert main([*args, "--disable-plugin", "clip"]) == 0  # both blocked: checked before the clash
+    assert main([*args, "--disable-plugin", "ovpanoptic-faulty:clip"]) == 0  # only the third-party one
+    capsys.readouterr()
+    assert main(["plugins", "--disable-plugin", "ovpanoptic-faulty:clip"]) == 0
+    listing = capsys.readouterr().out
+    assert "clip  (built-in)" in listing and "clip [disabled]  (ovpanoptic-faulty 0.3.0)" in listing
+
+
+def test_vocabulary_loader_that_raises_is_named(with_faulty_plugin, images, tmp_path, capsys, monkeypatch):
+    only(monkeypatch, "faulty-vocabulary-loader")
+    out = tmp_path / "out"
+    code = main(["segment", str(images / "good.png"), "-o", str(out), *FAKES, "--no-progress", "--vocabulary", "broken-vocabulary"])
+    assert code == 2
+    assert (
+        "error: vocabulary 'broken-vocabulary' from plugin 'faulty-vocabulary-loader' " + DIST + " failed in its "
+        "loader(): raised KeyError: 'categories'"
+    ) in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_two_plugins_claiming_one_prefix_warn_at_startup_and_are_refused_on_use(with_faulty_plugin, caplog, monkeypatch):
+    only(monkeypatch, "faulty-at-a", "faulty-at-b")
+    with caplog.at_level(logging.WARNING, logger="ovpanoptic.plugins"):
+        registry = Registry.create()
+    assert [r.getMessage() for r in caplog.records] == [
+        "class lists starting with '@' are claimed by plugins 'faulty-at-a' and 'faulty-at-b': such lists are refused "
+        "until all but one are blocked (--disable-plugin NAME)"
+    ]
+    with pytest.raises(PluginError, match=r"^class lists starting with '@' are claimed by plugins 'faulty-at-a' and 'faulty-at-b': block all but one"):
+        registry.parse_vocabulary("@pets")
+    assert registry.parse_vocabulary("person, road").names == ("person", "road")  # other lists are unaffected
+    only(monkeypatch, "faulty-at-a")
+    assert Registry.create().parse_vocabulary("@pets").names == ("pets",)
+
+
+def test_two_parse_vocabulary_hooks_claiming_one_input_are_refused(with_faulty_plugin, monkeypatch):
+    only(monkeypatch, "faulty-greedy-a", "faulty-greedy-b")
+    with pytest.raises(PluginError, match="the class list 'person' is claimed by the parse_vocabulary hooks of plugins 'faulty-greedy-a' and 'faulty-greedy-b'"):
+        Registry.create().parse_vocabulary("person")
+    only(monkeypatch, "faulty-greedy-a", "faulty-at-a")
+    registry = Registry.create()
+    assert registry.parse_vocabulary("person").names == ("greedy",)  # a claim beats the built-in fallback
+    assert registry.parse_vocabulary("@x").names == ("x",)  # a registered prefix beats parse_vocabulary hooks
+
+
+def test_config_with_postponed_type_checking_annotation_works(with_faulty_plugin, images, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON, "--set", "pipeline.proposal_generator='typed-config'"]
+    assert main([*args, "--set", "proposal_generator.typed-config.rows=1"]) == 0
+    summary = json.loads((out / "good.fake.json").read_text())
+    assert [s["area"] for s in summary["segments"]] == [48 * 32, 48 * 32]  # one row of two tiles
+    assert main([*args, "--set", "proposal_generator.typed-config.rowz=1"]) == 2
+    assert "unknown key 'rowz' in [proposal_generator.typed-config]. Did you mean 'rows'?" in capsys.readouterr().err
+
+
+def test_presets_resolves_and_checks_every_table_including_plugin_ones(with_faulty_plugin, capsys):
+    assert main(["presets", "default", "--set", "proposal_generator.typed-config.rowz=4"]) == 2
+    assert "unknown key 'rowz' in [proposal_generator.typed-config]. Did you mean 'rows'?" in capsys.readouterr().err
+    assert main(["presets", "default", "--set", "classifier.clip.mode=densee"]) == 2
+    assert "classifier.clip.mode: 'densee' is not one of" in capsys.readouterr().err
+    assert main(["presets", "default", "--set", "proposal_generator.typed-config.rows=4"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["proposal_generator"]["typed-config"] == {"rows": 4, "cols": 2, "budget": None}
+    assert shown["proposal_generator"]["sam2"]["points_per_side"] == 32  # the selected component's defaults
+    assert shown["fuser"]["detectron2"] and shown["exporter"]["coco-panoptic"] == {"png_dir": "panoptic", "json_name": "panoptic.json"}
+
+
+def test_plugins_name_shows_components_descriptions_and_options(with_faulty_plugin, capsys):
+    assert main(["plugins", "tiles"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "proposal generator tiles  (plugin fakes, ovpanoptic-fakes)",
+        "  grid of tiles (tests)",
+        "  options (--set proposal_generator.tiles.KEY=VALUE):",
+        "    rows: int = 2",
+        "    cols: int = 2",
+    ]
+    assert main(["plugins", "faulty-components"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.startswith("plugin faulty-components (ovpanoptic-faulty 0.3.0)\n")
+    assert "fuser int64-map  (plugin faulty-components, ovpanoptic-faulty)\n  faulty: int64-map\n  options: none" in listing
+    assert "    budget: Decimal | None (not checked) = None" in listing
+    assert main(["plugins", "nothing-like-this"]) == 2
+    assert "no plugin or component named 'nothing-like-this'" in capsys.readouterr().err
+
+
+def test_components_get_read_only_views_and_the_callers_array_is_untouched():
+    seen = {}
+
+    class Spy:
+        def __init__(self, config=None, context=None):
+            pass
+
+        def generate(self, image, *, progress=None):
+            seen["writeable"] = image.flags.writeable
+            from ovpanoptic.testing import TilesGenerator
+
+            return TilesGenerator().generate(image)
+
+        def export(self, result, image, outdir, stem):
+            seen["export_writeable"] = image.flags.writeable
+            return []
+
+    class SpyPlugin:
+        @hookimpl
+        def register_proposal_generators(self, register):
+            register("spy", Spy)
+
+        @hookimpl
+        def register_exporters(self, register):
+            register("spy-export", Spy)
+
+    reg = registry_with(FakeComponentsPlugin(), SpyPlugin())
+    pipe = Pipeline(Config.from_dict({"pipeline": {"proposal_generator": "spy", "classifier": "cycling", "fuser": "paint"}}), registry=reg, device="cpu")
+    image = make_shapes_image()
+    before = image.copy()
+    result = pipe.segment(image, "square, bar")
+    assert seen["writeable"] is False
+    assert image.flags.writeable and np.array_equal(image, before)
+    view = readonly_image(image)
+    assert not view.flags.writeable and image.flags.writeable and np.shares_memory(view, image)
+
+
+def test_exporting_with_another_image_is_refused(tmp_path):
+    reg = registry_with(FakeComponentsPlugin())
+    pipe = Pipeline(Config.from_dict({"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint"}}), registry=reg, device="cpu")
+    result = pipe.segment(make_shapes_image(), "square")
+    with pytest.raises(Exception, match=r"^the image is 48x66 but the result is 48x64: export a result with the image it was computed from$"):
+        pipe.export(result, POISON, tmp_path, "x", ["fake-json"])
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_kit_registry_fixtures_run_the_startup_checks(ovpanoptic_pm, register_plugin, make_registry):
+    class Unmarked:
+        def register_fusers(self, register):
+            pass
+
+    class Misspelt:
+        @hookimpl
+        def register_fuser(self, register):
+            pass
+
+    with pytest.raises(PluginError, match=r"^plugin 'Unmarked' \(registered in code\) defines register_fusers\(\) without the @hookimpl marker"):
+        register_plugin(Unmarked())
+    with pytest.raises(PluginError, match=r"is the class Misspelt, not a plugin object"):
+        register_plugin(Misspelt)
+    register_plugin(Misspelt())
+    with pytest.raises(PluginError, match="plugin 'Misspelt' implements unknown hook 'register_fuser'; did you mean 'register_fusers'"):
+        make_registry()
+
+
+def test_check_plugin_checks_every_component_through_its_factory(tmp_path):
+    assert check_plugin(FakeComponentsPlugin(), tmp_path, name="fakes") == {
+        "proposal_generator": ["tiles"], "classifier": ["cycling"], "fuser": ["paint"], "exporter": ["fake-json"],
+    }
+
+    class Bad:
+        @hookimpl
+        def register_exporters(self, register):
+            register("bad-export", lambda config, context: type("E", (), {"export": lambda self, r, i, o, s: None})())
+
+    with pytest.raises(ComponentError, match=re.escape("exporter 'bad-export' from plugin 'Bad' (registered in code) failed in export(): it returned NoneType 'None', not a list of paths")):
+        check_plugin(Bad(), tmp_path / "bad", name="Bad")
+
+
+def test_builtin_components_pass_the_kit(tmp_path):
+    # sam2 and clip are checked with real architectures in tests/test_sam2.py and tests/test_clip.py
+    for plugin in ("fusion", "exporters"):
+        registry = Registry.create(entry_points=False, env={})
+        module = registry.pm.get_plugin(plugin)
+        checked = check_plugin(module, tmp_path / plugin, name=plugin)
+        assert checked == (
+            {"fuser": ["detectron2", "maskformer"]} if plugin == "fusion"
+            else {"exporter": ["coco-instances", "coco-panoptic", "overlay", "summary"]}
+        )
+
+
+def test_vocabulary_argument_types_are_checked():
+    pipe = Pipeline(registry=registry_with(FakeComponentsPlugin()), device="cpu")
+    with pytest.raises(Exception, match=r"^no class names given"):
+        pipe.vocabulary(None)
+    with pytest.raises(Exception, match=r"^a vocabulary name must be a string, got int$"):
+        pipe.registry.vocabulary(3)
+    assert pipe.vocabulary(["person", "road"]) == Vocabulary((Category(1, "person", True), Category(2, "road", False)))
