@@ -133,7 +133,12 @@ class Target:
 
 
 def _exception_text(exc: BaseException) -> str:
-    text = str(exc).strip()
+    """``Type: first line of the message`` (the whole exception stays chained as the cause; the CLI
+    prints its traceback with ``-vv``)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    if len(lines) > 1:
+        text += " (...)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -248,6 +248,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 failed.append((path, str(exc)))
                 if isinstance(exc, ComponentError):
                     plugin_failures[exc.component] = plugin_failures.get(exc.component, 0) + 1
+                    log.debug("%s: the plugin's traceback", path, exc_info=exc)
                 bar.write(f"error: {path}: {exc}", file=err)
             else:
                 log.info("%s: %d segments -> %s", path, len(result.segments), ", ".join(map(str, written)))
@@ -502,6 +503,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     try:
         return int(_COMMANDS[args.command](args, out, err))
     except OvpanopticError as exc:
+        log.debug("details of the error below", exc_info=exc)  # -vv: e.g. a plugin's own traceback
         _error(str(exc), err)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into a pager or head that exited

@@ -254,14 +254,20 @@ def build_component(
 ) -> BuiltComponent:
     """Build a registered component the way the pipeline does: its config dataclass filled from
     ``options`` (a config table, validated like a preset's), then its factory, then the Protocol
-    checks of :func:`ovpanoptic.boundary.build_component`.
+    checks of :func:`ovpanoptic.boundary.build_component`. The default ``context`` is the CPU,
+    offline, a cache folder under the system's temporary folder, and the registry's prompt templates.
 
     :raises ConfigError: ``options`` do not fit the component's config dataclass.
     :raises ComponentError: the factory raised or built an object that breaks the Protocol.
     """
     spec = registry.component(kind, name)
     config = build_dataclass(spec.config_class, dict(options or {}), f"{kind}.{name}")
-    ctx = context or ComponentContext(device="cpu", cache_dir=Path(tempfile.gettempdir()) / "ovpanoptic-testing")
+    ctx = context or ComponentContext(
+        device="cpu",
+        cache_dir=Path(tempfile.gettempdir()) / "ovpanoptic-testing",
+        offline=True,
+        prompt_templates={n: t for n, (t, _, _) in registry.prompt_templates.items()},
+    )
     origin = registry.origin(spec.plugin)
     return BuiltComponent(boundary.build_component(spec, config, ctx, origin), Target.component(spec, origin), kind)
 

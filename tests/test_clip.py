@@ -490,6 +490,17 @@ def test_conformance_check(checkpoints, tmp_path):
         assert scores.probs.shape == (3, 3)
 
 
+def test_builtin_clip_passes_the_kit_through_its_registered_factory(checkpoints, tmp_path):
+    from ovpanoptic.plugins import Registry
+    from ovpanoptic.testing import build_component
+
+    registry = Registry.create(entry_points=False, env={})
+    options = {"model": VIT, "pretrained": str(checkpoints[VIT]), "templates": "short", "dense_size": 64}
+    built = build_component(registry, "classifier", "clip", options, context=context(tmp_path))
+    scores = check_classifier(built, make_shapes_image(), shapes_proposals(), vocab("red square", "blue bar", "wall"))
+    assert scores.probs.shape == (3, 3) and built.target.what == "classifier 'clip'"
+
+
 def test_pipeline_end_to_end_reuses_prepared_features(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setenv("OVPANOPTIC_CACHE_DIR", str(tmp_path / "cache"))
     config = Config.from_dict(

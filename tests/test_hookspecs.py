@@ -34,7 +34,7 @@ def signature_text(name, fn):
 
 def test_every_hook_is_typed_documented_and_tested():
     specs = hook_specs()
-    assert len(specs) == 8
+    assert len(specs) == 9
     docs = DOCS.read_text()
     test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
     for name, fn in specs.items():
@@ -120,6 +120,44 @@ def test_hook_parse_vocabulary():
     assert reg.parse_vocabulary("person, road").names == ("person", "road")
     with pytest.raises(VocabularyError, match="no enabled plugin could parse"):
         registry_with(Upper(), disable=["vocabularies"]).parse_vocabulary("person")
+    # Two non-fallback hooks claiming one input are refused, whatever the install order.
+    for order in ((Upper(), type("Upper2", (Upper,), {})()), (type("Upper2", (Upper,), {})(), Upper())):
+        with pytest.raises(PluginError, match="the class list 'upper:a' is claimed by the parse_vocabulary hooks of plugins 'Upper' and 'Upper2'"):
+            registry_with(*order).parse_vocabulary("upper:a")
+
+
+def test_hook_register_vocabulary_parsers():
+    class Yaml:
+        @hookimpl
+        def register_vocabulary_parsers(self, register):
+            register("@yaml:", lambda text, stuff, things: Vocabulary((Category(1, f"from {text}", True),), name="yaml"))
+
+    class At:
+        @hookimpl
+        def register_vocabulary_parsers(self, register):
+            register("@", lambda text, stuff, things: Vocabulary((Category(1, f"at {text}", True),), name="at"))
+
+    reg = registry_with(Yaml(), At())
+    assert reg.parse_vocabulary("@yaml: a.yml").names == ("from a.yml",)  # the longest prefix wins
+    assert reg.parse_vocabulary("@b.txt").names == ("at b.txt",)
+    assert reg.parse_vocabulary("person").names == ("person",)  # no prefix: the built-in parser
+    assert [p.components for p in reg.plugins() if p.name == "Yaml"] == [("vocabulary parser: @yaml:",)]
+
+    class Bad:
+        @hookimpl
+        def register_vocabulary_parsers(self, register):
+            register("yaml", lambda text, stuff, things: None)
+
+    with pytest.raises(PluginError, match="prefix 'yaml' must end with a symbol such as ':' or '@'"):
+        registry_with(Bad())
+
+    class ReturnsList:
+        @hookimpl
+        def register_vocabulary_parsers(self, register):
+            register("list:", lambda text, stuff, things: ["person"])
+
+    with pytest.raises(PluginError, match=r"vocabulary parser 'list:' from plugin 'ReturnsList' \(registered in code\) failed in parser\('a', stuff, things\): it returned list, not a Vocabulary"):
+        registry_with(ReturnsList()).parse_vocabulary("list: a")
 
 
 def test_hook_image_segmented(shapes_image):

@@ -186,6 +186,17 @@ def test_adaptive_mode_decodes_fewer_prompts_and_caches(model, checkpoint, image
     assert len(decoded) == calls
 
 
+def test_builtin_sam2_passes_the_kit_through_its_registered_factory(checkpoint, image):
+    from ovpanoptic.plugins import Registry
+    from ovpanoptic.testing import build_component
+
+    registry = Registry.create(entry_points=False, env={})
+    for name in ("sam2", "sam2-stock"):
+        built = build_component(registry, "proposal_generator", name, settings(checkpoint))
+        proposals = check_proposal_generator(built, image)
+        assert proposals.image_size == (120, 160) and built.target.what == f"proposal generator {name!r}"
+
+
 def test_limits_and_bad_input(model, checkpoint, image):
     gen = generator(FastSam2Generator, Sam2FastConfig, model, **settings(checkpoint, max_proposals=3, min_area=5000))
     out = gen.generate(image)
