@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ from typing import Any, TextIO
 
 from . import __version__
 from .constants import DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
-from .errors import ComponentError, ImageReadError, InputError, OvpanopticError
+from .errors import InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
 
@@ -109,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     seg.add_argument(
         "--max-side", type=int, default=None, metavar="N", help="downscale images whose longer side exceeds N for "
         "processing (results are written at the original size); 0 = never"
+    )
+    out.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="redo every image, replacing the results a previous batch left in OUTDIR (by default a batch "
+        "resumes: images already done with the same settings are skipped)",
     )
     seg.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -225,46 +232,41 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tqdm import tqdm
 
-    bar = tqdm(total=len(inputs), unit="img", disable=args.no_progress or not err.isatty(), file=err)
-    failed: list[tuple[Path, str]] = []
-    plugin_failures: dict[str, int] = {}
-    stems: dict[str, int] = {}
-    try:
-        for path in inputs:
-            bar.set_description(path.name[:30])
-            stem = path.stem
-            if stem in stems:  # same file name in two folders: keep both outputs
-                stems[stem] += 1
-                stem = f"{stem}-{stems[stem]}"
-            else:
-                stems[stem] = 0
-            try:
-                from .imageio import read_image
+    from .engines.local import ImageOutcome, run_local
 
-                image = read_image(path)
-                result = pipe.segment(image, vocab, source=str(path))
-                written = pipe.export(result, image, outdir, stem, formats)
-            except (ImageReadError, InputError, ComponentError) as exc:  # this file only; the batch goes on
-                failed.append((path, str(exc)))
-                if isinstance(exc, ComponentError):
-                    plugin_failures[exc.component] = plugin_failures.get(exc.component, 0) + 1
-                    log.debug("%s: the plugin's traceback", path, exc_info=exc)
-                bar.write(f"error: {path}: {exc}", file=err)
-            else:
-                log.info("%s: %d segments -> %s", path, len(result.segments), ", ".join(map(str, written)))
-                if args.no_progress or not err.isatty():
-                    print(f"{path}: {len(result.segments)} segments, {result.timings.get('total', 0.0):.2f} s", file=out)
-            bar.update(1)
+    quiet_bar = args.no_progress or not err.isatty()
+    bar = tqdm(total=len(inputs), unit="img", disable=quiet_bar, file=err)
+
+    def on_image(outcome: ImageOutcome) -> None:
+        if outcome.status == "failed":
+            bar.write(f"error: {outcome.error}", file=err)
+        elif outcome.status == "done" and outcome.result is not None:
+            log.info("%s: %d segments -> %s", outcome.path, len(outcome.result.segments), ", ".join(map(str, outcome.files)))
+            if quiet_bar:
+                print(f"{outcome.path}: {len(outcome.result.segments)} segments, {outcome.result.timings.get('total', 0.0):.2f} s", file=out)
+        bar.set_description(outcome.path.name[:30])
+        bar.update(1)
+
+    try:
+        report = run_local(pipe, vocab, inputs, outdir, formats, overwrite=args.overwrite, on_image=on_image)
     finally:
         bar.close()
-    done = len(inputs) - len(failed)
-    print(f"{done} of {len(inputs)} image(s) segmented into {outdir}", file=out)
+    failed = report.failed
+    done = report.done + report.skipped
+    already = f" ({report.skipped} done by an earlier run)" if report.skipped else ""
+    print(f"{done} of {len(inputs)} image(s) segmented into {outdir}{already}", file=out)
     if failed:
         print(f"{len(failed)} failed:", file=err)
-        for path, message in failed:
-            print(f"  {path}: {message}", file=err)
-        for component, count in sorted(plugin_failures.items()):
+        for outcome in failed:
+            print(f"  {outcome.error}", file=err)
+        components: dict[str, int] = {}
+        for outcome in failed:
+            match = re.match(r".*?: ((?:proposal generator|classifier|fuser|exporter) '[^']+') from ", outcome.error)
+            if match:
+                components[match.group(1)] = components.get(match.group(1), 0) + 1
+        for component, count in sorted(components.items()):
             print(f"{component} failed on {count} of {len(inputs)} image(s)", file=err)
+        print(f"run the same command again to retry the failed image(s); finished ones are skipped", file=err)
         return EXIT_SOME_FAILED
     return EXIT_OK
 

@@ -41,6 +41,7 @@ __all__ = [
     "Exporter",
     "Fuser",
     "NoConfig",
+    "OutputChecker",
     "Progress",
     "ProposalGenerator",
     "RegisterComponent",
@@ -154,6 +155,17 @@ class Exporter(Protocol):
         :return: a list of the paths written (never ``None`` or a single string). When this raises,
             the files it created for this image are removed by the pipeline.
         """
+        ...
+
+
+@runtime_checkable
+class OutputChecker(Protocol):
+    """Optional: an exporter that keeps files shared by all images of a folder (a combined JSON)
+    offers ``check_output``, called before a batch writes anything."""
+
+    def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
+        """Raise an :class:`~ovpanoptic.errors.OvpanopticError` saying why results over
+        ``vocabulary`` cannot go into ``outdir`` (e.g. it holds results of another vocabulary)."""
         ...
 
 

@@ -103,3 +103,8 @@ FAKE_OVERRIDES = (
     "pipeline.fuser='paint'",
     "pipeline.exporters=['fake-json']",
 )
+
+
+def outputs(folder: Path) -> list[str]:
+    """The names of the files a batch wrote into ``folder`` (its manifest left out)."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.name != "ovpanoptic-manifest.jsonl")

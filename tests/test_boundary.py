@@ -36,7 +36,7 @@ from ovpanoptic.testing import (
 )
 from ovpanoptic.types import Category, Vocabulary
 
-from conftest import FAULTY_STARTUP
+from conftest import FAULTY_STARTUP, outputs
 
 DIST = "(distribution ovpanoptic-faulty 0.3.0)"
 FAKES = ["--set", "pipeline.proposal_generator='tiles'", "--set", "pipeline.classifier='cycling'", "--set", "pipeline.fuser='paint'"]
@@ -118,7 +118,7 @@ def test_startup_fault_is_exit_2_naming_the_plugin_before_anything_is_written(
     assert not out.exists()
     # The advice works: blocking the plugin gets the user going again.
     assert main(["segment", str(images / "good.png"), "-o", str(out), *FAKES, *COMMON, "--disable-plugin", entry_point]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["good.fake.json"]
+    assert outputs(out) == ["good.fake.json"]
 
 
 @pytest.mark.parametrize("entry_point", ["faulty-raises", "faulty-positional", "faulty-twice"])
@@ -181,7 +181,7 @@ def test_runtime_fault_fails_that_image_alone_naming_plugin_and_component(
     assert f"This is a fault in the plugin: report it to its authors; meanwhile {fix}, or block the plugin with --disable-plugin faulty-components" in captured.err
     assert f"{KIND_TEXT[kind]} {name!r} failed on 1 of 2 image(s)" in captured.err
     assert "Traceback" not in captured.err
-    files = sorted(p.name for p in out.iterdir())
+    files = outputs(out)
     if kind == "exporter":
         # fake-json finished for both images; the faulty exporter's files for the poisoned image are removed
         assert files == ["good.fake.json", f"good.{name.replace('-', '')}.fake.json", "poison.fake.json"]
@@ -247,7 +247,7 @@ def test_observer_that_raises_is_a_warning_and_the_run_goes_on(with_faulty_plugi
         "image_segmented observer of plugin 'faulty-observer' " + DIST + " raised ZeroDivisionError: observer bug "
         "(ignored; the run goes on)"
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["good.fake.json"]
+    assert outputs(out) == ["good.fake.json"]
 
 
 def test_a_plugin_named_like_a_builtin_can_be_blocked(with_faulty_plugin, images, tmp_path, capsys, monkeypatch):

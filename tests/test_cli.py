@@ -14,7 +14,7 @@ from ovpanoptic import __version__
 from ovpanoptic.cli import build_parser, main
 from ovpanoptic.testing import make_shapes_image
 
-from conftest import FAKE_OVERRIDES
+from conftest import FAKE_OVERRIDES, outputs
 
 
 def fake_args():
@@ -34,7 +34,7 @@ def test_segment_folder_writes_outputs_and_reports(with_plugins, images, tmp_pat
     out = tmp_path / "out"
     code = main(["segment", str(images), "--classes", "person, road", "-o", str(out), "--format", "fake-json,segments-csv", *fake_args()])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == [
+    assert outputs(out) == [
         "one.fake.json", "one.segments.csv", "two.fake.json", "two.segments.csv",
     ]
     summary = json.loads((out / "one.fake.json").read_text())
@@ -52,7 +52,7 @@ def test_corrupt_file_fails_alone_and_the_batch_continues(with_plugins, images, 
     captured = capsys.readouterr()
     assert code == 1
     assert "broken.png: not an image file Pillow can read" in captured.err
-    assert sorted(p.name for p in out.iterdir()) == ["one.fake.json", "two.fake.json"]
+    assert outputs(out) == ["one.fake.json", "two.fake.json"]
     assert "2 of 3 image(s) segmented" in captured.out
 
 
@@ -81,7 +81,16 @@ def test_named_vocabulary_and_class_file_plugin(with_plugins, images, tmp_path, 
     summary = json.loads((out / "one.fake.json").read_text())
     assert summary["vocabulary"] == "classes"
     assert [s["category"] for s in summary["segments"]] == ["forklift", "pallet", "floor", "forklift"]
+    before = (out / "one.fake.json").read_bytes()
     code = main(["segment", str(images / "one.png"), "--vocabulary", "tabletop", "-o", str(out), *fake_args()])
+    assert code == 2  # the folder holds results of another vocabulary: refused before anything is written
+    assert (
+        f"error: {out} holds results made with other settings: the vocabulary (category 1 is 'forklift' (thing) there, "
+        "'target_object' (thing) now). Mixing them would leave results that disagree in one folder. Choose another "
+        "output folder with -o, or add --overwrite to replace the 1 result(s) there"
+    ) in capsys.readouterr().err
+    assert (out / "one.fake.json").read_bytes() == before
+    code = main(["segment", str(images / "one.png"), "--vocabulary", "tabletop", "-o", str(out), "--overwrite", *fake_args()])
     assert code == 0
     assert json.loads((out / "one.fake.json").read_text())["vocabulary"] == "tabletop"
 

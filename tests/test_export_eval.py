@@ -140,7 +140,7 @@ def test_exporting_another_vocabulary_into_the_same_folder_is_refused(oracle_run
 
     empty = PanopticResult(np.zeros((4, 4), np.int32), (), other)
     before = (out / "panoptic.json").read_bytes()
-    with pytest.raises(ExportError, match="holds results of another vocabulary .*choose another output folder"):
+    with pytest.raises(ExportError, match="holds results of another vocabulary .*Choose another output folder with -o"):
         pipe.export(empty, np.zeros((4, 4, 3), np.uint8), out, "x", ["coco-panoptic"])
     assert (out / "panoptic.json").read_bytes() == before
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))

@@ -58,26 +58,48 @@ def _coco_categories(vocabulary: Vocabulary) -> list[dict[str, Any]]:
     ]
 
 
-def _load_combined(path: Path, vocabulary: Vocabulary) -> dict[str, Any]:
-    """Read a combined COCO JSON (or start one) and check it holds the same categories."""
-    categories = _coco_categories(vocabulary)
+def _kind(isthing: Any) -> str:
+    return "thing" if isthing else "stuff"
+
+
+def _check_combined(path: Path, categories: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """Read a combined COCO JSON and check it holds exactly these categories (id, name, isthing).
+
+    A folder's category table never changes under the results already in it: a vocabulary that
+    renames, adds, removes or re-flags (thing/stuff) a category is refused.
+
+    :return: the file's data, or ``None`` when there is no such file.
+    :raises ExportError: the file is unreadable or holds another category table.
+    """
     if not path.exists():
-        return {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
+        return None
     try:
         data = json.loads(path.read_text("utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ExportError(f"cannot update {path}: {exc}; remove it or choose another output folder") from None
-    old = {c["id"]: c["name"] for c in data.get("categories", [])}
-    new = {c["id"]: c["name"] for c in categories}
-    clash = [cid for cid in new if cid in old and old[cid] != new[cid]]
-    if clash:
+        old = {int(c["id"]): (c["name"], bool(c.get("isthing", 1))) for c in data.get("categories", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ExportError(f"cannot update {path}: {exc}; remove it or choose another output folder with -o") from None
+    new = {int(c["id"]): (c["name"], bool(c["isthing"])) for c in categories}
+    if old != new:
+        for cid in sorted(set(old) | set(new)):
+            if old.get(cid) != new.get(cid):
+                there = f"{old[cid][0]!r} ({_kind(old[cid][1])})" if cid in old else "absent"
+                now = f"{new[cid][0]!r} ({_kind(new[cid][1])})" if cid in new else "absent"
+                break
         raise ExportError(
-            f"{path} holds results of another vocabulary (category {clash[0]} is {old[clash[0]]!r} there, "
-            f"{new[clash[0]]!r} now); choose another output folder with -o"
+            f"{path} holds results of another vocabulary (category {cid} is {there} there, {now} now): its "
+            "categories would no longer match its results. Choose another output folder with -o, or remove the "
+            "folder's results first"
         )
-    merged = {c["id"]: c for c in data.get("categories", [])}
-    merged.update({c["id"]: c for c in categories})
-    data["categories"] = [merged[k] for k in sorted(merged)]
+    return data
+
+
+def _load_combined(path: Path, vocabulary: Vocabulary, things_only: bool = False) -> dict[str, Any]:
+    """Read a combined COCO JSON (or start one) holding exactly the vocabulary's categories."""
+    categories = [c for c in _coco_categories(vocabulary) if c["isthing"] or not things_only]
+    data = _check_combined(path, categories)
+    if data is None:
+        return {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
+    data["categories"] = categories
     return data
 
 
@@ -117,6 +139,10 @@ class CocoPanopticExporter:
 
     def __init__(self, config: CocoPanopticConfig, context: ComponentContext | None = None) -> None:
         self.config = config
+
+    def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
+        """Refuse a folder whose ``panoptic.json`` holds another category table."""
+        _check_combined(Path(outdir) / self.config.json_name, _coco_categories(vocabulary))
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         outdir = Path(outdir)
@@ -254,14 +280,17 @@ class CocoInstancesExporter:
     def __init__(self, config: CocoInstancesConfig, context: ComponentContext | None = None) -> None:
         self.config = config
 
+    def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
+        """Refuse a folder whose ``instances.json`` holds another category table."""
+        _check_combined(Path(outdir) / self.config.json_name, [c for c in _coco_categories(vocabulary) if c["isthing"]])
+
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         try:
             from pycocotools import mask as mask_utils
         except ImportError as exc:
             raise MissingDependencyError(f"the coco-instances exporter needs pycocotools ({exc})") from None
         json_path = Path(outdir) / self.config.json_name
-        data = _load_combined(json_path, result.vocabulary)
-        data["categories"] = [c for c in data["categories"] if c.get("isthing", 1)]
+        data = _load_combined(json_path, result.vocabulary, things_only=True)
         h, w = result.image_size
         entry = _image_entry(data, stem, h, w)
         next_id = max((a["id"] for a in data["annotations"] if a["image_id"] != entry["id"]), default=0) + 1

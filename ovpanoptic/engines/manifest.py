@@ -1,0 +1,295 @@
+"""The manifest of a batch: a JSON-lines file in the output folder that makes a batch resumable.
+
+``OUTDIR/ovpanoptic-manifest.jsonl``: the first line is the batch's header (what every result in the
+folder was made with: the config, the vocabulary and the formats, each with its digest); every
+further line records one image (input path, content digest, output stem, status, error, files).
+Lines are appended and flushed one at a time, so a run killed at any moment leaves a readable file
+(a torn last line is ignored). A later run with the same command skips the images recorded as done
+whose content is unchanged; a run with another config, vocabulary or formats is refused before
+anything is written.
+
+While a run writes to a folder it holds an exclusive lock on the manifest, so two runs never write
+into one folder at once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import InputError
+
+__all__ = ["MANIFEST_NAME", "BatchHeader", "Manifest", "Record", "assign_stems", "check_header", "file_digest"]
+
+log = logging.getLogger(__name__)
+
+#: File name of the manifest in the output folder.
+MANIFEST_NAME = "ovpanoptic-manifest.jsonl"
+
+#: Version of the manifest's format (first line, key ``manifest``).
+MANIFEST_VERSION = 1
+
+#: Pipeline settings that do not change results, left out of the config digest.
+_NEUTRAL_SETTINGS = ("device", "cache_images")
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """SHA-256 of a file's bytes (hex, first 16 characters)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """What every result in an output folder was made with.
+
+    :param config: the resolved config as a dict (settings that do not change results removed).
+    :param vocabulary: the vocabulary as a dict (:meth:`~ovpanoptic.types.Vocabulary.to_dict`).
+    :param formats: the exporters, in order.
+    """
+
+    config: Mapping[str, Any]
+    vocabulary: Mapping[str, Any]
+    formats: tuple[str, ...]
+
+    @classmethod
+    def create(cls, config: Mapping[str, Any], vocabulary: Mapping[str, Any], formats: Sequence[str]) -> BatchHeader:
+        cfg = json.loads(json.dumps(config, default=str))
+        for key in _NEUTRAL_SETTINGS:
+            cfg.get("pipeline", {}).pop(key, None)
+        return cls(cfg, json.loads(json.dumps(vocabulary)), tuple(formats))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "manifest": MANIFEST_VERSION,
+            "config_digest": _digest(self.config),
+            "vocabulary_digest": _digest(self.vocabulary),
+            "formats": list(self.formats),
+            "config": self.config,
+            "vocabulary": self.vocabulary,
+        }
+
+    def difference(self, other: Mapping[str, Any]) -> str:
+        """What differs between this header and a stored one, in words ("" when nothing does)."""
+        if list(other.get("formats", [])) != list(self.formats):
+            return f"the formats ({', '.join(other.get('formats', []))} there, {', '.join(self.formats)} now)"
+        if other.get("vocabulary_digest") != _digest(self.vocabulary):
+            old = {c["id"]: c for c in other.get("vocabulary", {}).get("categories", [])}
+            for cat in self.vocabulary.get("categories", []):
+                was = old.pop(cat["id"], None)
+                if was is None:
+                    return f"the vocabulary (category {cat['id']} {cat['name']!r} is new)"
+                if was != cat:
+                    kind = lambda c: "thing" if c["isthing"] else "stuff"  # noqa: E731
+                    return (
+                        f"the vocabulary (category {cat['id']} is {was['name']!r} ({kind(was)}) there, "
+                        f"{cat['name']!r} ({kind(cat)}) now)"
+                    )
+            if old:
+                first = next(iter(old.values()))
+                return f"the vocabulary (category {first['id']} {first['name']!r} is gone)"
+            return "the vocabulary"
+        if other.get("config_digest") != _digest(self.config):
+            return f"the config ({_first_difference(other.get('config', {}), self.config) or 'its settings'})"
+        return ""
+
+
+def _first_difference(old: Any, new: Any, where: str = "") -> str:
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        for key in sorted(set(old) | set(new)):
+            sub = f"{where}.{key}" if where else str(key)
+            if key not in old or key not in new:
+                return f"{sub} {'added' if key not in old else 'removed'}"
+            found = _first_difference(old[key], new[key], sub)
+            if found:
+                return found
+        return ""
+    return "" if old == new else f"{where} {old!r} there, {new!r} now"
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of a batch.
+
+    :param input: the input path as given (resolved to an absolute path).
+    :param digest: :func:`file_digest` of the input when it was processed.
+    :param stem: the output name stem of the image (unique in the folder).
+    :param status: ``"done"`` or ``"failed"``.
+    :param error: why it failed.
+    :param files: the files written for it, relative to the output folder.
+    """
+
+    input: str
+    digest: str
+    stem: str
+    status: Literal["done", "failed"]
+    error: str = ""
+    files: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"input": self.input, "digest": self.digest, "stem": self.stem, "status": self.status, "error": self.error, "files": list(self.files)}
+
+
+def check_header(outdir: Path, header: BatchHeader, stored: Mapping[str, Any], records: Mapping[str, Record]) -> None:
+    """Refuse a folder whose batch was made with another config, vocabulary or formats.
+
+    :raises InputError: saying what differs and how to go on.
+    """
+    diff = header.difference(stored)
+    if diff:
+        raise InputError(
+            f"{outdir} holds results made with other settings: {diff}. Mixing them would leave results "
+            f"that disagree in one folder. Choose another output folder with -o, or add --overwrite to "
+            f"replace the {sum(r.status == 'done' for r in records.values())} result(s) there"
+        )
+
+
+class Manifest:
+    """The open manifest of one output folder, locked for this run (see the module docstring).
+
+    Use :meth:`open`; close with :meth:`close` (or as a context manager).
+    """
+
+    def __init__(self, outdir: Path, header: BatchHeader, records: dict[str, Record], fh: Any) -> None:
+        self.outdir = outdir
+        self.header = header
+        #: input path -> its latest record
+        self.records = records
+        self._fh = fh
+
+    @property
+    def path(self) -> Path:
+        return self.outdir / MANIFEST_NAME
+
+    @staticmethod
+    def read(outdir: Path) -> tuple[dict[str, Any] | None, dict[str, Record]]:
+        """The stored header and records of a folder (``(None, {})`` when it has no manifest)."""
+        path = Path(outdir) / MANIFEST_NAME
+        if not path.is_file():
+            return None, {}
+        header: dict[str, Any] | None = None
+        records: dict[str, Record] = {}
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    data = json.loads(line)
+                except json.JSONDecodeError:
+                    log.info("%s: line %d is torn (a run was killed while writing it); ignored", path, number)
+                    continue
+                if header is None:
+                    if data.get("manifest") != MANIFEST_VERSION:
+                        raise InputError(
+                            f"{path} is not an ovpanoptic manifest of version {MANIFEST_VERSION}: choose another "
+                            "output folder with -o"
+                        )
+                    header = data
+                    continue
+                record = Record(
+                    data["input"], data["digest"], data["stem"], data["status"], data.get("error", ""), tuple(data.get("files", ()))
+                )
+                records[record.input] = record
+        return header, records
+
+    @classmethod
+    def open(cls, outdir: Path, header: BatchHeader, *, overwrite: bool = False) -> Manifest:
+        """Open (or start) the manifest of ``outdir`` for a run, holding its lock.
+
+        :param overwrite: start afresh: the files recorded by the previous batch and the manifest
+            are removed (other files in the folder are left alone).
+        :raises InputError: another run holds the folder, or its batch was made with another config,
+            vocabulary or formats (the message says which and how to go on), or it is unreadable.
+        """
+        import fcntl
+
+        outdir = Path(outdir)
+        outdir.mkdir(parents=True, exist_ok=True)
+        path = outdir / MANIFEST_NAME
+        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open (and locked) for the run
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise InputError(f"another ovpanoptic run is writing into {outdir}: wait for it, or choose another output folder with -o") from None
+        try:
+            stored, records = cls.read(outdir)
+            if stored is not None and overwrite:
+                for record in records.values():
+                    for rel in record.files:
+                        (outdir / rel).unlink(missing_ok=True)
+                fh.truncate(0)
+                stored, records = None, {}
+            if stored is not None:
+                check_header(outdir, header, stored, records)
+            else:
+                fh.seek(0, os.SEEK_END)
+                if fh.tell():  # a header line that was torn: start the file again
+                    fh.truncate(0)
+                fh.write(json.dumps(header.to_dict(), sort_keys=True) + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            fh.close()
+            raise
+        return cls(outdir, header, records, fh)
+
+    def append(self, record: Record) -> None:
+        """Record one image (flushed and synced before returning)."""
+        self._fh.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self.records[record.input] = record
+
+    def close(self) -> None:
+        """Release the folder's lock."""
+        self._fh.close()
+
+    def __enter__(self) -> Manifest:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def assign_stems(inputs: Iterable[Path], recorded: Mapping[str, str] | None = None) -> dict[Path, str]:
+    """A unique, deterministic output stem for every input of a batch.
+
+    An input recorded in the manifest keeps its recorded stem. Others get their file name's stem;
+    when that is taken (two folders with ``x.jpg``), ``x-1``, ``x-2``, ... skipping every stem that
+    another input has or would naturally have (so ``c/x-1.png`` keeps ``x-1``). Stems are compared
+    ignoring case, so outputs never collide on case-insensitive file systems.
+
+    :param inputs: the batch's inputs, in order.
+    :param recorded: input path (absolute, as in :class:`Record`) -> its recorded stem.
+    """
+    inputs = list(inputs)
+    recorded = dict(recorded or {})
+    taken = {stem.casefold() for stem in recorded.values()}
+    natural = {p.stem.casefold() for p in inputs}
+    out: dict[Path, str] = {}
+    for path in inputs:
+        key = str(path.resolve())
+        if key in recorded:
+            out[path] = recorded[key]
+            continue
+        stem = path.stem
+        if stem.casefold() in taken:
+            n = 1
+            while f"{stem}-{n}".casefold() in taken or f"{stem}-{n}".casefold() in natural:
+                n += 1
+            stem = f"{stem}-{n}"
+        taken.add(stem.casefold())
+        out[path] = stem
+    return out
