@@ -89,6 +89,7 @@ def test_entry_point_plugins_are_loaded_with_their_distribution(with_plugins):
     assert infos["fakes"].components == (
         "classifier: cycling", "exporter: fake-json", "fuser: paint", "proposal generator: tiles",
     )
+    assert infos["fakes-slow"].components == ("exporter: slow-json",)
     assert infos["vocabularies"].builtin and not infos["example"].builtin
 
 
