@@ -232,6 +232,24 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tqdm import tqdm
 
+    # The classifier's per-vocabulary work (CLIP: encoding the class names) before any image, with a
+    # bar on a terminal: bad names are refused first, and what is encoded is cached as it goes.
+    text_bar: Any = None
+
+    def text_progress(message: str, done: int, total: int) -> None:
+        nonlocal text_bar
+        if text_bar is None and total:
+            text_bar = tqdm(total=total, desc=message, unit="name", disable=args.no_progress or not err.isatty(), file=err)
+        if text_bar is not None:
+            text_bar.n = done
+            text_bar.refresh()
+
+    try:
+        pipe.prepare_vocabulary(vocab, text_progress)
+    finally:
+        if text_bar is not None:
+            text_bar.close()
+
     from .engines.local import ImageOutcome, run_local
 
     quiet_bar = args.no_progress or not err.isatty()

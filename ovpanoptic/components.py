@@ -42,6 +42,7 @@ __all__ = [
     "Fuser",
     "NoConfig",
     "OutputChecker",
+    "VocabularyPreparer",
     "Progress",
     "ProposalGenerator",
     "RegisterComponent",
@@ -155,6 +156,18 @@ class Exporter(Protocol):
         :return: a list of the paths written (never ``None`` or a single string). When this raises,
             the files it created for this image are removed by the pipeline.
         """
+        ...
+
+
+@runtime_checkable
+class VocabularyPreparer(Protocol):
+    """Optional: a classifier whose scoring needs per-vocabulary work (text encoding) offers
+    ``prepare_vocabulary``; the CLI calls it once before a batch, with a progress callback, so
+    long encodings show progress and bad class names are refused before any image is read."""
+
+    def prepare_vocabulary(self, vocabulary: Vocabulary, *, progress: Progress | None = None) -> None:
+        """Do the vocabulary's work now (and cache it); raise ``VocabularyError`` for names the
+        classifier cannot use."""
         ...
 
 

@@ -63,6 +63,8 @@ class PipelineSettings:
     :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     :param max_side: images whose longer side exceeds this are downscaled for processing and the
         result is scaled back to the original size; 0 disables downscaling.
+    :param min_side: downscaling for ``max_side`` never makes the shorter side smaller than this
+        (pixels), so thin images stay usable (SAM 2 needs 32 px per side).
     :param cache_images: how many images' proposals and features are kept for re-querying.
     """
 
@@ -72,6 +74,7 @@ class PipelineSettings:
     exporters: tuple[str, ...] = ("coco-panoptic",)
     device: str = "auto"
     max_side: int = 1024
+    min_side: int = 32
     cache_images: int = 4
 
     def __post_init__(self) -> None:
@@ -82,6 +85,8 @@ class PipelineSettings:
             raise ConfigError(f"pipeline.max_side must be >= 0 (0 = no downscaling), got {self.max_side}")
         if self.max_side and self.max_side < 32:
             raise ConfigError(f"pipeline.max_side {self.max_side} is too small: use at least 32 (or 0)")
+        if self.min_side < 1:
+            raise ConfigError(f"pipeline.min_side must be >= 1, got {self.min_side}")
         if self.cache_images < 0:
             raise ConfigError(f"pipeline.cache_images must be >= 0, got {self.cache_images}")
         device = self.device

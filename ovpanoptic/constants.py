@@ -15,9 +15,9 @@ ID_BASE: int = 256
 #: Largest segment id the COCO-panoptic PNG encoding can store.
 MAX_SEGMENT_ID: int = ID_BASE**3 - 1
 
-#: Longest class name or synonym accepted in a vocabulary (CLIP's context is 77 tokens, and
-#: prompt templates add words around the name).
-MAX_NAME_LENGTH: int = 60
+#: Longest class name or synonym accepted in a vocabulary, in characters: a sanity bound. What
+#: fits a text encoder is counted in tokens by the classifier (CLIP: 77 tokens with the template).
+MAX_NAME_LENGTH: int = 200
 
 #: Entry-point group that third-party plugin packages use.
 ENTRY_POINT_GROUP: str = "ovpanoptic"

@@ -1,7 +1,18 @@
 """Reading images robustly and normalising them to the one image convention.
 
-The convention: ``(H, W, 3)`` ``uint8`` RGB. :func:`read_image` applies the EXIF orientation and
-converts grayscale, palette, RGBA (composited on white), CMYK, 16-bit and float images.
+The convention: ``(H, W, 3)`` ``uint8`` RGB. One rule per input kind, the same for files, PIL
+images and arrays:
+
+* ``uint8``: taken as is. ``bool``: ``False`` -> 0, ``True`` -> 255.
+* ``uint16`` (and 16-bit files, PIL modes ``I;16*``): the 16-bit range, ``value // 257``.
+* other integers (``int32``, PIL mode ``I``, ...): values in 0..255 are 8-bit values and taken as
+  is; values up to 65535 are 16-bit values (``// 257``); negative or larger values are refused.
+* floats (PIL mode ``F``): values in [0, 1] are scaled by 255; values in [0, 255] are 8-bit
+  values (rounded); anything else (negative, above 255, NaN, inf) is refused. Never stretched
+  per image, so a constant 128.0 image reads as 128.
+* grayscale is repeated to RGB; an alpha channel is composited on white; palette and CMYK images
+  are converted by Pillow.
+* EXIF orientation is applied to files and to PIL images (so an image reads upright either way).
 """
 
 from __future__ import annotations
@@ -17,7 +28,15 @@ import numpy as np
 
 from .errors import ImageReadError, InputError
 
-__all__ = ["IMAGE_SUFFIXES", "as_rgb_array", "collect_inputs", "image_digest", "read_image", "resize_longest_side"]
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "as_rgb_array",
+    "collect_inputs",
+    "image_digest",
+    "read_image",
+    "resize_longest_side",
+    "working_size",
+]
 
 #: File suffixes treated as images when a folder is given.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(
@@ -26,6 +45,7 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset(
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Apply the module's per-kind rule (see the module docstring)."""
     if arr.dtype == np.uint8:
         return arr
     if arr.dtype == np.bool_:
@@ -33,17 +53,27 @@ def _to_uint8(arr: np.ndarray) -> np.ndarray:
     if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageReadError("the image has NaN or infinite pixel values")
-        if arr.size and arr.min() >= 0.0 and arr.max() <= 1.0:
+        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if lo >= 0.0 and hi <= 1.0:
             return np.round(arr * 255.0).astype(np.uint8)
-        lo, hi = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 1.0)
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        return np.round((arr - lo) * scale).astype(np.uint8)
+        if lo >= 0.0 and hi <= 255.0:
+            return np.round(arr).astype(np.uint8)
+        raise InputError(
+            f"float pixel values must be in [0, 1] or [0, 255]; this image has {lo:g}..{hi:g}: "
+            "scale it into one of those ranges (or convert it to uint8) first"
+        )
     if np.issubdtype(arr.dtype, np.integer):
-        if arr.size and arr.min() >= 0 and arr.max() <= 255 and arr.dtype.itemsize == 1:
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if arr.dtype == np.uint16:
+            return (arr // 257).astype(np.uint8)
+        if lo >= 0 and hi <= 255:
             return arr.astype(np.uint8)
-        # 16-bit (and wider) integers: map the type's 16-bit range onto 0..255.
-        clipped = np.clip(arr.astype(np.int64), 0, 65535)
-        return (clipped // 257).astype(np.uint8)
+        if lo >= 0 and hi <= 65535:
+            return (arr // 257).astype(np.uint8)
+        raise InputError(
+            f"integer pixel values must be 8-bit (0..255) or 16-bit (0..65535); this {arr.dtype} image has "
+            f"{lo}..{hi}: convert it first"
+        )
     raise ImageReadError(f"unsupported pixel type {arr.dtype}")
 
 
@@ -51,8 +81,10 @@ def _from_pil(img: Any) -> np.ndarray:
     from PIL import Image
 
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        return np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.repeat(_to_uint8(np.asarray(img).astype(np.uint16))[..., None], 3, axis=2)
+    if mode == "I":
+        return np.repeat(_to_uint8(np.asarray(img, dtype=np.int64))[..., None], 3, axis=2)
     if mode == "F":
         return np.repeat(_to_uint8(np.asarray(img, dtype=np.float32))[..., None], 3, axis=2)
     if mode == "P" and "transparency" in img.info:
@@ -100,14 +132,22 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def as_rgb_array(image: Any) -> np.ndarray:
-    """Normalise a path, PIL image or array to ``(H, W, 3)`` uint8 RGB.
+    """Normalise a path, PIL image or array to ``(H, W, 3)`` uint8 RGB (rules: module docstring).
 
-    Arrays may be ``(H, W)`` grayscale, ``(H, W, 1|3|4)``; uint8, 16-bit or float in [0, 1].
+    Arrays may be ``(H, W)`` grayscale or ``(H, W, 1|3|4)``. The result may be the caller's own
+    array (uint8 RGB in, nothing to convert); the pipeline hands components read-only views.
+
+    :raises InputError: an unsupported shape, an empty image, or pixel values outside the rules.
+    :raises ImageReadError: a path that cannot be read.
     """
     if isinstance(image, (str, os.PathLike)):
         return read_image(image)
     if type(image).__module__.startswith("PIL."):
-        return _from_pil(image)
+        from PIL import ImageOps
+
+        if image.width == 0 or image.height == 0:
+            raise InputError(f"the image is empty ({image.width}x{image.height})")
+        return _from_pil(ImageOps.exif_transpose(image))
     if not isinstance(image, np.ndarray):
         raise InputError(
             f"expected an image path, a PIL image or a numpy array, got {type(image).__name__}"
@@ -130,16 +170,27 @@ def as_rgb_array(image: Any) -> np.ndarray:
     return np.ascontiguousarray(arr8)
 
 
-def resize_longest_side(image: np.ndarray, max_side: int) -> np.ndarray:
-    """Downscale so the longer side is ``max_side`` (no-op when already small enough or 0)."""
+def working_size(height: int, width: int, max_side: int, min_side: int = 1) -> tuple[int, int]:
+    """``(h, w)`` after downscaling so the longer side is at most ``max_side`` (0: no limit), but
+    never below ``min_side`` on the shorter side (a 4000 x 40 image with ``max_side`` 1024 and
+    ``min_side`` 32 becomes 3200 x 32, not 1024 x 10). Never upscales."""
+    if not max_side or max(height, width) <= max_side:
+        return height, width
+    scale = max(max_side / max(height, width), min_side / min(height, width))
+    if scale >= 1.0:
+        return height, width
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def resize_longest_side(image: np.ndarray, max_side: int, min_side: int = 1) -> np.ndarray:
+    """Downscale to :func:`working_size` (bilinear; a no-op when the size does not change)."""
     h, w = image.shape[:2]
-    if not max_side or max(h, w) <= max_side:
+    size = working_size(h, w, max_side, min_side)
+    if size == (h, w):
         return image
     from PIL import Image
 
-    scale = max_side / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0))
+    return np.asarray(Image.fromarray(image).resize(size[::-1], Image.Resampling.BILINEAR, reducing_gap=3.0))
 
 
 def collect_inputs(specs: Iterable[str]) -> list[Path]:

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import boundary
 from .boundary import OutputLedger, readonly_image
-from .components import KINDS, ComponentContext, Progress
+from .components import KINDS, ComponentContext, Progress, VocabularyPreparer
 from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
 from .device import resolve_device
@@ -31,9 +31,27 @@ from .plugins import Registry
 from .weights import is_offline
 from .types import PanopticResult, ProposalSet, Vocabulary
 
-__all__ = ["Pipeline", "default_cache_dir"]
+__all__ = ["Pipeline", "check_stem", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
+
+def check_stem(stem: object) -> str:
+    """Check an output name stem: a plain, visible file name without a folder part.
+
+    :raises InputError: empty, ``.``/``..``, a path separator, a leading dot (hidden files and
+        temporary files start with one), a control character, or longer than 200 bytes.
+    """
+    if not isinstance(stem, str) or not stem.strip():
+        raise InputError(f"the output name (stem) must be a non-empty string, got {stem!r}")
+    bad = [ch for ch in stem if ch in "/\\" or ch == os.sep or ord(ch) < 32]
+    if bad or stem in (".", ".."):
+        raise InputError(f"the output name {stem!r} must be a plain file name, without folders or control characters")
+    if stem.startswith("."):
+        raise InputError(f"the output name {stem!r} starts with '.', which hides its files: drop the dot")
+    if len(stem.encode("utf-8")) > 200:
+        raise InputError(f"the output name {stem[:20]!r}... is {len(stem.encode())} bytes long: keep it under 200")
+    return stem
+
 
 def default_cache_dir() -> Path:
     """``$OVPANOPTIC_CACHE_DIR``, else ``$XDG_CACHE_HOME/ovpanoptic``, else ``~/.cache/ovpanoptic``."""
@@ -157,6 +175,16 @@ class Pipeline:
         for name in names:
             self.component("exporter", name)
 
+    def prepare_vocabulary(self, vocabulary: Vocabulary, progress: Progress | None = None) -> None:
+        """Let the classifier do its per-vocabulary work now (see
+        :class:`~ovpanoptic.components.VocabularyPreparer`); nothing for classifiers without it.
+
+        :raises VocabularyError: a class name the classifier cannot use (e.g. too many tokens).
+        """
+        classifier = self.component("classifier")
+        if isinstance(classifier, VocabularyPreparer):
+            boundary.call(self._target("classifier"), "prepare_vocabulary()", classifier.prepare_vocabulary, vocabulary, progress=progress)
+
     def _target(self, kind: str, name: str | None = None) -> boundary.Target:
         spec = self.registry.component(kind, name or getattr(self.config.pipeline, kind))
         return self.registry.target(spec)
@@ -228,7 +256,7 @@ class Pipeline:
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
         rgb = as_rgb_array(image)
         self.check()
-        work = resize_longest_side(rgb, self.config.pipeline.max_side)
+        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         t_start = time.perf_counter()
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
@@ -261,9 +289,11 @@ class Pipeline:
         :class:`~ovpanoptic.errors.ComponentError` says so; the other exporters' complete outputs
         for this image stay.
 
-        :raises InputError: ``image`` is not the image of ``result`` (another size).
+        :raises InputError: ``image`` is not the image of ``result`` (another size), or ``stem``
+            is not a plain file name (see :func:`check_stem`).
         :raises ComponentError: an exporter failed (see above).
         """
+        check_stem(stem)
         names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
         exporters = [(n, self.component("exporter", n)) for n in names]
         rgb = as_rgb_array(image)

@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import hashlib
 import math
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import InitVar, dataclass, field
 from types import MappingProxyType
@@ -35,7 +36,15 @@ __all__ = [
     "Segment",
     "Vocabulary",
     "masks_to_boxes_xyxy",
+    "normalize_name",
 ]
+
+
+def normalize_name(name: str) -> str:
+    """The form class names are kept and compared in: Unicode NFKC (full-width ``ｐｅｒｓｏｎ`` ->
+    ``person``, composed and decomposed ``café`` alike) with every run of white space made one
+    space. Names that differ only in these ways are the same name to a text encoder."""
+    return " ".join(unicodedata.normalize("NFKC", name).split())
 
 
 def _check_name(name: object, what: str) -> str:
@@ -64,7 +73,8 @@ class Category:
     """One class of a vocabulary.
 
     :param id: positive category id, unique within its vocabulary (0 is reserved for void).
-    :param name: display name, also the first text prompt.
+    :param name: display name, also the first text prompt. Names and synonyms are kept in the form
+        of :func:`normalize_name` (NFKC, single spaces).
     :param isthing: ``True`` for countable objects (each instance gets its own segment), ``False``
         for amorphous "stuff" regions (one segment per class).
     :param synonyms: extra names averaged into the class's text embedding.
@@ -83,6 +93,9 @@ class Category:
         if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id <= VOID_ID:
             raise VocabularyError(f"category id must be a positive integer, got {self.id!r}")
         _check_name(self.name, "class name")
+        object.__setattr__(self, "name", normalize_name(self.name))
+        if isinstance(self.synonyms, tuple) and all(isinstance(s, str) for s in self.synonyms):
+            object.__setattr__(self, "synonyms", tuple(normalize_name(s) for s in self.synonyms))
         if not isinstance(self.isthing, bool):
             raise VocabularyError(f"isthing of {self.name!r} must be a bool, got {self.isthing!r}")
         if isinstance(self.synonyms, (str, bytes)) or not isinstance(self.synonyms, tuple):
@@ -180,8 +193,8 @@ class Vocabulary:
                     first = owners[key]
                     detail = "" if first == cat.name else f" (in {first!r} and {cat.name!r})"
                     raise VocabularyError(
-                        f"class name {n!r} appears twice{detail}; names are compared ignoring case: "
-                        "remove or rename one"
+                        f"class name {n!r} appears twice{detail}; names are compared ignoring case, Unicode "
+                        "width and composition, and repeated spaces: remove or rename one"
                     )
                 owners[key] = cat.name
 

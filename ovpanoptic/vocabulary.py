@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import VocabularyError
-from .types import Category, Vocabulary
+from .types import Category, Vocabulary, normalize_name
 
 __all__ = ["ClassEntry", "StuffLexicon", "build_vocabulary", "load_vocabulary_file", "split_class_list"]
 
@@ -44,15 +44,16 @@ def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
     """Split ``"person, tv|television"`` into entries; empty names are errors naming their position."""
     if not isinstance(text, str):
         raise VocabularyError(f"{what} must be a string of comma-separated class names")
-    if not text.strip():
+    text = text.strip()  # white space and new lines at the ends (Enter in a text box) are not entries
+    if not text:
         return []
     entries = []
     for index, raw in enumerate(_SEPARATORS.split(text), start=1):
-        names = [part.strip() for part in raw.split("|")]
+        names = [normalize_name(part) for part in raw.split("|")]
         if not raw.strip():
             raise VocabularyError(
-                f"class {index} of {what} is empty (two commas in a row, or a comma at the start or end?): "
-                f"{text.strip()!r}. Remove the extra comma."
+                f"class {index} of {what} is empty (two separators in a row, or a comma at the start or end): "
+                f"{text!r}. Remove the extra comma or blank line."
             )
         if any(not n for n in names):
             raise VocabularyError(
@@ -121,7 +122,7 @@ def build_vocabulary(
             "no class names given: type comma-separated names, e.g. --classes \"person, car, road\" "
             "(or choose a named vocabulary with --vocabulary)"
         )
-    stuff_keys = {n.casefold() for e in stuff_entries for n in e.names}
+    stuff_keys = {n.casefold() for e in stuff_entries for n in e.names}  # names are normalised already
     for e in thing_entries:
         both = [n for n in e.names if n.casefold() in stuff_keys]
         if both:

@@ -26,8 +26,9 @@ def test_category_rejects_bad_ids_and_names():
         Category(0, "person", True)
     with pytest.raises(VocabularyError, match="empty"):
         Category(1, "  ", True)
-    with pytest.raises(VocabularyError, match="61 characters long; the limit is 60"):
-        Category(1, "x" * 61, True)
+    with pytest.raises(VocabularyError, match="201 characters long; the limit is 200"):
+        Category(1, "x" * 201, True)
+    assert Category(1, "ｔｒａｆｆｉｃ\u3000 light", True).name == "traffic light"  # NFKC, one space
     with pytest.raises(VocabularyError, match="separator"):
         Category(1, "a|b", True)
     with pytest.raises(VocabularyError, match="synonym 'TV' of 'tv' is given twice"):

@@ -44,11 +44,11 @@ def test_newlines_separate_classes_too():
     ("classes", "message"),
     [
         ("", "no class names given"),
-        ("person,,car", r"class 2 of --classes is empty \(two commas in a row"),
+        ("person,,car", r"class 2 of --classes is empty \(two separators in a row"),
         ("person, car,", "class 3 of --classes is empty"),
         ("tv|", r"class 1 of --classes \('tv\|'\) has an empty synonym"),
         ("person, Person", "'Person' appears twice"),
-        ("x" * 61, "61 characters long; the limit is 60"),
+        ("x" * 201, "201 characters long; the limit is 200"),
     ],
 )
 def test_bad_class_lists_give_clear_errors(classes, message):

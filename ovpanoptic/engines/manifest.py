@@ -263,10 +263,24 @@ class Manifest:
         self.close()
 
 
+#: Longest stem taken from a file name (bytes); longer ones are cut (and made unique as usual).
+MAX_STEM_BYTES = 150
+
+
+def _plain_stem(path: Path) -> str:
+    """The file name's stem, made a valid output name: leading dots dropped (``.x.png`` -> ``x``),
+    control characters replaced, at most :data:`MAX_STEM_BYTES` bytes; ``image`` when nothing is left."""
+    stem = "".join("_" if ord(ch) < 32 else ch for ch in path.stem).lstrip(".").strip() or "image"
+    while len(stem.encode("utf-8")) > MAX_STEM_BYTES:
+        stem = stem[:-1]
+    return stem
+
+
 def assign_stems(inputs: Iterable[Path], recorded: Mapping[str, str] | None = None) -> dict[Path, str]:
     """A unique, deterministic output stem for every input of a batch.
 
-    An input recorded in the manifest keeps its recorded stem. Others get their file name's stem;
+    An input recorded in the manifest keeps its recorded stem. Others get their file name's stem
+    (leading dots dropped, at most :data:`MAX_STEM_BYTES` bytes);
     when that is taken (two folders with ``x.jpg``), ``x-1``, ``x-2``, ... skipping every stem that
     another input has or would naturally have (so ``c/x-1.png`` keeps ``x-1``). Stems are compared
     ignoring case, so outputs never collide on case-insensitive file systems.
@@ -277,14 +291,14 @@ def assign_stems(inputs: Iterable[Path], recorded: Mapping[str, str] | None = No
     inputs = list(inputs)
     recorded = dict(recorded or {})
     taken = {stem.casefold() for stem in recorded.values()}
-    natural = {p.stem.casefold() for p in inputs}
+    natural = {_plain_stem(p).casefold() for p in inputs}
     out: dict[Path, str] = {}
     for path in inputs:
         key = str(path.resolve())
         if key in recorded:
             out[path] = recorded[key]
             continue
-        stem = path.stem
+        stem = _plain_stem(path)
         if stem.casefold() in taken:
             n = 1
             while f"{stem}-{n}".casefold() in taken or f"{stem}-{n}".casefold() in natural:

@@ -9,13 +9,13 @@ from typing import Any
 
 import numpy as np
 
-from ...components import ComponentContext
+from ...components import ComponentContext, Progress
 from ...errors import ConfigError, InputError
 from ...types import Category, ClassScores, ProposalSet, Vocabulary
 from . import ClipConfig
 from .image import Preprocess, dense_input_size, mask_pooling_weights, masked_crops
 from .loading import WeightsSource, build_model, load_tokenizer, weights_source
-from .text import TextEmbeddings, text_cache_dir, weights_sha256
+from .text import TextEmbeddings, text_cache_dir, token_counter, weights_sha256
 
 __all__ = ["ClipClassifier", "ClipFeatures"]
 
@@ -130,7 +130,14 @@ class ClipClassifier:
             model=model,
             tokenizer=tokenizer,
             preprocess=Preprocess.from_cfg(dict(get_model_preprocess_cfg(model))),
-            text=TextEmbeddings(self._encode_text, self.templates, batch_size=self.config.text_batch_size, directory=directory),
+            text=TextEmbeddings(
+                self._encode_text,
+                self.templates,
+                batch_size=self.config.text_batch_size,
+                directory=directory,
+                count_tokens=token_counter(tokenizer),
+                context_length=getattr(tokenizer, "context_length", None),
+            ),
             key=f"{source.architecture}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}",
             embed_dim=int(get_model_config(source.architecture)["embed_dim"]),
             logit_scale=float(model.logit_scale.detach().exp().reshape(-1)[0]),
@@ -282,6 +289,18 @@ class ClipClassifier:
     def text_embeddings(self, categories: tuple[Category, ...] | list[Category]) -> np.ndarray:
         """``(C, D)`` normalised class embeddings (synonyms averaged), from the cache when possible."""
         return self._state().text.categories(list(categories))
+
+    def prepare_vocabulary(self, vocabulary: Vocabulary, *, progress: Progress | None = None) -> None:
+        """Load the model and encode the vocabulary's names (and the background prompts) now,
+        reporting progress; what is encoded is saved to the cache chunk by chunk.
+
+        :raises VocabularyError: a name is too long for the text encoder.
+        :raises WeightsError: the weights are missing.
+        """
+        state = self._state()
+        state.text.categories(list(vocabulary.categories), progress)
+        if self.config.background_prompts:
+            state.text.names(list(self.config.background_prompts))
 
     def score(self, prepared: ClipFeatures, vocabulary: Vocabulary) -> ClassScores:
         """Logits and "no object"-aware probabilities of each prepared proposal for each category.

@@ -14,21 +14,38 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from ...atomic import atomic_write_bytes, atomic_write_text
+from ...components import Progress
+from ...errors import VocabularyError
 from ...types import Category
 from ...weights import sha256_of
 
-__all__ = ["TextEmbeddings", "text_cache_dir", "weights_sha256"]
+__all__ = ["TextEmbeddings", "text_cache_dir", "token_counter", "weights_sha256"]
 
 log = logging.getLogger(__name__)
 
 #: ``encode(prompts) -> (len(prompts), D)`` float32 embeddings (not necessarily normalised).
 Encoder = Callable[[list[str]], np.ndarray]
+
+#: ``count(prompt) -> tokens`` the text encoder reads for a prompt, start and end tokens included.
+TokenCounter = Callable[[str], int]
+
+
+def token_counter(tokenizer: object) -> TokenCounter | None:
+    """How many tokens ``tokenizer`` (an open_clip tokenizer) makes of a prompt, or ``None`` when
+    it cannot tell (the check is then skipped)."""
+    encode = getattr(tokenizer, "encode", None)
+    if callable(encode) and hasattr(tokenizer, "sot_token_id") and hasattr(tokenizer, "eot_token_id"):
+        return lambda text: len(encode(text)) + 2  # SimpleTokenizer: BPE tokens plus start and end
+    inner = getattr(tokenizer, "tokenizer", None)  # HFTokenizer: the Hugging Face tokenizer adds its own
+    if callable(inner):
+        return lambda text: len(inner(text)["input_ids"])
+    return None
 
 _SIDECAR = "weights-sha256.json"
 
@@ -87,15 +104,28 @@ class TextEmbeddings:
     :param templates: prompt templates, each with one ``{}``.
     :param batch_size: prompts per ``encode`` call.
     :param directory: on-disk cache folder (see :func:`text_cache_dir`); ``None`` for memory only.
+    :param count_tokens: counts a prompt's tokens (see :func:`token_counter`); with
+        ``context_length``, a name whose longest prompt does not fit is refused instead of being
+        cut (cut names would share one embedding).
+    :param context_length: tokens the text encoder reads (CLIP: 77).
     """
 
     def __init__(
-        self, encode: Encoder, templates: Sequence[str], *, batch_size: int = 256, directory: Path | None = None
+        self,
+        encode: Encoder,
+        templates: Sequence[str],
+        *,
+        batch_size: int = 256,
+        directory: Path | None = None,
+        count_tokens: TokenCounter | None = None,
+        context_length: int | None = None,
     ) -> None:
         self._encode = encode
         self.templates = tuple(templates)
         self.batch_size = batch_size
         self.directory = directory
+        self.count_tokens = count_tokens
+        self.context_length = context_length
         self._memory: dict[str, np.ndarray] = {}
         self.dim: int | None = None
 
@@ -130,8 +160,32 @@ class TextEmbeddings:
         except OSError as exc:
             log.warning("cannot write the text-embedding cache in %s: %s", self.directory, exc)
 
-    def names(self, names: Sequence[str]) -> np.ndarray:
-        """``(len(names), D)`` float32 embeddings; encodes only names never seen before."""
+    def check_lengths(self, names: Sequence[str]) -> None:
+        """Refuse names whose longest prompt has more tokens than the encoder reads.
+
+        :raises VocabularyError: naming the class, its token count and the limit.
+        """
+        if self.count_tokens is None or not self.context_length:
+            return
+        for name in names:
+            prompts = [t.format(name) for t in self.templates] or [name]
+            tokens, prompt = max((self.count_tokens(p), p) for p in prompts)
+            if tokens > self.context_length:
+                raise VocabularyError(
+                    f"class name {name[:40]!r}{'...' if len(name) > 40 else ''} is too long for the text encoder: the prompt "
+                    f"{prompt[:60]!r}{'...' if len(prompt) > 60 else ''} is {tokens} tokens and CLIP reads {self.context_length} "
+                    "(start and end included); a longer name would be cut, and two cut names could not be told apart. "
+                    "Shorten it (details can go in a synonym)"
+                )
+
+    def names(self, names: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """``(len(names), D)`` float32 embeddings; encodes only names never seen before.
+
+        :param progress: called as ``progress("encoding class names", done, total)`` while new
+            names are encoded (each finished chunk is saved to the cache at once, so an
+            interrupted run keeps what it encoded).
+        :raises VocabularyError: a new name does not fit the encoder (see :meth:`check_lengths`).
+        """
         missing: list[str] = []
         for name in dict.fromkeys(names):
             if name in self._memory:
@@ -143,53 +197,43 @@ class TextEmbeddings:
                 self._memory[name] = vec
                 self.dim = vec.shape[0]
         if missing:
-            self._encode_names(missing)
+            self.check_lengths(missing)
+            self._encode_names(missing, progress)
         if not names:
             return np.zeros((0, self.dim or 0), np.float32)
         return np.stack([self._memory[n] for n in names])
 
-    def _prompt_batches(self, names: list[str]) -> Iterator[tuple[list[int], list[str]]]:
-        """``(name indices, prompts)`` batches of at most ``batch_size`` prompts, built lazily."""
-        rows: list[int] = []
-        prompts: list[str] = []
-        for i, name in enumerate(names):
-            for template in self.templates:
-                rows.append(i)
-                prompts.append(template.format(name))
-                if len(prompts) == self.batch_size:
-                    yield rows, prompts
-                    rows, prompts = [], []
-        if prompts:
-            yield rows, prompts
-
-    def _encode_names(self, names: list[str]) -> None:
+    def _encode_names(self, names: list[str], progress: Progress | None = None) -> None:
         log.info(
             "encoding %d new class names (%d prompts); they are cached%s",
             len(names),
             len(names) * len(self.templates),
             f" in {self.directory}" if self.directory is not None else " in memory",
         )
-        sums: np.ndarray | None = None
-        count = 0
-        for rows, prompts in self._prompt_batches(names):
-            emb = _l2_normalise(np.asarray(self._encode(prompts), np.float32))
-            if sums is None:
-                sums = np.zeros((len(names), emb.shape[1]), np.float32)
-            np.add.at(sums, np.asarray(rows, np.int64), emb)
-            count += len(prompts)
-        if sums is None:  # no names, or no templates: nothing to encode
+        if not self.templates:
             return
-        vectors = _l2_normalise(sums)
-        self.dim = vectors.shape[1]
-        for name, vec in zip(names, vectors):
-            self._memory[name] = vec
-            self._to_disk(name, vec)
-        log.debug("encoded %d new names (%d prompts)", len(names), count)
+        per_chunk = max(1, self.batch_size // len(self.templates))  # whole names per encode call
+        message = "encoding class names"
+        if progress is not None:
+            progress(message, 0, len(names))
+        for start in range(0, len(names), per_chunk):
+            chunk = names[start : start + per_chunk]
+            prompts = [template.format(name) for name in chunk for template in self.templates]
+            emb = _l2_normalise(np.asarray(self._encode(prompts), np.float32))
+            sums = emb.reshape(len(chunk), len(self.templates), emb.shape[1]).sum(axis=1)
+            vectors = _l2_normalise(sums)
+            self.dim = vectors.shape[1]
+            for name, vec in zip(chunk, vectors):
+                self._memory[name] = vec
+                self._to_disk(name, vec)
+            if progress is not None:
+                progress(message, start + len(chunk), len(names))
+        log.debug("encoded %d new names (%d prompts)", len(names), len(names) * len(self.templates))
 
-    def categories(self, categories: Sequence[Category]) -> np.ndarray:
+    def categories(self, categories: Sequence[Category], progress: Progress | None = None) -> np.ndarray:
         """``(C, D)``: each category's names (name and synonyms) averaged, then normalised."""
         all_names = [n for c in categories for n in c.names]
-        vectors = self.names(all_names)
+        vectors = self.names(all_names, progress)
         out = np.zeros((len(categories), vectors.shape[1]), np.float32)
         row = 0
         for j, cat in enumerate(categories):
