@@ -101,9 +101,9 @@ def test_default_preset_without_weights_says_how_to_get_them(images, tmp_path, m
     out = tmp_path / "out"
     code = main(["segment", str(images), "--classes", "person", "--no-progress", "-o", str(out)])
     err = capsys.readouterr().err
-    assert code == 2  # the whole batch stops: every image would fail the same way
-    assert err.startswith("error: SAM 2.1 hiera tiny checkpoint is not in the local cache and offline mode is on")
-    assert "ovpanoptic download sam2 --size tiny" in err and "Traceback" not in err
+    assert code == 2  # the whole batch stops before any image: class names are encoded first
+    assert err.startswith("error: CLIP convnext_base_w checkpoint (laion2b_s13b_b82k_augreg) is not in the local cache and offline mode is on")
+    assert "ovpanoptic download clip --model convnext_base_w" in err and "Traceback" not in err
     assert not out.exists()
 
 
