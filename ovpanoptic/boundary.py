@@ -31,13 +31,25 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .components import KINDS, ComponentContext, ComponentSpec
-from .errors import ComponentError, OvpanopticError, PluginError
-from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary, masks_to_boxes_xyxy
+from .errors import (
+    ComponentError,
+    ConfigError,
+    ExportError,
+    ImageReadError,
+    InputError,
+    MissingDependencyError,
+    VocabularyError,
+    WeightsError,
+)
+from .types import ClassScores, PanopticResult, ProposalSet, Segment, Vocabulary, masks_to_boxes_xyxy, readonly_view
 
 __all__ = [
     "BoxTolerance",
     "Origin",
-    "OutputLedger",
+    "EXPORT_ERRORS",
+    "USER_ERRORS",
+    "VOCABULARY_ERRORS",
+    "check_download",
     "Target",
     "build_component",
     "call",
@@ -47,6 +59,7 @@ __all__ = [
     "check_scores",
     "check_vocabulary",
     "readonly_image",
+    "snapshot_files",
 ]
 
 log = logging.getLogger(__name__)
@@ -132,44 +145,73 @@ class Target:
         return ComponentError(message, plugin=self.origin.plugin, component=self.what, call=call_name)
 
 
+#: Longest part of a plugin's exception message quoted in an error (the rest is in ``-vv``).
+MAX_QUOTED = 300
+
+
 def _exception_text(exc: BaseException) -> str:
     """``Type: first line of the message`` (the whole exception stays chained as the cause; the CLI
     prints its traceback with ``-vv``)."""
-    lines = str(exc).strip().splitlines()
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception as inner:  # noqa: BLE001 - a plugin's exception whose __str__ fails
+        return f"{type(exc).__name__} (its message cannot be shown: {type(inner).__name__})"
     text = lines[0].strip() if lines else ""
-    if len(lines) > 1:
+    if len(text) > MAX_QUOTED:
+        text = text[:MAX_QUOTED] + "..."
+    elif len(lines) > 1:
         text += " (...)"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def call(target: Target, call_name: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+#: Errors a component raises on purpose for problems the *user* must fix; they reach the user
+#: unchanged (an unreadable or unsuitable image, a bad option, missing weights or packages). Any
+#: other exception from plugin code, ovpanoptic errors of other kinds included, is reported as a
+#: fault of the plugin. Calls that deal with the user's class names add ``VocabularyError``
+#: (:data:`VOCABULARY_ERRORS`); calls that write the user's output folder add ``ExportError``
+#: (:data:`EXPORT_ERRORS`).
+USER_ERRORS: tuple[type[BaseException], ...] = (InputError, ImageReadError, ConfigError, WeightsError, MissingDependencyError)
+VOCABULARY_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, VocabularyError)
+EXPORT_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, ExportError)
+
+
+def call(
+    target: Target,
+    call_name: str,
+    fn: Callable[..., T],
+    *args: Any,
+    user_errors: tuple[type[BaseException], ...] = USER_ERRORS,
+    **kwargs: Any,
+) -> T:
     """Call plugin code; turn an unexpected exception into a :class:`ComponentError`.
 
     :param target: who is called (for the message).
     :param call_name: the call as users read it, e.g. ``"generate()"``.
-    :raises OvpanopticError: re-raised unchanged: errors ovpanoptic defines carry their own fix
-        (missing weights, a bad vocabulary file, an unreadable image, ...).
-    :raises ComponentError: any other exception (or ``SystemExit``) raised by the plugin code.
+    :param user_errors: exception types that are the user's to fix in this call and pass through
+        unchanged (default :data:`USER_ERRORS`; a vocabulary loader passes none, since the user only
+        chose its name).
+    :raises ComponentError: any other exception (``SystemExit`` included) raised by the plugin code.
+        ``KeyboardInterrupt`` passes through.
     """
     try:
         return fn(*args, **kwargs)
-    except OvpanopticError:
+    except user_errors:
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - foreign code: every failure is reported
         rule = ""
-        if isinstance(exc, ValueError) and "read-only" in str(exc):
+        text = _exception_text(exc)
+        if isinstance(exc, ValueError) and ("read-only" in text or "WRITEABLE" in text):
             rule = "Images, masks and scores handed to components are read-only: copy before changing them (np.array(image))"
-        raise target.error(call_name, f"raised {_exception_text(exc)}", rule) from exc
+        raise target.error(call_name, f"raised {text}", rule) from exc
 
 
 def readonly_image(image: np.ndarray) -> np.ndarray:
-    """A read-only view of ``image`` (the caller's array keeps its own flags and data).
+    """A read-only view of ``image`` that cannot be made writable again (see
+    :func:`~ovpanoptic.types.readonly_view`); the caller's array keeps its own flags and data.
 
     Every image handed to a component is such a view: components must not change their inputs.
     """
-    view = image.view()
-    view.flags.writeable = False
-    return view
+    return readonly_view(image)
 
 
 # -- building components ----------------------------------------------------------------------
@@ -204,9 +246,11 @@ def build_component(spec: ComponentSpec, config: Any, context: ComponentContext,
         Protocol or takes other arguments than the Protocol passes.
     """
     target = Target.component(spec, origin)
-    obj = call(target, f"its factory {getattr(spec.factory, '__qualname__', repr(spec.factory))}(config, context)", spec.factory, config, context)
-    if obj is None:
-        raise target.error("its factory", "the factory returned None", "A factory returns the built component")
+    name = f"its factory {getattr(spec.factory, '__qualname__', type(spec.factory).__name__)}(config, context)"
+    obj = call(target, name, spec.factory, config, context, user_errors=(ConfigError, MissingDependencyError))
+    if obj is None or inspect.isclass(obj):
+        what = "None" if obj is None else f"the class {obj.__name__}"
+        raise target.error("its factory", f"the factory returned {what}, not a built component", "A factory returns an instance: return MyComponent(config, context)")
     _check_methods(target, spec.kind, obj)
     return obj
 
@@ -225,23 +269,22 @@ def check_proposals(target: Target, value: Any, image_size: tuple[int, int], cal
     size, none empty, ``boxes_xyxy`` the masks' tight boxes (within :data:`BoxTolerance` px),
     ``scores`` ``(N,)`` finite float32.
 
+    :return: the proposals as a plain, validated :class:`ProposalSet` (read-only arrays).
     :raises ComponentError: naming the first broken rule.
     """
     rule = "generate() returns a ProposalSet (ProposalSet.from_masks(masks, scores) builds one)"
     if not isinstance(value, ProposalSet):
         raise target.error(call_name, f"it returned {type(value).__name__}, not a ProposalSet", rule)
-    m = value.masks
-    if not isinstance(m, np.ndarray) or m.ndim != 3 or m.dtype != np.bool_:
-        raise target.error(call_name, f"masks are {_shape(m)}, not (N, H, W) bool", rule)
+    try:  # the constructor's checks again, whatever built the object (subclass, object.__new__)
+        value = ProposalSet(value.masks, value.boxes_xyxy, value.scores)
+    except Exception as exc:  # noqa: BLE001
+        raise target.error(call_name, f"it returned an invalid ProposalSet: {_exception_text(exc)}", rule) from None
     if value.image_size != tuple(image_size):
         raise target.error(
             call_name,
             f"masks are {value.image_size[0]}x{value.image_size[1]} for an image of {image_size[0]}x{image_size[1]}",
             "Masks must be at the size of the image passed to generate()",
         )
-    s = value.scores
-    if not isinstance(s, np.ndarray) or s.shape != (len(value),) or s.dtype != np.float32 or not np.isfinite(s).all():
-        raise target.error(call_name, f"scores are {_shape(s)} (finite: {bool(np.isfinite(s).all())})", "Scores are (N,) finite float32")
     if len(value):
         empty = np.flatnonzero(value.areas == 0)
         if len(empty):
@@ -271,6 +314,10 @@ def check_scores(target: Target, value: Any, n_proposals: int, vocabulary: Vocab
     rule = "score() returns ClassScores(logits, probs, category_ids=vocabulary.ids)"
     if not isinstance(value, ClassScores):
         raise target.error(call_name, f"it returned {type(value).__name__}, not ClassScores", rule)
+    try:  # the constructor's checks again, whatever built the object
+        value = ClassScores(value.logits, value.probs, tuple(value.category_ids), value.temperature)
+    except Exception as exc:  # noqa: BLE001
+        raise target.error(call_name, f"it returned invalid ClassScores: {_exception_text(exc)}", rule) from None
     if len(value) != n_proposals:
         raise target.error(call_name, f"it returned {len(value)} rows for {n_proposals} proposals", "One row per proposal, in order")
     if value.category_ids != vocabulary.ids:
@@ -279,13 +326,6 @@ def check_scores(target: Target, value: Any, n_proposals: int, vocabulary: Vocab
             f"its columns are categories {list(value.category_ids[:8])}, the vocabulary's are {list(vocabulary.ids[:8])}",
             "One column per category, in vocabulary order",
         )
-    for name in ("logits", "probs"):
-        arr = getattr(value, name)
-        if arr.dtype != np.float32 or arr.shape != (n_proposals, len(vocabulary)):
-            raise target.error(call_name, f"{name} are {_shape(arr)}", f"{name} are ({n_proposals}, {len(vocabulary)}) float32")
-    p = value.probs
-    if p.size and (not np.isfinite(p).all() or p.min() < 0 or (p.sum(axis=1) > 1 + 1e-4).any()):
-        raise target.error(call_name, "probs are not finite, negative, or a row sums above 1", "probs are finite, >= 0, each row sums to <= 1")
     lg = value.logits
     if lg.size and (np.isnan(lg).any() or np.isposinf(lg).any()):
         raise target.error(call_name, "logits contain NaN or +inf", "logits are finite (or -inf for impossible classes)")
@@ -299,24 +339,28 @@ def check_result(target: Target, value: Any, vocabulary: Vocabulary, image_size:
     per stuff class, exact areas and boxes) when built; this checks its size and its vocabulary
     (a result over another vocabulary would be exported with categories the user never asked for).
 
+    :return: the result as a plain, validated :class:`PanopticResult`.
     :raises ComponentError: naming the first broken rule.
     """
     rule = "fuse() returns PanopticResult.from_map(panoptic_map, labels, vocabulary) at the proposals' size"
     if not isinstance(value, PanopticResult):
         raise target.error(call_name, f"it returned {type(value).__name__}, not a PanopticResult", rule)
-    pm = value.panoptic_map
-    if not isinstance(pm, np.ndarray) or pm.dtype != np.int32 or pm.ndim != 2:
-        raise target.error(call_name, f"panoptic_map is {_shape(pm)}", "panoptic_map is (H, W) int32")
+    if not isinstance(value.vocabulary, Vocabulary) or value.vocabulary != vocabulary:
+        other = value.vocabulary
+        shown = f"{other.name!r} {list(other.names[:5])}" if isinstance(other, Vocabulary) else type(other).__name__
+        raise target.error(
+            call_name,
+            f"the result is over vocabulary {shown}, not the one passed to fuse() {vocabulary.name!r} {list(vocabulary.names[:5])}",
+            "Build the result over the vocabulary passed to fuse()",
+        )
+    try:  # the constructors' checks again (map, segments, categories), whatever built the object
+        segments = tuple(Segment(s.id, s.category_id, s.isthing, s.score, s.area, s.bbox_xyxy) for s in value.segments)
+        value = PanopticResult(value.panoptic_map, segments, vocabulary, dict(value.timings))
+    except Exception as exc:  # noqa: BLE001
+        raise target.error(call_name, f"it returned an invalid PanopticResult: {_exception_text(exc)}", rule) from None
     if value.image_size != tuple(image_size):
         raise target.error(
             call_name, f"the result is {value.image_size[0]}x{value.image_size[1]} for proposals of {image_size[0]}x{image_size[1]}", rule
-        )
-    if value.vocabulary != vocabulary:
-        raise target.error(
-            call_name,
-            f"the result is over vocabulary {value.vocabulary.name!r} {list(value.vocabulary.names[:5])}, not the one passed to fuse() "
-            f"{vocabulary.name!r} {list(vocabulary.names[:5])}",
-            "Build the result over the vocabulary passed to fuse()",
         )
     return value
 
@@ -331,72 +375,65 @@ def check_vocabulary(target: Target, value: Any, call_name: str) -> Vocabulary:
 def check_export(target: Target, value: Any, outdir: Path, call_name: str = "export()") -> list[Path]:
     """Check what ``export()`` returned: a list of the files it wrote, each inside ``outdir``.
 
-    :raises ComponentError: not a list/tuple of paths (``None``, a ``str``), a path that is not an
-        existing file, or a path outside the output folder.
+    :raises ComponentError: not a list or tuple of paths (``None``, a ``str``, a generator, a set),
+        a path given twice, a path that is not an existing file, or a path outside the output folder.
     """
     rule = "export() returns a list of the paths of the files it wrote inside the output folder"
-    if value is None or isinstance(value, (str, bytes, os.PathLike)) or not isinstance(value, (Sequence, Iterable)):
-        raise target.error(call_name, f"it returned {type(value).__name__} {str(value)[:60]!r}, not a list of paths", rule)
-    paths = list(value)
+    if not isinstance(value, (list, tuple)):
+        shown = str(value)[:60] if isinstance(value, (str, bytes, os.PathLike)) or value is None else ""
+        raise target.error(call_name, f"it returned {type(value).__name__} {shown!r}, not a list of paths".replace(" ''", ""), rule)
     root = Path(outdir).resolve()
     out: list[Path] = []
-    for item in paths:
+    seen: set[Path] = set()
+    for item in value:
         if not isinstance(item, (str, os.PathLike)):
             raise target.error(call_name, f"it returned {type(item).__name__} {item!r} among the paths", rule)
         path = Path(item)
         resolved = path.resolve()
+        if resolved in seen:
+            raise target.error(call_name, f"it reports {path} twice", rule)
+        seen.add(resolved)
         if not resolved.is_relative_to(root):
-            raise target.error(call_name, f"it reports {path}, outside the output folder {outdir}", rule)
+            hint = ""
+            if not path.is_absolute() and (Path(outdir) / path).is_file():
+                hint = f" (did you mean Path(outdir) / {str(path)!r}?)"
+            raise target.error(call_name, f"it reports {path}, outside the output folder {outdir}{hint}", rule)
         if not resolved.is_file():
             raise target.error(call_name, f"it reports {path}, which it did not write", rule)
         out.append(path)
     return out
 
 
-class OutputLedger:
-    """The files of one output folder, so that a failing exporter's new files can be removed.
+def check_download(target: Target, value: Any, call_name: str = "download()") -> list[Path]:
+    """Check what ``download()`` returned: a list of existing local files.
 
-    Scanned once (on first use), updated with every successful export; scanned again only when an
-    exporter fails, to find and remove the files it created. Files that existed before are never
-    removed.
+    :raises ComponentError: not a list or tuple of paths, or a path that does not exist.
     """
+    rule = "download() returns a list of the local files it fetched or found"
+    if not isinstance(value, (list, tuple)):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not a list of paths", rule)
+    paths = []
+    for item in value:
+        if not isinstance(item, (str, os.PathLike)) or not Path(item).exists():
+            raise target.error(call_name, f"it reports {item!r}, which is not an existing file", rule)
+        paths.append(Path(item))
+    return paths
 
-    def __init__(self, outdir: Path) -> None:
-        self.outdir = Path(outdir)
-        self._known: set[Path] | None = None
 
-    def _scan(self) -> set[Path]:
-        if not self.outdir.is_dir():
-            return set()
-        return {p for p in self.outdir.rglob("*") if p.is_file() or p.is_symlink()}
-
-    def start(self) -> None:
-        """Record the folder's current files (once)."""
-        if self._known is None:
-            self._known = self._scan()
-
-    def add(self, paths: Iterable[Path]) -> None:
-        """Record files written by a successful export."""
-        if self._known is not None:
-            self._known.update(Path(p) for p in paths)
-
-    def remove_new(self, since: float) -> list[Path]:
-        """Remove the files that are not recorded and were modified at or after ``since`` (a
-        :func:`time.time` value); return them."""
-        if self._known is None:
-            return []
-        removed = []
-        for path in sorted(self._scan() - self._known):
-            try:
-                if path.lstat().st_mtime < since - 1.0:  # 1 s: coarse file-system clocks
-                    continue
-            except OSError:
-                continue
-            try:
-                path.unlink()
-            except OSError as exc:  # pragma: no cover - a file we cannot remove is reported, not fatal
-                log.warning("could not remove %s left by a failed export: %s", path, exc)
-                continue
-            removed.append(path)
-        return removed
-
+def snapshot_files(folder: Path) -> set[Path]:
+    """The files below ``folder`` (resolved paths; names only, no ``stat``), for rolling back an
+    export that failed: the files it created are the ones not in the snapshot taken before it."""
+    found: set[Path] = set()
+    stack = [Path(folder).resolve()]
+    while stack:
+        current = stack.pop()
+        try:
+            with os.scandir(current) as entries:
+                for entry in entries:
+                    if entry.is_dir(follow_symlinks=False):
+                        stack.append(Path(entry.path))
+                    else:
+                        found.add(Path(entry.path))
+        except OSError:
+            continue
+    return found

@@ -271,6 +271,14 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         bar.close()
     failed = report.failed
     done = report.done + report.skipped
+    if report.stopped is not None:
+        print(f"{done} of {len(inputs)} image(s) segmented into {outdir}", file=out)
+        _error(
+            f"the batch stopped at {report.stopped.path}: {report.stopped.error}. The {done} image(s) done are kept; "
+            "fix this and run the same command again to go on (finished images are skipped)",
+            err,
+        )
+        return EXIT_SOME_FAILED
     already = f" ({report.skipped} done by an earlier run)" if report.skipped else ""
     print(f"{done} of {len(inputs)} image(s) segmented into {outdir}{already}", file=out)
     if failed:
@@ -325,7 +333,12 @@ def _component_details(registry: Any, name: str) -> list[dict[str, Any]]:
 def _cmd_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .plugins import Registry
 
-    registry = Registry.create(args.disable_plugin, strict=False)
+    try:
+        registry = Registry.create(args.disable_plugin, strict=False)
+    except OvpanopticError as exc:  # a plugin that cannot even be loaded
+        if args.json:
+            print(json.dumps({"error": str(exc)}, indent=2), file=out)
+        raise
     infos = registry.plugins()
     if args.name:
         details = _component_details(registry, args.name)
@@ -335,12 +348,13 @@ def _cmd_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise InputError(f"no plugin or component named {args.name!r}. Plugins and components: {', '.join(names)}")
         if args.json:
             print(json.dumps({"plugin": info.__dict__ if info else None, "components": details}, indent=2, default=str), file=out)
-            return EXIT_OK
+            return EXIT_USAGE if info is not None and info.problem else EXIT_OK
         if info is not None:
             origin = "built-in" if info.builtin else f"{info.distribution} {info.version}".strip()
             print(f"plugin {info.name} ({origin}){' [disabled]' if info.blocked else ''}", file=out)
             if info.problem:
                 print(f"  error: {info.problem}", file=out)
+                return EXIT_USAGE
         for d in details:
             print(f"{d['kind']} {d['name']}  (plugin {d['plugin']}, {d['distribution']})", file=out)
             if d["description"]:
@@ -479,7 +493,14 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             from . import boundary
 
             target = pipe.registry.target(pipe.registry.component(kind, args.component))
-            for path in boundary.call(target, "download()", component.download):
+            try:
+                files = boundary.call(target, "download()", component.download, user_errors=(*boundary.USER_ERRORS, OSError))
+            except OSError as exc:  # the network or the disk, not the plugin
+                raise InputError(
+                    f"{args.component}: the download failed ({type(exc).__name__}: {exc}); check the network connection "
+                    "(and HF_HUB_OFFLINE), or fetch the file elsewhere and pass its path with --model PATH"
+                ) from None
+            for path in boundary.check_download(target, files):
                 print(f"{args.component}: {path}", file=out)
             fetched += 1
     if not fetched:

@@ -205,9 +205,10 @@ class ComponentSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown component kind {self.kind!r}; kinds are {sorted(KINDS)}")
-        if not isinstance(self.name, str) or not self.name or not self.name.replace("-", "_").replace(".", "_").isidentifier():
+        if not isinstance(self.name, str) or not self.name or not self.name.replace("-", "_").isidentifier() or not self.name.isascii():
             raise ValueError(
-                f"component name {self.name!r} is invalid: use letters, digits, '-', '_' or '.'"
+                f"component name {self.name!r} is invalid: use ASCII letters, digits, '-' and '_', starting with a letter "
+                "(names are written in --set KIND.NAME.KEY=VALUE)"
             )
         if not callable(self.factory):
             raise ValueError(

@@ -98,6 +98,8 @@ _SECTIONS = ("pipeline", *KINDS)
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:  # list[int], Literal['a', 'b'], int | None: show the arguments
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -198,7 +200,10 @@ def describe_fields(cls: type) -> list[tuple[str, str, Any]]:
         if f.default is not dataclasses.MISSING:
             default = f.default
         elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-            default = f.default_factory()  # type: ignore[misc]
+            try:
+                default = f.default_factory()  # type: ignore[misc]
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's factory: shown, not fatal
+                default = f"(its default_factory raised {type(exc).__name__})"
         else:
             default = dataclasses.MISSING
         hint = hints.get(f.name, Any)
@@ -223,14 +228,26 @@ def build_dataclass(cls: type, table: Mapping[str, Any], where: str) -> Any:
             valid = ", ".join(sorted(fields)) or "(none: this component takes no options)"
             raise ConfigError(f"unknown key {key!r} in [{where}].{hint} Valid keys: {valid}")
         kwargs[key] = _coerce(value, hints.get(key, Any), f"{where}.{key}")
+    missing = [
+        name
+        for name, f in fields.items()
+        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING  # type: ignore[misc]
+    ]
+    if missing:
+        section, _, component = where.partition(".")
+        example = f"--set {where}.{missing[0]}=VALUE" if component else f"{missing[0]} = VALUE in [{where}]"
+        raise ConfigError(f"[{where}] needs a value for {', '.join(repr(m) for m in missing)} (no default): e.g. {example}")
     try:
         return cls(**kwargs)
     except ConfigError:
         raise
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"invalid [{where}]: {exc}") from None
-    except Exception as exc:  # noqa: BLE001 - a plugin's own validation failing in another way
-        raise ConfigError(f"invalid [{where}]: {cls.__name__} raised {type(exc).__name__}: {exc}") from None
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - a plugin's own validation failing in another way
+        raise ConfigError(
+            f"invalid [{where}]: the config class {cls.__name__} raised {type(exc).__name__}: {exc} (its validation should "
+            "raise ValueError with a message; this looks like a fault in the plugin that provides it)"
+        ) from None
 
 
 def preset_dirs() -> list[Path]:

@@ -56,3 +56,7 @@ class WeightsError(OvpanopticError):
 
 class MissingDependencyError(OvpanopticError, ImportError):
     """An optional dependency that a component needs is not installed."""
+
+
+class ExportError(OvpanopticError):
+    """Results cannot be written where asked (e.g. the output folder holds another vocabulary's results)."""

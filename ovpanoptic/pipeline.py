@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import boundary
-from .boundary import OutputLedger, readonly_image
+from .boundary import readonly_image, snapshot_files
 from .components import KINDS, ComponentContext, Progress, VocabularyPreparer
 from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
@@ -100,7 +100,6 @@ class Pipeline:
         self._device: str | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
-        self._ledgers: dict[Path, OutputLedger] = {}
         self._checked = False
 
     # -- resolution --------------------------------------------------------------------------
@@ -183,7 +182,14 @@ class Pipeline:
         """
         classifier = self.component("classifier")
         if isinstance(classifier, VocabularyPreparer):
-            boundary.call(self._target("classifier"), "prepare_vocabulary()", classifier.prepare_vocabulary, vocabulary, progress=progress)
+            boundary.call(
+                self._target("classifier"),
+                "prepare_vocabulary()",
+                classifier.prepare_vocabulary,
+                vocabulary,
+                progress=progress,
+                user_errors=boundary.VOCABULARY_ERRORS,
+            )
 
     def _target(self, kind: str, name: str | None = None) -> boundary.Target:
         spec = self.registry.component(kind, name or getattr(self.config.pipeline, kind))
@@ -262,7 +268,9 @@ class Pipeline:
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
         t0 = time.perf_counter()
         classifier_target = self._target("classifier")
-        scores = boundary.call(classifier_target, "score()", self.component("classifier").score, entry.prepared, vocab)
+        scores = boundary.call(
+            classifier_target, "score()", self.component("classifier").score, entry.prepared, vocab, user_errors=boundary.VOCABULARY_ERRORS
+        )
         boundary.check_scores(classifier_target, scores, len(entry.proposals), vocab)
         t1 = time.perf_counter()
         fuser_target = self._target("fuser")
@@ -285,9 +293,10 @@ class Pipeline:
 
         Exporters get a read-only view of the image. What each returns is checked (a list of the
         files it wrote, inside ``outdir``). When an exporter raises or breaks that contract, the
-        files it created are removed (files that existed before are kept) and the
-        :class:`~ovpanoptic.errors.ComponentError` says so; the other exporters' complete outputs
-        for this image stay.
+        files that appeared in ``outdir`` during this export and were not reported by an exporter
+        that finished are removed (a listing of the folder is taken before and after; files that
+        existed before are never touched), and the :class:`~ovpanoptic.errors.ComponentError` says
+        so; the complete outputs of the exporters that finished stay.
 
         :raises InputError: ``image`` is not the image of ``result`` (another size), or ``stem``
             is not a plain file name (see :func:`check_stem`).
@@ -305,17 +314,20 @@ class Pipeline:
         view = readonly_image(rgb)
         out = Path(outdir)
         out.mkdir(parents=True, exist_ok=True)
-        ledger = self._ledgers.setdefault(out.resolve(), OutputLedger(out.resolve()))
-        ledger.start()
+        before = snapshot_files(out)
         paths: list[Path] = []
         for name, exporter in exporters:
             target = self._target("exporter", name)
-            started = time.time()
             try:
-                written = boundary.check_export(target, boundary.call(target, "export()", exporter.export, result, view, out, stem), out)
-            except ComponentError as exc:
-                removed = ledger.remove_new(started)
-                if removed:
+                returned = boundary.call(target, "export()", exporter.export, result, view, out, stem, user_errors=boundary.EXPORT_ERRORS)
+                written = boundary.check_export(target, returned, out)
+            except BaseException as exc:
+                # Remove what this exporter created; the complete outputs of the exporters before it stay.
+                keep = {p.resolve() for p in paths}
+                removed = sorted(snapshot_files(out) - before - keep)
+                for path in removed:
+                    path.unlink(missing_ok=True)
+                if removed and isinstance(exc, ComponentError):
                     shown = ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
                     raise ComponentError(
                         f"{exc} (removed what it had written for {stem!r}: {shown})",
@@ -324,10 +336,6 @@ class Pipeline:
                         call=exc.call,
                     ) from exc
                 raise
-            except BaseException:
-                ledger.remove_new(started)
-                raise
-            ledger.add(p.resolve() for p in written)
             paths.extend(written)
         return paths
 

@@ -210,15 +210,29 @@ def register_plugin_object(pm: OvpanopticPluginManager, plugin: object, origin: 
             f"module or a module-level instance. Fix the plugin, or block it with --disable-plugin {origin.plugin}"
         )
     check_api_version(plugin, origin)
+    if pm.is_registered(plugin):
+        raise PluginError(
+            f"{origin.describe()} is an object already registered as plugin {pm.get_name(plugin)!r}: two entry points "
+            f"name the same object. Keep one entry point, or block one with --disable-plugin {origin.plugin}"
+        )
+    if pm.get_plugin(origin.plugin) is not None:
+        raise PluginError(
+            f"two plugins are named {origin.plugin!r}: give one another name, or block one with --disable-plugin {origin.plugin}"
+        )
     try:
         pm.register(plugin, name=origin.plugin)
     except pluggy.PluginValidationError as exc:
         raise PluginError(
             f"{origin.describe()} is invalid: {exc}. Fix it, or skip it with --disable-plugin {origin.plugin}"
         ) from exc
-    except ValueError as exc:  # pluggy: the same object or name registered twice
-        raise PluginError(f"{origin.describe()} cannot be registered: {exc}") from exc
     try:
+        wrappers = [c.name for c in pm.get_hookcallers(plugin) or () for i in c.get_hookimpls() if i.plugin is plugin and (i.hookwrapper or i.wrapper)]
+        if wrappers:
+            raise PluginError(
+                f"{origin.describe()} marks {', '.join(sorted(set(wrappers)))} as a hook wrapper; ovpanoptic calls each plugin's "
+                "hooks on their own, so wrappers are not supported: use a plain @hookimpl. Fix the plugin, or block it with "
+                f"--disable-plugin {origin.plugin}"
+            )
         _check_unmarked(pm, plugin, origin)
     except PluginError:
         pm.unregister(plugin)
@@ -246,7 +260,7 @@ def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource, qualified_b
         )
     try:
         plugin = source.load()
-    except Exception as exc:  # noqa: BLE001 - any import failure of foreign code becomes one clear error
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of foreign code becomes one clear error
         raise PluginError(
             f"plugin {source.name!r} from distribution {source.distribution!r} "
             f"{source.version} failed to import: {type(exc).__name__}: {exc}. "
@@ -429,7 +443,9 @@ class Registry:
             origin = self.pm.origin_of(impl.plugin_name)
             register = make_register(origin, hook_name)
             try:
-                boundary.call(Target.hook(hook_name, origin), f"{hook_name}(register)", _call_impl, impl, register=register)
+                boundary.call(
+                    Target.hook(hook_name, origin), f"{hook_name}(register)", _call_impl, impl, register=register, user_errors=(PluginError,)
+                )
             except PluginError as exc:
                 if self.strict:
                     raise
@@ -574,7 +590,8 @@ class Registry:
             spec = self.vocabularies[name]
             origin = self.origin(spec.plugin)
             target = Target(f"vocabulary {name!r}", origin, f"use another vocabulary, or block the plugin with --disable-plugin {origin.plugin}")
-            vocab = boundary.check_vocabulary(target, boundary.call(target, "its loader()", spec.loader), "its loader()")
+            loaded = boundary.call(target, "its loader()", spec.loader, user_errors=())  # the user only chose a name
+            vocab = boundary.check_vocabulary(target, loaded, "its loader()")
             self._loaded_vocabularies[name] = vocab
         return self._loaded_vocabularies[name]
 
@@ -610,11 +627,14 @@ class Registry:
             origin = self.origin(spec.plugin)
             target = Target(f"vocabulary parser {prefix!r}", origin, f"block the plugin with --disable-plugin {origin.plugin}")
             call_name = f"parser({text[len(prefix):].strip()[:40]!r}, stuff, things)"
-            result = boundary.call(target, call_name, spec.parser, text[len(prefix) :].strip(), stuff, things)
+            result = boundary.call(
+                target, call_name, spec.parser, text[len(prefix) :].strip(), stuff, things, user_errors=boundary.VOCABULARY_ERRORS
+            )
             return boundary.check_vocabulary(target, result, call_name)
         impls = self.pm.hook.parse_vocabulary.get_hookimpls()
         main = sorted((i for i in impls if not i.trylast), key=lambda i: i.plugin_name)
-        fallback = [i for i in reversed(impls) if i.trylast]
+        # Fallbacks: third-party ones by plugin name, then the built-in ones.
+        fallback = sorted((i for i in impls if i.trylast), key=lambda i: (self.pm.origin(i.plugin_name)[2], i.plugin_name))
         claims: list[tuple[str, Vocabulary]] = []
         for impl in main:
             vocab = self._ask_parser(impl, classes, stuff, things)
@@ -638,7 +658,9 @@ class Registry:
 
     def _ask_parser(self, impl: Any, classes: str, stuff: str, things: str) -> Vocabulary | None:
         target = Target.hook("parse_vocabulary", self.origin(impl.plugin_name))
-        result = boundary.call(target, "parse_vocabulary()", _call_impl, impl, classes=classes, stuff=stuff, things=things)
+        result = boundary.call(
+            target, "parse_vocabulary()", _call_impl, impl, classes=classes, stuff=stuff, things=things, user_errors=boundary.VOCABULARY_ERRORS
+        )
         return None if result is None else boundary.check_vocabulary(target, result, "parse_vocabulary()")
 
     def image_segmented(self, source: str, result: Any, timings: Mapping[str, float]) -> None:
@@ -647,7 +669,7 @@ class Registry:
         for impl in self.pm.hook.image_segmented.get_hookimpls():
             try:
                 _call_impl(impl, source=source, result=result, timings=timings)
-            except Exception as exc:  # noqa: BLE001 - observers are best effort by contract
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - observers are best effort by contract
                 log.warning(
                     "image_segmented observer of %s raised %s: %s (ignored; the run goes on)",
                     self.origin(impl.plugin_name).describe(),

@@ -45,6 +45,10 @@ def write_plugin_template(directory: Path, name: str | None = None) -> list[Path
             f"plugin name {name!r} is invalid: use lower-case letters, digits and single dashes (e.g. 'my-plugin'); "
             "pass one with --name"
         )
+    from .plugins import BUILTIN_PLUGINS
+
+    if name in {n for n, _ in BUILTIN_PLUGINS}:
+        raise InputError(f"plugin name {name!r} is a built-in plugin's name: choose another with --name")
     package = "ovpanoptic_" + name.replace("-", "_")
     if keyword.iskeyword(package) or not package.isidentifier():  # pragma: no cover - the pattern prevents it
         raise InputError(f"plugin name {name!r} gives the invalid package name {package!r}")

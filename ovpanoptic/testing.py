@@ -21,6 +21,7 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
 
 from __future__ import annotations
 
+import inspect
 import json
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -328,10 +329,11 @@ def check_classifier(classifier: Any, image: np.ndarray, proposals: ProposalSet,
     """
     obj, target = _unwrap(classifier, "classifier")
     prepared = boundary.call(target, "prepare()", obj.prepare, readonly_image(np.asarray(image)), proposals)
-    scores = boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, vocabulary), len(proposals), vocabulary)
+    errors = boundary.VOCABULARY_ERRORS
+    scores = boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, vocabulary, user_errors=errors), len(proposals), vocabulary)
     other = Vocabulary((Category(7, "zebra crossing", False), Category(11, "lamp post", True)), name="second")
-    boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, other), len(proposals), other)
-    again = boundary.call(target, "score()", obj.score, prepared, vocabulary)
+    boundary.check_scores(target, boundary.call(target, "score()", obj.score, prepared, other, user_errors=errors), len(proposals), other)
+    again = boundary.call(target, "score()", obj.score, prepared, vocabulary, user_errors=errors)
     if not np.allclose(again.probs, scores.probs):
         raise target.error("score()", "scoring the same features twice gave different probs", "score() is deterministic")
     return scores
@@ -356,9 +358,10 @@ def check_exporter(exporter: Any, result: PanopticResult, image: np.ndarray, out
     obj, target = _unwrap(exporter, "exporter")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths = boundary.check_export(
-        target, boundary.call(target, "export()", obj.export, result, readonly_image(np.asarray(image)), outdir, "check"), outdir
+    returned = boundary.call(
+        target, "export()", obj.export, result, readonly_image(np.asarray(image)), outdir, "check", user_errors=boundary.EXPORT_ERRORS
     )
+    paths = boundary.check_export(target, returned, outdir)
     if not paths:
         raise target.error("export()", "it returned no paths", "export() returns the paths it wrote")
     empty = [p for p in paths if p.stat().st_size == 0]
@@ -368,6 +371,24 @@ def check_exporter(exporter: Any, result: PanopticResult, image: np.ndarray, out
     if leftovers:
         raise target.error("export()", f"it left temporary files behind: {leftovers[:3]}", "Write atomically (ovpanoptic.atomic)")
     return paths
+
+
+def _origin_of_object(plugin: Any, name: str) -> Origin:
+    """The installed distribution that provides ``plugin``'s module, so that the kit's messages name
+    it as the product's do; "(registered in code)" when none does."""
+    import importlib.metadata
+
+    module = plugin.__name__ if inspect.ismodule(plugin) else type(plugin).__module__
+    top = str(module).split(".")[0]
+    dists = importlib.metadata.packages_distributions().get(top, [])
+    if not dists:
+        return Origin(name)
+    try:
+        version = importlib.metadata.version(dists[0])
+    except importlib.metadata.PackageNotFoundError:
+        version = ""
+    meta_name = importlib.metadata.metadata(dists[0])["Name"] or dists[0]
+    return Origin(name, meta_name, version, False)
 
 
 def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: np.ndarray | None = None) -> dict[str, list[str]]:
@@ -382,14 +403,15 @@ def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: n
     :return: ``{kind: [checked component names]}`` (``"vocabulary"`` for vocabularies).
     :raises PluginError: a start-up fault. :raises ComponentError: a component fault.
     """
-    plugin_name = name or (type(plugin).__name__ if not isinstance(plugin, type) else plugin.__name__)
-    if hasattr(plugin, "__name__") and not isinstance(plugin, type) and name is None:
-        plugin_name = str(plugin.__name__).split(".")[0]
+    plugin_name = name or _plugin_name(plugin)
     pm = make_plugin_manager(entry_points=False, env={})
     if pm.is_registered(plugin):  # a built-in plugin module
         plugin_name = pm.get_name(plugin) or plugin_name
     else:
-        register_plugin_object(pm, plugin, Origin(plugin_name))
+        origin = _origin_of_object(plugin, plugin_name)
+        register_plugin_object(pm, plugin, origin)
+        if origin.distribution != Origin.distribution:
+            pm.origins[plugin_name] = (origin.distribution, origin.version, origin.builtin)
         check_hooks(pm)
     registry = Registry(pm)
     img = make_shapes_image() if image is None else image
@@ -465,7 +487,15 @@ def shapes_image() -> np.ndarray:
     return make_shapes_image()
 
 
+def _plugin_name(plugin: Any) -> str:
+    """A module's name, a class's name, or an instance's class name."""
+    if isinstance(plugin, type) or inspect.ismodule(plugin):
+        return str(plugin.__name__)
+    return type(plugin).__name__
+
+
 def registry_with(*plugins: Any, disable: Sequence[str] = ()) -> Registry:
-    """A registry over the built-ins plus ``plugins`` (named by their class names)."""
-    named = [(type(p).__name__ if not isinstance(p, type) else p.__name__, p) for p in plugins]
+    """A registry over the built-ins plus ``plugins`` (named by module name or class name), with
+    the product's start-up checks."""
+    named = [(_plugin_name(p), p) for p in plugins]
     return Registry(make_plugin_manager(disable, entry_points=False, plugins=named, env={}))

@@ -37,6 +37,7 @@ __all__ = [
     "Vocabulary",
     "masks_to_boxes_xyxy",
     "normalize_name",
+    "readonly_view",
 ]
 
 
@@ -253,12 +254,29 @@ class Vocabulary:
         )
 
 
-def _readonly(array: np.ndarray) -> np.ndarray:
+def readonly_view(array: np.ndarray) -> np.ndarray:
+    """A read-only view of ``array`` (copied first only when it is not C-contiguous).
+
+    The view's memory comes from a read-only ``memoryview``, so, unlike ``view.flags.writeable =
+    False`` alone, nobody holding the view can turn writing back on (numpy refuses to set
+    ``WRITEABLE``). The array passed in keeps its own flags.
+    """
     out = np.ascontiguousarray(array)
-    if out is array:
-        out = array.view()
-    out.flags.writeable = False
-    return out
+    if out.size == 0 or not out.flags.writeable:
+        out = out.view()
+        out.flags.writeable = False
+        return out
+    return np.frombuffer(memoryview(out).toreadonly(), dtype=out.dtype).reshape(out.shape)
+
+
+_readonly = readonly_view
+
+
+def _describe(value: object) -> str:
+    """``(4, 4) float64`` for an array, the type's name otherwise (for messages)."""
+    if isinstance(value, np.ndarray):
+        return f"{value.shape} {value.dtype}"
+    return f"a {type(value).__name__}"
 
 
 def masks_to_boxes_xyxy(masks: np.ndarray) -> np.ndarray:
@@ -301,19 +319,16 @@ class ProposalSet:
         m, b, s = self.masks, self.boxes_xyxy, self.scores
         if not isinstance(m, np.ndarray) or m.ndim != 3 or m.dtype != np.bool_:
             raise ValueError(
-                f"ProposalSet.masks must be an (N, H, W) bool array, got "
-                f"{getattr(m, 'shape', None)} {getattr(m, 'dtype', type(m).__name__)}"
+                f"ProposalSet.masks must be an (N, H, W) bool array, got {_describe(m)}"
             )
         n = m.shape[0]
         if not isinstance(b, np.ndarray) or b.shape != (n, 4) or b.dtype != np.float32:
             raise ValueError(
-                f"ProposalSet.boxes_xyxy must be ({n}, 4) float32, got "
-                f"{getattr(b, 'shape', None)} {getattr(b, 'dtype', None)}"
+                f"ProposalSet.boxes_xyxy must be ({n}, 4) float32, got {_describe(b)}"
             )
         if not isinstance(s, np.ndarray) or s.shape != (n,) or s.dtype != np.float32:
             raise ValueError(
-                f"ProposalSet.scores must be ({n},) float32, got "
-                f"{getattr(s, 'shape', None)} {getattr(s, 'dtype', None)}"
+                f"ProposalSet.scores must be ({n},) float32, got {_describe(s)}"
             )
         if not np.isfinite(s).all() or not np.isfinite(b).all():
             raise ValueError("ProposalSet scores and boxes must be finite")
@@ -384,8 +399,7 @@ class ClassScores:
             arr = getattr(self, name)
             if not isinstance(arr, np.ndarray) or arr.ndim != 2 or arr.shape[1] != c or arr.dtype != np.float32:
                 raise ValueError(
-                    f"ClassScores.{name} must be an (N, {c}) float32 array, got "
-                    f"{getattr(arr, 'shape', None)} {getattr(arr, 'dtype', None)}"
+                    f"ClassScores.{name} must be an (N, {c}) float32 array, got {_describe(arr)}"
                 )
         if self.logits.shape != self.probs.shape:
             raise ValueError("ClassScores.logits and probs must have the same shape")
@@ -431,8 +445,10 @@ class Segment:
     def __post_init__(self) -> None:
         if not isinstance(self.id, int) or not VOID_ID < self.id <= MAX_SEGMENT_ID:
             raise ValueError(f"segment id must be in 1..{MAX_SEGMENT_ID}, got {self.id!r}")
-        if not (isinstance(self.score, (int, float)) and 0.0 <= float(self.score) <= 1.0):
-            raise ValueError(f"segment score must be in [0, 1], got {self.score!r}")
+        if isinstance(self.score, bool) or not isinstance(self.score, (int, float, np.integer, np.floating)):
+            raise ValueError(f"segment score must be a number, got {type(self.score).__name__}")
+        if not 0.0 <= float(self.score) <= 1.0:
+            raise ValueError(f"segment score must be in [0, 1], got {float(self.score)!r}")
         if not isinstance(self.area, int) or self.area <= 0:
             raise ValueError(f"segment area must be a positive int, got {self.area!r}")
         if len(self.bbox_xyxy) != 4:
@@ -509,8 +525,7 @@ class PanopticResult:
         pm = self.panoptic_map
         if not isinstance(pm, np.ndarray) or pm.ndim != 2 or pm.dtype != np.int32:
             raise ValueError(
-                f"panoptic_map must be an (H, W) int32 array, got {getattr(pm, 'shape', None)} "
-                f"{getattr(pm, 'dtype', None)}"
+                f"panoptic_map must be an (H, W) int32 array, got {_describe(pm)}"
             )
         if pm.size and pm.min() < 0:
             raise ValueError("panoptic_map ids must be >= 0")

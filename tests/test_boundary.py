@@ -8,9 +8,13 @@ The ``ovpanoptic.testing`` checks raise the same errors with the same messages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
+import shutil
+from dataclasses import field as dataclasses_field
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +41,8 @@ from ovpanoptic.testing import (
 from ovpanoptic.types import Category, Vocabulary
 
 from conftest import FAULTY_STARTUP, outputs
+
+dataclasses_missing = dataclasses.MISSING
 
 DIST = "(distribution ovpanoptic-faulty 0.3.0)"
 FAKES = ["--set", "pipeline.proposal_generator='tiles'", "--set", "pipeline.classifier='cycling'", "--set", "pipeline.fuser='paint'"]
@@ -444,3 +450,280 @@ def test_vocabulary_argument_types_are_checked():
     with pytest.raises(Exception, match=r"^a vocabulary name must be a string, got int$"):
         pipe.registry.vocabulary(3)
     assert pipe.vocabulary(["person", "road"]) == Vocabulary((Category(1, "person", True), Category(2, "road", False)))
+
+
+# -- odd plugins, found by trying the boundary as a plugin author --------------------------------
+
+from ovpanoptic.errors import ConfigError, VocabularyError, WeightsError  # noqa: E402
+from ovpanoptic.plugins import _load_plugin, _PluginSource, make_plugin_manager  # noqa: E402
+from ovpanoptic.testing import CyclingClassifier, PaintFuser, SummaryJSONExporter, TilesGenerator  # noqa: E402
+from ovpanoptic.types import ClassScores, PanopticResult, ProposalSet, Segment  # noqa: E402
+
+
+def one_component_pipeline(kind, factory, *, exporters=("fake-json",)):
+    hook = {"proposal_generator": "register_proposal_generators", "classifier": "register_classifiers", "fuser": "register_fusers", "exporter": "register_exporters"}[kind]
+    plugin = type("Odd", (), {hook: hookimpl(lambda self, register: register("odd", factory))})()
+    selected = {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint"}
+    if kind != "exporter":
+        selected[kind] = "odd"
+    config = Config.from_dict({"pipeline": {**selected, "exporters": list(exporters)}})
+    return Pipeline(config, registry=registry_with(FakeComponentsPlugin(), plugin), device="cpu")
+
+
+def generator_returning(make):
+    class Gen(TilesGenerator):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def generate(self, image, *, progress=None):
+            return make(image, super().generate(image))
+
+    return Gen
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no")
+
+
+def _bypass(cls, **fields):
+    obj = object.__new__(cls)
+    for key, value in fields.items():
+        object.__setattr__(obj, key, value)
+    return obj
+
+
+def _raise(exc):
+    raise exc
+
+
+ODD_GENERATORS = [
+    ("re-enables writing", lambda img, good: (setattr(img.flags, "writeable", True), good)[1], "raised ValueError: cannot set WRITEABLE flag to True of this array. Images, masks and scores handed to components are read-only"),
+    ("unprintable exception", lambda img, good: _raise(Unprintable()), "raised Unprintable (its message cannot be shown: RuntimeError)"),
+    ("bypassed constructor", lambda img, good: _bypass(ProposalSet, masks=good.masks, boxes_xyxy=None, scores=good.scores), "it returned an invalid ProposalSet: ValueError: ProposalSet.boxes_xyxy must be (4, 4) float32, got a NoneType"),
+    ("float64 boxes", lambda img, good: _bypass(ProposalSet, masks=good.masks, boxes_xyxy=good.boxes_xyxy.astype(np.float64), scores=good.scores), "boxes_xyxy must be (4, 4) float32, got (4, 4) float64"),
+    ("masks and scores disagree", lambda img, good: _bypass(ProposalSet, masks=good.masks[:3], boxes_xyxy=good.boxes_xyxy[:3], scores=good.scores), "ProposalSet.scores must be (3,) float32, got (4,) float32"),
+    ("a plugin's own vocabulary bug", lambda img, good: Vocabulary((Category(1, "a", True), Category(2, "A", True))), "raised VocabularyError: class name 'A' appears twice"),
+    ("raises ComponentError itself", lambda img, good: _raise(ComponentError("inner")), "raised ComponentError: inner"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "problem"), ODD_GENERATORS, ids=[c[0] for c in ODD_GENERATORS])
+def test_odd_generators_are_reported_naming_the_component(case, make, problem):
+    pipe = one_component_pipeline("proposal_generator", generator_returning(make))
+    image = make_shapes_image()
+    before = image.copy()
+    with pytest.raises(ComponentError) as info:
+        pipe.segment(image, "square, bar")
+    assert str(info.value).startswith("proposal generator 'odd' from plugin 'Odd' (registered in code) failed in generate(): ")
+    assert problem in str(info.value)
+    assert info.value.component == "proposal generator 'odd'"
+    assert image.flags.writeable and np.array_equal(image, before)
+
+
+def test_odd_classifier_and_fuser_results_are_rebuilt_and_checked():
+    class ListProbs(CyclingClassifier):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def score(self, prepared, vocabulary):
+            good = super().score(prepared, vocabulary)
+            return _bypass(ClassScores, logits=good.logits, probs=good.probs.tolist(), category_ids=good.category_ids, temperature=0.0)
+
+    with pytest.raises(ComponentError, match=r"failed in score\(\): it returned invalid ClassScores: ValueError: ClassScores.probs must be an \(N, 2\) float32 array, got a list"):
+        one_component_pipeline("classifier", ListProbs).segment(make_shapes_image(), "square, bar")
+
+    class UnknownCategory(PaintFuser):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def fuse(self, proposals, scores, vocabulary):
+            good = super().fuse(proposals, scores, vocabulary)
+            seg = _bypass(Segment, id=1, category_id=999, isthing=True, score=7.5, area=good.segments[0].area, bbox_xyxy=good.segments[0].bbox_xyxy)
+            return _bypass(PanopticResult, panoptic_map=good.panoptic_map, segments=(seg, *good.segments[1:]), vocabulary=vocabulary, timings={})
+
+    with pytest.raises(ComponentError, match=r"failed in fuse\(\): it returned an invalid PanopticResult: ValueError: segment score must be in \[0, 1\], got 7.5"):
+        one_component_pipeline("fuser", UnknownCategory).segment(make_shapes_image(), "square, bar")
+
+
+def exporter_returning(make):
+    class Exp(SummaryJSONExporter):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def export(self, result, image, outdir, stem):
+            return make(super().export(result, image, outdir, stem), Path(outdir), stem)
+
+    return Exp
+
+
+ODD_EXPORTERS = [
+    ("generator", lambda good, out, stem: (p for p in good), "it returned generator, not a list of paths"),
+    ("set", lambda good, out, stem: set(good), "it returned set, not a list of paths"),
+    ("duplicate", lambda good, out, stem: [*good, good[0]], "it reports {out}/x.fake.json twice"),
+    ("bare name", lambda good, out, stem: [Path(good[0].name)], "it reports x.fake.json, outside the output folder {out} (did you mean Path(outdir) / 'x.fake.json'?)"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "problem"), ODD_EXPORTERS, ids=[c[0] for c in ODD_EXPORTERS])
+def test_odd_exporter_returns_are_refused_and_rolled_back(tmp_path, case, make, problem):
+    pipe = one_component_pipeline("exporter", exporter_returning(make), exporters=("odd",))
+    image = make_shapes_image()
+    result = pipe.segment(image, "square, bar")
+    (tmp_path / "mine.txt").write_text("kept")
+    with pytest.raises(ComponentError) as info:
+        pipe.export(result, image, tmp_path, "x", ["odd"])
+    assert problem.format(out=tmp_path) in str(info.value)
+    assert outputs(tmp_path) == ["mine.txt"]  # what the exporter wrote is gone, nothing else touched
+
+
+def test_a_tuple_of_paths_is_fine_and_files_written_before_the_export_are_never_removed(tmp_path):
+    def write_then_fail(good, out, stem):
+        (out / f"{stem}.partial").write_text("half")
+        raise RuntimeError("disk full")
+
+    pipe = one_component_pipeline("exporter", exporter_returning(lambda good, out, stem: tuple(good)), exporters=("odd",))
+    image = make_shapes_image()
+    result = pipe.segment(image, "square, bar")
+    assert [p.name for p in pipe.export(result, image, tmp_path, "a", ["odd"])] == ["a.fake.json"]
+    failing = one_component_pipeline("exporter", exporter_returning(write_then_fail), exporters=("fake-json", "odd"))
+    (tmp_path / "b.observer.json").write_text("an observer wrote this just before")
+    with pytest.raises(ComponentError, match=r"raised RuntimeError: disk full.*\(removed what it had written for 'b': .*/b.partial\)$"):
+        failing.export(result, image, tmp_path, "b", ["fake-json", "odd"])
+    assert outputs(tmp_path) == ["a.fake.json", "b.fake.json", "b.observer.json"]
+
+
+def test_system_exit_at_import_and_in_an_observer_is_contained(caplog):
+    pm = make_plugin_manager(entry_points=False, env={})
+    source = _PluginSource("quitter", "ovpanoptic-quitter", "1.0", lambda: _raise(SystemExit(3)), False)
+    with pytest.raises(PluginError, match=r"^plugin 'quitter' from distribution 'ovpanoptic-quitter' 1.0 failed to import: SystemExit: 3\."):
+        _load_plugin(pm, source, set())
+
+    class Quits:
+        @hookimpl
+        def image_segmented(self, source, result, timings):
+            raise SystemExit(6)
+
+    reg = registry_with(FakeComponentsPlugin(), Quits())
+    pipe = Pipeline(Config.from_dict({"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint"}}), registry=reg, device="cpu")
+    with caplog.at_level(logging.WARNING):
+        assert len(pipe.segment(make_shapes_image(), "square, bar").segments) == 3
+    assert "image_segmented observer of plugin 'Quits' (registered in code) raised SystemExit: 6 (ignored; the run goes on)" in caplog.text
+
+
+def test_a_vocabulary_loader_bug_names_the_plugin():
+    class Loader:
+        @hookimpl
+        def register_vocabularies(self, register):
+            register("npid", lambda: Vocabulary((Category(np.int64(1), "a", True),)))
+
+    with pytest.raises(ComponentError, match=r"^vocabulary 'npid' from plugin 'Loader' \(registered in code\) failed in its loader\(\): raised VocabularyError: category id must be a positive integer, got np.int64\(1\)"):
+        registry_with(Loader()).vocabulary("npid")
+
+
+def test_error_every_image_would_hit_stops_the_batch(tmp_path, capsys, monkeypatch, with_plugins):
+    calls = []
+
+    class SecondImageWeights(TilesGenerator):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def generate(self, image, *, progress=None):
+            calls.append(1)
+            if len(calls) >= 2:
+                raise WeightsError("the weights vanished: ovpanoptic download odd")
+            return super().generate(image)
+
+    class Odd:
+        @hookimpl
+        def register_proposal_generators(self, register):
+            register("odd", SecondImageWeights)
+
+    import ovpanoptic.pipeline as pipeline_module
+
+    real = pipeline_module.Registry.create
+    monkeypatch.setattr(pipeline_module.Registry, "create", lambda disable=(), **kw: Registry(make_plugin_manager(disable, plugins=[("Odd", Odd())], env={})))
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(make_shapes_image(), i, axis=1)).save(images / f"{i}.png")
+    out = tmp_path / "out"
+    args = ["segment", str(images), "-o", str(out), *FAKES, "--set", "pipeline.proposal_generator='odd'", "--no-progress", "--device", "cpu", "--classes", "square, bar", "--format", "fake-json"]
+    assert main(args) == 1
+    captured = capsys.readouterr()
+    assert "1 of 3 image(s) segmented" in captured.out
+    assert f"error: the batch stopped at {images / '1.png'}: the weights vanished: ovpanoptic download odd. The 1 image(s) done are kept; fix this and run the same command again" in captured.err
+    assert outputs(out) == ["0.fake.json"]
+    calls.clear()
+    calls.append(1)  # the next generate() fails at once: nothing done in this run, nothing changes
+    shutil.rmtree(out)
+    assert main(args) == 2
+    assert not out.exists()
+    monkeypatch.setattr(pipeline_module.Registry, "create", real)
+
+
+@pytest.mark.parametrize(
+    ("fn", "message"),
+    [
+        (lambda register: register("lab.gen", TilesGenerator), "component name 'lab.gen' is invalid: use ASCII letters, digits, '-' and '_'"),
+        (lambda register: register("ok", TilesGenerator, config=None), "config= of proposal generator 'ok' must be a frozen dataclass type, got None"),
+    ],
+)
+def test_registration_mistakes(fn, message):
+    plugin = type("Reg", (), {"register_proposal_generators": hookimpl(lambda self, register: fn(register))})()
+    with pytest.raises(PluginError, match=re.escape(message)):
+        registry_with(plugin)
+
+
+def test_hook_wrappers_and_one_object_under_two_names_are_refused():
+    class Wrapper:
+        @hookimpl(wrapper=True)
+        def image_segmented(self, source, result, timings):
+            return (yield)
+
+    with pytest.raises(PluginError, match="marks image_segmented as a hook wrapper; ovpanoptic calls each plugin's hooks on their own"):
+        registry_with(Wrapper())
+    obj = FakeComponentsPlugin()
+    with pytest.raises(PluginError, match=r"^plugin 'b' \(registered in code\) is an object already registered as plugin 'a': two entry points name the same object"):
+        make_plugin_manager(entry_points=False, plugins=[("a", obj), ("b", obj)], env={})
+
+
+def test_third_party_fallback_parsers_come_before_the_builtin_one():
+    class Fallback:
+        @hookimpl(trylast=True)
+        def parse_vocabulary(self, classes, stuff, things):
+            return Vocabulary((Category(1, "fallback", True),)) if classes.startswith("!") else None
+
+    reg = registry_with(Fallback())
+    assert reg.parse_vocabulary("!x").names == ("fallback",)
+    assert reg.parse_vocabulary("person").names == ("person",)
+
+
+def test_config_fields_without_defaults_and_plugin_validation_bugs():
+    from dataclasses import dataclass
+
+    from ovpanoptic.config import build_dataclass, describe_fields
+
+    @dataclass(frozen=True)
+    class Required:
+        n: int
+        sizes: list[int] = dataclasses_field(default_factory=lambda: [1, 2])
+
+    with pytest.raises(ConfigError, match=r"^\[proposal_generator.odd\] needs a value for 'n' \(no default\): e.g. --set proposal_generator.odd.n=VALUE$"):
+        build_dataclass(Required, {}, "proposal_generator.odd")
+    assert describe_fields(Required) == [("n", "int", dataclasses_missing), ("sizes", "list[int]", [1, 2])]
+
+    @dataclass(frozen=True)
+    class Buggy:
+        x: int = 1
+
+        def __post_init__(self):
+            raise RuntimeError("oops")
+
+    with pytest.raises(ConfigError, match="the config class Buggy raised RuntimeError: oops .*a fault in the plugin"):
+        build_dataclass(Buggy, {}, "fuser.odd")
+
+
+def test_new_plugin_refuses_builtin_names(tmp_path, capsys):
+    assert main(["new-plugin", str(tmp_path / "clip")]) == 2
+    assert "plugin name 'clip' is a built-in plugin's name: choose another with --name" in capsys.readouterr().err

@@ -29,16 +29,12 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..components import ComponentContext, RegisterComponent
-from ..errors import MissingDependencyError, OvpanopticError
+from ..errors import ExportError, MissingDependencyError
 from ..evaluation import id_to_rgb
 from ..hookspecs import hookimpl
 from ..types import PanopticResult, Vocabulary
 
 __all__ = ["ExportError"]
-
-
-class ExportError(OvpanopticError):
-    """An export cannot be written (e.g. the output folder holds another vocabulary's results)."""
 
 
 def _png_bytes(array: np.ndarray) -> bytes:

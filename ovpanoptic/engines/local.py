@@ -21,7 +21,7 @@ from typing import Any
 
 from .. import boundary
 from ..components import OutputChecker
-from ..errors import ComponentError, ImageReadError, InputError
+from ..errors import ComponentError, ImageReadError, InputError, OvpanopticError
 from ..imageio import read_image
 from ..types import PanopticResult, Vocabulary
 from .manifest import MANIFEST_NAME, BatchHeader, Manifest, Record, assign_stems, check_header, file_digest
@@ -46,10 +46,16 @@ class ImageOutcome:
 
 @dataclass
 class BatchReport:
-    """The outcome of a batch."""
+    """The outcome of a batch.
+
+    :param stopped: the image at which the batch stopped on an error every further image would hit
+        too (missing weights, a package, a bad class name), after some images were done; the error
+        is its ``error``. ``None`` when the batch went through.
+    """
 
     outdir: Path
     outcomes: list[ImageOutcome] = field(default_factory=list)
+    stopped: ImageOutcome | None = None
 
     @property
     def done(self) -> int:
@@ -89,7 +95,7 @@ def _check_exporters(pipe: Any, formats: Sequence[str], outdir: Path, vocabulary
         exporter = pipe.component("exporter", name)
         if isinstance(exporter, OutputChecker):
             target = pipe.registry.target(pipe.registry.component("exporter", name))
-            boundary.call(target, "check_output()", exporter.check_output, outdir, vocabulary)
+            boundary.call(target, "check_output()", exporter.check_output, outdir, vocabulary, user_errors=boundary.EXPORT_ERRORS)
 
 
 def remove_stale_temporaries(outdir: Path) -> list[Path]:
@@ -120,7 +126,9 @@ def run_local(
     :param overwrite: redo every image, removing the files the folder's previous batch recorded.
     :param on_image: called after each input with its :class:`ImageOutcome` (progress, printing).
     :raises InputError: the output folder is unusable (see the module docstring); nothing written.
-    :raises OvpanopticError: a component fault that is not about one image (e.g. missing weights).
+    :raises OvpanopticError: an error every image would hit (missing weights, a bad class name)
+        before any image was done; the folder is left as it was. After some images were done, the
+        batch stops instead and :attr:`BatchReport.stopped` says where and why.
     """
     outdir = Path(outdir)
     header = BatchHeader.create(pipe.config.to_dict(), vocabulary.to_dict(), formats)
@@ -136,9 +144,9 @@ def run_local(
     try:
         _run(pipe, vocabulary, inputs, outdir, formats, header, overwrite, on_image, report)
     except BaseException:
-        # A fault that stops the whole batch before any image was recorded (missing weights, an
+        # A fault that stops the whole batch before any image was done (missing weights, an
         # interrupt): leave the folder as it was.
-        if not any(o.status != "skipped" for o in report.outcomes) and manifest_is_new:
+        if report.done == 0 and manifest_is_new:
             (outdir / MANIFEST_NAME).unlink(missing_ok=True)
             if created and outdir.is_dir() and not any(outdir.iterdir()):
                 outdir.rmdir()
@@ -175,7 +183,13 @@ def _run(
                 if previous is not None and previous.status == "done" and previous.digest == digest:
                     outcome = ImageOutcome(path, stem, "skipped", files=tuple(outdir / f for f in previous.files))
                 else:
-                    outcome = _process(pipe, vocabulary, path, stem, outdir, formats)
+                    try:
+                        outcome = _process(pipe, vocabulary, path, stem, outdir, formats)
+                    except OvpanopticError as exc:  # every further image would fail the same way
+                        if report.done == 0:
+                            raise
+                        report.stopped = ImageOutcome(path, stem, "stopped", str(exc))
+                        return
                     files = tuple(str(p.resolve().relative_to(outdir.resolve())) for p in outcome.files)
                     manifest.append(Record(key, digest, stem, outcome.status, outcome.error, files))  # type: ignore[arg-type]
             report.outcomes.append(outcome)
