@@ -155,6 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred-json", required=True, metavar="FILE", help="predicted COCO-panoptic JSON (e.g. OUTDIR/panoptic.json)")
     ev.add_argument("--pred-dir", required=True, metavar="DIR", help="folder of the predicted PNGs (e.g. OUTDIR/panoptic)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument(
+        "--match-categories",
+        choices=("id", "name"),
+        default="id",
+        help="pair prediction and ground-truth categories by id (default; a prediction category table that "
+        "names a shared id differently is refused) or by name (unmatched categories are listed)",
+    )
 
     dl = sub.add_parser(
         "download",
@@ -463,7 +470,9 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             bar.n = done
             bar.refresh()
 
-        report = evaluate_panoptic(args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress)
+        report = evaluate_panoptic(
+            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress, match_categories=args.match_categories
+        )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:

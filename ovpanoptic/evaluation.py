@@ -26,8 +26,10 @@ show percentages.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import numbers
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,8 @@ class PQReport:
     per_category: Mapping[int, PQStats]
     categories: Mapping[int, CategoryInfo]
     n_images: int
+    #: what the reader should know about how categories were matched (unmatched categories, ...)
+    notes: tuple[str, ...] = ()
 
     def _category_keys(self) -> dict[int, str]:
         """Map each reported category id to a unique display/JSON key (its name if unique)."""
@@ -162,6 +166,7 @@ class PQReport:
             "stuff": self.stuff.to_dict(percent=percent),
             "n_images": self.n_images,
             "per_category": per_category,
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     def format_table(self) -> str:
@@ -194,6 +199,7 @@ class PQReport:
                 f"{100 * stats.sq:7.3f}  {100 * stats.rq:7.3f}  "
                 f"{stats.tp:6d} {stats.fp:6d} {stats.fn:6d}"
             )
+        lines.extend(f"note: {note}" for note in self.notes)
         return "\n".join(lines)
 
 
@@ -682,6 +688,101 @@ def _read_id_png(path: Path, role: str, image: str) -> npt.NDArray[np.int64]:
     return rgb_to_id(array[..., :3])
 
 
+def _category_key(name: str) -> str:
+    """Names compare ignoring case, Unicode width/composition and repeated spaces."""
+    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
+
+
+def _loose_key(name: str) -> str:
+    """:func:`_category_key`, also ignoring ``-``/``_`` and COCO's ``-merged``/``-other``/``-stuff``
+    suffixes (``grass-merged`` and ``sky-other-merged`` are "grass" and "sky" to a user)."""
+    key = _category_key(name)
+    for suffix in ("-merged", "-other", "-stuff"):
+        key = key.removesuffix(suffix)
+    return " ".join(key.replace("-", " ").replace("_", " ").split())
+
+
+def _match_categories(
+    gt: Mapping[int, CategoryInfo], pred_data: Mapping[str, Any], pred_path: Path, mode: str
+) -> tuple[dict[int, int | None], list[str]]:
+    """Map prediction category ids to ground-truth ids, by ``mode`` (``"id"`` or ``"name"``).
+
+    :return: ``{pred id: gt id or None (ignored)}`` and notes for the report.
+    :raises EvaluationError: ``"id"`` and a category whose name differs from the ground truth's
+        under the same id (the predictions were made with another vocabulary); ``"name"`` and a
+        prediction JSON without a category table.
+    """
+    raw = pred_data.get("categories")
+    if not isinstance(raw, list):
+        if mode == "name":
+            raise EvaluationError(f"{pred_path} has no 'categories' list, so its categories cannot be matched by name")
+        return {cid: cid for cid in gt}, []
+    pred: dict[int, str] = {}
+    for position, entry in enumerate(raw):
+        if not isinstance(entry, Mapping) or "id" not in entry:
+            raise EvaluationError(f"{pred_path}: categories[{position}] must be a dict with 'id' and 'name'")
+        pred[_as_int(entry["id"], "'id'", f"{pred_path}: categories[{position}]")] = str(entry.get("name", entry["id"]))
+    notes: list[str] = []
+    if mode == "id":
+        clashes = [(cid, name) for cid, name in pred.items() if cid in gt and _category_key(gt[cid].name) != _category_key(name)]
+        if clashes:
+            cid, name = clashes[0]
+            raise EvaluationError(
+                f"prediction category {cid} is {name!r} but ground-truth category {cid} is {gt[cid].name!r} "
+                f"({len(clashes)} of {len(pred)} prediction categories differ by name): the predictions were made with "
+                "another vocabulary. Evaluate with --match-categories name (match_categories='name') to pair categories "
+                "by name, or predict with the ground truth's vocabulary"
+            )
+        mapping: dict[int, int | None] = {cid: cid for cid in gt}
+        extra = sorted(cid for cid in pred if cid not in gt)
+        if extra:
+            notes.append(f"prediction categories not in the ground truth: {', '.join(f'{pred[c]!r} ({c})' for c in extra[:10])}")
+        return mapping, notes
+    exact: dict[str, int] = {}
+    loose: dict[str, int] = {}
+    for cid, info in gt.items():
+        exact.setdefault(_category_key(info.name), cid)
+        loose.setdefault(_loose_key(info.name), cid)
+    mapping = {cid: exact.get(_category_key(name), loose.get(_loose_key(name))) for cid, name in pred.items()}
+    unmatched_pred = [f"{pred[c]!r}" for c, g in mapping.items() if g is None]
+    matched_gt = {g for g in mapping.values() if g is not None}
+    unmatched_gt = [f"{gt[c].name!r}" for c in gt if c not in matched_gt]
+    pairs = [f"{pred[c]!r} -> {gt[g].name!r}" for c, g in mapping.items() if g is not None and _category_key(pred[c]) != _category_key(gt[g].name)]
+    notes.append(
+        f"categories matched by name: {len(matched_gt)} of {len(gt)} ground-truth categories"
+        + (f" ({', '.join(pairs[:10])})" if pairs else "")
+    )
+    if unmatched_pred:
+        notes.append(f"prediction categories without a ground-truth namesake (their segments are ignored): {', '.join(unmatched_pred[:20])}")
+    if unmatched_gt:
+        shown = ", ".join(unmatched_gt[:20]) + (f" and {len(unmatched_gt) - 20} more" if len(unmatched_gt) > 20 else "")
+        notes.append(f"ground-truth categories no prediction category is named after (never predicted): {shown}")
+    if not matched_gt:
+        raise EvaluationError(
+            f"no prediction category of {pred_path} has the name of a ground-truth category: nothing can be evaluated"
+        )
+    return mapping, notes
+
+
+def _remap_segments(segments: Any, mapping: Mapping[int, int | None]) -> tuple[Any, set[int]]:
+    """``segments_info`` with prediction category ids mapped to ground-truth ids, and the segment ids
+    of unmatched categories, which are dropped (the caller paints their pixels void)."""
+    if not isinstance(segments, list):
+        return segments, set()
+    out = []
+    dropped: set[int] = set()
+    for segment in segments:
+        if isinstance(segment, Mapping) and "category_id" in segment and isinstance(segment["category_id"], int):
+            target = mapping.get(segment["category_id"], segment["category_id"])
+            if target is None:
+                if isinstance(segment.get("id"), int):
+                    dropped.add(segment["id"])
+                continue
+            segment = {**segment, "category_id": target}
+        out.append(segment)
+    return out, dropped
+
+
 def evaluate_panoptic(
     gt_json: str | Path,
     gt_dir: str | Path,
@@ -689,10 +790,17 @@ def evaluate_panoptic(
     pred_dir: str | Path,
     *,
     progress: Callable[[int, int], None] | None = None,
+    match_categories: str = "id",
 ) -> PQReport:
     """Evaluate COCO-panoptic predictions against ground truth, like ``pq_compute``.
 
-    Categories come from the ground-truth JSON. Ground-truth annotations are matched to
+    Categories come from the ground-truth JSON. With ``match_categories="id"`` (the default) a
+    prediction category table, when the prediction JSON has one, must agree with the ground truth's
+    by name for every shared id, or the evaluation is refused (predictions made with another
+    vocabulary would otherwise be scored against the wrong classes). With ``"name"``, prediction
+    categories are paired with ground-truth categories of the same name (ignoring case, Unicode
+    width and repeated spaces); segments of prediction categories without a namesake are ignored,
+    and the report's ``notes`` list the unmatched categories on both sides. Ground-truth annotations are matched to
     prediction annotations by ``image_id`` (predictions for images absent from the ground
     truth are ignored; a repeated prediction ``image_id`` keeps the last one). PNGs are read
     from ``gt_dir`` / ``pred_dir`` by each annotation's ``file_name``. ``progress(done, total)``
@@ -704,9 +812,12 @@ def evaluate_panoptic(
     """
     gt_json_path, pred_json_path = Path(gt_json), Path(pred_json)
     gt_folder, pred_folder = Path(gt_dir), Path(pred_dir)
+    if match_categories not in ("id", "name"):
+        raise EvaluationError(f"match_categories must be 'id' or 'name', got {match_categories!r}")
     gt_data = _load_json(gt_json_path, "ground-truth")
     pred_data = _load_json(pred_json_path, "prediction")
     categories = _categories_from_json(gt_data, gt_json_path)
+    mapping, notes = _match_categories(categories, pred_data, pred_json_path, match_categories)
     for folder, role in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
         if not folder.is_dir():
             raise EvaluationError(f"{role} PNG folder {folder} does not exist")
@@ -718,7 +829,7 @@ def evaluate_panoptic(
             raise EvaluationError(f"{pred_json_path}: annotations[{position}] has a bad image_id")
         pred_by_image[image_id] = (annotation, position)
 
-    jobs: list[tuple[str, Any, str, Any, str]] = []
+    jobs: list[tuple[str, Any, str, Any, str, set[int]]] = []
     for position, gt_annotation in enumerate(gt_data["annotations"]):
         image_id = _annotation_field(gt_annotation, "image_id", gt_json_path, position)
         gt_file = _annotation_field(gt_annotation, "file_name", gt_json_path, position)
@@ -726,6 +837,13 @@ def evaluate_panoptic(
         if isinstance(image_id, list | dict):
             raise EvaluationError(f"{gt_json_path}: annotations[{position}] has a bad image_id")
         if image_id not in pred_by_image:
+            same_text = [k for k in pred_by_image if str(k) == str(image_id)]
+            if same_text:
+                raise EvaluationError(
+                    f"no prediction for the ground-truth image {gt_file}: the ground truth's image_id is {image_id!r} "
+                    f"({type(image_id).__name__}) and {pred_json_path} has {same_text[0]!r} ({type(same_text[0]).__name__}); "
+                    "image ids must have the same type in both files (COCO uses integers)"
+                )
             raise EvaluationError(
                 f"no prediction for the ground-truth image {gt_file} (image_id {image_id!r}): "
                 f"{pred_json_path} has no annotation with this image_id; add one (an empty "
@@ -733,15 +851,20 @@ def evaluate_panoptic(
             )
         pred_annotation, pred_position = pred_by_image[image_id]
         pred_file = _annotation_field(pred_annotation, "file_name", pred_json_path, pred_position)
-        pred_segments = _annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position)
+        pred_segments, dropped = _remap_segments(
+            _annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position), mapping
+        )
         name = f"image_id {image_id!r} (gt {gt_file}, pred {pred_file})"
-        jobs.append((str(gt_file), gt_segments, str(pred_file), pred_segments, name))
+        jobs.append((str(gt_file), gt_segments, str(pred_file), pred_segments, name, dropped))
 
     accumulator = PQAccumulator(categories=categories)
-    for done, (gt_file, gt_segments, pred_file, pred_segments, name) in enumerate(jobs, start=1):
+    for done, (gt_file, gt_segments, pred_file, pred_segments, name, dropped) in enumerate(jobs, start=1):
         gt_ids = _read_id_png(gt_folder / gt_file, "ground-truth", name)
         pred_ids = _read_id_png(pred_folder / pred_file, "prediction", name)
+        if dropped:
+            pred_ids[np.isin(pred_ids, list(dropped))] = VOID_ID
         accumulator.add_image(gt_ids, gt_segments, pred_ids, pred_segments, image_name=name)
         if progress is not None:
             progress(done, len(jobs))
-    return accumulator.report()
+    report = accumulator.report()
+    return dataclasses.replace(report, notes=tuple(notes)) if notes else report

@@ -626,3 +626,66 @@ def test_nothing_occurs_with_files(tmp_path: Path) -> None:
     gt_json.write_text(json.dumps(gt), encoding="utf-8")
     with pytest.raises(EvaluationError, match=r"no category occurs.*0 image"):
         evaluate_panoptic(gt_json, GT_DIR, GT_JSON, GT_DIR)
+
+
+def _predictions_with_vocabulary(tmp_path: Path, names: dict[int, tuple[int, str]]) -> tuple[Path, Path]:
+    """The ground truth re-expressed as predictions of a user vocabulary: ``names`` maps a COCO
+    category id to (new id, name); segments of other categories are dropped (their pixels void)."""
+    data = json.loads(GT_JSON.read_text())
+    out_dir = tmp_path / "pred"
+    out_dir.mkdir()
+    annotations = []
+    for ann in data["annotations"]:
+        ids = rgb_to_id(np.asarray(Image.open(GT_DIR / ann["file_name"]).convert("RGB")))
+        kept = []
+        for seg in ann["segments_info"]:
+            if seg["category_id"] in names:
+                kept.append({**seg, "category_id": names[seg["category_id"]][0]})
+            else:
+                ids[ids == seg["id"]] = VOID_ID
+        Image.fromarray(id_to_rgb(ids)).save(out_dir / ann["file_name"])
+        annotations.append({**ann, "segments_info": kept})
+    categories = [{"id": new, "name": name, "isthing": int(cid in (PERSON, HORSE))} for cid, (new, name) in names.items()]
+    pred_json = tmp_path / "pred.json"
+    pred_json.write_text(json.dumps({"images": data["images"], "annotations": annotations, "categories": categories}))
+    return pred_json, out_dir
+
+
+@needs_sample
+def test_predictions_of_another_vocabulary_are_refused_by_id_and_matched_by_name(tmp_path: Path) -> None:
+    # What `segment --classes "person, horse, grass"` writes: ids 1, 2, 3 (COCO's 2 is bicycle).
+    pred_json, pred_dir = _predictions_with_vocabulary(
+        tmp_path, {PERSON: (1, "person"), HORSE: (2, "horse"), GRASS: (3, "grass"), SKY: (4, "cloud")}
+    )
+    with pytest.raises(EvaluationError, match=(
+        r"^prediction category 2 is 'horse' but ground-truth category 2 is 'bicycle' \(3 of 4 prediction categories "
+        r"differ by name\): the predictions were made with another vocabulary. Evaluate with --match-categories name"
+    )):
+        evaluate_panoptic(GT_JSON, GT_DIR, pred_json, pred_dir)
+    report = evaluate_panoptic(GT_JSON, GT_DIR, pred_json, pred_dir, match_categories="name")
+    for cid, tp in ((PERSON, 26), (HORSE, 11), (GRASS, 2)):
+        assert _counts(report.per_category[cid]) == (tp, 0, 0) and report.per_category[cid].pq == 1.0
+    # "cloud" has no ground-truth namesake: its segments are ignored, so sky is all false negatives
+    for cid, fn in ((TRUCK, 2), (SPORTS_BALL, 1), (GRAVEL, 1), (TREE, 2), (SKY, 2)):
+        assert _counts(report.per_category[cid]) == (0, 0, fn) and report.per_category[cid].pq == 0.0
+    assert (report.all.pq, report.things.pq, report.stuff.pq) == (3 / 8, 2 / 4, 1 / 4)
+    n_gt = len(json.loads(GT_JSON.read_text())["categories"])
+    assert report.notes[0] == f"categories matched by name: 3 of {n_gt} ground-truth categories ('grass' -> 'grass-merged')"
+    assert report.notes[1] == "prediction categories without a ground-truth namesake (their segments are ignored): 'cloud'"
+    assert report.notes[2].startswith("ground-truth categories no prediction category is named after (never predicted): 'bicycle', 'car'")
+    assert report.to_dict()["notes"] == list(report.notes)
+    assert report.format_table().endswith("note: " + report.notes[2])
+
+
+@needs_sample
+def test_image_id_type_mismatch_is_named(tmp_path: Path) -> None:
+    data = json.loads(GT_JSON.read_text())
+    for ann in data["annotations"]:
+        ann["image_id"] = str(ann["image_id"])
+    pred_json = tmp_path / "pred.json"
+    pred_json.write_text(json.dumps(data))
+    with pytest.raises(EvaluationError, match=(
+        r"the ground truth's image_id is 142238 \(int\) and .*pred.json has '142238' \(str\); image ids must have the "
+        r"same type in both files"
+    )):
+        evaluate_panoptic(GT_JSON, GT_DIR, pred_json, GT_DIR)
