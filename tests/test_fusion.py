@@ -120,9 +120,9 @@ def test_detectron2_stuff_area_and_score_thresholds():
     m[0, 0, 0:3] = True  # road, 3 px
     m[1, 0, 3:10] = True  # person 0.4 < instances_score_thresh 0.5
     ps, cs = scored(m, [[0.0, 0.0, 0.9], [0.4, 0.0, 0.0]])
-    fuser = Detectron2Fuser(Detectron2FuserConfig(stuff_area_thresh=4, min_class_prob=0.3))
+    fuser = Detectron2Fuser(Detectron2FuserConfig(stuff_area_thresh=4, stuff_area_fraction=1.0, min_class_prob=0.3))
     assert fuser.fuse(ps, cs, VOCAB).segments == ()
-    fuser = Detectron2Fuser(Detectron2FuserConfig(stuff_area_thresh=3, instances_score_thresh=0.4))
+    fuser = Detectron2Fuser(Detectron2FuserConfig(stuff_area_thresh=3, stuff_area_fraction=1.0, instances_score_thresh=0.4))
     assert [(s.category_id, s.area) for s in fuser.fuse(ps, cs, VOCAB).segments] == [(1, 7), (3, 3)]
 
 
@@ -152,3 +152,28 @@ def test_config_validation():
         Detectron2FuserConfig(stuff_area_thresh=-1)
     with pytest.raises(ValueError, match=r"object_mask_threshold must be in \[0, 1\]"):
         MaskFormerFuserConfig(object_mask_threshold=-0.1)
+
+
+@pytest.mark.parametrize(("h", "w", "band"), [(50, 60, 50), (78, 294, 12)])
+def test_default_stuff_threshold_scales_with_small_images(h, w, band):
+    # A 60x50 image all sky, and a floor band of 15% of a 294x78 image: kept with the defaults
+    # (detectron2's 4096 px alone would drop both).
+    vocab = Vocabulary((Category(1, "person", True), Category(2, "sky", False)))
+    masks = np.zeros((1, h, w), bool)
+    masks[0, h - band :] = True
+    ps = ProposalSet.from_masks(masks)
+    cs = ClassScores(np.zeros((1, 2), np.float32), np.array([[0.0, 0.95]], np.float32), vocab.ids)
+    result = Detectron2Fuser(Detectron2FuserConfig()).fuse(ps, cs, vocab)
+    assert [(s.category_id, s.area) for s in result.segments] == [(2, band * w)]
+    # At COCO size: 1% of 640x480 is 3072 px (under detectron2's 4096), so 1920 px of stuff is dropped.
+    big = np.zeros((1, 480, 640), bool)
+    big[0, :3, :] = True
+    ps = ProposalSet.from_masks(big)
+    assert Detectron2Fuser(Detectron2FuserConfig()).fuse(ps, cs, vocab).segments == ()
+
+
+def test_both_fusers_agree_where_masks_do_not_overlap_with_thresholds_at_zero():
+    ps, cs = non_overlapping()
+    a = Detectron2Fuser(Detectron2FuserConfig(stuff_area_thresh=0, instances_score_thresh=0.0)).fuse(ps, cs, VOCAB)
+    b = mf(object_mask_threshold=0.0).fuse(ps, cs, VOCAB)
+    assert layout(a) == layout(b)

@@ -11,8 +11,9 @@ no category and are dropped (their pixels stay void unless another proposal cove
     are merged by detectron2's own ``combine_semantic_and_instance_outputs``: things are pasted in
     descending score, an instance whose overlap with already pasted ones exceeds
     ``overlap_threshold`` of its area is dropped (otherwise only its free pixels are kept), then
-    stuff fills the pixels still free, a stuff class covering fewer than ``stuff_area_thresh``
-    free pixels being dropped.
+    stuff fills the pixels still free, a stuff class covering fewer free pixels than
+    ``stuff_area_thresh`` or than ``stuff_area_fraction`` of the image, whichever is smaller,
+    being dropped (so the threshold shrinks with small images: a 60 x 50 image all sky keeps it).
 
 ``maskformer``
     Mask2Former's mask-classification rule: every pixel goes to the kept proposal with the highest
@@ -20,10 +21,13 @@ no category and are dropped (their pixels stay void unless another proposal cove
     it), things and stuff competing alike; a proposal keeps its segment only when at least
     ``overlap_threshold`` of its mask is still its own; all segments of one stuff class merge.
 
-Where masks do not overlap, the two give the same segments. Where they do, ``detectron2`` lets
-every thing beat every stuff class and drops stuff only by area, while ``maskformer`` lets scores
-decide between things and stuff and drops any proposal left with less than ``overlap_threshold``
-of its mask.
+Where masks do not overlap, the two give the same segments *up to their score and size
+thresholds*, which differ: ``detectron2`` drops things scoring below ``instances_score_thresh``
+and stuff classes smaller than its area threshold, ``maskformer`` drops any proposal scoring at or
+below ``object_mask_threshold`` (``tests/test_fusion.py`` checks that with those thresholds at 0
+they agree exactly). Where masks overlap, ``detectron2`` lets every thing beat every stuff class
+and drops stuff only by area, while ``maskformer`` lets scores decide between things and stuff and
+drops any proposal left with less than ``overlap_threshold`` of its mask.
 
 Cost (100 proposals at 1024x768, 2-core CPU, ``bench/bench_demo.py``): ``detectron2`` ~0.54 s, as
 its combine step makes several full-image passes per instance; ``maskformer`` ~0.05-0.08 s, as it
@@ -33,7 +37,9 @@ paints each proposal inside its box only. Both paint stuff/proposals inside each
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+
 import numpy as np
 
 from ..components import ComponentContext, RegisterComponent
@@ -53,7 +59,9 @@ class Detectron2FuserConfig:
     """Options of the ``detectron2`` fuser (detectron2's ``COMBINE`` settings and the label rule).
 
     :param overlap_threshold: drop an instance when this fraction of it is already taken.
-    :param stuff_area_thresh: drop a stuff class covering fewer free pixels than this.
+    :param stuff_area_thresh: drop a stuff class covering fewer free pixels than this...
+    :param stuff_area_fraction: ...or than this fraction of the image, when that is fewer pixels
+        (detectron2's 4096 px assume COCO-sized images; this keeps small images' stuff).
     :param instances_score_thresh: ignore instances scoring below this.
     :param min_class_prob: proposals whose best class probability is lower match nothing.
     :param use_proposal_score: multiply the class probability by the proposal's score.
@@ -61,6 +69,7 @@ class Detectron2FuserConfig:
 
     overlap_threshold: float = 0.5
     stuff_area_thresh: int = 4096
+    stuff_area_fraction: float = 0.01
     instances_score_thresh: float = 0.5
     min_class_prob: float = 0.3
     use_proposal_score: bool = False
@@ -68,6 +77,7 @@ class Detectron2FuserConfig:
     def __post_init__(self) -> None:
         _check_fraction("overlap_threshold", self.overlap_threshold)
         _check_fraction("instances_score_thresh", self.instances_score_thresh)
+        _check_fraction("stuff_area_fraction", self.stuff_area_fraction)
         _check_fraction("min_class_prob", self.min_class_prob)
         if self.stuff_area_thresh < 0:
             raise ValueError(f"stuff_area_thresh must be >= 0, got {self.stuff_area_thresh}")
@@ -158,7 +168,7 @@ class Detectron2Fuser:
             instances,
             torch.from_numpy(semantic),
             overlap_threshold=cfg.overlap_threshold,
-            stuff_area_thresh=cfg.stuff_area_thresh,
+            stuff_area_thresh=min(cfg.stuff_area_thresh, math.ceil(cfg.stuff_area_fraction * h * w)),
             instances_score_thresh=cfg.instances_score_thresh,
         )
         labels: dict[int, tuple[int, float]] = {}
