@@ -207,8 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(verbose: int) -> None:
+    """ovpanoptic's own loggers at WARNING (INFO with -v, DEBUG with -vv); other libraries' loggers
+    stay at WARNING, so -v shows ovpanoptic's story, not every library's."""
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logger = logging.getLogger("ovpanoptic")
+    logger.setLevel(level)
+    if not any(getattr(h, "_ovpanoptic_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        handler._ovpanoptic_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.propagate = False
 
 
 def _error(message: str, stream: TextIO) -> None:

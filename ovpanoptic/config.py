@@ -408,6 +408,8 @@ def load_config(spec: str | Path | None = None, overrides: Sequence[str] = ()) -
     if name in presets and not path.suffix:
         path = presets[name]
     elif not path.is_file():
+        if path.is_dir():
+            raise ConfigError(f"--config {name} is a folder: pass a preset name or the path of a .toml file")
         if path.suffix or os.sep in name:
             raise ConfigError(f"config file {name} does not exist")
         close = difflib.get_close_matches(name, list(presets), n=1)

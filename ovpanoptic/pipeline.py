@@ -89,6 +89,12 @@ class Pipeline:
         registry: Registry | None = None,
         disable_plugins: Iterable[str] = (),
     ) -> None:
+        if isinstance(overrides, str) or not all(isinstance(o, str) for o in overrides):
+            raise InputError(
+                f"overrides must be a list of 'KEY=VALUE' strings, e.g. overrides=['pipeline.max_side=512'], got {overrides!r}"
+            )
+        if config is not None and not isinstance(config, (Config, str, os.PathLike)):
+            raise InputError(f"config must be a preset name, a TOML path or a Config, got {type(config).__name__}")
         cfg = config if isinstance(config, Config) else load_config(config)
         if overrides:
             cfg = cfg.with_overrides(overrides)

@@ -565,10 +565,11 @@ class Registry:
         available = sorted(self.components.get(kind, {}))
         close = difflib.get_close_matches(name, available, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
+        how = "--format NAME" if kind == "exporter" else f"--set pipeline.{kind}=NAME"
         raise ComponentNotFoundError(
             f"{KINDS.get(kind, kind)} {name!r} is not provided by any installed, enabled plugin.{hint} "
             f"Available: {', '.join(available) or '(none)'}. Install the plugin that provides it, or "
-            f"choose another with --set pipeline.{kind}=NAME"
+            f"choose another with {how}"
         )
 
     def vocabulary(self, name: str) -> Vocabulary:

@@ -134,8 +134,17 @@ def _hub_download(hub: HubFile, *, what: str, fix: str, offline: bool) -> Path:
     except ImportError as exc:
         raise MissingDependencyError(f"downloading {what} needs huggingface_hub ({exc}): pip install huggingface_hub") from None
     where = f"{hub.url} (cache: {hub_cache_dir()})"
+    if not offline:
+        cached = _cached_file(hub)
+        if cached is not None:
+            local_only = True
+        else:
+            _check_hub_reachable(what, where, fix)
+            local_only = False
+    else:
+        local_only = True
     try:
-        local = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, local_files_only=offline))
+        local = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, local_files_only=local_only))
     except LocalEntryNotFoundError:
         if offline:
             raise WeightsError(
@@ -157,6 +166,52 @@ def _hub_download(hub: HubFile, *, what: str, fix: str, offline: bool) -> Path:
                 f"corrupt or truncated. Delete it and run `{fix}`"
             )
     return local
+
+
+def _cached_file(hub: HubFile) -> Path | None:
+    """The hub file in the local cache, if it is there (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # pragma: no cover - pinned dependency
+        return None
+    found = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision)
+    return Path(found) if isinstance(found, str) else None
+
+
+#: Seconds to wait for the hub's address before saying it cannot be reached.
+HUB_CONNECT_TIMEOUT = 5.0
+
+
+def _check_hub_reachable(what: str, where: str, fix: str) -> None:
+    """Fail at once, in one line, when the hub cannot be reached (instead of huggingface_hub's
+    retries, which print many lines and take tens of seconds).
+
+    :raises WeightsError: naming ``HF_HUB_OFFLINE=1`` and the ``fix`` command.
+    """
+    import socket
+    from urllib.parse import urlsplit
+
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    parts = urlsplit(endpoint)
+    host = parts.hostname or "huggingface.co"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=HUB_CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise WeightsError(
+            f"{what} is not in the local cache and the hub ({endpoint}) cannot be reached ({exc.strerror or exc}): "
+            f"looked for {where}. Fetch it once where the hub is reachable with `{fix}` (then HF_HUB_OFFLINE=1 "
+            "keeps ovpanoptic off the network), or pass a local checkpoint path"
+        ) from None
+
+
+def in_hub_cache(path: Path) -> bool:
+    """Whether ``path`` lies in the Hugging Face hub cache (a download that ``ovpanoptic download`` can redo)."""
+    try:
+        return Path(path).resolve().is_relative_to(Path(hub_cache_dir()).resolve())
+    except OSError:
+        return False
 
 
 def load_state_dict(path: Path, *, what: str, fix: str, key: str | None = None) -> dict[str, Any]:
@@ -182,9 +237,14 @@ def load_state_dict(path: Path, *, what: str, fix: str, key: str | None = None) 
     except FileNotFoundError:
         raise WeightsError(f"{what} not found at {path}; run `{fix}` or pass an existing checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - torch and safetensors raise many types for corrupt files
+        remedy = (
+            f"Delete it and run `{fix}`"
+            if in_hub_cache(path)
+            else "Replace it with a complete copy of the checkpoint (or use a known model name, which ovpanoptic downloads)"
+        )
         raise WeightsError(
             f"{what} at {path} cannot be read ({type(exc).__name__}: {str(exc)[:200]}): the file is truncated, "
-            f"corrupt or not a {kind} checkpoint. Delete it and run `{fix}`"
+            f"corrupt or not a {kind} checkpoint. {remedy}"
         ) from None
     if key is not None:
         if not isinstance(data, Mapping) or key not in data:

@@ -33,6 +33,7 @@ from ..errors import ExportError, MissingDependencyError
 from ..evaluation import id_to_rgb
 from ..hookspecs import hookimpl
 from ..types import PanopticResult, Vocabulary
+from ._quiet import import_quietly
 
 __all__ = ["ExportError"]
 
@@ -198,6 +199,8 @@ class OverlayExporter:
         """The overlay as an ``(H, W, 3)`` uint8 RGB array at the result's size."""
         try:
             import torch
+
+            import_quietly("detectron2.utils.visualizer")
             from detectron2.data.catalog import Metadata
             from detectron2.utils.visualizer import ColorMode
         except ImportError as exc:

@@ -47,6 +47,7 @@ from ..constants import VOID_ID
 from ..errors import MissingDependencyError
 from ..hookspecs import hookimpl
 from ..types import ClassScores, PanopticResult, ProposalSet, Vocabulary
+from ._quiet import import_quietly
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -130,6 +131,8 @@ class Detectron2Fuser:
     def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
         try:
             import torch
+
+            import_quietly("detectron2.modeling.meta_arch.panoptic_fpn")
             from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
             from detectron2.structures import Boxes, Instances
         except ImportError as exc:

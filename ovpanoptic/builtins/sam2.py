@@ -19,8 +19,10 @@ Weights: ``model`` is a size (``tiny``, ``small``, ``base_plus``, ``large``: the
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -35,7 +37,7 @@ from ..errors import InputError, MissingDependencyError, WeightsError
 from ..hookspecs import hookimpl
 from ..imageio import image_digest
 from ..types import ProposalSet
-from ..weights import HubFile, load_state_dict, load_strict, resolve_weights
+from ..weights import HUB_PREFIX, HubFile, load_state_dict, load_strict, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +150,32 @@ def _size_name(text: str) -> str | None:
 
 
 def _architecture_of(config: Sam2Config) -> str:
+    """The SAM 2 size: ``architecture`` when set, else ``model`` when it is a size, else guessed
+    from a checkpoint's file name.
+
+    :raises WeightsError: a checkpoint path that does not exist, a name that is neither a size nor a
+        path nor a hub id, or a checkpoint whose name does not say its size.
+    """
     if config.architecture:
         return _size_name(config.architecture) or config.architecture
     size = _size_name(config.model)
     if size is not None:
         return size
+    text = config.model.strip()
+    path = Path(text).expanduser()
+    is_hub = text.startswith(HUB_PREFIX)
+    if not is_hub and not path.exists():
+        if path.suffix or os.sep in text:
+            raise WeightsError(
+                f"SAM 2 checkpoint not found: {path} does not exist. Pass an existing checkpoint file, a size "
+                f"({', '.join(SIZES)}: downloaded on first use), or hf-hub:ORG/REPO/FILE"
+            )
+        close = difflib.get_close_matches(text.lower(), list(SIZES), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise WeightsError(
+            f"unknown SAM 2 model {text!r}{hint}: use a size ({', '.join(SIZES)}), a checkpoint path, or "
+            "hf-hub:ORG/REPO/FILE"
+        )
     name = Path(config.model).name.lower().replace("-", "_")
     for size in ("base_plus", "large", "small", "tiny"):
         if size in name:

@@ -1,0 +1,23 @@
+"""Importing third-party modules without their deprecation noise.
+
+detectron2 decorates functions with ``torch.jit.script`` at import time, and torch answers each with
+a ``FutureWarning`` the user can do nothing about. The built-ins import such modules through
+:func:`import_quietly`, which silences ``FutureWarning`` and ``DeprecationWarning`` raised while the
+module is imported (and only then: later warnings are shown as usual).
+"""
+
+from __future__ import annotations
+
+import importlib
+import warnings
+from types import ModuleType
+
+__all__ = ["import_quietly"]
+
+
+def import_quietly(name: str) -> ModuleType:
+    """:func:`importlib.import_module` with import-time ``FutureWarning``/``DeprecationWarning`` silenced."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return importlib.import_module(name)
