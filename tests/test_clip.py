@@ -239,7 +239,7 @@ def test_safetensors_checkpoints_read_like_torch_ones(tmp_path):
     cut = tmp_path / "cut.safetensors"
     cut.write_bytes(good.read_bytes()[:40])
     with pytest.raises(WeightsError, match=r"cannot be read .*truncated, corrupt or not a safetensors checkpoint\. "
-                       r"Delete it and run `ovpanoptic download clip`"):
+                       r"Replace it with a complete copy of the checkpoint"):  # a local file: re-downloading cannot fix it
         read_checkpoint(cut, what="CLIP weights", fix="ovpanoptic download clip")
     with pytest.raises(WeightsError, match="not found at"):
         read_checkpoint(tmp_path / "gone.safetensors", what="CLIP weights", fix="ovpanoptic download clip")

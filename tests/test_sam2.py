@@ -8,6 +8,8 @@ survive and no decision sits on a threshold.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -84,7 +86,7 @@ def test_weight_errors_say_what_where_and_how_to_fix(checkpoint, tmp_path, monke
         Sam2Model(Sam2Config(model=str(missing)), CTX).get()
     truncated = tmp_path / "cut_sam2.1_hiera_tiny.pt"
     truncated.write_bytes(checkpoint.read_bytes()[:100_000])
-    with pytest.raises(WeightsError, match=r"cannot be read .*truncated, corrupt .*ovpanoptic download sam2 --model"):
+    with pytest.raises(WeightsError, match=r"cannot be read .*truncated, corrupt .*Replace it with a complete copy of the checkpoint"):
         Sam2Model(Sam2Config(model=str(truncated)), CTX).get()
     state = torch.load(checkpoint, weights_only=True)["model"]
     state.pop("sam_mask_decoder.iou_token.weight")
@@ -98,8 +100,21 @@ def test_weight_errors_say_what_where_and_how_to_fix(checkpoint, tmp_path, monke
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.raises(WeightsError, match=r"not in the local cache and offline mode is on \(HF_HUB_OFFLINE=1\).*hf-hub:facebook/sam2.1-hiera-tiny/sam2.1_hiera_tiny.pt.*ovpanoptic download sam2 --size tiny"):
         Sam2Model(Sam2Config(model="tiny"), ComponentContext(offline=True)).get()
-    with pytest.raises(WeightsError, match="cannot tell the SAM 2 size of 'weights.pt'"):
+    with pytest.raises(WeightsError, match=r"^unknown SAM 2 model 'huge': use a size \(tiny, small, base_plus, large\), a checkpoint path"):
+        Sam2Model(Sam2Config(model="huge"), CTX).get()
+    # Offline mode off and the hub unreachable (a closed port on this machine): one line, at once.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    started = time.monotonic()
+    with pytest.raises(WeightsError, match=r"^SAM 2.1 hiera tiny checkpoint is not in the local cache and the hub \(http://127.0.0.1:9\) cannot be reached .*ovpanoptic download sam2 --size tiny.*HF_HUB_OFFLINE=1"):
+        Sam2Model(Sam2Config(model="tiny"), ComponentContext(offline=False)).get()
+    assert time.monotonic() - started < 10  # no retry loop
+    with pytest.raises(WeightsError, match="^SAM 2 checkpoint not found: weights.pt does not exist"):
         Sam2Model(Sam2Config(model="weights.pt"), CTX)
+    unnamed = tmp_path / "weights.pt"
+    unnamed.write_bytes(checkpoint.read_bytes())
+    with pytest.raises(WeightsError, match=f"cannot tell the SAM 2 size of '{unnamed}' from its name"):
+        Sam2Model(Sam2Config(model=str(unnamed)), CTX)
 
 
 def test_download_command_offline_names_the_fix(tmp_path, monkeypatch, capsys):
