@@ -66,6 +66,8 @@ class PipelineSettings:
     :param min_side: downscaling for ``max_side`` never makes the shorter side smaller than this
         (pixels), so thin images stay usable (SAM 2 needs 32 px per side).
     :param cache_images: how many images' proposals and features are kept for re-querying.
+    :param max_pixels: images with more pixels (width x height) are refused, files before they are
+        decoded (a small PNG can declare 120 megapixels); 0 = no limit.
     """
 
     proposal_generator: str = "sam2"
@@ -76,6 +78,7 @@ class PipelineSettings:
     max_side: int = 1024
     min_side: int = 32
     cache_images: int = 4
+    max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
         for kind in ("proposal_generator", "classifier", "fuser"):
@@ -87,6 +90,8 @@ class PipelineSettings:
             raise ConfigError(f"pipeline.max_side {self.max_side} is too small: use at least 32 (or 0)")
         if self.min_side < 1:
             raise ConfigError(f"pipeline.min_side must be >= 1, got {self.min_side}")
+        if self.max_pixels < 0:
+            raise ConfigError(f"pipeline.max_pixels must be >= 0 (0 = no limit), got {self.max_pixels}")
         if self.cache_images < 0:
             raise ConfigError(f"pipeline.cache_images must be >= 0, got {self.cache_images}")
         device = self.device

@@ -31,6 +31,7 @@ from .errors import ImageReadError, InputError
 __all__ = [
     "IMAGE_SUFFIXES",
     "as_rgb_array",
+    "check_pixels",
     "collect_inputs",
     "image_digest",
     "read_image",
@@ -104,22 +105,44 @@ def image_digest(image: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def read_image(path: str | Path) -> np.ndarray:
+def check_pixels(width: int, height: int, max_pixels: int | None, name: str) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels (``None`` or 0: no limit).
+
+    :raises InputError: naming the size, the limit and the setting that changes it.
+    """
+    if max_pixels and width * height > max_pixels:
+        raise InputError(
+            f"{name} is {width} x {height} pixels ({width * height / 1e6:.3g} megapixels), over the limit of "
+            f"{max_pixels / 1e6:.3g} megapixels: downscale it, or raise the limit with --set pipeline.max_pixels=N"
+        )
+
+
+def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` uint8 RGB, upright per its EXIF orientation.
 
+    :param max_pixels: refuse images with more pixels, from the file's header, before decoding.
     :raises ImageReadError: the file is missing, not an image, truncated or too large; the message
         names the file.
+    :raises InputError: the image has more than ``max_pixels`` pixels.
     """
+    import warnings
+
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     p = Path(path)
     if not p.is_file():
         raise ImageReadError(f"{p}: no such file")
     try:
-        with Image.open(p) as img:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            img_cm = Image.open(p)
+        with img_cm as img:
+            check_pixels(img.width, img.height, max_pixels, str(p))
             img.load()
             img = ImageOps.exif_transpose(img)
             arr = _from_pil(img)
+    except InputError:
+        raise
     except Image.DecompressionBombError as exc:
         raise ImageReadError(f"{p}: image is too large to read safely ({exc}); downscale it first") from None
     except UnidentifiedImageError:

@@ -26,7 +26,7 @@ from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
 from .device import resolve_device
 from .errors import ComponentError, InputError
-from .imageio import as_rgb_array, image_digest, resize_longest_side
+from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
 from .weights import is_offline
 from .types import PanopticResult, ProposalSet, Vocabulary
@@ -266,7 +266,11 @@ class Pipeline:
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
-        rgb = as_rgb_array(image)
+        if isinstance(image, (str, os.PathLike)):
+            rgb = read_image(image, self.config.pipeline.max_pixels)
+        else:
+            rgb = as_rgb_array(image)
+            check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
         self.check()
         work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         t_start = time.perf_counter()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,29 @@ def test_segment_and_eval_commands_end_to_end(coco_sample, tmp_path, capsys):
     (out / "panoptic.json").write_text(json.dumps(data))
     assert main(args) == 2
     assert "000000439180" in capsys.readouterr().err
+
+
+def test_overlay_labels_in_other_scripts_use_a_font_that_has_them_or_a_readable_stand_in(caplog):
+    import warnings
+
+    from ovpanoptic.builtins.fonts import LabelFonts
+    from ovpanoptic.types import Category, PanopticResult, Vocabulary
+
+    fonts = LabelFonts()
+    assert fonts.covers_by_default("person café кот")  # DejaVu Sans: Latin, accents, Cyrillic
+    assert fonts.family_for("ᴕ") == "DejaVu Serif"  # not in DejaVu Sans, found in another installed font
+    exporter = OverlayExporter(OverlayConfig())
+    cjk = "人" if not fonts.can_draw("人") else "\U0010fffd"  # a name no installed font can draw
+    vocab = Vocabulary((Category(1, cjk, True), Category(2, "café", True), Category(3, "ᴕ", False)))
+    pm = np.zeros((40, 60), np.int32)
+    pm[:, :20], pm[:, 20:40], pm[:, 40:] = 1, 2, 3
+    result = PanopticResult.from_map(pm, {1: (1, 0.9), 2: (2, 0.8), 3: (3, 0.7)}, vocab)
+    assert [exporter.label(c.name, c.id) for c in vocab] == ["class 1", "café", "ᴕ"]
+    with caplog.at_level(logging.WARNING), warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib's "Glyph ... missing from font" would fail here
+        for _ in range(2):
+            exporter.render(result, np.full((40, 60, 3), 200, np.uint8))
+    assert [r.getMessage() for r in caplog.records if "no installed font" in r.getMessage()] == [
+        f"overlay: no installed font can draw the class name {cjk!r}; it is labelled 'class 1'. Install a font that has "
+        "its characters (e.g. Debian's fonts-noto-cjk for Chinese, Japanese and Korean)"
+    ]  # once per name, although two images were drawn (and label() was called before)

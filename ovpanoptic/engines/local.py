@@ -199,7 +199,7 @@ def _run(
 
 def _process(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outdir: Path, formats: Sequence[str]) -> ImageOutcome:
     try:
-        image = read_image(path)
+        image = read_image(path, pipe.config.pipeline.max_pixels)
         result = pipe.segment(image, vocabulary, source=str(path))
         written = pipe.export(result, image, outdir, stem, formats)
     except (ImageReadError, InputError, ComponentError) as exc:  # this image only; the batch goes on
