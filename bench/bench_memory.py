@@ -42,8 +42,8 @@ def make_image(path: Path, megapixels: float) -> tuple[int, int]:
     import numpy as np
     from PIL import Image
 
-    w = int(round((megapixels * 1e6 * 4 / 3) ** 0.5))
-    h = int(round(w * 3 / 4))
+    w = int((megapixels * 1e6 * 4 / 3) ** 0.5)
+    h = int(w * 3 / 4)  # rounded down: "50 MP" stays within a 50-megapixel limit
     rng = np.random.default_rng(0)
     ys = np.linspace(0, 255, h, dtype=np.float32)[:, None]
     xs = np.linspace(0, 255, w, dtype=np.float32)[None, :]

@@ -130,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("name", nargs="?", help="a plugin or component name")
     pl.add_argument("--json", action="store_true", help="machine-readable output")
 
+    dr = sub.add_parser(
+        "doctor",
+        parents=[plugin_opts],
+        help="show the environment (versions, device, CPU, cached weights, plugins) and what is missing",
+        description="Check the environment: Python and package versions, the device and CPU instruction set, "
+        "offline mode, the weights in the cache and where, ovpanoptic's cache, and every plugin's health. "
+        "Exit code 1 when something required is missing or broken; each such line says how to fix it.",
+    )
+    dr.add_argument("--json", action="store_true", help="machine-readable output")
+
     npl = sub.add_parser(
         "new-plugin",
         help="write a new plugin package (a proposal generator and an exporter, with tests) to start from",
@@ -401,6 +411,26 @@ def _cmd_plugins(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_doctor(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .doctor import run_checks
+
+    checks = run_checks(args.disable_plugin)
+    failed = [c for c in checks if not c.ok and c.required]
+    if args.json:
+        print(json.dumps([c.__dict__ for c in checks], indent=2), file=out)
+    else:
+        width = max(len(c.topic) for c in checks)
+        for c in checks:
+            mark = "ok  " if c.ok else ("FAIL" if c.required else "note")
+            print(f"{mark} {c.topic:<{width}}  {c.found}", file=out)
+            if c.fix and not c.ok:
+                print(f"     {'':<{width}}  {'fix' if c.required else 'hint'}: {c.fix}", file=out)
+    if failed:
+        _error(f"{len(failed)} required check(s) failed: {', '.join(c.topic for c in failed)}", err)
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
 def _cmd_new_plugin(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .template import write_plugin_template
 
@@ -539,6 +569,7 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 _COMMANDS: dict[str, Any] = {
     "demo": _cmd_demo,
+    "doctor": _cmd_doctor,
     "download": _cmd_download,
     "eval": _cmd_eval,
     "new-plugin": _cmd_new_plugin,

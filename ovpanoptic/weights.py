@@ -56,7 +56,12 @@ def is_offline(offline: bool = False) -> bool:
 
 
 def hub_cache_dir() -> str:
-    """Where ``huggingface_hub`` keeps downloads (for messages)."""
+    """The Hugging Face hub cache folder, from the environment at call time (``HF_HUB_CACHE``, then
+    ``HF_HOME/hub``; huggingface_hub itself reads them once, at import), else its default."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.path.expanduser(os.environ["HF_HUB_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return os.path.join(os.path.expanduser(os.environ["HF_HOME"]), "hub")
     try:
         from huggingface_hub import constants
 
@@ -144,7 +149,9 @@ def _hub_download(hub: HubFile, *, what: str, fix: str, offline: bool) -> Path:
     else:
         local_only = True
     try:
-        local = Path(hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, local_files_only=local_only))
+        local = Path(
+            hf_hub_download(hub.repo_id, hub.filename, revision=hub.revision, local_files_only=local_only, cache_dir=hub_cache_dir())
+        )
     except LocalEntryNotFoundError:
         if offline:
             raise WeightsError(
@@ -174,7 +181,7 @@ def _cached_file(hub: HubFile) -> Path | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:  # pragma: no cover - pinned dependency
         return None
-    found = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision)
+    found = try_to_load_from_cache(hub.repo_id, hub.filename, revision=hub.revision, cache_dir=hub_cache_dir())
     return Path(found) if isinstance(found, str) else None
 
 
