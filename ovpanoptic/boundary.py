@@ -50,6 +50,7 @@ __all__ = [
     "USER_ERRORS",
     "VOCABULARY_ERRORS",
     "check_download",
+    "inside",
     "Target",
     "build_component",
     "call",
@@ -172,7 +173,13 @@ def _exception_text(exc: BaseException) -> str:
 #: (:data:`EXPORT_ERRORS`).
 USER_ERRORS: tuple[type[BaseException], ...] = (InputError, ImageReadError, ConfigError, WeightsError, MissingDependencyError)
 VOCABULARY_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, VocabularyError)
-EXPORT_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, ExportError)
+#: ``OSError`` too: a full disk or a read-only folder is the environment's, not the plugin's.
+EXPORT_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, ExportError, OSError)
+
+
+def inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` resolves to a place inside ``root``."""
+    return Path(path).resolve().is_relative_to(Path(root).resolve())
 
 
 def call(

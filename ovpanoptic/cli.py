@@ -253,6 +253,8 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     formats = _split_formats(args.formats) or list(pipe.config.pipeline.exporters)
     pipe.build_components(formats)
+    if not args.output.strip():
+        raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o out")
     inputs = collect_inputs(args.inputs)
     outdir = Path(args.output)
 
@@ -280,14 +282,15 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     quiet_bar = args.no_progress or not err.isatty()
     bar = tqdm(total=len(inputs), unit="img", disable=quiet_bar, file=err)
+    say = _Say(out, err)
 
     def on_image(outcome: ImageOutcome) -> None:
         if outcome.status == "failed":
-            bar.write(f"error: {outcome.error}", file=err)
+            say.err(f"error: {outcome.error}", bar)
         elif outcome.status == "done" and outcome.result is not None:
             log.info("%s: %d segments -> %s", outcome.path, len(outcome.result.segments), ", ".join(map(str, outcome.files)))
             if quiet_bar:
-                print(f"{outcome.path}: {len(outcome.result.segments)} segments, {outcome.result.timings.get('total', 0.0):.2f} s", file=out)
+                say.out(f"{outcome.path}: {len(outcome.result.segments)} segments, {outcome.result.timings.get('total', 0.0):.2f} s")
         bar.set_description(outcome.path.name[:30])
         bar.update(1)
 
@@ -298,29 +301,54 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = report.failed
     done = report.done + report.skipped
     if report.stopped is not None:
-        print(f"{done} of {len(inputs)} image(s) segmented into {outdir}", file=out)
-        _error(
-            f"the batch stopped at {report.stopped.path}: {report.stopped.error}. The {done} image(s) done are kept; "
-            "fix this and run the same command again to go on (finished images are skipped)",
-            err,
+        say.out(f"{done} of {len(inputs)} image(s) segmented into {outdir}")
+        say.err(
+            f"error: the batch stopped at {report.stopped.path}: {report.stopped.error}. The {done} image(s) done are kept; "
+            "fix this and run the same command again to go on (finished images are skipped)"
         )
         return EXIT_SOME_FAILED
     already = f" ({report.skipped} done by an earlier run)" if report.skipped else ""
-    print(f"{done} of {len(inputs)} image(s) segmented into {outdir}{already}", file=out)
+    say.out(f"{done} of {len(inputs)} image(s) segmented into {outdir}{already}")
     if failed:
-        print(f"{len(failed)} failed:", file=err)
+        say.err(f"{len(failed)} failed:")
         for outcome in failed:
-            print(f"  {outcome.error}", file=err)
+            say.err(f"  {outcome.error}")
         components: dict[str, int] = {}
         for outcome in failed:
             match = re.match(r".*?: ((?:proposal generator|classifier|fuser|exporter) '[^']+') from ", outcome.error)
             if match:
                 components[match.group(1)] = components.get(match.group(1), 0) + 1
         for component, count in sorted(components.items()):
-            print(f"{component} failed on {count} of {len(inputs)} image(s)", file=err)
-        print(f"run the same command again to retry the failed image(s); finished ones are skipped", file=err)
+            say.err(f"{component} failed on {count} of {len(inputs)} image(s)")
+        say.err("run the same command again to retry the failed image(s); finished ones are skipped")
         return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+class _Say:
+    """Prints that never stop a batch: when the output stream fails (a closed pipe, a full disk),
+    later lines to it are dropped and the batch goes on (its exit code still tells the outcome)."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self._streams = {"out": out, "err": err}
+        self._dead: set[str] = set()
+
+    def _print(self, which: str, text: str, bar: Any = None) -> None:
+        if which in self._dead:
+            return
+        try:
+            if bar is not None and which == "err":
+                bar.write(text, file=self._streams[which])
+            else:
+                print(text, file=self._streams[which], flush=True)
+        except (OSError, ValueError):  # BrokenPipeError, ENOSPC, a closed file
+            self._dead.add(which)
+
+    def out(self, text: str) -> None:
+        self._print("out", text)
+
+    def err(self, text: str, bar: Any = None) -> None:
+        self._print("err", text, bar)
 
 
 def _format_default(value: Any) -> str:
@@ -584,6 +612,13 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     """Run the CLI; returns the exit code."""
     out = stdout or sys.stdout
     err = stderr or sys.stderr
+    for stream in (out, err):  # file names that are not UTF-8 still print (as \x.. escapes)
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure) and getattr(stream, "errors", "strict") == "strict":
+            try:
+                reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):
+                pass
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.command:

@@ -39,6 +39,7 @@ __all__ = [
     "ComponentSpec",
     "Downloadable",
     "Exporter",
+    "Finisher",
     "Fuser",
     "NoConfig",
     "OutputChecker",
@@ -179,6 +180,18 @@ class OutputChecker(Protocol):
     def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
         """Raise an :class:`~ovpanoptic.errors.OvpanopticError` saying why results over
         ``vocabulary`` cannot go into ``outdir`` (e.g. it holds results of another vocabulary)."""
+        ...
+
+
+@runtime_checkable
+class Finisher(Protocol):
+    """Optional: an exporter that keeps a file shared by all images of a folder (a combined JSON)
+    writes per-image parts in ``export`` and assembles the shared file in ``finish``, called once
+    after a batch (and after :meth:`~ovpanoptic.pipeline.Pipeline.export`)."""
+
+    def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> Sequence[Path]:
+        """Write the shared files from the parts of ``stems`` (the finished images, in input order;
+        ``None``: every part in the folder); return their paths."""
         ...
 
 

@@ -591,8 +591,11 @@ class DemoApp:
         folder = workdir / f"request-{self._requests:06d}"
         written = pipe.export(result, rgb, folder / "coco", stem, formats=[DOWNLOAD_FORMAT])
         archive = folder / f"{stem}-coco-panoptic.zip"
+        root = folder / "coco"
+        # The user's files only: not the exporters' bookkeeping (per-image parts in dot-folders).
+        shown = [p for p in written if not any(part.startswith(".") for part in p.relative_to(root).parts)]
         with zipfile.ZipFile(archive, "w") as zf:
-            for path in written:  # PNGs are compressed already: stored as they are
+            for path in sorted(shown, key=lambda p: p.relative_to(root).as_posix()):  # PNGs are compressed already: stored as they are
                 method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
                 zf.write(path, path.relative_to(folder / "coco").as_posix(), compress_type=method)
         old = sorted(p for p in workdir.iterdir() if p.name.startswith("request-"))

@@ -180,9 +180,24 @@ def cache_checks() -> list[Check]:
                 fix="ovpanoptic download sam2 --size tiny && ovpanoptic download clip (where the hub is reachable)",
             )
         )
+    if hub.exists() and not hub.is_dir():
+        checks.append(Check("weights cache folder", f"{hub} is a file", ok=False, required=True, fix="point HF_HUB_CACHE / HF_HOME at a folder"))
+    if is_offline() and (info is None or not info.repos):
+        checks.append(
+            Check(
+                "default preset offline",
+                "offline mode is on and no weights are cached: the default preset (sam2 + clip) cannot segment",
+                ok=False,
+                required=True,
+                fix="ovpanoptic download sam2 --size tiny && ovpanoptic download clip (where the hub is reachable), or HF_HUB_OFFLINE=0",
+            )
+        )
     cache = default_cache_dir()
-    size = _folder_size(cache) if cache.is_dir() else 0
-    checks.append(Check("ovpanoptic cache", f"{cache} ({_mb(size)}; text embeddings)" if cache.is_dir() else f"{cache} (empty)"))
+    if cache.exists() and not cache.is_dir():
+        checks.append(Check("ovpanoptic cache", f"{cache} is a file", ok=False, required=True, fix="point OVPANOPTIC_CACHE_DIR at a folder"))
+    else:
+        size = _folder_size(cache) if cache.is_dir() else 0
+        checks.append(Check("ovpanoptic cache", f"{cache} ({_mb(size)}; text embeddings)" if cache.is_dir() else f"{cache} (empty)"))
     return checks
 
 

@@ -623,6 +623,8 @@ def _average(stats: Sequence[PQStats]) -> PQStats:
 
 def _load_json(path: Path, role: str) -> dict[str, Any]:
     """Read a COCO panoptic JSON file (a dict with an ``annotations`` list)."""
+    if path.is_dir():
+        raise EvaluationError(f"{role} JSON file {path} is a folder: pass the JSON file (e.g. OUTDIR/panoptic.json)")
     if not path.is_file():
         raise EvaluationError(f"{role} JSON file {path} does not exist")
     try:
@@ -830,6 +832,7 @@ def evaluate_panoptic(
         pred_by_image[image_id] = (annotation, position)
 
     jobs: list[tuple[str, Any, str, Any, str, set[int]]] = []
+    renamed: list[str] = []
     for position, gt_annotation in enumerate(gt_data["annotations"]):
         image_id = _annotation_field(gt_annotation, "image_id", gt_json_path, position)
         gt_file = _annotation_field(gt_annotation, "file_name", gt_json_path, position)
@@ -855,6 +858,8 @@ def evaluate_panoptic(
             _annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position), mapping
         )
         name = f"image_id {image_id!r} (gt {gt_file}, pred {pred_file})"
+        if Path(str(gt_file)).stem != Path(str(pred_file)).stem:
+            renamed.append(f"{gt_file} <-> {pred_file}")
         jobs.append((str(gt_file), gt_segments, str(pred_file), pred_segments, name, dropped))
 
     accumulator = PQAccumulator(categories=categories)
@@ -866,5 +871,10 @@ def evaluate_panoptic(
         accumulator.add_image(gt_ids, gt_segments, pred_ids, pred_segments, image_name=name)
         if progress is not None:
             progress(done, len(jobs))
+    if renamed:
+        notes.append(
+            f"{len(renamed)} image(s) paired by image_id have differently named PNGs ({', '.join(renamed[:3])}"
+            f"{', ...' if len(renamed) > 3 else ''}): check that the ids name the same images"
+        )
     report = accumulator.report()
     return dataclasses.replace(report, notes=tuple(notes)) if notes else report

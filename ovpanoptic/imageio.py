@@ -85,7 +85,7 @@ def _from_pil(img: Any) -> np.ndarray:
     if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.repeat(_to_uint8(np.asarray(img).astype(np.uint16))[..., None], 3, axis=2)
     if mode == "I":
-        return np.repeat(_to_uint8(np.asarray(img, dtype=np.int64))[..., None], 3, axis=2)
+        return np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
     if mode == "F":
         return np.repeat(_to_uint8(np.asarray(img, dtype=np.float32))[..., None], 3, axis=2)
     if mode == "P" and "transparency" in img.info:
@@ -143,8 +143,13 @@ def read_image(path: str | Path, max_pixels: int | None = None) -> np.ndarray:
             arr = _from_pil(img)
     except InputError:
         raise
+    except ImageReadError as exc:  # a rule of this module (NaN pixels, ...): say so, with the file's name
+        raise ImageReadError(f"{p}: {exc}") from None
     except Image.DecompressionBombError as exc:
-        raise ImageReadError(f"{p}: image is too large to read safely ({exc}); downscale it first") from None
+        raise ImageReadError(
+            f"{p}: Pillow refuses to decode images this large ({exc}); ovpanoptic cannot lift Pillow's own limit: "
+            "downscale the image first"
+        ) from None
     except UnidentifiedImageError:
         raise ImageReadError(f"{p}: not an image file Pillow can read (is it corrupt or another format?)") from None
     except (OSError, SyntaxError, ValueError) as exc:
@@ -217,7 +222,8 @@ def resize_longest_side(image: np.ndarray, max_side: int, min_side: int = 1) -> 
 
 
 def collect_inputs(specs: Iterable[str]) -> list[Path]:
-    """Expand files, folders (their image files, sorted) and glob patterns into a list of files.
+    """Expand files, folders (their image files, sorted; hidden files left out) and glob patterns
+    into a list of files.
 
     :raises InputError: a path does not exist, or a pattern or folder matches no image.
     """
@@ -225,7 +231,13 @@ def collect_inputs(specs: Iterable[str]) -> list[Path]:
     for spec in specs:
         p = Path(spec)
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            try:
+                entries = list(p.iterdir())
+            except OSError as exc:
+                raise InputError(f"cannot list folder {p} ({exc.strerror or exc}): check its permissions") from None
+            # Hidden files (macOS's ._x.jpg resource forks, editors' temporaries) are not inputs,
+            # as in glob patterns; name one explicitly to process it.
+            found = sorted(f for f in entries if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES)
             if not found:
                 raise InputError(f"folder {p} contains no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
             out.extend(found)

@@ -21,7 +21,7 @@ import numpy as np
 
 from . import boundary
 from .boundary import readonly_image, snapshot_files
-from .components import KINDS, ComponentContext, Progress, VocabularyPreparer
+from .components import KINDS, ComponentContext, Finisher, Progress, VocabularyPreparer
 from .config import Config, load_config
 from .constants import CACHE_DIR_ENV
 from .device import resolve_device
@@ -297,17 +297,27 @@ class Pipeline:
         return result
 
     def export(
-        self, result: PanopticResult, image: Any, outdir: str | Path, stem: str, formats: Sequence[str] | None = None
+        self,
+        result: PanopticResult,
+        image: Any,
+        outdir: str | Path,
+        stem: str,
+        formats: Sequence[str] | None = None,
+        *,
+        finish: bool = True,
     ) -> list[Path]:
         """Write ``result`` with each exporter in ``formats`` (default ``pipeline.exporters``).
 
         Exporters get a read-only view of the image. What each returns is checked (a list of the
-        files it wrote, inside ``outdir``). When an exporter raises or breaks that contract, the
-        files that appeared in ``outdir`` during this export and were not reported by an exporter
-        that finished are removed (a listing of the folder is taken before and after; files that
-        existed before are never touched), and the :class:`~ovpanoptic.errors.ComponentError` says
-        so; the complete outputs of the exporters that finished stay.
+        files it wrote, inside ``outdir``). An image's export is all or nothing: when an exporter
+        raises or breaks that contract, every file that appeared in ``outdir`` during this call is
+        removed (a listing of the folder is taken before and after; files that existed before are
+        never removed) and the :class:`~ovpanoptic.errors.ComponentError` says so.
 
+        :param finish: then let exporters with shared files (:class:`~ovpanoptic.components.Finisher`,
+            e.g. ``panoptic.json``) assemble them from every image in the folder; a batch passes
+            ``False`` and calls :meth:`finish` once at its end.
+        :return: the files written (for this image, then the shared ones).
         :raises InputError: ``image`` is not the image of ``result`` (another size), or ``stem``
             is not a plain file name (see :func:`check_stem`).
         :raises ComponentError: an exporter failed (see above).
@@ -326,28 +336,45 @@ class Pipeline:
         out.mkdir(parents=True, exist_ok=True)
         before = snapshot_files(out)
         paths: list[Path] = []
-        for name, exporter in exporters:
-            target = self._target("exporter", name)
-            try:
+        try:
+            for name, exporter in exporters:
+                target = self._target("exporter", name)
                 returned = boundary.call(target, "export()", exporter.export, result, view, out, stem, user_errors=boundary.EXPORT_ERRORS)
-                written = boundary.check_export(target, returned, out)
-            except BaseException as exc:
-                # Remove what this exporter created; the complete outputs of the exporters before it stay.
-                keep = {p.resolve() for p in paths}
-                removed = sorted(snapshot_files(out) - before - keep)
-                for path in removed:
-                    path.unlink(missing_ok=True)
-                if removed and isinstance(exc, ComponentError):
-                    shown = ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
-                    raise ComponentError(
-                        f"{exc} (removed what it had written for {stem!r}: {shown})",
-                        plugin=exc.plugin,
-                        component=exc.component,
-                        call=exc.call,
-                    ) from exc
-                raise
-            paths.extend(written)
+                paths.extend(p for p in boundary.check_export(target, returned, out) if p not in paths)
+        except BaseException as exc:
+            removed = sorted(snapshot_files(out) - before)
+            for path in removed:
+                path.unlink(missing_ok=True)
+            if removed and isinstance(exc, ComponentError):
+                shown = ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
+                raise ComponentError(
+                    f"{exc} (removed what this image's export had written: {shown})",
+                    plugin=exc.plugin,
+                    component=exc.component,
+                    call=exc.call,
+                ) from exc
+            raise
+        if finish:
+            paths.extend(self.finish(out, names))
         return paths
+
+    def finish(self, outdir: str | Path, formats: Sequence[str] | None = None, stems: Sequence[str] | None = None) -> list[Path]:
+        """Let each exporter in ``formats`` that keeps shared files write them (see
+        :class:`~ovpanoptic.components.Finisher`) from the parts of ``stems`` (``None``: all).
+
+        :return: the shared files written.
+        :raises ComponentError: a finisher failed or reported files it did not write.
+        """
+        names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
+        out = Path(outdir)
+        written: list[Path] = []
+        for name in names:
+            exporter = self.component("exporter", name)
+            if isinstance(exporter, Finisher):
+                target = self._target("exporter", name)
+                returned = boundary.call(target, "finish()", exporter.finish, out, None if stems is None else list(stems), user_errors=boundary.EXPORT_ERRORS)
+                written.extend(boundary.check_export(target, returned, out, "finish()"))
+        return written
 
     def clear_cache(self) -> None:
         """Forget cached proposals and features."""

@@ -41,11 +41,17 @@ __all__ = [
 ]
 
 
+#: Invisible characters dropped from class names (byte-order mark, zero-width space, word joiner,
+#: soft hyphen): pasted text carries them, and names would look alike but differ.
+_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2060\u00ad"))
+
+
 def normalize_name(name: str) -> str:
     """The form class names are kept and compared in: Unicode NFKC (full-width ``ｐｅｒｓｏｎ`` ->
-    ``person``, composed and decomposed ``café`` alike) with every run of white space made one
-    space. Names that differ only in these ways are the same name to a text encoder."""
-    return " ".join(unicodedata.normalize("NFKC", name).split())
+    ``person``, composed and decomposed ``café`` alike), invisible characters (BOM, zero-width
+    space) dropped, every run of white space made one space. Names that differ only in these ways
+    are the same name to a text encoder."""
+    return " ".join(unicodedata.normalize("NFKC", name.translate(_INVISIBLE)).split())
 
 
 def _check_name(name: object, what: str) -> str:

@@ -27,6 +27,9 @@ __all__ = ["ClassEntry", "StuffLexicon", "build_vocabulary", "load_vocabulary_fi
 
 _SEPARATORS = re.compile(r"[,\n]")
 
+#: Invisible characters (BOM, zero-width space, word joiner, soft hyphen) dropped from typed lists.
+_INVISIBLE_TABLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2060\u00ad"))
+
 
 @dataclass(frozen=True)
 class ClassEntry:
@@ -44,9 +47,13 @@ def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
     """Split ``"person, tv|television"`` into entries; empty names are errors naming their position."""
     if not isinstance(text, str):
         raise VocabularyError(f"{what} must be a string of comma-separated class names")
-    text = text.strip()  # white space and new lines at the ends (Enter in a text box) are not entries
+    text = text.translate(_INVISIBLE_TABLE).strip()  # white space and new lines at the ends are not entries
     if not text:
         return []
+    # One class per line may end its lines with commas, and may have blank lines: a comma next to a
+    # line break, and empty lines, separate nothing more. Two commas in a row are still an error.
+    text = re.sub(r"[ \t]*,[ \t]*(?=\n)|(?<=\n)[ \t]*,", "", text)
+    text = re.sub(r"\n[ \t]*(?=\n)", "", text)
     entries = []
     for index, raw in enumerate(_SEPARATORS.split(text), start=1):
         names = [normalize_name(part) for part in raw.split("|")]

@@ -277,7 +277,10 @@ def test_outputs_get_the_usual_permissions(tmp_path, with_plugins):
     finally:
         os.umask(old)
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "out").rglob("*") if p.is_file()}
-    assert modes == {"one.fake.json": "0o644", "one.png": "0o644", "panoptic.json": "0o644", "ovpanoptic-manifest.jsonl": "0o644"}
+    assert modes == {
+        "one.fake.json": "0o644", "one.png": "0o644", "panoptic.json": "0o644", "ovpanoptic-manifest.jsonl": "0o644",
+        "one.json": "0o644", "panoptic.json.categories.json": "0o644",  # the exporter's per-image part and category table
+    }
 
 
 def test_api_argument_types():

@@ -93,10 +93,18 @@ def test_killed_batch_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path, plu
     assert 7 <= skipped < N_IMAGES and last == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({skipped} done by an earlier run)"
     assert not list(out.rglob(".*.tmp"))  # the killed runs' temporary files are gone
     assert tree(out) == tree(reference)  # byte for byte
+    stems = [p.stem for p in images.iterdir()]
     assert sorted(tree(out)) == sorted(
-        [f"panoptic/{p.stem}.png" for p in images.iterdir()] + [f"{p.stem}.slow.json" for p in images.iterdir()]
-        + ["instances.json", "panoptic.json"]
+        [f"panoptic/{s}.png" for s in stems] + [f"{s}.slow.json" for s in stems] + ["instances.json", "panoptic.json"]
+        + [f".ovpanoptic/{j}.parts/{s}.json" for s in stems for j in ("panoptic.json", "instances.json")]
+        + [".ovpanoptic/panoptic.json.categories.json", ".ovpanoptic/instances.json.categories.json"]
     )
+    # ids: numeric stems keep their number, the others follow in input order, whatever run wrote them
+    panoptic = json.loads((out / "panoptic.json").read_text())
+    assert [(i["id"], i["file_name"]) for i in panoptic["images"]] == [
+        (1, "001.jpg"), (2, "002.jpg"), (4, "004.jpg"), (5, "005.jpg"), (7, "007.jpg"), (8, "008.jpg"), (10, "010.jpg"),
+        (11, "011.jpg"), (12, "frame0.jpg"), (13, "frame3.jpg"), (14, "frame6.jpg"), (15, "frame9.jpg"),
+    ]
 
     def records(folder):
         lines = (folder / MANIFEST).read_text().splitlines()
@@ -104,7 +112,8 @@ def test_killed_batch_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path, plu
         latest = {}
         for line in lines[1:]:
             r = json.loads(line)
-            latest[r["input"]] = (r["stem"], r["status"], r["digest"], tuple(r["files"]))
+            if "input" in r:  # not the "finished" lines (combined files written at the end of a run)
+                latest[r["input"]] = (r["stem"], r["status"], r["digest"], tuple(r["files"]))
         return header["config_digest"], header["vocabulary_digest"], {Path(k).name: v for k, v in latest.items()}
 
     assert records(out) == records(reference)
@@ -123,4 +132,4 @@ def test_rerun_skips_done_images_redoes_changed_ones_and_overwrite_redoes_all(tm
     assert lines[1] == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({N_IMAGES - 1} done by an earlier run)"
     proc = subprocess.run([*command(images, out), "--overwrite"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out}"
-    assert len(outputs(out)) == N_IMAGES + 3  # slow-json files, panoptic.json, instances.json, panoptic/
+    assert len(outputs(out)) == N_IMAGES + 4  # slow-json files, panoptic.json, instances.json, panoptic/, .ovpanoptic/

@@ -12,7 +12,7 @@ import importlib
 import warnings
 from types import ModuleType
 
-__all__ = ["import_quietly"]
+__all__ = ["import_quietly", "require"]
 
 
 def import_quietly(name: str) -> ModuleType:
@@ -21,3 +21,17 @@ def import_quietly(name: str) -> ModuleType:
         warnings.simplefilter("ignore", FutureWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return importlib.import_module(name)
+
+
+def require(module: str, what: str, install: str) -> None:
+    """Check (without importing it) that ``module`` is installed, when a component is built, so a
+    missing package is a start-up error rather than a failure at the first image.
+
+    :raises MissingDependencyError: naming ``what`` needs it and the ``install`` command.
+    """
+    import importlib.util
+
+    from ..errors import MissingDependencyError
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(f"{what} needs the package {module!r}, which is not installed: {install}")

@@ -4,9 +4,17 @@
     ``OUTDIR/panoptic/STEM.png`` (segment id = R + 256 G + 256^2 B, 0 = void) and the combined
     ``OUTDIR/panoptic.json`` (``images``, ``annotations`` with ``segments_info`` —
     ``id``, ``category_id``, ``iscrowd``, ``area``, ``bbox`` XYWH, ``score`` — and ``categories``
-    with ``isthing``), updated image by image. The image entry's ``file_name`` is ``STEM.jpg``,
-    the name COCO tools (and detectron2's loader) expect beside the PNG; a numeric stem becomes the
-    ``image_id`` (COCO style), other stems get the next free id.
+    with ``isthing``). The image entry's ``file_name`` is ``STEM.jpg``, the name COCO tools (and
+    detectron2's loader) expect beside the PNG.
+
+Combined files (``panoptic.json``, ``instances.json``) are not rewritten image by image (that made a
+batch quadratic, and left entries of images that failed): ``export()`` writes each image's part
+(``OUTDIR/.ovpanoptic/<json name>.parts/STEM.json``) and the folder's category table
+(``OUTDIR/.ovpanoptic/<json name>.categories.json``), and ``finish(outdir, stems)`` assembles the
+combined file from the parts of ``stems``, in that order (the batch's finished images in input
+order; all parts, by name, when ``stems`` is ``None``). Image ids: a numeric stem is its own id
+(COCO style: ``000000139`` -> 139), the other stems get ids after the largest numeric one, in order,
+so ids never depend on which run wrote which image. Annotation ids (``coco-instances``) count from 1.
 ``overlay``
     ``OUTDIR/STEM.overlay.png``: the image with segments and class names drawn by detectron2's
     ``Visualizer.draw_panoptic_seg`` (instance colours jittered deterministically). A preview: drawn
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +47,7 @@ from ..evaluation import id_to_rgb
 from ..hookspecs import hookimpl
 from ..imageio import working_size
 from ..types import PanopticResult, Vocabulary
-from ._quiet import import_quietly
+from ._quiet import import_quietly, require
 from .fonts import LabelFonts, ascii_label
 
 __all__ = ["ExportError"]
@@ -54,6 +63,12 @@ def _png_bytes(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
+
+
+def _check_plain_name(option: str, value: str) -> None:
+    """Output names in exporter options stay inside the output folder: one plain, visible name."""
+    if not value or value in (".", "..") or value.startswith(".") or any(ch in value for ch in "/\\") or os.path.isabs(value):
+        raise ValueError(f"{option} {value!r} must be a plain file or folder name inside the output folder (no '/', '..' or leading '.')")
 
 
 def _coco_categories(vocabulary: Vocabulary) -> list[dict[str, Any]]:
@@ -98,33 +113,67 @@ def _check_combined(path: Path, categories: Sequence[dict[str, Any]]) -> dict[st
     return data
 
 
-def _load_combined(path: Path, vocabulary: Vocabulary, things_only: bool = False) -> dict[str, Any]:
-    """Read a combined COCO JSON (or start one) holding exactly the vocabulary's categories."""
-    categories = [c for c in _coco_categories(vocabulary) if c["isthing"] or not things_only]
-    data = _check_combined(path, categories)
-    if data is None:
-        return {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
-    data["categories"] = categories
-    return data
+#: Folder of the exporters' per-image parts and category tables, inside the output folder.
+PARTS_FOLDER = ".ovpanoptic"
 
 
-def _image_entry(data: Mapping[str, Any], stem: str, height: int, width: int) -> dict[str, Any]:
-    file_name = f"{stem}.jpg"
-    for img in data["images"]:
-        if img["file_name"] == file_name:
-            return {"id": img["id"], "file_name": file_name, "height": height, "width": width}
-    used = {img["id"] for img in data["images"]}
-    if stem.isdigit() and int(stem) not in used:
-        image_id = int(stem)
-    else:
-        image_id = max(used, default=0) + 1
-    return {"id": image_id, "file_name": file_name, "height": height, "width": width}
+def _parts_dir(outdir: Path, json_name: str) -> Path:
+    return Path(outdir) / PARTS_FOLDER / f"{json_name}.parts"
 
 
-def _replace_image(data: dict[str, Any], image: dict[str, Any], annotations: Sequence[dict[str, Any]], key: str) -> None:
-    data["images"] = [i for i in data["images"] if i["id"] != image["id"]] + [image]
+def _categories_file(outdir: Path, json_name: str) -> Path:
+    return Path(outdir) / PARTS_FOLDER / f"{json_name}.categories.json"
+
+
+def _write_categories(outdir: Path, json_name: str, categories: list[dict[str, Any]]) -> Path:
+    """The folder's category table: written once, and never changed under existing results."""
+    path = _categories_file(outdir, json_name)
+    if _check_combined(path, categories) is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps({"categories": categories}, indent=1))
+    return path
+
+
+def _image_ids(stems: Sequence[str]) -> dict[str, int]:
+    """Numeric stems keep their number; the others follow the largest one, in order."""
+    numeric = {s: int(s) for s in stems if s.isdigit()}
+    if len(set(numeric.values())) != len(numeric):  # "01" and "1": numbers are not unique ids
+        numeric = {}
+    next_id = max(numeric.values(), default=0) + 1
+    ids = {}
+    for stem in stems:
+        if stem in numeric:
+            ids[stem] = numeric[stem]
+        else:
+            ids[stem] = next_id
+            next_id += 1
+    return ids
+
+
+def _finish_combined(
+    outdir: Path, json_name: str, stems: Sequence[str] | None, build: Any
+) -> list[Path]:
+    """Assemble ``OUTDIR/json_name`` from the parts of ``stems``; ``build(data, part, image_id)``
+    adds one part's image and annotations to ``data``."""
+    outdir = Path(outdir)
+    categories_path = _categories_file(outdir, json_name)
+    if not categories_path.exists():
+        return []
+    categories = json.loads(categories_path.read_text("utf-8"))["categories"]
+    parts = _parts_dir(outdir, json_name)
+    if stems is None:
+        stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
+    data: dict[str, Any] = {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
+    ids = _image_ids(list(stems))
+    for stem in stems:
+        part_path = parts / f"{stem}.json"
+        if not part_path.exists():
+            raise ExportError(f"{part_path} is missing: run the batch again to redo image {stem!r}")
+        part = json.loads(part_path.read_text("utf-8"))
+        data["images"].append({"id": ids[stem], "file_name": part["file_name"], "height": part["height"], "width": part["width"]})
+        build(data, part, ids[stem])
     data["images"].sort(key=lambda i: i["id"])
-    data["annotations"] = [a for a in data["annotations"] if a[key] != image["id"]] + list(annotations)
+    return [atomic_write_text(outdir / json_name, json.dumps(data, indent=1))]
 
 
 @dataclass(frozen=True)
@@ -138,27 +187,33 @@ class CocoPanopticConfig:
     png_dir: str = "panoptic"
     json_name: str = "panoptic.json"
 
+    def __post_init__(self) -> None:
+        _check_plain_name("png_dir", self.png_dir)
+        _check_plain_name("json_name", self.json_name)
+
 
 class CocoPanopticExporter:
-    """COCO-panoptic PNG + combined JSON."""
+    """COCO-panoptic PNG per image + the combined JSON, assembled by :meth:`finish`."""
 
     def __init__(self, config: CocoPanopticConfig, context: ComponentContext | None = None) -> None:
         self.config = config
 
     def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
-        """Refuse a folder whose ``panoptic.json`` holds another category table."""
-        _check_combined(Path(outdir) / self.config.json_name, _coco_categories(vocabulary))
+        """Refuse a folder whose category table (or ``panoptic.json``) holds other categories."""
+        categories = _coco_categories(vocabulary)
+        _check_combined(_categories_file(outdir, self.config.json_name), categories)
+        _check_combined(Path(outdir) / self.config.json_name, categories)
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         outdir = Path(outdir)
-        json_path = outdir / self.config.json_name
-        data = _load_combined(json_path, result.vocabulary)
+        categories = _write_categories(outdir, self.config.json_name, _coco_categories(result.vocabulary))
         h, w = result.image_size
-        entry = _image_entry(data, stem, h, w)
         png_rel = f"{stem}.png"
-        annotation = {
-            "image_id": entry["id"],
-            "file_name": png_rel,
+        part = {
+            "file_name": f"{stem}.jpg",
+            "png": png_rel,
+            "height": h,
+            "width": w,
             "segments_info": [
                 {
                     "id": s.id,
@@ -174,9 +229,18 @@ class CocoPanopticExporter:
         png_dir = outdir / self.config.png_dir
         png_dir.mkdir(parents=True, exist_ok=True)
         png_path = atomic_write_bytes(png_dir / png_rel, _png_bytes(id_to_rgb(result.panoptic_map)))
-        _replace_image(data, entry, [annotation], "image_id")
-        atomic_write_text(json_path, json.dumps(data, indent=1))
-        return [png_path, json_path]
+        parts = _parts_dir(outdir, self.config.json_name)
+        parts.mkdir(parents=True, exist_ok=True)
+        part_path = atomic_write_text(parts / f"{stem}.json", json.dumps(part, indent=1))
+        return [png_path, part_path, categories]
+
+    def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
+        """Write ``panoptic.json`` from the parts of ``stems`` (see the module docstring)."""
+
+        def build(data: dict[str, Any], part: dict[str, Any], image_id: int) -> None:
+            data["annotations"].append({"image_id": image_id, "file_name": part["png"], "segments_info": part["segments_info"]})
+
+        return _finish_combined(outdir, self.config.json_name, stems, build)
 
 
 @dataclass(frozen=True)
@@ -206,6 +270,8 @@ class OverlayExporter:
     """Draws the result with detectron2's ``Visualizer.draw_panoptic_seg``."""
 
     def __init__(self, config: OverlayConfig, context: ComponentContext | None = None) -> None:
+        require("detectron2", "the overlay exporter", "run scripts/bootstrap.sh (it installs detectron2)")
+        require("matplotlib", "the overlay exporter", "pip install matplotlib")
         self.config = config
         self._fonts = LabelFonts()
         self._warned: set[str] = set()
@@ -324,27 +390,31 @@ class CocoInstancesConfig:
 
     json_name: str = "instances.json"
 
+    def __post_init__(self) -> None:
+        _check_plain_name("json_name", self.json_name)
+
 
 class CocoInstancesExporter:
     """COCO instance annotations (pycocotools RLE) of the thing segments."""
 
     def __init__(self, config: CocoInstancesConfig, context: ComponentContext | None = None) -> None:
+        require("pycocotools", "the coco-instances exporter", "pip install pycocotools")
         self.config = config
 
     def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
-        """Refuse a folder whose ``instances.json`` holds another category table."""
-        _check_combined(Path(outdir) / self.config.json_name, [c for c in _coco_categories(vocabulary) if c["isthing"]])
+        """Refuse a folder whose category table (or ``instances.json``) holds other categories."""
+        categories = [c for c in _coco_categories(vocabulary) if c["isthing"]]
+        _check_combined(_categories_file(outdir, self.config.json_name), categories)
+        _check_combined(Path(outdir) / self.config.json_name, categories)
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         try:
             from pycocotools import mask as mask_utils
         except ImportError as exc:
             raise MissingDependencyError(f"the coco-instances exporter needs pycocotools ({exc})") from None
-        json_path = Path(outdir) / self.config.json_name
-        data = _load_combined(json_path, result.vocabulary, things_only=True)
+        outdir = Path(outdir)
+        categories = _write_categories(outdir, self.config.json_name, [c for c in _coco_categories(result.vocabulary) if c["isthing"]])
         h, w = result.image_size
-        entry = _image_entry(data, stem, h, w)
-        next_id = max((a["id"] for a in data["annotations"] if a["image_id"] != entry["id"]), default=0) + 1
         things = [s for s in result.segments if s.isthing]
         rles = _encode_things(result.panoptic_map, things, mask_utils)
         annotations = []
@@ -352,8 +422,6 @@ class CocoInstancesExporter:
             rle["counts"] = rle["counts"].decode("ascii")
             annotations.append(
                 {
-                    "id": next_id,
-                    "image_id": entry["id"],
                     "category_id": s.category_id,
                     "segmentation": rle,
                     "area": s.area,
@@ -362,9 +430,19 @@ class CocoInstancesExporter:
                     "score": round(s.score, 6),
                 }
             )
-            next_id += 1
-        _replace_image(data, entry, annotations, "image_id")
-        return [atomic_write_text(json_path, json.dumps(data))]
+        part = {"file_name": f"{stem}.jpg", "height": h, "width": w, "annotations": annotations}
+        parts = _parts_dir(outdir, self.config.json_name)
+        parts.mkdir(parents=True, exist_ok=True)
+        return [atomic_write_text(parts / f"{stem}.json", json.dumps(part)), categories]
+
+    def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
+        """Write ``instances.json`` from the parts of ``stems`` (annotation ids count from 1)."""
+
+        def build(data: dict[str, Any], part: dict[str, Any], image_id: int) -> None:
+            for annotation in part["annotations"]:
+                data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id, **annotation})
+
+        return _finish_combined(outdir, self.config.json_name, stems, build)
 
 
 #: Bytes of mask stack encoded per pycocotools call by ``coco-instances``.

@@ -47,7 +47,7 @@ from ..constants import VOID_ID
 from ..errors import MissingDependencyError
 from ..hookspecs import hookimpl
 from ..types import ClassScores, PanopticResult, ProposalSet, Vocabulary
-from ._quiet import import_quietly
+from ._quiet import import_quietly, require
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -126,6 +126,7 @@ class Detectron2Fuser:
     """Panoptic fusion with detectron2's ``combine_semantic_and_instance_outputs``."""
 
     def __init__(self, config: Detectron2FuserConfig, context: ComponentContext | None = None) -> None:
+        require("detectron2", "the detectron2 fuser", "run scripts/bootstrap.sh (it installs detectron2), or choose --set pipeline.fuser=maskformer")
         self.config = config
 
     def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -70,7 +71,7 @@ class BatchHeader:
         cfg = json.loads(json.dumps(config, default=str))
         for key in _NEUTRAL_SETTINGS:
             cfg.get("pipeline", {}).pop(key, None)
-        return cls(cfg, json.loads(json.dumps(vocabulary)), tuple(formats))
+        return cls(cfg, json.loads(json.dumps(vocabulary)), tuple(sorted(dict.fromkeys(formats))))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -84,7 +85,7 @@ class BatchHeader:
 
     def difference(self, other: Mapping[str, Any]) -> str:
         """What differs between this header and a stored one, in words ("" when nothing does)."""
-        if list(other.get("formats", [])) != list(self.formats):
+        if sorted(other.get("formats", [])) != list(self.formats):
             return f"the formats ({', '.join(other.get('formats', []))} there, {', '.join(self.formats)} now)"
         if other.get("vocabulary_digest") != _digest(self.vocabulary):
             old = {c["id"]: c for c in other.get("vocabulary", {}).get("categories", [])}
@@ -157,6 +158,19 @@ def check_header(outdir: Path, header: BatchHeader, stored: Mapping[str, Any], r
         )
 
 
+def _record(data: Any) -> Record | None:
+    """A record from a manifest line, or ``None`` when the line is not one."""
+    if not isinstance(data, dict):
+        return None
+    fields = ("input", "digest", "stem")
+    if not all(isinstance(data.get(k), str) for k in fields) or data.get("status") not in ("done", "failed"):
+        return None
+    files = data.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
+        return None
+    return Record(data["input"], data["digest"], data["stem"], data["status"], str(data.get("error", "")), tuple(files))
+
+
 class Manifest:
     """The open manifest of one output folder, locked for this run (see the module docstring).
 
@@ -175,86 +189,141 @@ class Manifest:
         return self.outdir / MANIFEST_NAME
 
     @staticmethod
-    def read(outdir: Path) -> tuple[dict[str, Any] | None, dict[str, Record]]:
-        """The stored header and records of a folder (``(None, {})`` when it has no manifest)."""
+    def read(outdir: Path) -> tuple[dict[str, Any] | None, dict[str, Record], set[str]]:
+        """The stored header, the latest record of each input, and the combined files written at the
+        end of runs, of a folder (``(None, {}, set())`` when it has no manifest).
+
+        Lines that are torn (a run killed while writing them) or not records are skipped.
+
+        :raises InputError: the manifest is not a readable ovpanoptic manifest.
+        """
         path = Path(outdir) / MANIFEST_NAME
+        if path.is_dir():
+            raise InputError(f"{path} is a folder, not a manifest: remove it or choose another output folder with -o")
         if not path.is_file():
-            return None, {}
+            return None, {}, set()
         header: dict[str, Any] | None = None
         records: dict[str, Record] = {}
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, 1):
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError:
-                    log.info("%s: line %d is torn (a run was killed while writing it); ignored", path, number)
-                    continue
-                if header is None:
-                    if data.get("manifest") != MANIFEST_VERSION:
-                        raise InputError(
-                            f"{path} is not an ovpanoptic manifest of version {MANIFEST_VERSION}: choose another "
-                            "output folder with -o"
-                        )
-                    header = data
-                    continue
-                record = Record(
-                    data["input"], data["digest"], data["stem"], data["status"], data.get("error", ""), tuple(data.get("files", ()))
-                )
-                records[record.input] = record
-        return header, records
+        finished: set[str] = set()
+        try:
+            text = path.read_text("utf-8", errors="replace")
+        except OSError as exc:
+            raise InputError(f"cannot read {path} ({exc.strerror or exc}): fix its permissions or choose another output folder") from None
+        for number, line in enumerate(text.splitlines(), 1):
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                data = None
+            if header is None:
+                if not isinstance(data, dict) or data.get("manifest") != MANIFEST_VERSION:
+                    raise InputError(
+                        f"{path} is not an ovpanoptic manifest of version {MANIFEST_VERSION} (its first line is not the "
+                        "batch header): choose another output folder with -o, or delete the file to start the folder afresh"
+                    )
+                header = data
+                continue
+            record = _record(data)
+            if record is None:
+                if isinstance(data, dict) and isinstance(data.get("finished"), list):
+                    finished.update(str(f) for f in data["finished"])
+                else:
+                    log.info("%s: line %d is not a record (torn by a killed run, or edited); ignored", path, number)
+                continue
+            records[record.input] = record
+        return header, records, finished
 
     @classmethod
     def open(cls, outdir: Path, header: BatchHeader, *, overwrite: bool = False) -> Manifest:
         """Open (or start) the manifest of ``outdir`` for a run, holding its lock.
 
-        :param overwrite: start afresh: the files recorded by the previous batch and the manifest
-            are removed (other files in the folder are left alone).
+        :param overwrite: start afresh: the files recorded by the previous batch (inside the folder)
+            and the manifest are removed (other files in the folder are left alone).
         :raises InputError: another run holds the folder, or its batch was made with another config,
             vocabulary or formats (the message says which and how to go on), or it is unreadable.
         """
         import fcntl
 
         outdir = Path(outdir)
-        outdir.mkdir(parents=True, exist_ok=True)
         path = outdir / MANIFEST_NAME
-        fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open (and locked) for the run
+        try:
+            outdir.mkdir(parents=True, exist_ok=True)
+            fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open (and locked) for the run
+        except OSError as exc:
+            raise InputError(f"cannot open {path} ({exc.strerror or exc}): fix the permissions or choose another output folder") from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
             raise InputError(f"another ovpanoptic run is writing into {outdir}: wait for it, or choose another output folder with -o") from None
         try:
-            stored, records = cls.read(outdir)
+            stored, records, finished = cls.read(outdir)
             if stored is not None and overwrite:
-                for record in records.values():
-                    for rel in record.files:
-                        (outdir / rel).unlink(missing_ok=True)
+                root = outdir.resolve()
+                for rel in sorted({f for r in records.values() for f in r.files} | finished):
+                    target = outdir / rel
+                    if not target.resolve().is_relative_to(root):
+                        log.warning("not removing %s, recorded in %s but outside the folder", target, path)
+                        continue
+                    target.unlink(missing_ok=True)
                 fh.truncate(0)
                 stored, records = None, {}
             if stored is not None:
                 check_header(outdir, header, stored, records)
+                fh.seek(0, os.SEEK_END)
+                if fh.tell():  # a torn last line: end it, so the next record starts on its own line
+                    with open(path, "rb") as raw:
+                        raw.seek(-1, os.SEEK_END)
+                        if raw.read(1) != b"\n":
+                            fh.write("\n")
             else:
                 fh.seek(0, os.SEEK_END)
                 if fh.tell():  # a header line that was torn: start the file again
                     fh.truncate(0)
                 fh.write(json.dumps(header.to_dict(), sort_keys=True) + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
+            fh.flush()
+            os.fsync(fh.fileno())
         except BaseException:
             fh.close()
             raise
         return cls(outdir, header, records, fh)
 
+    def adopt(self, key: str, digest: str) -> Record | None:
+        """Give the input ``key`` the record of a moved input: a record with the same content whose
+        input path no longer exists (the folder was moved or remounted). Returns it, or ``None``."""
+        for old_key, record in list(self.records.items()):
+            if record.digest == digest and old_key != key and not Path(old_key).exists():
+                moved = Record(key, record.digest, record.stem, record.status, record.error, record.files)
+                del self.records[old_key]
+                self.records[key] = moved
+                return moved
+        return None
+
+    def finished(self, files: Sequence[str]) -> None:
+        """Record the combined files written at the end of a run (``--overwrite`` removes them)."""
+        self._write({"finished": list(files)})
+
     def append(self, record: Record) -> None:
         """Record one image (flushed and synced before returning)."""
-        self._fh.write(json.dumps(record.to_dict(), sort_keys=True) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        self._write(record.to_dict())
         self.records[record.input] = record
+
+    def _write(self, data: dict[str, Any]) -> None:
+        try:
+            self._fh.write(json.dumps(data, sort_keys=True) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise InputError(
+                f"cannot write the manifest {self.path} ({exc.strerror or exc}): free space or fix the permissions, then run "
+                "the same command again (finished images are skipped)"
+            ) from None
 
     def close(self) -> None:
         """Release the folder's lock."""
-        self._fh.close()
+        try:
+            self._fh.close()
+        except OSError as exc:  # a full disk: what could be written was flushed already
+            log.warning("closing %s: %s", self.path, exc)
 
     def __enter__(self) -> Manifest:
         return self
@@ -268,9 +337,13 @@ MAX_STEM_BYTES = 150
 
 
 def _plain_stem(path: Path) -> str:
-    """The file name's stem, made a valid output name: leading dots dropped (``.x.png`` -> ``x``),
-    control characters replaced, at most :data:`MAX_STEM_BYTES` bytes; ``image`` when nothing is left."""
-    stem = "".join("_" if ord(ch) < 32 else ch for ch in path.stem).lstrip(".").strip() or "image"
+    """The file name's stem, made a valid output name: Unicode NFC (composed and decomposed ``café``
+    give one name), leading dots dropped (``.x.png`` -> ``x``), control characters and bytes that are
+    not UTF-8 (from old cameras or zip files) replaced by ``_``, at most :data:`MAX_STEM_BYTES`
+    bytes; ``image`` when nothing is left."""
+    raw = path.stem
+    cleaned = "".join("_" if ord(ch) < 32 or 0xD800 <= ord(ch) <= 0xDFFF else ch for ch in raw)
+    stem = unicodedata.normalize("NFC", cleaned).lstrip(".").strip() or "image"
     while len(stem.encode("utf-8")) > MAX_STEM_BYTES:
         stem = stem[:-1]
     return stem
