@@ -427,20 +427,22 @@ def check_download(target: Target, value: Any, call_name: str = "download()") ->
     return paths
 
 
-def snapshot_files(folder: Path) -> set[Path]:
-    """The files below ``folder`` (resolved paths; names only, no ``stat``), for rolling back an
-    export that failed: the files it created are the ones not in the snapshot taken before it."""
-    found: set[Path] = set()
-    stack = [Path(folder).resolve()]
+def snapshot_files(folder: Path) -> set[str]:
+    """The files below ``folder`` (resolved path strings; names only, no ``stat``), for rolling back
+    an export that failed: the files it created are the ones not in the snapshot taken before it.
+    Strings rather than ``Path`` objects: taken before every image, this must stay cheap in folders
+    of many thousands of files."""
+    found: set[str] = set()
+    stack = [os.path.realpath(folder)]
     while stack:
         current = stack.pop()
         try:
             with os.scandir(current) as entries:
                 for entry in entries:
                     if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
+                        stack.append(entry.path)
                     else:
-                        found.add(Path(entry.path))
+                        found.add(entry.path)
         except OSError:
             continue
     return found

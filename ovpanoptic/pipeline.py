@@ -342,7 +342,7 @@ class Pipeline:
                 returned = boundary.call(target, "export()", exporter.export, result, view, out, stem, user_errors=boundary.EXPORT_ERRORS)
                 paths.extend(p for p in boundary.check_export(target, returned, out) if p not in paths)
         except BaseException as exc:
-            removed = sorted(snapshot_files(out) - before)
+            removed = [Path(p) for p in sorted(snapshot_files(out) - before)]
             for path in removed:
                 path.unlink(missing_ok=True)
             if removed and isinstance(exc, ComponentError):
