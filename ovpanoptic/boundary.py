@@ -23,7 +23,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -264,9 +264,6 @@ def build_component(spec: ComponentSpec, config: Any, context: ComponentContext,
 
 # -- results ----------------------------------------------------------------------------------
 
-
-def _shape(value: Any) -> str:
-    return f"{getattr(value, 'shape', None)} {getattr(value, 'dtype', type(value).__name__)}"
 
 
 def check_proposals(target: Target, value: Any, image_size: tuple[int, int], call_name: str = "generate()") -> ProposalSet:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -313,11 +313,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         say.err(f"{len(failed)} failed:")
         for outcome in failed:
             say.err(f"  {outcome.error}")
-        components: dict[str, int] = {}
-        for outcome in failed:
-            match = re.match(r".*?: ((?:proposal generator|classifier|fuser|exporter) '[^']+') from ", outcome.error)
-            if match:
-                components[match.group(1)] = components.get(match.group(1), 0) + 1
+        components = Counter(o.component for o in failed if o.component)
         for component, count in sorted(components.items()):
             say.err(f"{component} failed on {count} of {len(inputs)} image(s)")
         say.err("run the same command again to retry the failed image(s); finished ones are skipped")

@@ -38,7 +38,6 @@ from .boundary import Origin, Target, readonly_image
 from .components import KINDS, ComponentContext, Progress, RegisterComponent
 from .config import build_dataclass
 from .constants import VOID_ID
-from .errors import ComponentError
 from .hookspecs import hookimpl
 from .plugins import OvpanopticPluginManager, Registry, check_hooks, make_plugin_manager, register_plugin_object
 from .types import Category, ClassScores, PanopticResult, ProposalSet, Vocabulary

@@ -42,8 +42,9 @@ __all__ = [
 
 
 #: Invisible characters dropped from class names (byte-order mark, zero-width space, word joiner,
-#: soft hyphen): pasted text carries them, and names would look alike but differ.
-_INVISIBLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2060\u00ad"))
+#: soft hyphen), as a ``str.translate`` table: pasted text carries them, and names would look
+#: alike but differ.
+INVISIBLE_CHARACTERS = dict.fromkeys(map(ord, "\ufeff\u200b\u2060\u00ad"))
 
 
 def normalize_name(name: str) -> str:
@@ -51,7 +52,7 @@ def normalize_name(name: str) -> str:
     ``person``, composed and decomposed ``café`` alike), invisible characters (BOM, zero-width
     space) dropped, every run of white space made one space. Names that differ only in these ways
     are the same name to a text encoder."""
-    return " ".join(unicodedata.normalize("NFKC", name.translate(_INVISIBLE)).split())
+    return " ".join(unicodedata.normalize("NFKC", name.translate(INVISIBLE_CHARACTERS)).split())
 
 
 def _check_name(name: object, what: str) -> str:
@@ -275,8 +276,6 @@ def readonly_view(array: np.ndarray) -> np.ndarray:
     return np.frombuffer(memoryview(out).toreadonly(), dtype=out.dtype).reshape(out.shape)
 
 
-_readonly = readonly_view
-
 
 def _describe(value: object) -> str:
     """``(4, 4) float64`` for an array, the type's name otherwise (for messages)."""
@@ -338,9 +337,9 @@ class ProposalSet:
             )
         if not np.isfinite(s).all() or not np.isfinite(b).all():
             raise ValueError("ProposalSet scores and boxes must be finite")
-        object.__setattr__(self, "masks", _readonly(m))
-        object.__setattr__(self, "boxes_xyxy", _readonly(b))
-        object.__setattr__(self, "scores", _readonly(s))
+        object.__setattr__(self, "masks", readonly_view(m))
+        object.__setattr__(self, "boxes_xyxy", readonly_view(b))
+        object.__setattr__(self, "scores", readonly_view(s))
 
     def __len__(self) -> int:
         return int(self.masks.shape[0])
@@ -417,8 +416,8 @@ class ClassScores:
         if len(set(self.category_ids)) != c:
             raise ValueError("ClassScores.category_ids must be unique")
         object.__setattr__(self, "category_ids", tuple(int(i) for i in self.category_ids))
-        object.__setattr__(self, "logits", _readonly(self.logits))
-        object.__setattr__(self, "probs", _readonly(self.probs))
+        object.__setattr__(self, "logits", readonly_view(self.logits))
+        object.__setattr__(self, "probs", readonly_view(self.probs))
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
@@ -568,7 +567,7 @@ class PanopticResult:
                     f"segment {s.id}: area/bbox {s.area}/{s.bbox_xyxy} do not match the map ({area}/{box})"
                 )
         object.__setattr__(self, "segments", segments)
-        object.__setattr__(self, "panoptic_map", _readonly(pm))
+        object.__setattr__(self, "panoptic_map", readonly_view(pm))
         object.__setattr__(self, "timings", MappingProxyType({str(k): float(v) for k, v in dict(self.timings).items()}))
 
     @property

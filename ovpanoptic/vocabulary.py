@@ -21,14 +21,11 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import VocabularyError
-from .types import Category, Vocabulary, normalize_name
+from .types import INVISIBLE_CHARACTERS, Category, Vocabulary, normalize_name
 
 __all__ = ["ClassEntry", "StuffLexicon", "build_vocabulary", "load_vocabulary_file", "split_class_list"]
 
 _SEPARATORS = re.compile(r"[,\n]")
-
-#: Invisible characters (BOM, zero-width space, word joiner, soft hyphen) dropped from typed lists.
-_INVISIBLE_TABLE = dict.fromkeys(map(ord, "\ufeff\u200b\u2060\u00ad"))
 
 
 @dataclass(frozen=True)
@@ -47,7 +44,7 @@ def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
     """Split ``"person, tv|television"`` into entries; empty names are errors naming their position."""
     if not isinstance(text, str):
         raise VocabularyError(f"{what} must be a string of comma-separated class names")
-    text = text.translate(_INVISIBLE_TABLE).strip()  # white space and new lines at the ends are not entries
+    text = text.translate(INVISIBLE_CHARACTERS).strip()  # white space and new lines at the ends are not entries
     if not text:
         return []
     # One class per line may end its lines with commas, and may have blank lines: a comma next to a

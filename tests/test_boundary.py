@@ -352,7 +352,7 @@ def test_plugins_name_shows_components_descriptions_and_options(with_faulty_plug
     assert "no plugin or component named 'nothing-like-this'" in capsys.readouterr().err
 
 
-def test_components_get_read_only_views_and_the_callers_array_is_untouched():
+def test_components_get_read_only_views_and_the_callers_array_is_untouched(tmp_path):
     seen = {}
 
     class Spy:
@@ -383,7 +383,8 @@ def test_components_get_read_only_views_and_the_callers_array_is_untouched():
     image = make_shapes_image()
     before = image.copy()
     result = pipe.segment(image, "square, bar")
-    assert seen["writeable"] is False
+    assert pipe.export(result, image, tmp_path, "x", ["spy-export"]) == []
+    assert seen["writeable"] is False and seen["export_writeable"] is False
     assert image.flags.writeable and np.array_equal(image, before)
     view = readonly_image(image)
     assert not view.flags.writeable and image.flags.writeable and np.shares_memory(view, image)
@@ -454,7 +455,7 @@ def test_vocabulary_argument_types_are_checked():
 
 # -- odd plugins, found by trying the boundary as a plugin author --------------------------------
 
-from ovpanoptic.errors import ConfigError, VocabularyError, WeightsError  # noqa: E402
+from ovpanoptic.errors import ConfigError, WeightsError  # noqa: E402
 from ovpanoptic.plugins import _load_plugin, _PluginSource, make_plugin_manager  # noqa: E402
 from ovpanoptic.testing import CyclingClassifier, PaintFuser, SummaryJSONExporter, TilesGenerator  # noqa: E402
 from ovpanoptic.types import ClassScores, PanopticResult, ProposalSet, Segment  # noqa: E402

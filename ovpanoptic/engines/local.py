@@ -52,6 +52,8 @@ class ImageOutcome:
     error: str = ""
     result: PanopticResult | None = None
     files: tuple[Path, ...] = ()
+    #: the plugin component that failed on this image (``ComponentError.component``), if one did
+    component: str = ""
 
 
 @dataclass
@@ -102,11 +104,10 @@ def _check_folder(outdir: Path, inputs: Sequence[Path]) -> None:
         os.unlink(name)
     except OSError as exc:
         raise InputError(f"cannot write into {probe_dir} ({exc.strerror or exc}): choose a writable output folder with -o") from None
-    root = outdir.resolve()
-    inside = [p for p in inputs if p.resolve().is_relative_to(root)]
-    if inside:
+    within = [p for p in inputs if boundary.inside(p, outdir)]
+    if within:
         raise InputError(
-            f"input {inside[0]} is inside the output folder {outdir} ({len(inside)} input(s) are): outputs could overwrite "
+            f"input {within[0]} is inside the output folder {outdir} ({len(within)} input(s) are): outputs could overwrite "
             "inputs, and the next run would read outputs as inputs. Choose an output folder outside the inputs "
             "(e.g. -o next to the image folder), or leave the output folder out of the input pattern"
         )
@@ -298,5 +299,6 @@ def _process(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outdir: P
     except (ImageReadError, InputError, ComponentError) as exc:  # this image only; the batch goes on
         if isinstance(exc, ComponentError):
             log.debug("%s: the plugin's traceback", path, exc_info=exc)
-        return ImageOutcome(path, stem, "failed", str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}")
+        error = str(exc) if str(exc).startswith(str(path)) else f"{path}: {exc}"
+        return ImageOutcome(path, stem, "failed", error, component=exc.component if isinstance(exc, ComponentError) else "")
     return ImageOutcome(path, stem, "done", result=result, files=tuple(dict.fromkeys(written)))

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..boundary import inside
 from ..errors import InputError
 
 __all__ = ["MANIFEST_NAME", "BatchHeader", "Manifest", "Record", "assign_stems", "check_header", "file_digest"]
@@ -258,10 +259,9 @@ class Manifest:
         try:
             stored, records, finished = cls.read(outdir)
             if stored is not None and overwrite:
-                root = outdir.resolve()
                 for rel in sorted({f for r in records.values() for f in r.files} | finished):
                     target = outdir / rel
-                    if not target.resolve().is_relative_to(root):
+                    if not inside(target, outdir):
                         log.warning("not removing %s, recorded in %s but outside the folder", target, path)
                         continue
                     target.unlink(missing_ok=True)

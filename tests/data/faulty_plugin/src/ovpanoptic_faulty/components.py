@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ovpanoptic import ClassScores, PanopticResult, ProposalSet, Segment, Vocabulary, hookimpl
+from ovpanoptic import ClassScores, PanopticResult, ProposalSet, Vocabulary, hookimpl
 from ovpanoptic.atomic import atomic_write_text
 from ovpanoptic.testing import CyclingClassifier, PaintFuser, SummaryJSONExporter, TilesGenerator
 
