@@ -73,6 +73,10 @@ class _PluginSource:
     def origin(self) -> Origin:
         return Origin(self.name, self.distribution, self.version, self.builtin)
 
+    @property
+    def origin_tuple(self) -> tuple[str, str, bool]:
+        return self.distribution, self.version, self.builtin
+
 
 class OvpanopticPluginManager(pluggy.PluginManager):
     """A :class:`pluggy.PluginManager` that remembers which distribution provided each plugin."""
@@ -272,26 +276,34 @@ def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource, qualified_b
 
 
 def check_hooks(pm: pluggy.PluginManager) -> None:
-    """``check_pending()`` with a message naming the plugin and the closest real hook."""
+    """``check_pending()`` with a message naming the plugin, its distribution, the closest real
+    hook and ``--disable-plugin``."""
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        plugin_name = pm.get_name(exc.plugin) or repr(exc.plugin)
-        unknown = [
-            name
-            for name in pm.hook.__dict__
-            if not name.startswith("_")
-            and not getattr(pm.hook, name).has_spec()
-            and any(i.plugin is exc.plugin for i in getattr(pm.hook, name).get_hookimpls())
-        ]
-        known = _hook_names()
-        hint = ""
-        if unknown:
-            close = difflib.get_close_matches(unknown[0], known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; hooks are {sorted(known)}"
-        raise PluginError(
-            f"plugin {plugin_name!r} implements unknown hook {unknown[0] if unknown else '?'!r}{hint}"
-        ) from exc
+        raise _unknown_hook_error(pm, exc)[1] from exc
+
+
+def _unknown_hook_error(pm: pluggy.PluginManager, exc: pluggy.PluginValidationError) -> tuple[str, PluginError]:
+    """The name of the plugin ``check_pending()`` complained about, and the error to report."""
+    plugin_name = pm.get_name(exc.plugin) or repr(exc.plugin)
+    unknown = [
+        name
+        for name in pm.hook.__dict__
+        if not name.startswith("_")
+        and not getattr(pm.hook, name).has_spec()
+        and any(i.plugin is exc.plugin for i in getattr(pm.hook, name).get_hookimpls())
+    ]
+    known = _hook_names()
+    hint = ""
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; hooks are {sorted(known)}"
+    origin = pm.origin_of(plugin_name) if isinstance(pm, OvpanopticPluginManager) else Origin(plugin_name)
+    return plugin_name, PluginError(
+        f"{origin.describe()} implements unknown hook {unknown[0] if unknown else '?'!r}{hint}{'' if hint.endswith('?') else '.'} "
+        f"Fix the plugin, or block it with --disable-plugin {plugin_name}"
+    )
 
 
 def make_plugin_manager(
@@ -300,6 +312,7 @@ def make_plugin_manager(
     entry_points: bool = True,
     plugins: Iterable[tuple[str, object]] = (),
     env: Mapping[str, str] | None = None,
+    problems: dict[str, str] | None = None,
 ) -> OvpanopticPluginManager:
     """Build a plugin manager: built-ins, then entry points, then ``plugins``; then check hooks.
 
@@ -308,7 +321,9 @@ def make_plugin_manager(
     :param entry_points: load the ``ovpanoptic`` entry points of installed distributions.
     :param plugins: extra ``(name, plugin object)`` pairs registered after the others.
     :param env: environment to read ``OVPANOPTIC_DISABLE_PLUGINS`` from (default ``os.environ``).
-    :raises PluginError: a plugin fails to import, two plugins share a name, a disabled name matches
+    :param problems: when given (``ovpanoptic plugins``, ``doctor``), a plugin that cannot be loaded
+        is left out and its error recorded here under its name, instead of stopping everything.
+    :raises PluginError: (without ``problems``) a plugin fails to import, two plugins share a name, a disabled name matches
         no plugin, a plugin implements an unknown hook, leaves a hook unmarked, is a class, or
         needs another plugin API version.
     """
@@ -319,12 +334,22 @@ def make_plugin_manager(
         if ":" not in name:
             pm.set_blocked(name)
     sources = _builtin_sources() + (_entry_point_sources(ENTRY_POINT_GROUP) if entry_points else [])
+
+    def attempt(name: str, origin: tuple[str, str, bool], load: Callable[[], None]) -> None:
+        try:
+            load()
+        except PluginError as exc:
+            if problems is None:
+                raise
+            problems[name] = str(exc)
+            pm.origins.setdefault(name, origin)
+
     for source in sources:
-        _load_plugin(pm, source, qualified)
+        attempt(source.name, source.origin_tuple, lambda source=source: _load_plugin(pm, source, qualified))
     for name, obj in plugins:
         if pm.is_blocked(name):
             continue
-        register_plugin_object(pm, obj, Origin(name))
+        attempt(name, ("(registered in code)", "", False), lambda name=name, obj=obj: register_plugin_object(pm, obj, Origin(name)))
     known = set(pm.origins) | {name for name, _ in plugins}
     known_qualified = {f"{s.distribution}:{s.name}" for s in sources}
     unknown = [n for n in blocked if n not in known and n not in known_qualified]
@@ -333,6 +358,14 @@ def make_plugin_manager(
             f"cannot disable {unknown[0]!r}: no plugin has that name. Installed plugins: "
             f"{', '.join(sorted(known)) or '(none)'}"
         )
+    while problems is not None:  # leave out each plugin with an unknown hook, recording why
+        try:
+            pm.check_pending()
+            break
+        except pluggy.PluginValidationError as exc:
+            name, error = _unknown_hook_error(pm, exc)
+            problems[name] = str(error)
+            pm.unregister(exc.plugin)
     check_hooks(pm)
     return pm
 
@@ -467,8 +500,14 @@ class Registry:
 
     @classmethod
     def create(cls, disable: Iterable[str] = (), *, strict: bool = True, **kwargs: Any) -> Registry:
-        """Shortcut for ``Registry(make_plugin_manager(disable, **kwargs), strict=strict)``."""
-        return cls(make_plugin_manager(disable, **kwargs), strict=strict)
+        """``Registry(make_plugin_manager(disable, **kwargs), strict=strict)``; with ``strict=False``
+        a plugin that cannot even be loaded is left out too, its error in :attr:`problems`."""
+        if strict:
+            return cls(make_plugin_manager(disable, **kwargs), strict=True)
+        load_problems: dict[str, str] = {}
+        registry = cls(make_plugin_manager(disable, problems=load_problems, **kwargs), strict=False)
+        registry.problems = {**load_problems, **registry.problems}
+        return registry
 
     def origin(self, plugin: str) -> Origin:
         """Where a plugin comes from (for messages)."""

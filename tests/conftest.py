@@ -85,7 +85,7 @@ def with_faulty_plugin(faulty_site: Path, monkeypatch: pytest.MonkeyPatch) -> It
 FAULTY_STARTUP = (
     "faulty-raises", "faulty-positional", "faulty-keyword", "faulty-config-instance", "faulty-twice", "faulty-class",
     "faulty-unmarked", "faulty-api", "faulty-vocabulary-loader", "faulty-at-a", "faulty-at-b", "faulty-greedy-a",
-    "faulty-greedy-b", "faulty-observer", "ovpanoptic-faulty:clip",
+    "faulty-greedy-b", "faulty-observer", "faulty-typo", "ovpanoptic-faulty:clip",
 )
 
 

@@ -103,6 +103,11 @@ STARTUP_FAULTS = [
         "ovpanoptic would never call it: decorate it with @ovpanoptic.hookimpl",
     ),
     (
+        "faulty-typo",
+        "plugin 'faulty-typo' " + DIST + " implements unknown hook 'register_exporter'; did you mean 'register_exporters'? "
+        "Fix the plugin, or block it with --disable-plugin faulty-typo",
+    ),
+    (
         "faulty-api",
         "plugin 'faulty-api' " + DIST + " needs plugin API 2.0, but this ovpanoptic 0.1.0 provides plugin API 1.0: "
         "upgrade ovpanoptic (pip install -U ovpanoptic) to one providing plugin API 2.0, or block it with "
@@ -127,7 +132,7 @@ def test_startup_fault_is_exit_2_naming_the_plugin_before_anything_is_written(
     assert outputs(out) == ["good.fake.json"]
 
 
-@pytest.mark.parametrize("entry_point", ["faulty-raises", "faulty-positional", "faulty-twice"])
+@pytest.mark.parametrize("entry_point", ["faulty-raises", "faulty-positional", "faulty-twice", "faulty-typo", "faulty-api", "faulty-class"])
 def test_plugins_command_lists_everything_and_marks_the_plugin_that_failed_to_register(
     with_faulty_plugin, capsys, monkeypatch, entry_point
 ):
@@ -414,7 +419,7 @@ def test_kit_registry_fixtures_run_the_startup_checks(ovpanoptic_pm, register_pl
     with pytest.raises(PluginError, match=r"is the class Misspelt, not a plugin object"):
         register_plugin(Misspelt)
     register_plugin(Misspelt())
-    with pytest.raises(PluginError, match="plugin 'Misspelt' implements unknown hook 'register_fuser'; did you mean 'register_fusers'"):
+    with pytest.raises(PluginError, match=r"^plugin 'Misspelt' \(registered in code\) implements unknown hook 'register_fuser'; did you mean 'register_fusers'\? Fix the plugin, or block it with --disable-plugin Misspelt$"):
         make_registry()
 
 

@@ -63,3 +63,17 @@ def test_doctor_flags_a_cache_path_that_is_a_file(capsys, monkeypatch, tmp_path)
         "topic": "ovpanoptic cache", "found": f"{tmp_path / 'afile'} is a file", "ok": False, "required": True,
         "fix": "point OVPANOPTIC_CACHE_DIR at a folder",
     }
+
+
+def test_doctor_lists_every_plugin_when_one_cannot_be_loaded(capsys, monkeypatch, with_faulty_plugin):
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", ",".join(n for n in FAULTY_STARTUP if n != "faulty-typo"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert main(["doctor", "--json"]) == 1
+    checks = {c["topic"]: c for c in json.loads(capsys.readouterr().out)}
+    assert checks["plugin faulty-typo"]["ok"] is False and checks["plugin faulty-typo"]["fix"].endswith(
+        "did you mean 'register_exporters'? Fix the plugin, or block it with --disable-plugin faulty-typo"
+    )
+    assert checks["plugin fakes"] == {
+        "topic": "plugin fakes", "found": "ovpanoptic-fakes 1.0.0; provides classifier: cycling, exporter: fake-json, fuser: paint, proposal generator: tiles",
+        "ok": True, "required": False, "fix": "",
+    }

@@ -56,7 +56,7 @@ def test_component_registered_twice_names_both_plugins():
 
 
 def test_misspelt_hook_is_caught_by_check_pending():
-    with pytest.raises(PluginError, match="plugin 'Misspelt' implements unknown hook 'register_fuser'; did you mean 'register_fusers'"):
+    with pytest.raises(PluginError, match=r"^plugin 'Misspelt' \(registered in code\) implements unknown hook 'register_fuser'; did you mean 'register_fusers'\? Fix the plugin, or block it with --disable-plugin Misspelt$"):
         registry_with(Misspelt())
 
 

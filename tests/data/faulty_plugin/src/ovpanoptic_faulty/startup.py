@@ -79,6 +79,12 @@ class _Observer:
         raise ZeroDivisionError("observer bug")
 
 
+class _Misspelt:
+    @hookimpl
+    def register_exporter(self, register):  # the hook is register_exporters
+        pass
+
+
 class _ClipNamesake:
     @hookimpl
     def register_exporters(self, register):
@@ -97,3 +103,4 @@ greedy_parser_a = _Greedy()
 greedy_parser_b = _Greedy()
 raising_observer = _Observer()
 clip_namesake = _ClipNamesake()
+misspelt_hook = _Misspelt()
