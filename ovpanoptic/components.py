@@ -73,20 +73,55 @@ class NoConfig:
     """Config class of a component that takes no options."""
 
 
-@dataclass(frozen=True)
 class ComponentContext:
-    """Runtime facts handed to every component factory.
+    """Runtime facts handed to every component factory (immutable).
 
     :param device: resolved torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
     :param cache_dir: a writable directory for caches (text embeddings, ...).
     :param offline: ``True`` when no network access may be attempted (``HF_HUB_OFFLINE=1``).
     :param prompt_templates: the registered prompt-template sets, by name.
+    :param resolve_device: instead of ``device``: a callable returning it, called on the first
+        read of :attr:`device` (the pipeline passes one, so that components that never read the
+        device, e.g. model-free ones, never make the process import torch to resolve ``auto``).
     """
 
-    device: str = "cpu"
-    cache_dir: Path = Path(".")
-    offline: bool = False
-    prompt_templates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    __slots__ = ("_device", "_resolve_device", "cache_dir", "offline", "prompt_templates")
+
+    def __init__(
+        self,
+        device: str = "cpu",
+        cache_dir: Path = Path("."),
+        offline: bool = False,
+        prompt_templates: Mapping[str, tuple[str, ...]] | None = None,
+        *,
+        resolve_device: Callable[[], str] | None = None,
+    ) -> None:
+        setter = object.__setattr__
+        setter(self, "_device", None if resolve_device is not None else device)
+        setter(self, "_resolve_device", resolve_device)
+        setter(self, "cache_dir", cache_dir)
+        setter(self, "offline", offline)
+        setter(self, "prompt_templates", dict(prompt_templates or {}))
+
+    @property
+    def device(self) -> str:
+        """The torch device string (resolved on first read when built with ``resolve_device``)."""
+        if self._device is None:
+            object.__setattr__(self, "_device", self._resolve_device())  # type: ignore[misc]
+        return self._device  # type: ignore[return-value]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: ComponentContext is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: ComponentContext is immutable")
+
+    def __repr__(self) -> str:
+        device = self._device if self._device is not None else "(resolved on first use)"
+        return (
+            f"ComponentContext(device={device!r}, cache_dir={self.cache_dir!r}, offline={self.offline!r}, "
+            f"prompt_templates=<{len(self.prompt_templates)} sets>)"
+        )
 
 
 @runtime_checkable

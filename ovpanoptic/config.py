@@ -12,6 +12,12 @@ A config is a small TOML file::
 
 Defaults live in :class:`PipelineSettings` and in each component's config dataclass; files only
 override them. Unknown keys are errors that suggest the closest valid key.
+
+Device profiles (``configs/devices/NAME.toml``) hold the speed settings that suit a kind of device
+(grid size, adaptive sampling, bfloat16). With ``pipeline.device_profile = "auto"`` the profile of
+the device ``pipeline.device`` resolves to is chosen (:attr:`ovpanoptic.device.DeviceInfo.profile`).
+A component's options are layered: its dataclass defaults, then the profile, then the preset or
+file, then ``--set``: anything a preset or ``--set`` states wins over the profile.
 """
 
 from __future__ import annotations
@@ -39,12 +45,15 @@ else:  # pragma: no cover - Python 3.10
 
 __all__ = [
     "Config",
+    "DeviceProfile",
     "PipelineSettings",
     "build_dataclass",
     "describe_fields",
     "field_types",
+    "list_device_profiles",
     "list_presets",
     "load_config",
+    "load_device_profile",
     "parse_override",
     "preset_dirs",
 ]
@@ -61,6 +70,9 @@ class PipelineSettings:
     :param fuser: name of the fuser component.
     :param exporters: exporters used when the CLI gets no ``--format``.
     :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
+    :param device_profile: speed defaults for the device: ``"auto"`` (the profile of the resolved
+        device: ``cpu``, ``cpu-bf16``, ``cuda``, ``cuda-fp32`` or ``mps``), a profile name, the path
+        of a profile TOML, or ``"none"`` (component defaults only).
     :param max_side: images whose longer side exceeds this are downscaled for processing and the
         result is scaled back to the original size; 0 disables downscaling.
     :param min_side: downscaling for ``max_side`` never makes the shorter side smaller than this
@@ -75,6 +87,7 @@ class PipelineSettings:
     fuser: str = "detectron2"
     exporters: tuple[str, ...] = ("coco-panoptic",)
     device: str = "auto"
+    device_profile: str = "auto"
     max_side: int = 1024
     min_side: int = 32
     cache_images: int = 4
@@ -94,6 +107,10 @@ class PipelineSettings:
             raise ConfigError(f"pipeline.max_pixels must be >= 0 (0 = no limit), got {self.max_pixels}")
         if self.cache_images < 0:
             raise ConfigError(f"pipeline.cache_images must be >= 0, got {self.cache_images}")
+        if not isinstance(self.device_profile, str) or not self.device_profile.strip():
+            raise ConfigError(
+                "pipeline.device_profile must be 'auto', 'none', a profile name (see configs/devices/) or a .toml path"
+            )
         device = self.device
         if not (device in ("auto", "cpu", "cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
             raise ConfigError(f"pipeline.device {device!r} is invalid: use auto, cpu, cuda, cuda:N or mps")
@@ -272,6 +289,65 @@ def list_presets() -> dict[str, Path]:
     return presets
 
 
+def list_device_profiles() -> dict[str, Path]:
+    """Device profile name -> file: ``devices/*.toml`` in each preset directory, first winning."""
+    profiles: dict[str, Path] = {}
+    for d in preset_dirs():
+        for f in sorted((d / "devices").glob("*.toml")):
+            profiles.setdefault(f.stem, f)
+    return profiles
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    """Speed defaults for one kind of device: component tables applied under the preset's.
+
+    :param name: the profile's name (file stem).
+    :param source: the file it was read from.
+    :param tables: ``{kind: {component: {option: value}}}``, as in a preset.
+    :param reason: why this profile was chosen (the device, its bf16 support), for ``-v``.
+    """
+
+    name: str
+    source: str
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]]
+    reason: str = ""
+
+    def table(self, kind: str, name: str) -> Mapping[str, Any]:
+        """The profile's options of one component (empty when it has none)."""
+        return self.tables.get(kind, {}).get(name, {})
+
+
+def load_device_profile(spec: str | Path, reason: str = "") -> DeviceProfile:
+    """Read a device profile by name (:func:`list_device_profiles`) or path.
+
+    :raises ConfigError: no such profile, unreadable TOML, a ``[pipeline]`` section (profiles set
+        component options only), or an unknown section.
+    """
+    name = str(spec)
+    profiles = list_device_profiles()
+    path = profiles.get(name) if not Path(name).suffix else Path(name)
+    if path is None or not path.is_file():
+        close = difflib.get_close_matches(name, list(profiles), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"no device profile {name!r}.{hint} Profiles: {', '.join(sorted(profiles)) or '(none)'}, "
+            "or 'auto', 'none', or the path of a .toml file (pipeline.device_profile)"
+        )
+    try:
+        data = tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read device profile {path}: {exc}") from None
+    if "pipeline" in data:
+        raise ConfigError(
+            f"device profile {path} has a [pipeline] section: profiles set component options only "
+            "(e.g. [proposal_generator.sam2]); put pipeline settings in a preset"
+        )
+    _check_sections(data, str(path))
+    tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS if kind in data}
+    return DeviceProfile(name=path.stem, source=str(path), tables=tables, reason=reason)
+
+
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
     """Split ``"a.b.c=value"``; the value is read as a TOML value, else taken as a string."""
     key, sep, raw = text.partition("=")
@@ -362,10 +438,19 @@ class Config:
         merged = _merge({"pipeline": raw_pipeline, **{k: dict(v) for k, v in self.tables.items()}}, data)
         return Config.from_dict(merged, source=f"{self.source} + --set")
 
-    def component_config(self, spec: ComponentSpec) -> Any:
-        """The validated config dataclass instance for a registered component."""
+    def component_config(self, spec: ComponentSpec, defaults: Mapping[str, Any] | None = None) -> Any:
+        """The validated config dataclass instance for a registered component.
+
+        :param defaults: options applied under this config's table (a device profile's).
+        """
         table = self.tables.get(spec.kind, {}).get(spec.name, {})
+        if defaults:
+            table = {**defaults, **table}
         return build_dataclass(spec.config_class, table, f"{spec.kind}.{spec.name}")
+
+    def explicit(self, kind: str, name: str) -> frozenset[str]:
+        """The options of a component this config states (preset, file or ``--set``)."""
+        return frozenset(self.tables.get(kind, {}).get(name, {}))
 
     def check_tables(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
         """Validate every component table against the registry.

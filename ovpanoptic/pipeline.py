@@ -22,9 +22,9 @@ import numpy as np
 from . import boundary
 from .boundary import readonly_image, snapshot_files
 from .components import KINDS, ComponentContext, Finisher, Progress, VocabularyPreparer
-from .config import Config, load_config
+from .config import Config, DeviceProfile, list_device_profiles, load_config, load_device_profile
 from .constants import CACHE_DIR_ENV
-from .device import resolve_device
+from .device import describe_device, resolve_device
 from .errors import ComponentError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
@@ -104,6 +104,8 @@ class Pipeline:
         self._registry = registry
         self._disable = tuple(disable_plugins)
         self._device: str | None = None
+        self._profile: DeviceProfile | None = None
+        self._profiled: set[str] | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
         self._checked = False
@@ -123,6 +125,53 @@ class Pipeline:
         if self._device is None:
             self._device = resolve_device(self.config.pipeline.device)
         return self._device
+
+    @property
+    def device_profile(self) -> DeviceProfile | None:
+        """The device profile in use (``pipeline.device_profile``; ``None`` for ``"none"``),
+        read on first access: for ``"auto"`` that resolves the device (importing torch).
+
+        :raises ConfigError: the profile does not exist or is invalid.
+        """
+        setting = self.config.pipeline.device_profile.strip()
+        if setting == "none":
+            return None
+        if self._profile is None:
+            if setting == "auto":
+                info = describe_device(self.device)
+                self._profile = load_device_profile(info.profile, reason=f"device {info.device}: {info.reason}")
+            else:
+                self._profile = load_device_profile(setting, reason="pipeline.device_profile")
+        return self._profile
+
+    def _profile_defaults(self, kind: str, name: str) -> dict[str, Any]:
+        """The device profile's options for one component, logged with where each value comes from.
+
+        With ``device_profile = "auto"``, a component that no shipped profile mentions gets none
+        without the device being resolved, so model-free pipelines never import torch.
+        """
+        setting = self.config.pipeline.device_profile.strip()
+        if setting == "none":
+            return {}
+        if setting == "auto":
+            if self._profiled is None:
+                self._profiled = {
+                    f"{k}.{n}" for path in list_device_profiles().values() for k, t in load_device_profile(path).tables.items() for n in t
+                }
+            if f"{kind}.{name}" not in self._profiled:
+                return {}
+        profile = self.device_profile
+        table = dict(profile.table(kind, name)) if profile is not None else {}
+        if table and profile is not None:
+            explicit = self.config.explicit(kind, name)
+            used = ", ".join(f"{k}={v!r}" for k, v in table.items() if k not in explicit)
+            kept = ", ".join(sorted(k for k in table if k in explicit))
+            log.info(
+                "%s.%s: device profile %r (%s): %s%s", kind, name, profile.name, profile.reason,
+                used or "nothing (the config sets every option it has)",
+                f"; the config's own value kept for {kept}" if kept else "",
+            )
+        return table
 
     def check(self) -> None:
         """Validate the config against the registry without loading anything.
@@ -157,9 +206,9 @@ class Pipeline:
         key = (kind, name)
         if key not in self._components:
             spec = self.registry.component(kind, name)
-            cfg = self.config.component_config(spec)
+            cfg = self.config.component_config(spec, self._profile_defaults(kind, name))
             context = ComponentContext(
-                device=self.device,
+                resolve_device=lambda: self.device,
                 cache_dir=default_cache_dir(),
                 offline=is_offline(),
                 prompt_templates={name: t for name, (t, _, _) in self.registry.prompt_templates.items()},

@@ -80,16 +80,16 @@ def shapes_proposals() -> ProposalSet:
 
 
 def count_text_prompts(classifier: ClipClassifier) -> list[int]:
-    """Wrap the loaded model's encode_text; returns the list of batch sizes it is called with."""
-    model = classifier.load()
+    """Wrap the classifier's text encoder; returns the list of batch sizes it is called with."""
+    text = classifier._state().text
     calls: list[int] = []
-    original = model.encode_text
+    original = text._encode
 
-    def counting(tokens, *args, **kwargs):
-        calls.append(int(tokens.shape[0]))
-        return original(tokens, *args, **kwargs)
+    def counting(prompts):
+        calls.append(len(prompts))
+        return original(prompts)
 
-    model.encode_text = counting
+    text._encode = counting
     return calls
 
 

@@ -177,7 +177,10 @@ def test_fast_and_stock_return_the_same_proposals(model, checkpoint, image, stoc
     stock = stock_runs(nms)
     fast = generator(FastSam2Generator, Sam2FastConfig, model, precision=precision, **cfg).generate(image)
     assert len(stock) == len(fast) == expected
-    assert min(matched_ious(stock.masks, fast.masks)) >= 0.99
+    # bfloat16 runs the image encoder (autocast) and the decoder in bf16; random-init logits are
+    # tiny (median |logit| ~0.07), so rounding moves more of these speckled masks' pixels than it
+    # would with trained weights.
+    assert min(matched_ious(stock.masks, fast.masks)) >= (0.99 if precision == "float32" else 0.98)
     tolerance = 1e-4 if precision == "float32" else 5e-3
     np.testing.assert_allclose(np.sort(stock.scores), np.sort(fast.scores), atol=tolerance)
     assert fast.image_size == image.shape[:2]

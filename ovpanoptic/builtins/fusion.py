@@ -186,16 +186,12 @@ class Detectron2Fuser:
 
 
 class MaskFormerFuser:
-    """Mask2Former's panoptic inference rule on binary proposal masks, written with torch."""
+    """Mask2Former's panoptic inference rule on binary proposal masks, in numpy (no torch import)."""
 
     def __init__(self, config: MaskFormerFuserConfig, context: ComponentContext | None = None) -> None:
         self.config = config
 
     def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
-        try:
-            import torch
-        except ImportError as exc:  # pragma: no cover - torch is a core dependency of the models extra
-            raise MissingDependencyError(f"the maskformer fuser needs torch ({exc})") from None
         cfg = self.config
         h, w = proposals.image_size
         keep, cols, sc = label_proposals(proposals, scores, cfg.min_class_prob, cfg.use_proposal_score)
@@ -215,9 +211,7 @@ class MaskFormerFuser:
             window = proposals.windows[keep[sel[k]]]
             free = owner_np[window]
             free[proposals.masks[keep[sel[k]]][window] & (free < 0)] = k
-        owner = torch.from_numpy(owner_np)
-        covered = owner >= 0
-        own_area = torch.bincount(owner[covered], minlength=len(sel)).numpy()
+        own_area = np.bincount(owner_np[owner_np >= 0], minlength=len(sel))
         original_area = proposals.areas[keep[sel]]
         segment_of = np.zeros(len(sel) + 1, np.int32)  # proposal k -> segment id; index -1 -> void
         stuff_segment: dict[int, int] = {}
@@ -240,7 +234,7 @@ class MaskFormerFuser:
             next_id += 1
         for cid, sid in stuff_segment.items():
             labels[sid] = (cid, stuff_best[cid])
-        panoptic = segment_of[owner.numpy()]
+        panoptic = segment_of[owner_np]
         return PanopticResult.from_map(panoptic, labels, vocabulary)
 
 

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ..components import ComponentContext, Progress, RegisterComponent
+from ..device import autocast
 from ..errors import InputError, MissingDependencyError, WeightsError
 from ..hookspecs import hookimpl
 from ..imageio import image_digest
@@ -129,8 +130,11 @@ class Sam2FastConfig(Sam2Config):
     :param decoder_batch: prompts decoded at once; small batches keep the per-prompt tensors
         (4096 x 256 image keys, 256 x 256 x 32 upscaled features) in the CPU's cache: 4 is ~1.4x
         faster per prompt than 16 on a 2-core CPU, and bounds memory.
-    :param precision: ``float32`` computes SAM's decoder exactly; ``bfloat16`` runs it in bf16
-        (about 1.7x faster on CPUs with bf16 matrix units, logits differ by ~1e-2).
+    :param precision: ``float32`` computes SAM 2 exactly; ``bfloat16`` runs the image encoder
+        under ``torch.autocast`` and the mask decoder in bf16 (on a 2-core avx512_bf16 CPU: encoder
+        1.5x, decoder 1.8x faster; on CUDA GPUs the tensor cores' type). On CPUs without bf16
+        instructions it is emulated and much slower: the device profiles (``configs/devices/``)
+        choose it only where it is native. Logits differ from float32 by ~1e-2.
     """
 
     adaptive: bool = False
@@ -337,11 +341,15 @@ class _Candidates:
     iou: list[Any]
     boxes: list[Any]
 
-    def cat(self) -> tuple[Any, Any, Any]:
+    def cat(self, device: Any) -> tuple[Any, Any, Any]:
         import torch
 
         if not self.iou:
-            return torch.zeros(0, 256, 256, dtype=torch.float16), torch.zeros(0), torch.zeros(0, 4)
+            return (
+                torch.zeros(0, 256, 256, dtype=torch.float16, device=device),
+                torch.zeros(0, device=device),
+                torch.zeros(0, 4, device=device),
+            )
         return torch.cat(self.low_res), torch.cat(self.iou), torch.cat(self.boxes)
 
 
@@ -384,15 +392,16 @@ class FastSam2Generator(_Sam2Base):
                 boxes.append(box)
                 crops.extend([crop_box] * len(iou))
             low, iou, box = torch.cat(lows), torch.cat(ious), torch.cat(boxes)
-            crop_t = torch.tensor(crops, dtype=torch.float32).reshape(-1, 4)
+            crop_t = torch.tensor(crops, dtype=torch.float32, device=box.device).reshape(-1, 4)
             t = time.perf_counter()
             if len(crop_boxes) > 1 and len(iou):
-                keep = batched_nms(box, 1.0 / box_area(crop_t), torch.zeros(len(box)), cfg.crop_nms_thresh)
+                zeros = torch.zeros(len(box), device=box.device)
+                keep = batched_nms(box, 1.0 / box_area(crop_t), zeros, cfg.crop_nms_thresh)
                 low, iou, crop_t = low[keep], iou[keep], crop_t[keep]
             t = self._tick("nms", t)
             masks = self._upsample(low, crop_t, (h, w))
             self._tick("upsample", t)
-        return self._finish(masks, iou.numpy().astype(np.float32))
+        return self._finish(masks, iou.float().cpu().numpy().astype(np.float32))
 
     def _upsample(self, low: Any, crop_boxes: Any, size: tuple[int, int]) -> np.ndarray:
         """Survivors' low-res logits -> full-resolution bool masks placed in their crops."""
@@ -407,7 +416,7 @@ class FastSam2Generator(_Sam2Base):
             for j, (x0, y0, x1, y1) in enumerate(boxes):
                 logits = chunk[j : j + 1, None].to(torch.float32)
                 up = F.interpolate(logits, (y1 - y0, x1 - x0), mode="bilinear", align_corners=False)
-                out[i + j, y0:y1, x0:x1] = (up[0, 0] > self.config.mask_threshold).numpy()
+                out[i + j, y0:y1, x0:x1] = (up[0, 0] > self.config.mask_threshold).cpu().numpy()
         return out
 
     def _process_crop(
@@ -432,7 +441,14 @@ class FastSam2Generator(_Sam2Base):
         ch, cw = crop.shape[:2]
         t = time.perf_counter()
         predictor = SAM2ImagePredictor(model)
-        predictor.set_image(crop)
+        with autocast(self.context.device, cfg.precision):
+            predictor.set_image(crop)
+        # Under autocast the features come out in bf16; the decoder casts them to its own dtype.
+        features = predictor._features
+        predictor._features = {
+            "image_embed": features["image_embed"].float(),
+            "high_res_feats": [f.float() for f in features["high_res_feats"]],
+        }
         decoder = FastMaskDecoder(model, getattr(torch, cfg.precision))
         ctx = decoder.prepare(predictor._features)
         self._tick("encoder", t)
@@ -441,7 +457,8 @@ class FastSam2Generator(_Sam2Base):
         order = np.arange(len(points))
         if cfg.adaptive:
             order = np.random.default_rng(0).permutation(len(points))
-        covered = torch.zeros((4 * ctx.hw[0], 4 * ctx.hw[1]), dtype=torch.bool)
+        device = ctx.src.device
+        covered = torch.zeros((4 * ctx.hw[0], 4 * ctx.hw[1]), dtype=torch.bool, device=device)
         lr_h, lr_w = covered.shape
         found = _Candidates([], [], [])
         done = 0
@@ -452,7 +469,7 @@ class FastSam2Generator(_Sam2Base):
             if cfg.adaptive and found.iou:
                 ly = np.clip((batch[:, 1] / ch * lr_h).astype(int), 0, lr_h - 1)
                 lx = np.clip((batch[:, 0] / cw * lr_w).astype(int), 0, lr_w - 1)
-                batch = batch[~covered[ly, lx].numpy()]
+                batch = batch[~covered[torch.from_numpy(ly).to(device), torch.from_numpy(lx).to(device)].cpu().numpy()]
             if len(batch):
                 low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
                 t = time.perf_counter()
@@ -475,9 +492,9 @@ class FastSam2Generator(_Sam2Base):
             if progress is not None:
                 progress(f"sam2: crop {index + 1}/{n_crops}, point prompts", done, len(order))
         t = time.perf_counter()
-        low, iou, box = found.cat()
+        low, iou, box = found.cat(device)
         if len(iou):
-            keep = batched_nms(box, iou, torch.zeros(len(box)), cfg.box_nms_thresh)
+            keep = batched_nms(box.float(), iou.float(), torch.zeros(len(box), device=device), cfg.box_nms_thresh)
             low, iou, box = low[keep], iou[keep], box[keep]
         self._tick("nms", t)
         return low, iou, uncrop_boxes_xyxy(box, list(crop_box))
@@ -494,9 +511,10 @@ class FastSam2Generator(_Sam2Base):
 
         cfg = self.config
         model = predictor.model
-        pts = torch.as_tensor(points, dtype=torch.float32)
+        device = ctx.src.device
+        pts = torch.as_tensor(points, dtype=torch.float32, device=device)
         coords = predictor._transforms.transform_coords(pts, normalize=True, orig_hw=crop_hw)
-        labels = torch.ones(len(pts), dtype=torch.int)
+        labels = torch.ones(len(pts), dtype=torch.int, device=device)
         sparse, _ = model.sam_prompt_encoder(points=(coords[:, None, :], labels[:, None]), boxes=None, masks=None)
         lows, ious = [], []
         self.prompts_decoded += len(pts)
@@ -518,11 +536,19 @@ class FastSam2Generator(_Sam2Base):
                 masks = decoder.masks(ctx, keys, tokens)
                 self._tick("masks", t)
                 masks, best = model.sam_mask_decoder._dynamic_multimask_via_stability(masks, iou)
-                passing = best[:, 0] > cfg.pred_iou_thresh if cfg.pred_iou_thresh > 0 else torch.ones(len(best), dtype=torch.bool)
+                passing = (
+                    best[:, 0] > cfg.pred_iou_thresh
+                    if cfg.pred_iou_thresh > 0
+                    else torch.ones(len(best), dtype=torch.bool, device=device)
+                )
                 lows.append(masks[passing, 0])
                 ious.append(best[passing, 0])
         if not ious:
-            return torch.zeros(0, 4 * ctx.hw[0], 4 * ctx.hw[1]), torch.zeros(0), torch.zeros(0, 4)
+            return (
+                torch.zeros(0, 4 * ctx.hw[0], 4 * ctx.hw[1], device=device),
+                torch.zeros(0, device=device),
+                torch.zeros(0, 4, device=device),
+            )
         low, iou = torch.cat(lows), torch.cat(ious)
         return low, iou, _low_res_boxes(low > cfg.mask_threshold, crop_hw)
 

@@ -69,6 +69,7 @@ class FastMaskDecoder:
 
         self.model = model
         self.dtype = dtype or torch.float32
+        self.device = next(model.parameters()).device
         decoder = model.sam_mask_decoder
         self.decoder = decoder if self.dtype == torch.float32 else copy.deepcopy(decoder).to(self.dtype)
         self._buffers: dict[str, Any] = {}
@@ -123,7 +124,7 @@ class FastMaskDecoder:
         numel = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.numel() < numel:
-            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype)
+            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
         return buf[:numel].view(shape)
 
     # -- attention pieces --------------------------------------------------------------------
@@ -308,7 +309,7 @@ class FastMaskDecoder:
         m = hyper.shape[1]
         blocked = torch.bmm(hyper, up2.transpose(1, 2), out=self._buffer("blocked", (b, m, 16 * n)))  # blocked order
         blocked = blocked.view(b, m, h, w, 2, 2, 2, 2).permute(0, 1, 2, 4, 6, 3, 5, 7)
-        out = torch.empty((b, m, 4 * h, 4 * w), dtype=torch.float32)
+        out = torch.empty((b, m, 4 * h, 4 * w), dtype=torch.float32, device=blocked.device)
         out.view(b, m, h, 2, 2, w, 2, 2).copy_(blocked)
         return out
 

@@ -78,6 +78,9 @@ class ClipConfig:
         softmax and are then dropped: probability they win counts as "no object".
     :param text_batch_size: prompts per text-encoder batch (bounds memory for huge vocabularies).
     :param text_cache: keep text embeddings on disk under the cache directory (always in memory).
+    :param precision: ``float32``, or ``bfloat16``: the image encoder runs under ``torch.autocast``
+        (CUDA tensor cores, CPUs with native bf16: see ``configs/devices/``). Text embeddings are
+        always computed in float32, so the text cache does not depend on the device.
     """
 
     model: str = ""
@@ -93,6 +96,7 @@ class ClipConfig:
     background_prompts: tuple[str, ...] = ()
     text_batch_size: int = 256
     text_cache: bool = True
+    precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:
         if self.mode not in DEFAULT_MODELS:
@@ -123,6 +127,8 @@ class ClipConfig:
         ):
             raise ValueError(f"background_prompts must be a list of non-empty names, got {self.background_prompts!r}")
         object.__setattr__(self, "background_prompts", tuple(self.background_prompts))
+        if self.precision not in ("float32", "bfloat16"):
+            raise ValueError(f"precision must be 'float32' or 'bfloat16', got {self.precision!r}")
         if self.text_batch_size < 1:
             raise ValueError(f"text_batch_size must be >= 1, got {self.text_batch_size}")
 

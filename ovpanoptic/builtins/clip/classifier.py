@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from ...components import ComponentContext, Progress
+from ...device import autocast
 from ...errors import ConfigError, InputError
 from ...types import Category, ClassScores, ProposalSet, Vocabulary
 from . import ClipConfig
 from .image import Preprocess, dense_input_size, mask_pooling_weights, masked_crops
 from .loading import WeightsSource, build_model, load_tokenizer, weights_source
+from .text_tower import CausalTextTower, causal_text_tower, encode_trimmed
 from .text import TextEmbeddings, text_cache_dir, token_counter, weights_sha256
 
 __all__ = ["ClipClassifier", "ClipFeatures"]
@@ -55,6 +57,7 @@ class _Loaded:
     key: str
     embed_dim: int
     logit_scale: float
+    text_tower: CausalTextTower | None
 
 
 def _normalised_rows(x: Any) -> Any:
@@ -141,7 +144,10 @@ class ClipClassifier:
             key=f"{source.architecture}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}",
             embed_dim=int(get_model_config(source.architecture)["embed_dim"]),
             logit_scale=float(model.logit_scale.detach().exp().reshape(-1)[0]),
+            text_tower=causal_text_tower(model),
         )
+        if self._loaded.text_tower is None:
+            log.info("%s: the text tower is not causal with end-token pooling; prompts run on the full context", source.architecture)
         return self._loaded
 
     def load(self) -> Any:
@@ -186,12 +192,17 @@ class ClipClassifier:
     # -- encoders ------------------------------------------------------------------------------
 
     def _encode_text(self, prompts: list[str]) -> np.ndarray:
+        """``(len(prompts), D)`` float32 text embeddings. Causal towers run only up to the batch's
+        last end-of-text token (:mod:`.text_tower`: the same embeddings, ~6x faster for short
+        prompts on a CPU); others run the model's ``encode_text`` on the full context."""
         import torch
 
         state = self._state()
         model = state.model
         tokens = state.tokenizer(prompts).to(next(model.parameters()).device)
         with torch.inference_mode():
+            if state.text_tower is not None:
+                return encode_trimmed(state.text_tower, tokens).float().cpu().numpy()
             return model.encode_text(tokens).float().cpu().numpy()
 
     def _encode_images(self, batch: np.ndarray) -> np.ndarray:
@@ -199,7 +210,7 @@ class ClipClassifier:
 
         model = self.load()
         x = torch.from_numpy(self.preprocess.normalise(batch)).to(next(model.parameters()).device)
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(self.context.device, self.config.precision):
             return _normalised_rows(model.encode_image(x).float()).cpu().numpy()
 
     # -- image side ----------------------------------------------------------------------------
@@ -262,7 +273,8 @@ class ClipClassifier:
         out = np.zeros((n, self.embed_dim), np.float32)
         with torch.inference_mode():
             if timm:
-                fmap = visual.trunk.forward_features(x)
+                with autocast(self.context.device, self.config.precision):
+                    fmap = visual.trunk.forward_features(x).float()
                 if fmap.ndim != 4:
                     raise ConfigError(
                         f"classifier.clip dense mode: the {type(visual.trunk).__name__} trunk of "
@@ -277,7 +289,8 @@ class ClipClassifier:
                     emb = visual.head(visual.trunk.forward_head(pooled[:, :, None, None]))
                     out[start : start + len(pooled)] = _normalised_rows(emb.float()).cpu().numpy()
             else:
-                tokens, grid = _vit_patch_embeddings(visual, x)  # (h*w, D), already projected
+                with autocast(self.context.device, self.config.precision):
+                    tokens, grid = _vit_patch_embeddings(visual, x)  # (h*w, D), already projected
                 for start, weights in mask_pooling_weights(proposals.masks, grid):
                     emb = weights.to(device) @ tokens.float()
                     out[start : start + len(emb)] = _normalised_rows(emb).cpu().numpy()

@@ -213,6 +213,11 @@ class TextEmbeddings:
         if not self.templates:
             return
         per_chunk = max(1, self.batch_size // len(self.templates))  # whole names per encode call
+        count = self.count_tokens
+        if count is not None:
+            # Names of similar length share a chunk, so a text encoder that stops at the chunk's
+            # longest prompt (see text_tower) does little work on padding.
+            names = sorted(names, key=lambda n: max(count(t.format(n)) for t in self.templates))
         message = "encoding class names"
         if progress is not None:
             progress(message, 0, len(names))
