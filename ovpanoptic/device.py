@@ -136,4 +136,8 @@ def autocast(device: str, precision: str) -> Any:
 
     kind = device.split(":", 1)[0]
     enabled = precision == "bfloat16" and kind in ("cpu", "cuda")
-    return torch.autocast(kind if kind in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16, enabled=enabled)
+    # No cast cache: a forward pass uses each weight once, so caching bf16 copies of the weights
+    # for the whole region would only hold half the model's size in memory again.
+    return torch.autocast(
+        kind if kind in ("cpu", "cuda") else "cpu", dtype=torch.bfloat16, enabled=enabled, cache_enabled=False
+    )

@@ -28,7 +28,7 @@ from .device import describe_device, resolve_device
 from .errors import ComponentError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
-from .weights import is_offline
+from .weights import is_offline, release_freed_memory
 from .types import PanopticResult, ProposalSet, Vocabulary
 
 __all__ = ["Pipeline", "check_stem", "default_cache_dir"]
@@ -282,11 +282,18 @@ class Pipeline:
         classifier = self.component("classifier")
         view = readonly_image(work)
         target = self._target("proposal_generator")
+        # The model stages' temporaries are large (SAM 2's image encoder peaks ~0.5 GB above its
+        # weights at 1024 px) and glibc keeps freed blocks for reuse, so each stage would start on
+        # top of the last one's leftovers: hand them back to the OS between stages (bench/README.md:
+        # peak RSS 2.4 -> 2.0 GB, default preset, 1024x768).
+        release_freed_memory()
         t0 = time.perf_counter()
         proposals = boundary.call(target, "generate()", generator.generate, view, progress=progress)
         boundary.check_proposals(target, proposals, work.shape[:2])
         t1 = time.perf_counter()
+        release_freed_memory()
         prepared = boundary.call(self._target("classifier"), "prepare()", classifier.prepare, view, proposals)
+        release_freed_memory()
         t2 = time.perf_counter()
         entry = _ImageEntry(proposals, prepared, {"proposals": t1 - t0, "features": t2 - t1})
         if self.config.pipeline.cache_images:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -238,7 +239,9 @@ def load_state_dict(path: Path, *, what: str, fix: str, key: str | None = None) 
     else:
         import torch
 
-        read, kind = (lambda: torch.load(path, map_location="cpu", weights_only=True)), "PyTorch"
+        # Memory-mapped: tensors are read from the file as they are used, so the checkpoint is not
+        # held in memory beside the model (with load_strict's assign, not at all).
+        read, kind = (lambda: torch.load(path, map_location="cpu", weights_only=True, mmap=True)), "PyTorch"
     try:
         data = read()
     except FileNotFoundError:
@@ -282,4 +285,34 @@ def load_strict(model: Any, state_dict: Mapping[str, Any], *, what: str, path: P
             f"{what} at {path} does not match the model architecture: {'; '.join(details)}. Check that the "
             f"model size/architecture matches the checkpoint, or run `{fix}`"
         )
-    model.load_state_dict(state_dict, strict=True)
+    # Where every tensor already has the model's dtype, the model takes the checkpoint's tensors
+    # (memory-mapped by load_state_dict) instead of copying them: its freshly initialised ones are
+    # freed, so loading does not need the memory of two models (2.4 -> 1.6 GB peak for the default
+    # preset's SAM 2 + CLIP, bench/README.md).
+    same = all(
+        getattr(state_dict[k], "dtype", None) == v.dtype and getattr(state_dict[k], "device", None) == v.device
+        for k, v in own.items()
+    )
+    model.load_state_dict(state_dict, strict=True, assign=same)
+    if same:
+        del own
+        release_freed_memory()
+
+
+def release_freed_memory() -> None:
+    """Hand memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing
+    elsewhere). glibc keeps freed blocks smaller than its mmap threshold for reuse, so the
+    randomly initialised tensors a model is built with would otherwise stay in the process's
+    resident memory after the checkpoint's tensors replace them (~460 MB for CLIP convnext_base_w)."""
+    if sys.platform != "linux":
+        return
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
+        return
+    trim(0)
