@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "fixtures" / "coco_panoptic_sample"
+SAMPLE = Path(os.environ.get("OVPANOPTIC_BENCH_SAMPLE", ROOT.parent / "shared" / "fixtures" / "coco_panoptic_sample"))
 SAMPLE_ID = "000000142238"
 SIZES = ((640, 480), (1024, 768))
 FIXED_MASKS = 100
@@ -543,7 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights", help="random-init checkpoints (written once)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     parser.add_argument("--no-readme", action="store_true", help="do not update the table in bench/README.md")
+    parser.add_argument("--render", type=Path, metavar="JSON", help="only write the table of a results file into bench/README.md")
     args = parser.parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        update_readme(data, "cuda" if any(r["device"].startswith("cuda") for r in data["results"]) else "cpu")
+        print(markdown(data))
+        return 0
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0

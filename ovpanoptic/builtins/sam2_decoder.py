@@ -70,6 +70,10 @@ class FastMaskDecoder:
         self.model = model
         self.dtype = dtype or torch.float32
         self.device = next(model.parameters()).device
+        # native_layer_norm's mean/rstd dtype differs by device for bf16 inputs (bf16 on CPU,
+        # float32 on CUDA): ask the op once, so the scratch buffers match on any device.
+        probe = torch.ones(1, 2, dtype=self.dtype, device=self.device)
+        self._stats_dtype = torch.native_layer_norm(probe, [2], None, None, 1e-5)[1].dtype
         decoder = model.sam_mask_decoder
         self.decoder = decoder if self.dtype == torch.float32 else copy.deepcopy(decoder).to(self.dtype)
         self._buffers: dict[str, Any] = {}
@@ -115,7 +119,7 @@ class FastMaskDecoder:
             f0.reshape(h * w * 16, -1).to(d).contiguous(), f1.reshape(h * w * 4, -1).to(d).contiguous(), (h, w),
         )
 
-    def _buffer(self, name: str, shape: tuple[int, ...]) -> Any:
+    def _buffer(self, name: str, shape: tuple[int, ...], dtype: Any = None) -> Any:
         """A reusable scratch tensor of ``shape`` (contents undefined): a view of one flat buffer per
         name, grown when a larger batch needs it, so smaller batches (IoU-gated rows, the last
         batch) add no memory."""
@@ -124,7 +128,7 @@ class FastMaskDecoder:
         numel = math.prod(shape)
         buf = self._buffers.get(name)
         if buf is None or buf.numel() < numel:
-            buf = self._buffers[name] = torch.empty(numel, dtype=self.dtype, device=self.device)
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype or self.dtype, device=self.device)
         return buf[:numel].view(shape)
 
     # -- attention pieces --------------------------------------------------------------------
@@ -176,7 +180,10 @@ class FastMaskDecoder:
 
         b, n, c = x.shape
         out = self._buffer(name, (b, n, c))
-        stats = self._buffer(name + ".mean", (b, n, 1)), self._buffer(name + ".rstd", (b, n, 1))
+        stats = (
+            self._buffer(name + ".mean", (b, n, 1), self._stats_dtype),
+            self._buffer(name + ".rstd", (b, n, 1), self._stats_dtype),
+        )
         torch.ops.aten.native_layer_norm.out(
             x, [c], norm.weight, norm.bias, norm.eps, out0=out, out1=stats[0], out2=stats[1]
         )
