@@ -94,20 +94,9 @@ def package_checks() -> list[Check]:
     return checks
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def device_checks() -> list[Check]:
     """The device ``auto`` resolves to, accelerators, and the CPU's vector instructions."""
-    from .device import resolve_device
+    from .device import BF16_CPU_FLAGS, cpu_flags, describe_device, resolve_device
 
     checks: list[Check] = []
     if importlib.util.find_spec("torch") is None:
@@ -121,15 +110,18 @@ def device_checks() -> list[Check]:
     mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
     checks.append(Check("mps", "available" if mps else "not available"))
     capability = torch.backends.cpu.get_cpu_capability() if hasattr(torch.backends, "cpu") else "unknown"
-    flags = _cpu_flags()
-    vector = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    flags = cpu_flags()
+    vector = [f for f in ("avx2", "avx512f", *BF16_CPU_FLAGS, "amx_tile") if f in flags]
+    cpu = describe_device("cpu")
     checks.append(
         Check(
             "cpu",
             f"{os.cpu_count()} cores, torch kernels: {capability}, flags: {', '.join(vector) or 'none of avx2/avx512/amx'}; "
-            f"bfloat16 {'is fast here' if 'avx512_bf16' in flags or 'amx_bf16' in flags else 'is slow here (no avx512_bf16/amx): keep float32'}",
+            f"bfloat16 {'is fast here' if cpu.bf16 else 'is slow here (no native bf16): keep float32'}",
         )
     )
+    auto = describe_device(resolve_device("auto"))
+    checks.append(Check("device profile", f"auto -> {auto.profile} ({auto.reason}); see configs/devices/{auto.profile}.toml"))
     return checks
 
 

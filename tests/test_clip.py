@@ -546,3 +546,78 @@ def test_real_weights_tell_colours_apart(mode, tmp_path):
     clf = ClipClassifier(ClipConfig(mode=mode), ComponentContext(cache_dir=tmp_path, prompt_templates=TEMPLATES))
     scores = clf.score(clf.prepare(image, ProposalSet.from_masks(masks)), vocab("red square", "blue stripe"))
     assert scores.probs.argmax(axis=1).tolist() == [0, 1]
+
+
+# -- the text tower runs only up to the end-of-text token (issue 16) ------------------------------
+
+
+def _text_only_clip(arch: str):
+    """A CLIP with ``arch``'s real text tower (random init) and a tiny image tower."""
+    from open_clip.model import CLIP
+
+    cfg = open_clip.get_model_config(arch)
+    torch.manual_seed(0)
+    vision = {"layers": 1, "width": 32, "head_width": 32, "patch_size": 16, "image_size": 32}
+    return CLIP(cfg["embed_dim"], vision_cfg=vision, text_cfg=cfg["text_cfg"], quick_gelu=cfg.get("quick_gelu", False)).eval()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", sorted({a for a, _ in DEFAULT_MODELS.values()} | set(DEFAULT_TAGS)))
+def test_trimmed_text_tower_gives_the_full_context_embeddings(arch):
+    from ovpanoptic.builtins.clip.text_tower import causal_text_tower, encode_trimmed
+
+    model = _text_only_clip(arch)
+    tower = causal_text_tower(model)
+    assert tower is not None, f"{arch}: the text tower is not causal with end-token pooling; trimming would change it"
+    tokens = open_clip.get_tokenizer(arch)(["a photo of a dog.", "a photo of the large fire hydrant next to a road.", "tv"])
+    with torch.inference_mode():
+        full = model.encode_text(tokens)
+        trimmed = encode_trimmed(tower, tokens)
+    assert int(tokens.argmax(dim=-1).max()) + 1 < tokens.shape[1] // 4  # it did run on far fewer positions
+    torch.testing.assert_close(trimmed, full, atol=2e-5, rtol=1e-5)
+
+
+def test_towers_that_are_not_causal_or_pool_elsewhere_run_the_full_context(checkpoints, tmp_path):
+    from ovpanoptic.builtins.clip.text_tower import causal_text_tower, encode_trimmed
+
+    clf = make_classifier(checkpoints, tmp_path)
+    model = clf.load()
+    tower = causal_text_tower(model)
+    assert tower is not None
+    tokens = clf._state().tokenizer(["a red square", "tv"])
+    with torch.inference_mode():
+        # what the check guards against: without the causal mask, padding changes the embedding
+        bidirectional = encode_trimmed(tower, tokens)
+        mask = model.attn_mask
+        model.attn_mask = torch.zeros_like(mask)
+        assert causal_text_tower(model) is None
+        full = model.encode_text(tokens)
+        assert not torch.allclose(full, bidirectional, atol=1e-3)
+        model.attn_mask = mask
+        model.text_pool_type = "last"  # pools at the last position: trimming would move it
+        assert causal_text_tower(model) is None
+        model.text_pool_type = "argmax"
+    # The classifier trims only with a tower that passed the check; else model.encode_text runs
+    # on the full context.
+    import dataclasses
+
+    lengths: list[int] = []
+    original = model.encode_text
+    model.encode_text = lambda t, *a, **k: lengths.append(t.shape[1]) or original(t, *a, **k)
+    trimmed = clf._encode_text(["a red square"])
+    assert lengths == []
+    clf._loaded = dataclasses.replace(clf._state(), text_tower=None)
+    np.testing.assert_allclose(clf._encode_text(["a red square"]), trimmed, atol=2e-5)
+    assert lengths == [clf._state().tokenizer.context_length]
+
+
+def test_new_names_are_encoded_in_chunks_of_similar_length(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, templates="single", text_batch_size=2)
+    text = clf._state().text
+    seen: list[list[str]] = []
+    original = text._encode
+    text._encode = lambda prompts: seen.append(list(prompts)) or original(prompts)
+    long_a, long_b = "fire hydrant next to a red brick wall", "stack of wooden pallets on a metal shelf"
+    text.names(["dog", long_a, "cat", long_b])
+    (template,) = clf.templates
+    assert seen == [[template.format("dog"), template.format("cat")], [template.format(long_a), template.format(long_b)]]

@@ -153,15 +153,20 @@ def test_a_built_wheel_carries_the_presets(tmp_path):
     )
     (wheel,) = (tmp_path / "dist").glob("ovpanoptic-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    shipped = sorted(n.split("/")[-1] for n in names if n.startswith("ovpanoptic/configs/"))
-    assert shipped == sorted(p.name for p in CONFIGS.glob("*.toml"))
+    shipped = sorted(n[len("ovpanoptic/configs/"):] for n in names if n.startswith("ovpanoptic/configs/"))
+    assert shipped == sorted([p.name for p in CONFIGS.glob("*.toml")] + [f"devices/{p.name}" for p in CONFIGS.glob("devices/*.toml")])
+    # every subpackage is in the wheel (setuptools' explicit package list)
+    packages = {str(p.parent.relative_to(root)) for p in (root / "ovpanoptic").rglob("__init__.py")}
+    assert {p for p in packages if not any(n.startswith(p + "/__init__.py") for n in names)} == set()
     zipfile.ZipFile(wheel).extractall(tmp_path / "site")
     probe = (
         "import ovpanoptic, ovpanoptic.config as c; "
-        "print(ovpanoptic.__file__); print(sorted(str(p) for p in c.list_presets().values()))"
+        "print(ovpanoptic.__file__); print(sorted(str(p) for p in c.list_presets().values())); "
+        "print(sorted(c.list_device_profiles())); import ovpanoptic.engines.local"
     )
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     out = subprocess.run([sys.executable, "-c", probe], check=True, capture_output=True, text=True, env=env, cwd=tmp_path).stdout
-    first, presets = out.splitlines()
+    first, presets, profiles = out.splitlines()
+    assert eval(profiles) == ["cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps"]
     assert first.startswith(str(tmp_path / "site"))
     assert eval(presets) == sorted(str(tmp_path / "site" / "ovpanoptic" / "configs" / p.name) for p in CONFIGS.glob("*.toml"))

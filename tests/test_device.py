@@ -1,0 +1,194 @@
+"""Device-aware speed defaults (``configs/devices/``), lazy device resolution, and commands that
+need no model never importing torch (issue 16)."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovpanoptic.components import ComponentContext
+from ovpanoptic.config import Config, build_dataclass, list_device_profiles, load_device_profile
+from ovpanoptic.device import DeviceInfo, cpu_flags, describe_device
+from ovpanoptic.errors import ConfigError
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.plugins import Registry
+from ovpanoptic.testing import FakeComponentsPlugin, registry_with
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT.parent / "shared" / "fixtures" / "coco_panoptic_sample"
+
+X86_BF16 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 avx512f avx512bw avx512_bf16 avx512_vnni\n"
+X86_AVX2 = "processor\t: 0\nflags\t\t: fpu sse sse2 avx avx2 fma\n"
+ARM_BF16 = "processor\t: 0\nFeatures\t: fp asimd evtstrm aes sha2 crc32 atomics bf16 i8mm sve\n"
+
+
+# -- what the device is ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "bf16", "profile", "reason"),
+    [
+        (X86_BF16, True, "cpu-bf16", "CPU with native bfloat16 (avx512_bf16)"),
+        (X86_AVX2, False, "cpu", "CPU without bfloat16 instructions (avx2): float32"),
+        (ARM_BF16, True, "cpu-bf16", "CPU with native bfloat16 (bf16)"),
+        ("", False, "cpu", "CPU without bfloat16 instructions (flags unknown): float32"),
+    ],
+)
+def test_cpu_bf16_is_read_from_the_instruction_set(cpuinfo, bf16, profile, reason):
+    info = describe_device("cpu", cpuinfo)
+    assert (info.bf16, info.profile, info.reason) == (bf16, profile, reason)
+
+
+def test_avx512_without_bf16_is_not_bf16():
+    # AVX-512 CPUs without avx512_bf16 emulate bf16 (torch's mkldnn check says "supported"):
+    # the trap the issue measured at 15x slower.
+    assert cpu_flags("flags : avx2 avx512f avx512bw avx512vl\n") == {"avx2", "avx512f", "avx512bw", "avx512vl"}
+    assert describe_device("cpu", "flags : avx2 avx512f avx512bw avx512vl\n").profile == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("kind", "bf16", "profile"), [("cuda", True, "cuda"), ("cuda", False, "cuda-fp32"), ("mps", False, "mps")]
+)
+def test_accelerators_map_to_their_profiles(kind, bf16, profile):
+    assert DeviceInfo(kind, kind, bf16, "").profile == profile
+
+
+# -- profiles ----------------------------------------------------------------------------------------
+
+
+def test_shipped_profiles_load_and_validate_against_the_components():
+    assert sorted(list_device_profiles()) == ["cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps"]
+    registry = Registry.create()
+    for name in list_device_profiles():
+        profile = load_device_profile(name)
+        assert profile.tables, name
+        for kind, tables in profile.tables.items():
+            for component, table in tables.items():
+                spec = registry.component(kind, component)
+                build_dataclass(spec.config_class, table, f"{name}: {kind}.{component}")
+    assert dict(load_device_profile("cpu").table("proposal_generator", "sam2")) == {
+        "points_per_side": 16, "adaptive": True, "precision": "float32"
+    }
+    assert load_device_profile("cuda").table("proposal_generator", "sam2")["points_per_side"] == 32
+
+
+def test_bad_profiles_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"^no device profile 'cpu-bf'\. Did you mean 'cpu-bf16'\?"):
+        load_device_profile("cpu-bf")
+    bad = tmp_path / "mine.toml"
+    bad.write_text("[pipeline]\ndevice = 'cpu'\n")
+    with pytest.raises(ConfigError, match=r"has a \[pipeline\] section: profiles set component options only"):
+        load_device_profile(bad)
+    bad.write_text("[proposal_generators.sam2]\npoints_per_side = 8\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[proposal_generators\].*Did you mean \[proposal_generator\]"):
+        load_device_profile(bad)
+
+
+def sam2_config(*overrides: str, device: str = "cpu"):
+    pipe = Pipeline("default", overrides=list(overrides), device=device)
+    spec = pipe.registry.component("proposal_generator", "sam2")
+    return pipe.config.component_config(spec, pipe._profile_defaults("proposal_generator", "sam2"))
+
+
+def test_profile_sits_between_the_dataclass_defaults_and_the_config():
+    cfg = sam2_config("pipeline.device_profile=cpu")
+    assert (cfg.points_per_side, cfg.adaptive, cfg.precision) == (16, True, "float32")
+    cfg = sam2_config("pipeline.device_profile=cuda")  # a profile may be chosen by name on any device
+    assert (cfg.points_per_side, cfg.adaptive, cfg.precision, cfg.decoder_batch) == (32, False, "bfloat16", 256)
+    cfg = sam2_config("pipeline.device_profile=cpu", "proposal_generator.sam2.points_per_side=8")
+    assert (cfg.points_per_side, cfg.adaptive) == (8, True)  # --set wins, the rest still comes from the profile
+    cfg = sam2_config("pipeline.device_profile=none")
+    assert (cfg.points_per_side, cfg.adaptive, cfg.precision) == (32, False, "float32")  # Sam2FastConfig's defaults
+
+
+def test_auto_profile_follows_the_cpu(monkeypatch):
+    import ovpanoptic.pipeline as pipeline_module
+
+    for cpuinfo, expected in ((X86_AVX2, "float32"), (X86_BF16, "bfloat16")):
+        monkeypatch.setattr(pipeline_module, "describe_device", lambda device, _c=cpuinfo: describe_device(device, _c))
+        cfg = sam2_config()
+        assert (cfg.points_per_side, cfg.adaptive, cfg.precision) == (16, True, expected)
+
+
+def test_cpu_fast_keeps_its_own_values_under_any_profile():
+    pipe = Pipeline("cpu-fast", overrides=["pipeline.device_profile=cuda"], device="cpu")
+    spec = pipe.registry.component("proposal_generator", "sam2")
+    cfg = pipe.config.component_config(spec, pipe._profile_defaults("proposal_generator", "sam2"))
+    assert (cfg.points_per_side, cfg.adaptive, cfg.precision) == (16, True, "bfloat16")
+
+
+def test_verbose_log_says_which_values_the_profile_chose(caplog):
+    caplog.set_level(logging.INFO, logger="ovpanoptic")
+    sam2_config("pipeline.device_profile=cpu", "proposal_generator.sam2.adaptive=false")
+    (line,) = [r.getMessage() for r in caplog.records if "device profile" in r.getMessage()]
+    assert line == (
+        "proposal_generator.sam2: device profile 'cpu' (pipeline.device_profile): points_per_side=16, "
+        "precision='float32'; the config's own value kept for adaptive"
+    )
+
+
+# -- no torch unless a model needs it ----------------------------------------------------------------
+
+
+def test_context_resolves_the_device_on_first_read_only():
+    calls = []
+    ctx = ComponentContext(cache_dir=Path("x"), resolve_device=lambda: calls.append(1) or "cpu")
+    assert calls == [] and "resolved on first use" in repr(ctx)
+    assert ctx.device == "cpu" and ctx.device == "cpu" and calls == [1]
+    with pytest.raises(AttributeError, match="immutable"):
+        ctx.offline = True  # type: ignore[misc]
+    assert ComponentContext("cuda:1").device == "cuda:1"
+
+
+def test_model_free_pipeline_never_resolves_the_device(monkeypatch):
+    import ovpanoptic.pipeline as pipeline_module
+
+    def boom(spec):
+        raise AssertionError("resolve_device called")
+
+    monkeypatch.setattr(pipeline_module, "resolve_device", boom)
+    config = Config.from_dict({"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint"}})
+    pipe = Pipeline(config, registry=registry_with(FakeComponentsPlugin()))
+    result = pipe.segment(np.zeros((64, 64, 3), np.uint8), "person, road")
+    assert len(result.segments) > 0
+
+
+PROBE = """
+import contextlib, io, runpy, sys
+sys.argv = ["ovpanoptic", *sys.argv[1:]]
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        runpy.run_module("ovpanoptic", run_name="__main__")
+    except SystemExit as exc:
+        code = exc.code
+print(code, "torch" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("command", [["plugins"], ["presets"], ["vocabularies"], ["presets", "default"], ["--help"]])
+def test_commands_without_a_model_do_not_import_torch(command):
+    out = subprocess.run([sys.executable, "-c", PROBE, *command], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
+
+
+def test_a_model_free_segment_run_does_not_import_torch(tmp_path):
+    if not SAMPLE.is_dir():
+        pytest.skip(f"fixture data not found at {SAMPLE}")
+    oracle = [
+        f"{kind}.oracle.{key}={SAMPLE / value}"
+        for kind in ("proposal_generator", "classifier")
+        for key, value in (("gt_json", "panoptic.json"), ("gt_dir", "panoptic"), ("images_dir", "images"))
+    ]
+    args = ["segment", str(SAMPLE / "images" / "000000142238.jpg"), "--classes", "person, car", "-o", str(tmp_path / "out"),
+            "--set", "pipeline.proposal_generator=oracle", "--set", "pipeline.classifier=oracle",
+            "--set", "pipeline.fuser=maskformer", "--set", "pipeline.exporters=['coco-panoptic']", "--set", "pipeline.max_side=0"]
+    for o in oracle:
+        args += ["--set", o]
+    out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
+    assert (tmp_path / "out" / "panoptic.json").is_file()
