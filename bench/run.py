@@ -556,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights", help="random-init checkpoints (written once)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
     parser.add_argument("--no-readme", action="store_true", help="do not update the table in bench/README.md")
+    parser.add_argument("--set", dest="extra", action="append", default=[], metavar="KEY=VALUE",
+                        help="an override added to every scenario (e.g. pipeline.device_profile=cpu)")
     parser.add_argument("--render", type=Path, metavar="JSON", help="only write the table of a results file into bench/README.md")
     args = parser.parse_args(argv)
     if args.render:
@@ -569,7 +571,10 @@ def main(argv: list[str] | None = None) -> int:
     if not SAMPLE.is_dir():
         parser.error(f"the COCO fixture is not at {SAMPLE}")
     make_weights(args.weights)
-    plans = scenarios(args.weights.resolve())
+    plans = {
+        name: Scenario(p.name, p.preset, (*p.overrides, *args.extra), p.description + "".join(f"; --set {e}" for e in args.extra), p.clip)
+        for name, p in scenarios(args.weights.resolve()).items()
+    }
     chosen = [plans[s] for s in args.scenarios.split(",")]
     cpu = args.device == "cpu" or (args.device == "auto" and not _cuda())
     with tempfile.TemporaryDirectory(prefix="ovpanoptic-bench-") as tmp:

@@ -177,12 +177,23 @@ class Pipeline:
         """Validate the config against the registry without loading anything.
 
         :raises ComponentNotFoundError: a selected component is not provided by any plugin.
-        :raises ConfigError: a component table has unknown keys or bad values.
+        :raises ConfigError: a component table has unknown keys or bad values, or a device profile
+            named in ``pipeline.device_profile`` does not exist or sets bad values.
+        :raises InputError: ``pipeline.device`` names an accelerator that is not available.
         """
         if self._checked:
             return
         self.config.selected(self.registry.components)
         self.config.check_tables(self.registry.components)
+        if self.config.pipeline.device not in ("auto", "cpu"):
+            self.device  # noqa: B018 - an accelerator asked for by name must exist, model or not ("auto" stays lazy)
+        if self.config.pipeline.device_profile.strip() not in ("auto", "none"):  # auto: known once the device is
+            profile = self.device_profile
+            for kind, tables in (profile.tables.items() if profile is not None else ()):
+                for name in tables:
+                    if name in self.registry.components.get(kind, {}):
+                        spec = self.registry.component(kind, name)
+                        self.config.component_config(spec, profile.table(kind, name))
         for name in self.config.pipeline.exporters:
             self.registry.component("exporter", name)
         self._checked = True

@@ -192,3 +192,13 @@ def test_a_model_free_segment_run_does_not_import_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", PROBE, *args], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.split() == ["0", "False"], out.stderr[-2000:]
     assert (tmp_path / "out" / "panoptic.json").is_file()
+
+
+def test_a_named_profile_is_checked_before_anything_runs(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text("[proposal_generator.sam2]\npoints_per_sid = 8\n")
+    pipe = Pipeline("default", overrides=[f"pipeline.device_profile='{bad}'"], device="cpu")
+    with pytest.raises(ConfigError, match=r"points_per_sid.*points_per_side"):
+        pipe.check()
+    with pytest.raises(ConfigError, match=r"^no device profile 'gpu'"):
+        Pipeline("default", overrides=["pipeline.device_profile=gpu"], device="cpu").check()
