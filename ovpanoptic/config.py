@@ -289,6 +289,38 @@ def list_presets() -> dict[str, Path]:
     return presets
 
 
+def _find_toml(spec: str, known: Mapping[str, Path], what: str, option: str, also: str = "") -> Path:
+    """The file a preset-like ``spec`` names: a known name (without suffix) or a path.
+
+    :raises ConfigError: a folder, a missing file, or an unknown name (with the closest match).
+    """
+    path = Path(spec)
+    if spec in known and not path.suffix:
+        return known[spec]
+    if path.is_file():
+        return path
+    if path.is_dir():
+        raise ConfigError(f"{option} {spec} is a folder: pass a {what} name or the path of a .toml file")
+    if path.suffix or os.sep in spec:
+        raise ConfigError(f"{'config' if what == 'preset' else what} file {spec} does not exist")
+    close = difflib.get_close_matches(spec, list(known), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(
+        f"no {what} named {spec!r}.{hint} {what.capitalize()}s: {', '.join(sorted(known)) or '(none)'}; "
+        f"or {also}the path of a .toml file"
+    )
+
+
+def _read_toml(path: Path, what: str) -> dict[str, Any]:
+    """Parsed TOML of ``path``; :class:`ConfigError` naming ``what`` when unreadable or invalid."""
+    try:
+        return tomllib.loads(path.read_text("utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {what} {path}: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
+
+
 def list_device_profiles() -> dict[str, Path]:
     """Device profile name -> file: ``devices/*.toml`` in each preset directory, first winning."""
     profiles: dict[str, Path] = {}
@@ -324,20 +356,8 @@ def load_device_profile(spec: str | Path, reason: str = "") -> DeviceProfile:
     :raises ConfigError: no such profile, unreadable TOML, a ``[pipeline]`` section (profiles set
         component options only), or an unknown section.
     """
-    name = str(spec)
-    profiles = list_device_profiles()
-    path = profiles.get(name) if not Path(name).suffix else Path(name)
-    if path is None or not path.is_file():
-        close = difflib.get_close_matches(name, list(profiles), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"no device profile {name!r}.{hint} Profiles: {', '.join(sorted(profiles)) or '(none)'}, "
-            "or 'auto', 'none', or the path of a .toml file (pipeline.device_profile)"
-        )
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot read device profile {path}: {exc}") from None
+    path = _find_toml(str(spec), list_device_profiles(), "device profile", "pipeline.device_profile", "'auto', 'none' or ")
+    data = _read_toml(path, "device profile")
     if "pipeline" in data:
         raise ConfigError(
             f"device profile {path} has a [pipeline] section: profiles set component options only "
@@ -492,27 +512,7 @@ def load_config(spec: str | Path | None = None, overrides: Sequence[str] = ()) -
         the ``default`` preset.
     :raises ConfigError: the preset or file does not exist or is invalid.
     """
-    name = DEFAULT_PRESET if spec is None else str(spec)
-    path = Path(name)
-    presets = list_presets()
-    if name in presets and not path.suffix:
-        path = presets[name]
-    elif not path.is_file():
-        if path.is_dir():
-            raise ConfigError(f"--config {name} is a folder: pass a preset name or the path of a .toml file")
-        if path.suffix or os.sep in name:
-            raise ConfigError(f"config file {name} does not exist")
-        close = difflib.get_close_matches(name, list(presets), n=1)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(
-            f"no preset named {name!r}.{hint} Presets: {', '.join(sorted(presets)) or '(none)'}; "
-            "or pass the path of a .toml file"
-        )
-    try:
-        data = tomllib.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"cannot read config {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    path = _find_toml(DEFAULT_PRESET if spec is None else str(spec), list_presets(), "preset", "--config")
+    data = _read_toml(path, "config")
     config = Config.from_dict(data, source=str(path))
     return config.with_overrides(overrides) if overrides else config

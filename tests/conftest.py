@@ -108,3 +108,16 @@ FAKE_OVERRIDES = (
 def outputs(folder: Path) -> list[str]:
     """The names of the files a batch wrote into ``folder`` (its manifest left out)."""
     return sorted(p.name for p in Path(folder).iterdir() if p.name != "ovpanoptic-manifest.jsonl")
+
+
+@pytest.fixture(scope="session")
+def sam2_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """SAM 2.1 hiera-tiny at random init (seed 0), saved like the official checkpoints."""
+    import torch
+    from sam2.build_sam import build_sam2
+
+    torch.manual_seed(0)
+    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
+    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
+    torch.save({"model": model.state_dict()}, path)
+    return path

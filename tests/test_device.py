@@ -78,7 +78,7 @@ def test_shipped_profiles_load_and_validate_against_the_components():
 
 
 def test_bad_profiles_are_clear_errors(tmp_path):
-    with pytest.raises(ConfigError, match=r"^no device profile 'cpu-bf'\. Did you mean 'cpu-bf16'\?"):
+    with pytest.raises(ConfigError, match=r"^no device profile named 'cpu-bf'\. Did you mean 'cpu-bf16'\? Device profiles: cpu, cpu-bf16, cuda, cuda-fp32, mps; or 'auto', 'none' or the path of a .toml file$"):
         load_device_profile("cpu-bf")
     bad = tmp_path / "mine.toml"
     bad.write_text("[pipeline]\ndevice = 'cpu'\n")
@@ -200,5 +200,5 @@ def test_a_named_profile_is_checked_before_anything_runs(tmp_path):
     pipe = Pipeline("default", overrides=[f"pipeline.device_profile='{bad}'"], device="cpu")
     with pytest.raises(ConfigError, match=r"points_per_sid.*points_per_side"):
         pipe.check()
-    with pytest.raises(ConfigError, match=r"^no device profile 'gpu'"):
+    with pytest.raises(ConfigError, match=r"^no device profile named 'gpu'"):
         Pipeline("default", overrides=["pipeline.device_profile=gpu"], device="cpu").check()

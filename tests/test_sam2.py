@@ -36,14 +36,8 @@ CTX = ComponentContext(device="cpu")
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
+def checkpoint(sam2_tiny_checkpoint):
+    return sam2_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
