@@ -39,7 +39,8 @@ Text embeddings: cold encoding (ADE20K's 150 classes and COCO's 133, ``short`` t
 measured once in its own worker with an empty cache; the scenario workers then read that cache
 (warm process, cached text), as the issue's goals state.
 
-Results go to ``--out`` (JSON) and, unless ``--no-readme``, to the table in ``bench/README.md``
+The COCO fixture is read from ``../shared/fixtures/coco_panoptic_sample`` beside the checkout, or
+from ``$OVPANOPTIC_BENCH_SAMPLE``. Results go to ``--out`` (JSON) and, unless ``--no-readme``, to the table in ``bench/README.md``
 between the ``e2e:<device>`` markers.
 """
 
@@ -148,12 +149,20 @@ for key in {missing!r}:
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def make_images(folder: Path) -> dict[str, Path]:
+def parse_size(text: str) -> tuple[int, int]:
+    """``"640x480"`` -> ``(640, 480)``; :class:`ValueError` for anything else."""
+    w, sep, h = text.strip().lower().partition("x")
+    if not sep or not w.isdigit() or not h.isdigit() or not (32 <= int(w) <= 8192 and 32 <= int(h) <= 8192):
+        raise ValueError(f"{text!r} is not a size WIDTHxHEIGHT between 32 and 8192 px, e.g. 640x480")
+    return int(w), int(h)
+
+
+def make_images(folder: Path, sizes: list[tuple[int, int]]) -> dict[str, Path]:
     from PIL import Image
 
     src = Image.open(SAMPLE / "images" / f"{SAMPLE_ID}.jpg").convert("RGB")
     out = {}
-    for w, h in SIZES:
+    for w, h in sizes:
         path = folder / f"coco-{w}x{h}.png"
         src.resize((w, h), Image.Resampling.BICUBIC).save(path)
         out[f"{w}x{h}"] = path
@@ -549,9 +558,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
-    parser.add_argument("--scenarios", default="default,cpu-fast,all-masks,naive")
+    parser.add_argument("--scenarios", default="default,cpu-fast,all-masks,naive",
+                        help="comma-separated, from: default, cpu-fast, all-masks, naive")
     parser.add_argument("--all-masks-sizes", default="640x480", help="sizes for the all-masks scenario (its cost does not depend on size)")
-    parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES))
+    parser.add_argument("--sizes", default=",".join(f"{w}x{h}" for w, h in SIZES), help="comma-separated WIDTHxHEIGHT sizes")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per (scenario, image) after a warm-up; naive: 1 (no warm-up) on a CPU")
     parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights", help="random-init checkpoints (written once)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "e2e.json")
@@ -561,15 +571,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--render", type=Path, metavar="JSON", help="only write the table of a results file into bench/README.md")
     args = parser.parse_args(argv)
     if args.render:
-        data = json.loads(args.render.read_text())
-        update_readme(data, "cuda" if any(r["device"].startswith("cuda") for r in data["results"]) else "cpu")
-        print(markdown(data))
+        try:
+            data = json.loads(args.render.read_text())
+            results = data["results"]
+            label = "cuda" if any(r["device"].startswith("cuda") for r in results) else "cpu"
+            table = markdown(data)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--render {args.render}: not a results file of this suite ({type(exc).__name__}: {exc})")
+        if not results:
+            parser.error(f"--render {args.render}: the file has no results")
+        print(table)
+        if not args.no_readme:
+            update_readme(data, label)
         return 0
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
         return 0
     if not SAMPLE.is_dir():
-        parser.error(f"the COCO fixture is not at {SAMPLE}")
+        parser.error(f"the COCO fixture is not at {SAMPLE}: set OVPANOPTIC_BENCH_SAMPLE to the coco_panoptic_sample folder")
+    known = scenarios(args.weights.resolve())
+    wanted = [name.strip() for name in args.scenarios.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown or not wanted:
+        parser.error(f"--scenarios: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(known)}")
+    try:
+        sizes = [parse_size(t) for t in args.sizes.split(",") if t.strip()]
+        masks_sizes = [parse_size(t) for t in args.all_masks_sizes.split(",") if t.strip()]
+    except ValueError as exc:
+        parser.error(f"--sizes: {exc}")
+    args.scenarios = ",".join(wanted)
+    args.sizes = ",".join(f"{w}x{h}" for w, h in sizes)
     make_weights(args.weights)
     plans = {
         name: Scenario(p.name, p.preset, (*p.overrides, *args.extra), p.description + "".join(f"; --set {e}" for e in args.extra), p.clip)
@@ -581,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         os.environ["OVPANOPTIC_CACHE_DIR"] = str(work / "cache")
         os.environ["HF_HUB_OFFLINE"] = "1"
-        images = make_images(work)
+        images = make_images(work, sorted(set(sizes) | set(masks_sizes)))
         data: dict[str, Any] = {
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "machine": _machine(),

@@ -496,10 +496,16 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         from .plugins import Registry
 
+        from .pipeline import Pipeline
+
         config = load_config(args.name, args.overrides)
         registry = Registry.create(args.disable_plugin)
         config.selected(registry.components)
         config.check_tables(registry.components)
+        setting = config.pipeline.device_profile.strip()
+        profile = None
+        if setting not in ("auto", "none"):
+            profile = Pipeline(config, registry=registry).device_profile  # validated against the components
         data = config.to_dict()
         for kind in ("proposal_generator", "classifier", "fuser"):
             name = getattr(config.pipeline, kind)
@@ -513,8 +519,14 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 spec = registry.components.get(kind, {}).get(name)
                 if spec is None:  # a table for a plugin that is not installed: shown as given
                     continue
-                tables[name] = dataclasses.asdict(config.component_config(spec))
+                tables[name] = dataclasses.asdict(config.component_config(spec, profile.table(kind, name) if profile else None))
         print(json.dumps(data, indent=2, default=str), file=out)
+        if setting == "auto":
+            print(
+                "device_profile = 'auto': options the config leaves unset come from the profile of the device found at run "
+                "time (configs/devices/; 'ovpanoptic doctor' names it, -v prints its values); shown above without it",
+                file=err,
+            )
         return EXIT_OK
     for name, path in sorted(list_presets().items()):
         print(f"{name:<20} {path}", file=out)

@@ -73,55 +73,70 @@ class NoConfig:
     """Config class of a component that takes no options."""
 
 
+class _LazyDevice:
+    """The ``device`` field of :class:`ComponentContext`: stored as given, or, when given as
+    ``None`` with a ``resolve_device`` callable, resolved on first read and then kept."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return "cpu"  # the dataclass default
+        value = obj.__dict__.get(self.slot)
+        if value is None:
+            resolve = obj.__dict__.get("resolve_device")
+            if resolve is None:
+                raise ValueError("ComponentContext needs a device or a resolve_device callable")
+            value = resolve()
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"resolve_device must return a device string like 'cpu' or 'cuda', got {value!r}")
+            obj.__dict__[self.slot] = value
+        return value
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        obj.__dict__[self.slot] = value
+
+
+@dataclass(frozen=True)
 class ComponentContext:
-    """Runtime facts handed to every component factory (immutable).
+    """Runtime facts handed to every component factory.
 
     :param device: resolved torch device string (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
     :param cache_dir: a writable directory for caches (text embeddings, ...).
     :param offline: ``True`` when no network access may be attempted (``HF_HUB_OFFLINE=1``).
     :param prompt_templates: the registered prompt-template sets, by name.
-    :param resolve_device: instead of ``device``: a callable returning it, called on the first
-        read of :attr:`device` (the pipeline passes one, so that components that never read the
-        device, e.g. model-free ones, never make the process import torch to resolve ``auto``).
+    :param resolve_device: used only with ``device=None``: a callable returning the device, called on the
+        first read of :attr:`device` (the pipeline passes one, so that components that never read
+        the device, e.g. model-free ones, never make the process import torch to resolve
+        ``auto``). Equality, ``dataclasses.replace``, copying and pickling read (resolve) it.
+    :raises ValueError: neither ``device`` nor ``resolve_device``, or a device that is not a string.
     """
 
-    __slots__ = ("_device", "_resolve_device", "cache_dir", "offline", "prompt_templates")
+    device: str = _LazyDevice()  # type: ignore[assignment]
+    cache_dir: Path = Path(".")
+    offline: bool = False
+    prompt_templates: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    resolve_device: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
-    def __init__(
-        self,
-        device: str = "cpu",
-        cache_dir: Path = Path("."),
-        offline: bool = False,
-        prompt_templates: Mapping[str, tuple[str, ...]] | None = None,
-        *,
-        resolve_device: Callable[[], str] | None = None,
-    ) -> None:
-        setter = object.__setattr__
-        setter(self, "_device", None if resolve_device is not None else device)
-        setter(self, "_resolve_device", resolve_device)
-        setter(self, "cache_dir", cache_dir)
-        setter(self, "offline", offline)
-        setter(self, "prompt_templates", dict(prompt_templates or {}))
+    def __post_init__(self) -> None:
+        given = self.__dict__.get("_device")
+        if given is not None and self.resolve_device is not None:  # e.g. dataclasses.replace of a resolved one
+            object.__setattr__(self, "resolve_device", None)
+        if given is None and self.resolve_device is None:
+            raise ValueError("ComponentContext needs a device (e.g. 'cpu') or a resolve_device callable")
+        if given is not None and (not isinstance(given, str) or not given):
+            raise ValueError(f"device must be a device string like 'cpu' or 'cuda', got {given!r}")
 
-    @property
-    def device(self) -> str:
-        """The torch device string (resolved on first read when built with ``resolve_device``)."""
-        if self._device is None:
-            object.__setattr__(self, "_device", self._resolve_device())  # type: ignore[misc]
-        return self._device  # type: ignore[return-value]
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled with the device resolved and without the callable (it may not pickle)."""
+        state = dict(self.__dict__)
+        state["_device"] = self.device
+        state["resolve_device"] = None
+        return state
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}: ComponentContext is immutable")
-
-    def __delattr__(self, name: str) -> None:
-        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}: ComponentContext is immutable")
-
-    def __repr__(self) -> str:
-        device = self._device if self._device is not None else "(resolved on first use)"
-        return (
-            f"ComponentContext(device={device!r}, cache_dir={self.cache_dir!r}, offline={self.offline!r}, "
-            f"prompt_templates=<{len(self.prompt_templates)} sets>)"
-        )
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
 
 
 @runtime_checkable

@@ -120,8 +120,11 @@ def device_checks() -> list[Check]:
             f"bfloat16 {'is fast here' if cpu.bf16 else 'is slow here (no native bf16): keep float32'}",
         )
     )
+    from .config import list_device_profiles
+
     auto = describe_device(resolve_device("auto"))
-    checks.append(Check("device profile", f"auto -> {auto.profile} ({auto.reason}); see configs/devices/{auto.profile}.toml"))
+    source = list_device_profiles().get(auto.profile, f"(missing: no {auto.profile}.toml in any devices/ folder)")
+    checks.append(Check("device profile", f"auto -> {auto.profile} ({auto.reason}): {source}"))
     return checks
 
 

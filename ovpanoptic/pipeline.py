@@ -8,6 +8,7 @@ vocabulary only re-runs scoring and fusion.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import time
@@ -22,10 +23,10 @@ import numpy as np
 from . import boundary
 from .boundary import readonly_image, snapshot_files
 from .components import KINDS, ComponentContext, Finisher, Progress, VocabularyPreparer
-from .config import Config, DeviceProfile, list_device_profiles, load_config, load_device_profile
+from .config import Config, DeviceProfile, build_dataclass, list_device_profiles, load_config, load_device_profile
 from .constants import CACHE_DIR_ENV
 from .device import describe_device, resolve_device
-from .errors import ComponentError, InputError
+from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
 from .weights import is_offline, release_freed_memory
@@ -124,6 +125,7 @@ class Pipeline:
         """The resolved torch device (resolved once, on first access)."""
         if self._device is None:
             self._device = resolve_device(self.config.pipeline.device)
+            log.info("device %s (pipeline.device = %r)", self._device, self.config.pipeline.device)
         return self._device
 
     @property
@@ -141,8 +143,28 @@ class Pipeline:
                 info = describe_device(self.device)
                 self._profile = load_device_profile(info.profile, reason=f"device {info.device}: {info.reason}")
             else:
-                self._profile = load_device_profile(setting, reason="pipeline.device_profile")
+                self._profile = load_device_profile(setting, reason=f"pipeline.device_profile = {setting!r}")
+            self._check_profile(self._profile)
         return self._profile
+
+    def _check_profile(self, profile: DeviceProfile) -> None:
+        """A profile's component names must be registered (or far from any registered name, like
+        a preset's tables for plugins not installed here), and its options valid.
+
+        :raises ConfigError: naming the profile file.
+        """
+        for kind, tables in profile.tables.items():
+            registered = self.registry.components.get(kind, {})
+            for name, table in tables.items():
+                if name in registered:
+                    build_dataclass(registered[name].config_class, table, f"{kind}.{name} of device profile {profile.source}")
+                    continue
+                close = difflib.get_close_matches(name, list(registered), n=1)
+                if close:
+                    raise ConfigError(
+                        f"[{kind}.{name}] in device profile {profile.source} configures no installed {KINDS[kind]}. "
+                        f"Did you mean [{kind}.{close[0]}]?"
+                    )
 
     def _profile_defaults(self, kind: str, name: str) -> dict[str, Any]:
         """The device profile's options for one component, logged with where each value comes from.
@@ -152,22 +174,34 @@ class Pipeline:
         """
         setting = self.config.pipeline.device_profile.strip()
         if setting == "none":
+            log.info("%s.%s: no device profile (pipeline.device_profile = 'none')", kind, name)
             return {}
         if setting == "auto":
             if self._profiled is None:
-                self._profiled = {
-                    f"{k}.{n}" for path in list_device_profiles().values() for k, t in load_device_profile(path).tables.items() for n in t
-                }
+                self._profiled = set()
+                for path in list_device_profiles().values():
+                    try:
+                        tables = load_device_profile(path).tables
+                    except ConfigError:  # reported if it is ever the one chosen
+                        continue
+                    self._profiled.update(f"{k}.{n}" for k, t in tables.items() for n in t)
             if f"{kind}.{name}" not in self._profiled:
                 return {}
         profile = self.device_profile
+        if profile is not None and setting != "auto" and profile.name in ("cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps"):
+            suited = describe_device(self.device).profile
+            if suited != profile.name:
+                log.warning(
+                    "device profile %r is meant for another device: this run uses %s, whose profile is %r "
+                    "(pipeline.device_profile = 'auto' picks it)", profile.name, self.device, suited,
+                )
         table = dict(profile.table(kind, name)) if profile is not None else {}
         if table and profile is not None:
             explicit = self.config.explicit(kind, name)
             used = ", ".join(f"{k}={v!r}" for k, v in table.items() if k not in explicit)
             kept = ", ".join(sorted(k for k in table if k in explicit))
             log.info(
-                "%s.%s: device profile %r (%s): %s%s", kind, name, profile.name, profile.reason,
+                "%s.%s: device profile %r from %s (%s): %s%s", kind, name, profile.name, profile.source, profile.reason,
                 used or "nothing (the config sets every option it has)",
                 f"; the config's own value kept for {kept}" if kept else "",
             )
@@ -219,6 +253,7 @@ class Pipeline:
             spec = self.registry.component(kind, name)
             cfg = self.config.component_config(spec, self._profile_defaults(kind, name))
             context = ComponentContext(
+                device=None,  # type: ignore[arg-type]  # resolved on first read
                 resolve_device=lambda: self.device,
                 cache_dir=default_cache_dir(),
                 offline=is_offline(),

@@ -66,7 +66,7 @@ def _check_name(name: object, what: str) -> str:
             f"{what} {stripped[:30]!r}... is {len(stripped)} characters long; the limit is "
             f"{MAX_NAME_LENGTH}: shorten it (put details in a synonym or description)"
         )
-    if any(ch in stripped for ch in ",|") or any(ord(ch) < 32 for ch in stripped):
+    if any(ch in stripped for ch in ",|") or any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in stripped):
         raise VocabularyError(
             f"{what} {stripped!r} contains a separator (',' or '|') or a control character: "
             "separate classes with ',' and synonyms with '|' in the class list instead"

@@ -125,24 +125,61 @@ def test_cpu_fast_keeps_its_own_values_under_any_profile():
 def test_verbose_log_says_which_values_the_profile_chose(caplog):
     caplog.set_level(logging.INFO, logger="ovpanoptic")
     sam2_config("pipeline.device_profile=cpu", "proposal_generator.sam2.adaptive=false")
-    (line,) = [r.getMessage() for r in caplog.records if "device profile" in r.getMessage()]
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("proposal_generator.sam2: device profile")]
+    source = ROOT / "configs" / "devices" / "cpu.toml"
     assert line == (
-        "proposal_generator.sam2: device profile 'cpu' (pipeline.device_profile): points_per_side=16, "
-        "precision='float32'; the config's own value kept for adaptive"
+        f"proposal_generator.sam2: device profile 'cpu' from {source} (pipeline.device_profile = 'cpu'): "
+        "points_per_side=16, precision='float32'; the config's own value kept for adaptive"
     )
+
+
+def test_a_profile_for_another_device_warns_and_typos_in_it_are_errors(caplog, tmp_path):
+    caplog.set_level(logging.INFO, logger="ovpanoptic")
+    sam2_config("pipeline.device_profile=cuda")  # on a CPU
+    assert "device profile 'cuda' is meant for another device: this run uses cpu, whose profile is" in caplog.text
+    typo = tmp_path / "typo.toml"
+    typo.write_text("[proposal_generator.sam22]\npoints_per_side = 8\n")
+    with pytest.raises(ConfigError, match=r"\[proposal_generator.sam22\] in device profile .*typo.toml configures no installed "
+                       r"proposal generator. Did you mean \[proposal_generator.sam2\]\?"):
+        Pipeline("default", overrides=[f"pipeline.device_profile='{typo}'"], device="cpu").check()
+    bad_key = tmp_path / "key.toml"
+    bad_key.write_text("[proposal_generator.sam2]\npoints_per_sid = 8\n")
+    with pytest.raises(ConfigError, match=r"proposal_generator.sam2 of device profile .*key.toml"):
+        Pipeline("default", overrides=[f"pipeline.device_profile='{bad_key}'"], device="cpu").check()
+
+
+def test_a_broken_profile_that_is_not_chosen_does_not_matter(tmp_path, monkeypatch):
+    (tmp_path / "devices").mkdir()
+    (tmp_path / "devices" / "mps.toml").write_text("not toml [")
+    monkeypatch.setenv("OVPANOPTIC_CONFIG_PATH", str(tmp_path))
+    cfg = sam2_config()  # auto on this CPU: cpu or cpu-bf16
+    assert (cfg.points_per_side, cfg.adaptive) == (16, True)
 
 
 # -- no torch unless a model needs it ----------------------------------------------------------------
 
 
 def test_context_resolves_the_device_on_first_read_only():
+    import copy
+    import dataclasses
+    import pickle
+
     calls = []
-    ctx = ComponentContext(cache_dir=Path("x"), resolve_device=lambda: calls.append(1) or "cpu")
-    assert calls == [] and "resolved on first use" in repr(ctx)
+    ctx = ComponentContext(None, cache_dir=Path("x"), resolve_device=lambda: calls.append(1) or "cpu")
+    assert calls == []
     assert ctx.device == "cpu" and ctx.device == "cpu" and calls == [1]
-    with pytest.raises(AttributeError, match="immutable"):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         ctx.offline = True  # type: ignore[misc]
-    assert ComponentContext("cuda:1").device == "cuda:1"
+    # still a frozen dataclass for plugin authors: equality, replace, copy, pickle
+    plain = ComponentContext("cpu", Path("x"))
+    assert ctx == plain and dataclasses.replace(ctx, offline=True).offline is True
+    assert copy.deepcopy(ctx) == ctx and pickle.loads(pickle.dumps(ctx)) == plain
+    assert ComponentContext("cuda:1").device == "cuda:1" and ComponentContext().device == "cpu"
+    assert ComponentContext("cuda", resolve_device=lambda: "cpu").device == "cuda"  # a given device wins
+    with pytest.raises(ValueError, match="needs a device"):
+        ComponentContext(None)
+    with pytest.raises(ValueError, match="resolve_device must return a device string"):
+        ComponentContext(None, resolve_device=lambda: None).device  # noqa: B018
 
 
 def test_model_free_pipeline_never_resolves_the_device(monkeypatch):
@@ -202,3 +239,32 @@ def test_a_named_profile_is_checked_before_anything_runs(tmp_path):
         pipe.check()
     with pytest.raises(ConfigError, match=r"^no device profile named 'gpu'"):
         Pipeline("default", overrides=["pipeline.device_profile=gpu"], device="cpu").check()
+
+
+def test_presets_show_a_named_profile_and_refuse_unknown_ones(capsys):
+    import json
+
+    from ovpanoptic.cli import main
+
+    assert main(["presets", "default", "--set", "pipeline.device_profile=cpu"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    sam2 = shown["proposal_generator"]["sam2"]
+    assert (sam2["points_per_side"], sam2["adaptive"]) == (16, True)
+    assert main(["presets", "default"]) == 0
+    assert "device_profile = 'auto'" in capsys.readouterr().err
+    assert main(["presets", "default", "--set", "pipeline.device_profile=nope"]) == 2
+    assert "no device profile named 'nope'" in capsys.readouterr().err
+
+
+def test_names_without_readable_tokens_are_refused():
+    from ovpanoptic.builtins.clip.text import TextEmbeddings
+    from ovpanoptic.errors import VocabularyError
+
+    text = TextEmbeddings(lambda p: np.zeros((len(p), 4), np.float32), ["a photo of a {}."],
+                          count_tokens=lambda s: 2 if not s.strip("\u200b") else 3, context_length=77)
+    with pytest.raises(VocabularyError, match="has no text the CLIP tokenizer can read"):
+        text.check_lengths(["dog", "\u200b"])
+    from ovpanoptic.vocabulary import build_vocabulary
+
+    with pytest.raises(Exception, match="control character"):
+        build_vocabulary("\x7f, dog")

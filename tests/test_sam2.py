@@ -242,3 +242,23 @@ def test_sam2_in_the_pipeline_returns_masks_at_the_original_size(model, checkpoi
     assert result.segments[0].area > 240 * 320 // 4
     with pytest.raises(ConfigError, match=r"unknown key 'points_per_sid' in \[proposal_generator.sam2\]. Did you mean 'points_per_side'"):
         Pipeline(config.with_overrides(["proposal_generator.sam2.points_per_sid=8"]), registry=reg).check()
+
+
+def test_loaded_weights_do_not_depend_on_the_checkpoint_file(checkpoint, tmp_path, image):
+    """Checkpoints are read memory-mapped; the model copies them, so rewriting or truncating the
+    file in place afterwards (a re-download, a `cp` over it) changes nothing and cannot crash."""
+    import os
+    import shutil
+
+    path = tmp_path / "sam2.1_hiera_tiny.pt"
+    shutil.copy(checkpoint, path)
+    gen = FastSam2Generator(Sam2FastConfig(**settings(path)), CTX)
+    model = gen.loader.get()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    first = gen.generate(image)
+    path.write_bytes(os.urandom(path.stat().st_size))
+    os.truncate(path, 1000)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    gen._cache.clear()
+    again = gen.generate(image)
+    assert np.array_equal(first.masks, again.masks) and np.array_equal(first.scores, again.scores)

@@ -163,11 +163,17 @@ class TextEmbeddings:
     def check_lengths(self, names: Sequence[str]) -> None:
         """Refuse names whose longest prompt has more tokens than the encoder reads.
 
-        :raises VocabularyError: naming the class, its token count and the limit.
+        :raises VocabularyError: naming the class, its token count and the limit; or a name with
+            no readable tokens (all such names would share one embedding).
         """
         if self.count_tokens is None or not self.context_length:
             return
         for name in names:
+            if self.count_tokens(name) <= 2:  # only the start and end tokens: nothing readable
+                raise VocabularyError(
+                    f"class name {name!r} has no text the CLIP tokenizer can read (it becomes an empty prompt, the same "
+                    "for every such name): use letters or words"
+                )
             prompts = [t.format(name) for t in self.templates] or [name]
             tokens, prompt = max((self.count_tokens(p), p) for p in prompts)
             if tokens > self.context_length:
