@@ -330,8 +330,8 @@ class Pipeline:
         target = self._target("proposal_generator")
         # The model stages' temporaries are large (SAM 2's image encoder peaks ~0.5 GB above its
         # weights at 1024 px) and glibc keeps freed blocks for reuse, so each stage would start on
-        # top of the last one's leftovers: hand them back to the OS between stages (bench/README.md:
-        # peak RSS 2.4 -> 2.0 GB, default preset, 1024x768).
+        # top of the last one's leftovers: hand them back to the OS between stages (measured: peak
+        # RSS ~0.3 GB lower, default preset, 1024x768).
         release_freed_memory()
         t0 = time.perf_counter()
         proposals = boundary.call(target, "generate()", generator.generate, view, progress=progress)
