@@ -46,6 +46,7 @@ else:  # pragma: no cover - Python 3.10
 __all__ = [
     "Config",
     "DeviceProfile",
+    "check_component_tables",
     "PipelineSettings",
     "build_dataclass",
     "describe_fields",
@@ -321,6 +322,35 @@ def _read_toml(path: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {path} is not valid TOML: {exc}") from None
 
 
+def check_component_tables(
+    tables: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    registered: Mapping[str, Mapping[str, ComponentSpec]],
+    source: str,
+    label: str = "",
+) -> None:
+    """Validate ``{kind: {component: options}}`` tables (a preset's or a device profile's) against
+    the registered components' config dataclasses.
+
+    :param source: where the tables come from, for messages.
+    :param label: added after ``kind.component`` in messages about bad options.
+    :raises ConfigError: bad options, or a table for an unregistered component whose name is close
+        to a registered one (a typo); tables for components far from any (a plugin not installed
+        here) are only logged.
+    """
+    for kind, by_name in tables.items():
+        names = registered.get(kind, {})
+        for name, table in by_name.items():
+            if name in names:
+                build_dataclass(names[name].config_class, table, f"{kind}.{name}{label}")
+                continue
+            close = difflib.get_close_matches(name, list(names), n=1)
+            if close:
+                raise ConfigError(
+                    f"[{kind}.{name}] in {source} configures no installed {KINDS[kind]}. Did you mean [{kind}.{close[0]}]?"
+                )
+            log.info("ignoring [%s.%s] in %s: no installed plugin provides that %s", kind, name, source, KINDS[kind])
+
+
 def list_device_profiles() -> dict[str, Path]:
     """Device profile name -> file: ``devices/*.toml`` in each preset directory, first winning."""
     profiles: dict[str, Path] = {}
@@ -478,19 +508,7 @@ class Config:
         A table for an unregistered component is an error when a registered name is close (a
         typo), and only logged otherwise (a preset may configure plugins you have not installed).
         """
-        for kind, tables in self.tables.items():
-            names = registered.get(kind, {})
-            for name in tables:
-                if name in names:
-                    self.component_config(names[name])
-                    continue
-                close = difflib.get_close_matches(name, list(names), n=1)
-                if close:
-                    raise ConfigError(
-                        f"[{kind}.{name}] in {self.source} configures no installed {KINDS[kind]}. "
-                        f"Did you mean [{kind}.{close[0]}]?"
-                    )
-                log.info("ignoring [%s.%s]: no installed plugin provides that %s", kind, name, KINDS[kind])
+        check_component_tables(self.tables, registered, self.source)
 
     def selected(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
         """Raise :class:`ComponentNotFoundError` for a selected component nobody provides."""

@@ -8,7 +8,6 @@ vocabulary only re-runs scoring and fusion.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import time
@@ -23,7 +22,14 @@ import numpy as np
 from . import boundary
 from .boundary import readonly_image, snapshot_files
 from .components import KINDS, ComponentContext, Finisher, Progress, VocabularyPreparer
-from .config import Config, DeviceProfile, build_dataclass, list_device_profiles, load_config, load_device_profile
+from .config import (
+    Config,
+    DeviceProfile,
+    check_component_tables,
+    list_device_profiles,
+    load_config,
+    load_device_profile,
+)
 from .constants import CACHE_DIR_ENV
 from .device import describe_device, resolve_device
 from .errors import ComponentError, ConfigError, InputError
@@ -153,18 +159,8 @@ class Pipeline:
 
         :raises ConfigError: naming the profile file.
         """
-        for kind, tables in profile.tables.items():
-            registered = self.registry.components.get(kind, {})
-            for name, table in tables.items():
-                if name in registered:
-                    build_dataclass(registered[name].config_class, table, f"{kind}.{name} of device profile {profile.source}")
-                    continue
-                close = difflib.get_close_matches(name, list(registered), n=1)
-                if close:
-                    raise ConfigError(
-                        f"[{kind}.{name}] in device profile {profile.source} configures no installed {KINDS[kind]}. "
-                        f"Did you mean [{kind}.{close[0]}]?"
-                    )
+        where = f"device profile {profile.source}"
+        check_component_tables(profile.tables, self.registry.components, where, f" of {where}")
 
     def _profile_defaults(self, kind: str, name: str) -> dict[str, Any]:
         """The device profile's options for one component, logged with where each value comes from.
