@@ -10,7 +10,7 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["BF16_CPU_FLAGS", "DeviceInfo", "autocast", "cpu_flags", "describe_device", "resolve_device"]
+__all__ = ["BF16_CPU_FLAGS", "DEVICE_PROFILES", "DeviceInfo", "autocast", "cpu_flags", "describe_device", "resolve_device"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,10 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
         if sep and key.strip().lower() in ("flags", "features"):
             return frozenset(value.split())
     return frozenset()
+
+
+#: The device profiles :attr:`DeviceInfo.profile` chooses from (``configs/devices/NAME.toml``).
+DEVICE_PROFILES = ("cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps")
 
 
 @dataclass(frozen=True)

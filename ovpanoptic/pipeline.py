@@ -31,7 +31,7 @@ from .config import (
     load_device_profile,
 )
 from .constants import CACHE_DIR_ENV
-from .device import describe_device, resolve_device
+from .device import DEVICE_PROFILES, describe_device, resolve_device
 from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
@@ -184,7 +184,7 @@ class Pipeline:
             if f"{kind}.{name}" not in self._profiled:
                 return {}
         profile = self.device_profile
-        if profile is not None and setting != "auto" and profile.name in ("cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps"):
+        if profile is not None and setting != "auto" and profile.name in DEVICE_PROFILES:
             suited = describe_device(self.device).profile
             if suited != profile.name:
                 log.warning(
@@ -218,12 +218,7 @@ class Pipeline:
         if self.config.pipeline.device not in ("auto", "cpu"):
             self.device  # noqa: B018 - an accelerator asked for by name must exist, model or not ("auto" stays lazy)
         if self.config.pipeline.device_profile.strip() not in ("auto", "none"):  # auto: known once the device is
-            profile = self.device_profile
-            for kind, tables in (profile.tables.items() if profile is not None else ()):
-                for name in tables:
-                    if name in self.registry.components.get(kind, {}):
-                        spec = self.registry.component(kind, name)
-                        self.config.component_config(spec, profile.table(kind, name))
+            self.device_profile  # noqa: B018 - reading it loads and checks the named profile
         for name in self.config.pipeline.exporters:
             self.registry.component("exporter", name)
         self._checked = True

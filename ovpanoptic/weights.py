@@ -300,8 +300,6 @@ def load_strict(model: Any, state_dict: Mapping[str, Any], *, what: str, path: P
                 drop_mapped_pages(source, mappings)
     else:
         model.load_state_dict(state_dict, strict=True)
-    del own
-    release_freed_memory()
 
 
 def _plain_loading(model: Any) -> bool:
@@ -342,7 +340,8 @@ def drop_mapped_pages(tensor: Any, mappings: Sequence[tuple[int, int]]) -> None:
         return
     start = tensor.data_ptr()
     end = start + tensor.numel() * tensor.element_size()
-    if not any(lo <= start and end <= hi for lo, hi in mappings):
+    madvise = _libc_function("madvise")
+    if madvise is None or not any(lo <= start and end <= hi for lo, hi in mappings):
         return
     import ctypes
     import mmap
@@ -350,24 +349,27 @@ def drop_mapped_pages(tensor: Any, mappings: Sequence[tuple[int, int]]) -> None:
     page = mmap.PAGESIZE
     first, last = -(-start // page) * page, (end // page) * page  # whole pages inside the tensor
     if last > first:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), 4)  # MADV_DONTNEED
+        madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), mmap.MADV_DONTNEED)
+
+
+def _libc_function(name: str) -> Any:
+    """A function of the C library this process runs on (Linux), or ``None`` where it has none
+    (musl has no ``malloc_trim``; other systems are not asked)."""
+    if sys.platform != "linux":
+        return None
+    import ctypes
+
+    try:
+        return getattr(ctypes.CDLL(None, use_errno=True), name)  # the process's own symbols, libc included
+    except (OSError, AttributeError):
+        return None
 
 
 def release_freed_memory() -> None:
     """Hand memory that was freed back to the operating system (glibc's ``malloc_trim``; nothing
-    elsewhere). glibc keeps freed blocks smaller than its mmap threshold for reuse, so the
-    randomly initialised tensors a model is built with would otherwise stay in the process's
-    resident memory after the checkpoint's tensors replace them (~460 MB for CLIP convnext_base_w)."""
-    if sys.platform != "linux":
-        return
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        trim = libc.malloc_trim
-    except (OSError, AttributeError):  # musl and other C libraries have no malloc_trim
-        return
-    trim(0)
+    elsewhere). glibc keeps freed blocks smaller than its mmap threshold for reuse, so a stage
+    with large temporaries (SAM 2's image encoder) would leave them in the process's resident
+    memory under the next stage's."""
+    trim = _libc_function("malloc_trim")
+    if trim is not None:
+        trim(0)

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -160,14 +160,16 @@ class TextEmbeddings:
         except OSError as exc:
             log.warning("cannot write the text-embedding cache in %s: %s", self.directory, exc)
 
-    def check_lengths(self, names: Sequence[str]) -> None:
+    def check_lengths(self, names: Sequence[str]) -> dict[str, int]:
         """Refuse names whose longest prompt has more tokens than the encoder reads.
 
+        :return: each name's longest prompt, in tokens (empty when tokens cannot be counted).
         :raises VocabularyError: naming the class, its token count and the limit; or a name with
             no readable tokens (all such names would share one embedding).
         """
         if self.count_tokens is None or not self.context_length:
-            return
+            return {}
+        lengths: dict[str, int] = {}
         for name in names:
             if self.count_tokens(name) <= 2:  # only the start and end tokens: nothing readable
                 raise VocabularyError(
@@ -183,6 +185,8 @@ class TextEmbeddings:
                     "(start and end included); a longer name would be cut, and two cut names could not be told apart. "
                     "Shorten it (details can go in a synonym)"
                 )
+            lengths[name] = tokens
+        return lengths
 
     def names(self, names: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """``(len(names), D)`` float32 embeddings; encodes only names never seen before.
@@ -203,13 +207,13 @@ class TextEmbeddings:
                 self._memory[name] = vec
                 self.dim = vec.shape[0]
         if missing:
-            self.check_lengths(missing)
-            self._encode_names(missing, progress)
+            lengths = self.check_lengths(missing)
+            self._encode_names(missing, progress, lengths)
         if not names:
             return np.zeros((0, self.dim or 0), np.float32)
         return np.stack([self._memory[n] for n in names])
 
-    def _encode_names(self, names: list[str], progress: Progress | None = None) -> None:
+    def _encode_names(self, names: list[str], progress: Progress | None = None, lengths: Mapping[str, int] | None = None) -> None:
         log.info(
             "encoding %d new class names (%d prompts); they are cached%s",
             len(names),
@@ -219,11 +223,10 @@ class TextEmbeddings:
         if not self.templates:
             return
         per_chunk = max(1, self.batch_size // len(self.templates))  # whole names per encode call
-        count = self.count_tokens
-        if count is not None:
+        if lengths:
             # Names of similar length share a chunk, so a text encoder that stops at the chunk's
             # longest prompt (see text_tower) does little work on padding.
-            names = sorted(names, key=lambda n: max(count(t.format(n)) for t in self.templates))
+            names = sorted(names, key=lambda n: lengths[n])
         message = "encoding class names"
         if progress is not None:
             progress(message, 0, len(names))

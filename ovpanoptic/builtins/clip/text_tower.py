@@ -96,6 +96,7 @@ def encode_trimmed(tower: CausalTextTower, tokens: Any) -> Any:
         up to float rounding.
     """
     import torch
+    from open_clip.transformer import text_global_pool
 
     ends = end_positions(tower, tokens)
     length = int(ends.max()) + 1 if len(tokens) else 1
@@ -105,7 +106,7 @@ def encode_trimmed(tower: CausalTextTower, tokens: Any) -> Any:
     x = x + tower.positional_embedding[:length].to(cast_dtype)
     x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
     x = tower.ln_final(x)
-    pooled = x[torch.arange(x.shape[0], device=x.device), ends]  # open_clip's text_global_pool
+    pooled = text_global_pool(x, text, tower.pool_type, eos_token_id=tower.eos_id)
     projection = tower.text_projection
     if projection is None:
         return pooled
