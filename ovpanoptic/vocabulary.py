@@ -23,7 +23,15 @@ from pathlib import Path
 from .errors import VocabularyError
 from .types import INVISIBLE_CHARACTERS, Category, Vocabulary, normalize_name
 
-__all__ = ["ClassEntry", "StuffLexicon", "build_vocabulary", "load_vocabulary_file", "split_class_list"]
+__all__ = [
+    "ClassEntry",
+    "ClassLists",
+    "StuffLexicon",
+    "build_vocabulary",
+    "format_class_lists",
+    "load_vocabulary_file",
+    "split_class_list",
+]
 
 _SEPARATORS = re.compile(r"[,\n]")
 
@@ -44,7 +52,9 @@ def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
     """Split ``"person, tv|television"`` into entries; empty names are errors naming their position."""
     if not isinstance(text, str):
         raise VocabularyError(f"{what} must be a string of comma-separated class names")
-    text = text.translate(INVISIBLE_CHARACTERS).strip()  # white space and new lines at the ends are not entries
+    # Separators, white space and new lines at the ends are not entries ("car, tree," and a trailing
+    # Enter in a text box mean "car, tree"); a pasted Windows line end is one line end.
+    text = text.translate(INVISIBLE_CHARACTERS).replace("\r\n", "\n").replace("\r", "\n").strip(" \t\n,")
     if not text:
         return []
     # One class per line may end its lines with commas, and may have blank lines: a comma next to a
@@ -55,9 +65,10 @@ def split_class_list(text: str, what: str = "--classes") -> list[ClassEntry]:
     for index, raw in enumerate(_SEPARATORS.split(text), start=1):
         names = [normalize_name(part) for part in raw.split("|")]
         if not raw.strip():
+            seen = " | ".join(repr(part.strip()) for part in _SEPARATORS.split(text))
             raise VocabularyError(
-                f"class {index} of {what} is empty (two separators in a row, or a comma at the start or end): "
-                f"{text!r}. Remove the extra comma or blank line."
+                f"class {index} of {what} is empty (two commas in a row): {what} was read as the entries "
+                f"{seen}. Remove the extra comma."
             )
         if any(not n for n in names):
             raise VocabularyError(
@@ -150,6 +161,33 @@ def build_vocabulary(
         isthing = flag if flag is not None else not any(lex.is_stuff(n) for n in entry.names)
         categories.append(Category(id=idx, name=entry.name, isthing=isthing, synonyms=entry.synonyms))
     return Vocabulary(tuple(categories), name=name)
+
+
+@dataclass(frozen=True)
+class ClassLists:
+    """A vocabulary written in the typed syntax: ``build_vocabulary(classes, stuff, things)``.
+
+    :param classes: every class in order, synonyms after ``|`` (``"person, tv|television"``).
+    :param stuff: the stuff classes' display names.
+    :param things: the things the stuff lexicon would take for stuff (so they stay things).
+    """
+
+    classes: str
+    stuff: str
+    things: str
+
+
+def format_class_lists(vocabulary: Vocabulary, *, lexicon: StuffLexicon | None = None) -> ClassLists:
+    """Write a vocabulary as the typed class lists that parse back to the same names, synonyms,
+    order and thing/stuff flags (ids become 1..N, colours and descriptions are not written), so a
+    user can see and edit a named vocabulary as text (the demo's boxes, ``--classes``). Names
+    cannot contain the syntax's separators (:class:`~ovpanoptic.types.Category` refuses them).
+    """
+    lex = lexicon if lexicon is not None else StuffLexicon.default()
+    classes = ", ".join("|".join(c.names) for c in vocabulary)
+    stuff = ", ".join(c.name for c in vocabulary.stuff)
+    things = ", ".join(c.name for c in vocabulary.things if any(lex.is_stuff(n) for n in c.names))
+    return ClassLists(classes, stuff, things)
 
 
 def load_vocabulary_file(path: str | Path) -> Vocabulary:
