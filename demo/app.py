@@ -5,14 +5,14 @@
 is ``ovpanoptic demo`` with the same options (see ``ovpanoptic demo --help``). Importing this file
 builds and launches nothing: :func:`build_demo` is the factory
 (``build_demo(pipeline=None, *, config=None, ...) -> gr.Blocks``) and :func:`launch_demo` serves
-it. The app's code lives in :mod:`ovpanoptic.demo_app`.
+it. The app's code lives in the :mod:`ovpanoptic.demo` package.
 """
 
 from __future__ import annotations
 
 import sys
 
-from ovpanoptic.demo_app import build_demo, launch_demo
+from ovpanoptic.demo import build_demo, launch_demo
 
 __all__ = ["build_demo", "launch_demo"]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .hookspecs import hookimpl
-from .types import Category, ClassScores, PanopticResult, ProposalSet, Segment, Vocabulary
+from .types import Category, ClassScores, PanopticResult, Prompt, ProposalSet, Segment, Vocabulary
 
 if TYPE_CHECKING:
     from .pipeline import Pipeline
@@ -27,6 +27,7 @@ __all__ = [
     "ClassScores",
     "PanopticResult",
     "Pipeline",
+    "Prompt",
     "ProposalSet",
     "Segment",
     "Vocabulary",

@@ -31,7 +31,9 @@ from typing import Any, TypeVar
 import numpy as np
 
 from .components import KINDS, ComponentContext, ComponentSpec
+from .constants import MAX_PROMPT_MASKS
 from .errors import (
+    Cancelled,
     ComponentError,
     ConfigError,
     ExportError,
@@ -55,6 +57,7 @@ __all__ = [
     "build_component",
     "call",
     "check_export",
+    "check_prompt_proposals",
     "check_proposals",
     "check_result",
     "check_scores",
@@ -198,11 +201,12 @@ def call(
         unchanged (default :data:`USER_ERRORS`; a vocabulary loader passes none, since the user only
         chose its name).
     :raises ComponentError: any other exception (``SystemExit`` included) raised by the plugin code.
-        ``KeyboardInterrupt`` passes through.
+        ``KeyboardInterrupt`` and :class:`~ovpanoptic.errors.Cancelled` (raised by the caller's
+        progress callback inside the plugin) pass through.
     """
     try:
         return fn(*args, **kwargs)
-    except user_errors:
+    except (*user_errors, Cancelled):  # Cancelled: raised by the caller's progress callback
         raise
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - foreign code: every failure is reported
         rule = ""
@@ -276,7 +280,7 @@ def check_proposals(target: Target, value: Any, image_size: tuple[int, int], cal
     :return: the proposals as a plain, validated :class:`ProposalSet` (read-only arrays).
     :raises ComponentError: naming the first broken rule.
     """
-    rule = "generate() returns a ProposalSet (ProposalSet.from_masks(masks, scores) builds one)"
+    rule = f"{call_name} returns a ProposalSet (ProposalSet.from_masks(masks, scores) builds one)"
     if not isinstance(value, ProposalSet):
         raise target.error(call_name, f"it returned {type(value).__name__}, not a ProposalSet", rule)
     try:  # the constructor's checks again, whatever built the object (subclass, object.__new__)
@@ -287,7 +291,7 @@ def check_proposals(target: Target, value: Any, image_size: tuple[int, int], cal
         raise target.error(
             call_name,
             f"masks are {value.image_size[0]}x{value.image_size[1]} for an image of {image_size[0]}x{image_size[1]}",
-            "Masks must be at the size of the image passed to generate()",
+            f"Masks must be at the size of the image passed to {call_name}",
         )
     if len(value):
         empty = np.flatnonzero(value.areas == 0)
@@ -303,6 +307,29 @@ def check_proposals(target: Target, value: Any, image_size: tuple[int, int], cal
                 f"box {i} is {value.boxes_xyxy[i].tolist()} but its mask's tight box is {tight[i].tolist()}",
                 "boxes_xyxy are the masks' tight XYXY boxes, max side exclusive (ProposalSet.from_masks computes them)",
             )
+    return value
+
+
+def check_prompt_proposals(target: Target, value: Any, image_size: tuple[int, int], call_name: str = "segment_prompt()") -> ProposalSet:
+    """Check what ``segment_prompt()`` returned for an image of ``image_size`` ``(H, W)``: the
+    contract of :func:`check_proposals`, at most :data:`~ovpanoptic.constants.MAX_PROMPT_MASKS`
+    masks, best first (scores not increasing).
+
+    :raises ComponentError: naming the first broken rule.
+    """
+    value = check_proposals(target, value, image_size, call_name)
+    if len(value) > MAX_PROMPT_MASKS:
+        raise target.error(
+            call_name, f"it returned {len(value)} masks for one prompt", f"Return at most {MAX_PROMPT_MASKS} candidates, best first"
+        )
+    rising = np.flatnonzero(np.diff(value.scores) > 0)
+    if len(rising):
+        i = int(rising[0])
+        raise target.error(
+            call_name,
+            f"mask {i + 1} scores {float(value.scores[i + 1]):g}, more than mask {i} ({float(value.scores[i]):g})",
+            "Candidates come best first: sort them by score, highest first",
+        )
     return value
 
 

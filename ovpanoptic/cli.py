@@ -203,6 +203,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     de.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
     de.add_argument("--max-file-size", default="25mb", metavar="SIZE", help="upload limit, e.g. 25mb or 1gb (default: %(default)s)")
+    de.add_argument(
+        "--auth", action="append", default=[], metavar="USER:PASSWORD",
+        help="require a login (Gradio's login page); repeat for several users. Needed to serve an address other "
+        "than loopback (e.g. --host 0.0.0.0), unless --no-auth",
+    )
+    de.add_argument("--auth-file", metavar="FILE", help="USER:PASSWORD lines (blank lines and # comments skipped), like --auth")
+    de.add_argument(
+        "--no-auth", action="store_true",
+        help="serve an address other than loopback without a login (anyone who reaches it can use the demo)",
+    )
 
     pr = sub.add_parser(
         "presets",
@@ -593,13 +603,24 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .demo_app import build_demo, launch_demo
+    from .demo import build_demo, check_exposure, launch_demo, parse_auth, read_auth_file
 
+    auth = [parse_auth(text) for text in args.auth]
+    if args.auth_file:
+        auth += read_auth_file(args.auth_file)
+    if auth and args.no_auth:
+        raise InputError("--no-auth and --auth/--auth-file contradict each other: keep one")
+    check_exposure(args.host, auth, args.no_auth)
     demo = build_demo(
-        config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin
+        config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin,
+        private_uploads=True,
     )
-    print(f"ovpanoptic demo: http://{args.host}:{args.port} (Ctrl+C stops it)", file=out, flush=True)
-    launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size)
+    try:
+        login = f", login required for {len(auth)} user{'s' if len(auth) != 1 else ''}" if auth else ""
+        print(f"ovpanoptic demo: http://{args.host}:{args.port}{login} (Ctrl+C stops it)", file=out, flush=True)
+        launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth, no_auth=args.no_auth)
+    finally:
+        demo.ovpanoptic_app.close()
     return EXIT_OK
 
 

@@ -30,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .types import ClassScores, PanopticResult, ProposalSet, Vocabulary
+from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
 
 __all__ = [
     "KINDS",
@@ -45,6 +45,7 @@ __all__ = [
     "OutputChecker",
     "VocabularyPreparer",
     "Progress",
+    "PromptSegmenter",
     "ProposalGenerator",
     "RegisterComponent",
     "RegisterPromptTemplates",
@@ -219,6 +220,30 @@ class VocabularyPreparer(Protocol):
     def prepare_vocabulary(self, vocabulary: Vocabulary, *, progress: Progress | None = None) -> None:
         """Do the vocabulary's work now (and cache it); raise ``VocabularyError`` for names the
         classifier cannot use."""
+        ...
+
+
+@runtime_checkable
+class PromptSegmenter(Protocol):
+    """Optional: a proposal generator that can also segment what a user points at (clicks, a box)
+    offers ``segment_prompt``; :meth:`~ovpanoptic.pipeline.Pipeline.segment_prompt` calls it (the
+    demo's labelling tool, one call per click). It runs often on one image: keep the image's
+    expensive work (SAM's image embedding) on the instance, keyed by the image's content
+    (:func:`ovpanoptic.imageio.image_digest`), for the last image or two, and reuse what
+    :meth:`~ProposalGenerator.generate` computed for the same image."""
+
+    def segment_prompt(self, image: np.ndarray, prompt: Prompt) -> ProposalSet:
+        """Candidate masks of the object the prompt points at.
+
+        :param image: ``(H, W, 3)`` uint8 RGB, read-only (the pipeline's working size, the same
+            image :meth:`~ProposalGenerator.generate` gets).
+        :param prompt: a :class:`~ovpanoptic.types.Prompt` in this image's pixels, inside it.
+        :return: a :class:`ProposalSet` at the image's size (the contract of ``generate``: bool
+            masks, none empty, tight boxes) with 1 to
+            :data:`~ovpanoptic.constants.MAX_PROMPT_MASKS` (3) candidates, best first (``scores``
+            not increasing; SAM's predicted IoU), or none when the prompt selects no pixel.
+        :raises InputError: an image or prompt the generator cannot use, with the fix.
+        """
         ...
 
 

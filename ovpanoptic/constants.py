@@ -19,6 +19,15 @@ MAX_SEGMENT_ID: int = ID_BASE**3 - 1
 #: fits a text encoder is counted in tokens by the classifier (CLIP: 77 tokens with the template).
 MAX_NAME_LENGTH: int = 200
 
+#: Label of a prompt point on the object to segment (SAM's foreground click).
+POSITIVE_POINT: int = 1
+
+#: Label of a prompt point beside the object, which the mask must leave out (SAM's background click).
+NEGATIVE_POINT: int = 0
+
+#: Most candidate masks a prompt segmenter returns for one prompt (SAM's three-way multimask output).
+MAX_PROMPT_MASKS: int = 3
+
 #: Entry-point group that third-party plugin packages use.
 ENTRY_POINT_GROUP: str = "ovpanoptic"
 

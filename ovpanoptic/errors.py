@@ -60,3 +60,8 @@ class MissingDependencyError(OvpanopticError, ImportError):
 
 class ExportError(OvpanopticError):
     """Results cannot be written where asked (e.g. the output folder holds another vocabulary's results)."""
+
+
+class Cancelled(OvpanopticError):
+    """The caller cancelled the run (raised from its progress callback, e.g. the demo's Cancel
+    button). Guarded plugin calls let it through unchanged: it is nobody's fault."""

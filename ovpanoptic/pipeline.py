@@ -21,7 +21,7 @@ import numpy as np
 
 from . import boundary
 from .boundary import readonly_image, snapshot_files
-from .components import KINDS, ComponentContext, Finisher, Progress, VocabularyPreparer
+from .components import KINDS, ComponentContext, Finisher, Progress, PromptSegmenter, VocabularyPreparer
 from .config import (
     Config,
     DeviceProfile,
@@ -36,9 +36,9 @@ from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
 from .weights import is_offline, release_freed_memory
-from .types import PanopticResult, ProposalSet, Vocabulary
+from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
 
-__all__ = ["Pipeline", "check_stem", "default_cache_dir"]
+__all__ = ["Pipeline", "SegmentationRun", "check_stem", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,22 @@ def default_cache_dir() -> Path:
         return Path(os.environ[CACHE_DIR_ENV])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "ovpanoptic"
+
+
+@dataclass(frozen=True, eq=False)
+class SegmentationRun:
+    """What :meth:`Pipeline.segment_run` made.
+
+    :param result: the panoptic result at the input image's size (what :meth:`Pipeline.segment` returns).
+    :param proposals: the proposals at the working size (``pipeline.max_side``), before fusion.
+    :param scores: their class scores, one row per proposal.
+    :param cached: the proposals and image features came from the cache.
+    """
+
+    result: PanopticResult
+    proposals: ProposalSet
+    scores: ClassScores
+    cached: bool
 
 
 @dataclass(frozen=True)
@@ -242,7 +258,7 @@ class Pipeline:
         key = (kind, name)
         if key not in self._components:
             spec = self.registry.component(kind, name)
-            cfg = self.config.component_config(spec, self._profile_defaults(kind, name))
+            cfg = self.component_config(kind, name)
             context = ComponentContext(
                 device=None,  # type: ignore[arg-type]  # resolved on first read
                 resolve_device=lambda: self.device,
@@ -252,6 +268,18 @@ class Pipeline:
             )
             self._components[key] = boundary.build_component(spec, cfg, context, self.registry.origin(spec.plugin))
         return self._components[key]
+
+    def component_config(self, kind: str, name: str | None = None) -> Any:
+        """The validated config dataclass the component of ``kind`` gets (the configured one unless
+        ``name`` is given): its defaults, under the device profile, under the config's table.
+        Builds nothing and loads nothing (reading it may resolve the device for the profile).
+
+        :raises ComponentNotFoundError: no enabled plugin provides it. :raises ConfigError: bad table.
+        """
+        if name is None:
+            name = getattr(self.config.pipeline, kind)
+        spec = self.registry.component(kind, name)
+        return self.config.component_config(spec, self._profile_defaults(kind, name))
 
     def build_components(self, formats: Sequence[str] | None = None) -> None:
         """Build the configured components and the exporters in ``formats`` now (factories load no
@@ -324,11 +352,15 @@ class Pipeline:
         # top of the last one's leftovers: hand them back to the OS between stages (measured: peak
         # RSS ~0.3 GB lower, default preset, 1024x768).
         release_freed_memory()
+        if progress is not None:
+            progress("proposals", 0, 0)
         t0 = time.perf_counter()
         proposals = boundary.call(target, "generate()", generator.generate, view, progress=progress)
         boundary.check_proposals(target, proposals, work.shape[:2])
         t1 = time.perf_counter()
         release_freed_memory()
+        if progress is not None:
+            progress("image features", 0, 0)
         prepared = boundary.call(self._target("classifier"), "prepare()", classifier.prepare, view, proposals)
         release_freed_memory()
         t2 = time.perf_counter()
@@ -356,6 +388,23 @@ class Pipeline:
         :return: the result at the input image's size; ``result.timings`` has seconds per stage
             (``proposals`` and ``features`` are 0 when they came from the cache).
         """
+        return self.segment_run(image, vocabulary, progress=progress, source=source).result
+
+    def segment_run(
+        self,
+        image: Any,
+        vocabulary: Vocabulary | str,
+        *,
+        progress: Progress | None = None,
+        source: str = "<array>",
+    ) -> SegmentationRun:
+        """:meth:`segment`, also returning what the stages made (the proposals and their class
+        scores), so a caller can say how many proposals there were and which threshold dropped them.
+
+        ``progress`` is called with each stage's name before it runs (``"proposals"``,
+        ``"image features"``, ``"classification"``, ``"fusion"``, ``done = total = 0``), besides
+        the components' own progress.
+        """
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
@@ -369,12 +418,16 @@ class Pipeline:
         t_start = time.perf_counter()
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
+        if progress is not None:
+            progress("classification", 0, 0)
         t0 = time.perf_counter()
         classifier_target = self._target("classifier")
         scores = boundary.call(
             classifier_target, "score()", self.component("classifier").score, entry.prepared, vocab, user_errors=boundary.VOCABULARY_ERRORS
         )
         boundary.check_scores(classifier_target, scores, len(entry.proposals), vocab)
+        if progress is not None:
+            progress("fusion", 0, 0)
         t1 = time.perf_counter()
         fuser_target = self._target("fuser")
         result = boundary.call(fuser_target, "fuse()", self.component("fuser").fuse, entry.proposals, scores, vocab)
@@ -387,7 +440,51 @@ class Pipeline:
         timings["total"] = (t3 - t_start) if not cached else (t3 - t0)
         result = result.with_timings(timings)
         self.registry.image_segmented(source=source, result=result, timings=result.timings)
-        return result
+        return SegmentationRun(result=result, proposals=entry.proposals, scores=scores, cached=cached)
+
+    def segment_prompt(self, image: Any, prompt: Prompt) -> ProposalSet:
+        """Segment what a prompt (clicks and/or a box) points at, with the configured proposal
+        generator, which must be a :class:`~ovpanoptic.components.PromptSegmenter` (``sam2``).
+
+        The image is worked on at the size :meth:`segment` uses (``pipeline.max_side``), so a
+        generator that keeps image embeddings reuses the one a :meth:`segment` of the same image
+        computed; the prompt is scaled to that size and the masks resized back (nearest neighbour,
+        as :meth:`segment` resizes its result).
+
+        :param image: a path, PIL image or array (see :func:`ovpanoptic.imageio.as_rgb_array`).
+        :param prompt: clicks and/or a box in the pixels of ``image``.
+        :return: up to 3 candidate masks at the image's size, best first (scores: the generator's,
+            SAM's predicted IoU); none when the prompt selects no pixel.
+        :raises InputError: the generator cannot segment prompts, or the prompt lies outside the image.
+        :raises ComponentError: the generator failed or broke the contract.
+        """
+        if not isinstance(prompt, Prompt):
+            raise InputError(
+                f"prompt must be an ovpanoptic.Prompt, got {type(prompt).__name__}: build one with "
+                "Prompt(points_xy=[[x, y]], point_labels=[1]) or Prompt(box_xyxy=(x0, y0, x1, y1))"
+            )
+        if isinstance(image, (str, os.PathLike)):
+            rgb = read_image(image, self.config.pipeline.max_pixels)
+        else:
+            rgb = as_rgb_array(image)
+            check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
+        self.check()
+        generator = self.component("proposal_generator")
+        if not isinstance(generator, PromptSegmenter):
+            name = self.config.pipeline.proposal_generator
+            raise InputError(
+                f"proposal generator {name!r} cannot segment clicks or boxes (it has no segment_prompt()): choose one "
+                "that can, e.g. --set pipeline.proposal_generator=sam2, or a preset that uses sam2"
+            )
+        prompt.check_inside(rgb.shape[0], rgb.shape[1])
+        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+        h, w = work.shape[:2]
+        target = self._target("proposal_generator")
+        masks = boundary.call(
+            target, "segment_prompt()", generator.segment_prompt, readonly_image(work), prompt.scaled(w / rgb.shape[1], h / rgb.shape[0])
+        )
+        masks = boundary.check_prompt_proposals(target, masks, (h, w))
+        return masks.resized(rgb.shape[0], rgb.shape[1])
 
     def export(
         self,
@@ -472,3 +569,29 @@ class Pipeline:
     def clear_cache(self) -> None:
         """Forget cached proposals and features."""
         self._cache.clear()
+
+    def derive(self, overrides: Sequence[str]) -> Pipeline:
+        """A pipeline with ``--set`` style overrides applied that shares with this one every
+        component whose settings the overrides leave as they are, and the cache of proposals and
+        image features while neither the proposal generator, the classifier nor the working size
+        changes. A changed fusion threshold thus re-fuses cached proposals without running the
+        proposal generator or the classifier's image side again (the demo's threshold sliders).
+
+        :raises ConfigError: an override is malformed or names an unknown section.
+        """
+        derived = Pipeline(self.config.with_overrides(list(overrides)), registry=self.registry)
+        old, new = self.config, derived.config
+        if old.pipeline.device == new.pipeline.device and old.pipeline.device_profile == new.pipeline.device_profile:
+            derived._device, derived._profile, derived._profiled = self._device, self._profile, self._profiled
+        same_device = derived._device is not None or old.pipeline.device == new.pipeline.device
+        for kind, name in self._components:
+            selected = kind == "exporter" or getattr(new.pipeline, kind) == name
+            if same_device and selected and old.tables.get(kind, {}).get(name, {}) == new.tables.get(kind, {}).get(name, {}):
+                derived._components[(kind, name)] = self._components[(kind, name)]
+        image_side = ("max_side", "min_side", "proposal_generator", "classifier")
+        if all(getattr(old.pipeline, k) == getattr(new.pipeline, k) for k in image_side) and all(
+            old.tables.get(k, {}).get(getattr(old.pipeline, k), {}) == new.tables.get(k, {}).get(getattr(new.pipeline, k), {})
+            for k in ("proposal_generator", "classifier")
+        ) and same_device:
+            derived._cache = self._cache  # the same entries: both pipelines fill and reuse it
+        return derived

@@ -7,6 +7,7 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
   ``make_registry`` (a :class:`~ovpanoptic.plugins.Registry` over ``ovpanoptic_pm``),
   ``shapes_image`` (a small RGB image with known shapes);
 * conformance checks third-party components should pass: :func:`check_proposal_generator`,
+  :func:`check_prompt_segmenter` (for generators that segment clicks and boxes),
   :func:`check_classifier`, :func:`check_fuser`, :func:`check_exporter`, and :func:`check_plugin`,
   which registers a plugin with the product's start-up checks, builds each of its components
   through its registered factory and default config, and runs the matching check. They call the
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,12 +37,12 @@ import pytest
 from . import boundary
 from .atomic import atomic_write_bytes
 from .boundary import Origin, Target, readonly_image
-from .components import KINDS, ComponentContext, Progress, RegisterComponent
+from .components import KINDS, ComponentContext, Progress, PromptSegmenter, RegisterComponent
 from .config import build_dataclass
-from .constants import VOID_ID
+from .constants import NEGATIVE_POINT, POSITIVE_POINT, VOID_ID
 from .hookspecs import hookimpl
 from .plugins import OvpanopticPluginManager, Registry, check_hooks, make_plugin_manager, register_plugin_object
-from .types import Category, ClassScores, PanopticResult, ProposalSet, Vocabulary
+from .types import Category, ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
 
 __all__ = [
     "BuiltComponent",
@@ -54,7 +56,9 @@ __all__ = [
     "check_exporter",
     "check_fuser",
     "check_plugin",
+    "check_prompt_segmenter",
     "check_proposal_generator",
+    "kit_prompts",
     "make_shapes_image",
     "matched_ious",
 ]
@@ -84,23 +88,55 @@ class TilesConfig:
 
 
 class TilesGenerator:
-    """Proposes a ``rows x cols`` grid of tiles; tile ``i`` (row-major) scores ``1 - 0.01 i``."""
+    """Proposes a ``rows x cols`` grid of tiles; tile ``i`` (row-major) scores ``1 - 0.01 i``.
+
+    It is also a :class:`~ovpanoptic.components.PromptSegmenter`: :meth:`segment_prompt` returns
+    one mask, score 1.0, made of the box's pixels (if the prompt has a box) and the tiles holding a
+    positive point, minus the tiles holding a negative point. ``calls`` and ``prompt_calls`` count
+    the calls of :meth:`generate` and :meth:`segment_prompt`.
+    """
 
     def __init__(self, config: TilesConfig = TilesConfig(), context: ComponentContext | None = None) -> None:
         self.config = config
         self.calls = 0
+        self.prompt_calls = 0
+
+    def _tiles(self, height: int, width: int) -> np.ndarray:
+        r, c = self.config.rows, self.config.cols
+        masks = np.zeros((r * c, height, width), bool)
+        for i in range(r):
+            for j in range(c):
+                masks[i * c + j, i * height // r : (i + 1) * height // r, j * width // c : (j + 1) * width // c] = True
+        return masks
 
     def generate(self, image: np.ndarray, *, progress: Progress | None = None) -> ProposalSet:
         self.calls += 1
-        h, w = image.shape[:2]
-        r, c = self.config.rows, self.config.cols
-        masks = np.zeros((r * c, h, w), bool)
-        for i in range(r):
-            for j in range(c):
-                masks[i * c + j, i * h // r : (i + 1) * h // r, j * w // c : (j + 1) * w // c] = True
+        masks = self._tiles(*image.shape[:2])
         if progress is not None:
             progress("tiles", 1, 1)
-        return ProposalSet.from_masks(masks, 1.0 - 0.01 * np.arange(r * c, dtype=np.float32))
+        return ProposalSet.from_masks(masks, 1.0 - 0.01 * np.arange(len(masks), dtype=np.float32))
+
+    def segment_prompt(self, image: np.ndarray, prompt: Prompt) -> ProposalSet:
+        """One mask (score 1.0), or none when it comes out empty: the pixels of ``prompt.box_xyxy``
+        (rows ``y0..y1 - 1`` and columns ``x0..x1 - 1``, each coordinate rounded half up, clipped to
+        the image), together with every tile holding a positive point, less every tile holding a
+        negative point (a point is in the tile of pixel ``(floor(y), floor(x))``, clipped)."""
+        self.prompt_calls += 1
+        h, w = image.shape[:2]
+        mask = np.zeros((h, w), bool)
+        if prompt.box_xyxy is not None:
+            x0, y0, x1, y1 = (math.floor(v + 0.5) for v in prompt.box_xyxy)
+            mask[max(y0, 0) : max(min(y1, h), 0), max(x0, 0) : max(min(x1, w), 0)] = True
+        tiles = self._tiles(h, w)
+        cols = np.clip(np.floor(prompt.points_xy[:, 0]).astype(np.int64), 0, w - 1)
+        rows = np.clip(np.floor(prompt.points_xy[:, 1]).astype(np.int64), 0, h - 1)
+        held = tiles[:, rows, cols].argmax(axis=0)  # the tile of each point
+        positive = prompt.point_labels == POSITIVE_POINT
+        mask |= tiles[held[positive]].any(axis=0)
+        mask &= ~tiles[held[~positive]].any(axis=0)
+        if not mask.any():
+            return ProposalSet.empty(h, w)
+        return ProposalSet.from_masks(mask[None], [1.0])
 
 
 @dataclass(frozen=True)
@@ -318,6 +354,55 @@ def check_proposal_generator(generator: Any, image: np.ndarray) -> ProposalSet:
     return boundary.check_proposals(target, proposals, image.shape[:2])
 
 
+def kit_prompts(height: int, width: int) -> tuple[Prompt, ...]:
+    """The prompts :func:`check_prompt_segmenter` tries by default on a ``height x width`` image:
+    a box over its middle half, one positive click at its centre (SAM's ambiguous case), the same
+    click with a negative one near a corner, and the box with the centre click."""
+    box = (width / 4, height / 4, 3 * width / 4, 3 * height / 4)
+    centre = [[width / 2, height / 2]]
+    return (
+        Prompt(box_xyxy=box),
+        Prompt(centre, [POSITIVE_POINT]),
+        Prompt([*centre, [width / 8, height / 8]], [POSITIVE_POINT, NEGATIVE_POINT]),
+        Prompt(centre, [POSITIVE_POINT], box),
+    )
+
+
+def check_prompt_segmenter(
+    generator: Any, image: np.ndarray, prompts: Sequence[Prompt] | None = None
+) -> list[ProposalSet]:
+    """Check a :class:`~ovpanoptic.components.PromptSegmenter` as the pipeline calls it (a read-only
+    image, prompts inside it): for each prompt (default :func:`kit_prompts`), masks at the image's
+    size with the :func:`check_proposal_generator` contract, at most
+    :data:`~ovpanoptic.constants.MAX_PROMPT_MASKS`, best first; the same prompt twice gives the
+    same masks (an image embedding kept between calls must not change them).
+
+    :return: the masks of each prompt, in order.
+    :raises ComponentError: as the pipeline would raise (or the component has no ``segment_prompt``).
+    """
+    obj, target = _unwrap(generator, "proposal_generator")
+    if not isinstance(obj, PromptSegmenter):
+        raise target.error("segment_prompt()", f"a {type(obj).__name__!r} object has no segment_prompt()", "A PromptSegmenter has segment_prompt(image, prompt)")
+    img = np.asarray(image)
+    h, w = img.shape[:2]
+    chosen = list(kit_prompts(h, w) if prompts is None else prompts)
+    found = []
+    for prompt in chosen:
+        prompt.check_inside(h, w)
+        masks = boundary.call(target, "segment_prompt()", obj.segment_prompt, readonly_image(img), prompt)
+        found.append(boundary.check_prompt_proposals(target, masks, (h, w)))
+    if chosen:
+        masks = boundary.call(target, "segment_prompt()", obj.segment_prompt, readonly_image(img.copy()), chosen[0])
+        again = boundary.check_prompt_proposals(target, masks, (h, w))
+        if not (np.array_equal(again.masks, found[0].masks) and np.allclose(again.scores, found[0].scores)):
+            raise target.error(
+                "segment_prompt()",
+                "the same prompt on the same image gave other masks the second time",
+                "segment_prompt() is deterministic; what it keeps between calls must not change its answer",
+            )
+    return found
+
+
 def check_classifier(classifier: Any, image: np.ndarray, proposals: ProposalSet, vocabulary: Vocabulary) -> ClassScores:
     """Check a classifier's contract; returns its scores for ``vocabulary``.
 
@@ -422,7 +507,10 @@ def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: n
     proposals = check_proposal_generator(TilesGenerator(), img)
     scores = check_classifier(CyclingClassifier(), img, proposals, vocab)
     for comp in own["proposal_generator"]:
-        check_proposal_generator(build_component(registry, "proposal_generator", comp), img)
+        built = build_component(registry, "proposal_generator", comp)
+        check_proposal_generator(built, img)
+        if isinstance(built.obj, PromptSegmenter):
+            check_prompt_segmenter(built, img)
     for comp in own["classifier"]:
         check_classifier(build_component(registry, "classifier", comp), img, proposals, vocab)
     result = check_fuser(PaintFuser(), proposals, scores, vocab)

@@ -552,6 +552,48 @@ def test_odd_classifier_and_fuser_results_are_rebuilt_and_checked():
         one_component_pipeline("fuser", UnknownCategory).segment(make_shapes_image(), "square, bar")
 
 
+def prompt_segmenter_returning(make):
+    class Gen(TilesGenerator):
+        def __init__(self, config=None, context=None):
+            super().__init__()
+
+        def segment_prompt(self, image, prompt):
+            return make(image, super().segment_prompt(image, prompt))
+
+    return Gen
+
+
+def _masks(n, scores, size=(48, 64)):
+    masks = np.zeros((n, *size), bool)
+    for i in range(n):
+        masks[i, i : i + 4, i : i + 4] = True
+    return ProposalSet.from_masks(masks, scores)
+
+
+ODD_PROMPT_SEGMENTERS = [
+    ("four masks", lambda img, good: _masks(4, [0.9, 0.8, 0.7, 0.6]), "it returned 4 masks for one prompt. Return at most 3 candidates, best first"),
+    ("worst first", lambda img, good: _masks(3, [0.5, 0.5, 0.75]), "mask 2 scores 0.75, more than mask 1 (0.5). Candidates come best first: sort them by score, highest first"),
+    ("another size", lambda img, good: _masks(1, [1.0], (24, 32)), "masks are 24x32 for an image of 48x64. Masks must be at the size of the image"),
+    ("empty mask", lambda img, good: ProposalSet(np.zeros((1, 48, 64), bool), np.zeros((1, 4), np.float32), np.ones(1, np.float32)), "1 of 1 masks are empty (first: 0). Drop empty masks"),
+]
+
+
+@pytest.mark.parametrize(("case", "make", "problem"), ODD_PROMPT_SEGMENTERS, ids=[c[0] for c in ODD_PROMPT_SEGMENTERS])
+def test_odd_prompt_segmenters_are_reported_alike_by_the_pipeline_and_the_kit(case, make, problem):
+    from ovpanoptic.testing import check_prompt_segmenter
+    from ovpanoptic.types import Prompt
+
+    pipe = one_component_pipeline("proposal_generator", prompt_segmenter_returning(make))
+    prompt = Prompt(box_xyxy=(8, 8, 24, 24))
+    with pytest.raises(ComponentError) as product:
+        pipe.segment_prompt(make_shapes_image(), prompt)
+    assert str(product.value).startswith("proposal generator 'odd' from plugin 'Odd' (registered in code) failed in segment_prompt(): ")
+    assert problem in str(product.value)
+    with pytest.raises(ComponentError) as kit:
+        check_prompt_segmenter(build_component(pipe.registry, "proposal_generator", "odd"), make_shapes_image(), [prompt])
+    assert str(kit.value) == str(product.value)
+
+
 def exporter_returning(make):
     class Exp(SummaryJSONExporter):
         def __init__(self, config=None, context=None):

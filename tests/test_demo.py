@@ -1,24 +1,25 @@
-"""The Gradio demo: its handler called directly, the page's wiring, a gradio_client round trip
-against the app served on 127.0.0.1, the CLI entry points, and a run on the real SAM 2 generator
-with a random-init checkpoint.
+"""The demo workbench through its handlers (plain functions of app and session), the page's
+outputs, the download, the command line, and a run on the real SAM 2 generator with a
+random-init checkpoint. The browser tests are in test_demo_browser.py.
 
 Most tests use the deterministic fake components of ``ovpanoptic.testing`` (``tiles`` proposes a
-grid, ``cycling`` gives proposal i the class in column i % C, ``paint`` fuses in order), so the
-expected segments are known exactly.
+2x2 grid and answers prompts with tiles and boxes, ``cycling`` gives proposal i the class in
+column i % C with probability 0.9, ``paint`` fuses in order), so the expected segments are known
+exactly.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
+import signal
 import socket
-import statistics
-import struct
 import subprocess
 import sys
 import time
 import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -27,27 +28,27 @@ from PIL import Image
 
 from ovpanoptic.cli import main
 from ovpanoptic.config import Config
-from ovpanoptic.demo_app import (
-    APP_PIPELINE,
-    CUSTOM_VOCABULARY,
-    MASK_ALPHA,
-    TABLE_HEADERS,
-    DemoApp,
-    DemoSettings,
-    annotated_payload,
-    build_demo,
-    launch_demo,
-    segment_labels,
-)
-from ovpanoptic.errors import ConfigError, ImageReadError, InputError, VocabularyError
+from ovpanoptic.errors import Cancelled, ConfigError, ImageReadError, InputError, VocabularyError
 from ovpanoptic.evaluation import rgb_to_id
-from ovpanoptic.hookspecs import hookimpl
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import FakeComponentsPlugin, make_shapes_image, registry_with
 
 gr = pytest.importorskip("gradio")
 
-# gradio's queue builds a pandas frame for Dataframe outputs with options pandas 3 deprecates
+from ovpanoptic.demo import (  # noqa: E402
+    CUSTOM_VOCABULARY,
+    DemoApp,
+    DemoSettings,
+    build_demo,
+    check_exposure,
+    parse_auth,
+    read_auth_file,
+)
+from ovpanoptic.demo import handlers  # noqa: E402
+from ovpanoptic.demo.layout import page  # noqa: E402
+from ovpanoptic.demo.render import segment_labels  # noqa: E402
+from ovpanoptic.demo.state import RunRequest  # noqa: E402
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore:'future.no_silent_downcasting' is deprecated"),
     pytest.mark.filterwarnings("ignore:The copy keyword is deprecated"),
@@ -55,6 +56,8 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "demo" / "examples"
+STREET = EXAMPLES / "street.jpg"
+ROOM = EXAMPLES / "room.jpg"
 
 
 def fake_pipeline(*plugins: object, tables: dict | None = None, **pipeline: object) -> Pipeline:
@@ -71,442 +74,358 @@ def app():
     demo_app.close()
 
 
-@pytest.fixture(scope="module")
-def page_app():
-    """A built page's app: its ``respond`` is the Gradio handler."""
-    demo_app = build_demo(fake_pipeline()).ovpanoptic_app
-    yield demo_app
-    demo_app.close()
+def run(app: DemoApp, session, image=STREET, classes="car, street lamp", stuff="sky, road", **request):
+    handlers.image_changed(app, session, str(image) if isinstance(image, Path) else image)
+    handlers.segment(app, session, RunRequest(classes, stuff, **request))
+    return session.result
 
 
-def png_header_only(path: Path, width: int, height: int) -> Path:
-    """A PNG whose header announces ``width x height`` (1-bit gray) but holds one row of data:
-    tiny on disk, huge when decoded."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
-    row = b"\x00" + b"\x00" * ((width + 7) // 8)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(row)) + chunk(b"IEND", b""))
-    return path
+def rows_of(app, session) -> list[list]:
+    return page(app, session)[5]
 
 
-def read_download(zip_path: Path) -> tuple[np.ndarray, dict]:
-    with zipfile.ZipFile(zip_path) as zf:
-        names = sorted(zf.namelist())
-        png_name = next(n for n in names if n.endswith(".png"))
-        assert names == ["panoptic.json", png_name] and png_name.startswith("panoptic/")
-        data = json.loads(zf.read("panoptic.json"))
-        with zf.open(png_name) as f:
-            ids = rgb_to_id(np.asarray(Image.open(f).convert("RGB")))
-    return ids, data
-
-
-# -- the handler, called directly -------------------------------------------------------------
+# -- running, re-querying, what the page says -------------------------------------------------
 
 
 def test_importing_the_demo_loads_nothing():
-    code = (
-        "import runpy, sys\n"
-        "import ovpanoptic.demo_app\n"
-        f"ns = runpy.run_path({str(ROOT / 'demo' / 'app.py')!r}, run_name='demo_app_module')\n"
-        "assert callable(ns['build_demo']) and callable(ns['launch_demo'])\n"
-        "heavy = [m for m in ('gradio', 'torch', 'sam2', 'open_clip', 'detectron2') if m in sys.modules]\n"
-        "print(','.join(heavy))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
-    assert out.stdout.strip() == ""
+    code = "import sys, ovpanoptic.demo, ovpanoptic.demo_app; print('gradio' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "False"]
 
 
-def test_run_segments_and_makes_every_output(app):
-    image = make_shapes_image()
-    out = app.run(image, "person, car", "road")
-    # tiles: 4 quarters; cycling: quarter i -> class i % 3; paint keeps all (stuff 'road' once).
-    assert out.table == [
-        ["person #1", "person", "thing", 0.9, 25.0],
-        ["car #1", "car", "thing", 0.9, 25.0],
-        ["road", "road", "stuff", 0.9, 25.0],
-        ["person #2", "person", "thing", 0.9, 25.0],
+def test_a_run_fills_the_page(app):
+    s = app.session("a")
+    result = run(app, s)
+    assert [(seg.id, segment_labels(result)[seg.id], seg.area) for seg in result.segments] == [
+        (1, "car #1", 76800), (2, "street lamp #1", 76800), (3, "sky", 76800), (4, "road", 76800)
     ]
-    display, masks = out.annotated
-    assert display.shape == image.shape and np.array_equal(display, image)
-    assert [label for _, label in masks] == ["person #1", "car #1", "road", "person #2"]
-    stacked = np.stack([m for m, _ in masks])
-    assert stacked.shape == (4, 48, 64) and (stacked.sum(axis=0) == 1).all()
-    assert masks[0][0][:24, :32].all() and not masks[0][0][24:, :].any()
-    assert set(out.colors) == {"person #1", "car #1", "road", "person #2"}
-    assert len(set(out.colors.values())) == 4 and all(c.startswith("#") and len(c) == 7 for c in out.colors.values())
-    assert not out.cached and "First run on this image" in out.timings_markdown
-    for stage in ("proposals", "features", "classify", "fuse", "resize", "total", "outputs"):
-        assert out.timings[stage] >= 0.0
-    assert "| classification |" in out.timings_markdown and "**4 segments** (3 things, 1 stuff)" in out.timings_markdown
-    ids, coco = read_download(out.download)
-    assert np.array_equal(ids, out.result.panoptic_map)
-    (annotation,) = coco["annotations"]
-    assert [(s["id"], s["category_id"], s["area"]) for s in annotation["segments_info"]] == [
-        (s.id, s.category_id, s.area) for s in out.result.segments
-    ]
-    assert [c["name"] for c in coco["categories"]] == ["person", "car", "road"]
+    error, status, view, shown, klass, table, timings = page(app, s)
+    assert error["visible"] is False
+    assert status == "**4 segments** (2 things, 2 stuff) · 640 x 480 px · street.jpg · 4 classes"
+    assert view.shape == (480, 640, 3) and view.dtype == np.uint8
+    assert shown["choices"] == ["car", "street lamp", "sky", "road"] and shown["value"] == shown["choices"]
+    assert klass["choices"] == ["car", "street lamp", "sky", "road"]
+    assert table[0] == [1, "car #1", "car", "thing", 0.9, 25.0]
+    assert "- **4 proposals** from tiles" in timings and "- **4 segments** after fusion by paint" in timings
+    assert "| proposals | 0.0" in timings
 
 
-def test_requery_reuses_proposals_and_features_and_is_fast():
-    app = DemoApp(fake_pipeline(tables={"proposal_generator": {"tiles": {"rows": 8, "cols": 8}}}))
-    path = str(EXAMPLES / "street.jpg")  # 640 x 480
-    pipe = app.pipeline_for(None)
-    first = app.run(path, "car, tree", "sky, road")
-    generator, classifier = pipe.component("proposal_generator"), pipe.component("classifier")
-    assert (generator.calls, classifier.prepare_calls) == (1, 1) and not first.cached
-    times = []  # CPU time of this process: the compute, whatever else the machine runs
-    for i in range(5):
-        t0 = time.process_time()
-        out = app.run(path, "", "", "ade20k")  # 150 classes
-        times.append(time.process_time() - t0)
-        assert out.cached and len(out.result.vocabulary) == 150
-    assert (generator.calls, classifier.prepare_calls, classifier.score_calls) == (1, 1, 6)
-    assert "proposals | cached" in out.timings_markdown and "Same image as before" in out.timings_markdown
-    assert {row[1] for row in out.table} <= set(out.result.vocabulary.names)
-    median = statistics.median(times)
-    print(f"re-query of a 640x480 image, 64 proposals, 150 classes (fake components): median {median:.3f} s")
-    assert median <= 0.3, f"re-query took {times}"
-    app.close()
+def test_one_segment_is_singular(app):
+    s = app.session("a")
+    run(app, s, classes="", stuff="sky")
+    assert page(app, s)[1].startswith("**1 segment** (0 things, 1 stuff)")
 
 
-def test_named_vocabulary_wins_over_typed_names_and_unknown_names_list_the_choices(app):
-    out = app.run(make_shapes_image(), "ignored, names", "", "tabletop")
-    assert out.result.vocabulary.name == "tabletop"
-    assert [row[1] for row in out.table] == [out.result.vocabulary.names[i % len(out.result.vocabulary)] for i in range(4)]
-    with pytest.raises(VocabularyError, match=r"no vocabulary named 'tabeltop'. Did you mean 'tabletop'\? Available: ade20k, coco"):
-        app.run(make_shapes_image(), "", "", "tabeltop")
-
-
-def test_synonyms_and_stuff_only(app):
-    out = app.run(make_shapes_image(), "tv|television", "")
-    assert out.result.vocabulary.categories[0].synonyms == ("television",)
-    out = app.run(make_shapes_image(), "", "sky, road")
-    assert {row[2] for row in out.table} == {"stuff"} and {row[0] for row in out.table} == {"sky", "road"}
-
-
-def test_progress_is_reported(app):
-    calls = []
-    app.run(make_shapes_image(), "person", "", progress=lambda message, done, total: calls.append((message, done, total)))
-    assert calls[0][0].startswith("segmenting") and ("tiles", 1, 1) in calls
-
-
-@pytest.mark.parametrize(
-    ("make_input", "classes", "error", "message"),
-    [
-        (lambda tmp: None, "person", InputError, r"^No image: upload an image \(or click one of the examples\) first$"),
-        (lambda tmp: {"path": None}, "person", InputError, "^No image"),
-        (lambda tmp: make_shapes_image(), "", VocabularyError, r"^No class names: type the classes .* or pick a named vocabulary$"),
-        (lambda tmp: make_shapes_image(), "  ", VocabularyError, "^No class names"),
-        (
-            lambda tmp: png_header_only(tmp / "huge.png", 20_000, 20_000),
-            "person",
-            InputError,
-            r"^huge.png is too large to open safely \(over 179 megapixels\); the demo accepts up to 50 megapixels: "
-            r"downscale it",
-        ),
-        (
-            lambda tmp: png_header_only(tmp / "big.png", 10_000, 6_000),
-            "person",
-            InputError,
-            r"^big.png is 10000 x 6000 pixels \(60 megapixels\); the demo accepts up to 50 megapixels: downscale it",
-        ),
-        (
-            lambda tmp: (tmp / "notes.txt").write_text("not an image") and str(tmp / "notes.txt"),
-            "person",
-            ImageReadError,
-            r"^notes.txt: not an image file Pillow can read",
-        ),
-        (
-            lambda tmp: {"path": str((tmp / "upload.bin").write_bytes(b"") or tmp / "upload.bin"), "orig_name": "holiday.jpg"},
-            "person",
-            ImageReadError,
-            r"^holiday.jpg: not an image file",
-        ),
-    ],
-    ids=["none", "empty-payload", "no-classes", "blank-classes", "20000x20000", "60-megapixels", "text-file", "empty-file"],
-)
-def test_bad_inputs_give_clear_messages(app, tmp_path, make_input, classes, error, message):
-    with pytest.raises(error, match=message):
-        app.run(make_input(tmp_path), classes, "")
-
-
-def test_large_arrays_are_refused_before_segmenting():
-    app = DemoApp(fake_pipeline(), settings=DemoSettings(max_pixels=1000))
-    with pytest.raises(InputError, match=r"^the image is 64 x 48 pixels \(0.00307 megapixels\); the demo accepts up to 0.001 megapixels"):
-        app.run(make_shapes_image(), "person")
-    assert app.pipeline_for(None)._components == {}  # nothing was built
-
-
-def test_display_is_downscaled_but_the_download_keeps_the_image_size():
-    app = DemoApp(fake_pipeline(), settings=DemoSettings(display_max_side=32))
-    out = app.run(make_shapes_image(), "person, car", "road")
-    display, masks = out.annotated
-    assert display.shape == (24, 32, 3) and all(m.shape == (24, 32) for m, _ in masks)
-    ids, coco = read_download(out.download)
-    assert ids.shape == (48, 64) and coco["images"][0]["height"] == 48
-    app.close()
-    assert not out.download.exists()
-
-
-def test_uploads_are_decoded_once_per_file(app, tmp_path, monkeypatch):
-    import ovpanoptic.demo_app as demo_app
-
-    path = tmp_path / "shapes.png"
-    Image.fromarray(make_shapes_image()).save(path)
-    reads = []
-    monkeypatch.setattr(demo_app, "read_image", lambda p: reads.append(p) or np.asarray(Image.open(p).convert("RGB")))
-    payload = {"path": str(path), "orig_name": "my photo.png"}
-    first = app.run(payload, "person")
-    app.run(payload, "car")
-    assert len(reads) == 1
-    assert first.download.name == "my_photo-coco-panoptic.zip"
-    path.write_bytes(path.read_bytes())  # a new upload at the same path (new mtime)
-    os.utime(path, ns=(time.time_ns(), time.time_ns() + 10**9))
-    app.run(payload, "car")
-    assert len(reads) == 2
-
-
-def test_instance_labels_count_per_class():
-    app = DemoApp(fake_pipeline())
-    out = app.run(make_shapes_image(), "cat")
-    assert segment_labels(out.result) == {1: "cat #1", 2: "cat #2", 3: "cat #3", 4: "cat #4"}
-    assert len(set(out.colors.values())) == 4  # instances of one class get distinct shades
-    app.close()
-
-
-def test_presets_and_vocabularies_come_from_the_registry():
-    class WarehousePlugin:
-        @hookimpl
-        def register_vocabularies(self, register):
-            from ovpanoptic.types import Category, Vocabulary
-
-            register("warehouse", lambda: Vocabulary((Category(1, "pallet", True),), name="warehouse"), description="pallets")
-
-    pipe = fake_pipeline(WarehousePlugin())
-    demo = build_demo(pipe)
-    app = demo.ovpanoptic_app
-    by_id = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
-    vocab_values = [value for _, value in by_id["ovp-vocabulary"].choices]
-    assert vocab_values[0] == CUSTOM_VOCABULARY
-    assert vocab_values[1:] == sorted(pipe.registry.vocabularies) and "warehouse" in vocab_values
-    preset_values = [value for _, value in by_id["ovp-preset"].choices]
-    assert preset_values[0] == APP_PIPELINE and {"default", "cpu-fast"} <= set(preset_values)
-    assert by_id["ovp-table"].headers == list(TABLE_HEADERS)
-    out = app.run(make_shapes_image(), "", "", "warehouse")
-    assert {row[1] for row in out.table} == {"pallet"}
-    assert app.pipeline_for("cpu-fast").registry is pipe.registry
-    with pytest.raises(ConfigError, match=r"no preset named 'nope'; choose one of: this app's pipeline, "):
-        app.run(make_shapes_image(), "person", "", CUSTOM_VOCABULARY, "nope")
-    app.close()
-
-
-def test_the_demo_starts_with_the_interactive_preset():
-    app = DemoApp()  # loads nothing
-    assert app.initial_preset == "interactive"
-    assert app.preset_choices()[:1] == ["interactive"] and {"default", "cpu-fast"} <= set(app.preset_choices())
-    assert app.pipeline_for(None).config.pipeline.fuser == "maskformer"
-    assert DemoApp(config="default").pipeline_for(None).config.pipeline.fuser == "detectron2"
-    app.close()
-
-
-def test_a_config_naming_a_missing_component_fails_at_build(tmp_path):
-    from ovpanoptic.errors import ComponentNotFoundError
-
-    toml = tmp_path / "broken.toml"
-    toml.write_text('[pipeline]\nproposal_generator = "nope"\n')
-    with pytest.raises(ComponentNotFoundError, match="proposal generator 'nope'"):
-        build_demo(config=str(toml))
-
-
-# -- the Gradio handler: errors become gr.Error messages ----------------------------------------
-
-
-class ExplodingClassifierPlugin:
-    """A broken third-party classifier: its score() raises."""
-
-    class Exploding:
-        def __init__(self, config, context):
-            pass
-
-        def prepare(self, image, proposals):
-            return len(proposals)
-
-        def score(self, prepared, vocabulary):
-            raise RuntimeError("boom in score\nsecond line")
-
-    @hookimpl
-    def register_classifiers(self, register):
-        register("exploding", self.Exploding)
-
-
-def test_respond_returns_the_four_outputs_as_sent_to_the_page(page_app):
-    annotated, table, timings, download = page_app.respond(make_shapes_image(), "person, car", "road", CUSTOM_VOCABULARY, None)
-    labels = ["person #1", "car #1", "road", "person #2"]
-    assert annotated["__type__"] == "update" and list(annotated["color_map"]) == labels
-    assert [a["label"] for a in annotated["value"]["annotations"]] == labels
-    assert table["headers"] == list(TABLE_HEADERS) and [row[0] for row in table["data"]] == labels
-    assert "| stage | seconds |" in timings
-    assert download["orig_name"] == "image-coco-panoptic.zip" and Path(download["path"]).is_file()
-
-
-def test_masks_are_written_as_colored_transparent_pngs(app, tmp_path):
-    out = app.run(make_shapes_image(), "person, car", "road")
-    data = annotated_payload(out.annotated, out.colors, tmp_path)
-    assert [a["label"] for a in data["annotations"]] == ["person #1", "car #1", "road", "person #2"]
-    for (mask, label), ann in zip(out.annotated[1], data["annotations"]):
-        assert Path(ann["image"]["path"]).parent.parent == tmp_path
-        rgba = np.asarray(Image.open(ann["image"]["path"]).convert("RGBA"))
-        assert rgba.shape == (48, 64, 4)
-        assert (rgba[..., 3][mask] == MASK_ALPHA).all() and not rgba[..., 3][~mask].any()
-        color = out.colors[label]
-        assert tuple(rgba[mask][0, :3]) == tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
-    assert Image.open(data["image"]["path"]).size == (64, 48)
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        ((None, "person", "", CUSTOM_VOCABULARY, None), "No image: upload an image"),
-        ((make_shapes_image(), "", "", CUSTOM_VOCABULARY, None), "No class names"),
-        ((make_shapes_image(), "person,,car", "", CUSTOM_VOCABULARY, None), "class 2 of the Class names box is empty"),
-        ((make_shapes_image(), "person", "sky,", CUSTOM_VOCABULARY, None), "of the Stuff box is empty"),
-        ((make_shapes_image(), "", "", "cocoa", None), "no vocabulary named 'cocoa'. Did you mean 'coco'?"),
-    ],
-    ids=["no-image", "no-classes", "bad-classes", "bad-stuff", "unknown-vocabulary"],
-)
-def test_respond_shows_errors_as_gr_error(page_app, args, message):
-    with pytest.raises(gr.Error) as info:
-        page_app.respond(*args)
-    assert message in info.value.message and "Traceback" not in info.value.message
-    assert "--classes" not in info.value.message and "--stuff" not in info.value.message
-
-
-def test_a_broken_plugin_gives_a_message_not_a_traceback(caplog):
-    app = build_demo(fake_pipeline(ExplodingClassifierPlugin(), classifier="exploding")).ovpanoptic_app
-    with pytest.raises(gr.Error) as info:
-        app.respond(make_shapes_image(), "person", "", CUSTOM_VOCABULARY, None)
-    message = info.value.message
-    assert message == (
-        "classifier 'exploding' from plugin 'ExplodingClassifierPlugin' (registered in code) failed in score(): raised "
-        "RuntimeError: boom in score (...). This is a fault in the plugin: report it to its authors; meanwhile choose "
-        "another classifier with --set pipeline.classifier=NAME, or block the plugin with --disable-plugin "
-        "ExplodingClassifierPlugin"
-    )
-    app.close()
-
-
-@pytest.mark.slow
-def test_missing_weights_say_the_command_that_fixes_them(page_app, tmp_path, monkeypatch):
-    pytest.importorskip("sam2")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
-    with pytest.raises(gr.Error) as info:
-        page_app.respond(make_shapes_image(), "person", "", CUSTOM_VOCABULARY, "default")
-    assert "offline mode is on" in info.value.message and "ovpanoptic download sam2" in info.value.message
-
-
-# -- served: gradio_client round trip --------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served():
-    demo = build_demo(fake_pipeline())
-    port = free_port()
-    launch_demo(demo, host="127.0.0.1", port=port, max_file_size="1mb", block=False)
-    yield f"http://127.0.0.1:{port}/", demo
-    demo.close()
-    demo.ovpanoptic_app.close()
-
-
-def test_client_round_trip(served, tmp_path):
-    from gradio_client import Client, handle_file
-
-    url, demo = served
-    client = Client(url, verbose=False, download_files=str(tmp_path))
-    annotated, table, timings, download = client.predict(
-        handle_file(str(EXAMPLES / "street.jpg")), "car, street lamp", "sky, road", CUSTOM_VOCABULARY, APP_PIPELINE,
-        api_name="/segment",
-    )
-    assert table["headers"] == list(TABLE_HEADERS)
-    assert [row[:3] for row in table["data"]] == [
-        ["car #1", "car", "thing"], ["street lamp #1", "street lamp", "thing"], ["sky", "sky", "stuff"], ["road", "road", "stuff"],
-    ]
-    # the annotated image arrives as an update: its value and the colour of each label
-    assert set(annotated["color_map"]) == {"car #1", "street lamp #1", "sky", "road"}
-    annotated = annotated["value"]
-    assert [a["label"] for a in annotated["annotations"]] == ["car #1", "street lamp #1", "sky", "road"]
-    assert all(Path(a["image"]).is_file() for a in annotated["annotations"])  # downloaded by the client
-    assert Image.open(annotated["image"]).size == (640, 480)
-    assert "First run on this image" in timings
-    ids, coco = read_download(Path(download))
-    assert ids.shape == (480, 640) and Path(download).name == "street-coco-panoptic.zip"
-    assert sorted(s["category_id"] for s in coco["annotations"][0]["segments_info"]) == [1, 2, 3, 4]
-
-    _, table, timings, _ = client.predict(
-        handle_file(str(EXAMPLES / "street.jpg")), "bus, lamp post", "", CUSTOM_VOCABULARY, APP_PIPELINE,
-        api_name="/segment",
-    )
-    assert [row[1] for row in table["data"]] == ["bus", "lamp post", "bus", "lamp post"]
-    assert "proposals | cached" in timings
-    generator = demo.ovpanoptic_app.pipeline_for(None).component("proposal_generator")
+def test_requery_answers_from_the_cache_and_says_so_only_to_the_session_that_ran_it(app):
+    a, b = app.session("a"), app.session("b")
+    run(app, a)
+    generator = app.pipeline_for().component("proposal_generator")
     assert generator.calls == 1
+    run(app, a, classes="bus, lamp post", stuff="")
+    assert generator.calls == 1 and a.cached
+    assert "| proposals | cached |" in page(app, a)[6] and "Same image as before" in page(app, a)[6]
+    assert [r[1] for r in rows_of(app, a)] == ["bus #1", "lamp post #1", "bus #2", "lamp post #2"]
+    # Another browser session with the same image reuses the cache but is not told about it.
+    run(app, b)
+    assert generator.calls == 1 and not b.cached and "Same image as before" not in page(app, b)[6]
 
 
-def test_client_sees_clear_errors(served, tmp_path):
-    from gradio_client import Client, handle_file
-    from gradio_client.exceptions import AppError
+def test_a_trailing_new_line_and_trailing_commas_are_not_classes(app):
+    s = app.session("a")
+    run(app, s, classes="car, street lamp,\n", stuff="sky, road\n\n")
+    assert [r[2] for r in rows_of(app, s)] == ["car", "street lamp", "sky", "road"]
 
-    url, _ = served
-    client = Client(url, verbose=False, download_files=str(tmp_path))
-    notes = tmp_path / "notes.txt"
-    notes.write_text("hello")
-    cases = [
-        ((None, "car", "", CUSTOM_VOCABULARY, APP_PIPELINE), "No image"),
-        ((handle_file(str(EXAMPLES / "room.jpg")), "", "", CUSTOM_VOCABULARY, APP_PIPELINE), "No class names"),
-        ((handle_file(str(notes)), "car", "", CUSTOM_VOCABULARY, APP_PIPELINE), "notes.txt: not an image file"),
-        ((handle_file(str(png_header_only(tmp_path / "huge.png", 20_000, 20_000))), "car", "", CUSTOM_VOCABULARY, APP_PIPELINE),
-         "huge.png is too large to open safely"),
+
+def test_an_empty_class_in_the_middle_says_what_the_parser_read(app):
+    s = app.session("a")
+    handlers.image_changed(app, s, str(STREET))
+    from ovpanoptic.demo.layout import _guard
+
+    _guard(s, lambda: handlers.segment(app, s, RunRequest("car,,tree\n", "")))
+    assert s.error == (
+        "class 2 of the Class names box is empty (two commas in a row): the Class names box was read as the "
+        "entries 'car' | '' | 'tree'. Remove the extra comma."
+    )
+    assert page(app, s)[0]["visible"] is True and s.result is None
+    _guard(s, lambda: handlers.segment(app, s, RunRequest("car", "")))  # the next action clears it
+    assert s.error == "" and page(app, s)[0]["visible"] is False
+
+
+def test_the_boxes_are_what_runs_a_named_vocabulary_only_while_they_hold_its_names(app):
+    from ovpanoptic.vocabulary import format_class_lists
+
+    pipe = app.pipeline_for()
+    lists = format_class_lists(pipe.vocabulary(name="indoor-navigation"))
+    named = app.vocabulary_for(pipe, RunRequest(lists.classes, lists.stuff, lists.things, "indoor-navigation"))
+    assert named.name == "indoor-navigation"
+    # An example filled the boxes after the menu was set: the example's names run.
+    example = app.vocabulary_for(pipe, RunRequest("car, tree, street lamp", "sky, road", "", "indoor-navigation"))
+    assert example.name == "custom" and example.names == ("car", "tree", "street lamp", "sky", "road")
+    # An edited named vocabulary runs as edited, thing/stuff flags included.
+    edited = app.vocabulary_for(pipe, RunRequest(lists.classes + ", pallet", lists.stuff, lists.things, "indoor-navigation"))
+    assert edited.names[-1] == "pallet" and [c.isthing for c in edited][:-1] == [c.isthing for c in named]
+
+
+def test_the_menu_says_how_many_names_and_prompts_a_vocabulary_encodes():
+    app = DemoApp(fake_pipeline(tables={"classifier": {"cycling": {}}}))
+    info = app.vocabulary_info("indoor-navigation")
+    assert "7 classes (3 things, 4 stuff) with 38 names" in info and "Loaded into the boxes" in info
+    app.close()
+
+
+def test_progress_names_each_stage_and_cancel_keeps_the_old_result(app):
+    s = app.session("a")
+    first = run(app, s)
+    seen = []
+
+    def progress(message, done, total):
+        seen.append(message)
+        if message.startswith("proposals"):
+            handlers.cancel(s)
+
+    handlers.image_changed(app, s, str(ROOM))
+    with pytest.raises(Cancelled, match=r"Cancelled after \d+\.\d s, during proposals; the previous result is kept"):
+        handlers.segment(app, s, RunRequest("chair", "floor"), progress)
+    assert s.result is first
+    assert seen[:3] == ["starting", "loading the classifier to encode 2 class names", seen[2]]
+    assert seen[2].startswith("proposals: mask proposals of the image")
+    seen.clear()
+    handlers.segment(app, s, RunRequest("chair", "floor"), lambda m, d, t: seen.append(m))  # the flag was reset
+    assert [m.split(":")[0] for m in seen[2:]] == ["proposals", "tiles", "image features (loads the classifier's weights on first use)", "classification", "fusion"]
+
+
+# -- zero segments explained, thresholds -----------------------------------------------------
+
+
+def test_zero_segments_are_explained_and_a_fusion_threshold_refuses_from_the_cache():
+    app = DemoApp(fake_pipeline(fuser="maskformer", tables={"fuser": {"maskformer": {"min_class_prob": 0.95}}}))
+    s = app.session("a")
+    assert [c.key for c in app.tuning_controls()] == [
+        "fuser.maskformer.min_class_prob", "fuser.maskformer.object_mask_threshold", "fuser.maskformer.overlap_threshold"
     ]
-    for args, message in cases:
-        with pytest.raises(AppError, match=message):
-            client.predict(*args, api_name="/segment")
-    big = tmp_path / "big.bin"
-    big.write_bytes(os.urandom(1_500_000))
-    with pytest.raises(ValueError, match="exceeds the maximum file size of 1048576 bytes"):
-        client.predict(handle_file(str(big)), "car", "", CUSTOM_VOCABULARY, APP_PIPELINE, api_name="/segment")
+    result = run(app, s)
+    assert result.segments == ()
+    explanation = page(app, s)[6]
+    assert "- **4 proposals** from tiles" in explanation
+    assert "- **0 of 4** reach the class probability 0.95 (best 0.90, median 0.90)" in explanation
+    assert "- **0 segments** after fusion by maskformer (min_class_prob 0.95, object_mask_threshold 0.5, overlap_threshold 0.8)" in explanation
+    assert "Nothing survived: lower the class probability or the fusion thresholds" in explanation
+    generator = app.pipeline_for().component("proposal_generator")
+    handlers.retune(app, s, ("fuser.maskformer.min_class_prob=0.5",))
+    assert generator.calls == 1 and len(s.result.segments) == 4
+    assert "| proposals | cached |" in page(app, s)[6] and "Re-fused from the cache" in s.notice
+    assert s.request.tuning == ("fuser.maskformer.min_class_prob=0.5",)
+    handlers.undo(app, s)
+    assert s.result.segments == ()
+    app.close()
 
 
-def test_server_refuses_paths_that_were_not_uploaded(served, tmp_path):
-    """The handler reads the upload's path itself (preprocess=False), so Gradio's check that a
-    file payload points into its upload folder must still hold: no reading of arbitrary files."""
-    import urllib.request
-
-    url, demo = served
-    generator = demo.ovpanoptic_app.pipeline_for(None).component("proposal_generator")
-    calls = generator.calls
-    secret = tmp_path / "secret.png"
-    Image.fromarray(make_shapes_image()).save(secret)
-    payload = {"path": str(secret), "meta": {"_type": "gradio.FileData"}}
-    body = json.dumps({"data": [payload, "car", "", CUSTOM_VOCABULARY, APP_PIPELINE]}).encode()
-    request = urllib.request.Request(f"{url}gradio_api/call/segment", data=body, headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        event_id = json.loads(response.read())["event_id"]
-    with urllib.request.urlopen(f"{url}gradio_api/call/segment/{event_id}", timeout=30) as response:
-        stream = response.read().decode()
-    assert "event: error" in stream and "event: complete" not in stream
-    assert generator.calls == calls  # the handler never ran
+def test_a_proposal_setting_waits_for_segment():
+    app = DemoApp(fake_pipeline(fuser="maskformer"))
+    s = app.session("a")
+    run(app, s)
+    before = s.result
+    handlers.retune(app, s, ("proposal_generator.tiles.rows=3",))
+    assert s.result is before and s.notice == "Proposal settings changed: press Segment to recompute the proposals with them."
+    app.close()
 
 
-# -- command line ------------------------------------------------------------------------------
+# -- uploads -------------------------------------------------------------------------------
+
+
+def test_a_non_image_upload_is_refused_at_once(app, tmp_path):
+    s = app.session("a")
+    fake = tmp_path / "notes.jpg"
+    fake.write_text("not an image")
+    with pytest.raises(ImageReadError, match=r"notes\.jpg.*Upload a JPEG, PNG, WebP, BMP or TIFF image\."):
+        handlers.image_changed(app, s, {"path": str(fake), "orig_name": "notes.jpg"})
+    assert s.image is None
+
+
+def test_a_new_image_marks_the_result_stale_and_the_same_image_does_not(app):
+    s = app.session("a")
+    run(app, s)
+    handlers.image_changed(app, s, {"path": str(ROOM), "orig_name": "room.jpg"})
+    status = page(app, s)[1]
+    assert "Not segmented yet: this result is for the previous image; press Segment to segment room.jpg." in status
+    assert page(app, s)[5] == [] and handlers.download(app, s) is None
+    with pytest.raises(InputError, match="The result is stale"):
+        handlers.click(app, s, 10, 10, handlers.MODES[0], (480, 640))
+    handlers.image_changed(app, s, {"path": str(STREET), "orig_name": "street.jpg"})
+    assert s.stale == "" and len(page(app, s)[5]) == 4
+
+
+def test_huge_images_are_refused_before_decoding(tmp_path):
+    app = DemoApp(fake_pipeline(), settings=DemoSettings(max_pixels=100))
+    s = app.session("a")
+    with pytest.raises(InputError, match="640 x 480 pixels .* the demo accepts up to 0.0001 megapixels"):
+        handlers.image_changed(app, s, str(STREET))
+    app.close()
+
+
+# -- corrections -----------------------------------------------------------------------------
+
+
+def test_click_to_mask_then_add_relabel_merge_delete_undo(app):
+    s = app.session("a")
+    run(app, s)  # 640x480, shown at 640x480: tiles of 320x240
+    display = (480, 640)
+    handlers.click(app, s, 100, 100, handlers.MODES[1], display)  # positive point in tile 0 (car #1)
+    assert int(s.candidate.sum()) == 76800 and s.points == [(100.5, 100.5, 1)]
+    handlers.click(app, s, 5, 5, handlers.MODES[3], display)  # a box replaces the points
+    handlers.click(app, s, 14, 24, handlers.MODES[3], display)
+    assert s.box == (5.0, 5.0, 15.0, 25.0) and int(s.candidate.sum()) == 200
+    handlers.accept(app, s, "pallet")  # a new class, typed: a thing
+    assert s.selected == [5] and s.result.segment_by_id(5).area == 200
+    assert s.result.category_of(s.result.segment_by_id(5)).name == "pallet"
+    assert s.result.segment_by_id(1).area == 76800 - 200 and s.notice == "Added segment 5 (pallet #1, 200 pixels)."
+    s.selected = [5]
+    handlers.relabel(app, s, "car")
+    assert s.result.category_of(s.result.segment_by_id(5)).name == "car"
+    handlers.click(app, s, 100, 100, handlers.MODES[0], display)  # select car #1 too (segment 1)
+    assert s.selected == [5, 1]
+    handlers.merge(app, s)
+    assert s.selected == [5] and s.result.segment_by_id(5).area == 76800 and 1 not in {x.id for x in s.result.segments}
+    handlers.delete(app, s)
+    assert 5 not in {x.id for x in s.result.segments} and int((s.result.panoptic_map == 0).sum()) == 76800
+    for expected in ("delete 1 segment", "merge 5, 1", "relabel 1 segment to car", "add pallet #1"):
+        handlers.undo(app, s)
+        assert s.notice == f"Undone: {expected}."
+    assert [x.id for x in s.result.segments] == [1, 2, 3, 4]
+    handlers.undo(app, s)
+    assert s.notice == "Nothing to undo."
+
+
+def test_stuff_added_by_prompt_joins_the_class_segment(app):
+    s = app.session("a")
+    run(app, s)
+    handlers.click(app, s, 400, 100, handlers.MODES[1], (480, 640))  # tile 1: street lamp #1
+    handlers.accept(app, s, "sky")
+    assert s.selected == [3] and s.result.segment_by_id(3).area == 2 * 76800 and 2 not in {x.id for x in s.result.segments}
+
+
+@pytest.mark.parametrize(
+    ("act", "message"),
+    [
+        (lambda app, s: handlers.accept(app, s, "car"), "No proposed mask: choose a prompt mode"),
+        (lambda app, s: handlers.delete(app, s), "Select a segment first"),
+        (lambda app, s: handlers.merge(app, s), "Select 2 or more segments first"),
+        (lambda app, s: handlers.relabel(app, s, ""), "Select a segment first"),
+    ],
+)
+def test_corrections_without_what_they_need_say_what_to_do(app, act, message):
+    s = app.session("a")
+    run(app, s)
+    with pytest.raises(InputError, match=message):
+        act(app, s)
+
+
+def test_corrections_before_any_run_say_to_segment_first(app):
+    s = app.session("a")
+    with pytest.raises(InputError, match="No result yet: upload an image, type class names and press Segment first"):
+        handlers.click(app, s, 1, 1, handlers.MODES[1], (10, 10))
+
+
+def test_a_generator_without_prompts_says_so():
+    class NoPrompts:
+        from ovpanoptic.hookspecs import hookimpl
+
+        @hookimpl
+        def register_proposal_generators(self, register):
+            from ovpanoptic.types import ProposalSet
+
+            class Plain:
+                def __init__(self, config=None, context=None):
+                    pass
+
+                def generate(self, image, *, progress=None):
+                    return ProposalSet.from_masks(np.ones((1, *image.shape[:2]), bool))
+
+            register("plain", Plain)
+
+    app = DemoApp(fake_pipeline(NoPrompts(), proposal_generator="plain"))
+    s = app.session("a")
+    run(app, s)
+    with pytest.raises(InputError, match="plain"):
+        handlers.click(app, s, 10, 10, handlers.MODES[1], (480, 640))
+    app.close()
+
+
+# -- download --------------------------------------------------------------------------------
+
+
+def test_the_zip_holds_image_labels_overlay_and_table_named_by_image_and_result():
+    app = DemoApp(fake_pipeline(exporters=["coco-panoptic"]))
+    s = app.session("a")
+    run(app, s)
+    first = handlers.download(app, s)
+    assert first.name.startswith("street-") and len(first.stem) == len("street-") + 10
+    with zipfile.ZipFile(first) as zf:
+        assert sorted(zf.namelist()) == [
+            "instances.json", "panoptic.json", "panoptic/street.png", "street.jpg", "street.overlay.jpg", "street.segments.csv"
+        ]
+        data = json.loads(zf.read("panoptic.json"))
+        assert data["images"][0]["file_name"] == "street.jpg"  # the image in the zip
+        assert zf.read("street.jpg") == STREET.read_bytes()
+        ids = rgb_to_id(np.asarray(Image.open(io.BytesIO(zf.read("panoptic/street.png"))).convert("RGB")))
+        table = list(csv.DictReader(io.StringIO(zf.read("street.segments.csv").decode())))
+    assert np.array_equal(ids, s.result.panoptic_map)
+    assert [(r["id"], r["label"], r["area_px"]) for r in table] == [
+        ("1", "car #1", "76800"), ("2", "street lamp #1", "76800"), ("3", "sky", "76800"), ("4", "road", "76800")
+    ]
+    # A correction is a new result: a new name, and its segment is in the PNG and JSON.
+    handlers.click(app, s, 5, 5, handlers.MODES[3], (480, 640))
+    handlers.click(app, s, 14, 24, handlers.MODES[3], (480, 640))
+    handlers.accept(app, s, "pallet")
+    second = handlers.download(app, s)
+    assert second != first and second.name.startswith("street-")
+    with zipfile.ZipFile(second) as zf:
+        data = json.loads(zf.read("panoptic.json"))
+        ids = rgb_to_id(np.asarray(Image.open(io.BytesIO(zf.read("panoptic/street.png"))).convert("RGB")))
+    info = {seg["id"]: seg for seg in data["annotations"][0]["segments_info"]}
+    assert info[5]["area"] == 200 and int((ids == 5).sum()) == 200
+    pallet = next(c for c in data["categories"] if c["name"] == "pallet")
+    assert info[5]["category_id"] == pallet["id"] and pallet["isthing"] == 1
+    app.close()
+
+
+# -- sessions, server, command line -----------------------------------------------------------
+
+
+def test_sessions_are_separate_and_bounded():
+    app = DemoApp(fake_pipeline(), settings=DemoSettings(max_sessions=2))
+    a = app.session("a")
+    run(app, a)
+    b = app.session("b")
+    assert b.result is None and b is not a
+    app.session("c")
+    assert app.session("a") is not a  # the least recently used one was dropped
+    app.close()
+
+
+def test_auth_parsing_and_exposure_rules(tmp_path):
+    assert parse_auth("ann:se:cret") == ("ann", "se:cret")
+    with pytest.raises(InputError, match="--auth: write USER:PASSWORD"):
+        parse_auth("ann")
+    path = tmp_path / "users"
+    path.write_text("# team\nann:one\n\nbob:two\n")
+    assert read_auth_file(path) == [("ann", "one"), ("bob", "two")]
+    path.write_text("ann\n")
+    with pytest.raises(InputError, match=r"line 1: write USER:PASSWORD"):
+        read_auth_file(path)
+    check_exposure("127.0.0.1", [], False)
+    check_exposure("0.0.0.0", [("a", "b")], False)
+    check_exposure("0.0.0.0", [], True)
+    with pytest.raises(InputError, match="refusing to serve the demo on 0.0.0.0 without a login"):
+        check_exposure("0.0.0.0", [], False)
+
+
+def test_cli_refuses_an_open_address_without_auth_before_building(capsys):
+    assert main(["demo", "--host", "0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "refusing to serve the demo on 0.0.0.0 without a login" in err and "--auth USER:PASSWORD" in err
+    assert main(["demo", "--auth", "a:b", "--no-auth"]) == 2
+    assert "contradict" in capsys.readouterr().err
 
 
 def test_cli_demo_reports_a_bad_config_before_serving(capsys):
@@ -519,19 +438,28 @@ def test_cli_demo_help_lists_its_options(capsys):
     with pytest.raises(SystemExit):
         main(["demo", "--help"])
     text = capsys.readouterr().out
-    for option in ("--host", "--port", "--config", "--max-file-size", "--set", "--disable-plugin"):
+    for option in ("--host", "--port", "--config", "--max-file-size", "--set", "--disable-plugin", "--auth", "--auth-file", "--no-auth"):
         assert option in text
-    assert "default: 127.0.0.1" in text
 
 
-def test_demo_script_serves_on_loopback():
-    """``python demo/app.py`` (i.e. ``ovpanoptic demo``) serves the page on 127.0.0.1 until stopped."""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_demo_script_serves_on_loopback_with_auth_and_cleans_up_on_sigterm(tmp_path):
+    """``python demo/app.py`` (i.e. ``ovpanoptic demo``) serves on 127.0.0.1, asks for a login, and on
+    SIGTERM removes its temporary folder (downloads and Gradio's uploads)."""
     import urllib.request
 
     port = free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "TMPDIR": str(temp)}
+    env.pop("GRADIO_TEMP_DIR", None)
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "demo" / "app.py"), "--port", str(port)],
+        [sys.executable, str(ROOT / "demo" / "app.py"), "--port", str(port), "--auth", "ann:secret"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT,
     )
     try:
@@ -541,67 +469,64 @@ def test_demo_script_serves_on_loopback():
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/config", timeout=5) as response:
                     config = json.loads(response.read())
                 break
+            except urllib.error.HTTPError as exc:  # the login wall answers
+                config = {"status": exc.code}
+                break
             except OSError:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError(f"the demo did not start: {proc.stdout.read() if proc.poll() is not None else 'timeout'}")
                 time.sleep(0.5)
-        assert config["title"] == "ovpanoptic demo"
-        elem_ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
-        assert {"ovp-image", "ovp-classes", "ovp-stuff", "ovp-vocabulary", "ovp-preset", "ovp-run", "ovp-annotated", "ovp-table"} <= elem_ids
+        assert config.get("auth_required") is True or config.get("status") == 401, config
+        folders = [p.name for p in temp.iterdir() if p.name.startswith("ovpanoptic-demo-")]
+        assert len(folders) == 1 and (temp / folders[0] / "gradio").is_dir()
     finally:
-        proc.terminate()
+        proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0]
-    assert f"ovpanoptic demo: http://127.0.0.1:{port}" in output
-    assert "0.0.0.0" not in output
+    assert proc.returncode == 0, output
+    assert f"ovpanoptic demo: http://127.0.0.1:{port}, login required for 1 user" in output
+    assert [p.name for p in temp.iterdir() if p.name.startswith("ovpanoptic-demo-")] == []
 
 
 # -- the real SAM 2 generator on a random-init checkpoint --------------------------------------
 
 
-@pytest.fixture(scope="module")
-def sam2_checkpoint(tmp_path_factory):
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("sam2")
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    model = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    path = tmp_path_factory.mktemp("sam2-demo") / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": model.state_dict()}, path)
-    return path
-
-
 @pytest.mark.slow
-def test_handler_with_a_random_init_sam2_checkpoint(sam2_checkpoint):
+def test_workbench_with_a_random_init_sam2_checkpoint(sam2_tiny_checkpoint):
     config = Config.from_dict(
         {
-            "pipeline": {"proposal_generator": "sam2", "classifier": "cycling", "fuser": "maskformer", "exporters": [], "device": "cpu"},
+            "pipeline": {"proposal_generator": "sam2", "classifier": "cycling", "fuser": "maskformer", "exporters": ["coco-panoptic"], "device": "cpu"},
             "proposal_generator": {
                 "sam2": {
-                    "model": str(sam2_checkpoint), "points_per_side": 4, "pred_iou_thresh": 0.49,
-                    "stability_score_thresh": 0.0, "stability_score_offset": 0.05, "box_nms_thresh": 0.9,
+                    "model": str(sam2_tiny_checkpoint), "points_per_side": 4, "pred_iou_thresh": 0.0,
+                    "stability_score_thresh": 0.0, "box_nms_thresh": 0.9,
                 }
             },
         }
     )
     app = DemoApp(Pipeline(config, registry=registry_with(FakeComponentsPlugin())))
+    s = app.session("a")
     image = np.array(Image.fromarray(make_shapes_image(96, 128)).resize((160, 120)))
-    progress = []
-    first = app.run(image, "red square, blue bar", "wall", progress=lambda *a: progress.append(a))
-    assert not first.cached and first.timings["proposals"] > 0
-    assert first.result.segments and len(first.table) == len(first.result.segments)
-    assert {row[1] for row in first.table} <= {"red square", "blue bar", "wall"}
-    assert progress[0][0].startswith("segmenting")
-    generator = app.pipeline_for(None).component("proposal_generator")
+    run(app, s, image=image, classes="red square, blue bar", stuff="wall")
+    assert s.timings["proposals"] > 0
+    generator = app.pipeline_for().component("proposal_generator")
     calls = []
     original = generator.generate
     generator.generate = lambda *a, **k: calls.append(1) or original(*a, **k)
-    t0 = time.process_time()
-    second = app.run(image, "pallet, forklift", "floor")
-    elapsed = time.process_time() - t0
-    assert calls == [] and second.cached and elapsed < 0.3
-    assert len(second.result.segments) == len(first.result.segments)  # same proposals, new names
-    assert {row[1] for row in second.table} <= {"pallet", "forklift", "floor"}
-    ids, _ = read_download(second.download)
-    assert np.array_equal(ids, second.result.panoptic_map)
+    handlers.click(app, s, 20, 20, handlers.MODES[3], (120, 160))
+    handlers.click(app, s, 60, 50, handlers.MODES[3], (120, 160))
+    assert s.candidate is not None and s.candidate.shape == (120, 160) and calls == []
+    if s.candidate.any():
+        handlers.accept(app, s, "pallet")
+        sid = s.selected[0]
+        with zipfile.ZipFile(handlers.download(app, s)) as zf:
+            ids = rgb_to_id(np.asarray(Image.open(io.BytesIO(zf.read("panoptic/image.png"))).convert("RGB")))
+        assert int((ids == sid).sum()) == s.result.segment_by_id(sid).area
+    app.close()
+
+
+def test_the_menu_counts_the_prompts_the_classifier_encodes():
+    """With CLIP's 'short' templates (7 prompts a name); nothing is loaded to say so."""
+    app = DemoApp(config="interactive")
+    assert "7 classes (3 things, 4 stuff) with 38 names = 266 prompts to encode the first time" in app.vocabulary_info("indoor-navigation")
+    assert app.prompt_count(2) == 14
     app.close()

@@ -4,21 +4,32 @@ driven by Playwright through the Chrome DevTools protocol, against the app serve
 ``scripts/install-test-deps.sh`` (run by ``bin/test``) installs chromium. Without it, or without
 Playwright, these tests skip with the reason, except in CI (``CI=true``), where they fail.
 The page only talks to 127.0.0.1: any other request is aborted and fails the test.
+Screenshots of the main states go to the test's output folder (``$OVPANOPTIC_SCREENSHOTS`` if set,
+else pytest's tmp_path).
 """
 
 from __future__ import annotations
 
+import io
+import re
+import json
 import os
 import socket
+import time
+import urllib.request
+import zipfile
 from pathlib import Path
 from urllib.parse import urlparse
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from ovpanoptic.config import Config
-from ovpanoptic.demo_app import build_demo, launch_demo
+from ovpanoptic.evaluation import rgb_to_id
+from ovpanoptic.hookspecs import hookimpl
 from ovpanoptic.pipeline import Pipeline
-from ovpanoptic.testing import FakeComponentsPlugin, registry_with
+from ovpanoptic.testing import FakeComponentsPlugin, TilesGenerator, registry_with
 
 pytestmark = [
     pytest.mark.browser,
@@ -27,7 +38,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLE = ROOT / "demo" / "examples" / "street.jpg"
+STREET = ROOT / "demo" / "examples" / "street.jpg"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -50,6 +61,44 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+class SlowTiles(TilesGenerator):
+    """``tiles`` that reports progress 100 times, 0.05 s apart, before proposing (to cancel it)."""
+
+    def generate(self, image, *, progress=None):
+        for i in range(100):
+            time.sleep(0.05)
+            if progress is not None:
+                progress("slow tiles", i + 1, 100)
+        return super().generate(image, progress=progress)
+
+
+class SlowPlugin:
+    @hookimpl
+    def register_proposal_generators(self, register):
+        from ovpanoptic.testing import TilesConfig
+
+        register("slow-tiles", SlowTiles, config=TilesConfig)
+
+
+def serve(generator: str) -> tuple[str, object]:
+    from ovpanoptic.demo import build_demo, launch_demo
+
+    config = Config.from_dict(
+        {
+            "pipeline": {
+                "proposal_generator": generator, "classifier": "cycling", "fuser": "maskformer",
+                "exporters": ["coco-panoptic", "coco-instances"], "device": "cpu",
+            }
+        }
+    )
+    demo = build_demo(Pipeline(config, registry=registry_with(FakeComponentsPlugin(), SlowPlugin())))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch_demo(demo, host="127.0.0.1", port=port, block=False)
+    return f"http://127.0.0.1:{port}/", demo
+
+
 @pytest.fixture(scope="module")
 def browser():
     require(CHROMIUM.is_file(), f"Debian's chromium is not installed ({CHROMIUM}): run scripts/install-test-deps.sh")
@@ -65,21 +114,20 @@ def browser():
 
 @pytest.fixture(scope="module")
 def served():
-    config = Config.from_dict(
-        {"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint", "exporters": [], "device": "cpu"}}
-    )
-    demo = build_demo(Pipeline(config, registry=registry_with(FakeComponentsPlugin())))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch_demo(demo, host="127.0.0.1", port=port, block=False)
-    yield f"http://127.0.0.1:{port}/"
+    url, demo = serve("tiles")
+    yield url, demo
     demo.close()
     demo.ovpanoptic_app.close()
 
 
 @pytest.fixture
-def page(browser, served):
+def shots(tmp_path):
+    folder = Path(os.environ.get("OVPANOPTIC_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_page(browser, url):
     context = browser.new_context(viewport={"width": 1400, "height": 1100})
     page = context.new_page()
     page.set_default_timeout(TIMEOUT_MS)
@@ -97,74 +145,184 @@ def page(browser, served):
             route.abort()
 
     page.route("**/*", only_loopback)
-    page.goto(served)
+    page.goto(url)
+    return context, page, outside
+
+
+@pytest.fixture
+def page(browser, served):
+    context, page, outside = open_page(browser, served[0])
     yield page
     context.close()
     assert outside == [], f"the page tried to reach other hosts: {outside}"
 
 
-def test_upload_type_run_and_see_the_segments(page, tmp_path):
+def upload(page, path=STREET):
+    page.locator("#ovp-image input[type=file]").set_input_files(str(path))
+    page.locator("#ovp-image img").first.wait_for(state="visible")
+
+
+def segment(page, classes, stuff=""):
+    page.locator("#ovp-classes textarea").fill(classes)
+    page.locator("#ovp-stuff textarea").fill(stuff)
+    page.locator("#ovp-run").click()
+
+
+def table_column(page, column: int) -> list[str]:
+    """The cells of one column of the segment table (Gradio's grid: ``cell-ROW-COL`` test ids)."""
+    cells = page.locator(f"#ovp-table [data-testid$='-{column}'][role=gridcell]")
+    return [cells.nth(i).inner_text().strip() for i in range(cells.count())]
+
+
+def fetch_zip(page, base_url: str) -> zipfile.ZipFile:
+    href = page.locator("#ovp-download a[href]").first.get_attribute("href")
+    url = href if href.startswith("http") else base_url.rstrip("/") + href
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return zipfile.ZipFile(io.BytesIO(response.read()))
+
+
+def test_a_trailing_new_line_runs_and_the_segments_show(page, shots):
     from playwright.sync_api import expect
 
-    page.locator("#ovp-image input[type=file]").set_input_files(str(EXAMPLE))
-    page.locator("#ovp-image img").first.wait_for(state="visible")
+    upload(page)
     page.locator("#ovp-classes textarea").fill("car, street lamp")
+    page.locator("#ovp-classes textarea").press("End")
+    page.locator("#ovp-classes textarea").press("Enter")  # in the 2-line box: a new line
     page.locator("#ovp-stuff textarea").fill("sky, road")
     page.locator("#ovp-run").click()
-
-    legend = page.locator("#ovp-annotated .legend-item")
-    expect(legend).to_have_text(["car #1", "street lamp #1", "sky", "road"])
-    assert page.locator("#ovp-annotated img.mask").count() == 4
-    base = page.locator("#ovp-annotated img.base-image")
-    assert base.evaluate("img => img.complete && img.naturalWidth") == 640
-
-    table = page.locator("#ovp-table")
-    expect(table).to_contain_text("street lamp #1")
-    text = table.inner_text()
-    for cell in ("segment", "class", "kind", "area %", "car #1", "street lamp", "thing", "stuff", "sky", "road", "25"):
-        assert cell in text
-    assert "First run on this image" in page.locator("#ovp-timings").inner_text()
-    link = page.locator("#ovp-download a[href]").first
-    assert link.get_attribute("href").endswith("/street-coco-panoptic.zip")
-    shot = tmp_path / "demo.png"
-    page.screenshot(path=str(shot), full_page=True)
-    assert shot.stat().st_size > 10_000
-
-    # Re-query with other names: same image, so the timings say the cache answered.
-    page.locator("#ovp-classes textarea").fill("bus, lamp post")
-    page.locator("#ovp-stuff textarea").fill("")
-    page.locator("#ovp-run").click()
-    expect(page.locator("#ovp-timings")).to_contain_text("Same image as before")
-    expect(page.locator("#ovp-table")).to_contain_text("bus #1")
-    expect(page.locator("#ovp-annotated .legend-item")).to_have_text(["bus #1", "lamp post #1", "bus #2", "lamp post #2"])
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments (2 things, 2 stuff) · 640 x 480 px · street.jpg · 4 classes")
+    assert page.locator("#ovp-classes textarea").input_value().endswith("\n")
+    expect(page.locator("#ovp-error")).to_be_hidden()
+    assert table_column(page, 1) == ["car #1", "street lamp #1", "sky", "road"]
+    assert page.locator("#ovp-view img").evaluate("img => img.naturalWidth") == 640
+    expect(page.locator("#ovp-timings")).to_contain_text("4 proposals from tiles")
+    page.locator("#ovp-download a[href]").first.wait_for(state="attached")
+    page.screenshot(path=str(shots / "01-segments.png"), full_page=True)
 
 
-def test_errors_show_as_messages_without_traceback(page, tmp_path):
+def test_errors_stay_in_the_page_until_the_next_action(page, shots):
     from playwright.sync_api import expect
 
     page.locator("#ovp-classes textarea").fill("car")
     page.locator("#ovp-run").click()
-    expect(page.locator("body")).to_contain_text("No image: upload an image (or click one of the examples) first")
-    page.locator("#ovp-image input[type=file]").set_input_files(str(EXAMPLE))
-    page.locator("#ovp-image img").first.wait_for(state="visible")
-    page.locator("#ovp-classes textarea").fill("car,,tree")
-    page.locator("#ovp-run").click()
-    expect(page.locator("body")).to_contain_text("class 2 of the Class names box is empty")
-    page.screenshot(path=str(tmp_path / "error.png"))
-    assert "Traceback" not in page.content()
+    expect(page.locator("#ovp-error")).to_contain_text("No image: upload an image (or click one of the examples) first")
+    upload(page)
+    segment(page, "car,,tree")
+    expect(page.locator("#ovp-error")).to_contain_text(
+        "class 2 of the Class names box is empty (two commas in a row): the Class names box was read as the entries 'car' | '' | 'tree'"
+    )
+    time.sleep(11)  # Gradio's toasts were gone after ~10 s; the error box stays
+    expect(page.locator("#ovp-error")).to_be_visible()
+    assert page.locator(".toast-body").count() == 0 and "Traceback" not in page.content()
+    page.screenshot(path=str(shots / "02-error.png"), full_page=True)
+    segment(page, "car, tree")
+    expect(page.locator("#ovp-status")).to_contain_text("3 segments (2 things, 1 stuff)")
+    expect(page.locator("#ovp-error")).to_be_hidden()
 
 
-def test_a_named_vocabulary_from_the_menu_replaces_the_typed_names(page):
+def test_an_example_after_a_named_vocabulary_runs_the_examples_names(page):
     from playwright.sync_api import expect
 
-    page.locator("#ovp-image input[type=file]").set_input_files(str(EXAMPLE))
-    page.locator("#ovp-image img").first.wait_for(state="visible")
+    upload(page)
     page.locator("#ovp-vocabulary input").click()
-    page.get_by_role("option", name="tabletop (Robotics tabletop manipulation: 9 classes)").click()
-    expect(page.locator("#ovp-classes textarea")).to_be_disabled()
-    expect(page.locator("#ovp-classes")).to_contain_text("Using the named vocabulary 'tabletop'")
+    page.get_by_role("option", name="indoor-navigation").click()
+    from ovpanoptic.plugins import Registry
+    from ovpanoptic.vocabulary import format_class_lists
+
+    lists = format_class_lists(Registry.create().vocabulary("indoor-navigation"))
+    expect(page.locator("#ovp-classes textarea")).to_have_value(lists.classes)
+    expect(page.locator("#ovp-stuff textarea")).to_have_value(lists.stuff)
+    expect(page.locator("#ovp-things textarea")).to_have_value(lists.things)
+    assert lists.things == "obstacle"
+    expect(page.locator("#ovp-vocabulary")).to_contain_text("38 names")
+    page.locator("#ovp-examples button").filter(has_text="street.jpg").first.click()
+    expect(page.locator("#ovp-classes textarea")).to_have_value("car, tree, street lamp")
     page.locator("#ovp-run").click()
-    expect(page.locator("#ovp-annotated .legend-item")).to_have_text(
-        ["target_object #1", "support_surface", "container #1", "obstacle_rigid #1"]
-    )
-    expect(page.locator("#ovp-timings")).to_contain_text("9 classes (tabletop)")
+    expect(page.locator("#ovp-status")).to_contain_text("7 classes")
+    assert set(table_column(page, 2)) <= {"car", "tree", "street lamp", "sky", "road", "building", "sidewalk"}
+
+
+def test_a_box_prompt_becomes_a_segment_in_the_downloaded_zip(page, served, shots):
+    from playwright.sync_api import expect
+
+    upload(page)
+    segment(page, "car, street lamp", "sky, road")
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+    page.get_by_label("box (2 clicks)").check()
+    view = page.locator("#ovp-view img")
+
+    def click_image(x: int, y: int) -> None:
+        """Click image pixel (x, y) of the shown image (scaled to fit its box, centred)."""
+        box = view.bounding_box()
+        natural = view.evaluate("img => [img.naturalWidth, img.naturalHeight]")
+        scale = min(box["width"] / natural[0], box["height"] / natural[1])
+        left = box["x"] + (box["width"] - natural[0] * scale) / 2
+        top = box["y"] + (box["height"] - natural[1] * scale) / 2
+        page.mouse.click(left + (x + 0.5) * scale, top + (y + 0.5) * scale)
+
+    view.scroll_into_view_if_needed()
+    click_image(100, 300)
+    expect(page.locator("#ovp-status")).to_contain_text("Box: click the opposite corner.")
+    click_image(199, 379)
+    expect(page.locator("#ovp-status")).to_contain_text("Proposed mask: 8000 pixels")
+    page.screenshot(path=str(shots / "03-prompt.png"), full_page=True)
+    page.locator("#ovp-class input").fill("pallet")
+    page.locator("#ovp-add").click()
+    expect(page.locator("#ovp-status")).to_contain_text("Added segment 5 (pallet #1,")
+    expect(page.locator("#ovp-table")).to_contain_text("pallet #1")
+    app = served[1].ovpanoptic_app
+    session = next(s for s in app._sessions.values() if s.result is not None and 5 in {x.id for x in s.result.segments})
+    area = session.result.segment_by_id(5).area
+    assert session.result.segment_by_id(5).bbox_xyxy == (100, 300, 200, 380) and area == 8000
+    from ovpanoptic.demo.downloads import result_digest
+
+    expect(page.locator("#ovp-download a[href]").first).to_have_attribute("href", re.compile(rf"/street-{result_digest(session.result)}\.zip$"))
+    with fetch_zip(page, served[0]) as zf:
+        data = json.loads(zf.read("panoptic.json"))
+        ids = rgb_to_id(np.asarray(Image.open(io.BytesIO(zf.read("panoptic/street.png"))).convert("RGB")))
+        names = zf.namelist()
+    info = {seg["id"]: seg for seg in data["annotations"][0]["segments_info"]}
+    assert info[5]["area"] == area == int((ids == 5).sum())
+    assert {"street.jpg", "street.overlay.jpg", "street.segments.csv", "instances.json"} <= set(names)
+    page.screenshot(path=str(shots / "04-corrected.png"), full_page=True)
+
+
+def test_a_fusion_threshold_refuses_from_the_cache(page, served, shots):
+    from playwright.sync_api import expect
+
+    upload(page)
+    segment(page, "car, street lamp", "sky, road")
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+    generator = served[1].ovpanoptic_app.pipeline_for().component("proposal_generator")
+    calls = generator.calls
+    page.locator("#ovp-thresholds").click()
+    number = page.locator("#ovp-tune-min-class-prob input[type=number]")
+    number.fill("0.95")
+    number.press("Enter")
+    number.blur()
+    expect(page.locator("#ovp-status")).to_contain_text("0 segments")
+    expect(page.locator("#ovp-status")).to_contain_text("Re-fused from the cache")
+    expect(page.locator("#ovp-timings")).to_contain_text("0 of 4 reach the class probability 0.95")
+    expect(page.locator("#ovp-timings tr").filter(has_text="proposals")).to_contain_text("cached")
+    assert generator.calls == calls
+    page.screenshot(path=str(shots / "05-refused.png"), full_page=True)
+
+
+def test_cancel_stops_a_slow_run(browser, shots):
+    from playwright.sync_api import expect
+
+    url, demo = serve("slow-tiles")
+    context, page, outside = open_page(browser, url)
+    try:
+        upload(page)
+        segment(page, "car")
+        page.wait_for_timeout(800)
+        page.locator("#ovp-cancel").click()
+        expect(page.locator("#ovp-status")).to_contain_text("Cancelled after")
+        expect(page.locator("#ovp-status")).to_contain_text("during proposals")
+        page.screenshot(path=str(shots / "06-cancelled.png"), full_page=True)
+        assert outside == []
+    finally:
+        context.close()
+        demo.close()
+        demo.ovpanoptic_app.close()

@@ -46,6 +46,23 @@ def test_every_hook_is_typed_documented_and_tested():
         assert re.search(rf"def test_hook_{name}\b", test_source), f"no test_hook_{name} test"
 
 
+def test_every_optional_component_method_is_documented():
+    """Each optional Protocol (beyond the four kinds' own) has a docstring and a row in docs/plugins.md."""
+    from ovpanoptic import components
+
+    own = {"ProposalGenerator", "Classifier", "Fuser", "Exporter"}
+    optional = [
+        n for n in components.__all__ if getattr(getattr(components, n), "_is_runtime_protocol", False) and n not in own
+    ]
+    assert {"PromptSegmenter", "VocabularyPreparer", "Downloadable"} <= set(optional)
+    docs = DOCS.read_text()
+    for name in optional:
+        protocol = getattr(components, name)
+        methods = [m for m, v in vars(protocol).items() if callable(v) and not m.startswith("_")]
+        assert protocol.__doc__ and methods and all(getattr(protocol, m).__doc__ for m in methods), name
+        assert all(re.search(rf"\| `{m}\(.*\)` \(`{name}`\) \|", docs) for m in methods), f"docs/plugins.md lacks a row for {name}"
+
+
 def test_firstresult_hooks_say_so_in_their_docs():
     for name, fn in hook_specs().items():
         if fn.ovpanoptic_spec["firstresult"]:

@@ -12,6 +12,7 @@ from ovpanoptic.device import resolve_device
 from ovpanoptic.errors import ComponentNotFoundError, InputError, PluginError
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import FakeComponentsPlugin, TilesGenerator, registry_with
+from ovpanoptic.types import Prompt
 
 from conftest import FAKE_OVERRIDES
 
@@ -157,3 +158,71 @@ def test_export_writes_with_named_exporters(shapes_image, tmp_path):
     paths = pipe.export(result, shapes_image, tmp_path / "out", "img")
     assert [p.name for p in paths] == ["img.fake.json"]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["img.fake.json"]
+
+
+def test_segment_prompt_with_the_fake_gives_exact_masks(shapes_image):
+    pipe = fake_pipeline()
+    # A box rounded half up to columns and rows 8..23: exactly the red square.
+    box = pipe.segment_prompt(shapes_image, Prompt(box_xyxy=(7.5, 8.2, 24.4, 23.5)))
+    assert len(box) == 1 and box.areas.tolist() == [256] and box.boxes_xyxy.tolist() == [[8, 8, 24, 24]]
+    np.testing.assert_array_equal(box.masks[0], (shapes_image == (220, 30, 30)).all(axis=2))
+    assert box.scores.tolist() == [1.0]
+    # 2x2 tiles of 24x32 px: clicks in tiles 0 and 1 select both, a negative click removes tile 1.
+    both = pipe.segment_prompt(shapes_image, Prompt([[5, 5], [40, 5]], [1, 1]))
+    assert both.areas.tolist() == [1536] and both.boxes_xyxy.tolist() == [[0, 0, 64, 24]]
+    less = pipe.segment_prompt(shapes_image, Prompt([[5, 5], [40, 5], [63, 23]], [1, 1, 0]))
+    assert less.areas.tolist() == [768] and less.boxes_xyxy.tolist() == [[0, 0, 32, 24]]
+    nothing = pipe.segment_prompt(shapes_image, Prompt([[5, 5], [6, 6]], [1, 0]))
+    assert len(nothing) == 0 and nothing.image_size == (48, 64)
+    gen = pipe.component("proposal_generator")
+    assert (gen.prompt_calls, gen.calls) == (4, 0)  # no proposals were generated for it
+
+
+def test_segment_prompt_scales_to_the_working_size_and_back(shapes_image):
+    big = shapes_image.repeat(2, axis=0).repeat(2, axis=1)  # 96x128, worked on at 48x64
+    pipe = fake_pipeline(max_side=64)
+    even = pipe.segment_prompt(big, Prompt(box_xyxy=(20, 30, 100, 70)))
+    assert even.image_size == (96, 128)
+    assert even.areas.tolist() == [80 * 40] and even.boxes_xyxy.tolist() == [[20, 30, 100, 70]]
+    # (21, 31, 101, 71) is (10.5, 15.5, 50.5, 35.5) at the working size, rounded half up to
+    # (11, 16, 51, 36): the same area, one original pixel further right and down.
+    odd = pipe.segment_prompt(big, Prompt(box_xyxy=(21, 31, 101, 71)))
+    assert odd.areas.tolist() == [80 * 40] and odd.boxes_xyxy.tolist() == [[22, 32, 102, 72]]
+    corner = pipe.segment_prompt(big, Prompt([[127.5, 95.5]], [1]))  # the last pixel: tile 3
+    assert corner.boxes_xyxy.tolist() == [[64, 48, 128, 96]] and corner.areas.tolist() == [48 * 64]
+    assert pipe.component("proposal_generator").prompt_calls == 3
+
+
+class PlainGenerator:
+    """A generator without segment_prompt."""
+
+    def __init__(self, config=None, context=None):
+        self.tiles = TilesGenerator()
+
+    def generate(self, image, *, progress=None):
+        return self.tiles.generate(image)
+
+
+class PlainPlugin:
+    @hookimpl
+    def register_proposal_generators(self, register):
+        register("plain", PlainGenerator)
+
+
+def test_segment_prompt_errors_name_the_fix(shapes_image):
+    pipe = fake_pipeline()
+    with pytest.raises(InputError, match=r"^prompt point 0 \(x=64, y=0\) lies outside the 64 x 48 \(width x height\) image"):
+        pipe.segment_prompt(shapes_image, Prompt([[64, 0]], [1]))
+    with pytest.raises(InputError, match=r"the prompt box \(0, 0, 65, 10\) reaches outside the 64 x 48"):
+        pipe.segment_prompt(shapes_image, Prompt(box_xyxy=(0, 0, 65, 10)))
+    with pytest.raises(InputError, match=r"^prompt must be an ovpanoptic.Prompt, got dict: build one with Prompt\(points_xy=\[\[x, y\]\], point_labels=\[1\]\) or Prompt\(box_xyxy=\(x0, y0, x1, y1\)\)$"):
+        pipe.segment_prompt(shapes_image, {"box": (0, 0, 5, 5)})
+    config = Config.from_dict({"pipeline": {**FAKES, "proposal_generator": "plain"}})
+    plain = Pipeline(config, registry=registry_with(FakeComponentsPlugin(), PlainPlugin()), device="cpu")
+    with pytest.raises(
+        InputError,
+        match=r"^proposal generator 'plain' cannot segment clicks or boxes \(it has no segment_prompt\(\)\): choose one that can, "
+        r"e.g. --set pipeline.proposal_generator=sam2, or a preset that uses sam2$",
+    ):
+        plain.segment_prompt(shapes_image, Prompt(box_xyxy=(0, 0, 5, 5)))
+    assert plain.segment(shapes_image, "person").image_size == (48, 64)  # it still segments

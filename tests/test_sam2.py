@@ -21,14 +21,17 @@ from ovpanoptic.cli import main
 from ovpanoptic.components import ComponentContext
 from ovpanoptic.config import Config
 from ovpanoptic.errors import ConfigError, InputError, WeightsError
+from ovpanoptic.imageio import resize_longest_side
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import (
     FakeComponentsPlugin,
+    check_prompt_segmenter,
     check_proposal_generator,
     make_shapes_image,
     matched_ious,
     registry_with,
 )
+from ovpanoptic.types import Prompt
 
 pytestmark = pytest.mark.slow
 
@@ -207,6 +210,8 @@ def test_builtin_sam2_passes_the_kit_through_its_registered_factory(checkpoint, 
         built = build_component(registry, "proposal_generator", name, settings(checkpoint))
         proposals = check_proposal_generator(built, image)
         assert proposals.image_size == (120, 160) and built.target.what == f"proposal generator {name!r}"
+        for masks in check_prompt_segmenter(built, image):
+            assert 1 <= len(masks) <= 3 and masks.image_size == (120, 160)
 
 
 def test_limits_and_bad_input(model, checkpoint, image):
@@ -262,3 +267,105 @@ def test_loaded_weights_do_not_depend_on_the_checkpoint_file(checkpoint, tmp_pat
     gen._cache.clear()
     again = gen.generate(image)
     assert np.array_equal(first.masks, again.masks) and np.array_equal(first.scores, again.scores)
+
+
+@pytest.fixture
+def encoder_runs(model, monkeypatch):
+    """The number of times SAM 2's image encoder has run (its forward wrapped for one test)."""
+    runs = []
+    forward = model.image_encoder.forward
+
+    def counting(*args, **kwargs):
+        runs.append(1)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model.image_encoder, "forward", counting)
+    return runs
+
+
+CLICK = Prompt([[40, 30]], [1])
+BOX = Prompt(box_xyxy=(20, 10, 100, 70))
+
+
+def reference(predictor, prompt, multimask):
+    """``SAM2ImagePredictor.predict`` as the sam2 notebook calls it, best first."""
+    with torch.inference_mode():
+        masks, scores, _ = predictor.predict(
+            point_coords=np.array(prompt.points_xy) if len(prompt) else None,
+            point_labels=np.array(prompt.point_labels) if len(prompt) else None,
+            box=None if prompt.box_xyxy is None else np.array(prompt.box_xyxy),
+            multimask_output=multimask,
+        )
+    order = np.argsort(-scores, kind="stable")
+    return masks[order].astype(bool), scores[order]
+
+
+@pytest.mark.parametrize("cls", [FastSam2Generator, StockSam2Generator])
+def test_prompts_on_one_image_run_the_encoder_once_and_give_sam2s_masks(model, checkpoint, image, encoder_runs, cls):
+    config_cls = Sam2FastConfig if cls is FastSam2Generator else Sam2Config
+    gen = generator(cls, config_cls, model, **settings(checkpoint))
+    click = gen.segment_prompt(image, CLICK)  # one click is ambiguous: three candidates
+    box = gen.segment_prompt(image.copy(), BOX)  # a box is not: one mask
+    assert len(encoder_runs) == 1
+    assert len(click) == 3 and len(box) == 1 and click.image_size == box.image_size == (120, 160)
+    assert list(click.scores) == sorted(click.scores, reverse=True)
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    predictor = SAM2ImagePredictor(model)
+    with torch.inference_mode():
+        predictor.set_image(image)
+    for prompt, got, multimask in ((CLICK, click, True), (BOX, box, False)):
+        masks, scores = reference(predictor, prompt, multimask)
+        np.testing.assert_array_equal(got.masks, masks)
+        np.testing.assert_allclose(got.scores, scores, atol=1e-6)
+    assert len(encoder_runs) == 2  # (the reference predictor's)
+    with pytest.raises(InputError, match=r"prompt point 0 \(x=160, y=0\) lies outside the 160 x 120"):
+        gen.segment_prompt(image, Prompt([[160, 0]], [1]))
+
+
+def test_two_image_embeddings_are_kept(model, checkpoint, image, encoder_runs):
+    gen = generator(FastSam2Generator, Sam2FastConfig, model, **settings(checkpoint))
+    second, third = image.copy(), image.copy()
+    second[0, 0], third[0, 0] = 1, 2
+    for img in (image, second, third, second, third):
+        gen.segment_prompt(img, CLICK)
+    assert len(encoder_runs) == 3 and len(gen._embeddings) == 2  # the first image's was dropped
+    gen.segment_prompt(image, BOX)
+    assert len(encoder_runs) == 4
+
+
+def test_a_prompt_right_after_generate_reuses_its_image_embedding_and_back(model, checkpoint, image, encoder_runs):
+    gen = generator(FastSam2Generator, Sam2FastConfig, model, **settings(checkpoint))
+    gen.generate(image)
+    assert len(encoder_runs) == 1
+    after = gen.segment_prompt(image, CLICK)
+    assert len(encoder_runs) == 1  # the embedding generate() computed
+    fresh = generator(FastSam2Generator, Sam2FastConfig, model, **settings(checkpoint))
+    alone = fresh.segment_prompt(image, CLICK)
+    assert len(encoder_runs) == 2
+    np.testing.assert_array_equal(after.masks, alone.masks)
+    np.testing.assert_array_equal(after.scores, alone.scores)
+    again = fresh.generate(image)  # and the other way round: generate() reuses a prompt's embedding
+    assert len(encoder_runs) == 2
+    first = gen.generate(image)
+    np.testing.assert_array_equal(again.masks, first.masks)
+
+
+def test_sam2_prompts_in_the_pipeline_come_back_at_the_original_size(model, checkpoint, encoder_runs):
+    reg = registry_with(FakeComponentsPlugin())
+    config = Config.from_dict(
+        {
+            "pipeline": {"proposal_generator": "sam2", "classifier": "cycling", "fuser": "maskformer", "exporters": [], "max_side": 160},
+            "proposal_generator": {"sam2": settings(checkpoint)},
+        }
+    )
+    pipe = Pipeline(config, registry=reg, device="cpu")
+    pipe.component("proposal_generator").loader._model = model
+    big = np.asarray(Image.fromarray(make_shapes_image(96, 128)).resize((320, 240)))
+    pipe.segment(big, "blob")
+    box = pipe.segment_prompt(big, Prompt(box_xyxy=(40, 20, 200, 140)))  # BOX at twice the size
+    assert len(encoder_runs) == 1  # segment() embedded the working image; the prompt reused it
+    assert len(box) == 1 and box.image_size == (240, 320)
+    work = pipe.component("proposal_generator").segment_prompt(resize_longest_side(big, 160), BOX)
+    assert len(encoder_runs) == 1  # the same working image
+    np.testing.assert_array_equal(box.masks[0], work.masks[0].repeat(2, axis=0).repeat(2, axis=1))

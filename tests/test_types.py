@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ovpanoptic.errors import VocabularyError
+from ovpanoptic.errors import InputError, VocabularyError
 from ovpanoptic.types import (
     Category,
     ClassScores,
     PanopticResult,
+    Prompt,
     ProposalSet,
     Segment,
     Vocabulary,
@@ -171,3 +172,75 @@ def test_resized_is_nearest_neighbour_with_exact_geometry(size):
     assert big.timings == {"fuse": 0.5}
     with pytest.raises(ValueError, match="cannot resize a panoptic result to 0x5"):
         r.resized(0, 5)
+
+
+def test_proposal_set_resized_is_the_panoptic_rule_with_tight_boxes():
+    masks = np.zeros((2, 10, 20), bool)
+    masks[0, 2:7, 3:9] = True
+    masks[1, 9, 19] = True
+    ps = ProposalSet.from_masks(masks, [0.75, 0.5])
+    big = ps.resized(25, 30)
+    rows, cols = (np.arange(25) * 10) // 25, (np.arange(30) * 20) // 30
+    np.testing.assert_array_equal(big.masks, masks[:, rows[:, None], cols[None, :]])
+    pm = PanopticResult.from_map(masks[0].astype(np.int32), {1: (1, 0.9)}, vocab()).resized(25, 30)
+    np.testing.assert_array_equal(big.masks[0], pm.panoptic_map == 1)  # the same pixels as a resized result
+    np.testing.assert_array_equal(big.boxes_xyxy, [[5, 5, 14, 18], [29, 23, 30, 25]])
+    np.testing.assert_array_equal(big.scores, ps.scores)
+    assert ps.resized(10, 20) is ps
+    small = ps.resized(4, 7)  # shrinking drops rows and columns: boxes measured on the small masks
+    rows, cols = (np.arange(4) * 10) // 4, (np.arange(7) * 20) // 7
+    np.testing.assert_array_equal(small.masks, masks[:, rows[:, None], cols[None, :]])
+    np.testing.assert_array_equal(small.boxes_xyxy, masks_to_boxes_xyxy(small.masks))
+    with pytest.raises(ValueError, match="cannot resize proposals to 0x5"):
+        ps.resized(0, 5)
+
+
+def test_prompt_coerces_to_read_only_arrays_and_scales():
+    p = Prompt([[10, 20.5], [3, 4]], [1, 0], box_xyxy=np.array([1, 2, 30, 40]))
+    assert p.points_xy.dtype == np.float32 and p.points_xy.shape == (2, 2)
+    assert p.point_labels.dtype == np.int32 and p.point_labels.tolist() == [1, 0]
+    assert p.box_xyxy == (1.0, 2.0, 30.0, 40.0) and all(type(v) is float for v in p.box_xyxy)
+    with pytest.raises(ValueError, match="read-only"):
+        p.points_xy[0, 0] = 0
+    box_only = Prompt(box_xyxy=(0, 0, 4, 4))
+    assert box_only.points_xy.shape == (0, 2) and box_only.point_labels.shape == (0,) and len(box_only) == 0
+    half = p.scaled(0.5, 0.25)
+    np.testing.assert_array_equal(half.points_xy, [[5, 5.125], [1.5, 1]])
+    assert half.point_labels.tolist() == [1, 0] and half.box_xyxy == (0.5, 0.5, 15.0, 10.0)
+    assert len(Prompt(np.zeros((0, 2)), [], (0, 0, 1, 1))) == 0
+    with pytest.raises(InputError, match="Prompt.scaled: sx must be a positive finite number, got 0"):
+        p.scaled(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"points_xy": [10, 20], "point_labels": [1]}, r"points_xy must be an \(N, 2\) array of \(x, y\) pixel coordinates, got shape \(2,\): write \[\[x, y\], ...\] \(one point is \[\[x, y\]\]\)"),
+        ({"points_xy": [["a", "b"]], "point_labels": [1]}, r"Prompt.points_xy must be numbers, e.g. \[\[x, y\], ...\]"),
+        ({"points_xy": [[np.nan, 1]], "point_labels": [1]}, "Prompt.points_xy contains NaN or infinity: give finite pixel coordinates"),
+        ({"points_xy": [[1, 1], [2, 2]], "point_labels": [1]}, r"Prompt.point_labels has shape \(1,\) for 2 points: give one label per point \(1 on the object, 0 not on it\)"),
+        ({"points_xy": [[1, 1]], "point_labels": [2]}, r"Prompt.point_labels must be 1 \(positive: on the object\) or 0 \(negative: not on the object\), got 2"),
+        ({"points_xy": [[1, 1]], "point_labels": [0]}, r"^a prompt needs at least one positive point \(label 1\) or a box: negative points alone select nothing; click on the object or draw a box around it$"),
+        ({}, "a prompt needs at least one positive point"),
+        ({"box_xyxy": (5, 0, 5, 9)}, r"Prompt.box_xyxy must be \(x0, y0, x1, y1\) with x0 < x1 and y0 < y1, got \(5.0, 0.0, 5.0, 9.0\): give the top-left corner first"),
+        ({"box_xyxy": (0, 0, 9)}, r"Prompt.box_xyxy must be 4 numbers \(x0, y0, x1, y1\), got \(0, 0, 9\)"),
+        ({"box_xyxy": (0, 0, np.inf, 9)}, "Prompt.box_xyxy contains NaN or infinity"),
+    ],
+)
+def test_prompt_errors_say_the_fix(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        Prompt(**kwargs)
+
+
+def test_prompt_check_inside_names_the_point_and_the_image():
+    p = Prompt([[0, 0], [63.9, 47.9], [64, 10]], [1, 1, 0])
+    with pytest.raises(
+        InputError,
+        match=r"^prompt point 2 \(x=64, y=10\) lies outside the 64 x 48 \(width x height\) image: x must be in \[0, 64\) "
+        r"and y in \[0, 48\); give pixel coordinates of the image the prompt is for \(scale them if it was shown resized\)$",
+    ):
+        p.check_inside(48, 64)
+    p.check_inside(48, 65)
+    Prompt(box_xyxy=(0, 0, 64, 48)).check_inside(48, 64)  # the box may reach the borders
+    with pytest.raises(InputError, match=r"the prompt box \(-1, 0, 10, 10\) reaches outside the 64 x 48 \(width x height\) image"):
+        Prompt(box_xyxy=(-1, 0, 10, 10)).check_inside(48, 64)

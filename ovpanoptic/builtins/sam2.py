@@ -37,7 +37,7 @@ from ..device import autocast
 from ..errors import InputError, MissingDependencyError, WeightsError
 from ..hookspecs import hookimpl
 from ..imageio import image_digest
-from ..types import ProposalSet
+from ..types import Prompt, ProposalSet
 from ..weights import HUB_PREFIX, HubFile, load_state_dict, load_strict, resolve_weights
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,10 @@ _SIZE_ALIASES = {"t": "tiny", "s": "small", "b+": "base_plus", "base-plus": "bas
 
 #: Smallest image side accepted (SAM 2 resizes every image to 1024x1024).
 MIN_SIDE = 32
+
+#: Image embeddings a generator keeps for :meth:`~_Sam2Base.segment_prompt` (the last images
+#: prompted or segmented; ~16 MB each for hiera-tiny).
+EMBEDDINGS_KEPT = 2
 
 
 def _finite(name: str, value: float, lo: float | None = None, hi: float | None = None) -> None:
@@ -252,7 +256,8 @@ class Sam2Model:
 
 
 class _Sam2Base:
-    """Shared parts of the two generators: loading, input checks, the per-image cache."""
+    """Shared parts of the two generators: loading, input checks, the per-image cache, and prompt
+    segmentation (:meth:`segment_prompt`) from kept image embeddings."""
 
     config: Sam2Config
 
@@ -261,6 +266,78 @@ class _Sam2Base:
         self.context = context or ComponentContext()
         self.loader = Sam2Model(config, self.context)
         self._cache: OrderedDict[str, ProposalSet] = OrderedDict()
+        # image digest -> SAM2ImagePredictor with that image set (its embedding), last used last
+        self._embeddings: OrderedDict[str, Any] = OrderedDict()
+
+    @property
+    def precision(self) -> str:
+        """The image encoder's precision (``sam2-stock`` runs SAM 2 as shipped: float32)."""
+        return "float32"
+
+    def _embed(self, image: np.ndarray) -> Any:
+        """A ``SAM2ImagePredictor`` with ``image`` set: the image encoder runs once, under
+        :attr:`precision` (``torch.autocast``) on the context's device; the features are kept in
+        float32 (the decoders cast them to their own type). Call under ``torch.inference_mode``."""
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        predictor = SAM2ImagePredictor(self.loader.get(), mask_threshold=self.config.mask_threshold)
+        with autocast(self.context.device, self.precision):
+            predictor.set_image(image if image.flags.writeable else np.array(image))  # torchvision warns on read-only
+        features = predictor._features
+        predictor._features = {
+            "image_embed": features["image_embed"].float(),
+            "high_res_feats": [f.float() for f in features["high_res_feats"]],
+        }
+        return predictor
+
+    def _keep_embedding(self, key: str, predictor: Any) -> None:
+        """Keep ``predictor`` (an image set) for prompts on the image of digest ``key``; at most
+        :data:`EMBEDDINGS_KEPT` are kept, the least recently used goes first."""
+        self._embeddings[key] = predictor
+        self._embeddings.move_to_end(key)
+        while len(self._embeddings) > EMBEDDINGS_KEPT:
+            self._embeddings.popitem(last=False)
+
+    def segment_prompt(self, image: np.ndarray, prompt: Prompt) -> ProposalSet:
+        """Masks of the object a prompt points at, with ``SAM2ImagePredictor.predict``.
+
+        The image embedding is computed once per image (by the first prompt, or already by
+        :meth:`generate` of the fast generator, which also reuses a prompt's) and kept for the last
+        :data:`EMBEDDINGS_KEPT` images, so further prompts run only the prompt encoder and the mask decoder. As SAM 2's
+        image-predictor notebook advises, a single click (ambiguous) asks for three masks, while
+        several clicks or a box ask for one (``multimask_output=False``).
+
+        :return: 1 to 3 masks at the image's size, best predicted IoU first (empty masks dropped).
+        :raises InputError: an image SAM 2 cannot take, or a prompt outside it.
+        """
+        import torch
+
+        _check_image(image)
+        if not isinstance(prompt, Prompt):
+            raise InputError(
+                f"segment_prompt needs an ovpanoptic.Prompt, got {type(prompt).__name__}: build one with "
+                "Prompt(points_xy=[[x, y]], point_labels=[1]) or Prompt(box_xyxy=(x0, y0, x1, y1))"
+            )
+        h, w = image.shape[:2]
+        prompt.check_inside(h, w)
+        key = image_digest(image)
+        with torch.inference_mode():
+            predictor = self._embeddings.get(key)
+            if predictor is None:
+                predictor = self._embed(image)
+            self._keep_embedding(key, predictor)
+            n = len(prompt)
+            masks, scores, _ = predictor.predict(
+                point_coords=np.array(prompt.points_xy) if n else None,
+                point_labels=np.array(prompt.point_labels) if n else None,
+                box=np.array(prompt.box_xyxy, np.float32) if prompt.box_xyxy is not None else None,
+                multimask_output=n == 1 and prompt.box_xyxy is None,
+            )
+        masks = masks.reshape(-1, h, w) > 0.5  # predict() returns the thresholded masks as 0.0 / 1.0
+        scores = scores.reshape(-1).astype(np.float32)
+        order = np.argsort(-scores, kind="stable")
+        order = order[masks[order].reshape(len(order), -1).any(axis=1)]
+        return ProposalSet.from_masks(masks[order], scores[order])
 
     def download(self) -> list[Path]:
         """Fetch the checkpoint into the hub cache (``ovpanoptic download sam2``)."""
@@ -368,6 +445,11 @@ class FastSam2Generator(_Sam2Base):
         self.stage_seconds: dict[str, float] = {}
         self.prompts_decoded = 0
 
+    @property
+    def precision(self) -> str:
+        """The image encoder's precision (``precision`` of the config)."""
+        return self.config.precision
+
     def _tick(self, stage: str, since: float) -> float:
         now = time.perf_counter()
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + now - since
@@ -423,7 +505,6 @@ class FastSam2Generator(_Sam2Base):
         self, image: np.ndarray, crop_box: Sequence[int], layer: int, progress: Progress | None, index: int, n_crops: int
     ) -> tuple[Any, Any, Any]:
         import torch
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
         from sam2.utils.amg import (
             build_all_layer_point_grids,
             calculate_stability_score,
@@ -440,15 +521,13 @@ class FastSam2Generator(_Sam2Base):
         crop = np.array(image[y0:y1, x0:x1])  # a writable copy: torchvision warns on read-only arrays
         ch, cw = crop.shape[:2]
         t = time.perf_counter()
-        predictor = SAM2ImagePredictor(model)
-        with autocast(self.context.device, cfg.precision):
-            predictor.set_image(crop)
-        # Under autocast the features come out in bf16; the decoder casts them to its own dtype.
-        features = predictor._features
-        predictor._features = {
-            "image_embed": features["image_embed"].float(),
-            "high_res_feats": [f.float() for f in features["high_res_feats"]],
-        }
+        # The whole image's embedding is shared with segment_prompt(), both ways.
+        key = image_digest(image) if (ch, cw) == image.shape[:2] else None
+        predictor = self._embeddings.get(key) if key is not None else None
+        if predictor is None:
+            predictor = self._embed(crop)
+        if key is not None:
+            self._keep_embedding(key, predictor)
         decoder = FastMaskDecoder(model, getattr(torch, cfg.precision))
         ctx = decoder.prepare(predictor._features)
         self._tick("encoder", t)

@@ -1,0 +1,227 @@
+"""The Gradio demo: a small model-assisted labelling workbench.
+
+Upload an image, type class names (or load a named vocabulary and edit it), segment; inspect the
+segments (outlines and names on the image, opacity, classes on and off, per-stage timings and
+why proposals were dropped); tune the thresholds (fusion re-fuses from the cache); correct the
+result (SAM 2 point and box prompts on the cached image embedding, relabel, delete, merge, undo);
+download the labels.
+
+:func:`build_demo` is the factory (``ovpanoptic demo`` and ``python demo/app.py`` call it, then
+:func:`launch_demo`). Importing this package imports neither gradio nor torch; models load on the
+first request. The package:
+
+* :mod:`.app`: :class:`DemoApp`, the shared resources (registry, pipelines per preset and
+  threshold setting, decoded uploads, sessions, the temporary folder);
+* :mod:`.state`: the per-browser-session :class:`~.state.Session` and the inputs of a run;
+* :mod:`.handlers`: the handlers as plain functions of ``(app, session, ...)``;
+* :mod:`.render`: labels, colours, the composite image, the table;
+* :mod:`.downloads`: the zip;
+* :mod:`.layout`: the Gradio page and its events.
+
+It imports the core (pipeline, editing, types, vocabulary), never :mod:`ovpanoptic.builtins`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+import signal
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError, MissingDependencyError
+from .app import APP_PIPELINE, CUSTOM_VOCABULARY, DemoApp, DemoSettings
+from .render import TABLE_HEADERS, segment_labels
+
+if TYPE_CHECKING:
+    import gradio
+
+    from ..config import Config
+    from ..pipeline import Pipeline
+    from ..plugins import Registry
+
+__all__ = [
+    "APP_PIPELINE",
+    "CUSTOM_VOCABULARY",
+    "DEFAULT_HOST",
+    "DEFAULT_MAX_FILE_SIZE",
+    "DEFAULT_PORT",
+    "TABLE_HEADERS",
+    "DemoApp",
+    "DemoSettings",
+    "build_demo",
+    "check_exposure",
+    "launch_demo",
+    "parse_auth",
+    "read_auth_file",
+    "segment_labels",
+]
+
+log = logging.getLogger(__name__)
+
+#: Loopback only unless the user asks for more (``--host 0.0.0.0`` with ``--auth``).
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 7860
+#: Upload limit (Gradio's ``max_file_size`` syntax).
+DEFAULT_MAX_FILE_SIZE = "25mb"
+
+
+def _import_gradio() -> Any:
+    try:
+        import gradio
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"the demo needs gradio ({exc}): run scripts/bootstrap.sh, or pip install 'ovpanoptic[demo]'"
+        ) from None
+    return gradio
+
+
+def build_demo(
+    pipeline: Pipeline | None = None,
+    *,
+    config: Config | str | Path | None = None,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    registry: Registry | None = None,
+    disable_plugins: Iterable[str] = (),
+    settings: DemoSettings | None = None,
+    examples_dir: str | Path | None = None,
+    private_uploads: bool = False,
+) -> gradio.Blocks:
+    """Build the demo page (a ``gr.Blocks`` with the queue on); loads no model.
+
+    The :class:`DemoApp` behind it is ``demo.ovpanoptic_app``. See :class:`DemoApp` for the
+    other parameters.
+
+    :param private_uploads: keep Gradio's uploads and cache in the app's temporary folder (sets
+        ``GRADIO_TEMP_DIR`` for this process), so they are deleted with it; the CLI sets it.
+
+    :raises ConfigError: the config is invalid; :raises ComponentNotFoundError: it names a
+        component no plugin provides; :raises PluginError: a plugin fails to load;
+        :raises MissingDependencyError: gradio is not installed.
+    """
+    _import_gradio()
+    app = DemoApp(
+        pipeline, config=config, overrides=overrides, device=device, registry=registry,
+        disable_plugins=disable_plugins, settings=settings, examples_dir=examples_dir,
+    )
+    app.check()
+    if private_uploads:
+        folder = app.work_dir() / "gradio"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["GRADIO_TEMP_DIR"] = str(folder)
+    demo = app.build()
+    demo.ovpanoptic_app = app  # type: ignore[attr-defined]
+    return demo
+
+
+def read_auth_file(path: str | Path) -> list[tuple[str, str]]:
+    """Read ``USER:PASSWORD`` lines (blank lines and ``#`` comments skipped).
+
+    :raises InputError: the file cannot be read, or a line has no ``:`` or an empty part.
+    """
+    try:
+        text = Path(path).read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read the auth file {path}: {exc}") from None
+    pairs = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        pairs.append(parse_auth(line, f"{path}, line {number}"))
+    if not pairs:
+        raise InputError(f"the auth file {path} holds no USER:PASSWORD line")
+    return pairs
+
+
+def parse_auth(text: str, where: str = "--auth") -> tuple[str, str]:
+    """``"USER:PASSWORD"`` -> ``(user, password)``.
+
+    :raises InputError: no ``:``, or an empty user or password.
+    """
+    user, sep, password = text.partition(":")
+    if not sep or not user.strip() or not password:
+        raise InputError(f"{where}: write USER:PASSWORD (both non-empty), got {'USER:***' if sep else 'no colon'}")
+    return user.strip(), password
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(host: str, auth: Sequence[tuple[str, str]], no_auth: bool) -> None:
+    """Refuse to serve an address other than loopback without a login, unless ``no_auth``.
+
+    :raises InputError: saying how to add a login.
+    """
+    if not _is_loopback(host) and not auth and not no_auth:
+        raise InputError(
+            f"refusing to serve the demo on {host} without a login: anyone who can reach this machine could use it "
+            "and see what others upload. Add --auth USER:PASSWORD (or --auth-file FILE), or --no-auth if that is "
+            "what you want"
+        )
+
+
+def launch_demo(
+    demo: gradio.Blocks,
+    *,
+    host: str = DEFAULT_HOST,
+    port: int | None = DEFAULT_PORT,
+    max_file_size: str | int | None = DEFAULT_MAX_FILE_SIZE,
+    block: bool = True,
+    auth: Sequence[tuple[str, str]] = (),
+    no_auth: bool = False,
+) -> gradio.Blocks:
+    """Serve the demo on ``host:port`` (loopback by default) with an upload limit.
+
+    :param block: wait until interrupted or sent SIGTERM (the CLI), then delete the app's
+        temporary folder; ``False`` returns once the server is up (tests, notebooks): stop it
+        with ``demo.close()`` and ``demo.ovpanoptic_app.close()``.
+    :param auth: ``(user, password)`` pairs for Gradio's login page.
+    :param no_auth: serve an address other than loopback without a login (must be explicit).
+    :raises InputError: a non-loopback address without ``auth`` or ``no_auth``; the port is taken
+        or the address cannot be bound.
+    """
+    check_exposure(host, auth, no_auth)
+    app: DemoApp | None = getattr(demo, "ovpanoptic_app", None)
+    from .layout import CSS
+
+    try:
+        demo.launch(
+            server_name=host,
+            server_port=port,
+            max_file_size=max_file_size,
+            prevent_thread_lock=True,
+            ssr_mode=False,
+            show_error=False,
+            quiet=not block,
+            auth=list(auth) or None,
+            css=CSS,
+        )
+    except OSError as exc:
+        raise InputError(f"cannot serve the demo on {host}:{port} ({exc}); choose another port with --port") from None
+    if not block:
+        return demo
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        demo.close()
+        if app is not None:
+            app.close()
+    return demo
+

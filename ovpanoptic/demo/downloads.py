@@ -1,0 +1,126 @@
+"""The demo's download: one zip per result, named after the image and the result.
+
+``STEM-DIGEST.zip`` (``DIGEST``: the first 10 hex digits of the SHA-1 of the panoptic map and the
+segments, so each re-query or correction has its own name) holds:
+
+* ``STEM.jpg``: the image (the uploaded file itself when it was a JPEG), the ``file_name`` that
+  ``panoptic.json`` names;
+* ``panoptic/STEM.png`` + ``panoptic.json``: COCO panoptic format (the ``coco-panoptic`` exporter);
+* ``instances.json``: COCO instances with RLE masks of the things (the ``coco-instances`` exporter);
+* ``STEM.overlay.jpg``: the image with segments, outlines and names as the page draws them;
+* ``STEM.segments.csv``: the segment table (id, label, class, kind, score, area in pixels and %,
+  box ``x0, y0, x1, y1``);
+
+each exporter's file only when that exporter is installed and enabled.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from ..pipeline import Pipeline
+from ..types import PanopticResult
+from .render import Overlay, compose, segment_colors, segment_labels
+
+__all__ = ["DOWNLOAD_EXPORTERS", "result_digest", "write_download"]
+
+#: Exporters whose files go into the zip, when installed and enabled.
+DOWNLOAD_EXPORTERS: tuple[str, ...] = ("coco-panoptic", "coco-instances")
+#: JPEG quality of the image and overlay written into the zip.
+JPEG_QUALITY = 92
+
+
+def result_digest(result: PanopticResult) -> str:
+    """10 hex digits naming a result: SHA-1 of its map and its segments (ids, classes, scores)."""
+    h = hashlib.sha1(np.ascontiguousarray(result.panoptic_map).tobytes())
+    h.update(json.dumps([[s.id, s.category_id, round(s.score, 6)] for s in result.segments]).encode())
+    h.update(json.dumps(result.vocabulary.to_dict(), sort_keys=True).encode())
+    return h.hexdigest()[:10]
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=JPEG_QUALITY)
+    return buffer.getvalue()
+
+
+def _table_csv(result: PanopticResult, labels: Mapping[int, str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["id", "label", "class", "category_id", "kind", "score", "area_px", "area_percent", "x0", "y0", "x1", "y1"])
+    total = result.image_size[0] * result.image_size[1]
+    for seg in result.segments:
+        writer.writerow(
+            [seg.id, labels[seg.id], result.category_of(seg).name, seg.category_id, "thing" if seg.isthing else "stuff",
+             f"{seg.score:.4f}", seg.area, f"{100.0 * seg.area / total:.3f}", *seg.bbox_xyxy]
+        )
+    return buffer.getvalue()
+
+
+def write_download(
+    pipe: Pipeline,
+    result: PanopticResult,
+    rgb: np.ndarray,
+    stem: str,
+    folder: Path,
+    *,
+    source: Path | None = None,
+) -> Path:
+    """Write the zip described in the module docstring into ``folder`` (created; its working files
+    are removed, only the zip stays).
+
+    :param rgb: the image at the result's size.
+    :param source: the uploaded file; copied as it is when it is a JPEG of the same size.
+    :raises ComponentError: an exporter failed (nothing is left behind).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    archive = folder / f"{stem}-{result_digest(result)}.zip"
+    if archive.is_file():
+        return archive
+    work = Path(tempfile.mkdtemp(prefix=".files-", dir=folder))  # two downloads at once never share it
+    formats = [name for name in DOWNLOAD_EXPORTERS if name in pipe.registry.components.get("exporter", {})]
+    try:
+        written = pipe.export(result, rgb, work, stem, formats=formats) if formats else []
+        labels = segment_labels(result)
+        overlay = compose(rgb, result, labels, segment_colors(result), Overlay())
+        partial = work / archive.name
+        with zipfile.ZipFile(partial, "w") as zf:
+            if source is not None and source.suffix.lower() in (".jpg", ".jpeg") and _same_size(source, rgb):
+                zf.write(source, f"{stem}.jpg", compress_type=zipfile.ZIP_STORED)
+            else:
+                zf.writestr(f"{stem}.jpg", _jpeg(rgb), compress_type=zipfile.ZIP_STORED)
+            # The exporters' files, without their bookkeeping (per-image parts in dot-folders).
+            shown = [p for p in written if not any(part.startswith(".") for part in p.relative_to(work).parts)]
+            for path in sorted(shown, key=lambda p: p.relative_to(work).as_posix()):
+                method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
+                zf.write(path, path.relative_to(work).as_posix(), compress_type=method)
+            zf.writestr(f"{stem}.overlay.jpg", _jpeg(overlay), compress_type=zipfile.ZIP_STORED)
+            zf.writestr(f"{stem}.segments.csv", _table_csv(result, labels), compress_type=zipfile.ZIP_DEFLATED)
+        partial.replace(archive)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return archive
+
+
+def _same_size(path: Path, rgb: np.ndarray) -> bool:
+    """Whether ``path`` is a JPEG whose stored pixels are ``rgb``'s size (no EXIF rotation, which
+    tools reading the PNG next to it might not apply)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1 and img.size == (rgb.shape[1], rgb.shape[0])
+    except OSError:
+        return False

@@ -1,0 +1,437 @@
+"""The demo's handlers as plain functions: ``handler(app, session, ...)`` changes the session and
+raises ovpanoptic's own errors (the layout turns them into the page's error box). No gradio here,
+so each is tested by calling it.
+
+* :func:`segment`: a run (image, class names, preset, thresholds), with stage progress and cancel;
+* :func:`retune`: a threshold changed: re-fuse from the cache, or say that proposals must be recomputed;
+* :func:`image_changed`: an upload is checked at once, and the old result is marked stale;
+* :func:`click`: on the image: select a segment, or add a point / box corner of a SAM 2 prompt;
+* :func:`accept`, :func:`relabel`, :func:`delete`, :func:`merge`, :func:`undo`: corrections;
+* :func:`download`: the zip of the current result (see :mod:`.downloads`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..editing import add_category, add_segment, delete_segment, merge_segments, relabel_segment
+from ..errors import Cancelled, InputError, OvpanopticError
+from ..pipeline import Pipeline, SegmentationRun
+from ..types import Prompt
+from ..vocabulary import StuffLexicon
+from .app import DemoApp
+from .downloads import write_download
+from .render import plural, segment_labels
+from .state import RunRequest, Session
+
+__all__ = [
+    "MODES",
+    "accept",
+    "cancel",
+    "click",
+    "delete",
+    "download",
+    "explain",
+    "image_changed",
+    "merge",
+    "relabel",
+    "retune",
+    "segment",
+    "select",
+    "undo",
+]
+
+#: What a click on the image does.
+MODES: tuple[str, ...] = ("select segment", "add point (+)", "remove point (-)", "box (2 clicks)")
+#: Stage names of :meth:`Pipeline.segment_run`'s progress, as the page says them.
+STAGES: dict[str, str] = {
+    "proposals": "proposals: mask proposals of the image (loads the generator's weights on first use)",
+    "image features": "image features (loads the classifier's weights on first use)",
+    "classification": "classification: scoring proposals against the class names",
+    "fusion": "fusion: one panoptic map",
+}
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def _reporter(session: Session, progress: ProgressFn | None, started: float) -> ProgressFn:
+    """The pipeline's progress callback: forwards to the page, raises :class:`Cancelled` once the
+    session's Cancel was pressed (components call it often, so a cancel lands within a batch)."""
+    stage = ["starting"]
+
+    def report(message: str, done: int, total: int) -> None:
+        if session.cancel.is_set():
+            raise Cancelled(
+                f"Cancelled after {time.perf_counter() - started:.1f} s, during {stage[0]}; the previous result is kept. "
+                "Class names encoded before the cancel stay cached."
+            )
+        if message in STAGES:
+            stage[0] = message
+            message = STAGES[message]
+        if progress is not None:
+            progress(message, done, total)
+
+    return report
+
+
+def cancel(session: Session) -> None:
+    """Ask the session's running segmentation to stop (at its next progress report)."""
+    session.cancel.set()
+
+
+def image_changed(app: DemoApp, session: Session, image: Any) -> None:
+    """An upload (or an example, or clearing the image): decode it now so a non-image is refused at
+    once (the page then clears it), and mark the result stale when it is of another image.
+
+    :raises ImageReadError, InputError: the upload is not an image, or is too large.
+    """
+    session.error = session.notice = ""
+    if image is None or (isinstance(image, dict) and not image.get("path")):
+        session.image = None
+        if session.result is not None:
+            session.stale = "the image was removed: upload one and press Segment"
+        return
+    try:
+        loaded = app.load_image(image)
+    except OvpanopticError:
+        session.image = None
+        raise
+    session.image = loaded
+    session.clear_prompt()
+    if session.result is not None:
+        same = session.result_image == loaded.digest
+        session.stale = "" if same else f"this result is for the previous image; press Segment to segment {loaded.name}"
+
+
+def segment(app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None = None) -> None:
+    """Segment the session's image with the request's class names, preset and thresholds.
+
+    The named vocabulary's names are encoded first, with progress per name; each pipeline stage
+    is announced; :func:`cancel` stops the run at the next report (the old result stays).
+
+    :raises OvpanopticError: no image, no class names, bad names, unknown preset, missing
+        weights, a plugin's fault, :class:`~ovpanoptic.errors.Cancelled`.
+    """
+    session.error = session.notice = ""
+    session.cancel.clear()
+    if session.image is None:
+        raise InputError("No image: upload an image (or click one of the examples) first")
+    started = time.perf_counter()
+    report = _reporter(session, progress, started)
+    with app.lock:
+        report("starting", 0, 0)
+        pipe = app.pipeline_for(request.preset, request.tuning)
+        vocab = app.vocabulary_for(pipe, request)
+        names = sum(len(c.names) for c in vocab)
+        prompts = app.prompt_count(names, request.preset)
+
+        def encoding(message: str, done: int, total: int) -> None:
+            what = f"encoding {plural(total or names, 'class name')}" + (f" ({prompts} prompts)" if prompts else "")
+            report(f"{what} {done}/{total}" if total else what, done, total)
+
+        report(f"loading the classifier to encode {plural(names, 'class name')}", 0, 0)
+        t0 = time.perf_counter()
+        pipe.prepare_vocabulary(vocab, progress=encoding)
+        encode_s = time.perf_counter() - t0
+        run = pipe.segment_run(session.image.rgb, vocab, progress=report, source=f"<demo: {session.image.stem}>")
+    _take(app, session, pipe, run, request, encode_s)
+
+
+def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, request: RunRequest, encode_s: float) -> None:
+    assert session.image is not None
+    seen_before = session.image.digest in session.seen
+    session.seen.add(session.image.digest)
+    session.result = run.result
+    session.result_image = session.image.digest
+    session.vocabulary = run.result.vocabulary
+    session.request = request
+    session.history.clear()
+    session.clear_prompt()
+    session.selected = []
+    session.shown = None
+    session.stale = ""
+    session.download = None
+    session.timings = {"encode names": encode_s, **run.result.timings}
+    # "Same image as before" only when this session ran it: the cache is shared, the message is not.
+    session.cached = run.cached and seen_before
+    session.explanation = explain(pipe, run)
+
+
+def _fraction(value: float) -> str:
+    return f"{value:g}"
+
+
+def explain(pipe: Pipeline, run: SegmentationRun) -> tuple[str, ...]:
+    """Lines saying how many proposals there were, how many got a class, how many became
+    segments, and the thresholds that decided it (the fuser's and the generator's options from
+    :data:`~ovpanoptic.demo.app.TUNABLE`)."""
+    from .app import TUNABLE
+
+    lines = []
+    n = len(run.proposals)
+    gen_name = pipe.config.pipeline.proposal_generator
+    gen_cfg = pipe.component_config("proposal_generator")
+    gen_opts = ", ".join(f"{o} {_fraction(getattr(gen_cfg, o))}" for (k, o) in TUNABLE if k == "proposal_generator" and hasattr(gen_cfg, o))
+    lines.append(f"**{plural(n, 'proposal')}** from {gen_name}{f' ({gen_opts})' if gen_opts else ''}")
+    fuser_name = pipe.config.pipeline.fuser
+    fuser_cfg = pipe.component_config("fuser")
+    if n:
+        best = run.scores.probs.max(axis=1) if run.scores.probs.size else np.zeros(n, np.float32)
+        min_prob = getattr(fuser_cfg, "min_class_prob", None)
+        if min_prob is not None:
+            lines.append(
+                f"**{int((best >= min_prob).sum())} of {n}** reach the class probability {_fraction(min_prob)} "
+                f"(best {float(best.max()):.2f}, median {float(np.median(best)):.2f})"
+            )
+        else:
+            lines.append(f"best class probabilities: max {float(best.max()):.2f}, median {float(np.median(best)):.2f}")
+    fuse_opts = ", ".join(f"{o} {_fraction(getattr(fuser_cfg, o))}" for (k, o) in TUNABLE if k == "fuser" and hasattr(fuser_cfg, o))
+    segs = len(run.result.segments)
+    lines.append(f"**{plural(segs, 'segment')}** after fusion by {fuser_name}{f' ({fuse_opts})' if fuse_opts else ''}")
+    if segs == 0:
+        if n == 0:
+            lines.append("No proposals: lower the generator's thresholds or raise points per side (Thresholds), then Segment.")
+        else:
+            lines.append("Nothing survived: lower the class probability or the fusion thresholds (Thresholds): the result re-fuses at once.")
+    return tuple(lines)
+
+
+def retune(app: DemoApp, session: Session, tuning: Sequence[str], progress: ProgressFn | None = None) -> None:
+    """The threshold controls changed (``tuning``: the ``--set`` overrides that differ from the
+    preset). With a current result: when only fusion options changed, re-fuse it from the cache (no
+    proposals, no image features); when proposal options changed, say that Segment recomputes the
+    proposals with them. Corrections made to the result are replaced (Undo brings them back).
+    """
+    session.error = session.notice = ""
+    if session.result is None or session.request is None or session.image is None or session.stale:
+        session.notice = "Thresholds set; they apply when you press Segment."
+        return
+    changed = {t.split("=", 1)[0] for t in set(tuning) ^ set(session.request.tuning)}
+    if not changed:
+        return
+    if any(key.startswith("proposal_generator.") for key in changed):
+        session.notice = "Proposal settings changed: press Segment to recompute the proposals with them."
+        return
+    before, history = session.result, list(session.history)
+    segment(app, session, dataclasses.replace(session.request, tuning=tuple(tuning)), progress)
+    session.history = [*history, ("threshold change", before)]
+    session.notice = "Re-fused from the cache with the new thresholds (proposals and image features were not recomputed)."
+
+
+def _need_result(session: Session) -> None:
+    if session.result is None or session.image is None:
+        raise InputError("No result yet: upload an image, type class names and press Segment first")
+    if session.stale:
+        raise InputError(f"The result is stale ({session.stale}); press Segment before correcting it")
+
+
+def _to_result(session: Session, x: float, y: float, display_size: tuple[int, int]) -> tuple[float, float]:
+    """A click on the displayed image (display pixels) in the result's pixels (pixel centres)."""
+    assert session.result is not None
+    h, w = session.result.image_size
+    dh, dw = display_size
+    rx = min(w - 1, max(0, int(x * w / dw))) + 0.5
+    ry = min(h - 1, max(0, int(y * h / dh))) + 0.5
+    return rx, ry
+
+
+def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int]) -> None:
+    """A click at display pixel ``(x, y)``: select (or unselect) the segment there, or add a prompt
+    point or box corner and ask the proposal generator for the mask (:meth:`Pipeline.segment_prompt`).
+
+    :raises InputError: no (current) result, a click outside the image, or a generator without prompts.
+    """
+    session.error = session.notice = ""
+    _need_result(session)
+    assert session.result is not None and session.image is not None
+    rx, ry = _to_result(session, x, y, display_size)
+    if mode == MODES[0]:
+        sid = int(session.result.panoptic_map[int(ry), int(rx)])
+        if sid == 0:
+            session.notice = "No segment there (void): draw one with a point or box prompt."
+            return
+        if sid in session.selected:
+            session.selected.remove(sid)
+        else:
+            session.selected.append(sid)
+        return
+    if mode == MODES[3]:
+        if session.box_start is None or session.box is not None:
+            session.clear_prompt()
+            session.box_start = (rx, ry)
+            session.notice = "Box: click the opposite corner."
+            return
+        (x0, y0), (x1, y1) = session.box_start, (rx, ry)
+        session.box = (min(x0, x1) - 0.5, min(y0, y1) - 0.5, max(x0, x1) + 0.5, max(y0, y1) + 0.5)
+    else:
+        session.points.append((rx, ry, 1 if mode == MODES[1] else 0))
+    _predict(app, session)
+
+
+def _predict(app: DemoApp, session: Session) -> None:
+    assert session.image is not None and session.result is not None and session.request is not None
+    if not any(label for _, _, label in session.points) and session.box is None:
+        session.notice = "A negative point alone selects nothing: add a positive point (+) or a box."
+        session.candidate = None
+        return
+    prompt = Prompt(
+        points_xy=np.array([(x, y) for x, y, _ in session.points], np.float32).reshape(-1, 2),
+        point_labels=np.array([label for _, _, label in session.points], np.int32),
+        box_xyxy=session.box,
+    )
+    pipe = app.pipeline_for(session.request.preset, session.request.tuning)
+    t0 = time.perf_counter()
+    with app.lock:
+        masks = pipe.segment_prompt(session.image.rgb, prompt)
+    session.timings["prompt"] = time.perf_counter() - t0
+    if len(masks) == 0:
+        session.candidate = None
+        session.notice = "The prompt gave no mask: click inside the object, or draw a larger box."
+        return
+    session.candidate = masks.masks[0]
+    session.candidate_score = float(masks.scores[0])
+    session.notice = (
+        f"Proposed mask: {int(session.candidate.sum())} pixels (score {session.candidate_score:.2f}, "
+        f"{session.timings['prompt'] * 1000:.0f} ms). Pick its class and press Add segment; more points refine it."
+    )
+
+
+def _category(session: Session, name: str) -> tuple[Any, int]:
+    """The category id for a class name picked or typed ("name" or "name (stuff)")."""
+    assert session.result is not None
+    text = (name or "").strip()
+    if not text:
+        raise InputError("Pick the class of the segment in the Class menu (or type a new name)")
+    isthing = None
+    for suffix, flag in ((" (stuff)", False), (" (thing)", True)):
+        if text.endswith(suffix):
+            text, isthing = text[: -len(suffix)].strip(), flag
+    existing = next((c for c in session.result.vocabulary if text.casefold() in (n.casefold() for n in c.names)), None)
+    if isthing is None:
+        isthing = existing.isthing if existing is not None else not StuffLexicon.default().is_stuff(text)
+    vocab, cat = add_category(session.result.vocabulary, text, isthing)
+    return vocab, cat.id
+
+
+def accept(app: DemoApp, session: Session, class_name: str) -> None:
+    """Make the proposed mask a segment of ``class_name`` (a new instance id for a thing; joins the
+    class's segment for stuff; pixels taken from whatever held them)."""
+    session.error = session.notice = ""
+    _need_result(session)
+    if session.candidate is None:
+        raise InputError("No proposed mask: choose a prompt mode (point or box) and click on the image first")
+    assert session.result is not None
+    vocab, category_id = _category(session, class_name)
+    new, sid = add_segment(session.result, session.candidate, category_id, vocabulary=vocab)
+    label = segment_labels(new)[sid]
+    session.push(f"add {label}", new)
+    session.clear_prompt()
+    session.selected = [sid]
+    session.download = None
+    session.notice = f"Added segment {sid} ({label}, {new.segment_by_id(sid).area} pixels)."
+
+
+def _selected(session: Session, at_least: int = 1) -> list[int]:
+    _need_result(session)
+    if len(session.selected) < at_least:
+        need = "a segment" if at_least == 1 else f"{at_least} or more segments"
+        raise InputError(f"Select {need} first: click on it in the image (mode 'select segment') or in the table")
+    return list(session.selected)
+
+
+def relabel(app: DemoApp, session: Session, class_name: str) -> None:
+    """Give the selected segments the class ``class_name`` (picked or typed)."""
+    session.error = session.notice = ""
+    ids = _selected(session)
+    assert session.result is not None
+    vocab, category_id = _category(session, class_name)
+    before = session.result
+    result = before if vocab is before.vocabulary else _with_vocabulary(before, vocab)
+    kept = []
+    for sid in ids:
+        result, now = relabel_segment(result, sid, category_id)
+        kept.append(now)
+    session.push(f"relabel {plural(len(ids), 'segment')} to {vocab.by_id(category_id).name}", result)
+    session.selected = list(dict.fromkeys(kept))
+    session.download = None
+    session.notice = f"Relabelled {plural(len(ids), 'segment')} as {vocab.by_id(category_id).name}."
+
+
+def _with_vocabulary(result: Any, vocab: Any) -> Any:
+    from ..types import PanopticResult
+
+    return PanopticResult.from_map(
+        np.asarray(result.panoptic_map), {s.id: (s.category_id, s.score) for s in result.segments}, vocab, result.timings
+    )
+
+
+def delete(app: DemoApp, session: Session) -> None:
+    """Delete the selected segments (their pixels become void)."""
+    session.error = session.notice = ""
+    ids = _selected(session)
+    assert session.result is not None
+    result = session.result
+    for sid in ids:
+        result = delete_segment(result, sid)
+    session.push(f"delete {plural(len(ids), 'segment')}", result)
+    session.selected = []
+    session.download = None
+    session.notice = f"Deleted {plural(len(ids), 'segment')} ({', '.join(map(str, ids))})."
+
+
+def merge(app: DemoApp, session: Session) -> None:
+    """Merge the selected segments (one class) into the first selected."""
+    session.error = session.notice = ""
+    ids = _selected(session, 2)
+    assert session.result is not None
+    result, sid = merge_segments(session.result, ids)
+    session.push(f"merge {', '.join(map(str, ids))}", result)
+    session.selected = [sid]
+    session.download = None
+    session.notice = f"Merged segments {', '.join(map(str, ids))} into {sid}."
+
+
+def undo(app: DemoApp, session: Session) -> None:
+    """Undo the last correction (or the last prompt click when a prompt is being drawn)."""
+    session.error = session.notice = ""
+    if session.points or session.box_start is not None:
+        session.clear_prompt()
+        session.notice = "Prompt cleared."
+        return
+    what = session.undo()
+    session.download = None
+    session.notice = f"Undone: {what}." if what else "Nothing to undo."
+
+
+def select(session: Session, segment_id: int) -> None:
+    """Toggle a segment's selection (a click in the table)."""
+    session.error = session.notice = ""
+    if session.result is None:
+        return
+    if segment_id not in {s.id for s in session.result.segments}:
+        raise InputError(f"no segment {segment_id} in the current result")
+    if segment_id in session.selected:
+        session.selected.remove(segment_id)
+    else:
+        session.selected.append(segment_id)
+
+
+def download(app: DemoApp, session: Session) -> Path | None:
+    """The zip of the current result (written once per result; see :mod:`.downloads`)."""
+    if session.result is None or session.image is None or session.request is None or session.stale:
+        return None
+    if session.download is not None and session.download.is_file():
+        return session.download
+    pipe = app.pipeline_for(session.request.preset, session.request.tuning)
+    result = session.result
+    rgb = session.image.rgb
+    if rgb.shape[:2] != result.image_size:
+        raise InputError("the result does not match the image: press Segment again")
+    session.download = write_download(pipe, result, rgb, session.image.stem, app.session_dir(session), source=session.image.path)
+    return session.download

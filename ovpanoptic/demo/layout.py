@@ -1,0 +1,375 @@
+"""The Gradio page: its components and which handler each event calls.
+
+Imported only when a page is built (it imports gradio). Every event finds the browser session's :class:`~.state.Session` (by Gradio's session hash),
+calls a plain handler of :mod:`.handlers`, and sends back the whole right-hand side from the
+session (:func:`page`): an error stays in the page's error box (never a toast) until the next
+action, and the outputs never get Gradio's "Error" badges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import gradio as gr
+
+from ..errors import Cancelled, OvpanopticError, VocabularyError
+from ..vocabulary import format_class_lists
+from . import handlers
+from .app import CUSTOM_VOCABULARY, DemoApp
+from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, plural, segment_colors, segment_labels, table_rows
+from .state import RunRequest, Session
+
+__all__ = ["CSS", "build_page", "page", "page_message"]
+
+log = logging.getLogger(__name__)
+
+#: The page's style: a visible error box, disabled fields that look disabled, tables that scroll
+#: instead of being clipped on narrow windows.
+CSS = """
+#ovp-error { border: 2px solid #d33; background: #fff1f0; color: #7a1010; padding: 6px 12px; border-radius: 6px; }
+#ovp-error p { margin: 4px 0; }
+#ovp-status .ovp-stale { color: #9a5b00; font-weight: 600; }
+textarea:disabled, input:disabled { opacity: 0.55; cursor: not-allowed; background: #eee !important; }
+#ovp-table, .ovp-examples { overflow-x: auto; max-width: 100%; }
+"""
+
+_VOCABULARY_FLAGS = (
+    ("--classes", "the Class names box"),
+    ("--stuff", "the Stuff box"),
+    ("--things", "the Things box"),
+    ("--vocabulary", "the Named vocabulary menu"),
+)
+
+
+def page_message(exc: OvpanopticError) -> str:
+    """The error's message, with CLI flag names replaced by the names of the page's fields."""
+    message = str(exc)
+    if isinstance(exc, VocabularyError):
+        for flag, field_name in _VOCABULARY_FLAGS:
+            message = message.replace(f"with {flag}", f"with {field_name}").replace(flag, field_name)
+    return message
+
+
+def _guard(session: Session, action: Callable[[], Any]) -> None:
+    """Run a handler; its error goes into the session (shown until the next action)."""
+    try:
+        action()
+    except Cancelled as exc:
+        session.notice = str(exc)
+    except OvpanopticError as exc:
+        log.info("demo request refused: %s", exc)
+        session.error = page_message(exc)
+    except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
+        log.exception("demo request failed")
+        detail = (str(exc).strip().splitlines() or [""])[0][:300]
+        session.error = (
+            f"Unexpected {type(exc).__name__}{f': {detail}' if detail else ''}. This is a bug in ovpanoptic or in "
+            "one of its plugins; the traceback is in the server log. If a plugin is at fault, restart the demo "
+            "with --disable-plugin NAME (or choose another preset)."
+        )
+
+
+def _summary(session: Session) -> str:
+    parts = []
+    if session.stale:
+        parts.append(f"<span class='ovp-stale'>Not segmented yet: {session.stale}.</span>")
+    elif session.result is not None and session.image is not None:
+        result = session.result
+        things = sum(1 for s in result.segments if s.isthing)
+        vocab = session.vocabulary
+        edits = len(session.history)
+        corrections = f" · {plural(edits, 'correction')} (Undo goes back)" if edits else ""
+        parts.append(
+            f"**{plural(len(result.segments), 'segment')}** ({plural(things, 'thing')}, {len(result.segments) - things} stuff) · "
+            f"{result.image_size[1]} x {result.image_size[0]} px · {session.image.name} · "
+            f"{plural(len(vocab), 'class', 'classes') if vocab is not None else ''}"
+            f"{f' ({vocab.name})' if vocab is not None and vocab.name != 'custom' else ''}"
+            f"{corrections}"
+        )
+    if session.notice:
+        parts.append(session.notice)
+    if session.selected and session.result is not None and not session.stale:
+        labels = segment_labels(session.result)
+        parts.append("Selected: " + ", ".join(f"{labels.get(s, '?')} (id {s})" for s in session.selected))
+    return "\n\n".join(parts)
+
+
+def _timings(session: Session) -> str:
+    if session.result is None or session.stale:
+        return ""
+    rows = [
+        ("encode class names", "encode names"),
+        ("proposals", "proposals"),
+        ("image features", "features"),
+        ("classification", "classify"),
+        ("fusion", "fuse"),
+        ("resize to the image", "resize"),
+        ("last prompt", "prompt"),
+    ]
+    lines = [f"- {line}" for line in session.explanation] + ["", "| stage | seconds |", "|---|---:|"]
+    for label, key in rows:
+        if key in ("proposals", "features") and session.timings.get(key, 1.0) == 0.0:
+            lines.append(f"| {label} | cached |")
+        elif key in session.timings:
+            lines.append(f"| {label} | {session.timings[key]:.3f} |")
+    lines.append("")
+    if session.cached:
+        lines.append("Same image as before: proposals and image features came from the cache; only classification and fusion ran.")
+    else:
+        lines.append("Change the class names or the fusion thresholds and the answer comes from the cache.")
+    return "\n".join(lines)
+
+
+def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
+    """The outputs of every event, from the session: error box, status, image, classes shown,
+    class menu, table, timings."""
+    error = gr.update(value=f"**Cannot do that.** {session.error}" if session.error else "", visible=bool(session.error))
+    view = None
+    shown_update = gr.update(choices=[], value=[])
+    class_update = gr.update()
+    rows: list[list[Any]] = []
+    if session.image is not None:
+        display = session.image.display
+        result = None if session.stale else session.result
+        if result is not None:
+            labels = segment_labels(result)
+            present = list(dict.fromkeys(result.category_of(s).name for s in result.segments))
+            shown = [c for c in (session.shown if session.shown is not None else present) if c in present]
+            overlay = Overlay(opacity=session.opacity, hidden=hidden_classes(result, shown), selected=tuple(session.selected))
+            h, w = result.image_size
+            view = compose(
+                display, result, labels, segment_colors(result), overlay, candidate=session.candidate,
+                points=session.points, box=session.box,
+                scale=(display.shape[1] / w, display.shape[0] / h),
+            )
+            shown_update = gr.update(choices=present, value=shown)
+            class_update = gr.update(choices=[c.name for c in result.vocabulary])
+            rows = table_rows(result, labels)
+        else:
+            view = display
+    return (error, _summary(session), view, shown_update, class_update, rows, _timings(session))
+
+
+def build_page(app: DemoApp) -> Any:
+    """The Blocks of the page (loads no model); the queue is on."""
+    controls = app.tuning_controls()
+    rows = app.example_rows()
+
+    def session_of(request: gr.Request | None) -> Session:
+        return app.session(getattr(request, "session_hash", None))
+
+    with gr.Blocks(title="ovpanoptic demo", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
+        gr.Markdown(
+            "# ovpanoptic: open-vocabulary panoptic segmentation\n"
+            "Upload an image, type the class names to look for, and every pixel gets a class and every object "
+            "its own id. Then correct it: click a segment to select it, relabel, delete or merge; draw a point or "
+            "a box to add a segment with SAM 2; download the labels (COCO panoptic, COCO instances, CSV). "
+            "The first run on an image is slow on a CPU; re-queries and threshold changes answer from the cache."
+        )
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=2, min_width=320):
+                image = gr.Image(
+                    type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"], elem_id="ovp-image",
+                )
+                vocabulary = gr.Dropdown(
+                    choices=app.vocabulary_choices(), value=CUSTOM_VOCABULARY, label="Named vocabulary",
+                    elem_id="ovp-vocabulary", info=app.vocabulary_info(CUSTOM_VOCABULARY),
+                )
+                classes = gr.Textbox(
+                    label="Class names", lines=2, max_lines=10, elem_id="ovp-classes", placeholder="person, car, tv|television",
+                    info="Comma-separated; '|' separates synonyms. Names known as stuff (road, sky, floor, ...) are stuff, "
+                    "the rest things (one segment per object).",
+                )
+                stuff = gr.Textbox(label="Stuff (optional)", elem_id="ovp-stuff", placeholder="road, sky", info="Amorphous regions: one segment per class.")
+                things = gr.Textbox(
+                    label="Things (optional)", elem_id="ovp-things", placeholder="floor",
+                    info="Kept as things (one segment per object) even when the name sounds like stuff.",
+                )
+                preset = gr.Dropdown(
+                    choices=app.preset_choices(), value=app.initial_preset, label="Preset",
+                    elem_id="ovp-preset", info="Components and their settings (configs/).",
+                )
+                with gr.Accordion("Thresholds", open=False, elem_id="ovp-thresholds"):
+                    gr.Markdown("Fusion thresholds re-fuse the current result at once (from the cache); proposal settings apply at the next Segment.")
+                    sliders = [
+                        gr.Slider(c.minimum, c.maximum, value=c.value, step=c.step, label=f"{c.label} ({c.option})", elem_id=c.elem_id)
+                        for c in controls
+                    ]
+                with gr.Row():
+                    run = gr.Button("Segment", variant="primary", elem_id="ovp-run")
+                    stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel")
+                if rows:
+                    gr.Examples(
+                        examples=rows, inputs=[image, classes, stuff, things, vocabulary],
+                        example_labels=[f"{r[0].rsplit('/', 1)[-1]}: {r[1]}; {r[2]}" for r in rows],
+                        label="Examples (made by the project, CC0)", elem_id="ovp-examples",
+                    )
+            with gr.Column(scale=3, min_width=360):
+                # The image first: messages appearing below it never move what the user clicks on.
+                view = gr.Image(
+                    label="Panoptic segments", type="numpy", format="jpeg", interactive=False, elem_id="ovp-view",
+                    buttons=["fullscreen"],
+                )
+                error = gr.Markdown(visible=False, elem_id="ovp-error")
+                status = gr.Markdown(elem_id="ovp-status")
+                with gr.Row():
+                    mode = gr.Radio(list(handlers.MODES), value=handlers.MODES[0], label="A click on the image will", elem_id="ovp-mode")
+                    opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="ovp-opacity")
+                with gr.Row():
+                    klass = gr.Dropdown(
+                        choices=[], value=None, allow_custom_value=True, label="Class",
+                        info="Pick one, or type a new name (add ' (stuff)' or ' (thing)' to choose its kind).", elem_id="ovp-class",
+                    )
+                    add = gr.Button("Add segment", elem_id="ovp-add")
+                    relabel = gr.Button("Relabel selected", elem_id="ovp-relabel")
+                with gr.Row():
+                    delete = gr.Button("Delete selected", elem_id="ovp-delete")
+                    merge = gr.Button("Merge selected", elem_id="ovp-merge")
+                    undo = gr.Button("Undo", elem_id="ovp-undo")
+                shown = gr.CheckboxGroup(choices=[], label="Classes shown", elem_id="ovp-shown")
+                table = gr.Dataframe(
+                    headers=list(TABLE_HEADERS), datatype=["number", "str", "str", "str", "number", "number"],
+                    label="Segments (click a row to select it)", interactive=False, elem_id="ovp-table",
+                )
+                timings = gr.Markdown(elem_id="ovp-timings")
+                download = gr.File(
+                    label="Download: image, COCO-panoptic PNG + JSON, COCO instances, overlay, segment table (zip)",
+                    interactive=False, elem_id="ovp-download",
+                )
+
+        outputs = [error, status, view, shown, klass, table, timings]
+        # A set of inputs: the handler gets one dict {component: value} (the sliders are as many as
+        # the preset's components have tunable options).
+        inputs = {image, classes, stuff, things, vocabulary, preset, *sliders}
+
+        def request_of(data: dict[Any, Any]) -> RunRequest:
+            tuning = tuple(
+                f"{c.key}={int(round(v)) if c.integer else float(v)!r}"
+                for c, v in ((c, data.get(slider)) for c, slider in zip(controls, sliders))
+                if v is not None and (int(round(v)) if c.integer else float(v)) != c.value
+            )
+            return RunRequest(
+                data.get(classes) or "", data.get(stuff) or "", data.get(things) or "",
+                data.get(vocabulary) or "", data.get(preset) or "", tuning,
+            )
+
+        def on_segment(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+            s = session_of(request)
+
+            def act() -> None:
+                handlers.image_changed(app, s, data.get(image))
+                handlers.segment(app, s, request_of(data), lambda m, d, t: progress((d, t) if t else None, desc=m))
+
+            _guard(s, act)
+            return page(app, s)
+
+        def on_download(request: gr.Request) -> Any:
+            s = session_of(request)
+            path = None
+            try:
+                with app.lock:  # the zip's exporters run on the shared pipeline
+                    path = handlers.download(app, s)
+            except OvpanopticError as exc:
+                s.error = page_message(exc)
+            except OSError as exc:  # the disk is full, or the app is shutting down
+                log.warning("demo download not written: %s", exc)
+            return str(path) if path is not None else None
+
+        def on_retune(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+            s = session_of(request)
+            tuning = request_of(data).tuning
+            _guard(s, lambda: handlers.retune(app, s, tuning, lambda m, d, t: progress((d, t) if t else None, desc=m)))
+            return page(app, s)
+
+        def on_image(image_v: Any, request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            _guard(s, lambda: handlers.image_changed(app, s, image_v))
+            refused = bool(s.error) and s.image is None
+            return (*page(app, s), gr.update(value=None) if refused else gr.update(), None if (refused or s.stale) else gr.update())
+
+        def on_click(mode_v: str, evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+
+            def act() -> None:
+                x, y = evt.index[0], evt.index[1]
+                size = s.image.display.shape[:2] if s.image is not None else (1, 1)
+                handlers.click(app, s, float(x), float(y), mode_v, size)
+
+            _guard(s, act)
+            return page(app, s)
+
+        def on_row(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            _guard(s, lambda: handlers.select(s, int(evt.row_value[0])))
+            return page(app, s)
+
+        def simple(fn: Callable[[Session], Any]) -> Callable[..., tuple[Any, ...]]:
+            def event(request: gr.Request) -> tuple[Any, ...]:
+                s = session_of(request)
+                _guard(s, lambda: fn(s))
+                return page(app, s)
+
+            return event
+
+        def with_class(fn: Callable[[Session, str], Any]) -> Callable[..., tuple[Any, ...]]:
+            def event(class_v: str, request: gr.Request) -> tuple[Any, ...]:
+                s = session_of(request)
+                _guard(s, lambda: fn(s, class_v or ""))
+                return page(app, s)
+
+            return event
+
+        def on_view_options(opacity_v: float, shown_v: list[str], request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            s.opacity = float(opacity_v)
+            s.shown = tuple(shown_v or ())
+            return page(app, s)
+
+        def on_vocabulary(name: str) -> tuple[Any, ...]:
+            if not name or name == CUSTOM_VOCABULARY:
+                return gr.update(), gr.update(), gr.update(), gr.update(info=app.vocabulary_info(CUSTOM_VOCABULARY))
+            lists = format_class_lists(app.registry.vocabulary(name))
+            return lists.classes, lists.stuff, lists.things, gr.update(info=app.vocabulary_info(name))
+
+        def on_cancel(request: gr.Request) -> None:
+            handlers.cancel(session_of(request))
+
+        def on_unload(request: gr.Request) -> None:
+            app.end_session(getattr(request, "session_hash", None))
+
+        model = {"concurrency_limit": 1, "concurrency_id": "model"}
+        # preprocess=False: the handlers get the upload's payload unread (path and original name), so
+        # a non-image gets the handler's message instead of Gradio's generic error.
+        raw = {"preprocess": False}
+        seg_event = run.click(on_segment, inputs, outputs, api_name="segment", **raw, **model)
+        seg_event.then(on_download, None, download, api_visibility="private")
+        for box in (classes, stuff, things):
+            box.submit(on_segment, inputs, outputs, api_visibility="private", **raw, **model).then(
+                on_download, None, download, api_visibility="private"
+            )
+        for slider in sliders:
+            slider.release(on_retune, inputs, outputs, api_visibility="private", **model).then(
+                on_download, None, download, api_visibility="private"
+            )
+        image.change(on_image, [image], [*outputs, image, download], api_visibility="private", queue=False, **raw)
+        view.select(on_click, [mode], outputs, api_visibility="private", **model)
+        table.select(on_row, None, outputs, api_visibility="private")
+        for button, fn in ((delete, handlers.delete), (merge, handlers.merge), (undo, handlers.undo)):
+            button.click(simple(lambda s, fn=fn: fn(app, s)), None, outputs, api_visibility="private").then(
+                on_download, None, download, api_visibility="private"
+            )
+        add.click(with_class(lambda s, c: handlers.accept(app, s, c)), [klass], outputs, api_visibility="private", **model).then(
+            on_download, None, download, api_visibility="private"
+        )
+        relabel.click(with_class(lambda s, c: handlers.relabel(app, s, c)), [klass], outputs, api_visibility="private").then(
+            on_download, None, download, api_visibility="private"
+        )
+        opacity.release(on_view_options, [opacity, shown], outputs, api_visibility="private")
+        shown.input(on_view_options, [opacity, shown], outputs, api_visibility="private")
+        vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], api_visibility="private", queue=False)
+        stop.click(on_cancel, None, None, api_visibility="private", queue=False)
+        demo.unload(on_unload)
+    demo.queue(default_concurrency_limit=4)
+    return demo
