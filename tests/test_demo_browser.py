@@ -326,3 +326,57 @@ def test_cancel_stops_a_slow_run(browser, shots):
         context.close()
         demo.close()
         demo.ovpanoptic_app.close()
+
+
+def test_two_browser_sessions_keep_their_own_image_result_and_messages(browser, served, shots):
+    from playwright.sync_api import expect
+
+    ROOM = ROOT / "demo" / "examples" / "room.jpg"
+    first, page_a, outside_a = open_page(browser, served[0])
+    second, page_b, outside_b = open_page(browser, served[0])
+    try:
+        upload(page_a, STREET)
+        upload(page_b, ROOM)
+        segment(page_a, "car, street lamp", "sky, road")
+        segment(page_b, "chair", "floor")
+        expect(page_a.locator("#ovp-status")).to_contain_text("street.jpg · 4 classes")
+        expect(page_b.locator("#ovp-status")).to_contain_text("room.jpg · 2 classes")
+        # B segments A's image: the shared cache answers, but B is not told "same image as before".
+        upload(page_b, STREET)
+        expect(page_b.locator("#ovp-status")).to_contain_text("Not segmented yet")
+        segment(page_b, "bus")
+        expect(page_b.locator("#ovp-status")).to_contain_text("street.jpg · 1 class")
+        expect(page_b.locator("#ovp-timings")).not_to_contain_text("Same image as before")
+        segment(page_a, "bus")
+        expect(page_a.locator("#ovp-timings")).to_contain_text("Same image as before")
+        assert table_column(page_a, 2) == ["bus"] * 4
+        page_b.screenshot(path=str(shots / "07-second-session.png"), full_page=True)
+        assert outside_a == outside_b == []
+    finally:
+        first.close()
+        second.close()
+
+
+def test_at_820_pixels_wide_nothing_is_clipped(browser, served, shots):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 820, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(served[0])
+        upload(page)
+        segment(page, "car, street lamp", "sky, road")
+        expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than the window"
+        for selector in ("#ovp-examples", "#ovp-table", "#ovp-vocabulary", "#ovp-run"):
+            box = page.locator(selector).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 820, selector
+        table = page.locator("#ovp-table [role=grid]")
+        assert table.evaluate("e => e.scrollWidth <= e.clientWidth + 1"), "the segment table needs a horizontal scroll"
+        label = page.locator("#ovp-vocabulary label, #ovp-vocabulary span").first
+        assert label.evaluate("e => e.scrollWidth <= e.clientWidth + 1")
+        page.screenshot(path=str(shots / "08-narrow.png"), full_page=True)
+    finally:
+        context.close()

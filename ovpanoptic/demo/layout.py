@@ -232,6 +232,7 @@ def build_page(app: DemoApp) -> Any:
                 table = gr.Dataframe(
                     headers=list(TABLE_HEADERS), datatype=["number", "str", "str", "str", "number", "number"],
                     label="Segments (click a row to select it)", interactive=False, elem_id="ovp-table",
+                    column_widths=["7%", "24%", "20%", "16%", "15%", "18%"], wrap=True,
                 )
                 timings = gr.Markdown(elem_id="ovp-timings")
                 download = gr.File(
