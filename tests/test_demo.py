@@ -530,3 +530,16 @@ def test_the_menu_counts_the_prompts_the_classifier_encodes():
     assert "7 classes (3 things, 4 stuff) with 38 names = 266 prompts to encode the first time" in app.vocabulary_info("indoor-navigation")
     assert app.prompt_count(2) == 14
     app.close()
+
+
+def test_threshold_values_apply_to_the_selected_presets_components():
+    app = DemoApp(fake_pipeline(fuser="maskformer"))
+    values = {("fuser", "min_class_prob"): 0.5, ("fuser", "instances_score_thresh"): 0.1, ("fuser", "overlap_threshold"): 0.8}
+    # maskformer has no instances_score_thresh; overlap_threshold 0.8 is its own value: no override
+    assert app.tuning_overrides(None, values) == ("fuser.maskformer.min_class_prob=0.5",)
+    # the default preset's fuser is detectron2 (overlap 0.5): the same controls set its options
+    assert app.tuning_overrides("default", values) == (
+        "fuser.detectron2.min_class_prob=0.5", "fuser.detectron2.instances_score_thresh=0.1", "fuser.detectron2.overlap_threshold=0.8"
+    )
+    assert app.tuning_overrides(None, {("proposal_generator", "points_per_side"): 7.6}) == ()  # tiles has no such option
+    app.close()

@@ -15,7 +15,7 @@ import threading
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -112,10 +112,6 @@ class TuningControl:
     def key(self) -> str:
         """The ``--set`` key (``fuser.maskformer.overlap_threshold``)."""
         return f"{self.kind}.{self.component}.{self.option}"
-
-    @property
-    def elem_id(self) -> str:
-        return f"ovp-tune-{self.option.replace('_', '-')}"
 
 
 def _stem(name: str) -> str:
@@ -257,6 +253,20 @@ class DemoApp:
                     value = getattr(config, option)
                     controls.append(TuningControl(kind, name, option, label, lo, hi, step, value, isinstance(value, int)))
         return controls
+
+    def tuning_overrides(self, preset: str | None, values: Mapping[tuple[str, str], float | None]) -> tuple[str, ...]:
+        """``--set`` overrides for threshold values (``(kind, option) -> value``) that differ from
+        the preset's: each applies to the component the preset selects, when it has that option
+        (a value for an option the preset's component lacks is ignored)."""
+        overrides = []
+        for control in self.tuning_controls(preset):
+            value = values.get((control.kind, control.option))
+            if value is None:
+                continue
+            value = int(round(value)) if control.integer else float(value)
+            if value != control.value:
+                overrides.append(f"{control.key}={value!r}")
+        return tuple(overrides)
 
     # -- pipelines ------------------------------------------------------------------------------
 

@@ -154,7 +154,9 @@ def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
 
 def build_page(app: DemoApp) -> Any:
     """The Blocks of the page (loads no model); the queue is on."""
-    controls = app.tuning_controls()
+    from .app import TUNABLE
+
+    initial = {(c.kind, c.option): c for c in app.tuning_controls()}
     rows = app.example_rows()
 
     def session_of(request: gr.Request | None) -> Session:
@@ -193,9 +195,15 @@ def build_page(app: DemoApp) -> Any:
                 )
                 with gr.Accordion("Thresholds", open=False, elem_id="ovp-thresholds"):
                     gr.Markdown("Fusion thresholds re-fuse the current result at once (from the cache); proposal settings apply at the next Segment.")
+                    # One control per known option; those the preset's components lack are hidden
+                    # (and shown again when another preset has them).
                     sliders = [
-                        gr.Slider(c.minimum, c.maximum, value=c.value, step=c.step, label=f"{c.label} ({c.option})", elem_id=c.elem_id)
-                        for c in controls
+                        gr.Slider(
+                            lo, hi, step=step, label=f"{label} ({option})", elem_id=f"ovp-tune-{option.replace('_', '-')}",
+                            value=initial[(kind, option)].value if (kind, option) in initial else lo,
+                            visible=(kind, option) in initial,
+                        )
+                        for (kind, option), (label, lo, hi, step) in TUNABLE.items()
                     ]
                 with gr.Row():
                     run = gr.Button("Segment", variant="primary", elem_id="ovp-run")
@@ -246,14 +254,11 @@ def build_page(app: DemoApp) -> Any:
         inputs = {image, classes, stuff, things, vocabulary, preset, *sliders}
 
         def request_of(data: dict[Any, Any]) -> RunRequest:
-            tuning = tuple(
-                f"{c.key}={int(round(v)) if c.integer else float(v)!r}"
-                for c, v in ((c, data.get(slider)) for c, slider in zip(controls, sliders))
-                if v is not None and (int(round(v)) if c.integer else float(v)) != c.value
-            )
+            preset_v = data.get(preset) or ""
+            values = {key: data.get(slider) for key, slider in zip(TUNABLE, sliders)}
             return RunRequest(
                 data.get(classes) or "", data.get(stuff) or "", data.get(things) or "",
-                data.get(vocabulary) or "", data.get(preset) or "", tuning,
+                data.get(vocabulary) or "", preset_v, app.tuning_overrides(preset_v, values),
             )
 
         def on_segment(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
@@ -334,6 +339,16 @@ def build_page(app: DemoApp) -> Any:
             lists = format_class_lists(app.registry.vocabulary(name))
             return lists.classes, lists.stuff, lists.things, gr.update(info=app.vocabulary_info(name))
 
+        def on_preset(name: str) -> list[Any]:
+            try:
+                present = {(c.kind, c.option): c for c in app.tuning_controls(name)}
+            except OvpanopticError:  # reported by the next Segment
+                return [gr.update() for _ in sliders]
+            return [
+                gr.update(value=present[key].value, visible=True) if key in present else gr.update(visible=False)
+                for key in TUNABLE
+            ]
+
         def on_cancel(request: gr.Request) -> None:
             handlers.cancel(session_of(request))
 
@@ -371,6 +386,7 @@ def build_page(app: DemoApp) -> Any:
         shown.input(on_view_options, [opacity, shown], outputs, api_visibility="private")
         vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], api_visibility="private", queue=False)
         stop.click(on_cancel, None, None, api_visibility="private", queue=False)
+        preset.input(on_preset, preset, sliders, api_visibility="private", queue=False)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=4)
     return demo
