@@ -603,7 +603,7 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .demo import build_demo, check_exposure, launch_demo, parse_auth, read_auth_file
+    from .demo import build_demo, check_exposure, launch_demo, parse_auth, read_auth_file, stop_on_sigterm
 
     auth = [parse_auth(text) for text in args.auth]
     if args.auth_file:
@@ -611,16 +611,22 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if auth and args.no_auth:
         raise InputError("--no-auth and --auth/--auth-file contradict each other: keep one")
     check_exposure(args.host, auth, args.no_auth)
-    demo = build_demo(
-        config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin,
-        private_uploads=True,
-    )
-    try:
-        login = f", login required for {len(auth)} user{'s' if len(auth) != 1 else ''}" if auth else ""
-        print(f"ovpanoptic demo: http://{args.host}:{args.port}{login} (Ctrl+C stops it)", file=out, flush=True)
-        launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth, no_auth=args.no_auth)
-    finally:
-        demo.ovpanoptic_app.close()
+    with stop_on_sigterm():  # from here on, SIGTERM stops the demo like Ctrl+C, and its folder is removed
+        try:
+            demo = build_demo(
+                config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin,
+                private_uploads=True,
+            )
+        except KeyboardInterrupt:
+            return EXIT_OK
+        try:
+            login = f", login required for {len(auth)} user{'s' if len(auth) != 1 else ''}" if auth else ""
+            print(f"ovpanoptic demo: http://{args.host}:{args.port}{login} (Ctrl+C stops it)", file=out, flush=True)
+            launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth, no_auth=args.no_auth)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            demo.ovpanoptic_app.close()
     return EXIT_OK
 
 

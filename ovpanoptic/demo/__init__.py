@@ -23,12 +23,14 @@ It imports the core (pipeline, editing, types, vocabulary), never :mod:`ovpanopt
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +59,7 @@ __all__ = [
     "launch_demo",
     "parse_auth",
     "read_auth_file",
+    "stop_on_sigterm",
     "segment_labels",
 ]
 
@@ -195,33 +198,50 @@ def launch_demo(
     app: DemoApp | None = getattr(demo, "ovpanoptic_app", None)
     from .layout import CSS
 
-    try:
-        demo.launch(
-            server_name=host,
-            server_port=port,
-            max_file_size=max_file_size,
-            prevent_thread_lock=True,
-            ssr_mode=False,
-            show_error=False,
-            quiet=not block,
-            auth=list(auth) or None,
-            css=CSS,
-        )
-    except OSError as exc:
-        raise InputError(f"cannot serve the demo on {host}:{port} ({exc}); choose another port with --port") from None
-    if not block:
-        return demo
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        while not stop.wait(0.5):
+    with stop_on_sigterm() if block else contextlib.nullcontext():
+        try:
+            try:
+                demo.launch(
+                    server_name=host,
+                    server_port=port,
+                    max_file_size=max_file_size,
+                    prevent_thread_lock=True,
+                    ssr_mode=False,
+                    show_error=False,
+                    quiet=not block,
+                    auth=list(auth) or None,
+                    css=CSS,
+                )
+            except OSError as exc:
+                raise InputError(f"cannot serve the demo on {host}:{port} ({exc}); choose another port with --port") from None
+            if not block:
+                return demo
+            while True:
+                time.sleep(0.5)
+        except KeyboardInterrupt:  # Ctrl+C, or SIGTERM (stop_on_sigterm)
             pass
-    except KeyboardInterrupt:
-        pass
+        finally:
+            if block:
+                demo.close()
+                if app is not None:
+                    app.close()
+    return demo
+
+
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread (like Ctrl+C), so
+    ``finally`` clauses run and the temporary folder is removed. Outside the main thread, nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-        demo.close()
-        if app is not None:
-            app.close()
-    return demo
 
