@@ -563,3 +563,18 @@ def test_sigterm_while_the_demo_starts_leaves_no_temporary_folder(tmp_path, dela
     assert proc.returncode in (0, 130, -signal.SIGINT, -signal.SIGTERM), output
     assert "Traceback" not in output
     assert [p.name for p in temp.iterdir() if p.name.startswith("ovpanoptic-demo-")] == []
+
+
+def test_the_undo_history_is_bounded_by_steps_and_bytes(monkeypatch):
+    from ovpanoptic.demo import state
+    from ovpanoptic.types import Category, PanopticResult, Vocabulary
+
+    vocab = Vocabulary((Category(1, "sky", False),))
+    results = [PanopticResult.from_map(np.full((10, 10), 1, np.int32), {1: (1, i / 100)}, vocab) for i in range(60)]
+    s = state.Session("a")
+    for r in results:
+        s.push("edit", r)
+    assert len(s.history) == state.MAX_UNDO and s.history[0][1] is results[9]
+    monkeypatch.setattr(state, "MAX_UNDO_BYTES", 3 * 400)  # three 10x10 int32 maps
+    s.push("edit", results[0])
+    assert len(s.history) == 3 and s.history[-1][1] is results[59]

@@ -7,7 +7,8 @@ segments, so each re-query or correction has its own name) holds:
   ``panoptic.json`` names;
 * ``panoptic/STEM.png`` + ``panoptic.json``: COCO panoptic format (the ``coco-panoptic`` exporter);
 * ``instances.json``: COCO instances with RLE masks of the things (the ``coco-instances`` exporter);
-* ``STEM.overlay.jpg``: the image with segments, outlines and names as the page draws them;
+* ``STEM.overlay.jpg``: the image with segments, outlines and names as the page draws them (at
+  most :data:`OVERLAY_MAX_SIDE` pixels on its long side);
 * ``STEM.segments.csv``: the segment table (id, label, class, kind, score, area in pixels and %,
   box ``x0, y0, x1, y1``);
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..imageio import resize_longest_side
 from ..pipeline import Pipeline
 from ..types import PanopticResult
 from .render import Overlay, compose, segment_colors, segment_labels
@@ -38,6 +40,8 @@ __all__ = ["DOWNLOAD_EXPORTERS", "result_digest", "write_download"]
 DOWNLOAD_EXPORTERS: tuple[str, ...] = ("coco-panoptic", "coco-instances")
 #: JPEG quality of the image and overlay written into the zip.
 JPEG_QUALITY = 92
+#: The overlay is drawn at most this large (long side), whatever the image's size.
+OVERLAY_MAX_SIDE = 2048
 
 
 def result_digest(result: PanopticResult) -> str:
@@ -94,7 +98,8 @@ def write_download(
     try:
         written = pipe.export(result, rgb, work, stem, formats=formats) if formats else []
         labels = segment_labels(result)
-        overlay = compose(rgb, result, labels, segment_colors(result), Overlay())
+        small = resize_longest_side(rgb, OVERLAY_MAX_SIDE)
+        overlay = compose(small, result, labels, segment_colors(result), Overlay())
         partial = work / archive.name
         with zipfile.ZipFile(partial, "w") as zf:
             if source is not None and source.suffix.lower() in (".jpg", ".jpeg") and _same_size(source, rgb):

@@ -17,10 +17,12 @@ import numpy as np
 
 from ..types import PanopticResult, Vocabulary
 
-__all__ = ["LoadedImage", "RunRequest", "Session", "MAX_UNDO"]
+__all__ = ["MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session"]
 
-#: Corrections kept for undo, per session.
+#: Corrections kept for undo, per session...
 MAX_UNDO = 50
+#: ... and at most this many bytes of panoptic maps (a 12-megapixel map is 48 MB).
+MAX_UNDO_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -111,6 +113,8 @@ class Session:
         if self.result is not None:
             self.history.append((what, self.result))
             del self.history[:-MAX_UNDO]
+            while len(self.history) > 1 and sum(r.panoptic_map.nbytes for _, r in self.history) > MAX_UNDO_BYTES:
+                del self.history[0]
         self.result = new
         self.selected = [s for s in self.selected if s in {seg.id for seg in new.segments}]
 
