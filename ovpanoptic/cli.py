@@ -603,7 +603,7 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .demo import build_demo, check_exposure, launch_demo, parse_auth, read_auth_file, stop_on_sigterm
+    from .demo import build_demo, check_exposure, check_file_size, launch_demo, parse_auth, read_auth_file, stop_on_sigterm
 
     auth = [parse_auth(text) for text in args.auth]
     if args.auth_file:
@@ -611,6 +611,9 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if auth and args.no_auth:
         raise InputError("--no-auth and --auth/--auth-file contradict each other: keep one")
     check_exposure(args.host, auth, args.no_auth)
+    if not 1 <= args.port <= 65535:
+        raise InputError(f"the port must be a number from 1 to 65535, got {args.port} (--port)")
+    check_file_size(args.max_file_size)
     with stop_on_sigterm():  # from here on, SIGTERM stops the demo like Ctrl+C, and its folder is removed
         try:
             demo = build_demo(
@@ -621,8 +624,14 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_OK
         try:
             login = f", login required for {len(auth)} user{'s' if len(auth) != 1 else ''}" if auth else ""
-            print(f"ovpanoptic demo: http://{args.host}:{args.port}{login} (Ctrl+C stops it)", file=out, flush=True)
-            launch_demo(demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth, no_auth=args.no_auth)
+
+            def ready() -> None:
+                print(f"ovpanoptic demo: http://{args.host}:{args.port}{login} (Ctrl+C stops it)", file=out, flush=True)
+
+            launch_demo(
+                demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth,
+                no_auth=args.no_auth, ready=ready,
+            )
         except KeyboardInterrupt:
             pass
         finally:

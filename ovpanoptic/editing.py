@@ -23,7 +23,7 @@ import numpy as np
 
 from .constants import VOID_ID
 from .errors import InputError
-from .types import Category, PanopticResult, Vocabulary
+from .types import Category, PanopticResult, Vocabulary, normalize_name
 
 __all__ = ["CORRECTED_SCORE", "add_category", "add_segment", "delete_segment", "merge_segments", "relabel_segment"]
 
@@ -43,12 +43,12 @@ def _segment(result: PanopticResult, segment_id: int) -> None:
 
 def add_category(vocabulary: Vocabulary, name: str, isthing: bool) -> tuple[Vocabulary, Category]:
     """The vocabulary with a class named ``name`` (the existing one when a name or synonym matches,
-    compared ignoring case; else a new category with id ``max id + 1``, appended).
+    compared ignoring case, Unicode width and repeated spaces; else a new category with id ``max id + 1``, appended).
 
     :raises InputError: the name exists with the other thing/stuff kind.
     :raises VocabularyError: the name is not a valid class name.
     """
-    key = name.strip().casefold()
+    key = normalize_name(name).casefold()
     for cat in vocabulary:
         if key in (n.casefold() for n in cat.names):
             if cat.isthing != isthing:

@@ -392,14 +392,17 @@ def test_the_zip_holds_image_labels_overlay_and_table_named_by_image_and_result(
 # -- sessions, server, command line -----------------------------------------------------------
 
 
-def test_sessions_are_separate_and_bounded():
+def test_sessions_are_separate_and_bounded_and_empty_ones_go_first():
     app = DemoApp(fake_pipeline(), settings=DemoSettings(max_sessions=2))
     a = app.session("a")
     run(app, a)
     b = app.session("b")
     assert b.result is None and b is not a
-    app.session("c")
-    assert app.session("a") is not a  # the least recently used one was dropped
+    app.session("c")  # over the bound: b (no result) is dropped, not a (someone's work)
+    assert app.session("a") is a and set(app._sessions) == {"a", "c"}
+    run(app, app.session("c"))
+    app.session("d")  # every other session has a result: the least recently used one goes
+    assert set(app._sessions) == {"c", "d"}
     app.close()
 
 
@@ -479,11 +482,15 @@ def test_demo_script_serves_on_loopback_with_auth_and_cleans_up_on_sigterm(tmp_p
         assert config.get("auth_required") is True or config.get("status") == 401, config
         folders = [p.name for p in temp.iterdir() if p.name.startswith("ovpanoptic-demo-")]
         assert len(folders) == 1 and (temp / folders[0] / "gradio").is_dir()
+        # The address is printed once the server listens (launch_demo's ready callback).
+        announced = ""
+        while "ovpanoptic demo:" not in announced and time.monotonic() < deadline:
+            announced = proc.stdout.readline()
+        assert announced.strip() == f"ovpanoptic demo: http://127.0.0.1:{port}, login required for 1 user (Ctrl+C stops it)"
     finally:
         proc.send_signal(signal.SIGTERM)
         output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
-    assert f"ovpanoptic demo: http://127.0.0.1:{port}, login required for 1 user" in output
     assert [p.name for p in temp.iterdir() if p.name.startswith("ovpanoptic-demo-")] == []
 
 
@@ -574,7 +581,111 @@ def test_the_undo_history_is_bounded_by_steps_and_bytes(monkeypatch):
     s = state.Session("a")
     for r in results:
         s.push("edit", r)
-    assert len(s.history) == state.MAX_UNDO and s.history[0][1] is results[9]
+    assert len(s.history) == state.MAX_UNDO and s.history[0].result is results[9]
     monkeypatch.setattr(state, "MAX_UNDO_BYTES", 3 * 400)  # three 10x10 int32 maps
     s.push("edit", results[0])
-    assert len(s.history) == 3 and s.history[-1][1] is results[59]
+    assert len(s.history) == 3 and s.history[-1].result is results[59]
+
+
+def test_a_cancel_while_the_run_waits_in_the_queue_stops_it(app):
+    s = app.session("a")
+    handlers.cancel(s)
+    assert s.notice == "Nothing is running: Cancel stops a Segment run while it waits or runs."
+    handlers.image_changed(app, s, str(STREET))
+    handlers.request_run(s)  # the click, before queueing
+    handlers.cancel(s)  # pressed while waiting
+    with pytest.raises(Cancelled, match=r"during starting; nothing was segmented\."):
+        handlers.segment(app, s, RunRequest("car"), fresh=False)
+    assert s.result is None and not s.running
+    handlers.segment(app, s, RunRequest("car"))  # a new click runs
+    assert len(s.result.segments) == 4
+
+
+def test_undo_of_a_threshold_change_brings_back_its_thresholds_and_explanation():
+    app = DemoApp(fake_pipeline(fuser="maskformer"))
+    s = app.session("a")
+    run(app, s)
+    explanation = s.explanation
+    handlers.retune(app, s, ("fuser.maskformer.min_class_prob=0.95",))
+    assert s.result.segments == () and s.request.tuning == ("fuser.maskformer.min_class_prob=0.95",)
+    handlers.undo(app, s)
+    assert s.notice == "Undone: threshold change." and len(s.result.segments) == 4
+    assert s.request.tuning == () and s.explanation == explanation
+    assert "1 step to undo" not in page(app, s)[1]
+    app.close()
+
+
+def test_undo_refuses_while_the_result_is_stale(app):
+    s = app.session("a")
+    run(app, s)
+    handlers.click(app, s, 5, 5, handlers.MODES[3], (480, 640))
+    handlers.click(app, s, 14, 24, handlers.MODES[3], (480, 640))
+    handlers.accept(app, s, "pallet")
+    handlers.image_changed(app, s, str(ROOM))
+    with pytest.raises(InputError, match="The result is stale .* Undo works on the result shown"):
+        handlers.undo(app, s)
+    assert len(s.history) == 1
+
+
+def test_names_typed_in_the_class_menu_match_like_class_names_and_take_the_kind_chosen(app):
+    s = app.session("a")
+    run(app, s)
+    handlers.click(app, s, 5, 5, handlers.MODES[3], (480, 640))
+    handlers.click(app, s, 14, 24, handlers.MODES[3], (480, 640))
+    handlers.accept(app, s, "Street  Lamp")  # two spaces, other case: the existing class
+    assert s.result.category_of(s.result.segment_by_id(5)).name == "street lamp" and len(s.result.vocabulary) == 4
+    s.selected = [5]
+    handlers.relabel(app, s, "puddle", "stuff")
+    puddle = s.result.category_of(s.result.segment_by_id(5))
+    assert (puddle.name, puddle.isthing) == ("puddle", False)
+    with pytest.raises(InputError, match="'sky' is stuff in this vocabulary: add it as stuff"):
+        handlers.relabel(app, s, "sky", "thing")
+    with pytest.raises(InputError, match="the kind of a new class is one of auto, thing, stuff"):
+        handlers.relabel(app, s, "x", "(stuff)")
+
+
+def test_names_show_as_typed_never_as_markup(app):
+    s = app.session("a")
+    run(app, s, classes="<img src=x onerror=alert(1)>, **bold**", stuff="")
+    s.selected = [1, 2]
+    status = page(app, s)[1]
+    assert "<img" not in status and "&lt;img src=x onerror=alert(1)&gt; #1 (id 1)" in status
+    assert "\\*\\*bold\\*\\* #1 (id 2)" in status
+
+
+def test_two_images_with_one_name_and_one_result_get_two_zips():
+    app = DemoApp(fake_pipeline(exporters=["coco-panoptic"]))
+    s = app.session("a")
+    run(app, s, image={"path": str(STREET), "orig_name": "photo.jpg"})
+    first = handlers.download(app, s)
+    run(app, s, image={"path": str(ROOM), "orig_name": "photo.jpg"})
+    second = handlers.download(app, s)
+    assert first.name != second.name and first.name.startswith("photo-") and second.name.startswith("photo-")
+    with zipfile.ZipFile(second) as zf:
+        assert zf.read("photo.jpg") == ROOM.read_bytes()
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--port", "99999"], "the port must be a number from 1 to 65535, got 99999 (--port)"),
+        (["--port", "-5"], "the port must be a number from 1 to 65535, got -5 (--port)"),
+        (["--max-file-size", "banana"], "the upload limit must be a size like 25mb, 500kb or 1gb, got 'banana' (--max-file-size)"),
+    ],
+)
+def test_cli_demo_checks_port_and_upload_limit_before_building(capsys, args, message):
+    assert main(["demo", *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_missing_weights_say_how_to_give_the_demo_a_checkpoint():
+    from ovpanoptic.demo.layout import page_message
+    from ovpanoptic.errors import WeightsError
+
+    message = page_message(WeightsError("CLIP convnext_base_w is not in the local cache ... or pass a local checkpoint path"))
+    assert message.endswith(
+        "or pass a local checkpoint path: restart the demo with it, e.g. --set \"classifier.clip.pretrained='/path/clip.pt'\" "
+        "or --set \"proposal_generator.sam2.model='/path/sam2.pt'\" (`ovpanoptic presets interactive` lists the options)"
+    )

@@ -276,7 +276,7 @@ def test_a_box_prompt_becomes_a_segment_in_the_downloaded_zip(page, served, shot
     assert session.result.segment_by_id(5).bbox_xyxy == (100, 300, 200, 380) and area == 8000
     from ovpanoptic.demo.downloads import result_digest
 
-    expect(page.locator("#ovp-download a[href]").first).to_have_attribute("href", re.compile(rf"/street-{result_digest(session.result)}\.zip$"))
+    expect(page.locator("#ovp-download a[href]").first).to_have_attribute("href", re.compile(rf"/street-{result_digest(session.result, session.image.digest)}\.zip$"))
     with fetch_zip(page, served[0]) as zf:
         data = json.loads(zf.read("panoptic.json"))
         ids = rgb_to_id(np.asarray(Image.open(io.BytesIO(zf.read("panoptic/street.png"))).convert("RGB")))
@@ -380,3 +380,31 @@ def test_at_820_pixels_wide_nothing_is_clipped(browser, served, shots):
         page.screenshot(path=str(shots / "08-narrow.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_non_image_upload_is_refused_with_a_message_that_stays(page, tmp_path, shots):
+    from playwright.sync_api import expect
+
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    page.locator("#ovp-image input[type=file]").set_input_files(str(fake))
+    expect(page.locator("#ovp-error")).to_contain_text("notes.png")
+    expect(page.locator("#ovp-error")).to_contain_text("Upload a JPEG, PNG, WebP, BMP or TIFF image.")
+    page.wait_for_timeout(1500)  # the page clears the refused upload: the message stays
+    expect(page.locator("#ovp-error")).to_be_visible()
+    assert page.locator("#ovp-image img").count() == 0
+    page.screenshot(path=str(shots / "09-refused-upload.png"), full_page=True)
+
+
+def test_the_threshold_controls_follow_the_preset(page):
+    from playwright.sync_api import expect
+
+    page.locator("#ovp-thresholds").click()
+    expect(page.locator("#ovp-tune-object-mask-threshold")).to_be_visible()  # this app's maskformer
+    expect(page.locator("#ovp-tune-instances-score-thresh")).to_be_hidden()
+    page.locator("#ovp-preset input").click()
+    page.get_by_role("option", name="default", exact=True).click()  # detectron2 fuser, sam2 generator
+    expect(page.locator("#ovp-tune-instances-score-thresh")).to_be_visible()
+    expect(page.locator("#ovp-tune-stuff-area-thresh")).to_be_visible()
+    expect(page.locator("#ovp-tune-object-mask-threshold")).to_be_hidden()
+    expect(page.locator("#ovp-tune-overlap-threshold input[type=number]")).to_have_value("0.5")

@@ -27,10 +27,11 @@ import contextlib
 import ipaddress
 import logging
 import os
+import re
 import signal
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,6 +57,7 @@ __all__ = [
     "DemoSettings",
     "build_demo",
     "check_exposure",
+    "check_file_size",
     "launch_demo",
     "parse_auth",
     "read_auth_file",
@@ -70,6 +72,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 #: Upload limit (Gradio's ``max_file_size`` syntax).
 DEFAULT_MAX_FILE_SIZE = "25mb"
+#: Signals that stop a served demo like Ctrl+C (SIGHUP: the terminal or SSH session closed).
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+#: On shutdown, how long a running model call may take to reach its next progress report.
+SHUTDOWN_WAIT_S = 10.0
 
 
 def _import_gradio() -> Any:
@@ -183,18 +189,24 @@ def launch_demo(
     block: bool = True,
     auth: Sequence[tuple[str, str]] = (),
     no_auth: bool = False,
+    ready: Callable[[], None] | None = None,
 ) -> gradio.Blocks:
     """Serve the demo on ``host:port`` (loopback by default) with an upload limit.
+
+    :param ready: called once the server listens (the CLI prints the address then).
 
     :param block: wait until interrupted or sent SIGTERM (the CLI), then delete the app's
         temporary folder; ``False`` returns once the server is up (tests, notebooks): stop it
         with ``demo.close()`` and ``demo.ovpanoptic_app.close()``.
     :param auth: ``(user, password)`` pairs for Gradio's login page.
     :param no_auth: serve an address other than loopback without a login (must be explicit).
-    :raises InputError: a non-loopback address without ``auth`` or ``no_auth``; the port is taken
-        or the address cannot be bound.
+    :raises InputError: a non-loopback address without ``auth`` or ``no_auth``; a port outside
+        1-65535; an upload limit that is not a size; the port is taken or the address cannot be bound.
     """
     check_exposure(host, auth, no_auth)
+    if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
+        raise InputError(f"the port must be a number from 1 to 65535, got {port!r}: choose one with --port")
+    check_file_size(max_file_size)
     app: DemoApp | None = getattr(demo, "ovpanoptic_app", None)
     from .layout import CSS
 
@@ -213,7 +225,12 @@ def launch_demo(
                     css=CSS,
                 )
             except OSError as exc:
-                raise InputError(f"cannot serve the demo on {host}:{port} ({exc}); choose another port with --port") from None
+                raise InputError(
+                    f"cannot serve the demo on {host}:{port} ({exc}): the port may be taken (choose another with --port) "
+                    "or the address is not one of this machine's (check --host)"
+                ) from None
+            if ready is not None:
+                ready()
             if not block:
                 return demo
             while True:
@@ -222,16 +239,33 @@ def launch_demo(
             pass
         finally:
             if block:
+                if app is not None:  # let a running model call stop at its next progress report
+                    app.cancel_all()
+                    if app.lock.acquire(timeout=SHUTDOWN_WAIT_S):
+                        app.lock.release()
                 demo.close()
                 if app is not None:
                     app.close()
     return demo
 
 
+def check_file_size(value: str | int | None) -> None:
+    """Check an upload limit: bytes, or a number with a unit (``25mb``, ``1 GB``, ``500kb``).
+
+    :raises InputError: anything else.
+    """
+    if value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return
+    if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb)\s*", value, re.IGNORECASE):
+        return
+    raise InputError(f"the upload limit must be a size like 25mb, 500kb or 1gb, got {value!r} (--max-file-size)")
+
+
 @contextlib.contextmanager
 def stop_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt`` in the main thread (like Ctrl+C), so
-    ``finally`` clauses run and the temporary folder is removed. Outside the main thread, nothing."""
+    """Within the block, SIGTERM and SIGHUP (a closed terminal or SSH session) raise
+    ``KeyboardInterrupt`` in the main thread, like Ctrl+C, so ``finally`` clauses run and the
+    temporary folder is removed. Outside the main thread, nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -239,9 +273,10 @@ def stop_on_sigterm() -> Iterator[None]:
     def interrupt(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 

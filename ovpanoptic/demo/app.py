@@ -7,6 +7,7 @@ the page (:mod:`.layout`).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import shutil
@@ -75,14 +76,15 @@ class DemoSettings:
     :param display_max_side: the page shows the image at most this large (long side); the
         download is always at the uploaded image's size.
     :param cached_images: how many decoded uploads are kept (shared by all sessions).
-    :param max_sessions: browser sessions kept; the least recently used one is dropped beyond it.
+    :param max_sessions: browser sessions kept; beyond it the least recently used session without a
+        result is dropped (else the least recently used one).
     :param tuned_pipelines: pipelines with changed thresholds kept per preset.
     """
 
     max_pixels: int = 50_000_000
     display_max_side: int = 800
     cached_images: int = 4
-    max_sessions: int = 64
+    max_sessions: int = 256
     tuned_pipelines: int = 4
 
     def __post_init__(self) -> None:
@@ -260,10 +262,16 @@ class DemoApp:
         (a value for an option the preset's component lacks is ignored)."""
         overrides = []
         for control in self.tuning_controls(preset):
-            value = values.get((control.kind, control.option))
-            if value is None:
+            raw = values.get((control.kind, control.option))
+            if raw is None:
                 continue
-            value = int(round(value)) if control.integer else float(value)
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                raise InputError(f"the threshold {control.option} must be a number, got {raw!r}") from None
+            if not math.isfinite(value):
+                raise InputError(f"the threshold {control.option} must be a finite number, got {raw!r}")
+            value = int(round(value)) if control.integer else value
             if value != control.value:
                 overrides.append(f"{control.key}={value!r}")
         return tuple(overrides)
@@ -408,9 +416,21 @@ class DemoApp:
                 self._sessions[key] = Session(key=key)
             self._sessions.move_to_end(key)
             while len(self._sessions) > self.settings.max_sessions:
-                old, _ = self._sessions.popitem(last=False)
+                # The least recently used session without a result goes first: requests that only
+                # open sessions cannot push out someone's work.
+                old = next((k for k, v in self._sessions.items() if v.result is None and k != key), None)
+                if old is None:
+                    old = next(iter(self._sessions))
+                self._sessions.pop(old)
                 shutil.rmtree(self.work_dir() / "sessions" / _stem(old), ignore_errors=True)
             return self._sessions[key]
+
+    def cancel_all(self) -> None:
+        """Ask every session's run to stop (when the server shuts down)."""
+        with self._state_lock:
+            sessions = list(self._sessions.values())
+        for session in sessions:
+            session.cancel.set()
 
     def end_session(self, key: str | None) -> None:
         """Forget a session that closed its page, and delete its downloads."""

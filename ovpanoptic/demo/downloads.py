@@ -44,9 +44,11 @@ JPEG_QUALITY = 92
 OVERLAY_MAX_SIDE = 2048
 
 
-def result_digest(result: PanopticResult) -> str:
-    """10 hex digits naming a result: SHA-1 of its map and its segments (ids, classes, scores)."""
-    h = hashlib.sha1(np.ascontiguousarray(result.panoptic_map).tobytes())
+def result_digest(result: PanopticResult, image_digest: str = "") -> str:
+    """10 hex digits naming a result of an image: SHA-1 of the image's digest, the map and the
+    segments (ids, classes, scores) and the vocabulary."""
+    h = hashlib.sha1(image_digest.encode())
+    h.update(np.ascontiguousarray(result.panoptic_map).tobytes())
     h.update(json.dumps([[s.id, s.category_id, round(s.score, 6)] for s in result.segments]).encode())
     h.update(json.dumps(result.vocabulary.to_dict(), sort_keys=True).encode())
     return h.hexdigest()[:10]
@@ -81,16 +83,18 @@ def write_download(
     folder: Path,
     *,
     source: Path | None = None,
+    image_digest: str = "",
 ) -> Path:
     """Write the zip described in the module docstring into ``folder`` (created; its working files
     are removed, only the zip stays).
 
     :param rgb: the image at the result's size.
-    :param source: the uploaded file; copied as it is when it is a JPEG of the same size.
+    :param source: the uploaded file; copied as it is when it is an RGB JPEG of the same size.
+    :param image_digest: the image's content digest (part of the name: two images never share a zip).
     :raises ComponentError: an exporter failed (nothing is left behind).
     """
     folder.mkdir(parents=True, exist_ok=True)
-    archive = folder / f"{stem}-{result_digest(result)}.zip"
+    archive = folder / f"{stem}-{result_digest(result, image_digest)}.zip"
     if archive.is_file():
         return archive
     work = Path(tempfile.mkdtemp(prefix=".files-", dir=folder))  # two downloads at once never share it
@@ -120,12 +124,15 @@ def write_download(
 
 
 def _same_size(path: Path, rgb: np.ndarray) -> bool:
-    """Whether ``path`` is a JPEG whose stored pixels are ``rgb``'s size (no EXIF rotation, which
-    tools reading the PNG next to it might not apply)."""
+    """Whether ``path`` is an RGB JPEG (not CMYK or grey) whose stored pixels are ``rgb``'s size
+    (no EXIF rotation, which tools reading the PNG next to it might not apply)."""
     from PIL import Image
 
     try:
         with Image.open(path) as img:
-            return img.format == "JPEG" and img.getexif().get(0x0112, 1) == 1 and img.size == (rgb.shape[1], rgb.shape[0])
+            return (
+                img.format == "JPEG" and img.mode == "RGB" and img.getexif().get(0x0112, 1) == 1
+                and img.size == (rgb.shape[1], rgb.shape[0])
+            )
     except OSError:
         return False

@@ -23,7 +23,7 @@ import numpy as np
 from ..editing import add_category, add_segment, delete_segment, merge_segments, relabel_segment
 from ..errors import Cancelled, InputError, OvpanopticError
 from ..pipeline import Pipeline, SegmentationRun
-from ..types import Prompt
+from ..types import Prompt, normalize_name
 from ..vocabulary import StuffLexicon
 from .app import DemoApp
 from .downloads import write_download
@@ -31,10 +31,12 @@ from .render import plural, segment_labels
 from .state import RunRequest, Session
 
 __all__ = [
+    "CLASS_KINDS",
     "MODES",
     "accept",
     "cancel",
     "click",
+    "request_run",
     "delete",
     "download",
     "explain",
@@ -67,8 +69,9 @@ def _reporter(session: Session, progress: ProgressFn | None, started: float) -> 
 
     def report(message: str, done: int, total: int) -> None:
         if session.cancel.is_set():
+            kept = "the previous result is kept" if session.result is not None else "nothing was segmented"
             raise Cancelled(
-                f"Cancelled after {time.perf_counter() - started:.1f} s, during {stage[0]}; the previous result is kept. "
+                f"Cancelled after {time.perf_counter() - started:.1f} s, during {stage[0]}; {kept}. "
                 "Class names encoded before the cancel stay cached."
             )
         if message in STAGES:
@@ -80,9 +83,20 @@ def _reporter(session: Session, progress: ProgressFn | None, started: float) -> 
     return report
 
 
+def request_run(session: Session) -> None:
+    """A Segment click, before the run is queued: forget an earlier Cancel, so that a Cancel
+    pressed from now on (while the run waits in the queue, or runs) stops this run."""
+    session.cancel.clear()
+    session.running = True
+
+
 def cancel(session: Session) -> None:
-    """Ask the session's running segmentation to stop (at its next progress report)."""
+    """Ask the session's queued or running segmentation to stop (at its next progress report)."""
+    if not session.running:
+        session.notice = "Nothing is running: Cancel stops a Segment run while it waits or runs."
+        return
     session.cancel.set()
+    session.notice = "Cancelling: the run stops at its next progress report."
 
 
 def image_changed(app: DemoApp, session: Session, image: Any) -> None:
@@ -109,23 +123,36 @@ def image_changed(app: DemoApp, session: Session, image: Any) -> None:
         session.stale = "" if same else f"this result is for the previous image; press Segment to segment {loaded.name}"
 
 
-def segment(app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None = None) -> None:
+def segment(
+    app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None = None, *, fresh: bool = True
+) -> None:
     """Segment the session's image with the request's class names, preset and thresholds.
 
     The named vocabulary's names are encoded first, with progress per name; each pipeline stage
     is announced; :func:`cancel` stops the run at the next report (the old result stays).
 
+    :param fresh: forget an earlier Cancel first (:func:`request_run`); the page passes ``False``
+        because it called :func:`request_run` when the button was clicked, before queueing.
+
     :raises OvpanopticError: no image, no class names, bad names, unknown preset, missing
         weights, a plugin's fault, :class:`~ovpanoptic.errors.Cancelled`.
     """
     session.error = session.notice = ""
-    session.cancel.clear()
+    if fresh:
+        request_run(session)
+    try:
+        _segment(app, session, request, progress)
+    finally:
+        session.running = False
+
+
+def _segment(app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None) -> None:
     if session.image is None:
         raise InputError("No image: upload an image (or click one of the examples) first")
     started = time.perf_counter()
     report = _reporter(session, progress, started)
+    report("starting", 0, 0)  # a Cancel pressed while the run was queued stops it here
     with app.lock:
-        report("starting", 0, 0)
         pipe = app.pipeline_for(request.preset, request.tuning)
         vocab = app.vocabulary_for(pipe, request)
         names = sum(len(c.names) for c in vocab)
@@ -218,9 +245,9 @@ def retune(app: DemoApp, session: Session, tuning: Sequence[str], progress: Prog
     if any(key.startswith("proposal_generator.") for key in changed):
         session.notice = "Proposal settings changed: press Segment to recompute the proposals with them."
         return
-    before, history = session.result, list(session.history)
+    before, history = session.snapshot("threshold change"), list(session.history)
     segment(app, session, dataclasses.replace(session.request, tuning=tuple(tuning)), progress)
-    session.history = [*history, ("threshold change", before)]
+    session.history = [*history, before]
     session.notice = "Re-fused from the cache with the new thresholds (proposals and image features were not recomputed)."
 
 
@@ -302,24 +329,36 @@ def _predict(app: DemoApp, session: Session) -> None:
     )
 
 
-def _category(session: Session, name: str) -> tuple[Any, int]:
-    """The category id for a class name picked or typed ("name" or "name (stuff)")."""
+#: The kinds a new class typed in the Class menu can get ("auto": the stuff lexicon decides).
+CLASS_KINDS: tuple[str, ...] = ("auto", "thing", "stuff")
+
+
+def _category(session: Session, name: str, kind: str = "auto") -> tuple[Any, int]:
+    """The vocabulary (extended when the name is new) and category id for a class picked or typed.
+
+    Names match the vocabulary's names and synonyms ignoring case, Unicode width and repeated
+    spaces. A new name is a thing or stuff as ``kind`` says (``auto``: stuff when the stuff
+    lexicon knows it).
+
+    :raises InputError: no name, an unknown kind, or an existing class of the other kind.
+    """
     assert session.result is not None
-    text = (name or "").strip()
+    text = normalize_name(name or "")
     if not text:
         raise InputError("Pick the class of the segment in the Class menu (or type a new name)")
-    isthing = None
-    for suffix, flag in ((" (stuff)", False), (" (thing)", True)):
-        if text.endswith(suffix):
-            text, isthing = text[: -len(suffix)].strip(), flag
-    existing = next((c for c in session.result.vocabulary if text.casefold() in (n.casefold() for n in c.names)), None)
-    if isthing is None:
+    if kind not in CLASS_KINDS:
+        raise InputError(f"the kind of a new class is one of {', '.join(CLASS_KINDS)}, got {kind!r}")
+    key = text.casefold()
+    existing = next((c for c in session.result.vocabulary if key in (n.casefold() for n in c.names)), None)
+    if kind == "auto":
         isthing = existing.isthing if existing is not None else not StuffLexicon.default().is_stuff(text)
+    else:
+        isthing = kind == "thing"
     vocab, cat = add_category(session.result.vocabulary, text, isthing)
     return vocab, cat.id
 
 
-def accept(app: DemoApp, session: Session, class_name: str) -> None:
+def accept(app: DemoApp, session: Session, class_name: str, kind: str = "auto") -> None:
     """Make the proposed mask a segment of ``class_name`` (a new instance id for a thing; joins the
     class's segment for stuff; pixels taken from whatever held them)."""
     session.error = session.notice = ""
@@ -327,7 +366,7 @@ def accept(app: DemoApp, session: Session, class_name: str) -> None:
     if session.candidate is None:
         raise InputError("No proposed mask: choose a prompt mode (point or box) and click on the image first")
     assert session.result is not None
-    vocab, category_id = _category(session, class_name)
+    vocab, category_id = _category(session, class_name, kind)
     new, sid = add_segment(session.result, session.candidate, category_id, vocabulary=vocab)
     label = segment_labels(new)[sid]
     session.push(f"add {label}", new)
@@ -345,12 +384,12 @@ def _selected(session: Session, at_least: int = 1) -> list[int]:
     return list(session.selected)
 
 
-def relabel(app: DemoApp, session: Session, class_name: str) -> None:
+def relabel(app: DemoApp, session: Session, class_name: str, kind: str = "auto") -> None:
     """Give the selected segments the class ``class_name`` (picked or typed)."""
     session.error = session.notice = ""
     ids = _selected(session)
     assert session.result is not None
-    vocab, category_id = _category(session, class_name)
+    vocab, category_id = _category(session, class_name, kind)
     before = session.result
     result = before if vocab is before.vocabulary else _with_vocabulary(before, vocab)
     kept = []
@@ -404,6 +443,8 @@ def undo(app: DemoApp, session: Session) -> None:
         session.clear_prompt()
         session.notice = "Prompt cleared."
         return
+    if session.stale:
+        raise InputError(f"The result is stale ({session.stale}); Undo works on the result shown")
     what = session.undo()
     session.download = None
     session.notice = f"Undone: {what}." if what else "Nothing to undo."
@@ -433,5 +474,7 @@ def download(app: DemoApp, session: Session) -> Path | None:
     rgb = session.image.rgb
     if rgb.shape[:2] != result.image_size:
         raise InputError("the result does not match the image: press Segment again")
-    session.download = write_download(pipe, result, rgb, session.image.stem, app.session_dir(session), source=session.image.path)
+    session.download = write_download(
+        pipe, result, rgb, session.image.stem, app.session_dir(session), source=session.image.path, image_digest=session.image.digest
+    )
     return session.download

@@ -8,13 +8,15 @@ action, and the outputs never get Gradio's "Error" badges.
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from collections.abc import Callable
 from typing import Any
 
 import gradio as gr
 
-from ..errors import Cancelled, OvpanopticError, VocabularyError
+from ..errors import Cancelled, OvpanopticError, VocabularyError, WeightsError
 from ..vocabulary import format_class_lists
 from . import handlers
 from .app import CUSTOM_VOCABULARY, DemoApp
@@ -46,6 +48,11 @@ _VOCABULARY_FLAGS = (
 def page_message(exc: OvpanopticError) -> str:
     """The error's message, with CLI flag names replaced by the names of the page's fields."""
     message = str(exc)
+    if isinstance(exc, WeightsError) and "local checkpoint path" in message:
+        message += (
+            ": restart the demo with it, e.g. --set \"classifier.clip.pretrained='/path/clip.pt'\" or "
+            "--set \"proposal_generator.sam2.model='/path/sam2.pt'\" (`ovpanoptic presets interactive` lists the options)"
+        )
     if isinstance(exc, VocabularyError):
         for flag, field_name in _VOCABULARY_FLAGS:
             message = message.replace(f"with {flag}", f"with {field_name}").replace(flag, field_name)
@@ -71,28 +78,33 @@ def _guard(session: Session, action: Callable[[], Any]) -> None:
         )
 
 
+def text(value: object) -> str:
+    """User-given text (class names, file names, messages quoting them) for a Markdown output:
+    HTML and Markdown characters escaped, so it shows as typed and never as markup."""
+    escaped = html.escape(str(value), quote=False)
+    return re.sub(r"([\\`*_\[\]|~])", r"\\\1", escaped)  # the characters that make markup mid-line
+
+
 def _summary(session: Session) -> str:
     parts = []
     if session.stale:
-        parts.append(f"<span class='ovp-stale'>Not segmented yet: {session.stale}.</span>")
+        parts.append(f"<span class='ovp-stale'>Not segmented yet: {text(session.stale)}.</span>")
     elif session.result is not None and session.image is not None:
         result = session.result
         things = sum(1 for s in result.segments if s.isthing)
-        vocab = session.vocabulary
-        edits = len(session.history)
-        corrections = f" · {plural(edits, 'correction')} (Undo goes back)" if edits else ""
+        vocab = result.vocabulary
+        steps = len(session.history)
+        undo = f" · {plural(steps, 'step')} to undo" if steps else ""
         parts.append(
             f"**{plural(len(result.segments), 'segment')}** ({plural(things, 'thing')}, {len(result.segments) - things} stuff) · "
-            f"{result.image_size[1]} x {result.image_size[0]} px · {session.image.name} · "
-            f"{plural(len(vocab), 'class', 'classes') if vocab is not None else ''}"
-            f"{f' ({vocab.name})' if vocab is not None and vocab.name != 'custom' else ''}"
-            f"{corrections}"
+            f"{result.image_size[1]} x {result.image_size[0]} px · {text(session.image.name)} · "
+            f"{plural(len(vocab), 'class', 'classes')}{f' ({text(vocab.name)})' if vocab.name != 'custom' else ''}{undo}"
         )
     if session.notice:
-        parts.append(session.notice)
+        parts.append(text(session.notice))
     if session.selected and session.result is not None and not session.stale:
         labels = segment_labels(session.result)
-        parts.append("Selected: " + ", ".join(f"{labels.get(s, '?')} (id {s})" for s in session.selected))
+        parts.append("Selected: " + ", ".join(f"{text(labels.get(s, '?'))} (id {s})" for s in session.selected))
     return "\n\n".join(parts)
 
 
@@ -108,7 +120,11 @@ def _timings(session: Session) -> str:
         ("resize to the image", "resize"),
         ("last prompt", "prompt"),
     ]
-    lines = [f"- {line}" for line in session.explanation] + ["", "| stage | seconds |", "|---|---:|"]
+    lines = ["**The model's run** (before corrections):", ""] + [f"- {line}" for line in session.explanation]
+    corrections = [h for h in session.history if h.what != "threshold change"]
+    if corrections:
+        lines.append(f"- then {plural(len(corrections), 'correction')}: {len(session.result.segments)} segments now")
+    lines += ["", "| stage | seconds |", "|---|---:|"]
     for label, key in rows:
         if key in ("proposals", "features") and session.timings.get(key, 1.0) == 0.0:
             lines.append(f"| {label} | cached |")
@@ -125,7 +141,7 @@ def _timings(session: Session) -> str:
 def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
     """The outputs of every event, from the session: error box, status, image, classes shown,
     class menu, table, timings."""
-    error = gr.update(value=f"**Cannot do that.** {session.error}" if session.error else "", visible=bool(session.error))
+    error = gr.update(value=f"**Cannot do that.** {text(session.error)}" if session.error else "", visible=bool(session.error))
     view = None
     shown_update = gr.update(choices=[], value=[])
     class_update = gr.update()
@@ -228,7 +244,11 @@ def build_page(app: DemoApp) -> Any:
                 with gr.Row():
                     klass = gr.Dropdown(
                         choices=[], value=None, allow_custom_value=True, label="Class",
-                        info="Pick one, or type a new name (add ' (stuff)' or ' (thing)' to choose its kind).", elem_id="ovp-class",
+                        info="Pick one, or type a new name.", elem_id="ovp-class",
+                    )
+                    kind = gr.Radio(
+                        list(handlers.CLASS_KINDS), value="auto", label="A new name is", elem_id="ovp-kind",
+                        info="auto: stuff if it sounds like stuff (sky, floor), else a thing",
                     )
                     add = gr.Button("Add segment", elem_id="ovp-add")
                     relabel = gr.Button("Relabel selected", elem_id="ovp-relabel")
@@ -249,8 +269,7 @@ def build_page(app: DemoApp) -> Any:
                 )
 
         outputs = [error, status, view, shown, klass, table, timings]
-        # A set of inputs: the handler gets one dict {component: value} (the sliders are as many as
-        # the preset's components have tunable options).
+        # A set of inputs: the handler gets one dict {component: value} (one slider per known option).
         inputs = {image, classes, stuff, things, vocabulary, preset, *sliders}
 
         def request_of(data: dict[Any, Any]) -> RunRequest:
@@ -261,17 +280,40 @@ def build_page(app: DemoApp) -> Any:
                 data.get(vocabulary) or "", preset_v, app.tuning_overrides(preset_v, values),
             )
 
+        def report(progress: Any) -> Callable[[str, int, int], None]:
+            return lambda m, d, t: progress((d, t) if t else None, desc=m)
+
+        def slider_values(s: Session) -> list[Any]:
+            """The sliders at the values of the session's request (after an undo of a threshold change)."""
+            if s.request is None:
+                return [gr.update() for _ in sliders]
+            try:
+                current = {(c.kind, c.option): c for c in app.tuning_controls(s.request.preset)}
+            except OvpanopticError:
+                return [gr.update() for _ in sliders]
+            chosen = {t.split("=", 1)[0]: t.split("=", 1)[1] for t in s.request.tuning}
+            return [
+                gr.update(value=float(chosen.get(current[key].key, current[key].value))) if key in current else gr.update()
+                for key in TUNABLE
+            ]
+
+        def on_request(request: gr.Request) -> None:
+            handlers.request_run(session_of(request))
+
         def on_segment(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             s = session_of(request)
 
             def act() -> None:
                 handlers.image_changed(app, s, data.get(image))
-                handlers.segment(app, s, request_of(data), lambda m, d, t: progress((d, t) if t else None, desc=m))
+                handlers.segment(app, s, request_of(data), report(progress), fresh=False)
 
-            _guard(s, act)
+            try:
+                _guard(s, act)
+            finally:
+                s.running = False
             return page(app, s)
 
-        def on_download(request: gr.Request) -> Any:
+        def on_download(request: gr.Request) -> tuple[Any, Any]:
             s = session_of(request)
             path = None
             try:
@@ -281,19 +323,32 @@ def build_page(app: DemoApp) -> Any:
                 s.error = page_message(exc)
             except OSError as exc:  # the disk is full, or the app is shutting down
                 log.warning("demo download not written: %s", exc)
-            return str(path) if path is not None else None
+                s.error = f"The download could not be written ({exc}); free some disk space and try again."
+            return (str(path) if path is not None else None), page(app, s)[0]
 
         def on_retune(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             s = session_of(request)
-            tuning = request_of(data).tuning
-            _guard(s, lambda: handlers.retune(app, s, tuning, lambda m, d, t: progress((d, t) if t else None, desc=m)))
+            _guard(s, lambda: handlers.retune(app, s, request_of(data).tuning, report(progress)))
             return page(app, s)
 
         def on_image(image_v: Any, request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)
+            if image_v is None and s.refused_upload:
+                # The page clearing a refused upload: keep the message that says why.
+                s.refused_upload = False
+                return (*page(app, s), gr.update(), None)
             _guard(s, lambda: handlers.image_changed(app, s, image_v))
-            refused = bool(s.error) and s.image is None
-            return (*page(app, s), gr.update(value=None) if refused else gr.update(), None if (refused or s.stale) else gr.update())
+            s.refused_upload = bool(s.error) and s.image is None and image_v is not None
+            if s.refused_upload or s.stale or s.result is None:
+                return (*page(app, s), gr.update(value=None) if s.refused_upload else gr.update(), None)
+            # The image of the result is back: so is its download (written already, or now).
+            path = None
+            try:
+                with app.lock:
+                    path = handlers.download(app, s)
+            except (OvpanopticError, OSError) as exc:
+                log.warning("demo download not written: %s", exc)
+            return (*page(app, s), gr.update(), str(path) if path is not None else None)
 
         def on_click(mode_v: str, evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)
@@ -319,22 +374,30 @@ def build_page(app: DemoApp) -> Any:
 
             return event
 
-        def with_class(fn: Callable[[Session, str], Any]) -> Callable[..., tuple[Any, ...]]:
-            def event(class_v: str, request: gr.Request) -> tuple[Any, ...]:
+        def on_undo(request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            _guard(s, lambda: handlers.undo(app, s))
+            return (*page(app, s), *slider_values(s))
+
+        def with_class(fn: Callable[[Session, str, str], Any]) -> Callable[..., tuple[Any, ...]]:
+            def event(class_v: str, kind_v: str, request: gr.Request) -> tuple[Any, ...]:
                 s = session_of(request)
-                _guard(s, lambda: fn(s, class_v or ""))
+                _guard(s, lambda: fn(s, class_v or "", kind_v or "auto"))
                 return page(app, s)
 
             return event
 
         def on_view_options(opacity_v: float, shown_v: list[str], request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)
-            s.opacity = float(opacity_v)
-            s.shown = tuple(shown_v or ())
+            try:
+                s.opacity = min(1.0, max(0.0, float(opacity_v)))
+            except (TypeError, ValueError):
+                pass
+            s.shown = tuple(str(v) for v in (shown_v or ()))
             return page(app, s)
 
         def on_vocabulary(name: str) -> tuple[Any, ...]:
-            if not name or name == CUSTOM_VOCABULARY:
+            if not name or name == CUSTOM_VOCABULARY or name not in app.registry.vocabularies:
                 return gr.update(), gr.update(), gr.update(), gr.update(info=app.vocabulary_info(CUSTOM_VOCABULARY))
             lists = format_class_lists(app.registry.vocabulary(name))
             return lists.classes, lists.stuff, lists.things, gr.update(info=app.vocabulary_info(name))
@@ -349,44 +412,46 @@ def build_page(app: DemoApp) -> Any:
                 for key in TUNABLE
             ]
 
-        def on_cancel(request: gr.Request) -> None:
-            handlers.cancel(session_of(request))
+        def on_cancel(request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            handlers.cancel(s)
+            return (gr.update(), _summary(s))
 
         def on_unload(request: gr.Request) -> None:
             app.end_session(getattr(request, "session_hash", None))
 
         model = {"concurrency_limit": 1, "concurrency_id": "model"}
+        private = {"api_visibility": "private"}
         # preprocess=False: the handlers get the upload's payload unread (path and original name), so
         # a non-image gets the handler's message instead of Gradio's generic error.
         raw = {"preprocess": False}
-        seg_event = run.click(on_segment, inputs, outputs, api_name="segment", **raw, **model)
-        seg_event.then(on_download, None, download, api_visibility="private")
-        for box in (classes, stuff, things):
-            box.submit(on_segment, inputs, outputs, api_visibility="private", **raw, **model).then(
-                on_download, None, download, api_visibility="private"
-            )
+        # A Segment first marks the run requested (not queued: at once), so a Cancel pressed while
+        # it waits in the queue stops it too; then the run, then the download.
+        for trigger in (run.click, classes.submit, stuff.submit, things.submit):
+            trigger(on_request, None, None, queue=False, **private).then(
+                on_segment, inputs, outputs, **raw, **model, **private
+            ).then(on_download, None, [download, error], **private)
         for slider in sliders:
-            slider.release(on_retune, inputs, outputs, api_visibility="private", **model).then(
-                on_download, None, download, api_visibility="private"
+            slider.release(on_retune, inputs, outputs, **private, **model).then(on_download, None, [download, error], **private)
+        image.change(on_image, [image], [*outputs, image, download], queue=False, **raw, **private)
+        view.select(on_click, [mode], outputs, **private, **model)
+        table.select(on_row, None, outputs, **private)
+        for button, fn in ((delete, handlers.delete), (merge, handlers.merge)):
+            button.click(simple(lambda s, fn=fn: fn(app, s)), None, outputs, **private).then(
+                on_download, None, [download, error], **private
             )
-        image.change(on_image, [image], [*outputs, image, download], api_visibility="private", queue=False, **raw)
-        view.select(on_click, [mode], outputs, api_visibility="private", **model)
-        table.select(on_row, None, outputs, api_visibility="private")
-        for button, fn in ((delete, handlers.delete), (merge, handlers.merge), (undo, handlers.undo)):
-            button.click(simple(lambda s, fn=fn: fn(app, s)), None, outputs, api_visibility="private").then(
-                on_download, None, download, api_visibility="private"
-            )
-        add.click(with_class(lambda s, c: handlers.accept(app, s, c)), [klass], outputs, api_visibility="private", **model).then(
-            on_download, None, download, api_visibility="private"
+        undo.click(on_undo, None, [*outputs, *sliders], **private).then(on_download, None, [download, error], **private)
+        add.click(with_class(lambda s, c, k: handlers.accept(app, s, c, k)), [klass, kind], outputs, **private, **model).then(
+            on_download, None, [download, error], **private
         )
-        relabel.click(with_class(lambda s, c: handlers.relabel(app, s, c)), [klass], outputs, api_visibility="private").then(
-            on_download, None, download, api_visibility="private"
+        relabel.click(with_class(lambda s, c, k: handlers.relabel(app, s, c, k)), [klass, kind], outputs, **private).then(
+            on_download, None, [download, error], **private
         )
-        opacity.release(on_view_options, [opacity, shown], outputs, api_visibility="private")
-        shown.input(on_view_options, [opacity, shown], outputs, api_visibility="private")
-        vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], api_visibility="private", queue=False)
-        stop.click(on_cancel, None, None, api_visibility="private", queue=False)
-        preset.input(on_preset, preset, sliders, api_visibility="private", queue=False)
+        opacity.release(on_view_options, [opacity, shown], outputs, **private)
+        shown.input(on_view_options, [opacity, shown], outputs, **private)
+        vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], queue=False, **private)
+        stop.click(on_cancel, None, [error, status], queue=False, **private)
+        preset.input(on_preset, preset, sliders, queue=False, **private)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=4)
     return demo

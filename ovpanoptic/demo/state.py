@@ -17,12 +17,12 @@ import numpy as np
 
 from ..types import PanopticResult, Vocabulary
 
-__all__ = ["MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session"]
+__all__ = ["MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session", "Snapshot"]
 
 #: Corrections kept for undo, per session...
 MAX_UNDO = 50
 #: ... and at most this many bytes of panoptic maps (a 12-megapixel map is 48 MB).
-MAX_UNDO_BYTES = 256 * 1024 * 1024
+MAX_UNDO_BYTES = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, eq=False)
@@ -66,6 +66,21 @@ class RunRequest:
     tuning: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One step of the undo history: a result and what produced it.
+
+    :param what: the step that replaced it (``"add pallet #1"``, ``"threshold change"``).
+    """
+
+    what: str
+    result: PanopticResult
+    request: RunRequest | None
+    explanation: tuple[str, ...]
+    timings: dict[str, float]
+    cached: bool
+
+
 @dataclass
 class Session:
     """Mutable state of one browser session (see the module docstring)."""
@@ -85,8 +100,10 @@ class Session:
     cached: bool = False
     #: Digests of the images this session has segmented ("same image as before" is per session).
     seen: set[str] = field(default_factory=set)
-    #: ``(what, result before)``, newest last.
-    history: list[tuple[str, PanopticResult]] = field(default_factory=list)
+    #: Undo steps, newest last.
+    history: list[Snapshot] = field(default_factory=list)
+    #: A segmentation of this session is queued or running.
+    running: bool = False
     points: list[tuple[float, float, int]] = field(default_factory=list)
     box_start: tuple[float, float] | None = None
     box: tuple[float, float, float, float] | None = None
@@ -96,6 +113,8 @@ class Session:
     shown: tuple[str, ...] | None = None
     opacity: float = 0.55
     error: str = ""
+    #: The last upload was refused (the page clears it; that clearing keeps the error shown).
+    refused_upload: bool = False
     notice: str = ""
     download: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
@@ -108,21 +127,33 @@ class Session:
         self.candidate = None
         self.candidate_score = 0.0
 
+    def snapshot(self, what: str) -> Snapshot:
+        """The current result with what produced it, labelled ``what`` (for the undo history)."""
+        assert self.result is not None
+        return Snapshot(what, self.result, self.request, self.explanation, dict(self.timings), self.cached)
+
     def push(self, what: str, new: PanopticResult) -> None:
-        """Make ``new`` the result, keeping the current one for :meth:`undo`."""
-        if self.result is not None:
-            self.history.append((what, self.result))
-            del self.history[:-MAX_UNDO]
-            while len(self.history) > 1 and sum(r.panoptic_map.nbytes for _, r in self.history) > MAX_UNDO_BYTES:
-                del self.history[0]
+        """Make ``new`` the result (a correction), keeping the current state for :meth:`undo`."""
+        self.remember(what)
         self.result = new
         self.selected = [s for s in self.selected if s in {seg.id for seg in new.segments}]
 
+    def remember(self, what: str) -> None:
+        """Keep the current state for :meth:`undo` (newest last; bounded in steps and bytes)."""
+        if self.result is None:
+            return
+        self.history.append(self.snapshot(what))
+        del self.history[:-MAX_UNDO]
+        while len(self.history) > 1 and sum(h.result.panoptic_map.nbytes for h in self.history) > MAX_UNDO_BYTES:
+            del self.history[0]
+
     def undo(self) -> str:
-        """Go back one correction; returns what was undone (``""`` when nothing was)."""
+        """Go back one step (a correction or a threshold change: the result, the request with its
+        thresholds, the explanation); returns what was undone (``""`` when nothing was)."""
         if not self.history:
             return ""
-        what, before = self.history.pop()
-        self.result = before
-        self.selected = [s for s in self.selected if s in {seg.id for seg in before.segments}]
-        return what
+        before = self.history.pop()
+        self.result, self.request, self.explanation = before.result, before.request, before.explanation
+        self.timings, self.cached = dict(before.timings), before.cached
+        self.selected = [s for s in self.selected if s in {seg.id for seg in before.result.segments}]
+        return before.what
