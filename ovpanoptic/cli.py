@@ -614,15 +614,14 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not 1 <= args.port <= 65535:
         raise InputError(f"the port must be a number from 1 to 65535, got {args.port} (--port)")
     check_file_size(args.max_file_size)
-    with stop_on_sigterm():  # from here on, SIGTERM stops the demo like Ctrl+C, and its folder is removed
+    with stop_on_sigterm() as stop:  # from here on, SIGTERM or SIGHUP stop the demo and remove its folder
+        demo = build_demo(
+            config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin,
+            private_uploads=True,
+        )
         try:
-            demo = build_demo(
-                config=args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin,
-                private_uploads=True,
-            )
-        except KeyboardInterrupt:
-            return EXIT_OK
-        try:
+            if stop.is_set():  # asked to stop while the page was being built
+                return EXIT_OK
             login = f", login required for {len(auth)} user{'s' if len(auth) != 1 else ''}" if auth else ""
 
             def ready() -> None:
@@ -630,10 +629,8 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
             launch_demo(
                 demo, host=args.host, port=args.port, max_file_size=args.max_file_size, auth=auth,
-                no_auth=args.no_auth, ready=ready,
+                no_auth=args.no_auth, ready=ready, stop=stop,
             )
-        except KeyboardInterrupt:
-            pass
         finally:
             demo.ovpanoptic_app.close()
     return EXIT_OK

@@ -190,10 +190,13 @@ def launch_demo(
     auth: Sequence[tuple[str, str]] = (),
     no_auth: bool = False,
     ready: Callable[[], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> gradio.Blocks:
     """Serve the demo on ``host:port`` (loopback by default) with an upload limit.
 
     :param ready: called once the server listens (the CLI prints the address then).
+    :param stop: with ``block``, serve until this is set (default: until SIGTERM or SIGHUP, see
+        :func:`stop_on_sigterm`, or Ctrl+C).
 
     :param block: wait until interrupted or sent SIGTERM (the CLI), then delete the app's
         temporary folder; ``False`` returns once the server is up (tests, notebooks): stop it
@@ -210,7 +213,9 @@ def launch_demo(
     app: DemoApp | None = getattr(demo, "ovpanoptic_app", None)
     from .layout import CSS
 
-    with stop_on_sigterm() if block else contextlib.nullcontext():
+    with contextlib.ExitStack() as stack:
+        if block and stop is None:
+            stop = stack.enter_context(stop_on_sigterm())
         try:
             try:
                 demo.launch(
@@ -233,9 +238,10 @@ def launch_demo(
                 ready()
             if not block:
                 return demo
-            while True:
-                time.sleep(0.5)
-        except KeyboardInterrupt:  # Ctrl+C, or SIGTERM (stop_on_sigterm)
+            assert stop is not None
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:  # Ctrl+C
             pass
         finally:
             if block:
@@ -249,6 +255,24 @@ def launch_demo(
     return demo
 
 
+@contextlib.contextmanager
+def stop_on_sigterm() -> Iterator[threading.Event]:
+    """Within the block, SIGTERM and SIGHUP (a closed terminal or SSH session) set the event it
+    yields instead of killing the process, so whoever waits on it shuts down cleanly and the
+    temporary folder is removed (nothing is raised in the middle of other code). Outside the main
+    thread, signals cannot be handled: the event is never set by one."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def check_file_size(value: str | int | None) -> None:
     """Check an upload limit: bytes, or a number with a unit (``25mb``, ``1 GB``, ``500kb``).
 
@@ -259,24 +283,4 @@ def check_file_size(value: str | int | None) -> None:
     if isinstance(value, str) and re.fullmatch(r"\s*\d+(\.\d+)?\s*(b|kb|mb|gb|tb)\s*", value, re.IGNORECASE):
         return
     raise InputError(f"the upload limit must be a size like 25mb, 500kb or 1gb, got {value!r} (--max-file-size)")
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGHUP (a closed terminal or SSH session) raise
-    ``KeyboardInterrupt`` in the main thread, like Ctrl+C, so ``finally`` clauses run and the
-    temporary folder is removed. Outside the main thread, nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-
-    previous = {sig: signal.signal(sig, interrupt) for sig in STOP_SIGNALS}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
