@@ -53,9 +53,11 @@ sys.path.insert(0, str(ROOT))
 from ovpanoptic.config import load_config  # noqa: E402
 from ovpanoptic.pipeline import Pipeline  # noqa: E402
 from ovpanoptic.plugins import Registry  # noqa: E402
+from run import SAMPLE, WEIGHTS, fixed_masks, make_weights  # noqa: E402  (bench/run.py)
 
 EXAMPLE = ROOT / "demo" / "examples" / "street.jpg"
 CHROMIUM = Path("/usr/bin/chromium")
+WEIGHTS_DIR = ROOT / "bench" / ".weights"
 GOAL_REQUERY_S = 0.3
 
 
@@ -67,22 +69,6 @@ def missing_requirement(registry: Registry) -> str | None:
         if name not in registry.components.get(kind, {}):
             return f"no {kind.replace('_', ' ')} named {name!r} is registered (plugin missing or disabled)"
     return None
-
-
-def random_checkpoints(folder: Path) -> tuple[Path, Path]:
-    import open_clip
-    import torch
-    from sam2.build_sam import build_sam2
-
-    torch.manual_seed(0)
-    sam = build_sam2("configs/sam2.1/sam2.1_hiera_t.yaml", ckpt_path=None, device="cpu")
-    sam_path = folder / "sam2.1_hiera_tiny.pt"
-    torch.save({"model": sam.state_dict()}, sam_path)
-    torch.manual_seed(0)
-    clip = open_clip.create_model("convnext_base_w", pretrained=None)
-    clip_path = folder / "convnext_base_w-random.pt"
-    torch.save(clip.state_dict(), clip_path)
-    return sam_path, clip_path
 
 
 def scene_proposals(image: np.ndarray, count: int) -> Any:
@@ -107,10 +93,6 @@ def fixed_proposals(image: np.ndarray, count: int) -> Any:
     (``bench/run.py``'s ``fixed_masks``); ellipses when the fixture is missing."""
     from ovpanoptic.types import ProposalSet
 
-    try:
-        from run import SAMPLE, fixed_masks  # bench/run.py
-    except ImportError:
-        return scene_proposals(image, count)
     if not (SAMPLE / "panoptic.json").is_file():
         return scene_proposals(image, count)
     masks, _ = fixed_masks(image.shape[0], image.shape[1], count)
@@ -272,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.environ["OVPANOPTIC_CACHE_DIR"] = str(folder / "cache")
-        _, (sam_path, clip_path) = timed(lambda: random_checkpoints(folder))
+        make_weights(WEIGHTS_DIR)  # bench/run.py's random-init checkpoints, written once
+        sam_path, clip_path = WEIGHTS_DIR / WEIGHTS["sam2"], WEIGHTS_DIR / WEIGHTS["convnext_base_w"]
         overrides = [
             f"proposal_generator.sam2.model={str(sam_path)!r}",
             f"classifier.clip.pretrained={str(clip_path)!r}",

@@ -12,7 +12,8 @@ at most one segment per image. Hence:
 * the mask's pixels are taken from whatever held them; a segment left without pixels is gone;
 * corrected segments score :data:`CORRECTED_SCORE` (a person drew them).
 
-Imports only :mod:`ovpanoptic.types`, :mod:`ovpanoptic.constants` and :mod:`ovpanoptic.errors`.
+Imports only :mod:`ovpanoptic.types`, :mod:`ovpanoptic.vocabulary`, :mod:`ovpanoptic.constants` and
+:mod:`ovpanoptic.errors`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 from .constants import VOID_ID
 from .errors import InputError
 from .types import Category, PanopticResult, Vocabulary, normalize_name
+from .vocabulary import StuffLexicon
 
 __all__ = ["CORRECTED_SCORE", "add_category", "add_segment", "delete_segment", "merge_segments", "relabel_segment"]
 
@@ -41,22 +43,44 @@ def _segment(result: PanopticResult, segment_id: int) -> None:
         raise InputError(f"no segment {segment_id} in this result (segments: {shown})")
 
 
-def add_category(vocabulary: Vocabulary, name: str, isthing: bool) -> tuple[Vocabulary, Category]:
+def add_category(vocabulary: Vocabulary, name: str, isthing: bool | None = None) -> tuple[Vocabulary, Category]:
     """The vocabulary with a class named ``name`` (the existing one when a name or synonym matches,
     compared ignoring case, Unicode width and repeated spaces; else a new category with id ``max id + 1``, appended).
 
+    :param isthing: the kind the class must have; ``None``: an existing class's kind, and for a new
+        name stuff when the stuff lexicon knows it, else a thing
+        (:meth:`~ovpanoptic.vocabulary.StuffLexicon.is_stuff`).
     :raises InputError: the name exists with the other thing/stuff kind.
     :raises VocabularyError: the name is not a valid class name.
     """
     key = normalize_name(name).casefold()
     for cat in vocabulary:
         if key in (n.casefold() for n in cat.names):
-            if cat.isthing != isthing:
+            if isthing is not None and cat.isthing != isthing:
                 kind = "a thing" if cat.isthing else "stuff"
                 raise InputError(f"{cat.name!r} is {kind} in this vocabulary: add it as {kind}, or type another name")
             return vocabulary, cat
+    if isthing is None:
+        isthing = not StuffLexicon.default().is_stuff(name)
     new = Category(id=max(vocabulary.ids) + 1, name=name, isthing=isthing)
     return Vocabulary((*vocabulary.categories, new), name=vocabulary.name), new
+
+
+def _class(result: PanopticResult, category_id: int, vocabulary: Vocabulary | None) -> tuple[Vocabulary, Category]:
+    """The vocabulary an edit's result gets (``vocabulary``, the result's own extended by
+    :func:`add_category`; default the result's) and the category ``category_id`` in it.
+
+    :raises InputError: the class is unknown, or ``vocabulary`` lacks classes of the result.
+    """
+    vocab = vocabulary if vocabulary is not None else result.vocabulary
+    try:
+        cat = vocab.by_id(category_id)
+    except KeyError:
+        raise InputError(f"no class with id {category_id} in the vocabulary {vocab.name!r}") from None
+    missing = {s.category_id for s in result.segments} - set(vocab.ids)
+    if missing:
+        raise InputError(f"the vocabulary given lacks classes {sorted(missing)} of the result: extend the result's own")
+    return vocab, cat
 
 
 def add_segment(
@@ -70,19 +94,12 @@ def add_segment(
     :return: the new result and the id of the segment that holds the mask.
     :raises InputError: the mask has another size or no pixel, or the class is unknown.
     """
-    vocab = vocabulary if vocabulary is not None else result.vocabulary
     mask = np.asarray(mask)
     if mask.shape != result.image_size or mask.dtype != bool:
         raise InputError(f"the mask must be a {result.image_size[0]}x{result.image_size[1]} bool array, got {mask.dtype} {mask.shape}")
     if not mask.any():
         raise InputError("the mask is empty: click inside the object, or draw a larger box")
-    try:
-        cat = vocab.by_id(category_id)
-    except KeyError:
-        raise InputError(f"no class with id {category_id} in the vocabulary {vocab.name!r}") from None
-    missing = {s.category_id for s in result.segments} - set(vocab.ids)
-    if missing:
-        raise InputError(f"the vocabulary given lacks classes {sorted(missing)} of the result: extend the result's own")
+    vocab, cat = _class(result, category_id, vocabulary)
     labels = _labels(result)
     segment_id = None
     if not cat.isthing:
@@ -95,19 +112,20 @@ def add_segment(
     return PanopticResult.from_map(panoptic_map, labels, vocab, result.timings), segment_id
 
 
-def relabel_segment(result: PanopticResult, segment_id: int, category_id: int) -> tuple[PanopticResult, int]:
-    """Give segment ``segment_id`` the class ``category_id`` (of the result's vocabulary).
+def relabel_segment(
+    result: PanopticResult, segment_id: int, category_id: int, *, vocabulary: Vocabulary | None = None
+) -> tuple[PanopticResult, int]:
+    """Give segment ``segment_id`` the class ``category_id``.
 
     A segment relabelled to a stuff class that already has a segment joins it.
 
+    :param vocabulary: the result's vocabulary extended by :func:`add_category` (default: the
+        result's own).
     :return: the new result and the id of the segment that now holds the pixels.
     :raises InputError: unknown segment or class.
     """
     _segment(result, segment_id)
-    try:
-        cat = result.vocabulary.by_id(category_id)
-    except KeyError:
-        raise InputError(f"no class with id {category_id} in the vocabulary {result.vocabulary.name!r}") from None
+    vocab, cat = _class(result, category_id, vocabulary)
     labels = _labels(result)
     target = segment_id
     if not cat.isthing:
@@ -117,7 +135,7 @@ def relabel_segment(result: PanopticResult, segment_id: int, category_id: int) -
         panoptic_map[panoptic_map == segment_id] = target
         del labels[segment_id]
     labels[target] = (cat.id, CORRECTED_SCORE)
-    return PanopticResult.from_map(panoptic_map, labels, result.vocabulary, result.timings), target
+    return PanopticResult.from_map(panoptic_map, labels, vocab, result.timings), target
 
 
 def delete_segment(result: PanopticResult, segment_id: int) -> PanopticResult:

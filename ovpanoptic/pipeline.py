@@ -337,6 +337,17 @@ class Pipeline:
 
     # -- running -----------------------------------------------------------------------------
 
+    def _read(self, image: Any) -> np.ndarray:
+        """An input image (path, PIL image or array) as RGB, refused above ``pipeline.max_pixels``.
+
+        :raises ImageReadError: the file cannot be decoded. :raises InputError: too many pixels.
+        """
+        if isinstance(image, (str, os.PathLike)):
+            return read_image(image, self.config.pipeline.max_pixels)
+        rgb = as_rgb_array(image)
+        check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
+        return rgb
+
     def _image_entry(self, work: np.ndarray, progress: Progress | None) -> tuple[_ImageEntry, bool]:
         key = image_digest(work)
         entry = self._cache.get(key)
@@ -408,11 +419,7 @@ class Pipeline:
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
-        if isinstance(image, (str, os.PathLike)):
-            rgb = read_image(image, self.config.pipeline.max_pixels)
-        else:
-            rgb = as_rgb_array(image)
-            check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
+        rgb = self._read(image)
         self.check()
         work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         t_start = time.perf_counter()
@@ -463,11 +470,7 @@ class Pipeline:
                 f"prompt must be an ovpanoptic.Prompt, got {type(prompt).__name__}: build one with "
                 "Prompt(points_xy=[[x, y]], point_labels=[1]) or Prompt(box_xyxy=(x0, y0, x1, y1))"
             )
-        if isinstance(image, (str, os.PathLike)):
-            rgb = read_image(image, self.config.pipeline.max_pixels)
-        else:
-            rgb = as_rgb_array(image)
-            check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
+        rgb = self._read(image)
         self.check()
         generator = self.component("proposal_generator")
         if not isinstance(generator, PromptSegmenter):
@@ -581,17 +584,20 @@ class Pipeline:
         """
         derived = Pipeline(self.config.with_overrides(list(overrides)), registry=self.registry)
         old, new = self.config, derived.config
-        if old.pipeline.device == new.pipeline.device and old.pipeline.device_profile == new.pipeline.device_profile:
-            derived._device, derived._profile, derived._profiled = self._device, self._profile, self._profiled
-        same_device = derived._device is not None or old.pipeline.device == new.pipeline.device
+        # Components are built for a device and its profile: share nothing across a change of either.
+        if (old.pipeline.device, old.pipeline.device_profile) != (new.pipeline.device, new.pipeline.device_profile):
+            return derived
+        derived._device, derived._profile, derived._profiled = self._device, self._profile, self._profiled
+
+        def same_table(kind: str, name: str) -> bool:
+            return old.tables.get(kind, {}).get(name, {}) == new.tables.get(kind, {}).get(name, {})
+
         for kind, name in self._components:
-            selected = kind == "exporter" or getattr(new.pipeline, kind) == name
-            if same_device and selected and old.tables.get(kind, {}).get(name, {}) == new.tables.get(kind, {}).get(name, {}):
+            if (kind == "exporter" or getattr(new.pipeline, kind) == name) and same_table(kind, name):
                 derived._components[(kind, name)] = self._components[(kind, name)]
         image_side = ("max_side", "min_side", "proposal_generator", "classifier")
         if all(getattr(old.pipeline, k) == getattr(new.pipeline, k) for k in image_side) and all(
-            old.tables.get(k, {}).get(getattr(old.pipeline, k), {}) == new.tables.get(k, {}).get(getattr(new.pipeline, k), {})
-            for k in ("proposal_generator", "classifier")
-        ) and same_device:
+            same_table(k, getattr(old.pipeline, k)) for k in ("proposal_generator", "classifier")
+        ):
             derived._cache = self._cache  # the same entries: both pipelines fill and reuse it
         return derived

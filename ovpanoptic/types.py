@@ -37,6 +37,7 @@ __all__ = [
     "Segment",
     "Vocabulary",
     "masks_to_boxes_xyxy",
+    "nearest_indices",
     "normalize_name",
     "readonly_view",
 ]
@@ -285,7 +286,7 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
-def _nearest_indices(size: int, source: int) -> np.ndarray:
+def nearest_indices(size: int, source: int) -> np.ndarray:
     """Nearest-neighbour resampling of one axis from ``source`` to ``size`` samples: output ``i``
     takes input ``i * source // size`` (the rule of every mask and map resize in this module)."""
     return np.minimum((np.arange(size) * source) // size, source - 1)
@@ -380,7 +381,7 @@ class ProposalSet:
         h, w = self.image_size
         if (height, width) == (h, w):
             return self
-        rows, cols = _nearest_indices(height, h), _nearest_indices(width, w)
+        rows, cols = nearest_indices(height, h), nearest_indices(width, w)
         masks = np.take(np.take(self.masks, rows, axis=1), cols, axis=2)
         row_count, col_count = np.bincount(rows, minlength=h), np.bincount(cols, minlength=w)
         if row_count.min() == 0 or col_count.min() == 0:  # shrinking drops rows/columns: measure
@@ -786,7 +787,7 @@ class PanopticResult:
         if height < 1 or width < 1:
             raise ValueError(f"cannot resize a panoptic result to {height}x{width}")
         h, w = self.image_size
-        rows, cols = _nearest_indices(height, h), _nearest_indices(width, w)
+        rows, cols = nearest_indices(height, h), nearest_indices(width, w)
         row_count = np.bincount(rows, minlength=h)
         col_count = np.bincount(cols, minlength=w)
         big = np.repeat(np.repeat(self.panoptic_map, row_count, axis=0), col_count, axis=1)

@@ -80,3 +80,12 @@ def test_relabel_delete_merge(result):
 def test_bad_edits_say_what_is_wrong(result, edit, message):
     with pytest.raises(InputError, match=message):
         edit(result)
+
+
+def test_add_category_without_a_kind_keeps_an_existing_class_and_asks_the_lexicon_for_a_new_one(result):
+    assert add_category(result.vocabulary, "ROAD") == (result.vocabulary, result.vocabulary.by_id(2))
+    vocab, grass = add_category(result.vocabulary, "grass")
+    _, pallet = add_category(result.vocabulary, "pallet")
+    assert (grass.isthing, pallet.isthing) == (False, True)
+    relabelled, sid = relabel_segment(result, 3, grass.id, vocabulary=vocab)
+    assert relabelled.category_of(relabelled.segment_by_id(sid)).name == "grass"

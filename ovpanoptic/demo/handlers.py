@@ -24,8 +24,7 @@ from ..editing import add_category, add_segment, delete_segment, merge_segments,
 from ..errors import Cancelled, InputError, OvpanopticError
 from ..pipeline import Pipeline, SegmentationRun
 from ..types import Prompt, normalize_name
-from ..vocabulary import StuffLexicon
-from .app import DemoApp
+from .app import TUNABLE, DemoApp
 from .downloads import write_download
 from .render import plural, segment_labels
 from .state import RunRequest, Session
@@ -176,7 +175,6 @@ def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, 
     session.seen.add(session.image.digest)
     session.result = run.result
     session.result_image = session.image.digest
-    session.vocabulary = run.result.vocabulary
     session.request = request
     session.history.clear()
     session.clear_prompt()
@@ -190,21 +188,20 @@ def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, 
     session.explanation = explain(pipe, run)
 
 
-def _fraction(value: float) -> str:
-    return f"{value:g}"
+def _options(kind: str, config: Any) -> str:
+    """``"option value, ..."`` of a component's :data:`~ovpanoptic.demo.app.TUNABLE` options."""
+    return ", ".join(f"{o} {getattr(config, o):g}" for (k, o) in TUNABLE if k == kind and hasattr(config, o))
 
 
 def explain(pipe: Pipeline, run: SegmentationRun) -> tuple[str, ...]:
     """Lines saying how many proposals there were, how many got a class, how many became
     segments, and the thresholds that decided it (the fuser's and the generator's options from
     :data:`~ovpanoptic.demo.app.TUNABLE`)."""
-    from .app import TUNABLE
-
     lines = []
     n = len(run.proposals)
     gen_name = pipe.config.pipeline.proposal_generator
     gen_cfg = pipe.component_config("proposal_generator")
-    gen_opts = ", ".join(f"{o} {_fraction(getattr(gen_cfg, o))}" for (k, o) in TUNABLE if k == "proposal_generator" and hasattr(gen_cfg, o))
+    gen_opts = _options("proposal_generator", gen_cfg)
     lines.append(f"**{plural(n, 'proposal')}** from {gen_name}{f' ({gen_opts})' if gen_opts else ''}")
     fuser_name = pipe.config.pipeline.fuser
     fuser_cfg = pipe.component_config("fuser")
@@ -213,12 +210,12 @@ def explain(pipe: Pipeline, run: SegmentationRun) -> tuple[str, ...]:
         min_prob = getattr(fuser_cfg, "min_class_prob", None)
         if min_prob is not None:
             lines.append(
-                f"**{int((best >= min_prob).sum())} of {n}** reach the class probability {_fraction(min_prob)} "
+                f"**{int((best >= min_prob).sum())} of {n}** reach the class probability {min_prob:g} "
                 f"(best {float(best.max()):.2f}, median {float(np.median(best)):.2f})"
             )
         else:
             lines.append(f"best class probabilities: max {float(best.max()):.2f}, median {float(np.median(best)):.2f}")
-    fuse_opts = ", ".join(f"{o} {_fraction(getattr(fuser_cfg, o))}" for (k, o) in TUNABLE if k == "fuser" and hasattr(fuser_cfg, o))
+    fuse_opts = _options("fuser", fuser_cfg)
     segs = len(run.result.segments)
     lines.append(f"**{plural(segs, 'segment')}** after fusion by {fuser_name}{f' ({fuse_opts})' if fuse_opts else ''}")
     if segs == 0:
@@ -322,9 +319,8 @@ def _predict(app: DemoApp, session: Session) -> None:
         session.notice = "The prompt gave no mask: click inside the object, or draw a larger box."
         return
     session.candidate = masks.masks[0]
-    session.candidate_score = float(masks.scores[0])
     session.notice = (
-        f"Proposed mask: {int(session.candidate.sum())} pixels (score {session.candidate_score:.2f}, "
+        f"Proposed mask: {int(session.candidate.sum())} pixels (score {float(masks.scores[0]):.2f}, "
         f"{session.timings['prompt'] * 1000:.0f} ms). Pick its class and press Add segment; more points refine it."
     )
 
@@ -334,11 +330,10 @@ CLASS_KINDS: tuple[str, ...] = ("auto", "thing", "stuff")
 
 
 def _category(session: Session, name: str, kind: str = "auto") -> tuple[Any, int]:
-    """The vocabulary (extended when the name is new) and category id for a class picked or typed.
-
-    Names match the vocabulary's names and synonyms ignoring case, Unicode width and repeated
-    spaces. A new name is a thing or stuff as ``kind`` says (``auto``: stuff when the stuff
-    lexicon knows it).
+    """The vocabulary (extended when the name is new) and category id for a class picked or typed
+    (:func:`~ovpanoptic.editing.add_category`: names match ignoring case, Unicode width and
+    repeated spaces; ``kind`` ``auto`` keeps an existing class's kind and asks the stuff lexicon
+    for a new name).
 
     :raises InputError: no name, an unknown kind, or an existing class of the other kind.
     """
@@ -348,13 +343,7 @@ def _category(session: Session, name: str, kind: str = "auto") -> tuple[Any, int
         raise InputError("Pick the class of the segment in the Class menu (or type a new name)")
     if kind not in CLASS_KINDS:
         raise InputError(f"the kind of a new class is one of {', '.join(CLASS_KINDS)}, got {kind!r}")
-    key = text.casefold()
-    existing = next((c for c in session.result.vocabulary if key in (n.casefold() for n in c.names)), None)
-    if kind == "auto":
-        isthing = existing.isthing if existing is not None else not StuffLexicon.default().is_stuff(text)
-    else:
-        isthing = kind == "thing"
-    vocab, cat = add_category(session.result.vocabulary, text, isthing)
+    vocab, cat = add_category(session.result.vocabulary, text, None if kind == "auto" else kind == "thing")
     return vocab, cat.id
 
 
@@ -390,24 +379,15 @@ def relabel(app: DemoApp, session: Session, class_name: str, kind: str = "auto")
     ids = _selected(session)
     assert session.result is not None
     vocab, category_id = _category(session, class_name, kind)
-    before = session.result
-    result = before if vocab is before.vocabulary else _with_vocabulary(before, vocab)
+    result = session.result
     kept = []
     for sid in ids:
-        result, now = relabel_segment(result, sid, category_id)
+        result, now = relabel_segment(result, sid, category_id, vocabulary=vocab)
         kept.append(now)
     session.push(f"relabel {plural(len(ids), 'segment')} to {vocab.by_id(category_id).name}", result)
     session.selected = list(dict.fromkeys(kept))
     session.download = None
     session.notice = f"Relabelled {plural(len(ids), 'segment')} as {vocab.by_id(category_id).name}."
-
-
-def _with_vocabulary(result: Any, vocab: Any) -> Any:
-    from ..types import PanopticResult
-
-    return PanopticResult.from_map(
-        np.asarray(result.panoptic_map), {s.id: (s.category_id, s.score) for s in result.segments}, vocab, result.timings
-    )
 
 
 def delete(app: DemoApp, session: Session) -> None:

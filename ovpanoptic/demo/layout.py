@@ -313,18 +313,24 @@ def build_page(app: DemoApp) -> Any:
                 s.running = False
             return page(app, s)
 
-        def on_download(request: gr.Request) -> tuple[Any, Any]:
-            s = session_of(request)
-            path = None
+        def download_of(s: Session) -> str | None:
+            """The session's zip (written now if needed); a failure goes into the error box."""
             try:
                 with app.lock:  # the zip's exporters run on the shared pipeline
                     path = handlers.download(app, s)
             except OvpanopticError as exc:
                 s.error = page_message(exc)
+                return None
             except OSError as exc:  # the disk is full, or the app is shutting down
                 log.warning("demo download not written: %s", exc)
                 s.error = f"The download could not be written ({exc}); free some disk space and try again."
-            return (str(path) if path is not None else None), page(app, s)[0]
+                return None
+            return str(path) if path is not None else None
+
+        def on_download(request: gr.Request) -> tuple[Any, Any]:
+            s = session_of(request)
+            path = download_of(s)
+            return path, page(app, s)[0]
 
         def on_retune(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             s = session_of(request)
@@ -342,13 +348,8 @@ def build_page(app: DemoApp) -> Any:
             if s.refused_upload or s.stale or s.result is None:
                 return (*page(app, s), gr.update(value=None) if s.refused_upload else gr.update(), None)
             # The image of the result is back: so is its download (written already, or now).
-            path = None
-            try:
-                with app.lock:
-                    path = handlers.download(app, s)
-            except (OvpanopticError, OSError) as exc:
-                log.warning("demo download not written: %s", exc)
-            return (*page(app, s), gr.update(), str(path) if path is not None else None)
+            path = download_of(s)
+            return (*page(app, s), gr.update(), path)
 
         def on_click(mode_v: str, evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..types import PanopticResult
+from ..types import PanopticResult, nearest_indices
 
 __all__ = [
     "TABLE_HEADERS",
@@ -87,13 +87,12 @@ def segment_colors(result: PanopticResult) -> dict[int, tuple[int, int, int]]:
 
 
 def nearest(panoptic_map: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize of an id map or mask (row ``r`` takes source row ``r * h // height``)."""
+    """Nearest-neighbour resize of an id map or mask, by the rule of
+    :meth:`~ovpanoptic.types.PanopticResult.resized` (:func:`~ovpanoptic.types.nearest_indices`)."""
     h, w = panoptic_map.shape
     if (h, w) == (height, width):
         return panoptic_map
-    rows = np.minimum((np.arange(height) * h) // height, h - 1)
-    cols = np.minimum((np.arange(width) * w) // width, w - 1)
-    return panoptic_map[rows[:, None], cols[None, :]]
+    return panoptic_map[nearest_indices(height, h)[:, None], nearest_indices(width, w)[None, :]]
 
 
 def table_rows(result: PanopticResult, labels: Mapping[int, str]) -> list[list[Any]]:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..types import PanopticResult, Vocabulary
+from ..types import PanopticResult
 
 __all__ = ["MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session", "Snapshot"]
 
@@ -92,7 +92,6 @@ class Session:
     result: PanopticResult | None = None
     #: Digest of the image the result is for.
     result_image: str = ""
-    vocabulary: Vocabulary | None = None
     request: RunRequest | None = None
     #: One line per stage ("proposals: 37 ...") explaining the last run.
     explanation: tuple[str, ...] = ()
@@ -108,7 +107,6 @@ class Session:
     box_start: tuple[float, float] | None = None
     box: tuple[float, float, float, float] | None = None
     candidate: np.ndarray | None = None
-    candidate_score: float = 0.0
     selected: list[int] = field(default_factory=list)
     shown: tuple[str, ...] | None = None
     opacity: float = 0.55
@@ -125,7 +123,6 @@ class Session:
         self.box_start = None
         self.box = None
         self.candidate = None
-        self.candidate_score = 0.0
 
     def snapshot(self, what: str) -> Snapshot:
         """The current result with what produced it, labelled ``what`` (for the undo history)."""
@@ -136,7 +133,7 @@ class Session:
         """Make ``new`` the result (a correction), keeping the current state for :meth:`undo`."""
         self.remember(what)
         self.result = new
-        self.selected = [s for s in self.selected if s in {seg.id for seg in new.segments}]
+        self._keep_selected()
 
     def remember(self, what: str) -> None:
         """Keep the current state for :meth:`undo` (newest last; bounded in steps and bytes)."""
@@ -155,5 +152,10 @@ class Session:
         before = self.history.pop()
         self.result, self.request, self.explanation = before.result, before.request, before.explanation
         self.timings, self.cached = dict(before.timings), before.cached
-        self.selected = [s for s in self.selected if s in {seg.id for seg in before.result.segments}]
+        self._keep_selected()
         return before.what
+
+    def _keep_selected(self) -> None:
+        """Drop selected ids the result no longer has."""
+        ids = {seg.id for seg in self.result.segments} if self.result is not None else set()
+        self.selected = [s for s in self.selected if s in ids]
