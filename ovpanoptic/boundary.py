@@ -43,7 +43,7 @@ from .errors import (
     VocabularyError,
     WeightsError,
 )
-from .types import ClassScores, PanopticResult, ProposalSet, Segment, Vocabulary, masks_to_boxes_xyxy, readonly_view
+from .types import ClassScores, PanopticResult, ProposalSet, Segment, TrackMasks, Vocabulary, masks_to_boxes_xyxy, readonly_view
 
 __all__ = [
     "BoxTolerance",
@@ -82,6 +82,7 @@ _METHODS: dict[str, dict[str, tuple[tuple[tuple[Any, ...], dict[str, Any]], str]
     },
     "fuser": {"fuse": (((None, None, None), {}), "fuse(proposals, scores, vocabulary)")},
     "exporter": {"export": (((None, None, None, None), {}), "export(result, image, outdir, stem)")},
+    "tracker": {"track": (((None, None), {"progress": None}), "track(frames, seeds, *, progress=None)")},
 }
 
 
@@ -393,6 +394,34 @@ def check_result(target: Target, value: Any, vocabulary: Vocabulary, image_size:
         raise target.error(
             call_name, f"the result is {value.image_size[0]}x{value.image_size[1]} for proposals of {image_size[0]}x{image_size[1]}", rule
         )
+    return value
+
+
+def check_track_masks(
+    target: Target, value: Any, seed_ids: Any, image_size: tuple[int, int], frame: int, call_name: str = "track()"
+) -> TrackMasks:
+    """Check one item a tracker's ``track()`` yielded: a :class:`TrackMasks` at the frames' size
+    ``(H, W)`` whose ids are among the seeds' ``seed_ids``.
+
+    :param frame: the item's position in the window (1 = the frame after the keyframe), for the message.
+    :return: the validated masks (read-only arrays).
+    :raises ComponentError: naming the first broken rule.
+    """
+    rule = f"{call_name} yields one TrackMasks per frame after the keyframe (TrackMasks.from_dict({{track_id: mask}}, H, W))"
+    if not isinstance(value, TrackMasks):
+        raise target.error(call_name, f"it yielded {type(value).__name__} for frame {frame} of the window, not TrackMasks", rule)
+    try:
+        value = TrackMasks(value.ids, value.masks)
+    except Exception as exc:  # noqa: BLE001
+        raise target.error(call_name, f"it yielded invalid TrackMasks for frame {frame}: {_exception_text(exc)}", rule) from None
+    if len(value) and value.image_size != tuple(image_size):
+        h, w = value.image_size
+        raise target.error(
+            call_name, f"masks of frame {frame} are {h}x{w} for frames of {image_size[0]}x{image_size[1]}", "Masks must be at the frames' size"
+        )
+    unknown = sorted(set(value.ids.tolist()) - {int(i) for i in seed_ids})
+    if unknown:
+        raise target.error(call_name, f"frame {frame} has track ids {unknown[:10]} that were not seeded", "Yield only the seeds' track ids")
     return value
 
 

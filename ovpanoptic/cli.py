@@ -119,6 +119,63 @@ def build_parser() -> argparse.ArgumentParser:
     )
     seg.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    sv = sub.add_parser(
+        "segment-video",
+        parents=[config_opts, plugin_opts],
+        help="segment a video with ids that stay the same across frames",
+        description="Segment a video file, a folder of frames or a glob of frames: keyframes go through the image "
+        "pipeline, the tracker (SAM 2's video predictor by default) carries the segments between them, and a thing "
+        "keeps its id (its segment id in every frame's PNG) while it is tracked. Example: ovpanoptic segment-video "
+        "clip.mp4 --classes \"person, forklift, pallet\" --stuff \"floor, shelf\" -o out/",
+    )
+    sv.add_argument("input", metavar="INPUT", help="a video file (mp4, mov, webm, mkv, ...), a folder of frames, or a glob of frames")
+    vvocab = sv.add_argument_group("vocabulary")
+    vvocab.add_argument("--classes", default="", help="comma-separated class names; '|' separates synonyms")
+    vvocab.add_argument("--stuff", default="", help="names that are stuff (amorphous regions: \"road, sky\")")
+    vvocab.add_argument("--things", default="", help="names that are things (countable objects), overriding the lexicon")
+    vvocab.add_argument("--vocabulary", metavar="NAME", default=None, help="a named vocabulary instead of --classes")
+    frames = sv.add_argument_group("frames")
+    frames.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default: %(default)s)")
+    frames.add_argument("--start", type=int, default=0, metavar="I", help="first frame index (default: %(default)s)")
+    frames.add_argument("--end", type=int, default=None, metavar="I", help="stop before this frame index (default: the end)")
+    frames.add_argument("--max-frames", type=int, default=None, metavar="N", help="process at most N frames")
+    frames.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default 10; videos use their own)")
+    tracking = sv.add_argument_group("tracking")
+    tracking.add_argument(
+        "--keyframe-every", type=int, default=10, metavar="K", help="segment every K-th processed frame with the image "
+        "pipeline, track the frames between (default: %(default)s; 1 = every frame)"
+    )
+    tracking.add_argument("--match-iou", type=float, default=0.5, metavar="X", help="mask IoU for a keyframe detection to continue a track (default: %(default)s)")
+    tracking.add_argument("--max-unseen", type=int, default=20, metavar="N", help="end a track after N processed frames unseen (default: %(default)s)")
+    tracking.add_argument("--max-missed", type=int, default=1, metavar="N", help="end a track after N keyframes in a row without a matching detection (default: %(default)s)")
+    tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, sam2-video; 'hold' needs no model)")
+    vout = sv.add_argument_group("output")
+    vout.add_argument("-o", "--output", metavar="OUTDIR", default="ovpanoptic-video-out", help="output folder (default: %(default)s)")
+    vout.add_argument("--video-id", default=None, metavar="ID", help="the video's id in panoptic.json (default: the file's stem or the folder's name)")
+    vout.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    vout.add_argument(
+        "--overwrite", action="store_true", help="start again, replacing a previous video run in OUTDIR (by default a stopped run resumes after its last keyframe)"
+    )
+    sv.add_argument("--max-side", type=int, default=None, metavar="N", help="downscale frames whose longer side exceeds N for processing")
+    sv.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    evv = sub.add_parser(
+        "eval-video",
+        help="video panoptic quality (VPQ, STQ) and temporal consistency of a video result",
+        description="Compare a segment-video result with video panoptic ground truth (COCO-panoptic JSON whose images "
+        "carry video_id and frame_index): VPQ over k-frame windows (Kim et al. 2020) and STQ (Weber et al. 2021), "
+        "per class and overall, plus the temporal consistency of the prediction. Without --gt-json only the "
+        "consistency check runs.",
+    )
+    evv.add_argument("--gt-json", default=None, metavar="FILE", help="ground-truth video panoptic JSON")
+    evv.add_argument("--gt-dir", default=None, metavar="DIR", help="folder of the ground-truth PNGs")
+    evv.add_argument("--pred-json", required=True, metavar="FILE", help="predicted JSON (OUTDIR/panoptic.json of segment-video)")
+    evv.add_argument("--pred-dir", required=True, metavar="DIR", help="folder of the predicted PNGs (OUTDIR/panoptic)")
+    evv.add_argument("--spans", default=None, metavar="K,K,...", help="VPQ window lengths in frames (default: 1,5,10,15)")
+    evv.add_argument("--consistency-threshold", type=float, default=0.5, metavar="X", help="report objects whose mask IoU between consecutive frames is below X (default: %(default)s)")
+    evv.add_argument("--match-categories", choices=("id", "name"), default="id", help="pair categories by id (default) or by name")
+    evv.add_argument("--json", action="store_true", help="print the report as JSON")
+
     pl = sub.add_parser(
         "plugins",
         parents=[plugin_opts],
@@ -328,6 +385,132 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             say.err(f"{component} failed on {count} of {len(inputs)} image(s)")
         say.err("run the same command again to retry the failed image(s); finished ones are skipped")
         return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import dataclasses
+
+    from tqdm import tqdm
+
+    from .pipeline import Pipeline
+    from .video import FrameSelection, TrackingOptions, open_frames, segment_video
+    from .video.output import VideoOutput
+
+    overrides = list(args.overrides)
+    if args.max_side is not None:
+        overrides.append(f"pipeline.max_side={args.max_side}")
+    if args.tracker is not None:
+        overrides.append(f"pipeline.tracker={args.tracker!r}")
+    pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
+    vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
+    options = TrackingOptions(
+        keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed
+    )
+    selection = FrameSelection(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
+    pipe.build_components([])
+    pipe.component("tracker")
+    if not args.output.strip():
+        raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o out")
+    source = open_frames(args.input, selection, fps=args.fps, max_pixels=pipe.config.pipeline.max_pixels or None, name=args.video_id)
+    settings = {
+        "input": str(Path(args.input).resolve()) if Path(args.input).exists() else args.input,
+        "video_id": source.name,
+        "selection": dataclasses.asdict(selection),
+        "tracking": dataclasses.asdict(options),
+        "vocabulary": vocab.to_dict(),
+        "config": pipe.config.to_dict(),
+    }
+    output = VideoOutput(args.output, settings, overwrite=args.overwrite)
+    if output.finished:
+        print(f"{args.output} already holds this video's results (same input and settings); pass --overwrite to redo it", file=out)
+        return EXIT_OK
+    resume = output.resume_point(vocab)
+    quiet = args.no_progress or not err.isatty()
+    text_bar: Any = None
+
+    def text_progress(message: str, done: int, total: int) -> None:
+        nonlocal text_bar
+        if text_bar is None and total:
+            text_bar = tqdm(total=total, desc=message, unit="name", disable=quiet, file=err)
+        if text_bar is not None:
+            text_bar.n = done
+            text_bar.refresh()
+
+    try:
+        pipe.prepare_vocabulary(vocab, text_progress)
+    finally:
+        if text_bar is not None:
+            text_bar.close()
+    bar = tqdm(total=source.expected, unit="frame", disable=quiet, file=err)
+
+    def progress(message: str, done: int, total: int) -> None:
+        if message == "frame":
+            bar.n = done
+            bar.refresh()
+
+    if resume is not None:
+        print(f"resuming after frame {resume.index} (the last keyframe written into {args.output})", file=out)
+    book = None
+    written = 0
+    keyframes = 0
+    try:
+        for item in segment_video(pipe, source, vocab, options, progress=progress, resume=resume):
+            output.write(item)
+            book = item.book
+            written += 1
+            keyframes += item.keyframe
+            if quiet:
+                log.info("frame %d: %d segments%s", item.index, len(item.result.segments), " (keyframe)" if item.keyframe else "")
+    finally:
+        bar.close()
+    if book is None:
+        if resume is None:
+            raise InputError(f"no frame of {args.input} was processed")
+        from .video import TrackBook
+
+        book = TrackBook(vocab, options)
+        book.restore(resume.state, resume.result)
+    files = output.finish(book, source, overlay=not args.no_overlay)
+    records = book.records()
+    things = sum(r.isthing for r in records)
+    print(
+        f"{written} frame(s) of {source.name} segmented ({keyframes} keyframes) into {args.output}: "
+        f"{things} thing track(s), {len(records) - things} stuff class(es)",
+        file=out,
+    )
+    for f in files:
+        log.info("wrote %s", f)
+    return EXIT_OK
+
+
+def _cmd_eval_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .evaluation.video import check_temporal_consistency, evaluate_video
+
+    if (args.gt_json is None) != (args.gt_dir is None):
+        raise InputError("give both --gt-json and --gt-dir (or neither, for the consistency check alone)")
+    if not 0.0 <= args.consistency_threshold <= 1.0:
+        raise InputError(f"--consistency-threshold must be in [0, 1], got {args.consistency_threshold}")
+    if args.gt_json is None:
+        report: Any = check_temporal_consistency(args.pred_json, args.pred_dir, threshold=args.consistency_threshold)
+    else:
+        kwargs: dict[str, Any] = {}
+        if args.spans is not None:
+            try:
+                spans = tuple(int(s) for s in args.spans.split(",") if s.strip())
+            except ValueError:
+                raise InputError(f"--spans must be comma-separated integers like 1,5,10, got {args.spans!r}") from None
+            if not spans or min(spans) < 1:
+                raise InputError(f"--spans must be integers >= 1, got {args.spans!r}")
+            kwargs["spans"] = spans
+        report = evaluate_video(
+            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, consistency_threshold=args.consistency_threshold,
+            match_categories=args.match_categories, **kwargs,
+        )
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        print(report.format_table(), file=out)
     return EXIT_OK
 
 
@@ -641,6 +824,8 @@ _COMMANDS: dict[str, Any] = {
     "doctor": _cmd_doctor,
     "download": _cmd_download,
     "eval": _cmd_eval,
+    "eval-video": _cmd_eval_video,
+    "segment-video": _cmd_segment_video,
     "new-plugin": _cmd_new_plugin,
     "segment": _cmd_segment,
     "plugins": _cmd_plugins,

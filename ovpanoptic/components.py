@@ -23,14 +23,14 @@ Rules every component follows (checked by :mod:`ovpanoptic.boundary`, in the pro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
+from .types import ClassScores, PanopticResult, Prompt, ProposalSet, TrackMasks, Vocabulary
 
 __all__ = [
     "KINDS",
@@ -51,6 +51,7 @@ __all__ = [
     "RegisterPromptTemplates",
     "RegisterVocabulary",
     "RegisterVocabularyParser",
+    "Tracker",
     "VocabularyParserSpec",
     "VocabularySpec",
 ]
@@ -66,6 +67,7 @@ KINDS: dict[str, str] = {
     "classifier": "classifier",
     "fuser": "fuser",
     "exporter": "exporter",
+    "tracker": "tracker",
 }
 
 
@@ -207,6 +209,33 @@ class Exporter(Protocol):
             (:func:`ovpanoptic.atomic.atomic_write_bytes`).
         :return: a list of the paths written (never ``None`` or a single string). When this raises,
             the files it created for this image are removed by the pipeline.
+        """
+        ...
+
+
+@runtime_checkable
+class Tracker(Protocol):
+    """Carries objects from a video keyframe through the frames after it (``segment-video``).
+
+    The video runner calls :meth:`track` once per keyframe window: ``frames[0]`` is the keyframe,
+    where the objects are given as masks; the tracker follows them through ``frames[1:]``. Windows
+    are independent calls (state from one window must not be needed in the next: the runner seeds
+    every window afresh from the keyframe's result), so memory stays bounded by the window length.
+    """
+
+    def track(
+        self, frames: Sequence[np.ndarray], seeds: TrackMasks, *, progress: Progress | None = None
+    ) -> Iterable[TrackMasks]:
+        """Follow the seeded objects through the window.
+
+        :param frames: ``K + 1`` read-only ``(H, W, 3)`` uint8 RGB frames of one size, in time order
+            (the runner's sampled frames: ``--every`` applies before).
+        :param seeds: the objects on ``frames[0]``: track ids and ``(N, H, W)`` bool masks, none empty.
+        :param progress: ``progress(message, done, total)`` or ``None``.
+        :return: an iterable (a generator is best: the runner writes each frame as it comes) of one
+            :class:`~ovpanoptic.types.TrackMasks` per frame of ``frames[1:]``, in order, at the frames'
+            size; its ids are a subset of the seeds' ids (an object the tracker lost may be left out or
+            given an empty mask). Masks of different objects may overlap: the runner resolves overlaps.
         """
         ...
 

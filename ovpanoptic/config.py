@@ -70,6 +70,8 @@ class PipelineSettings:
     :param classifier: name of the classifier component.
     :param fuser: name of the fuser component.
     :param exporters: exporters used when the CLI gets no ``--format``.
+    :param tracker: name of the video tracker (``segment-video``; ``sam2-video`` is SAM 2's video
+        predictor).
     :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     :param device_profile: speed defaults for the device: ``"auto"`` (the profile of the resolved
         device: ``cpu``, ``cpu-bf16``, ``cuda``, ``cuda-fp32`` or ``mps``), a profile name, the path
@@ -87,6 +89,7 @@ class PipelineSettings:
     classifier: str = "clip"
     fuser: str = "detectron2"
     exporters: tuple[str, ...] = ("coco-panoptic",)
+    tracker: str = "sam2-video"
     device: str = "auto"
     device_profile: str = "auto"
     max_side: int = 1024
@@ -95,7 +98,7 @@ class PipelineSettings:
     max_pixels: int = 50_000_000
 
     def __post_init__(self) -> None:
-        for kind in ("proposal_generator", "classifier", "fuser"):
+        for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             if not getattr(self, kind):
                 raise ConfigError(f"pipeline.{kind} must name a component")
         if self.max_side < 0:

@@ -80,6 +80,18 @@ def register_exporters(register: RegisterComponent) -> None:
 
 
 @hookspec
+def register_trackers(register: RegisterComponent) -> None:
+    """Register video trackers, selected with ``pipeline.tracker`` (``segment-video --tracker NAME``).
+
+    :param register: as for :func:`register_proposal_generators`; the built object has
+        ``track(frames, seeds, *, progress=None) -> Iterable[TrackMasks]``
+        (:class:`~ovpanoptic.components.Tracker`): given a keyframe's objects as masks, it yields
+        their masks in each following frame of the window.
+    :return: nothing.
+    """
+
+
+@hookspec
 def register_prompt_templates(register: RegisterPromptTemplates) -> None:
     """Register sets of text-prompt templates for text-embedding classifiers.
 

@@ -12,10 +12,10 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resiz
 from .plugins import Registry
 from .weights import is_offline, release_freed_memory
 from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
+
+if TYPE_CHECKING:
+    from .video import VideoFrameResult
 
 __all__ = ["Pipeline", "SegmentationRun", "check_stem", "default_cache_dir"]
 
@@ -448,6 +451,50 @@ class Pipeline:
         result = result.with_timings(timings)
         self.registry.image_segmented(source=source, result=result, timings=result.timings)
         return SegmentationRun(result=result, proposals=entry.proposals, scores=scores, cached=cached)
+
+    def segment_video(
+        self,
+        video: Any,
+        vocabulary: Vocabulary | str,
+        *,
+        keyframe_every: int = 10,
+        match_iou: float = 0.5,
+        max_unseen: int = 20,
+        max_missed: int = 1,
+        every: int = 1,
+        start: int = 0,
+        end: int | None = None,
+        max_frames: int | None = None,
+        tracker: str | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[VideoFrameResult]:
+        """Segment a video with ids that stay the same across frames (see :mod:`ovpanoptic.video`).
+
+        Keyframes (every ``keyframe_every``-th processed frame) go through :meth:`segment_run`; the
+        tracker component (``pipeline.tracker``, or ``tracker``) carries their segments through the
+        frames between; keyframe detections continue the tracks they overlap by at least
+        ``match_iou`` (Hungarian assignment). Frames are decoded one at a time.
+
+        :param video: a video file, a folder of frames, a glob of frames, or an opened
+            :class:`~ovpanoptic.video.FrameSource`.
+        :param every: process every N-th source frame; ``start``/``end`` (source indices, ``end``
+            exclusive) and ``max_frames`` limit the range.
+        :return: an iterator of :class:`~ovpanoptic.video.VideoFrameResult` (frame index, time,
+            keyframe flag, result whose thing ids are track ids), one per processed frame.
+        :raises InputError: a missing or unreadable input, or an option out of range (at the call);
+            frames of different sizes or no selected frame (while iterating).
+        :raises ComponentError: the tracker broke its contract (while iterating).
+        """
+        from .video import FrameSelection, FrameSource, TrackingOptions, open_frames, segment_video
+
+        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
+        options = TrackingOptions(keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed)
+        if isinstance(video, FrameSource):
+            source = video
+        else:
+            selection = FrameSelection(every=every, start=start, end=end, max_frames=max_frames)
+            source = open_frames(video, selection, max_pixels=self.config.pipeline.max_pixels or None)
+        return segment_video(self, source, vocab, options, tracker=tracker, progress=progress)
 
     def segment_prompt(self, image: Any, prompt: Prompt) -> ProposalSet:
         """Segment what a prompt (clicks and/or a box) points at, with the configured proposal

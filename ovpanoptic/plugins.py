@@ -49,6 +49,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("oracle", "ovpanoptic.builtins.oracle"),
     ("sam2", "ovpanoptic.builtins.sam2"),
     ("clip", "ovpanoptic.builtins.clip"),
+    ("trackers", "ovpanoptic.builtins.trackers"),
 )
 
 _REGISTER_HOOKS: dict[str, str] = {
@@ -56,6 +57,7 @@ _REGISTER_HOOKS: dict[str, str] = {
     "classifier": "register_classifiers",
     "fuser": "register_fusers",
     "exporter": "register_exporters",
+    "tracker": "register_trackers",
 }
 
 

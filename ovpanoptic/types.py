@@ -35,6 +35,7 @@ __all__ = [
     "Prompt",
     "ProposalSet",
     "Segment",
+    "TrackMasks",
     "Vocabulary",
     "masks_to_boxes_xyxy",
     "nearest_indices",
@@ -586,6 +587,54 @@ class ClassScores:
     def no_object(self) -> np.ndarray:
         """``(N,)`` probability that each proposal matches no category."""
         return np.clip(1.0 - self.probs.sum(axis=1), 0.0, 1.0).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class TrackMasks:
+    """The masks of tracked objects in one video frame (what a tracker hands back per frame).
+
+    :param ids: ``(N,)`` int64 track ids, unique, each in ``1..MAX_SEGMENT_ID`` (a thing's track id is
+        its segment id in every frame of the video output).
+    :param masks: ``(N, H, W)`` bool masks at the frame's resolution; a mask may be empty (the object
+        is hidden or gone in this frame).
+    :raises ValueError: shapes, dtypes, duplicate or out-of-range ids.
+    """
+
+    ids: np.ndarray
+    masks: np.ndarray
+
+    def __post_init__(self) -> None:
+        ids, masks = self.ids, self.masks
+        if not isinstance(masks, np.ndarray) or masks.ndim != 3 or masks.dtype != np.bool_:
+            raise ValueError(f"TrackMasks.masks must be an (N, H, W) bool array, got {_describe(masks)}")
+        n = masks.shape[0]
+        if not isinstance(ids, np.ndarray) or ids.shape != (n,) or ids.dtype != np.int64:
+            raise ValueError(f"TrackMasks.ids must be ({n},) int64, got {_describe(ids)}")
+        if n and (ids.min() <= VOID_ID or ids.max() > MAX_SEGMENT_ID):
+            raise ValueError(f"track ids must be in 1..{MAX_SEGMENT_ID}, got {ids.tolist()[:10]}")
+        if len(np.unique(ids)) != n:
+            raise ValueError(f"track ids must be unique, got {ids.tolist()[:10]}")
+        object.__setattr__(self, "ids", readonly_view(ids))
+        object.__setattr__(self, "masks", readonly_view(masks))
+
+    def __len__(self) -> int:
+        return int(self.masks.shape[0])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(H, W)`` of the masks."""
+        return int(self.masks.shape[1]), int(self.masks.shape[2])
+
+    @classmethod
+    def from_dict(cls, masks: Mapping[int, np.ndarray], height: int, width: int) -> TrackMasks:
+        """Build from ``{track_id: (H, W) bool mask}`` (ids sorted); an empty mapping gives no objects."""
+        ids = sorted(int(k) for k in masks)
+        stack = np.stack([np.asarray(masks[i], bool) for i in ids]) if ids else np.zeros((0, height, width), bool)
+        return cls(np.asarray(ids, np.int64), stack)
+
+    def as_dict(self) -> dict[int, np.ndarray]:
+        """``{track_id: mask}`` (read-only views)."""
+        return {int(i): m for i, m in zip(self.ids, self.masks, strict=True)}
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def signature_text(name, fn):
 
 def test_every_hook_is_typed_documented_and_tested():
     specs = hook_specs()
-    assert len(specs) == 9
+    assert len(specs) == 10
     docs = DOCS.read_text()
     test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
     for name, fn in specs.items():
@@ -50,7 +50,7 @@ def test_every_optional_component_method_is_documented():
     """Each optional Protocol (beyond the four kinds' own) has a docstring and a row in docs/plugins.md."""
     from ovpanoptic import components
 
-    own = {"ProposalGenerator", "Classifier", "Fuser", "Exporter"}
+    own = {"ProposalGenerator", "Classifier", "Fuser", "Exporter", "Tracker"}
     optional = [
         n for n in components.__all__ if getattr(getattr(components, n), "_is_runtime_protocol", False) and n not in own
     ]
@@ -100,6 +100,39 @@ def test_hook_register_fusers():
 
 def test_hook_register_exporters():
     assert registry_with(FakeComponentsPlugin()).component("exporter", "fake-json").plugin == "FakeComponentsPlugin"
+
+
+def test_hook_register_trackers():
+    from ovpanoptic.types import TrackMasks
+
+    class Still:
+        def __init__(self, config, context):
+            pass
+
+        def track(self, frames, seeds, *, progress=None):
+            for _ in frames[1:]:
+                yield seeds
+
+    class Trackers:
+        @hookimpl
+        def register_trackers(self, register):
+            register("still", Still, description="keeps masks")
+
+    reg = registry_with(Trackers())
+    assert reg.component("tracker", "still").plugin == "Trackers"
+    assert {"sam2-video", "hold"} <= set(reg.components["tracker"])
+    pipe = Pipeline(Config.from_dict({"pipeline": {"tracker": "still"}}), registry=reg, device="cpu")
+    seeds = TrackMasks(np.array([4], np.int64), np.ones((1, 2, 2), bool))
+    assert [m.ids.tolist() for m in pipe.component("tracker").track([np.zeros((2, 2, 3), np.uint8)] * 3, seeds)] == [[4], [4]]
+
+    class NoTrack:
+        @hookimpl
+        def register_trackers(self, register):
+            register("mute", lambda config, context: object())
+
+    pipe = Pipeline(Config.from_dict({"pipeline": {"tracker": "mute"}}), registry=registry_with(NoTrack()), device="cpu")
+    with pytest.raises(PluginError, match=r"has no track\(\)"):
+        pipe.component("tracker")
 
 
 def test_hook_register_prompt_templates():

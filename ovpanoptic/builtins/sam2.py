@@ -190,7 +190,8 @@ def _architecture_of(config: Sam2Config) -> str:
             return size
     raise WeightsError(
         f"cannot tell the SAM 2 size of {config.model!r} from its name: set "
-        f"--set proposal_generator.sam2.architecture=tiny|small|base_plus|large"
+        f"--set proposal_generator.sam2.architecture=tiny|small|base_plus|large (for the video tracker: "
+        f"--set tracker.sam2-video.architecture=...)"
     )
 
 
@@ -206,11 +207,19 @@ def _check_image(image: np.ndarray) -> None:
 
 
 class Sam2Model:
-    """Loads (once, on first use) the SAM 2.1 model a config names."""
+    """Loads (once, on first use) the SAM 2.1 model a config names.
 
-    def __init__(self, config: Sam2Config, context: ComponentContext) -> None:
+    :param config: any config with ``model`` and ``architecture`` (:class:`Sam2Config`, the video
+        tracker's config).
+    :param video: build ``sam2.sam2_video_predictor.SAM2VideoPredictor`` (the package's own
+        ``build_sam2_video_predictor``, with its default post-processing options) instead of the
+        image model; both load the same checkpoint.
+    """
+
+    def __init__(self, config: Any, context: ComponentContext, *, video: bool = False) -> None:
         self.config = config
         self.context = context
+        self.video = video
         self._model: Any = None
         self._size = _architecture_of(config)
 
@@ -218,7 +227,7 @@ class Sam2Model:
     def fix(self) -> str:
         """The command that fetches the configured weights."""
         if _size_name(self.config.model):
-            return f"ovpanoptic download sam2 --size {self._size}"
+            return f"ovpanoptic download sam2 --size {self._size}"  # the video predictor uses the same file
         return f"ovpanoptic download sam2 --model {self.config.model}"
 
     def checkpoint(self) -> Path:
@@ -239,7 +248,7 @@ class Sam2Model:
         if self._model is None:
             try:
                 import torch
-                from sam2.build_sam import build_sam2
+                from sam2.build_sam import build_sam2, build_sam2_video_predictor
             except ImportError as exc:
                 raise MissingDependencyError(
                     f"the SAM 2 generators need torch and sam2 ({exc}); run scripts/bootstrap.sh or "
@@ -248,7 +257,8 @@ class Sam2Model:
             path = self.checkpoint()
             what = f"SAM 2.1 hiera {self._size} checkpoint"
             state = load_state_dict(path, what=what, fix=self.fix, key="model")
-            model = build_sam2(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval")
+            build = build_sam2_video_predictor if self.video else build_sam2
+            model = build(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval")
             load_strict(model, state, what=what, path=path, fix=self.fix)
             self._model = model.to(torch.device(self.context.device)).eval()
             log.info("loaded %s from %s on %s", what, path, self.context.device)

@@ -41,7 +41,7 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
-def _instance_rgb(base: tuple[int, int, int], instance: int) -> tuple[int, int, int]:
+def instance_rgb(base: tuple[int, int, int], instance: int) -> tuple[int, int, int]:
     """Instance ``k`` (1-based) of a thing class: the class colour, shifted in hue and value."""
     if instance <= 1:
         return base
@@ -80,7 +80,7 @@ def segment_colors(result: PanopticResult) -> dict[int, tuple[int, int, int]]:
         base = result.category_of(seg).display_color
         if seg.isthing:
             counts[seg.category_id] = counts.get(seg.category_id, 0) + 1
-            colors[seg.id] = _instance_rgb(base, counts[seg.category_id])
+            colors[seg.id] = instance_rgb(base, counts[seg.category_id])
         else:
             colors[seg.id] = tuple(base)  # type: ignore[assignment]
     return colors

@@ -40,8 +40,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from .constants import ID_BASE, VOID_ID
-from .errors import OvpanopticError
+from ..constants import ID_BASE, VOID_ID
+from ..errors import OvpanopticError
 
 __all__ = [
     "ID_BASE",
@@ -372,6 +372,147 @@ class _ImageCounts:
     fn: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Table:
+    """The pixel statistics of one image that the PQ rules read.
+
+    Ids are segment ids (``VOID_ID`` is void). ``pairs`` maps ``(gt id, pred id)`` to the number of
+    pixels with that pair of ids (only pairs that occur); ``pred_area`` is the PNG pixel count of
+    every predicted segment (every id of ``pred_segs`` has one); ``gt_pixels`` the PNG pixel count of
+    every ground-truth id in the PNG. Video windows build one table by summing their frames' tables.
+    """
+
+    gt_segs: Mapping[int, _Segment]
+    pred_segs: Mapping[int, _Segment]
+    pairs: Mapping[tuple[int, int], int]
+    pred_area: Mapping[int, int]
+    gt_pixels: Mapping[int, int]
+
+
+def _tabulate(
+    gt_ids: npt.NDArray[Any],
+    gt_segments: Sequence[Mapping[str, Any]],
+    pred_ids: npt.NDArray[Any],
+    pred_segments: Sequence[Mapping[str, Any]],
+    *,
+    known: Mapping[int, CategoryInfo] | None,
+    image: str,
+) -> _Table:
+    """Validate one image (see :meth:`PQAccumulator.add_image`) and count its pixels.
+
+    ``known``: the categories a predicted segment may have (``None``: not checked here).
+
+    :raises EvaluationError: as :meth:`PQAccumulator.add_image`.
+    """
+    gt = _as_id_map(gt_ids, role="ground-truth", image=image)
+    pred = _as_id_map(pred_ids, role="prediction", image=image)
+    if gt.shape != pred.shape:
+        raise EvaluationError(
+            f"{image}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from "
+            f"ground-truth size {gt.shape[1]}x{gt.shape[0]}; the prediction PNG must have "
+            "the size of the ground-truth image"
+        )
+    gt_segs = _index_segments(gt_segments, role="ground-truth", image=image, with_area=True)
+    pred_segs = _index_segments(pred_segments, role="prediction", image=image, with_area=False)
+
+    # Prediction areas come from the PNG; check PNG ids <-> segments_info both ways.
+    pred_area: dict[int, int] = {}
+    labels, counts = np.unique(pred, return_counts=True)
+    for segment_id, count in zip(labels.tolist(), counts.tolist(), strict=True):
+        segment = pred_segs.get(segment_id)
+        if segment is None:
+            if segment_id == VOID_ID:
+                continue
+            raise EvaluationError(
+                f"{image}: the prediction PNG contains segment id {segment_id} "
+                f"({_rgb_text(segment_id)}, {count} pixels) that is not in the prediction "
+                "segments_info; add a segments_info entry with this id or paint these "
+                f"pixels with VOID (id {VOID_ID}, black)"
+            )
+        pred_area[segment_id] = count
+        if known is not None and segment.category_id not in known:
+            raise EvaluationError(
+                f"{image}: prediction segment id {segment_id} has category_id "
+                f"{segment.category_id}, which is not in the ground-truth categories; "
+                "use one of the ground-truth category ids"
+            )
+    missing = [segment_id for segment_id in pred_segs if segment_id not in pred_area]
+    if missing:
+        raise EvaluationError(
+            f"{image}: prediction segment id(s) {missing} are in the prediction "
+            "segments_info but have no pixel in the prediction PNG "
+            f"(expected colour {_rgb_text(missing[0])} for id {missing[0]}); remove these "
+            "entries or paint their pixels in the PNG"
+        )
+
+    # Pixel counts of every (gt id, pred id) pair, in ascending (gt id, pred id) order.
+    keys, key_counts = np.unique(gt * _ID_LIMIT + pred, return_counts=True)
+    pairs: dict[tuple[int, int], int] = {
+        (key // _ID_LIMIT, key % _ID_LIMIT): count
+        for key, count in zip(keys.tolist(), key_counts.tolist(), strict=True)
+    }
+    gt_pixels: dict[int, int] = {}
+    for (gt_id, _), count in pairs.items():
+        gt_pixels[gt_id] = gt_pixels.get(gt_id, 0) + count
+    return _Table(gt_segs=gt_segs, pred_segs=pred_segs, pairs=pairs, pred_area=pred_area, gt_pixels=gt_pixels)
+
+
+def _match(table: _Table, *, image: str, gt_names: Mapping[int, str] | None = None) -> _ImageCounts:
+    """Apply the panopticapi matching rules (module docstring) to one table.
+
+    :raises EvaluationError: a ground-truth segment whose JSON ``area`` leaves no union.
+    """
+    gt_segs, pred_segs, pairs = table.gt_segs, table.pred_segs, table.pairs
+    pred_area, gt_pixels = table.pred_area, table.gt_pixels
+    result = _ImageCounts()
+    gt_matched: set[int] = set()
+    pred_matched: set[int] = set()
+    for (gt_id, pred_id), inter in pairs.items():
+        gt_seg = gt_segs.get(gt_id)
+        pred_seg = pred_segs.get(pred_id)
+        if gt_seg is None or pred_seg is None or gt_seg.iscrowd:
+            continue
+        if gt_seg.category_id != pred_seg.category_id:
+            continue
+        gt_area = gt_seg.area if gt_seg.area is not None else gt_pixels[gt_id]
+        union = pred_area[pred_id] + gt_area - inter - pairs.get((VOID_ID, pred_id), 0)
+        if union <= 0:
+            name = (gt_names or {}).get(gt_id, f"ground-truth segment id {gt_id}")
+            raise EvaluationError(
+                f"{image}: {name} has JSON area {gt_area}, "
+                f"inconsistent with its {gt_pixels.get(gt_id, 0)} PNG pixels; fix its 'area'"
+            )
+        iou = inter / union
+        if iou > _MATCH_IOU:
+            result.tp.setdefault(gt_seg.category_id, []).append(iou)
+            gt_matched.add(gt_id)
+            pred_matched.add(pred_id)
+
+    # Unmatched gt: crowd regions are remembered (the last one per category wins), the
+    # others are false negatives.
+    crowd_of_category: dict[int, int] = {}
+    for gt_id, gt_seg in gt_segs.items():
+        if gt_id in gt_matched:
+            continue
+        if gt_seg.iscrowd:
+            crowd_of_category[gt_seg.category_id] = gt_id
+            continue
+        result.fn[gt_seg.category_id] = result.fn.get(gt_seg.category_id, 0) + 1
+
+    # Unmatched predictions: ignored when mostly on VOID + same-category crowd, else FP.
+    for pred_id, pred_seg in pred_segs.items():
+        if pred_id in pred_matched:
+            continue
+        ignorable = pairs.get((VOID_ID, pred_id), 0)
+        crowd_id = crowd_of_category.get(pred_seg.category_id)
+        if crowd_id is not None:
+            ignorable += pairs.get((crowd_id, pred_id), 0)
+        if ignorable / pred_area[pred_id] > _IGNORE_FRACTION:
+            continue
+        result.fp[pred_seg.category_id] = result.fp.get(pred_seg.category_id, 0) + 1
+    return result
+
+
 @dataclass
 class PQAccumulator:
     """Accumulates per-category TP/FP/FN counts and IoU sums over images.
@@ -410,108 +551,19 @@ class PQAccumulator:
                 categories are known), malformed segments or id maps.
         """
         image = image_name or "<unnamed image>"
-        gt = _as_id_map(gt_ids, role="ground-truth", image=image)
-        pred = _as_id_map(pred_ids, role="prediction", image=image)
-        if gt.shape != pred.shape:
-            raise EvaluationError(
-                f"{image}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from "
-                f"ground-truth size {gt.shape[1]}x{gt.shape[0]}; the prediction PNG must have "
-                "the size of the ground-truth image"
-            )
-        gt_segs = _index_segments(gt_segments, role="ground-truth", image=image, with_area=True)
-        pred_segs = _index_segments(pred_segments, role="prediction", image=image, with_area=False)
         known = self.categories if isinstance(self.categories, dict) else None
+        table = _tabulate(gt_ids, gt_segments, pred_ids, pred_segments, known=known, image=image)
+        self._add_table(table, image=image)
 
-        # Prediction areas come from the PNG; check PNG ids <-> segments_info both ways.
-        pred_area: dict[int, int] = {}
-        labels, counts = np.unique(pred, return_counts=True)
-        for segment_id, count in zip(labels.tolist(), counts.tolist(), strict=True):
-            segment = pred_segs.get(segment_id)
-            if segment is None:
-                if segment_id == VOID_ID:
-                    continue
-                raise EvaluationError(
-                    f"{image}: the prediction PNG contains segment id {segment_id} "
-                    f"({_rgb_text(segment_id)}, {count} pixels) that is not in the prediction "
-                    "segments_info; add a segments_info entry with this id or paint these "
-                    f"pixels with VOID (id {VOID_ID}, black)"
-                )
-            pred_area[segment_id] = count
-            if known is not None and segment.category_id not in known:
-                raise EvaluationError(
-                    f"{image}: prediction segment id {segment_id} has category_id "
-                    f"{segment.category_id}, which is not in the ground-truth categories; "
-                    "use one of the ground-truth category ids"
-                )
-        missing = [segment_id for segment_id in pred_segs if segment_id not in pred_area]
-        if missing:
-            raise EvaluationError(
-                f"{image}: prediction segment id(s) {missing} are in the prediction "
-                "segments_info but have no pixel in the prediction PNG "
-                f"(expected colour {_rgb_text(missing[0])} for id {missing[0]}); remove these "
-                "entries or paint their pixels in the PNG"
-            )
-
-        # Pixel counts of every (gt id, pred id) pair, in ascending (gt id, pred id) order.
-        keys, key_counts = np.unique(gt * _ID_LIMIT + pred, return_counts=True)
-        pairs: dict[tuple[int, int], int] = {
-            (key // _ID_LIMIT, key % _ID_LIMIT): count
-            for key, count in zip(keys.tolist(), key_counts.tolist(), strict=True)
-        }
-        gt_pixels: dict[int, int] = {}
-        for (gt_id, _), count in pairs.items():
-            gt_pixels[gt_id] = gt_pixels.get(gt_id, 0) + count
-
-        result = _ImageCounts()
-        gt_matched: set[int] = set()
-        pred_matched: set[int] = set()
-        for (gt_id, pred_id), inter in pairs.items():
-            gt_seg = gt_segs.get(gt_id)
-            pred_seg = pred_segs.get(pred_id)
-            if gt_seg is None or pred_seg is None or gt_seg.iscrowd:
-                continue
-            if gt_seg.category_id != pred_seg.category_id:
-                continue
-            gt_area = gt_seg.area if gt_seg.area is not None else gt_pixels[gt_id]
-            union = pred_area[pred_id] + gt_area - inter - pairs.get((VOID_ID, pred_id), 0)
-            if union <= 0:
-                raise EvaluationError(
-                    f"{image}: ground-truth segment id {gt_id} has JSON area {gt_area}, "
-                    f"inconsistent with its {gt_pixels[gt_id]} PNG pixels; fix its 'area'"
-                )
-            iou = inter / union
-            if iou > _MATCH_IOU:
-                result.tp.setdefault(gt_seg.category_id, []).append(iou)
-                gt_matched.add(gt_id)
-                pred_matched.add(pred_id)
-
-        # Unmatched gt: crowd regions are remembered (the last one per category wins), the
-        # others are false negatives.
-        crowd_of_category: dict[int, int] = {}
-        for gt_id, gt_seg in gt_segs.items():
-            if gt_id in gt_matched:
-                continue
-            if gt_seg.iscrowd:
-                crowd_of_category[gt_seg.category_id] = gt_id
-                continue
-            result.fn[gt_seg.category_id] = result.fn.get(gt_seg.category_id, 0) + 1
-
-        # Unmatched predictions: ignored when mostly on VOID + same-category crowd, else FP.
-        for pred_id, pred_seg in pred_segs.items():
-            if pred_id in pred_matched:
-                continue
-            ignorable = pairs.get((VOID_ID, pred_id), 0)
-            crowd_id = crowd_of_category.get(pred_seg.category_id)
-            if crowd_id is not None:
-                ignorable += pairs.get((crowd_id, pred_id), 0)
-            if ignorable / pred_area[pred_id] > _IGNORE_FRACTION:
-                continue
-            result.fp[pred_seg.category_id] = result.fp.get(pred_seg.category_id, 0) + 1
-
+    def _add_table(self, table: _Table, *, image: str, gt_names: Mapping[int, str] | None = None) -> None:
+        """Match the segments of one validated :class:`_Table` (an image, or a video window whose
+        frames' tables were summed) and merge its counts. ``gt_names`` names ground-truth ids in
+        error messages (default: ``"ground-truth segment id N"``)."""
+        result = _match(table, image=image, gt_names=gt_names)
         self._commit(result)
-        for pred_id in pred_area:
+        for pred_id in table.pred_area:
             self._pred_category_seen.setdefault(
-                pred_segs[pred_id].category_id, f"{image}: prediction segment id {pred_id}"
+                table.pred_segs[pred_id].category_id, f"{image}: prediction segment id {pred_id}"
             )
 
     def _commit(self, image: _ImageCounts) -> None:

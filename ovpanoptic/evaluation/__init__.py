@@ -1,0 +1,79 @@
+"""Evaluation of panoptic segmentations against ground truth.
+
+* :mod:`.pq`: Panoptic Quality (PQ) with the exact rules of the COCO panoptic API, the COCO id
+  encoding (:func:`rgb_to_id`, :func:`id_to_rgb`) and the COCO panoptic file readers;
+* :mod:`.video_reader`: the video panoptic format (COCO panoptic plus ``video_id`` and
+  ``frame_index`` per image), read frame by frame;
+* :mod:`.consistency`: temporal consistency of tracks (mask IoU between consecutive frames), a
+  quality check that needs no ground truth;
+* :mod:`.video`: the video metrics VPQ (Kim et al., CVPR 2020) and STQ (Weber et al., 2021) and
+  :func:`evaluate_video`.
+
+Every public name is re-exported here (``from ovpanoptic.evaluation import evaluate_panoptic``).
+The package may import numpy, Pillow and the core leaf modules (:mod:`ovpanoptic.constants`,
+:mod:`ovpanoptic.errors`); never the pipeline, the CLI, :mod:`ovpanoptic.builtins` or a model
+library (torch, open_clip, SAM 2). Its modules import one another only downwards:
+``pq`` <- ``video_reader`` <- ``consistency`` <- ``video``.
+"""
+
+from __future__ import annotations
+
+from .pq import (
+    ID_BASE,
+    VOID_ID,
+    CategoryInfo,
+    EvaluationError,
+    PQAccumulator,
+    PQReport,
+    PQStats,
+    evaluate_panoptic,
+    id_to_rgb,
+    rgb_to_id,
+)
+from .video import (
+    DEFAULT_SPANS,
+    ClassChange,
+    ConsistencyIssue,
+    ConsistencyReport,
+    STQReport,
+    STQStats,
+    TrackConsistency,
+    VideoFrame,
+    VideoFrameRecord,
+    VideoId,
+    VideoPanoptic,
+    VideoReport,
+    VPQReport,
+    check_temporal_consistency,
+    evaluate_video,
+    read_video_panoptic,
+)
+
+__all__ = [
+    "DEFAULT_SPANS",
+    "ID_BASE",
+    "VOID_ID",
+    "CategoryInfo",
+    "ClassChange",
+    "ConsistencyIssue",
+    "ConsistencyReport",
+    "EvaluationError",
+    "PQAccumulator",
+    "PQReport",
+    "PQStats",
+    "STQReport",
+    "STQStats",
+    "TrackConsistency",
+    "VPQReport",
+    "VideoFrame",
+    "VideoFrameRecord",
+    "VideoId",
+    "VideoPanoptic",
+    "VideoReport",
+    "check_temporal_consistency",
+    "evaluate_panoptic",
+    "evaluate_video",
+    "id_to_rgb",
+    "read_video_panoptic",
+    "rgb_to_id",
+]

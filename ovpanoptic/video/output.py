@@ -1,0 +1,299 @@
+"""The output folder of ``segment-video``: written frame by frame, resumable, finished at the end.
+
+Layout of ``OUTDIR`` (one video per folder)::
+
+    panoptic/000000.png ...   COCO-panoptic PNG per processed frame (id = R + 256 G + 256^2 B), named
+                              by source frame index; a thing's segment id is its track id
+    panoptic.json             COCO panoptic JSON for the whole video: "videos" (one entry), "images"
+                              with video_id, frame_index, time_s and keyframe, "annotations" with
+                              segments_info (each track's voted class), "categories"
+    tracks.csv, tracks.json   one row per track: id, class, kind, first/last frame, frames seen,
+                              mean score, ended (tracks.json adds the class votes)
+    overlay.mp4               the frames with each segment drawn and labelled "class id" (H.264)
+    .video/                   work state: per-frame parts and the checkpoint after the last
+                              keyframe; a run stopped half-way resumes from it
+
+Every file is written atomically (:mod:`ovpanoptic.atomic`); the shared files are (re)written at
+the end from the parts, so a run that stops leaves no half-written JSON.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections.abc import Callable, Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..constants import VOID_ID
+from ..errors import ExportError, InputError
+from ..types import PanopticResult, Vocabulary
+from .run import ResumePoint, VideoFrameResult
+from .sources import FrameSource
+from .tracks import TrackBook, TrackRecord
+
+__all__ = ["STATE_DIR", "VideoOutput"]
+
+#: The work folder inside the output folder.
+STATE_DIR = ".video"
+_OWN = ("panoptic", "panoptic.json", "tracks.csv", "tracks.json", "overlay.mp4", STATE_DIR)
+
+
+def _png(ids: np.ndarray) -> bytes:
+    from PIL import Image
+
+    from ..evaluation import id_to_rgb
+
+    buf = io.BytesIO()
+    Image.fromarray(id_to_rgb(ids)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _segments(result: PanopticResult) -> list[dict[str, Any]]:
+    return [
+        {"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": round(s.score, 6), "area": s.area, "bbox_xyxy": list(s.bbox_xyxy)}
+        for s in result.segments
+    ]
+
+
+class VideoOutput:
+    """Writes one video's results into ``outdir`` and resumes an interrupted run.
+
+    :param outdir: the output folder (created).
+    :param settings: what makes two runs the same (source, selection, tracking options, tracker,
+        vocabulary, config); a folder holding a run with other settings is refused.
+    :param overwrite: replace a previous run's files (only the files this layout names).
+    :raises InputError: the folder holds another run, or image-batch results, and ``overwrite`` is off.
+    """
+
+    def __init__(self, outdir: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:
+        self.outdir = Path(outdir)
+        self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
+        self.state_dir = self.outdir / STATE_DIR
+        self.png_dir = self.outdir / "panoptic"
+        if self.outdir.exists() and not self.outdir.is_dir():
+            raise InputError(f"output {self.outdir} is a file, not a folder: choose another -o")
+        if overwrite:
+            for name in _OWN:
+                p = self.outdir / name
+                if p.is_dir():
+                    shutil.rmtree(p)
+                elif p.exists():
+                    p.unlink()
+        saved = self._read_json(self.state_dir / "settings.json")
+        if saved is None and (self.outdir / "panoptic.json").exists():
+            raise InputError(
+                f"{self.outdir} already holds results that are not a video run of ovpanoptic (panoptic.json without "
+                f"{STATE_DIR}/): choose another -o, or pass --overwrite to replace them"
+            )
+        if saved is not None and saved != self.settings:
+            differ = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+            raise InputError(
+                f"{self.outdir} holds a video run with other settings (they differ in: {', '.join(differ)}): choose "
+                "another -o, run the same command as before to resume it, or pass --overwrite to start again"
+            )
+        self.png_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / "frames").mkdir(parents=True, exist_ok=True)
+        if saved is None:
+            atomic_write_text(self.state_dir / "settings.json", json.dumps(self.settings, indent=1, sort_keys=True))
+
+    @staticmethod
+    def _read_json(path: Path) -> Any:
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{path} is unreadable ({exc}): pass --overwrite to start the video again") from None
+
+    @property
+    def finished(self) -> bool:
+        """Whether a previous run with these settings finished (``panoptic.json`` written)."""
+        done = self._read_json(self.state_dir / "done.json")
+        return bool(done) and (self.outdir / "panoptic.json").is_file()
+
+    def resume_point(self, vocabulary: Vocabulary) -> ResumePoint | None:
+        """The checkpoint of an interrupted run (the last keyframe written), or ``None``."""
+        state = self._read_json(self.state_dir / "checkpoint.json")
+        if state is None:
+            return None
+        index = int(state["index"])
+        part = self._read_json(self.state_dir / "frames" / f"{index:06d}.json")
+        png = self.png_dir / f"{index:06d}.png"
+        if part is None or not png.is_file():
+            return None
+        from PIL import Image
+
+        from ..evaluation import rgb_to_id
+
+        ids = rgb_to_id(np.asarray(Image.open(png).convert("RGB"))).astype(np.int32)
+        labels = {int(s["id"]): (int(s["category_id"]), float(s["score"])) for s in part["segments"]}
+        result = PanopticResult.from_map(ids, labels, vocabulary)
+        # Frames after the checkpoint are redone: drop their parts so a shorter redo leaves none behind.
+        for f in (self.state_dir / "frames").glob("*.json"):
+            if int(f.stem) > index:
+                f.unlink()
+                (self.png_dir / f"{f.stem}.png").unlink(missing_ok=True)
+        return ResumePoint(index=index, state=state["book"], result=result)
+
+    def write(self, item: VideoFrameResult) -> None:
+        """Write one frame's PNG and part; after a keyframe, the checkpoint too."""
+        stem = f"{item.index:06d}"
+        try:
+            atomic_write_bytes(self.png_dir / f"{stem}.png", _png(np.asarray(item.result.panoptic_map)))
+            part = {
+                "index": item.index,
+                "time_s": round(item.time_s, 6),
+                "keyframe": item.keyframe,
+                "height": item.result.image_size[0],
+                "width": item.result.image_size[1],
+                "segments": _segments(item.result),
+                "timings": {k: round(v, 6) for k, v in item.result.timings.items()},
+            }
+            atomic_write_text(self.state_dir / "frames" / f"{stem}.json", json.dumps(part))
+            if item.keyframe:
+                atomic_write_text(self.state_dir / "checkpoint.json", json.dumps({"index": item.index, "book": item.book.state()}))
+        except OSError as exc:
+            raise ExportError(f"cannot write frame {item.index} into {self.outdir} ({exc.strerror or exc}); check the disk and permissions") from None
+
+    def parts(self) -> list[dict[str, Any]]:
+        """Every frame part written, by frame index."""
+        out = [json.loads(f.read_text(encoding="utf-8")) for f in (self.state_dir / "frames").glob("*.json")]
+        return sorted(out, key=lambda p: p["index"])
+
+    def finish(
+        self,
+        book: TrackBook,
+        source: FrameSource,
+        *,
+        overlay: bool = True,
+        progress: Callable[[str, int, int], None] | None = None,
+    ) -> list[Path]:
+        """Write ``panoptic.json``, the tracks table and (optionally) the overlay video from the parts.
+
+        Each thing segment's category is its track's final vote (a track has one class in every
+        frame of the JSON); PNGs are unchanged (they hold ids only).
+
+        :return: the files written.
+        """
+        vocabulary = book.vocabulary
+        records = {r.id: r for r in book.records()}
+        parts = self.parts()
+        if not parts:
+            raise InputError(f"no frame was written into {self.outdir}")
+        h, w = parts[0]["height"], parts[0]["width"]
+        images, annotations = [], []
+        for p in parts:
+            segments = []
+            for s in p["segments"]:
+                rec = records.get(s["id"])
+                category = rec.category_id if rec is not None else s["category_id"]
+                score = rec.score if rec is not None else s["score"]
+                x0, y0, x1, y1 = s["bbox_xyxy"]
+                segments.append(
+                    {"id": s["id"], "category_id": category, "iscrowd": 0, "area": s["area"], "bbox": [x0, y0, x1 - x0, y1 - y0], "score": score}
+                )
+            stem = f"{p['index']:06d}"
+            images.append(
+                {
+                    "id": p["index"], "file_name": f"{source.name}/{stem}.jpg", "width": p["width"], "height": p["height"],
+                    "video_id": source.name, "frame_index": p["index"], "time_s": p["time_s"], "keyframe": p["keyframe"],
+                }
+            )
+            annotations.append({"image_id": p["index"], "file_name": f"{stem}.png", "segments_info": segments})
+        data = {
+            "info": {"description": f"ovpanoptic segment-video of {source.name}", "settings": self.settings},
+            "videos": [{"id": source.name, "name": source.name, "fps": source.fps, "width": w, "height": h, "frames": len(parts)}],
+            "images": images,
+            "annotations": annotations,
+            "categories": [
+                {"id": c.id, "name": c.name, "supercategory": c.name, "isthing": int(c.isthing), "color": list(c.display_color)}
+                for c in vocabulary.categories
+            ],
+        }
+        files = [atomic_write_text(self.outdir / "panoptic.json", json.dumps(data))]
+        files += self._write_tracks(list(records.values()), vocabulary, parts)
+        if overlay:
+            files.append(self._overlay(book, source, parts, progress))
+        atomic_write_text(self.state_dir / "done.json", json.dumps({"frames": len(parts)}))
+        return files
+
+    def _write_tracks(self, records: list[TrackRecord], vocabulary: Vocabulary, parts: list[dict[str, Any]]) -> list[Path]:
+        times = {p["index"]: p["time_s"] for p in parts}
+        rows = [
+            {
+                "id": r.id, "class": vocabulary.by_id(r.category_id).name, "kind": "thing" if r.isthing else "stuff",
+                "first_frame": r.first_frame, "last_frame": r.last_frame, "first_time_s": times.get(r.first_frame),
+                "last_time_s": times.get(r.last_frame), "frames_seen": r.frames_seen, "mean_score": r.score, "ended": r.ended,
+            }
+            for r in records
+        ]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["id"], lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        votes = {r.id: {vocabulary.by_id(c).name: {"keyframes": n, "score": s} for c, (n, s) in r.votes.items()} for r in records}
+        table = [{**row, "votes": votes[row["id"]]} for row in rows]
+        return [
+            atomic_write_text(self.outdir / "tracks.csv", buf.getvalue()),
+            atomic_write_text(self.outdir / "tracks.json", json.dumps(table, indent=1)),
+        ]
+
+    def _overlay(self, book: TrackBook, source: FrameSource, parts: list[dict[str, Any]], progress: Callable[[str, int, int], None] | None) -> Path:
+        """Encode the overlay video: the source frames again (streamed), each PNG drawn over its frame."""
+        import av
+        from PIL import Image
+
+        from ..demo.render import Overlay, compose, instance_rgb
+        from ..evaluation import rgb_to_id
+
+        records = {r.id: r for r in book.records()}
+        vocabulary = book.vocabulary
+        wanted = {p["index"] for p in parts}
+        target = self.outdir / "overlay.mp4"
+        tmp = self.outdir / f".overlay.{id(self)}.mp4"
+        h, w = parts[0]["height"], parts[0]["width"]
+        eh, ew = h - h % 2, w - w % 2  # yuv420p needs even sides
+        try:
+            with av.open(str(tmp), mode="w") as container:
+                codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+                rate = Fraction(source.fps / source.selection.every).limit_denominator(1001)
+                stream = container.add_stream(codec, rate=rate)
+                stream.width, stream.height, stream.pix_fmt = ew, eh, "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": "23", "preset": "veryfast"}
+                done = 0
+                for frame in source:
+                    if frame.index not in wanted:
+                        continue
+                    ids = rgb_to_id(np.asarray(Image.open(self.png_dir / f"{frame.index:06d}.png").convert("RGB"))).astype(np.int32)
+                    labels, colors = {}, {}
+                    present = [int(i) for i in np.unique(ids) if i != VOID_ID and int(i) in book.tracks]
+                    result_labels: dict[int, tuple[int, float]] = {}
+                    for tid in present:
+                        rec = records.get(tid)
+                        category = vocabulary.by_id(rec.category_id if rec else book.tracks[tid].category_id)
+                        labels[tid] = f"{category.name} {tid}" if category.isthing else category.name
+                        colors[tid] = instance_rgb(category.display_color, tid % 6 + 1) if category.isthing else category.display_color
+                        result_labels[tid] = (category.id, 1.0)
+                    ids[~np.isin(ids, present)] = VOID_ID
+                    result = PanopticResult.from_map(ids, result_labels, vocabulary)
+                    drawn = compose(np.asarray(frame.image), result, labels, colors, Overlay(opacity=0.5))
+                    video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn[:eh, :ew]), format="rgb24")
+                    for packet in stream.encode(video_frame):
+                        container.mux(packet)
+                    done += 1
+                    if progress is not None:
+                        progress("overlay video", done, len(parts))
+                for packet in stream.encode():
+                    container.mux(packet)
+            tmp.replace(target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target

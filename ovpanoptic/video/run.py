@@ -1,0 +1,209 @@
+"""The video loop: keyframes through the image pipeline, the frames between through a tracker.
+
+For every window of ``K + 1`` processed frames (a keyframe, the ``K - 1`` frames after it, and the
+next keyframe), the tracker gets the keyframe's segments as seeds and carries them through the
+window; the frames inside the window are composed from its masks, and on the next keyframe the
+image pipeline's new detections are matched to where the tracker carried each object
+(:class:`~ovpanoptic.video.tracks.TrackBook`). Windows are independent tracker calls, so memory is
+bounded by ``K`` whatever the video's length. Tracking and composition run at the pipeline's
+working size (``pipeline.max_side``); results are returned at the frames' size.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .. import boundary
+from ..components import Progress
+from ..errors import InputError
+from ..imageio import resize_longest_side
+from ..types import PanopticResult, TrackMasks, Vocabulary
+from .sources import Frame, FrameSource
+from .tracks import TrackBook, TrackingOptions
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+
+__all__ = ["ResumePoint", "VideoFrameResult", "segment_video"]
+
+
+@dataclass(frozen=True, eq=False)
+class VideoFrameResult:
+    """The result of one processed frame.
+
+    :param index: the frame's source index.
+    :param time_s: its presentation time (seconds).
+    :param keyframe: whether the image pipeline segmented it (else the tracker carried it).
+    :param result: the panoptic result at the frame's size; thing segment ids are track ids and a
+        stuff class keeps one id over the video; categories are the tracks' votes so far.
+    :param image: the frame, ``(H, W, 3)`` uint8 RGB, read-only.
+    :param book: the video's track bookkeeping (its state after this frame; shared, not a copy).
+    """
+
+    index: int
+    time_s: float
+    keyframe: bool
+    result: PanopticResult
+    image: np.ndarray
+    book: TrackBook
+
+
+@dataclass(frozen=True, eq=False)
+class ResumePoint:
+    """Where a resumed run starts: right after the keyframe ``index``.
+
+    :param index: the keyframe's source index.
+    :param state: :meth:`TrackBook.state` saved after that keyframe.
+    :param result: the keyframe's composed result (read back from its PNG), at the frame's size.
+    """
+
+    index: int
+    state: dict[str, Any]
+    result: PanopticResult
+
+
+def _small(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
+    return result if result.image_size == size else result.resized(*size)
+
+
+def segment_video(
+    pipeline: Pipeline,
+    source: FrameSource,
+    vocabulary: Vocabulary,
+    options: TrackingOptions | None = None,
+    *,
+    tracker: str | None = None,
+    progress: Progress | None = None,
+    resume: ResumePoint | None = None,
+) -> Iterator[VideoFrameResult]:
+    """Segment a video frame by frame with ids that stay the same across frames.
+
+    :param pipeline: the image pipeline (its proposal generator, classifier and fuser segment the keyframes).
+    :param source: the frames (:func:`~ovpanoptic.video.sources.open_frames`).
+    :param vocabulary: the classes.
+    :param options: keyframe interval, match threshold, track ends (:class:`TrackingOptions`).
+    :param tracker: the tracker component's name (default ``pipeline.tracker``).
+    :param progress: ``progress(message, done, total)``: ``"frame"`` with the frames done and the
+        expected total (0 when unknown), plus the components' own messages.
+    :param resume: start after a saved keyframe instead of at the first frame.
+    :return: an iterator of :class:`VideoFrameResult`, one per processed frame, in order.
+    :raises InputError: no frame is selected, or frames differ in size.
+    :raises ComponentError: the tracker broke its contract (wrong number of frames, foreign ids, ...).
+    """
+    options = options or TrackingOptions()
+    name = tracker or pipeline.config.pipeline.tracker
+    component = pipeline.component("tracker", name)
+    target = pipeline._target("tracker", name)
+    settings = pipeline.config.pipeline
+    book = TrackBook(vocabulary, options)
+    frames = iter(source)
+    expected = source.expected or 0
+    done = 0
+    k = options.keyframe_every
+
+    def report() -> None:
+        if progress is not None:
+            progress("frame", done, expected)
+
+    def work_size(image: np.ndarray) -> tuple[int, int]:
+        from ..imageio import working_size
+
+        return working_size(image.shape[0], image.shape[1], settings.max_side, settings.min_side)
+
+    def keyframe(frame: Frame, predicted: TrackMasks | None) -> tuple[VideoFrameResult, PanopticResult]:
+        run = pipeline.segment_run(frame.image, vocabulary, progress=progress, source=f"{source.name}#{frame.index}")
+        size = work_size(frame.image)
+        composed = book.keyframe(frame.index, _small(run.result, size), predicted)
+        full = _small(composed, frame.image.shape[:2]).with_timings(run.result.timings)
+        return VideoFrameResult(frame.index, frame.time_s, True, full, frame.image, book), composed
+
+    if resume is None:
+        first = next(frames, None)
+        if first is None:
+            raise InputError(
+                f"no frame of {source.spec} is selected (--start {source.selection.start}, --end {source.selection.end}, "
+                f"--every {source.selection.every}): the video may be shorter than --start"
+            )
+        item, current_small = keyframe(first, None)
+        done += 1
+        yield item
+        report()
+        current = first
+    else:
+        current = None
+        for frame in frames:
+            done += 1
+            if frame.index == resume.index:
+                current = frame
+                break
+        if current is None:
+            raise InputError(f"cannot resume: frame {resume.index} of {source.spec} is not among the selected frames; run with --overwrite")
+        current_small = _small(resume.result, work_size(current.image))
+        book.restore(resume.state, current_small)
+        report()
+
+    while True:
+        window: list[Frame] = [current]
+        for frame in frames:
+            window.append(frame)
+            if len(window) == k + 1:
+                break
+        if len(window) == 1:
+            return
+        full_window = len(window) == k + 1
+        size = current_small.image_size
+        seeds = book.seeds(current_small)
+        started = time.perf_counter()
+        tracked = _tracked(component, target, window, seeds, size, (settings.max_side, settings.min_side), progress)
+        for j, masks in enumerate(tracked, start=1):
+            frame = window[j]
+            if full_window and j == len(window) - 1:
+                item, current_small = keyframe(frame, masks)
+                current = frame
+            else:
+                composed = book.tracked(frame.index, masks)
+                elapsed = time.perf_counter() - started
+                full = _small(composed, frame.image.shape[:2]).with_timings({"track": elapsed, "total": elapsed})
+                item = VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
+            done += 1
+            yield item
+            report()
+            started = time.perf_counter()
+        if not full_window:
+            return
+
+
+def _tracked(
+    component: Any,
+    target: boundary.Target,
+    window: Sequence[Frame],
+    seeds: TrackMasks,
+    size: tuple[int, int],
+    sides: tuple[int, int],
+    progress: Progress | None,
+) -> Iterator[TrackMasks]:
+    """The tracker's masks for ``window[1:]``, each checked (:func:`boundary.check_track_masks`)."""
+    wanted = len(window) - 1
+    if len(seeds) == 0:  # nothing to carry: no tracker call
+        for _ in range(wanted):
+            yield TrackMasks.from_dict({}, *size)
+        return
+    images = [boundary.readonly_image(resize_longest_side(f.image, *sides)) for f in window]
+    iterator = iter(boundary.call(target, "track()", component.track, images, seeds, progress=progress))
+    seed_ids = seeds.ids.tolist()
+    count = 0
+    while True:
+        item = boundary.call(target, "track()", next, iterator, None)
+        if item is None:
+            break
+        count += 1
+        if count > wanted:
+            raise target.error("track()", f"it yielded more than {wanted} items for a window of {len(window)} frames", "Yield one TrackMasks per frame after the keyframe")
+        yield boundary.check_track_masks(target, item, seed_ids, size, count)
+    if count < wanted:
+        raise target.error("track()", f"it yielded {count} items for a window of {len(window)} frames (expected {wanted})", "Yield one TrackMasks per frame after the keyframe")

@@ -1,0 +1,372 @@
+"""Track bookkeeping: ids, keyframe matching, class votes, track ends, and per-frame composition.
+
+How ids are kept (see ``docs/video.md``):
+
+* On a keyframe the image pipeline segments the frame. Its thing segments are matched to the
+  live tracks by mask IoU with a Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`).
+  Only pairs with IoU >= ``match_iou`` can match; among them a pair whose detection has the track's
+  class gains 1 over any pair of different classes, then the total IoU decides. So an object passing
+  in front of another of another class does not take its id, while a detection with a wrong class
+  can still continue its track when nothing else fits (the vote below keeps the track's class). A
+  track is compared through its *predicted* mask on that frame (what the
+  tracker carried there), or, when the tracker lost it, its last visible mask (an occluded object
+  that stays in place is recognised again). Pairs with IoU >= ``match_iou`` keep the track's id;
+  other detections start new tracks with fresh ids; live tracks that no detection matched are
+  *missed*: they are drawn where the tracker carries them only on pixels the keyframe left void.
+* A stuff class keeps one segment id for the whole video (COCO-panoptic allows one segment per
+  stuff class per image, so the class is the identity).
+* A track ends when it has been invisible for more than ``max_unseen`` processed frames, or missed
+  on more than ``max_missed`` keyframes in a row. Ended ids are never reused.
+* A track's class is a running vote over its keyframe detections: each detection is one vote for
+  its class (its score is summed too, and shown). The track changes class only when another class
+  has strictly more votes than the current one, so one bad frame never flips it (at worst it
+  ties), and a class seen on most keyframes wins.
+
+Thing segment ids in every output frame are track ids (the convention of VIPSeg, KITTI-STEP and
+Cityscapes-VPS: a segment id names the same object in every frame of a video).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..constants import MAX_SEGMENT_ID, VOID_ID
+from ..errors import InputError
+from ..types import PanopticResult, TrackMasks, Vocabulary
+
+__all__ = ["Track", "TrackBook", "TrackRecord", "TrackingOptions"]
+
+
+@dataclass(frozen=True)
+class TrackingOptions:
+    """How keyframes, matching and track ends work.
+
+    :param keyframe_every: run the image pipeline on every K-th processed frame (K >= 1); the
+        tracker carries objects in between. K = 1 segments every frame (ids matched by IoU).
+    :param match_iou: a detection continues a track when their mask IoU is at least this (0..1].
+    :param max_unseen: a track ends after being invisible on more than this many processed frames.
+    :param max_missed: a track ends after no detection matched it on more than this many
+        keyframes in a row.
+    :raises InputError: a value out of range, naming the flag.
+    """
+
+    keyframe_every: int = 10
+    match_iou: float = 0.5
+    max_unseen: int = 20
+    max_missed: int = 1
+
+    def __post_init__(self) -> None:
+        for name, value, low in (("keyframe_every", self.keyframe_every, 1), ("max_unseen", self.max_unseen, 0), ("max_missed", self.max_missed, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.match_iou, bool) or not isinstance(self.match_iou, (int, float)) or not 0.0 < self.match_iou <= 1.0:
+            raise InputError(f"--match-iou must be a number in (0, 1], got {self.match_iou!r}")
+
+
+@dataclass
+class Track:
+    """One tracked object or stuff class (mutable bookkeeping, kept by :class:`TrackBook`)."""
+
+    id: int
+    isthing: bool
+    category_id: int
+    votes: dict[int, float] = field(default_factory=dict)
+    counts: dict[int, int] = field(default_factory=dict)
+    first_frame: int = -1
+    last_frame: int = -1
+    frames_seen: int = 0
+    score_sum: float = 0.0
+    detections: int = 0
+    unseen: int = 0
+    missed: int = 0
+    ended_at: int | None = None
+    last_mask: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def score(self) -> float:
+        """Mean score of the track's keyframe detections."""
+        return self.score_sum / self.detections if self.detections else 0.0
+
+    def vote(self, category_id: int, score: float) -> None:
+        """Count a keyframe detection of ``category_id`` (with ``score``); the class changes only when
+        another class has strictly more detections than the current one (the higher summed score
+        decides between challengers with equal counts)."""
+        self.votes[category_id] = self.votes.get(category_id, 0.0) + float(score)
+        self.counts[category_id] = self.counts.get(category_id, 0) + 1
+        self.score_sum += float(score)
+        self.detections += 1
+        best = max(self.counts, key=lambda c: (self.counts[c], self.votes[c]))
+        if self.counts[best] > self.counts.get(self.category_id, 0):
+            self.category_id = best
+
+
+@dataclass(frozen=True)
+class TrackRecord:
+    """A row of the tracks table.
+
+    :param id: the track id (its segment id in every frame's PNG).
+    :param category_id: the voted class.
+    :param isthing: thing (an object) or stuff (a class region).
+    :param first_frame: source index of the first frame it is visible in.
+    :param last_frame: source index of the last frame it is visible in.
+    :param frames_seen: processed frames it is visible in.
+    :param score: mean score of its keyframe detections.
+    :param ended: whether the track ended before the video did.
+    :param votes: class id -> (keyframe detections of that class, their summed score).
+    """
+
+    id: int
+    category_id: int
+    isthing: bool
+    first_frame: int
+    last_frame: int
+    frames_seen: int
+    score: float
+    ended: bool
+    votes: Mapping[int, tuple[int, float]]
+
+
+def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(len(a), len(b))`` mask IoU of two ``(N, H, W)`` bool stacks."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)), np.float64)
+    fa = a.reshape(len(a), -1).astype(np.float32)
+    fb = b.reshape(len(b), -1).astype(np.float32)
+    inter = fa @ fb.T
+    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+class TrackBook:
+    """The tracks of one video: assigns ids on keyframes and composes every frame's result.
+
+    :param vocabulary: the run's vocabulary (every result must use it).
+    :param options: :class:`TrackingOptions`.
+    """
+
+    def __init__(self, vocabulary: Vocabulary, options: TrackingOptions) -> None:
+        self.vocabulary = vocabulary
+        self.options = options
+        self.tracks: dict[int, Track] = {}
+        self.stuff_ids: dict[int, int] = {}
+        self.next_id = 1
+        self._previous: np.ndarray | None = None  # the last composed map (to fill what things vacate)
+
+    # -- ids ----------------------------------------------------------------------------------
+
+    def _new_id(self) -> int:
+        if self.next_id > MAX_SEGMENT_ID:
+            raise InputError(f"more than {MAX_SEGMENT_ID} tracks in one video: the PNG id space is full; split the video")
+        self.next_id += 1
+        return self.next_id - 1
+
+    def live(self, isthing: bool | None = None) -> list[Track]:
+        """Tracks that have not ended (things, stuff, or both), by id."""
+        return [t for t in sorted(self.tracks.values(), key=lambda t: t.id) if t.ended_at is None and (isthing is None or t.isthing == isthing)]
+
+    def _stuff_track(self, category_id: int) -> Track:
+        sid = self.stuff_ids.get(category_id)
+        if sid is None:
+            sid = self.stuff_ids[category_id] = self._new_id()
+            self.tracks[sid] = Track(sid, False, category_id)
+        track = self.tracks[sid]
+        track.ended_at = None  # a stuff class that comes back keeps its id
+        return track
+
+    # -- keyframes ----------------------------------------------------------------------------
+
+    def keyframe(self, index: int, result: PanopticResult, predicted: TrackMasks | None) -> PanopticResult:
+        """Assign track ids to a keyframe's segmentation.
+
+        :param index: the frame's source index.
+        :param result: the image pipeline's result for the frame (any segment ids).
+        :param predicted: the tracker's masks of the live tracks on this frame (``None`` on the first
+            keyframe, or when the frame was not tracked), at the result's size.
+        :return: the frame's result with thing ids = track ids and stuff ids = the class's id.
+        """
+        if result.vocabulary != self.vocabulary:
+            raise ValueError("the keyframe result uses another vocabulary than the video's")
+        pm = np.asarray(result.panoptic_map)
+        things = [s for s in result.segments if s.isthing]
+        det_masks = np.stack([pm == s.id for s in things]) if things else np.zeros((0, *pm.shape), bool)
+        pred = predicted.as_dict() if predicted is not None else {}
+        candidates = [t for t in self.live(True)]
+        ref_masks = []
+        for t in candidates:
+            m = pred.get(t.id)
+            if m is None or not m.any():
+                m = t.last_mask if t.last_mask is not None else np.zeros(pm.shape, bool)
+            ref_masks.append(m)
+        refs = np.stack(ref_masks) if ref_masks else np.zeros((0, *pm.shape), bool)
+        iou = _iou_matrix(det_masks, refs)
+        pairs: dict[int, Track] = {}
+        if iou.size:
+            from scipy.optimize import linear_sum_assignment
+
+            same = np.array([[seg.category_id == t.category_id for t in candidates] for seg in things], dtype=np.float64)
+            gain = np.where(iou >= self.options.match_iou, iou + same, 0.0)
+            rows, cols = linear_sum_assignment(gain, maximize=True)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if iou[r, c] >= self.options.match_iou:
+                    pairs[r] = candidates[c]
+        out = np.zeros(pm.shape, np.int32)
+        labels: dict[int, tuple[int, float]] = {}
+        matched: set[int] = set()
+        for r, seg in enumerate(things):
+            track = pairs.get(r)
+            if track is None:
+                tid = self._new_id()
+                track = self.tracks[tid] = Track(tid, True, seg.category_id)
+            track.vote(seg.category_id, seg.score)
+            track.missed = 0
+            matched.add(track.id)
+            out[det_masks[r]] = track.id
+        for seg in result.segments:
+            if not seg.isthing:
+                track = self._stuff_track(seg.category_id)
+                track.vote(seg.category_id, seg.score)
+                out[pm == seg.id] = track.id
+        # Missed tracks: drawn where the tracker carries them only on pixels the keyframe left void (the
+        # keyframe's detections, stuff included, win: a tracker that holds a stale mask adds nothing).
+        for track in candidates:
+            if track.id in matched:
+                continue
+            track.missed += 1
+            if track.missed > self.options.max_missed:
+                track.ended_at = index
+                continue
+            m = pred.get(track.id)
+            if m is not None and m.any():
+                out[m & (out == VOID_ID)] = track.id
+        for tid in np.unique(out).tolist():
+            if tid != VOID_ID:
+                t = self.tracks[tid]
+                labels[tid] = (t.category_id, t.score)
+        return self._finish(index, out, labels, result.timings)
+
+    # -- tracked frames -----------------------------------------------------------------------
+
+    def tracked(self, index: int, masks: TrackMasks) -> PanopticResult:
+        """Compose a frame from the tracker's masks.
+
+        Things are painted over stuff, the higher-scoring track on top where two overlap; stuff fills
+        what things leave; pixels a thing held on the previous frame that no mask now covers take the
+        nearest stuff class (:func:`scipy.ndimage.distance_transform_edt`), so every pixel stays
+        labelled as objects move.
+        """
+        h, w = masks.image_size
+        out = np.zeros((h, w), np.int32)
+        known = {int(i): m for i, m in zip(masks.ids, masks.masks, strict=True) if int(i) in self.tracks and self.tracks[int(i)].ended_at is None}
+        for tid, m in known.items():
+            if not self.tracks[tid].isthing:
+                out[m] = tid
+        stuff = out.copy()
+        for tid in sorted((t for t in known if self.tracks[t].isthing), key=lambda t: (self.tracks[t].score, -t)):
+            out[known[tid]] = tid
+        if self._previous is not None and self._previous.shape == out.shape and stuff.any():
+            was_thing = np.isin(self._previous, [t.id for t in self.tracks.values() if t.isthing])
+            vacated = was_thing & (out == VOID_ID)
+            if vacated.any():
+                from scipy.ndimage import distance_transform_edt
+
+                _, (iy, ix) = distance_transform_edt(stuff == VOID_ID, return_indices=True)
+                out[vacated] = stuff[iy[vacated], ix[vacated]]
+        labels = {tid: (self.tracks[tid].category_id, self.tracks[tid].score) for tid in np.unique(out).tolist() if tid != VOID_ID}
+        return self._finish(index, out, labels, {})
+
+    # -- shared ------------------------------------------------------------------------------
+
+    def _finish(self, index: int, out: np.ndarray, labels: dict[int, tuple[int, float]], timings: Mapping[str, float]) -> PanopticResult:
+        result = PanopticResult.from_map(out, labels, self.vocabulary, timings)
+        visible = {s.id for s in result.segments}
+        for track in self.tracks.values():
+            if track.ended_at is not None:
+                continue
+            if track.id in visible:
+                if track.first_frame < 0:
+                    track.first_frame = index
+                track.last_frame = index
+                track.frames_seen += 1
+                track.unseen = 0
+                if track.isthing:
+                    track.last_mask = out == track.id
+            else:
+                track.unseen += 1
+                if track.unseen > self.options.max_unseen:
+                    track.ended_at = index
+                    track.last_mask = None
+        self._previous = out
+        return result
+
+    def seeds(self, result: PanopticResult) -> TrackMasks:
+        """The objects to hand the tracker from a composed frame: every segment (things and stuff)
+        of ``result``, by track id."""
+        pm = np.asarray(result.panoptic_map)
+        ids = [s.id for s in result.segments]
+        masks = np.stack([pm == i for i in ids]) if ids else np.zeros((0, *pm.shape), bool)
+        return TrackMasks(np.asarray(ids, np.int64), masks)
+
+    def records(self, *, finished: bool = True) -> list[TrackRecord]:
+        """The tracks table, by id (tracks never visible are left out). With ``finished``, tracks
+        still live are reported as not ended."""
+        out = []
+        for t in sorted(self.tracks.values(), key=lambda t: t.id):
+            if t.frames_seen == 0:
+                continue
+            out.append(
+                TrackRecord(
+                    id=t.id,
+                    category_id=t.category_id,
+                    isthing=t.isthing,
+                    first_frame=t.first_frame,
+                    last_frame=t.last_frame,
+                    frames_seen=t.frames_seen,
+                    score=round(t.score, 6),
+                    ended=t.ended_at is not None,
+                    votes={c: (t.counts.get(c, 0), round(v, 6)) for c, v in t.votes.items()},
+                )
+            )
+        return out
+
+    # -- resume -------------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        """JSON-ready bookkeeping (without masks) for resuming after a keyframe."""
+        return {
+            "next_id": self.next_id,
+            "stuff_ids": {str(k): v for k, v in self.stuff_ids.items()},
+            "tracks": [
+                {
+                    "id": t.id, "isthing": t.isthing, "category_id": t.category_id,
+                    "votes": {str(k): v for k, v in t.votes.items()}, "counts": {str(k): v for k, v in t.counts.items()},
+                    "first_frame": t.first_frame,
+                    "last_frame": t.last_frame, "frames_seen": t.frames_seen, "score_sum": t.score_sum,
+                    "detections": t.detections, "unseen": t.unseen, "missed": t.missed, "ended_at": t.ended_at,
+                }
+                for t in sorted(self.tracks.values(), key=lambda t: t.id)
+            ],
+        }
+
+    def restore(self, state: Mapping[str, object], last: PanopticResult) -> None:
+        """Restore :meth:`state` with ``last``, the composed result of the frame it was saved after
+        (live things' last masks come from it)."""
+        self.next_id = int(state["next_id"])  # type: ignore[call-overload]
+        self.stuff_ids = {int(k): int(v) for k, v in dict(state["stuff_ids"]).items()}  # type: ignore[call-overload]
+        self.tracks = {}
+        pm = np.asarray(last.panoptic_map)
+        for d in state["tracks"]:  # type: ignore[attr-defined]
+            t = Track(
+                id=int(d["id"]), isthing=bool(d["isthing"]), category_id=int(d["category_id"]),
+                votes={int(k): float(v) for k, v in d["votes"].items()}, counts={int(k): int(v) for k, v in d["counts"].items()},
+                first_frame=int(d["first_frame"]),
+                last_frame=int(d["last_frame"]), frames_seen=int(d["frames_seen"]), score_sum=float(d["score_sum"]),
+                detections=int(d["detections"]), unseen=int(d["unseen"]), missed=int(d["missed"]),
+                ended_at=None if d["ended_at"] is None else int(d["ended_at"]),
+            )
+            if t.isthing and t.ended_at is None and (pm == t.id).any():
+                t.last_mask = pm == t.id
+            self.tracks[t.id] = t
+        self._previous = pm.copy()

@@ -1,0 +1,498 @@
+"""Video: frame sources, track bookkeeping, the loop with oracle keyframes and a ground-truth
+tracker plugin, the resumable output folder, the CLI, and the tracker contract."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovpanoptic import hookimpl
+from ovpanoptic.builtins.oracle import GroundTruthIndex, OracleConfig
+from ovpanoptic.cli import main
+from ovpanoptic.config import Config
+from ovpanoptic.errors import ComponentError, InputError
+from ovpanoptic.evaluation import rgb_to_id
+from ovpanoptic.evaluation.video import evaluate_video
+from ovpanoptic.imageio import image_digest
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.testing import registry_with
+from ovpanoptic.types import PanopticResult, TrackMasks, Vocabulary, Category
+from ovpanoptic.video import FrameSelection, TrackBook, TrackingOptions, open_frames, segment_video
+from ovpanoptic.video.output import VideoOutput
+
+import video_clip
+from video_clip import A, B, C, CLASSES, D, FLOOR, STUFF, WALL, ground_truth, write_clip
+
+
+# -- plugins a third party would write -------------------------------------------------------------
+
+
+class GroundTruthTracker:
+    """Follows each seed as the ground-truth segment it overlaps most on the window's first frame."""
+
+    def __init__(self, config: OracleConfig, context=None) -> None:
+        self.index = GroundTruthIndex(config)
+        self.calls = 0
+
+    def track(self, frames, seeds, *, progress=None):
+        self.calls += 1
+        first = self.index.lookup(frames[0])["ids"]
+        owner = {}
+        for tid, mask in zip(seeds.ids.tolist(), seeds.masks):
+            values, counts = np.unique(first[mask], return_counts=True)
+            owner[tid] = values[counts.argmax()]
+        for image in frames[1:]:
+            ids = self.index.lookup(image)["ids"]
+            yield TrackMasks.from_dict({t: ids == g for t, g in owner.items()}, *ids.shape)
+
+
+class NoisyOracle:
+    """The oracle classifier, except that on the frames in ``flip`` every box is called a ball."""
+
+    def __init__(self, config: OracleConfig, context=None) -> None:
+        from ovpanoptic.builtins.oracle import OracleClassifier
+
+        self.inner = OracleClassifier(config, context)
+        self.flip: set[str] = set()
+
+    def prepare(self, image, proposals):
+        labels = self.inner.prepare(image, proposals)
+        if image_digest(image) in self.flip:
+            labels = np.where(labels == 1, 2, labels)
+        return labels
+
+    def score(self, prepared, vocabulary):
+        return self.inner.score(prepared, vocabulary)
+
+
+class BadTracker:
+    """Breaks the tracker contract in the way ``mode`` says."""
+
+    mode = "short"
+
+    def __init__(self, config, context=None) -> None:
+        pass
+
+    def track(self, frames, seeds, *, progress=None):
+        if self.mode == "foreign":
+            yield TrackMasks(np.array([999], np.int64), seeds.masks[:1].copy())
+        elif self.mode == "type":
+            yield {1: seeds.masks[0]}
+        elif self.mode == "raise":
+            raise RuntimeError("lost the model")
+        else:
+            yield seeds  # one frame only, whatever the window's length
+
+
+class VideoPlugins:
+    @hookimpl
+    def register_trackers(self, register):
+        register("ground-truth", GroundTruthTracker, config=OracleConfig)
+        register("bad", BadTracker)
+
+    @hookimpl
+    def register_classifiers(self, register):
+        register("noisy-oracle", NoisyOracle, config=OracleConfig)
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clip"))
+
+
+def oracle_pipeline(clip, **pipeline) -> Pipeline:
+    gt = {"gt_json": str(clip["gt_json"]), "gt_dir": str(clip["gt_dir"]), "images_dir": str(clip["frames"])}
+    settings = {
+        "proposal_generator": "oracle", "classifier": "oracle", "fuser": "detectron2", "tracker": "ground-truth",
+        "max_side": 0, "device": "cpu", **pipeline,
+    }
+    config = Config.from_dict(
+        {
+            "pipeline": settings,
+            "proposal_generator": {"oracle": gt},
+            "classifier": {"oracle": gt, "noisy-oracle": gt},
+            "tracker": {"ground-truth": gt},
+            "fuser": {"detectron2": {"stuff_area_thresh": 0}},
+        }
+    )
+    return Pipeline(config, registry=registry_with(VideoPlugins()))
+
+
+def run(pipe, clip, outdir, **options):
+    vocab = pipe.vocabulary(CLASSES, STUFF)
+    source = open_frames(clip["frames"], name="clip")
+    output = VideoOutput(outdir, {"test": 1})
+    items = []
+    for item in segment_video(pipe, source, vocab, TrackingOptions(**options)):
+        output.write(item)
+        items.append(item)
+    output.finish(items[-1].book, source)
+    return items
+
+
+def gt_to_pred(items):
+    """Per frame, the ground-truth id each predicted id covers (the prediction must equal the ground
+    truth up to renaming ids, pixel for pixel)."""
+    maps = []
+    for item in items:
+        gt = ground_truth(item.index)
+        pred = np.asarray(item.result.panoptic_map)
+        pairs = set(zip(gt.ravel().tolist(), pred.ravel().tolist()))
+        assert len(pairs) == len({g for g, _ in pairs}) == len({p for _, p in pairs}), f"frame {item.index}: {sorted(pairs)}"
+        maps.append(dict(pairs))
+    return maps
+
+
+# -- the id logic, exactly --------------------------------------------------------------------------
+
+
+def test_oracle_keyframes_and_ground_truth_tracker_keep_every_id(clip, tmp_path):
+    items = run(oracle_pipeline(clip), clip, tmp_path / "out", keyframe_every=4, max_unseen=2)
+    assert [(i.index, i.keyframe) for i in items] == [(t, t in (0, 4, 8)) for t in range(12)]
+    maps = gt_to_pred(items)
+    # One predicted id per ground-truth object over the whole clip, and ids are never reused.
+    ids = {}
+    for m in maps:
+        for g, p in m.items():
+            assert ids.setdefault(g, p) == p
+    assert len(set(ids.values())) == len(ids) == 6
+    # Fuser order on frame 0: things A, B, D by id, then the stuff; C enters at frame 4 with a new id.
+    assert ids == {A: 1, B: 2, D: 3, WALL: 4, FLOOR: 5, C: 6}
+    assert B not in maps[4] and C not in maps[3]
+    out = tmp_path / "out"
+    rows = list(csv.DictReader((out / "tracks.csv").open()))
+    assert [(r["id"], r["class"], r["kind"], r["first_frame"], r["last_frame"], r["frames_seen"], r["ended"]) for r in rows] == [
+        ("1", "box", "thing", "0", "11", "12", "False"),
+        ("2", "box", "thing", "0", "3", "4", "True"),  # B left: unseen on frames 4, 5, 6 > max_unseen 2
+        ("3", "ball", "thing", "0", "11", "12", "False"),
+        ("4", "wall", "stuff", "0", "11", "12", "False"),
+        ("5", "floor", "stuff", "0", "11", "12", "False"),
+        ("6", "ball", "thing", "4", "11", "8", "False"),
+    ]
+    data = json.loads((out / "panoptic.json").read_text())
+    assert data["videos"] == [{"id": "clip", "name": "clip", "fps": 10.0, "width": 64, "height": 48, "frames": 12}]
+    assert [(i["id"], i["frame_index"], i["video_id"], i["keyframe"]) for i in data["images"]] == [
+        (t, t, "clip", t in (0, 4, 8)) for t in range(12)
+    ]
+    frame8 = {s["id"]: (s["category_id"], s["area"], s["bbox"]) for s in data["annotations"][8]["segments_info"]}
+    # D (ball, 12x12) is partly behind A at x 26..35: 144 - 6 x 10 = 84 pixels.
+    assert frame8 == {1: (1, 100, [26, 30, 10, 10]), 3: (2, 84, [30, 28, 12, 12]), 4: (3, 1472, [0, 0, 64, 24]),
+                      5: (4, 1352, [0, 24, 64, 24]), 6: (2, 64, [40, 4, 8, 8])}
+    png = rgb_to_id(np.asarray(Image.open(out / "panoptic" / "000008.png").convert("RGB")))
+    assert np.array_equal(png, np.asarray(items[8].result.panoptic_map))
+    report = evaluate_video(clip["gt_json"], clip["gt_dir"], out / "panoptic.json", out / "panoptic")
+    assert {k: r.all.pq for k, r in report.vpq.per_span.items()} == {1: 1.0, 5: 1.0, 10: 1.0, 15: 1.0}
+    assert report.vpq.all == report.vpq.things == report.vpq.stuff == 1.0
+    # Windows: 12 of 1 frame, 8 of 5, 3 of 10, and the 15-frame span clipped to the 12 frames: 1.
+    assert [r.n_images for r in report.vpq.per_span.values()] == [12, 8, 3, 1]
+    assert (report.stq.overall.stq, report.stq.overall.aq, report.stq.overall.sq) == (1.0, 1.0, 1.0)
+
+
+def test_a_single_bad_keyframe_does_not_flip_a_track_class(clip, tmp_path):
+    pipe = oracle_pipeline(clip, classifier="noisy-oracle")
+    pipe.component("classifier").flip = {image_digest(video_clip.frame(4))}
+    items = run(pipe, clip, tmp_path / "out", keyframe_every=4)
+    classes = [{s.id: s.category_id for s in i.result.segments if s.isthing} for i in items]
+    assert [c[1] for c in classes] == [1] * 12  # A stays a box on every frame, the noisy keyframe 4 included
+    tracks = {t["id"]: t for t in json.loads((tmp_path / "out" / "tracks.json").read_text())}
+    assert tracks[1]["class"] == "box"
+    assert tracks[1]["votes"] == {"box": {"keyframes": 2, "score": 2.0}, "ball": {"keyframes": 1, "score": 1.0}}
+    data = json.loads((tmp_path / "out" / "panoptic.json").read_text())
+    assert {a["image_id"]: [s["category_id"] for s in a["segments_info"] if s["id"] == 1] for a in data["annotations"]} == {
+        t: [1] for t in range(12)
+    }
+
+
+def test_keyframes_on_every_frame_with_the_hold_tracker_match_ids_by_iou(clip, tmp_path):
+    items = run(oracle_pipeline(clip, tracker="hold"), clip, tmp_path / "out", keyframe_every=1, max_unseen=0)
+    assert all(i.keyframe for i in items)
+    maps = gt_to_pred(items)
+    # Every object keeps its id from frame to frame by mask IoU, except D when A passes in front of it:
+    # on frame 10 D's visible part jumps from A's right side to its left (IoU 24 / 74 = 0.32 < 0.5 with
+    # frame 9), and IoU matching alone cannot tell it is the same ball (a real tracker's memory can).
+    assert [m[D] for m in maps] == [3] * 10 + [7, 7]
+    assert [m[A] for m in maps] == [1] * 12 and [m[C] for m in maps[4:]] == [6] * 8 and [m[B] for m in maps[:4]] == [2] * 4
+
+
+# -- TrackBook -------------------------------------------------------------------------------------
+
+
+VOCAB = Vocabulary((Category(1, "box", True), Category(2, "ball", True), Category(3, "floor", False)))
+
+
+def result_of(labels: dict[int, tuple[int, float]], boxes: dict[int, tuple[int, int, int, int]], size=(20, 20)) -> PanopticResult:
+    pm = np.zeros(size, np.int32)
+    for sid, (x0, y0, x1, y1) in boxes.items():
+        pm[y0:y1, x0:x1] = sid
+    return PanopticResult.from_map(pm, labels, VOCAB)
+
+
+def masks_of(boxes: dict[int, tuple[int, int, int, int]], size=(20, 20)) -> TrackMasks:
+    out = {}
+    for tid, (x0, y0, x1, y1) in boxes.items():
+        m = np.zeros(size, bool)
+        m[y0:y1, x0:x1] = True
+        out[tid] = m
+    return TrackMasks.from_dict(out, *size)
+
+
+def test_hungarian_assignment_takes_the_best_total_iou_not_the_greedy_pair():
+    book = TrackBook(VOCAB, TrackingOptions(match_iou=0.3))
+    book.keyframe(0, result_of({1: (1, 0.9), 2: (1, 0.9)}, {1: (0, 0, 10, 10), 2: (10, 0, 20, 10)}), None)
+    # Carried to frame 4, track 2 shrank inside track 1's place. Detection 7 (columns 0-4) has IoU 0.5
+    # with track 1 and 0.4 with track 2; detection 8 (columns 5-7) has 0.3 with track 1 and 0 with
+    # track 2. Greedy (best pair first) gives 7 to track 1 and leaves 8 new; the assignment that
+    # maximises the total (0.4 + 0.3 > 0.5) continues both tracks.
+    predicted = masks_of({1: (0, 0, 10, 10), 2: (0, 0, 2, 10)})
+    second = book.keyframe(4, result_of({7: (1, 0.9), 8: (1, 0.9)}, {7: (0, 0, 5, 10), 8: (5, 0, 8, 10)}), predicted)
+    assert {s.id: s.bbox_xyxy for s in second.segments} == {2: (0, 0, 5, 10), 1: (5, 0, 8, 10)}
+    assert book.next_id == 3
+
+
+def test_a_detection_below_match_iou_starts_a_new_track_and_ids_are_never_reused():
+    book = TrackBook(VOCAB, TrackingOptions(match_iou=0.5, max_missed=0))
+    book.keyframe(0, result_of({1: (1, 0.8)}, {1: (0, 0, 10, 10)}), None)
+    moved = book.keyframe(1, result_of({5: (1, 0.8)}, {5: (6, 0, 16, 10)}), masks_of({1: (0, 0, 10, 10)}))  # IoU 0.25
+    assert [s.id for s in moved.segments] == [2]
+    assert book.tracks[1].ended_at == 1  # missed once, max_missed 0
+    back = book.keyframe(2, result_of({5: (1, 0.8)}, {5: (0, 0, 10, 10)}), masks_of({2: (6, 0, 16, 10)}))
+    assert [s.id for s in back.segments] == [3]
+
+
+def test_a_missed_track_is_drawn_where_the_tracker_carries_it_until_max_missed():
+    book = TrackBook(VOCAB, TrackingOptions(max_missed=1))
+    book.keyframe(0, result_of({1: (1, 0.8), 2: (3, 0.7)}, {1: (0, 0, 5, 5), 2: (0, 10, 20, 20)}), None)
+    first = book.keyframe(4, result_of({2: (3, 0.7)}, {2: (0, 10, 20, 20)}), masks_of({1: (1, 0, 6, 5), 2: (0, 10, 20, 20)}))
+    assert {s.id: s.area for s in first.segments} == {1: 25, 2: 200}
+    second = book.keyframe(8, result_of({2: (3, 0.7)}, {2: (0, 10, 20, 20)}), masks_of({1: (2, 0, 7, 5), 2: (0, 10, 20, 20)}))
+    assert {s.id for s in second.segments} == {2} and book.tracks[1].ended_at == 8
+
+
+def test_the_vote_needs_more_keyframes_not_a_higher_score():
+    book = TrackBook(VOCAB, TrackingOptions())
+    book.keyframe(0, result_of({1: (1, 0.4)}, {1: (0, 0, 10, 10)}), None)
+    seen = []
+    for t, (category, score) in enumerate([(2, 0.99), (2, 0.95), (1, 0.5)], start=1):
+        out = book.keyframe(t, result_of({1: (category, score)}, {1: (0, 0, 10, 10)}), masks_of({1: (0, 0, 10, 10)}))
+        seen.append(out.segments[0].category_id)
+    # 1 box vs 1 ball: a tie keeps the box; 2 balls vs 1 box: ball; 2 vs 2: the current class (ball) stays.
+    assert seen == [1, 2, 2]
+    assert book.records()[0].votes == {1: (2, 0.9), 2: (2, 1.94)}
+
+
+def test_tracked_frames_put_things_over_stuff_and_fill_what_things_leave():
+    book = TrackBook(VOCAB, TrackingOptions())
+    book.keyframe(0, result_of({1: (1, 0.9), 2: (3, 0.8)}, {2: (0, 0, 20, 20), 1: (0, 0, 6, 6)}), None)
+    # The box moved right; the floor mask the tracker carried still has the box's old hole.
+    floor = np.ones((20, 20), bool)
+    floor[0:6, 0:6] = False
+    box = np.zeros((20, 20), bool)
+    box[0:6, 4:10] = True
+    out = book.tracked(1, TrackMasks(np.array([1, 2], np.int64), np.stack([box, floor])))
+    pm = np.asarray(out.panoptic_map)
+    assert (pm[0:6, 4:10] == 1).all() and (pm[0:6, 0:4] == 2).all() and (pm != 0).all()
+    assert {s.id: s.area for s in out.segments} == {1: 36, 2: 364}
+
+
+# -- frame sources ---------------------------------------------------------------------------------
+
+
+def write_video(path: Path, frames: int, size=(48, 64)) -> None:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("mpeg4", rate=25)
+        stream.width, stream.height, stream.pix_fmt = size[1], size[0], "yuv420p"
+        for t in range(frames):
+            image = np.full((*size, 3), 0, np.uint8)
+            image[:, : 4 * t + 1] = 255  # a bar that grows with t: frames can be told apart
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_video_file_frames_are_selected_by_source_index(tmp_path):
+    path = tmp_path / "bar.mp4"
+    write_video(path, 12)
+    source = open_frames(path, FrameSelection(every=3, start=1, end=11))
+    assert source.name == "bar" and source.fps == 25.0 and source.total == 12 and source.expected == 4
+    frames = list(source)
+    assert [f.index for f in frames] == [1, 4, 7, 10]
+    assert [round(f.time_s, 3) for f in frames] == [0.04, 0.16, 0.28, 0.4]
+    widths = [int((f.image[24, :, 0] > 128).sum()) for f in frames]
+    assert widths == [5, 17, 29, 41]
+    assert [f.index for f in open_frames(path, FrameSelection(max_frames=2))] == [0, 1]
+    assert all(not f.image.flags.writeable for f in frames)
+
+
+def test_folder_frames_are_in_natural_order_and_globs_work(clip):
+    names = [f.index for f in open_frames(clip["frames"], FrameSelection(start=8))]
+    assert names == [8, 9, 10, 11]
+    first = next(iter(open_frames(clip["frames"], FrameSelection(start=10, max_frames=1))))
+    assert np.array_equal(first.image, video_clip.frame(10))  # frame_10 after frame_9, not after frame_1
+    globbed = open_frames(str(clip["frames"] / "frame_1*.png"))
+    assert [np.array_equal(f.image, video_clip.frame(t)) for f, t in zip(globbed, [1, 10, 11])] == [True] * 3
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: p / "missing.mp4", "does not exist"),
+        (lambda p: (p / "empty").mkdir() or p / "empty", "holds no frame images"),
+        (lambda p: Image.new("RGB", (8, 8)).save(p / "one.png") or p / "one.png", "is a single image, not a video"),
+        (lambda p: [(p / "junk.mp4").write_bytes(b"not a video at all" * 10), p / "junk.mp4"][1], "not a video FFmpeg can read"),
+        (lambda p: str(p / "nothing-*.png"), "matches no file"),
+    ],
+)
+def test_bad_video_inputs_are_refused_with_the_fix(tmp_path, make, message):
+    with pytest.raises(InputError, match=message):
+        open_frames(make(tmp_path))
+
+
+def test_frames_of_another_size_are_refused_naming_the_frame(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    Image.new("RGB", (64, 48)).save(folder / "0.png")
+    Image.new("RGB", (32, 48)).save(folder / "1.png")
+    with pytest.raises(InputError, match=r"frame 1 \(1.png\) is 32x48 but the first frame is 64x48"):
+        list(open_frames(folder))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"every": 0}, "--every must be an integer >= 1"),
+        ({"start": -1}, "--start must be an integer >= 0"),
+        ({"start": 5, "end": 5}, "--end must be an integer greater than --start"),
+        ({"max_frames": 0}, "--max-frames must be an integer >= 1"),
+    ],
+)
+def test_bad_frame_selections_name_the_flag(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        FrameSelection(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"keyframe_every": 0}, "--keyframe-every"), ({"match_iou": 0.0}, "--match-iou"), ({"max_unseen": -1}, "--max-unseen")],
+)
+def test_bad_tracking_options_name_the_flag(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        TrackingOptions(**kwargs)
+
+
+# -- resume and the output folder ------------------------------------------------------------------
+
+
+def test_a_stopped_run_resumes_after_its_last_keyframe_with_the_same_result(clip, tmp_path):
+    whole = tmp_path / "whole"
+    run(oracle_pipeline(clip), clip, whole, keyframe_every=4, max_unseen=2)
+    stopped = tmp_path / "stopped"
+    pipe = oracle_pipeline(clip)
+    vocab = pipe.vocabulary(CLASSES, STUFF)
+    output = VideoOutput(stopped, {"test": 1})
+    for item in segment_video(pipe, open_frames(clip["frames"], name="clip"), vocab, TrackingOptions(keyframe_every=4, max_unseen=2)):
+        output.write(item)
+        if item.index == 6:
+            break  # the process dies after frame 6
+    again = VideoOutput(stopped, {"test": 1})
+    resume = again.resume_point(vocab)
+    assert resume is not None and resume.index == 4
+    pipe = oracle_pipeline(clip)
+    tracker = pipe.component("tracker")
+    items = list(segment_video(pipe, open_frames(clip["frames"], name="clip"), vocab, TrackingOptions(keyframe_every=4, max_unseen=2), resume=resume))
+    assert [i.index for i in items] == [5, 6, 7, 8, 9, 10, 11] and tracker.calls == 2
+    for item in items:
+        again.write(item)
+    again.finish(items[-1].book, open_frames(clip["frames"], name="clip"))
+    for name in ("panoptic.json", "tracks.csv", "tracks.json"):
+        assert (stopped / name).read_text() == (whole / name).read_text(), name
+    for t in range(12):
+        assert (stopped / "panoptic" / f"{t:06d}.png").read_bytes() == (whole / "panoptic" / f"{t:06d}.png").read_bytes()
+
+
+def test_an_output_folder_of_another_run_is_refused(tmp_path):
+    VideoOutput(tmp_path / "out", {"every": 1})
+    with pytest.raises(InputError, match=r"holds a video run with other settings \(they differ in: every\)"):
+        VideoOutput(tmp_path / "out", {"every": 2})
+    VideoOutput(tmp_path / "out", {"every": 2}, overwrite=True)
+    (tmp_path / "batch").mkdir()
+    (tmp_path / "batch" / "panoptic.json").write_text("{}")
+    with pytest.raises(InputError, match="not a video run of ovpanoptic"):
+        VideoOutput(tmp_path / "batch", {})
+
+
+# -- the tracker contract --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("short", r"it yielded 1 items for a window of 4 frames \(expected 3\)"),
+        ("foreign", r"track ids \[999\] that were not seeded"),
+        ("type", "it yielded dict for frame 1 of the window, not TrackMasks"),
+        ("raise", "raised RuntimeError: lost the model"),
+    ],
+)
+def test_a_tracker_that_breaks_the_contract_is_named(clip, mode, message, monkeypatch):
+    monkeypatch.setattr(BadTracker, "mode", mode)
+    pipe = oracle_pipeline(clip, tracker="bad")
+    vocab = pipe.vocabulary(CLASSES, STUFF)
+    with pytest.raises(ComponentError, match=message) as info:
+        list(segment_video(pipe, open_frames(clip["frames"]), vocab, TrackingOptions(keyframe_every=3)))
+    assert "tracker 'bad'" in str(info.value) and "VideoPlugins" in str(info.value)
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+
+
+def oracle_toml(clip, tmp_path) -> Path:
+    gt = f'gt_json = "{clip["gt_json"]}"\ngt_dir = "{clip["gt_dir"]}"\nimages_dir = "{clip["frames"]}"\n'
+    path = tmp_path / "oracle.toml"
+    path.write_text(
+        '[pipeline]\nproposal_generator = "oracle"\nclassifier = "oracle"\nfuser = "detectron2"\ntracker = "hold"\n'
+        f'max_side = 0\ndevice = "cpu"\n[proposal_generator.oracle]\n{gt}[classifier.oracle]\n{gt}'
+        "[fuser.detectron2]\nstuff_area_thresh = 0\n"
+    )
+    return path
+
+
+def test_segment_video_cli_writes_the_documented_files(clip, tmp_path, capsys):
+    import av
+
+    out = tmp_path / "out"
+    argv = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--keyframe-every", "1", "--match-iou", "0.2", "--every", "2", "--fps", "5", "-o", str(out)]
+    assert main(argv) == 0
+    said = capsys.readouterr().out
+    assert "6 frame(s) of frames segmented (6 keyframes)" in said and "4 thing track(s), 2 stuff class(es)" in said
+    assert sorted(p.name for p in out.iterdir()) == [".video", "overlay.mp4", "panoptic", "panoptic.json", "tracks.csv", "tracks.json"]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == [f"{t:06d}.png" for t in range(0, 12, 2)]
+    with av.open(str(out / "overlay.mp4")) as container:
+        stream = container.streams.video[0]
+        decoded = list(container.decode(stream))
+        assert (stream.codec_context.width, stream.codec_context.height, len(decoded)) == (64, 48, 6)
+        assert float(stream.average_rate) == 2.5  # 5 fps, every 2nd frame
+    assert main(argv) == 0
+    assert "already holds this video's results" in capsys.readouterr().out
+    assert main([*argv[:-2], "--every", "3", "-o", str(out)]) == 2
+    assert "differ in: selection" in capsys.readouterr().err
+
+
+def test_segment_video_cli_refuses_bad_input_before_writing(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    config = str(oracle_toml(clip, tmp_path))
+    assert main(["segment-video", str(tmp_path / "nope.mp4"), "--classes", CLASSES, "--config", config, "-o", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["segment-video", str(clip["frames"]), "--classes", CLASSES, "--config", config, "--keyframe-every", "0", "-o", str(out)]) == 2
+    assert "--keyframe-every must be an integer >= 1" in capsys.readouterr().err
+    assert main(["segment-video", str(clip["frames"]), "--classes", CLASSES, "--config", config, "--tracker", "sam3", "-o", str(out)]) == 2
+    assert "tracker 'sam3' is not provided" in capsys.readouterr().err
+    assert not out.exists()
