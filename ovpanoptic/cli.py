@@ -148,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     tracking.add_argument("--match-iou", type=float, default=0.5, metavar="X", help="mask IoU for a keyframe detection to continue a track (default: %(default)s)")
     tracking.add_argument("--max-unseen", type=int, default=20, metavar="N", help="end a track after N processed frames unseen (default: %(default)s)")
     tracking.add_argument("--max-missed", type=int, default=1, metavar="N", help="end a track after N keyframes in a row without a matching detection (default: %(default)s)")
+    tracking.add_argument("--track-stuff", action="store_true", help="hand stuff to the tracker too (default: stuff is held from the keyframe)")
     tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, sam2-video; 'hold' needs no model)")
     vout = sv.add_argument_group("output")
     vout.add_argument("-o", "--output", metavar="OUTDIR", default="ovpanoptic-video-out", help="output folder (default: %(default)s)")
@@ -405,7 +406,8 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     options = TrackingOptions(
-        keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed
+        keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed,
+        track_stuff=args.track_stuff,
     )
     selection = FrameSelection(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
     pipe.build_components([])

@@ -461,6 +461,7 @@ class Pipeline:
         match_iou: float = 0.5,
         max_unseen: int = 20,
         max_missed: int = 1,
+        track_stuff: bool = False,
         every: int = 1,
         start: int = 0,
         end: int | None = None,
@@ -488,7 +489,9 @@ class Pipeline:
         from .video import FrameSelection, FrameSource, TrackingOptions, open_frames, segment_video
 
         vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
-        options = TrackingOptions(keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed)
+        options = TrackingOptions(
+            keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed, track_stuff=track_stuff
+        )
         if isinstance(video, FrameSource):
             source = video
         else:

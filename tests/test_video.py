@@ -306,8 +306,21 @@ def test_the_vote_needs_more_keyframes_not_a_higher_score():
     assert book.records()[0].votes == {1: (2, 0.9), 2: (2, 1.94)}
 
 
-def test_tracked_frames_put_things_over_stuff_and_fill_what_things_leave():
+def test_held_stuff_fills_what_moving_things_uncover():
     book = TrackBook(VOCAB, TrackingOptions())
+    # Keyframe: floor (id 2) on the lower half, void above; a box (id 1) in the floor's top-left corner.
+    first = book.keyframe(0, result_of({1: (1, 0.9), 2: (3, 0.8)}, {2: (0, 10, 20, 20), 1: (0, 10, 6, 16)}), None)
+    assert book.seeds(first).ids.tolist() == [1]  # only things go to the tracker
+    box = np.zeros((20, 20), bool)
+    box[10:16, 8:14] = True  # it moved right: its old place is floor now, the void above stays void
+    out = book.tracked(1, TrackMasks(np.array([1], np.int64), box[None]))
+    pm = np.asarray(out.panoptic_map)
+    assert (pm[10:16, 0:8] == 2).all() and (pm[10:16, 8:14] == 1).all() and (pm[:10] == 0).all()
+    assert {s.id: s.area for s in out.segments} == {1: 36, 2: 164}
+
+
+def test_tracked_stuff_fills_what_things_leave():
+    book = TrackBook(VOCAB, TrackingOptions(track_stuff=True))
     book.keyframe(0, result_of({1: (1, 0.9), 2: (3, 0.8)}, {2: (0, 0, 20, 20), 1: (0, 0, 6, 6)}), None)
     # The box moved right; the floor mask the tracker carried still has the box's old hole.
     floor = np.ones((20, 20), bool)

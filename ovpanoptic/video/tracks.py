@@ -14,7 +14,12 @@ How ids are kept (see ``docs/video.md``):
   other detections start new tracks with fresh ids; live tracks that no detection matched are
   *missed*: they are drawn where the tracker carries them only on pixels the keyframe left void.
 * A stuff class keeps one segment id for the whole video (COCO-panoptic allows one segment per
-  stuff class per image, so the class is the identity).
+  stuff class per image, so the class is the identity). Between keyframes stuff is *held*: the
+  keyframe's stuff map, with the pixels its things covered given to the nearest stuff class
+  (:func:`scipy.ndimage.distance_transform_edt`), lies under the tracked things, so whatever a
+  moving thing uncovers is labelled. Only things go to the tracker (SAM 2's video predictor costs
+  about the same per object as a whole frame's encoding on a CPU, and stuff regions are not
+  objects); ``track_stuff`` hands it the stuff too.
 * A track ends when it has been invisible for more than ``max_unseen`` processed frames, or missed
   on more than ``max_missed`` keyframes in a row. Ended ids are never reused.
 * A track's class is a running vote over its keyframe detections: each detection is one vote for
@@ -50,6 +55,8 @@ class TrackingOptions:
     :param max_unseen: a track ends after being invisible on more than this many processed frames.
     :param max_missed: a track ends after no detection matched it on more than this many
         keyframes in a row.
+    :param track_stuff: hand stuff segments to the tracker too (default: stuff is held from the
+        keyframe, see the module docstring).
     :raises InputError: a value out of range, naming the flag.
     """
 
@@ -57,6 +64,7 @@ class TrackingOptions:
     match_iou: float = 0.5
     max_unseen: int = 20
     max_missed: int = 1
+    track_stuff: bool = False
 
     def __post_init__(self) -> None:
         for name, value, low in (("keyframe_every", self.keyframe_every, 1), ("max_unseen", self.max_unseen, 0), ("max_missed", self.max_missed, 0)):
@@ -154,6 +162,7 @@ class TrackBook:
         self.stuff_ids: dict[int, int] = {}
         self.next_id = 1
         self._previous: np.ndarray | None = None  # the last composed map (to fill what things vacate)
+        self._stuff_base: np.ndarray | None = None  # the last keyframe's stuff, things' pixels filled
 
     # -- ids ----------------------------------------------------------------------------------
 
@@ -245,20 +254,39 @@ class TrackBook:
             if tid != VOID_ID:
                 t = self.tracks[tid]
                 labels[tid] = (t.category_id, t.score)
+        self._hold_stuff(out)
         return self._finish(index, out, labels, result.timings)
+
+    def _hold_stuff(self, out: np.ndarray) -> None:
+        """Keep ``out``'s stuff for the frames up to the next keyframe, its things' pixels given to
+        the nearest stuff pixel's class (void pixels stay void)."""
+        stuff_ids = [t.id for t in self.tracks.values() if not t.isthing]
+        thing_ids = [t.id for t in self.tracks.values() if t.isthing]
+        base = np.where(np.isin(out, stuff_ids), out, VOID_ID).astype(np.int32)
+        holes = np.isin(out, thing_ids)
+        if holes.any() and base.any():
+            from scipy.ndimage import distance_transform_edt
+
+            _, (iy, ix) = distance_transform_edt(base == VOID_ID, return_indices=True)
+            base[holes] = base[iy[holes], ix[holes]]
+        self._stuff_base = base
 
     # -- tracked frames -----------------------------------------------------------------------
 
     def tracked(self, index: int, masks: TrackMasks) -> PanopticResult:
         """Compose a frame from the tracker's masks.
 
-        Things are painted over stuff, the higher-scoring track on top where two overlap; stuff fills
-        what things leave; pixels a thing held on the previous frame that no mask now covers take the
-        nearest stuff class (:func:`scipy.ndimage.distance_transform_edt`), so every pixel stays
-        labelled as objects move.
+        Things are painted over stuff, the higher-scoring track on top where two overlap. Stuff is
+        the held keyframe stuff (module docstring); with ``track_stuff`` it is the tracker's stuff
+        masks, and pixels a thing held on the previous frame that no mask now covers take the
+        nearest stuff class (:func:`scipy.ndimage.distance_transform_edt`). Either way every pixel
+        stays labelled as objects move.
         """
         h, w = masks.image_size
         out = np.zeros((h, w), np.int32)
+        if not self.options.track_stuff and self._stuff_base is not None and self._stuff_base.shape == (h, w):
+            live_stuff = [t.id for t in self.live(False)]
+            out = np.where(np.isin(self._stuff_base, live_stuff), self._stuff_base, VOID_ID).astype(np.int32)
         known = {int(i): m for i, m in zip(masks.ids, masks.masks, strict=True) if int(i) in self.tracks and self.tracks[int(i)].ended_at is None}
         for tid, m in known.items():
             if not self.tracks[tid].isthing:
@@ -266,7 +294,7 @@ class TrackBook:
         stuff = out.copy()
         for tid in sorted((t for t in known if self.tracks[t].isthing), key=lambda t: (self.tracks[t].score, -t)):
             out[known[tid]] = tid
-        if self._previous is not None and self._previous.shape == out.shape and stuff.any():
+        if self.options.track_stuff and self._previous is not None and self._previous.shape == out.shape and stuff.any():
             was_thing = np.isin(self._previous, [t.id for t in self.tracks.values() if t.isthing])
             vacated = was_thing & (out == VOID_ID)
             if vacated.any():
@@ -302,10 +330,10 @@ class TrackBook:
         return result
 
     def seeds(self, result: PanopticResult) -> TrackMasks:
-        """The objects to hand the tracker from a composed frame: every segment (things and stuff)
-        of ``result``, by track id."""
+        """The objects to hand the tracker from a composed frame: its things (and its stuff with
+        ``track_stuff``), by track id."""
         pm = np.asarray(result.panoptic_map)
-        ids = [s.id for s in result.segments]
+        ids = [s.id for s in result.segments if s.isthing or self.options.track_stuff]
         masks = np.stack([pm == i for i in ids]) if ids else np.zeros((0, *pm.shape), bool)
         return TrackMasks(np.asarray(ids, np.int64), masks)
 
@@ -370,3 +398,4 @@ class TrackBook:
                 t.last_mask = pm == t.id
             self.tracks[t.id] = t
         self._previous = pm.copy()
+        self._hold_stuff(self._previous)
