@@ -32,7 +32,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..constants import VOID_ID
-from ..errors import ExportError, InputError
+from ..errors import ExportError, InputError, MissingDependencyError
 from ..types import PanopticResult, Vocabulary
 from .run import ResumePoint, VideoFrameResult
 from .sources import FrameSource
@@ -247,7 +247,12 @@ class VideoOutput:
 
     def _overlay(self, book: TrackBook, source: FrameSource, parts: list[dict[str, Any]], progress: Callable[[str, int, int], None] | None) -> Path:
         """Encode the overlay video: the source frames again (streamed), each PNG drawn over its frame."""
-        import av
+        try:
+            import av
+        except ImportError:
+            raise MissingDependencyError(
+                "the overlay video needs PyAV: pip install 'ovpanoptic[video]' (or pip install av), or pass --no-overlay"
+            ) from None
         from PIL import Image
 
         from ..demo.render import Overlay, compose, instance_rgb

@@ -72,6 +72,8 @@ class TrackingOptions:
                 raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
         if isinstance(self.match_iou, bool) or not isinstance(self.match_iou, (int, float)) or not 0.0 < self.match_iou <= 1.0:
             raise InputError(f"--match-iou must be a number in (0, 1], got {self.match_iou!r}")
+        if not isinstance(self.track_stuff, bool):
+            raise InputError(f"track_stuff must be True or False, got {self.track_stuff!r}")
 
 
 @dataclass
