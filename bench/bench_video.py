@@ -48,7 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import SAMPLE, SAMPLE_ID, WEIGHTS, make_weights  # noqa: E402  (bench/run.py)
+from run import SAMPLE, SAMPLE_ID, WEIGHTS, make_weights
 
 WEIGHTS_DIR = ROOT / "bench" / ".weights"
 SIZE = (640, 360)

@@ -43,25 +43,34 @@ from .errors import (
     VocabularyError,
     WeightsError,
 )
-from .types import ClassScores, PanopticResult, ProposalSet, Segment, TrackMasks, Vocabulary, masks_to_boxes_xyxy, readonly_view
+from .types import (
+    ClassScores,
+    PanopticResult,
+    ProposalSet,
+    Segment,
+    TrackMasks,
+    Vocabulary,
+    masks_to_boxes_xyxy,
+    readonly_view,
+)
 
 __all__ = [
-    "BoxTolerance",
-    "Origin",
     "EXPORT_ERRORS",
     "USER_ERRORS",
     "VOCABULARY_ERRORS",
-    "check_download",
-    "inside",
+    "BoxTolerance",
+    "Origin",
     "Target",
     "build_component",
     "call",
+    "check_download",
     "check_export",
     "check_prompt_proposals",
     "check_proposals",
     "check_result",
     "check_scores",
     "check_vocabulary",
+    "inside",
     "readonly_image",
     "snapshot_files",
 ]
@@ -209,7 +218,7 @@ def call(
         return fn(*args, **kwargs)
     except (*user_errors, Cancelled):  # Cancelled: raised by the caller's progress callback
         raise
-    except (Exception, SystemExit) as exc:  # noqa: BLE001 - foreign code: every failure is reported
+    except (Exception, SystemExit) as exc:
         rule = ""
         text = _exception_text(exc)
         if isinstance(exc, ValueError) and ("read-only" in text or "WRITEABLE" in text):

@@ -308,6 +308,28 @@ def _split_formats(values: Sequence[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
+def _prepare_vocabulary(pipe: Any, vocab: Any, quiet: bool, err: TextIO) -> None:
+    """The classifier's per-vocabulary work (CLIP: encoding the class names) before any image, with a
+    bar on a terminal: bad names are refused first, and what is encoded is cached as it goes."""
+    from tqdm import tqdm
+
+    text_bar: Any = None
+
+    def text_progress(message: str, done: int, total: int) -> None:
+        nonlocal text_bar
+        if text_bar is None and total:
+            text_bar = tqdm(total=total, desc=message, unit="name", disable=quiet, file=err)
+        if text_bar is not None:
+            text_bar.n = done
+            text_bar.refresh()
+
+    try:
+        pipe.prepare_vocabulary(vocab, text_progress)
+    finally:
+        if text_bar is not None:
+            text_bar.close()
+
+
 def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .imageio import collect_inputs
     from .pipeline import Pipeline
@@ -328,23 +350,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tqdm import tqdm
 
-    # The classifier's per-vocabulary work (CLIP: encoding the class names) before any image, with a
-    # bar on a terminal: bad names are refused first, and what is encoded is cached as it goes.
-    text_bar: Any = None
-
-    def text_progress(message: str, done: int, total: int) -> None:
-        nonlocal text_bar
-        if text_bar is None and total:
-            text_bar = tqdm(total=total, desc=message, unit="name", disable=args.no_progress or not err.isatty(), file=err)
-        if text_bar is not None:
-            text_bar.n = done
-            text_bar.refresh()
-
-    try:
-        pipe.prepare_vocabulary(vocab, text_progress)
-    finally:
-        if text_bar is not None:
-            text_bar.close()
+    _prepare_vocabulary(pipe, vocab, args.no_progress or not err.isatty(), err)
 
     from .engines.local import ImageOutcome, run_local
 
@@ -429,21 +435,7 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         return EXIT_OK
     resume = output.resume_point(vocab)
     quiet = args.no_progress or not err.isatty()
-    text_bar: Any = None
-
-    def text_progress(message: str, done: int, total: int) -> None:
-        nonlocal text_bar
-        if text_bar is None and total:
-            text_bar = tqdm(total=total, desc=message, unit="name", disable=quiet, file=err)
-        if text_bar is not None:
-            text_bar.n = done
-            text_bar.refresh()
-
-    try:
-        pipe.prepare_vocabulary(vocab, text_progress)
-    finally:
-        if text_bar is not None:
-            text_bar.close()
+    _prepare_vocabulary(pipe, vocab, quiet, err)
     bar = tqdm(total=source.expected, unit="frame", disable=quiet, file=err)
 
     def progress(message: str, done: int, total: int) -> None:
@@ -689,9 +681,8 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.name:
         import dataclasses
 
-        from .plugins import Registry
-
         from .pipeline import Pipeline
+        from .plugins import Registry
 
         config = load_config(args.name, args.overrides)
         registry = Registry.create(args.disable_plugin)
@@ -788,7 +779,15 @@ def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .demo import build_demo, check_exposure, check_file_size, launch_demo, parse_auth, read_auth_file, stop_on_sigterm
+    from .demo import (
+        build_demo,
+        check_exposure,
+        check_file_size,
+        launch_demo,
+        parse_auth,
+        read_auth_file,
+        stop_on_sigterm,
+    )
 
     auth = [parse_auth(text) for text in args.auth]
     if args.auth_file:

@@ -53,6 +53,8 @@ PACKAGES: tuple[tuple[str, str, bool, str], ...] = (
     ("pycocotools", "pycocotools", True, "the coco-instances exporter"),
     ("huggingface-hub", "huggingface_hub", True, "downloading weights"),
     ("gradio", "gradio", False, "the demo (ovpanoptic demo)"),
+    ("av", "av", False, "video files and overlay videos (segment-video)"),
+    ("scipy", "scipy", False, "id matching between keyframes (segment-video)"),
 )
 
 _FIX_PACKAGES = "run scripts/bootstrap.sh (it installs the pinned versions), or pip install"

@@ -35,8 +35,8 @@ from .device import DEVICE_PROFILES, describe_device, resolve_device
 from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
-from .weights import is_offline, release_freed_memory
 from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
+from .weights import is_offline, release_freed_memory
 
 if TYPE_CHECKING:
     from .video import VideoFrameResult

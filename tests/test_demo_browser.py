@@ -411,3 +411,32 @@ def test_the_threshold_controls_follow_the_preset(page):
     expect(page.locator("#ovp-tune-stuff-area-thresh")).to_be_visible()
     expect(page.locator("#ovp-tune-object-mask-threshold")).to_be_hidden()
     expect(page.locator("#ovp-tune-overlap-threshold input[type=number]")).to_have_value("0.5")
+
+
+def test_the_video_tab_segments_a_clip_with_kept_ids(page, served, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    from test_demo_video import write_mp4
+
+    page.get_by_role("tab", name="Video").click()
+    page.locator("#ovp-clip input[type=file]").set_input_files(str(write_mp4(tmp_path / "clip.mp4", 5)))
+    page.locator("#ovp-clip video").first.wait_for(state="attached")
+    page.locator("#ovp-clip-classes textarea").fill("car, street lamp")
+    page.locator("#ovp-clip-stuff textarea").fill("sky, road")
+    page.locator("#ovp-clip-tracker input").click()
+    page.get_by_role("option", name="hold", exact=True).click()
+    number = page.locator("#ovp-clip-k input[type=number]")
+    number.fill("2")
+    expect(page.locator("#ovp-clip-k input[type=range]")).to_have_value("2")
+    number.blur()
+    page.locator("#ovp-clip-run").click()
+    expect(page.locator("#ovp-clip-status")).to_contain_text("5 frames of clip (3 keyframes, every 2)")
+    expect(page.locator("#ovp-clip-status")).to_contain_text("2 thing tracks, 2 stuff")
+    expect(page.locator("#ovp-clip-view video")).to_have_attribute("src", re.compile(r"overlay\.mp4"))
+    cells = page.locator("#ovp-clip-table [data-testid$='-1'][role=gridcell]")
+    expect(cells).to_have_count(4)
+    assert [cells.nth(i).inner_text().strip() for i in range(4)] == ["car", "street lamp", "sky", "road"]
+    expect(page.locator("#ovp-clip-download a").first).to_have_attribute("href", re.compile(r"video-[0-9a-f]{10}\.zip"))
+    expect(page.locator("#ovp-clip-error")).to_be_hidden()
+    expect(page.get_by_text("Video not playable")).to_have_count(0)  # the upload and the overlay both play
+    page.screenshot(path=str(shots / "10-video.png"), full_page=True)

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from video_clip import CLASSES, STUFF, ground_truth, write_clip
 
 from ovpanoptic.cli import main
 from ovpanoptic.components import ComponentContext
 from ovpanoptic.errors import WeightsError
 from ovpanoptic.evaluation import rgb_to_id
 from ovpanoptic.types import TrackMasks
-
-from video_clip import CLASSES, STUFF, ground_truth, write_clip
 
 pytestmark = pytest.mark.slow
 

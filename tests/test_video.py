@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import video_clip
 from PIL import Image
+from video_clip import CLASSES, FLOOR, STUFF, WALL, A, B, C, D, ground_truth, write_clip
 
 from ovpanoptic import hookimpl
 from ovpanoptic.builtins.oracle import GroundTruthIndex, OracleConfig
@@ -22,13 +23,9 @@ from ovpanoptic.evaluation.video import evaluate_video
 from ovpanoptic.imageio import image_digest
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import registry_with
-from ovpanoptic.types import PanopticResult, TrackMasks, Vocabulary, Category
+from ovpanoptic.types import Category, PanopticResult, TrackMasks, Vocabulary
 from ovpanoptic.video import FrameSelection, TrackBook, TrackingOptions, open_frames, segment_video
 from ovpanoptic.video.output import VideoOutput
-
-import video_clip
-from video_clip import A, B, C, CLASSES, D, FLOOR, STUFF, WALL, ground_truth, write_clip
-
 
 # -- plugins a third party would write -------------------------------------------------------------
 
@@ -529,3 +526,14 @@ def test_segment_video_cli_refuses_bad_input_before_writing(clip, tmp_path, caps
     assert main(["segment-video", str(clip["frames"]), "--classes", CLASSES, "--config", config, "--tracker", "sam3", "-o", str(out)]) == 2
     assert "tracker 'sam3' is not provided" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_without_scipy_the_video_loop_says_what_to_install(clip, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "scipy" else real(name, *a))
+    pipe = oracle_pipeline(clip)
+    with pytest.raises(Exception, match=r"pip install 'ovpanoptic\[video\]' \(or pip install scipy\)") as info:
+        next(segment_video(pipe, open_frames(clip["frames"]), pipe.vocabulary(CLASSES, STUFF)))
+    assert type(info.value).__name__ == "MissingDependencyError"

@@ -82,7 +82,7 @@ def write_clip(root: Path, frames: int = FRAMES, scale: int = 1) -> dict[str, Pa
             ys, xs = np.nonzero(ids == sid)
             segments.append(
                 {
-                    "id": sid, "category_id": CATEGORY[sid], "iscrowd": 0, "area": int(len(ys)),
+                    "id": sid, "category_id": CATEGORY[sid], "iscrowd": 0, "area": len(ys),
                     "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
                 }
             )

@@ -25,7 +25,7 @@ import numpy as np
 
 from ..config import Config, list_presets, load_config
 from ..constants import DEMO_PRESET
-from ..errors import ConfigError, ImageReadError, InputError, VocabularyError
+from ..errors import ConfigError, ImageReadError, InputError, OvpanopticError, VocabularyError
 from ..imageio import as_rgb_array, image_digest, read_image, resize_longest_side
 from ..types import Vocabulary
 from ..vocabulary import format_class_lists
@@ -228,6 +228,15 @@ class DemoApp:
             return names * len(templates)
         return 0
 
+    def tracker_choices(self) -> list[str]:
+        """Registered trackers, the initial preset's ``pipeline.tracker`` first."""
+        names = sorted(self.registry.components.get("tracker", {}))
+        try:
+            first = self.pipeline_for().config.pipeline.tracker
+        except OvpanopticError:
+            first = ""
+        return sorted(names, key=lambda n: n != first)
+
     def preset_choices(self) -> list[str]:
         """The initial preset first, then every other shipped or ``$OVPANOPTIC_CONFIG_PATH`` preset."""
         return [self.initial_preset] + [p for p in sorted(list_presets()) if p != self.initial_preset]
@@ -418,7 +427,7 @@ class DemoApp:
             while len(self._sessions) > self.settings.max_sessions:
                 # The least recently used session without a result goes first: requests that only
                 # open sessions cannot push out someone's work.
-                old = next((k for k, v in self._sessions.items() if v.result is None and k != key), None)
+                old = next((k for k, v in self._sessions.items() if v.result is None and v.video is None and k != key), None)
                 if old is None:
                     old = next(iter(self._sessions))
                 self._sessions.pop(old)

@@ -22,6 +22,7 @@ from . import handlers
 from .app import CUSTOM_VOCABULARY, DemoApp
 from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, plural, segment_colors, segment_labels, table_rows
 from .state import RunRequest, Session
+from .video import MAX_DEMO_FRAMES, TRACK_HEADERS, segment_clip
 
 __all__ = ["CSS", "build_page", "page", "page_message"]
 
@@ -186,87 +187,124 @@ def build_page(app: DemoApp) -> Any:
             "a box to add a segment with SAM 2; download the labels (COCO panoptic, COCO instances, CSV). "
             "The first run on an image is slow on a CPU; re-queries and threshold changes answer from the cache."
         )
-        with gr.Row(equal_height=False):
-            with gr.Column(scale=2, min_width=320):
-                image = gr.Image(
-                    type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"], elem_id="ovp-image",
-                )
-                vocabulary = gr.Dropdown(
-                    choices=app.vocabulary_choices(), value=CUSTOM_VOCABULARY, label="Named vocabulary",
-                    elem_id="ovp-vocabulary", info=app.vocabulary_info(CUSTOM_VOCABULARY),
-                )
-                classes = gr.Textbox(
-                    label="Class names", lines=2, max_lines=10, elem_id="ovp-classes", placeholder="person, car, tv|television",
-                    info="Comma-separated; '|' separates synonyms. Names known as stuff (road, sky, floor, ...) are stuff, "
-                    "the rest things (one segment per object).",
-                )
-                stuff = gr.Textbox(label="Stuff (optional)", elem_id="ovp-stuff", placeholder="road, sky", info="Amorphous regions: one segment per class.")
-                things = gr.Textbox(
-                    label="Things (optional)", elem_id="ovp-things", placeholder="floor",
-                    info="Kept as things (one segment per object) even when the name sounds like stuff.",
-                )
-                preset = gr.Dropdown(
-                    choices=app.preset_choices(), value=app.initial_preset, label="Preset",
-                    elem_id="ovp-preset", info="Components and their settings (configs/).",
-                )
-                with gr.Accordion("Thresholds", open=False, elem_id="ovp-thresholds"):
-                    gr.Markdown("Fusion thresholds re-fuse the current result at once (from the cache); proposal settings apply at the next Segment.")
-                    # One control per known option; those the preset's components lack are hidden
-                    # (and shown again when another preset has them).
-                    sliders = [
-                        gr.Slider(
-                            lo, hi, step=step, label=f"{label} ({option})", elem_id=f"ovp-tune-{option.replace('_', '-')}",
-                            value=initial[(kind, option)].value if (kind, option) in initial else lo,
-                            visible=(kind, option) in initial,
+        with gr.Tabs():
+            with gr.Tab("Image", id="image", elem_id="ovp-image-tab"):
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=320):
+                        image = gr.Image(
+                            type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"], elem_id="ovp-image",
                         )
-                        for (kind, option), (label, lo, hi, step) in TUNABLE.items()
-                    ]
-                with gr.Row():
-                    run = gr.Button("Segment", variant="primary", elem_id="ovp-run")
-                    stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel")
-                if rows:
-                    gr.Examples(
-                        examples=rows, inputs=[image, classes, stuff, things, vocabulary],
-                        example_labels=[f"{r[0].rsplit('/', 1)[-1]}: {r[1]}; {r[2]}" for r in rows],
-                        label="Examples (made by the project, CC0)", elem_id="ovp-examples",
-                    )
-            with gr.Column(scale=3, min_width=360):
-                # The image first: messages appearing below it never move what the user clicks on.
-                view = gr.Image(
-                    label="Panoptic segments", type="numpy", format="jpeg", interactive=False, elem_id="ovp-view",
-                    buttons=["fullscreen"],
+                        vocabulary = gr.Dropdown(
+                            choices=app.vocabulary_choices(), value=CUSTOM_VOCABULARY, label="Named vocabulary",
+                            elem_id="ovp-vocabulary", info=app.vocabulary_info(CUSTOM_VOCABULARY),
+                        )
+                        classes = gr.Textbox(
+                            label="Class names", lines=2, max_lines=10, elem_id="ovp-classes", placeholder="person, car, tv|television",
+                            info="Comma-separated; '|' separates synonyms. Names known as stuff (road, sky, floor, ...) are stuff, "
+                            "the rest things (one segment per object).",
+                        )
+                        stuff = gr.Textbox(label="Stuff (optional)", elem_id="ovp-stuff", placeholder="road, sky", info="Amorphous regions: one segment per class.")
+                        things = gr.Textbox(
+                            label="Things (optional)", elem_id="ovp-things", placeholder="floor",
+                            info="Kept as things (one segment per object) even when the name sounds like stuff.",
+                        )
+                        preset = gr.Dropdown(
+                            choices=app.preset_choices(), value=app.initial_preset, label="Preset",
+                            elem_id="ovp-preset", info="Components and their settings (configs/).",
+                        )
+                        with gr.Accordion("Thresholds", open=False, elem_id="ovp-thresholds"):
+                            gr.Markdown("Fusion thresholds re-fuse the current result at once (from the cache); proposal settings apply at the next Segment.")
+                            # One control per known option; those the preset's components lack are hidden
+                            # (and shown again when another preset has them).
+                            sliders = [
+                                gr.Slider(
+                                    lo, hi, step=step, label=f"{label} ({option})", elem_id=f"ovp-tune-{option.replace('_', '-')}",
+                                    value=initial[(kind, option)].value if (kind, option) in initial else lo,
+                                    visible=(kind, option) in initial,
+                                )
+                                for (kind, option), (label, lo, hi, step) in TUNABLE.items()
+                            ]
+                        with gr.Row():
+                            run = gr.Button("Segment", variant="primary", elem_id="ovp-run")
+                            stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel")
+                        if rows:
+                            gr.Examples(
+                                examples=rows, inputs=[image, classes, stuff, things, vocabulary],
+                                example_labels=[f"{r[0].rsplit('/', 1)[-1]}: {r[1]}; {r[2]}" for r in rows],
+                                label="Examples (made by the project, CC0)", elem_id="ovp-examples",
+                            )
+                    with gr.Column(scale=3, min_width=360):
+                        # The image first: messages appearing below it never move what the user clicks on.
+                        view = gr.Image(
+                            label="Panoptic segments", type="numpy", format="jpeg", interactive=False, elem_id="ovp-view",
+                            buttons=["fullscreen"],
+                        )
+                        error = gr.Markdown(visible=False, elem_id="ovp-error")
+                        status = gr.Markdown(elem_id="ovp-status")
+                        with gr.Row():
+                            mode = gr.Radio(list(handlers.MODES), value=handlers.MODES[0], label="A click on the image will", elem_id="ovp-mode")
+                            opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="ovp-opacity")
+                        with gr.Row():
+                            klass = gr.Dropdown(
+                                choices=[], value=None, allow_custom_value=True, label="Class",
+                                info="Pick one, or type a new name.", elem_id="ovp-class",
+                            )
+                            kind = gr.Radio(
+                                list(handlers.CLASS_KINDS), value="auto", label="A new name is", elem_id="ovp-kind",
+                                info="auto: stuff if it sounds like stuff (sky, floor), else a thing",
+                            )
+                            add = gr.Button("Add segment", elem_id="ovp-add")
+                            relabel = gr.Button("Relabel selected", elem_id="ovp-relabel")
+                        with gr.Row():
+                            delete = gr.Button("Delete selected", elem_id="ovp-delete")
+                            merge = gr.Button("Merge selected", elem_id="ovp-merge")
+                            undo = gr.Button("Undo", elem_id="ovp-undo")
+                        shown = gr.CheckboxGroup(choices=[], label="Classes shown", elem_id="ovp-shown")
+                        table = gr.Dataframe(
+                            headers=list(TABLE_HEADERS), datatype=["number", "str", "str", "str", "number", "number"],
+                            label="Segments (click a row to select it)", interactive=False, elem_id="ovp-table",
+                            column_widths=["7%", "24%", "20%", "16%", "15%", "18%"], wrap=True,
+                        )
+                        timings = gr.Markdown(elem_id="ovp-timings")
+                        download = gr.File(
+                            label="Download: image, COCO-panoptic PNG + JSON, COCO instances, overlay, segment table (zip)",
+                            interactive=False, elem_id="ovp-download",
+                        )
+
+            with gr.Tab("Video", id="video", elem_id="ovp-video-tab"):
+                gr.Markdown(
+                    "Segment a short clip: keyframes go through the image pipeline (the preset and the class boxes "
+                    "of this tab), the tracker carries their objects between keyframes, and every object keeps its "
+                    f"id from frame to frame. At most {MAX_DEMO_FRAMES} frames here; `ovpanoptic segment-video` has no limit."
                 )
-                error = gr.Markdown(visible=False, elem_id="ovp-error")
-                status = gr.Markdown(elem_id="ovp-status")
-                with gr.Row():
-                    mode = gr.Radio(list(handlers.MODES), value=handlers.MODES[0], label="A click on the image will", elem_id="ovp-mode")
-                    opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="ovp-opacity")
-                with gr.Row():
-                    klass = gr.Dropdown(
-                        choices=[], value=None, allow_custom_value=True, label="Class",
-                        info="Pick one, or type a new name.", elem_id="ovp-class",
-                    )
-                    kind = gr.Radio(
-                        list(handlers.CLASS_KINDS), value="auto", label="A new name is", elem_id="ovp-kind",
-                        info="auto: stuff if it sounds like stuff (sky, floor), else a thing",
-                    )
-                    add = gr.Button("Add segment", elem_id="ovp-add")
-                    relabel = gr.Button("Relabel selected", elem_id="ovp-relabel")
-                with gr.Row():
-                    delete = gr.Button("Delete selected", elem_id="ovp-delete")
-                    merge = gr.Button("Merge selected", elem_id="ovp-merge")
-                    undo = gr.Button("Undo", elem_id="ovp-undo")
-                shown = gr.CheckboxGroup(choices=[], label="Classes shown", elem_id="ovp-shown")
-                table = gr.Dataframe(
-                    headers=list(TABLE_HEADERS), datatype=["number", "str", "str", "str", "number", "number"],
-                    label="Segments (click a row to select it)", interactive=False, elem_id="ovp-table",
-                    column_widths=["7%", "24%", "20%", "16%", "15%", "18%"], wrap=True,
-                )
-                timings = gr.Markdown(elem_id="ovp-timings")
-                download = gr.File(
-                    label="Download: image, COCO-panoptic PNG + JSON, COCO instances, overlay, segment table (zip)",
-                    interactive=False, elem_id="ovp-download",
-                )
+                with gr.Row(equal_height=False):
+                    with gr.Column(scale=2, min_width=320):
+                        clip = gr.Video(label="Clip", sources=["upload"], elem_id="ovp-clip")
+                        clip_classes = gr.Textbox(label="Class names", lines=2, elem_id="ovp-clip-classes", placeholder="person, forklift, pallet")
+                        clip_stuff = gr.Textbox(label="Stuff (optional)", elem_id="ovp-clip-stuff", placeholder="floor, shelf")
+                        with gr.Row():
+                            clip_k = gr.Slider(1, 30, value=10, step=1, label="Keyframe every K frames", elem_id="ovp-clip-k")
+                            clip_frames = gr.Slider(1, MAX_DEMO_FRAMES, value=60, step=1, label="Frames (at most)", elem_id="ovp-clip-frames")
+                        clip_tracker = gr.Dropdown(
+                            choices=app.tracker_choices(), value=app.tracker_choices()[0] if app.tracker_choices() else None,
+                            label="Tracker", elem_id="ovp-clip-tracker",
+                            info="sam2-video: SAM 2's video predictor (about 1.3 s per object and frame on a 2-core CPU); "
+                            "hold: no model (use K = 1).",
+                        )
+                        with gr.Row():
+                            clip_run = gr.Button("Segment video", variant="primary", elem_id="ovp-clip-run")
+                            clip_stop = gr.Button("Cancel", variant="stop", elem_id="ovp-clip-cancel")
+                    with gr.Column(scale=3, min_width=360):
+                        clip_view = gr.Video(label="Tracked segments", interactive=False, elem_id="ovp-clip-view")
+                        clip_error = gr.Markdown(visible=False, elem_id="ovp-clip-error")
+                        clip_status = gr.Markdown(elem_id="ovp-clip-status")
+                        clip_table = gr.Dataframe(
+                            headers=list(TRACK_HEADERS), label="Tracks", interactive=False, elem_id="ovp-clip-table", wrap=True,
+                        )
+                        clip_download = gr.File(
+                            label="Download: per-frame COCO-panoptic PNGs + JSON, tracks, overlay video (zip)",
+                            interactive=False, elem_id="ovp-clip-download",
+                        )
 
         outputs = [error, status, view, shown, klass, table, timings]
         # A set of inputs: the handler gets one dict {component: value} (one slider per known option).
@@ -421,6 +459,44 @@ def build_page(app: DemoApp) -> Any:
         def on_unload(request: gr.Request) -> None:
             app.end_session(getattr(request, "session_hash", None))
 
+        clip_outputs = [clip_error, clip_status, clip_view, clip_table, clip_download]
+
+        def clip_page(s: Session) -> tuple[Any, ...]:
+            error_md = gr.update(value=f"**Cannot do that.** {text(s.video_error)}" if s.video_error else "", visible=bool(s.video_error))
+            status_parts = [s.video.summary] if s.video is not None else []
+            if s.video_notice:
+                status_parts.append(text(s.video_notice))
+            if s.video is None:
+                return (error_md, "\n\n".join(status_parts), None, [], None)
+            return (error_md, "\n\n".join(status_parts), str(s.video.overlay), [list(r) for r in s.video.rows], str(s.video.download))
+
+        def on_clip(video: Any, classes_v: str, stuff_v: str, k: float, frames_v: float, tracker_v: str, preset_v: str,
+                    request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+            s = session_of(request)
+
+            def act() -> None:
+                segment_clip(
+                    app, s, video, RunRequest(classes_v or "", stuff_v or "", "", "", preset_v or ""),
+                    keyframe_every=int(k), max_frames=int(frames_v), tracker=tracker_v or "", progress=report(progress), fresh=False,
+                )
+
+            errors_before = s.error, s.notice
+            try:
+                _guard(s, act)
+            finally:
+                s.running = False
+            # _guard puts errors and notices into the image tab's fields: move them to the video tab's.
+            if (s.error, s.notice) != errors_before:
+                s.video_error, s.video_notice = s.error if s.error != errors_before[0] else "", s.notice if s.notice != errors_before[1] else ""
+                s.error, s.notice = errors_before
+            return clip_page(s)
+
+        def on_clip_cancel(request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            handlers.cancel(s)
+            s.video_notice, s.notice = s.notice, ""
+            return clip_page(s)
+
         model = {"concurrency_limit": 1, "concurrency_id": "model"}
         private = {"api_visibility": "private"}
         # preprocess=False: the handlers get the upload's payload unread (path and original name), so
@@ -452,6 +528,10 @@ def build_page(app: DemoApp) -> Any:
         shown.input(on_view_options, [opacity, shown], outputs, **private)
         vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], queue=False, **private)
         stop.click(on_cancel, None, [error, status], queue=False, **private)
+        clip_run.click(on_request, None, None, queue=False, **private).then(
+            on_clip, [clip, clip_classes, clip_stuff, clip_k, clip_frames, clip_tracker, preset], clip_outputs, **model, **private
+        )
+        clip_stop.click(on_clip_cancel, None, clip_outputs, queue=False, **private)
         preset.input(on_preset, preset, sliders, queue=False, **private)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=4)

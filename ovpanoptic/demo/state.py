@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,6 +82,22 @@ class Snapshot:
     cached: bool
 
 
+@dataclass(frozen=True)
+class VideoClip:
+    """The Video tab's last result.
+
+    :param summary: one line (frames, keyframes, tracks, seconds).
+    :param overlay: the overlay video (``overlay.mp4``).
+    :param rows: the tracks table (:data:`~.handlers.TRACK_HEADERS` columns).
+    :param download: a zip of the output folder (PNGs, JSON, tracks, overlay).
+    """
+
+    summary: str
+    overlay: Path
+    rows: tuple[tuple[Any, ...], ...]
+    download: Path
+
+
 @dataclass
 class Session:
     """Mutable state of one browser session (see the module docstring)."""
@@ -116,6 +133,10 @@ class Session:
     notice: str = ""
     download: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: The Video tab: its last result, error and notice (kept apart from the image's).
+    video: VideoClip | None = None
+    video_error: str = ""
+    video_notice: str = ""
 
     def clear_prompt(self) -> None:
         """Forget the clicks, the box and the mask they proposed."""

@@ -11,6 +11,7 @@ working size (``pipeline.max_side``); results are returned at the frames' size.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import numpy as np
 
 from .. import boundary
 from ..components import Progress
-from ..errors import InputError
+from ..errors import InputError, MissingDependencyError
 from ..imageio import resize_longest_side
 from ..types import PanopticResult, TrackMasks, Vocabulary
 from .sources import Frame, FrameSource
@@ -96,6 +97,11 @@ def segment_video(
     :raises ComponentError: the tracker broke its contract (wrong number of frames, foreign ids, ...).
     """
     options = options or TrackingOptions()
+    if importlib.util.find_spec("scipy") is None:
+        raise MissingDependencyError(
+            "segment-video matches ids with scipy's Hungarian assignment, and scipy is not installed: "
+            "pip install 'ovpanoptic[video]' (or pip install scipy)"
+        )
     name = tracker or pipeline.config.pipeline.tracker
     component = pipeline.component("tracker", name)
     target = pipeline._target("tracker", name)

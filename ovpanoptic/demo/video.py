@@ -1,0 +1,150 @@
+"""The demo's Video tab handler: segment a short clip with ids kept across frames, as
+``segment-video`` does (:mod:`ovpanoptic.video`), into the session's folder.
+
+A plain function like :mod:`.handlers`' (no gradio here). The clip is cut to
+:data:`MAX_DEMO_FRAMES` processed frames at most; the run holds the demo's model lock, reports
+progress per frame and stops at the next report after Cancel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import Cancelled, InputError
+from ..video import FrameSelection, TrackingOptions, open_frames, segment_video
+from ..video.output import VideoOutput
+from .app import DemoApp
+from .handlers import ProgressFn, request_run
+from .render import plural
+from .state import RunRequest, Session, VideoClip
+
+__all__ = ["MAX_DEMO_FRAMES", "TRACK_HEADERS", "segment_clip"]
+
+#: Most frames a clip is cut to in the demo (the command line has no limit).
+MAX_DEMO_FRAMES = 300
+#: Columns of the tracks table.
+TRACK_HEADERS: tuple[str, ...] = ("id", "class", "kind", "first frame", "last frame", "frames", "mean score", "ended")
+
+
+def _clip_path(video: Any) -> Path:
+    if video is None or (isinstance(video, dict) and not video.get("path")):
+        raise InputError("No video: upload a short clip (mp4, webm, mov, ...) first")
+    path = Path(video["path"] if isinstance(video, dict) else video)
+    if not path.is_file():
+        raise InputError("The uploaded video is gone from the server (it was cleaned up): upload it again")
+    return path
+
+
+class _ClipProgress:
+    """The clip's progress callback: ``"frame"`` reports become "frame i/N" (the page's bar); raises
+    :class:`Cancelled` at the first report after the session's Cancel."""
+
+    def __init__(self, session: Session, progress: ProgressFn | None) -> None:
+        self.session, self.progress = session, progress
+        self.started = time.perf_counter()
+        self.done, self.total = 0, 0
+
+    def __call__(self, message: str, done: int, total: int) -> None:
+        if self.session.cancel.is_set():
+            kept = "the previous clip's result is kept" if self.session.video is not None else "nothing was segmented"
+            raise Cancelled(
+                f"Cancelled after {time.perf_counter() - self.started:.1f} s, with {self.done} of {self.total or '?'} frames done; {kept}."
+            )
+        if message == "frame":
+            self.done = done
+            message, total = f"frame {done}/{self.total}", self.total
+        if self.progress is not None:
+            self.progress(message, done, total)
+
+
+def segment_clip(
+    app: DemoApp,
+    session: Session,
+    video: Any,
+    request: RunRequest,
+    *,
+    keyframe_every: int = 10,
+    max_frames: int = 60,
+    tracker: str = "",
+    progress: ProgressFn | None = None,
+    fresh: bool = True,
+) -> None:
+    """Segment the uploaded clip; the result (overlay video, tracks table, zip) goes into
+    ``session.video``.
+
+    :param video: the upload (a path, or Gradio's file dict).
+    :param request: class names and preset, as for an image.
+    :param keyframe_every: K: the image pipeline runs on every K-th frame, the tracker in between.
+    :param max_frames: frames processed at most (1 .. :data:`MAX_DEMO_FRAMES`).
+    :param tracker: a tracker component's name ("" = the preset's ``pipeline.tracker``).
+    :param fresh: forget an earlier Cancel first (the page already did when the button was clicked).
+    :raises OvpanopticError: no clip, not a video, bad names or options, missing weights, a plugin's
+        fault, :class:`~ovpanoptic.errors.Cancelled`.
+    """
+    session.video_error = session.video_notice = ""
+    if fresh:
+        request_run(session)
+    try:
+        _segment_clip(app, session, video, request, keyframe_every, max_frames, tracker, progress)
+    finally:
+        session.running = False
+
+
+def _segment_clip(
+    app: DemoApp, session: Session, video: Any, request: RunRequest, keyframe_every: int, max_frames: int, tracker: str, progress: ProgressFn | None
+) -> None:
+    path = _clip_path(video)
+    if not 1 <= int(max_frames) <= MAX_DEMO_FRAMES:
+        raise InputError(f"Frames must be between 1 and {MAX_DEMO_FRAMES} in the demo (the command line has no limit)")
+    options = TrackingOptions(keyframe_every=int(keyframe_every))
+    report = _ClipProgress(session, progress)
+    started = report.started
+    report("starting", 0, 0)
+    with app.lock:
+        pipe = app.pipeline_for(request.preset)
+        name = tracker or pipe.config.pipeline.tracker
+        pipe.component("tracker", name)  # an unknown or broken tracker is refused before decoding
+        vocab = app.vocabulary_for(pipe, request)
+        pipe.prepare_vocabulary(vocab, progress=lambda m, d, t: report(f"encoding class names {d}/{t}" if t else m, d, t))
+        source = open_frames(path, FrameSelection(max_frames=int(max_frames)), max_pixels=pipe.config.pipeline.max_pixels or None)
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
+        folder = app.session_dir(session) / f"video-{digest}"
+        settings = {"clip": digest, "tracking": options.keyframe_every, "frames": int(max_frames), "tracker": name, "vocabulary": vocab.to_dict()}
+        output = VideoOutput(folder, settings, overwrite=True)
+        report.total = source.expected or int(max_frames)
+        book, frames, keyframes = None, 0, 0
+        for item in segment_video(pipe, source, vocab, options, tracker=name, progress=report):
+            output.write(item)
+            book, frames, keyframes = item.book, frames + 1, keyframes + item.keyframe
+        if book is None:
+            raise InputError("The clip has no frame to segment")
+        report("writing the overlay video", 0, 0)
+        output.finish(book, source, overlay=True)
+    records = book.records()
+    rows = tuple(
+        (r.id, vocab.by_id(r.category_id).name, "thing" if r.isthing else "stuff", r.first_frame, r.last_frame, r.frames_seen,
+         round(r.score, 3), "yes" if r.ended else "")
+        for r in records
+    )
+    zipped = folder.with_suffix(".zip")
+    with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file() and ".video" not in f.relative_to(folder).parts:
+                zf.write(f, f"{source.name}/{f.relative_to(folder)}")
+    things = sum(r.isthing for r in records)
+    session.video = VideoClip(
+        summary=(
+            f"**{plural(frames, 'frame')}** of {source.name} ({keyframes} keyframes, every {options.keyframe_every}) · "
+            f"{plural(things, 'thing track')}, {len(records) - things} stuff · tracker {name} · "
+            f"{time.perf_counter() - started:.1f} s"
+        ),
+        overlay=folder / "overlay.mp4",
+        rows=rows,
+        download=zipped,
+    )
+    shutil.rmtree(folder / ".video", ignore_errors=True)

@@ -1,0 +1,111 @@
+"""The demo's Video tab handler (called directly, like the page calls it)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ovpanoptic.config import Config
+from ovpanoptic.errors import Cancelled, ComponentNotFoundError, InputError
+from ovpanoptic.pipeline import Pipeline
+from ovpanoptic.testing import FakeComponentsPlugin, registry_with
+
+pytest.importorskip("gradio")
+
+from ovpanoptic.demo import DemoApp  # noqa: E402
+from ovpanoptic.demo import handlers  # noqa: E402
+from ovpanoptic.demo.state import RunRequest  # noqa: E402
+from ovpanoptic.demo.video import MAX_DEMO_FRAMES, segment_clip  # noqa: E402
+
+import video_clip  # noqa: E402
+
+
+def write_mp4(path: Path, frames: int = 6) -> Path:
+    import av
+
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=10)  # H.264: what browsers play
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(video_clip.frame(t), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+@pytest.fixture
+def app():
+    config = Config.from_dict(
+        {"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint", "exporters": [], "tracker": "hold", "device": "cpu"}}
+    )
+    demo_app = DemoApp(Pipeline(config, registry=registry_with(FakeComponentsPlugin())))
+    yield demo_app
+    demo_app.close()
+
+
+def test_a_clip_gets_an_overlay_video_a_tracks_table_and_a_zip(app, tmp_path):
+    s = app.session("v")
+    segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4")), RunRequest("car, street lamp", "sky, road"), keyframe_every=2, max_frames=5)
+    clip = s.video
+    assert clip is not None and s.video_error == ""
+    # The tiles generator cuts every frame into the same 4 tiles: 2 things and 2 stuff, kept over the 5 frames.
+    assert clip.rows == (
+        (1, "car", "thing", 0, 4, 5, 0.9, ""),
+        (2, "street lamp", "thing", 0, 4, 5, 0.9, ""),
+        (3, "sky", "stuff", 0, 4, 5, 0.9, ""),
+        (4, "road", "stuff", 0, 4, 5, 0.9, ""),
+    )
+    assert clip.summary.startswith("**5 frames** of clip (3 keyframes, every 2) · 2 thing tracks, 2 stuff · tracker hold · ")
+    assert clip.overlay.is_file() and clip.overlay.parent.parent == app.session_dir(s)
+    with zipfile.ZipFile(clip.download) as zf:
+        names = set(zf.namelist())
+        data = json.loads(zf.read("clip/panoptic.json"))
+    assert {"clip/overlay.mp4", "clip/tracks.csv", "clip/tracks.json", "clip/panoptic/000004.png"} <= names
+    assert not any("/.video/" in n for n in names)
+    assert [(i["frame_index"], i["keyframe"]) for i in data["images"]] == [(0, True), (1, False), (2, True), (3, False), (4, True)]
+
+
+@pytest.mark.parametrize(
+    ("video", "kwargs", "error", "message"),
+    [
+        (None, {}, InputError, "No video: upload a short clip"),
+        ("not-a-video", {}, InputError, "not a video FFmpeg can read"),
+        ("clip", {"max_frames": MAX_DEMO_FRAMES + 1}, InputError, f"Frames must be between 1 and {MAX_DEMO_FRAMES}"),
+        ("clip", {"keyframe_every": 0}, InputError, "--keyframe-every must be an integer >= 1"),
+        ("clip", {"tracker": "sam3"}, ComponentNotFoundError, "tracker 'sam3' is not provided"),
+    ],
+)
+def test_bad_clips_and_options_are_refused_and_keep_the_last_result(app, tmp_path, video, kwargs, error, message):
+    s = app.session("v")
+    clip = str(write_mp4(tmp_path / "clip.mp4", 3))
+    segment_clip(app, s, clip, RunRequest("car", "sky"), keyframe_every=2, max_frames=3)
+    before = s.video
+    if video == "not-a-video":
+        (tmp_path / "x.mp4").write_bytes(b"\x00" * 64)
+        video = str(tmp_path / "x.mp4")
+    elif video == "clip":
+        video = clip
+    with pytest.raises(error, match=message):
+        segment_clip(app, s, video, RunRequest("car", "sky"), **{"keyframe_every": 2, "max_frames": 3, **kwargs})
+    assert s.video is before and not s.running
+
+
+def test_cancel_stops_a_clip_at_its_next_frame(app, tmp_path):
+    s = app.session("v")
+    handlers.request_run(s)
+    calls = []
+
+    def progress(message, done, total):
+        calls.append(message)
+        if message.startswith("frame 2/"):
+            handlers.cancel(s)
+
+    with pytest.raises(Cancelled, match=r"Cancelled after [\d.]+ s, with 2 of 4 frames done; nothing was segmented"):
+        segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 4)), RunRequest("car", "sky"), keyframe_every=1, max_frames=4,
+                     progress=progress, fresh=False)
+    assert s.video is None and "frame 3/4" not in calls
