@@ -537,3 +537,13 @@ def test_without_scipy_the_video_loop_says_what_to_install(clip, monkeypatch):
     with pytest.raises(Exception, match=r"pip install 'ovpanoptic\[video\]' \(or pip install scipy\)") as info:
         next(segment_video(pipe, open_frames(clip["frames"]), pipe.vocabulary(CLASSES, STUFF)))
     assert type(info.value).__name__ == "MissingDependencyError"
+
+
+def test_pipeline_segment_video_streams_the_selected_frames(clip):
+    pipe = oracle_pipeline(clip, tracker="hold")
+    frames = pipe.segment_video(clip["frames"], pipe.vocabulary(CLASSES, STUFF), keyframe_every=2, every=3, start=1, max_frames=3)
+    first = next(frames)
+    assert (first.index, first.keyframe, round(first.time_s, 3)) == (1, True, 0.1)
+    assert [(f.index, f.keyframe) for f in frames] == [(4, False), (7, True)]
+    with pytest.raises(InputError, match="--every must be an integer >= 1"):
+        pipe.segment_video(clip["frames"], "box", every=0)

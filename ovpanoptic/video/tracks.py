@@ -139,15 +139,17 @@ class TrackRecord:
     votes: Mapping[int, tuple[int, float]]
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``(len(a), len(b))`` mask IoU of two ``(N, H, W)`` bool stacks."""
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)), np.float64)
-    fa = a.reshape(len(a), -1).astype(np.float32)
-    fb = b.reshape(len(b), -1).astype(np.float32)
-    inter = fa @ fb.T
-    union = fa.sum(1)[:, None] + fb.sum(1)[None, :] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+def _iou_matrix(labels: np.ndarray, count: int, refs: list[np.ndarray]) -> np.ndarray:
+    """``(count, len(refs))`` mask IoU of the detections of a label map (``labels``: ``(H, W)`` ints,
+    detection ``i`` is label ``i + 1``, 0 none; detections never overlap) with possibly overlapping
+    ``(H, W)`` bool masks. One ``bincount`` per mask over its own pixels: no ``(N, H*W)`` stack."""
+    areas = np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64)
+    iou = np.zeros((count, len(refs)), np.float64)
+    for j, ref in enumerate(refs):
+        inter = np.bincount(labels[ref], minlength=count + 1)[1:].astype(np.float64)
+        union = areas + float(np.count_nonzero(ref)) - inter
+        iou[:, j] = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
+    return iou
 
 
 class TrackBook:
@@ -202,17 +204,19 @@ class TrackBook:
             raise ValueError("the keyframe result uses another vocabulary than the video's")
         pm = np.asarray(result.panoptic_map)
         things = [s for s in result.segments if s.isthing]
-        det_masks = np.stack([pm == s.id for s in things]) if things else np.zeros((0, *pm.shape), bool)
+        lookup = np.zeros(int(pm.max(initial=0)) + 1, np.int64)
+        for i, s in enumerate(things):
+            lookup[s.id] = i + 1
+        det_labels = lookup[pm]  # detection i + 1 where thing segment i is, else 0
         pred = predicted.as_dict() if predicted is not None else {}
         candidates = [t for t in self.live(True)]
-        ref_masks = []
+        refs = []
         for t in candidates:
             m = pred.get(t.id)
             if m is None or not m.any():
                 m = t.last_mask if t.last_mask is not None else np.zeros(pm.shape, bool)
-            ref_masks.append(m)
-        refs = np.stack(ref_masks) if ref_masks else np.zeros((0, *pm.shape), bool)
-        iou = _iou_matrix(det_masks, refs)
+            refs.append(m)
+        iou = _iou_matrix(det_labels, len(things), refs)
         pairs: dict[int, Track] = {}
         if iou.size:
             from scipy.optimize import linear_sum_assignment
@@ -223,9 +227,9 @@ class TrackBook:
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 if iou[r, c] >= self.options.match_iou:
                     pairs[r] = candidates[c]
-        out = np.zeros(pm.shape, np.int32)
         labels: dict[int, tuple[int, float]] = {}
         matched: set[int] = set()
+        track_of = np.zeros(len(things) + 1, np.int32)  # detection label -> track id
         for r, seg in enumerate(things):
             track = pairs.get(r)
             if track is None:
@@ -234,7 +238,8 @@ class TrackBook:
             track.vote(seg.category_id, seg.score)
             track.missed = 0
             matched.add(track.id)
-            out[det_masks[r]] = track.id
+            track_of[r + 1] = track.id
+        out = track_of[det_labels]
         for seg in result.segments:
             if not seg.isthing:
                 track = self._stuff_track(seg.category_id)
@@ -247,7 +252,7 @@ class TrackBook:
                 continue
             track.missed += 1
             if track.missed > self.options.max_missed:
-                track.ended_at = index
+                track.ended_at, track.last_mask = index, None  # an ended track keeps no pixels
                 continue
             m = pred.get(track.id)
             if m is not None and m.any():
