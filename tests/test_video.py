@@ -448,11 +448,13 @@ def test_a_stopped_run_resumes_after_its_last_keyframe_with_the_same_result(clip
         assert (stopped / "panoptic" / f"{t:06d}.png").read_bytes() == (whole / "panoptic" / f"{t:06d}.png").read_bytes()
 
 
-def test_an_output_folder_of_another_run_is_refused(tmp_path):
-    VideoOutput(tmp_path / "out", {"every": 1})
-    with pytest.raises(InputError, match=r"holds a video run with other settings \(they differ in: every\)"):
+def test_an_output_folder_of_another_run_is_refused(clip, tmp_path):
+    run(oracle_pipeline(clip, tracker="hold"), clip, tmp_path / "out", keyframe_every=1)  # settings {"test": 1}
+    with pytest.raises(InputError, match=r"holds a video run with other settings \(they differ in: every, test\)"):
         VideoOutput(tmp_path / "out", {"every": 2})
-    VideoOutput(tmp_path / "out", {"every": 2}, overwrite=True)
+    assert VideoOutput(tmp_path / "out", {"test": 1}).finished
+    fresh = VideoOutput(tmp_path / "out", {"every": 2}, overwrite=True)
+    assert not fresh.finished and sorted(p.name for p in (tmp_path / "out").iterdir()) == []
     (tmp_path / "batch").mkdir()
     (tmp_path / "batch" / "panoptic.json").write_text("{}")
     with pytest.raises(InputError, match="not a video run of ovpanoptic"):
@@ -547,3 +549,13 @@ def test_pipeline_segment_video_streams_the_selected_frames(clip):
     assert [(f.index, f.keyframe) for f in frames] == [(4, False), (7, True)]
     with pytest.raises(InputError, match="--every must be an integer >= 1"):
         pipe.segment_video(clip["frames"], "box", every=0)
+
+
+def test_a_run_that_fails_before_its_first_frame_leaves_no_folder(clip, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--start", "50", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "no frame of" in err and "the video may be shorter than --start" in err
+    assert not out.exists()

@@ -98,10 +98,17 @@ class VideoOutput:
                 f"{self.outdir} holds a video run with other settings (they differ in: {', '.join(differ)}): choose "
                 "another -o, run the same command as before to resume it, or pass --overwrite to start again"
             )
+        self._ready = saved is not None
+
+    def _prepare(self) -> None:
+        """Create the folders and record the settings, at the first frame written (a run that fails
+        before any frame leaves no folder behind)."""
+        if self._ready:
+            return
         self.png_dir.mkdir(parents=True, exist_ok=True)
         (self.state_dir / "frames").mkdir(parents=True, exist_ok=True)
-        if saved is None:
-            atomic_write_text(self.state_dir / "settings.json", json.dumps(self.settings, indent=1, sort_keys=True))
+        atomic_write_text(self.state_dir / "settings.json", json.dumps(self.settings, indent=1, sort_keys=True))
+        self._ready = True
 
     @staticmethod
     def _read_json(path: Path) -> Any:
@@ -146,6 +153,7 @@ class VideoOutput:
         """Write one frame's PNG and part; after a keyframe, the checkpoint too."""
         stem = f"{item.index:06d}"
         try:
+            self._prepare()
             atomic_write_bytes(self.png_dir / f"{stem}.png", _png(np.asarray(item.result.panoptic_map)))
             part = {
                 "index": item.index,
@@ -164,6 +172,8 @@ class VideoOutput:
 
     def parts(self) -> list[dict[str, Any]]:
         """Every frame part written, by frame index."""
+        if not (self.state_dir / "frames").is_dir():
+            return []
         out = [json.loads(f.read_text(encoding="utf-8")) for f in (self.state_dir / "frames").glob("*.json")]
         return sorted(out, key=lambda p: p["index"])
 
