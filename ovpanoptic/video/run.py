@@ -166,22 +166,26 @@ def segment_video(
         seeds = book.seeds(current_small)
         started = time.perf_counter()
         tracked = _tracked(component, target, window, seeds, size, (settings.max_side, settings.min_side), progress)
+        predicted: TrackMasks | None = None
         for j, masks in enumerate(tracked, start=1):
             frame = window[j]
             if full_window and j == len(window) - 1:
-                item, current_small = keyframe(frame, masks)
-                current = frame
-            else:
-                composed = book.tracked(frame.index, masks)
-                elapsed = time.perf_counter() - started
-                full = _small(composed, frame.image.shape[:2]).with_timings({"track": elapsed, "total": elapsed})
-                item = VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
+                predicted = masks  # the next keyframe: segmented once the tracker has let go of its window
+                continue
+            composed = book.tracked(frame.index, masks)
+            elapsed = time.perf_counter() - started
+            full = _small(composed, frame.image.shape[:2]).with_timings({"track": elapsed, "total": elapsed})
             done += 1
-            yield item
+            yield VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
             report()
             started = time.perf_counter()
         if not full_window:
             return
+        current = window[-1]
+        item, current_small = keyframe(current, predicted)
+        done += 1
+        yield item
+        report()
 
 
 def _tracked(
