@@ -22,6 +22,8 @@ Scenarios, each in its own process (its peak RSS is the process's):
 ``k10-few``   30 frames, K = 10, sam2-video, only the 2 largest things kept in the ground truth
               (the others become void): a scene with few objects.
 ``k10-long``  90 frames of ``k10-few``: memory against clip length (RSS after every window).
+``k10-512``, ``k10-few-512``  ``k10`` and ``k10-few`` with the predictor at 512 px
+              (``tracker.sam2-video.image_size = 512``).
 ``objects``   the tracker alone on one 10-frame window: seconds per frame for 1, 4, 8 and 15 objects.
 
     .venv/bin/python bench/bench_video.py [--scenarios k1,k10,...] [--out bench/results/video.json]
@@ -96,7 +98,7 @@ def make_clip(folder: Path, frames: int, few: bool) -> tuple[Path, dict[str, Any
     return folder, index
 
 
-def pipeline_with_ground_truth(index: dict[str, Any], tracker: str) -> Any:
+def pipeline_with_ground_truth(index: dict[str, Any], tracker: str, image_size: int = 0) -> Any:
     """The default preset's real components, wrapped: proposals and scores replaced by the frame's truth."""
     from ovpanoptic.components import NoConfig
     from ovpanoptic.config import load_config
@@ -110,6 +112,7 @@ def pipeline_with_ground_truth(index: dict[str, Any], tracker: str) -> Any:
         f"proposal_generator.sam2.model='{WEIGHTS_DIR / WEIGHTS['sam2']}'",
         f"classifier.clip.pretrained='{WEIGHTS_DIR / WEIGHTS['convnext_base_w']}'",
         f"tracker.sam2-video.model='{WEIGHTS_DIR / WEIGHTS['sam2']}'",
+        f"tracker.sam2-video.image_size={image_size}",
     ]
     inner = Pipeline("default", overrides=overrides, device="cpu")
     state: dict[str, Any] = {}
@@ -162,7 +165,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     work = Path(spec["work"])
     folder, index = make_clip(work / "frames", spec["frames"], spec["few"])
-    pipe, inner = pipeline_with_ground_truth(index, spec["tracker"])
+    pipe, inner = pipeline_with_ground_truth(index, spec["tracker"], spec.get("image_size", 0))
     classes, stuff = classes_of(index)
     vocab = pipe.vocabulary(classes, stuff)
     t = time.perf_counter()
@@ -197,6 +200,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "frames": n,
         "k": spec["k"],
         "tracker": spec["tracker"],
+        "image_size": spec.get("image_size", 0) or 1024,
         "seconds_per_frame": round(loop / n, 3),
         "keyframe_seconds_mean": round(float(np.mean(frame_seconds["keyframe"])), 3),
         "tracked_seconds_mean": round(float(np.mean(frame_seconds["tracked"])), 3) if frame_seconds["tracked"] else None,
@@ -241,6 +245,8 @@ SCENARIOS = {
     "k1-few": {"frames": 30, "k": 1, "tracker": "hold", "few": True},
     "k10-few": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True},
     "k10-long": {"frames": 90, "k": 10, "tracker": "sam2-video", "few": True},
+    "k10-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": False, "image_size": 512},
+    "k10-few-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True, "image_size": 512},
     "objects": {"counts": [1, 4, 8, 15]},
 }
 
@@ -265,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "video.json"))
+    parser.add_argument("--merge", action="store_true", help="add the scenarios run to the results already in --out")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -279,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name} ...", flush=True)
             results[name] = run_worker(name, SCENARIOS[name], Path(tmp))
             print(f"{name}: {json.dumps(results[name])}", flush=True)
+    if args.merge and Path(args.out).is_file():
+        results = {**json.loads(Path(args.out).read_text())["results"], **results}
     data = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
         "clip": f"pan over COCO {SAMPLE_ID} (x{SCALE}), {SIZE[0]}x{SIZE[1]}, {STEP} px per frame",

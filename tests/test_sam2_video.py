@@ -86,3 +86,17 @@ def test_a_missing_checkpoint_names_the_fix(tmp_path):
         Sam2VideoTracker(Sam2VideoConfig(model=str(tmp_path / "nope.pt")), ComponentContext(device="cpu"))
     with pytest.raises(ValueError, match="jpeg_quality must be an integer in 1..100"):
         Sam2VideoConfig(jpeg_quality=0)
+    with pytest.raises(ValueError, match="image_size must be 0 .* or a multiple of 64 in 256..1024, got 500"):
+        Sam2VideoConfig(image_size=500)
+
+
+def test_a_smaller_image_size_builds_the_predictor_at_that_size(sam2_tiny_checkpoint):
+    from ovpanoptic.builtins.trackers import Sam2VideoConfig, Sam2VideoTracker
+
+    tracker = Sam2VideoTracker(Sam2VideoConfig(model=str(sam2_tiny_checkpoint), image_size=256), ComponentContext(device="cpu"))
+    assert tracker.loader.get().image_size == 256
+    masks = np.zeros((1, 48, 64), bool)
+    masks[0, 10:30, 10:30] = True
+    frames = [np.full((48, 64, 3), 60 * t, np.uint8) for t in range(2)]
+    (item,) = list(tracker.track(frames, TrackMasks(np.array([3], np.int64), masks)))
+    assert item.ids.tolist() == [3] and item.masks.shape == (1, 48, 64)

@@ -212,8 +212,8 @@ class Sam2Model:
     :param config: any config with ``model`` and ``architecture`` (:class:`Sam2Config`, the video
         tracker's config).
     :param video: build ``sam2.sam2_video_predictor.SAM2VideoPredictor`` (the package's own
-        ``build_sam2_video_predictor``, with its default post-processing options) instead of the
-        image model; both load the same checkpoint.
+        ``build_sam2_video_predictor``, with its default post-processing options, and the config's
+        ``image_size`` when it sets one) instead of the image model; both load the same checkpoint.
     """
 
     def __init__(self, config: Any, context: ComponentContext, *, video: bool = False) -> None:
@@ -257,8 +257,12 @@ class Sam2Model:
             path = self.checkpoint()
             what = f"SAM 2.1 hiera {self._size} checkpoint"
             state = load_state_dict(path, what=what, fix=self.fix, key="model")
-            build = build_sam2_video_predictor if self.video else build_sam2
-            model = build(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval")
+            if self.video:
+                size = int(getattr(self.config, "image_size", 0) or 0)
+                extra = [f"++model.image_size={size}"] if size else []
+                model = build_sam2_video_predictor(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval", hydra_overrides_extra=extra)
+            else:
+                model = build_sam2(SIZES[self._size][0], ckpt_path=None, device="cpu", mode="eval")
             load_strict(model, state, what=what, path=path, fix=self.fix)
             self._model = model.to(torch.device(self.context.device)).eval()
             log.info("loaded %s from %s on %s", what, path, self.context.device)

@@ -53,6 +53,10 @@ class Sam2VideoConfig:
     :param offload_state_to_cpu: keep the predictor's memory bank on the CPU (saves GPU memory, a
         little slower); frames are always kept on the CPU.
     :param jpeg_quality: quality of the window's frames handed to the predictor's JPEG loader (1..100).
+    :param image_size: the side the predictor resizes frames to (a multiple of 64, 256..1024); 0 =
+        the model's own (1024, what SAM 2.1 was trained at). 512 makes the image encoder about 4x and
+        the memory attention (per object and frame) about 16x cheaper; how much it costs in mask
+        quality depends on the objects' size: measure it on your clips (``eval-video``) first.
     """
 
     model: str = "tiny"
@@ -61,6 +65,7 @@ class Sam2VideoConfig:
     mask_threshold: float = 0.0
     offload_state_to_cpu: bool = False
     jpeg_quality: int = 95
+    image_size: int = 0
 
     def __post_init__(self) -> None:
         if self.precision not in ("float32", "bfloat16"):
@@ -69,6 +74,10 @@ class Sam2VideoConfig:
             raise ValueError(f"mask_threshold must be a finite number, got {self.mask_threshold!r}")
         if isinstance(self.jpeg_quality, bool) or not isinstance(self.jpeg_quality, int) or not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be an integer in 1..100, got {self.jpeg_quality!r}")
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) or (
+            self.image_size and (self.image_size % 64 or not 256 <= self.image_size <= 1024)
+        ):
+            raise ValueError(f"image_size must be 0 (the model's 1024) or a multiple of 64 in 256..1024, got {self.image_size!r}")
         if self.architecture and _size_name(self.architecture) is None:
             raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(SIZES)}")
 
