@@ -319,7 +319,9 @@ def test_cancel_stops_a_slow_run(browser, shots):
     try:
         upload(page)
         segment(page, "car")
-        page.wait_for_timeout(800)
+        # Cancel once the run reports progress (a fixed wait raced the first request on a loaded machine:
+        # a Cancel before the run is marked requested only says that nothing runs).
+        expect(page.get_by_text(re.compile(r"slow tiles")).first).to_be_visible()
         page.locator("#ovp-cancel").click()
         expect(page.locator("#ovp-status")).to_contain_text("Cancelled after")
         expect(page.locator("#ovp-status")).to_contain_text("during proposals")
