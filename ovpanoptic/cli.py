@@ -139,15 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
     frames.add_argument("--start", type=int, default=0, metavar="I", help="first frame index (default: %(default)s)")
     frames.add_argument("--end", type=int, default=None, metavar="I", help="stop before this frame index (default: the end)")
     frames.add_argument("--max-frames", type=int, default=None, metavar="N", help="process at most N frames")
-    frames.add_argument("--fps", type=float, default=None, help="frame rate of a folder of frames (default 10; videos use their own)")
+    frames.add_argument(
+        "--fps", type=float, default=None, help="frame rate: of a folder of frames (default 10), or instead of a video's own "
+        "(it then also sets each frame's time_s = index / fps)"
+    )
     tracking = sv.add_argument_group("tracking")
     tracking.add_argument(
         "--keyframe-every", type=int, default=10, metavar="K", help="segment every K-th processed frame with the image "
         "pipeline, track the frames between (default: %(default)s; 1 = every frame)"
     )
     tracking.add_argument("--match-iou", type=float, default=0.5, metavar="X", help="mask IoU for a keyframe detection to continue a track (default: %(default)s)")
-    tracking.add_argument("--max-unseen", type=int, default=20, metavar="N", help="end a track after N processed frames unseen (default: %(default)s)")
-    tracking.add_argument("--max-missed", type=int, default=1, metavar="N", help="end a track after N keyframes in a row without a matching detection (default: %(default)s)")
+    tracking.add_argument(
+        "--max-unseen", type=int, default=20, metavar="N", help="end a track once it has been invisible on more than N processed "
+        "frames in a row (default: %(default)s)"
+    )
+    tracking.add_argument(
+        "--max-missed", type=int, default=1, metavar="N", help="end a track once more than N keyframes in a row had no detection "
+        "for it (default: %(default)s)"
+    )
     tracking.add_argument("--track-stuff", action="store_true", help="hand stuff to the tracker too (default: stuff is held from the keyframe)")
     tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, sam2-video; 'hold' needs no model)")
     vout = sv.add_argument_group("output")
@@ -424,6 +433,7 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     settings = {
         "input": str(Path(args.input).resolve()) if Path(args.input).exists() else args.input,
         "video_id": source.name,
+        "fps": source.fps,
         "selection": dataclasses.asdict(selection),
         "tracking": dataclasses.asdict(options),
         "vocabulary": vocab.to_dict(),
@@ -447,17 +457,18 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         print(f"resuming after frame {resume.index} (the last keyframe written into {args.output})", file=out)
     book = None
     written = 0
-    keyframes = 0
     try:
         for item in segment_video(pipe, source, vocab, options, progress=progress, resume=resume):
             output.write(item)
             book = item.book
             written += 1
-            keyframes += item.keyframe
             if quiet:
                 log.info("frame %d: %d segments%s", item.index, len(item.result.segments), " (keyframe)" if item.keyframe else "")
     finally:
         bar.close()
+    shortfall = source.shortfall()
+    if shortfall:
+        print(f"warning: {shortfall}", file=err)
     if book is None:
         if resume is None:
             raise InputError(f"no frame of {args.input} was processed")
@@ -468,8 +479,11 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     files = output.finish(book, source, overlay=not args.no_overlay)
     records = book.records()
     things = sum(r.isthing for r in records)
+    parts = output.parts()
+    keyframes = sum(p["keyframe"] for p in parts)
+    this_run = f", {written} in this run" if resume is not None else ""
     print(
-        f"{written} frame(s) of {source.name} segmented ({keyframes} keyframes) into {args.output}: "
+        f"{len(parts)} frame(s) of {source.name} segmented ({keyframes} keyframes{this_run}) into {args.output}: "
         f"{things} thing track(s), {len(records) - things} stuff class(es)",
         file=out,
     )

@@ -75,8 +75,8 @@ def test_a_clip_gets_an_overlay_video_a_tracks_table_and_a_zip(app, tmp_path):
     [
         (None, {}, InputError, "No video: upload a short clip"),
         ("not-a-video", {}, InputError, "not a video FFmpeg can read"),
-        ("clip", {"max_frames": MAX_DEMO_FRAMES + 1}, InputError, f"Frames must be between 1 and {MAX_DEMO_FRAMES}"),
-        ("clip", {"keyframe_every": 0}, InputError, "--keyframe-every must be an integer >= 1"),
+        ("clip", {"max_frames": MAX_DEMO_FRAMES + 1}, InputError, rf"Frames \(at most {MAX_DEMO_FRAMES} in the demo.*\) must be a whole number"),
+        ("clip", {"keyframe_every": 0}, InputError, "Keyframe every K frames must be a whole number from 1 to 10000, got 0"),
         ("clip", {"tracker": "sam3"}, ComponentNotFoundError, "tracker 'sam3' is not provided"),
     ],
 )
@@ -109,3 +109,20 @@ def test_cancel_stops_a_clip_at_its_next_frame(app, tmp_path):
         segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 4)), RunRequest("car", "sky"), keyframe_every=1, max_frames=4,
                      progress=progress, fresh=False)
     assert s.video is None and "frame 3/4" not in calls
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_frames", None), ("max_frames", "abc"), ("max_frames", float("nan")), ("keyframe_every", 1.5), ("keyframe_every", float("inf"))])
+def test_slider_values_that_are_not_whole_numbers_are_refused(app, tmp_path, field, value):
+    s = app.session("v")
+    kwargs = {"keyframe_every": 2, "max_frames": 3, field: value}
+    with pytest.raises(InputError, match="must be a whole number from 1 to"):
+        segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 3)), RunRequest("car", "sky"), **kwargs)
+
+
+def test_a_new_clip_replaces_the_previous_clips_files(app, tmp_path):
+    s = app.session("v")
+    segment_clip(app, s, str(write_mp4(tmp_path / "a.mp4", 3)), RunRequest("car", "sky"), keyframe_every=2, max_frames=3)
+    first = s.video
+    segment_clip(app, s, str(write_mp4(tmp_path / "b.mp4", 4)), RunRequest("car", "sky"), keyframe_every=2, max_frames=4)
+    assert not first.download.exists() and s.video.download.exists()
+    assert sorted(p.name for p in app.session_dir(s).glob("video-*")) == sorted([s.video.download.name, s.video.download.stem])

@@ -87,11 +87,22 @@ class BadTracker:
             yield seeds  # one frame only, whatever the window's length
 
 
+class NotIterableTracker:
+    """``track()`` returns something that is not an iterable (a plain function returning None)."""
+
+    def __init__(self, config, context=None) -> None:
+        pass
+
+    def track(self, frames, seeds, *, progress=None):
+        return None
+
+
 class VideoPlugins:
     @hookimpl
     def register_trackers(self, register):
         register("ground-truth", GroundTruthTracker, config=OracleConfig)
         register("bad", BadTracker)
+        register("not-iterable", NotIterableTracker)
 
     @hookimpl
     def register_classifiers(self, register):
@@ -379,6 +390,7 @@ def test_folder_frames_are_in_natural_order_and_globs_work(clip):
         (lambda p: Image.new("RGB", (8, 8)).save(p / "one.png") or p / "one.png", "is a single image, not a video"),
         (lambda p: [(p / "junk.mp4").write_bytes(b"not a video at all" * 10), p / "junk.mp4"][1], "not a video FFmpeg can read"),
         (lambda p: str(p / "nothing-*.png"), "matches no file"),
+        (lambda p: "/dev/null", "is not a regular file or folder"),
     ],
 )
 def test_bad_video_inputs_are_refused_with_the_fix(tmp_path, make, message):
@@ -386,22 +398,56 @@ def test_bad_video_inputs_are_refused_with_the_fix(tmp_path, make, message):
         open_frames(make(tmp_path))
 
 
+@pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), True])
+def test_a_frame_rate_must_be_finite_and_positive(clip, fps):
+    with pytest.raises(InputError, match=r"--fps \(fps=\) must be a finite number > 0"):
+        open_frames(clip["frames"], fps=fps)
+
+
+def test_a_truncated_video_is_reported_and_an_undecodable_one_refused(tmp_path):
+    import av
+
+    path = tmp_path / "whole.mkv"
+    with av.open(str(path), mode="w") as container:  # FFV1: every frame a keyframe, so a cut file still decodes its head
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for t in range(8):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(video_clip.frame(t), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    data = path.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: int(len(data) * 0.6)])
+    source = open_frames(tmp_path / "cut.mkv")
+    frames = list(source)
+    assert 0 < len(frames) < 7
+    assert source.shortfall() == (
+        f"{tmp_path / 'cut.mkv'} declares a duration of 0.80 s (about 8 frames) but only {len(frames)} could be decoded: the "
+        "file may be truncated or damaged (the frames after it are missing from the results)"
+    )
+    whole = open_frames(path)
+    assert len(list(whole)) == 8 and whole.shortfall() == ""
+    limited = open_frames(path, FrameSelection(max_frames=3))
+    assert len(list(limited)) == 3 and limited.shortfall() == ""
+
+
 def test_frames_of_another_size_are_refused_naming_the_frame(tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     Image.new("RGB", (64, 48)).save(folder / "0.png")
     Image.new("RGB", (32, 48)).save(folder / "1.png")
-    with pytest.raises(InputError, match=r"frame 1 \(1.png\) is 32x48 but the first frame is 64x48"):
-        list(open_frames(folder))
+    # Refused when the folder is opened (from the image headers), before any frame is processed.
+    with pytest.raises(InputError, match=r"frame 1 \(1.png\) is 32x48 but frame 0.png is 64x48: all frames of a video must have one size"):
+        open_frames(folder)
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"every": 0}, "--every must be an integer >= 1"),
-        ({"start": -1}, "--start must be an integer >= 0"),
-        ({"start": 5, "end": 5}, "--end must be an integer greater than --start"),
-        ({"max_frames": 0}, "--max-frames must be an integer >= 1"),
+        ({"every": 0}, r"--every \(every=\) must be an integer >= 1, got 0"),
+        ({"start": -1}, r"--start \(start=\) must be an integer >= 0"),
+        ({"start": 5, "end": 5}, r"--end \(end=\) must be an integer greater than --start \(5\)"),
+        ({"max_frames": 0}, r"--max-frames \(max_frames=\) must be an integer >= 1"),
     ],
 )
 def test_bad_frame_selections_name_the_flag(kwargs, message):
@@ -457,11 +503,22 @@ def test_an_output_folder_of_another_run_is_refused(clip, tmp_path):
     assert not fresh.finished and sorted(p.name for p in (tmp_path / "out").iterdir()) == []
     (tmp_path / "batch").mkdir()
     (tmp_path / "batch" / "panoptic.json").write_text("{}")
-    with pytest.raises(InputError, match="not a video run of ovpanoptic"):
+    with pytest.raises(InputError, match=r"not a video run of ovpanoptic \(panoptic.json without .video/\)"):
         VideoOutput(tmp_path / "batch", {})
+    (tmp_path / "pngs" / "panoptic").mkdir(parents=True)
+    (tmp_path / "pngs" / "panoptic" / "000000.png").write_bytes(b"someone's")
+    with pytest.raises(InputError, match=r"not a video run of ovpanoptic \(panoptic without .video/\)"):
+        VideoOutput(tmp_path / "pngs", {})
 
 
 # -- the tracker contract --------------------------------------------------------------------------
+
+
+def test_a_tracker_that_returns_no_iterable_is_named(clip):
+    pipe = oracle_pipeline(clip, tracker="not-iterable")
+    with pytest.raises(ComponentError, match=r"tracker 'not-iterable' .* it returned NoneType, which cannot be iterated") as info:
+        list(segment_video(pipe, open_frames(clip["frames"]), pipe.vocabulary(CLASSES, STUFF), TrackingOptions(keyframe_every=3)))
+    assert "write it as a generator" in str(info.value)
 
 
 @pytest.mark.parametrize(
@@ -515,7 +572,9 @@ def test_segment_video_cli_writes_the_documented_files(clip, tmp_path, capsys):
     assert main(argv) == 0
     assert "already holds this video's results" in capsys.readouterr().out
     assert main([*argv[:-2], "--every", "3", "-o", str(out)]) == 2
-    assert "differ in: selection" in capsys.readouterr().err
+    assert "differ in: selection.every" in capsys.readouterr().err
+    assert main([*argv[:-2], "--fps", "25", "-o", str(out)]) == 2  # times would no longer match the frames written
+    assert "differ in: fps" in capsys.readouterr().err
 
 
 def test_segment_video_cli_refuses_bad_input_before_writing(clip, tmp_path, capsys):
@@ -547,8 +606,10 @@ def test_pipeline_segment_video_streams_the_selected_frames(clip):
     first = next(frames)
     assert (first.index, first.keyframe, round(first.time_s, 3)) == (1, True, 0.1)
     assert [(f.index, f.keyframe) for f in frames] == [(4, False), (7, True)]
-    with pytest.raises(InputError, match="--every must be an integer >= 1"):
+    with pytest.raises(InputError, match=r"--every \(every=\) must be an integer >= 1"):
         pipe.segment_video(clip["frames"], "box", every=0)
+    with pytest.raises(InputError, match="a video input is a path .*, got ndarray"):
+        pipe.segment_video(np.zeros((4, 8, 8, 3), np.uint8), "box")
 
 
 def test_a_run_that_fails_before_its_first_frame_leaves_no_folder(clip, tmp_path, capsys):
@@ -557,5 +618,5 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_folder(clip, tmp_path
             "--start", "50", "-o", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err
-    assert "no frame of" in err and "the video may be shorter than --start" in err
+    assert "it has 12 frame(s) and --start is 50; lower --start" in err
     assert not out.exists()

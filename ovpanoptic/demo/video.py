@@ -9,6 +9,7 @@ progress per frame and stops at the next report after Cancel.
 from __future__ import annotations
 
 import hashlib
+import math
 import shutil
 import time
 import zipfile
@@ -35,9 +36,22 @@ def _clip_path(video: Any) -> Path:
     if video is None or (isinstance(video, dict) and not video.get("path")):
         raise InputError("No video: upload a short clip (mp4, webm, mov, ...) first")
     path = Path(video["path"] if isinstance(video, dict) else video)
+    if path.is_dir():
+        raise InputError("The demo takes one video file: upload a clip (folders of frames: ovpanoptic segment-video)")
     if not path.is_file():
         raise InputError("The uploaded video is gone from the server (it was cleaned up): upload it again")
     return path
+
+
+def _whole(value: Any, what: str, low: int, high: int) -> int:
+    """A slider's value as an integer in ``low..high``, or an :class:`InputError` naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number != int(number) or not low <= number <= high:
+        raise InputError(f"{what} must be a whole number from {low} to {high}, got {value!r}")
+    return int(number)
 
 
 class _ClipProgress:
@@ -99,9 +113,8 @@ def _segment_clip(
     app: DemoApp, session: Session, video: Any, request: RunRequest, keyframe_every: int, max_frames: int, tracker: str, progress: ProgressFn | None
 ) -> None:
     path = _clip_path(video)
-    if not 1 <= int(max_frames) <= MAX_DEMO_FRAMES:
-        raise InputError(f"Frames must be between 1 and {MAX_DEMO_FRAMES} in the demo (the command line has no limit)")
-    options = TrackingOptions(keyframe_every=int(keyframe_every))
+    max_frames = _whole(max_frames, f"Frames (at most {MAX_DEMO_FRAMES} in the demo; the command line has no limit)", 1, MAX_DEMO_FRAMES)
+    options = TrackingOptions(keyframe_every=_whole(keyframe_every, "Keyframe every K frames", 1, 10_000))
     report = _ClipProgress(session, progress)
     started = report.started
     report("starting", 0, 0)
@@ -111,10 +124,10 @@ def _segment_clip(
         pipe.component("tracker", name)  # an unknown or broken tracker is refused before decoding
         vocab = app.vocabulary_for(pipe, request)
         pipe.prepare_vocabulary(vocab, progress=lambda m, d, t: report(f"encoding class names {d}/{t}" if t else m, d, t))
-        source = open_frames(path, FrameSelection(max_frames=int(max_frames)), max_pixels=pipe.config.pipeline.max_pixels or None)
+        source = open_frames(path, FrameSelection(max_frames=max_frames), max_pixels=pipe.config.pipeline.max_pixels or None)
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
         folder = app.session_dir(session) / f"video-{digest}"
-        settings = {"clip": digest, "tracking": options.keyframe_every, "frames": int(max_frames), "tracker": name, "vocabulary": vocab.to_dict()}
+        settings = {"clip": digest, "tracking": options.keyframe_every, "frames": max_frames, "tracker": name, "vocabulary": vocab.to_dict()}
         output = VideoOutput(folder, settings, overwrite=True)
         report.total = source.expected or int(max_frames)
         book, frames, keyframes = None, 0, 0
@@ -122,7 +135,8 @@ def _segment_clip(
             output.write(item)
             book, frames, keyframes = item.book, frames + 1, keyframes + item.keyframe
         if book is None:
-            raise InputError("The clip has no frame to segment")
+            raise InputError(source.no_frame_message())
+        shortfall = source.shortfall()
         report("writing the overlay video", 0, 0)
         output.finish(book, source, overlay=True)
     records = book.records()
@@ -148,3 +162,8 @@ def _segment_clip(
         download=zipped,
     )
     shutil.rmtree(folder / ".video", ignore_errors=True)
+    for old in app.session_dir(session).glob("video-*"):  # one clip's results per session: the last one
+        if old.name not in (folder.name, zipped.name):
+            shutil.rmtree(old, ignore_errors=True) if old.is_dir() else old.unlink(missing_ok=True)
+    if shortfall:
+        session.video_notice = f"Warning: {shortfall}."

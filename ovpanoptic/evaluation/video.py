@@ -589,8 +589,10 @@ def _pair_videos(gt: VideoPanoptic, pred: VideoPanoptic) -> list[str]:
             if record.frame_index not in predicted:
                 raise EvaluationError(
                     f"no prediction for {record.describe('ground-truth')}: {pred.json_path} has no annotated frame "
-                    f"with frame_index {record.frame_index} in video {video_id!r}; add one (an empty segments_info and "
-                    "an all-black PNG if nothing is predicted)"
+                    f"with frame_index {record.frame_index} in video {video_id!r} ({len(predicted)} of its "
+                    f"{len(gt_frames)} ground-truth frames are predicted). If the prediction skipped frames on purpose "
+                    "(segment-video --every N), evaluate against a ground truth of those frames only, or segment every "
+                    "frame; if nothing was predicted on a frame, add it with an empty segments_info and an all-black PNG"
                 )
     notes = []
     extra_videos = [video_id for video_id in pred.videos if video_id not in gt.videos]

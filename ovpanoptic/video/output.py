@@ -55,6 +55,16 @@ def _png(ids: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted paths where two JSON values differ (``config.pipeline.tracker``), at most 8."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for key in sorted(set(old) | set(new)):
+            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+        return out[:8]
+    return [prefix.rstrip(".")] if old != new else []
+
+
 def _segments(result: PanopticResult) -> list[dict[str, Any]]:
     return [
         {"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": round(s.score, 6), "area": s.area, "bbox_xyxy": list(s.bbox_xyxy)}
@@ -87,13 +97,14 @@ class VideoOutput:
                 elif p.exists():
                     p.unlink()
         saved = self._read_json(self.state_dir / "settings.json")
-        if saved is None and (self.outdir / "panoptic.json").exists():
+        foreign = [n for n in _OWN if n != STATE_DIR and (self.outdir / n).exists()]
+        if saved is None and foreign and not (foreign == ["panoptic"] and not any((self.outdir / "panoptic").iterdir())):
             raise InputError(
-                f"{self.outdir} already holds results that are not a video run of ovpanoptic (panoptic.json without "
+                f"{self.outdir} already holds results that are not a video run of ovpanoptic ({', '.join(foreign)} without "
                 f"{STATE_DIR}/): choose another -o, or pass --overwrite to replace them"
             )
         if saved is not None and saved != self.settings:
-            differ = sorted(k for k in set(saved) | set(self.settings) if saved.get(k) != self.settings.get(k))
+            differ = _differences(saved, self.settings)
             raise InputError(
                 f"{self.outdir} holds a video run with other settings (they differ in: {', '.join(differ)}): choose "
                 "another -o, run the same command as before to resume it, or pass --overwrite to start again"

@@ -131,10 +131,7 @@ def segment_video(
     if resume is None:
         first = next(frames, None)
         if first is None:
-            raise InputError(
-                f"no frame of {source.spec} is selected (--start {source.selection.start}, --end {source.selection.end}, "
-                f"--every {source.selection.every}): the video may be shorter than --start"
-            )
+            raise InputError(source.no_frame_message())
         item, current_small = keyframe(first, None)
         done += 1
         yield item
@@ -204,7 +201,14 @@ def _tracked(
             yield TrackMasks.from_dict({}, *size)
         return
     images = [boundary.readonly_image(resize_longest_side(f.image, *sides)) for f in window]
-    iterator = iter(boundary.call(target, "track()", component.track, images, seeds, progress=progress))
+    returned = boundary.call(target, "track()", component.track, images, seeds, progress=progress)
+    try:
+        iterator = iter(returned)
+    except TypeError:
+        raise target.error(
+            "track()", f"it returned {type(returned).__name__}, which cannot be iterated",
+            "track() returns an iterable of TrackMasks, one per frame after the keyframe (write it as a generator: yield)",
+        ) from None
     seed_ids = seeds.ids.tolist()
     count = 0
     while True:

@@ -10,6 +10,8 @@ every output is the *source* index, so results line up with the video whatever t
 from __future__ import annotations
 
 import glob
+import math
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -55,13 +57,13 @@ class FrameSelection:
     def __post_init__(self) -> None:
         for name, value, low in (("every", self.every, 1), ("start", self.start, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise InputError(f"--{name} must be an integer >= {low}, got {value!r}")
+                raise InputError(f"--{name} ({name}=) must be an integer >= {low}, got {value!r}")
         if self.end is not None and (isinstance(self.end, bool) or not isinstance(self.end, int) or self.end <= self.start):
-            raise InputError(f"--end must be an integer greater than --start ({self.start}), got {self.end!r}")
+            raise InputError(f"--end (end=) must be an integer greater than --start ({self.start}), got {self.end!r}")
         if self.max_frames is not None and (
             isinstance(self.max_frames, bool) or not isinstance(self.max_frames, int) or self.max_frames < 1
         ):
-            raise InputError(f"--max-frames must be an integer >= 1, got {self.max_frames!r}")
+            raise InputError(f"--max-frames (max_frames=) must be an integer >= 1, got {self.max_frames!r}")
 
     def wants(self, index: int) -> bool:
         """Whether source frame ``index`` is processed (``max_frames`` aside)."""
@@ -104,14 +106,24 @@ class FrameSource:
     :ivar name: the video's name (file stem or folder name): its ``video_id`` in the outputs.
     :ivar fps: frames per second of the source.
     :ivar total: number of frames in the source, when known before decoding (``None`` otherwise).
+    :ivar decoded: source frames decoded by the last full pass (every frame up to the selection's
+        end is decoded, selected or not).
     """
 
     def __init__(
         self, spec: str | Path, selection: FrameSelection, *, fps: float | None = None, max_pixels: int | None = None, name: str | None = None
     ) -> None:
+        if not isinstance(spec, (str, os.PathLike)):
+            raise InputError(
+                f"a video input is a path (a video file, a folder of frames or a glob), got {type(spec).__name__}; "
+                "for frames in memory, write them to a folder first"
+            )
         self.spec = str(spec)
         self.selection = selection
         self.max_pixels = max_pixels
+        self.decoded = 0
+        self._fps_given = fps is not None
+        self._declared: tuple[int, str] | None = None  # (frames, how the file says so) without a frame count
         path = Path(spec)
         self._files: list[Path] | None = None
         self._video: Path | None = None
@@ -138,6 +150,8 @@ class FrameSource:
             if not files:
                 raise InputError(f"pattern {self.spec!r} matches no file")
             self._files, self.name = files, Path(self.spec.split("*")[0].rstrip("/_-") or "frames").name or "frames"
+        elif path.exists():
+            raise InputError(f"video input {self.spec!r} is not a regular file or folder (a device or a pipe?): save the video to a file first")
         else:
             raise InputError(f"video input {self.spec!r} does not exist (give a video file, a folder of frames or a glob)")
         if name is not None:
@@ -149,6 +163,34 @@ class FrameSource:
         self.size: tuple[int, int] | None = None
         if self._video is not None:
             self._probe(fps)
+        else:
+            self._check_folder_sizes()
+
+    def _check_folder_sizes(self) -> None:
+        """Refuse frames of different sizes before anything is processed (image headers only)."""
+        from PIL import Image, UnidentifiedImageError
+
+        assert self._files is not None
+        first: tuple[int, int] | None = None
+        taken = 0
+        for index, f in enumerate(self._files):
+            if self.selection.done(index, taken):
+                break
+            if not self.selection.wants(index):
+                continue
+            taken += 1
+            try:
+                with Image.open(f) as img:
+                    size = (img.width, img.height)
+            except (OSError, UnidentifiedImageError, ValueError):
+                continue  # reported with its name when the frame is read
+            if first is None:
+                first, first_name = size, f.name
+            elif size != first:
+                raise InputError(
+                    f"frame {index} ({f.name}) is {size[0]}x{size[1]} but frame {first_name} is {first[0]}x{first[1]}: all "
+                    "frames of a video must have one size; resize them, or split the folder"
+                )
 
     def _open(self):  # type: ignore[no-untyped-def]
         try:
@@ -174,11 +216,48 @@ class FrameSource:
             rate = stream.average_rate or stream.guessed_rate or stream.base_rate
             self.fps = float(fps) if fps else (float(rate) if rate else DEFAULT_FOLDER_FPS)
             self.total = int(stream.frames) or None
+            if self.total is None and rate:  # containers without a frame count (mkv, webm): from the duration
+                seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else (
+                    container.duration / 1e6 if container.duration else 0.0
+                )
+                if seconds > 0:
+                    self._declared = (round(seconds * float(rate)), f"a duration of {seconds:.2f} s (about {round(seconds * float(rate))} frames)")
             if stream.codec_context.width and stream.codec_context.height:
                 self.size = (int(stream.codec_context.height), int(stream.codec_context.width))
                 check_pixels(self.size[1], self.size[0], self.max_pixels, f"{self._video} (each frame)")
         finally:
             container.close()
+
+    def shortfall(self) -> str:
+        """After a full pass: a warning when a video file declares more frames than could be decoded
+        in the selected range (a truncated or damaged file), else ``""``."""
+        if self._video is None:
+            return ""
+        if self.total:
+            declared, said, slack = self.total, f"{self.total} frames", 0
+        elif self._declared is not None:
+            declared, said, slack = self._declared[0], self._declared[1], 1  # a duration rounds: one frame of slack
+        else:
+            return ""
+        wanted = declared if self.selection.end is None else min(declared, self.selection.end)
+        if self.decoded >= wanted - slack or (
+            self.selection.max_frames is not None and self.selection.count(self.decoded) == self.selection.max_frames
+        ):
+            return ""
+        return (
+            f"{self._video} declares {said} but only {self.decoded} could be decoded: the file may be truncated "
+            "or damaged (the frames after it are missing from the results)"
+        )
+
+    def no_frame_message(self) -> str:
+        """Why a pass selected no frame (for the error the caller raises)."""
+        if self.decoded == 0:
+            return f"no frame of {self.spec} could be decoded: the file may be truncated or damaged"
+        sel = self.selection
+        return (
+            f"no frame of {self.spec} is selected: it has {self.decoded} frame(s) and --start is {sel.start}"
+            f"{f', --end {sel.end}' if sel.end is not None else ''}; lower --start"
+        )
 
     @property
     def expected(self) -> int | None:
@@ -188,6 +267,7 @@ class FrameSource:
     def _decoded(self) -> Iterator[tuple[int, float, np.ndarray | Path]]:
         if self._files is not None:
             for index, f in enumerate(self._files):
+                self.decoded = index + 1
                 yield index, index / self.fps, f
             return
         import av
@@ -198,11 +278,15 @@ class FrameSource:
             stream.thread_type = "AUTO"
             base = stream.time_base or Fraction(1, 1)
             for index, frame in enumerate(container.decode(stream)):
+                self.decoded = index + 1
                 if self.selection.done(index, 0) and self.selection.end is not None:
                     return
                 if not self.selection.wants(index):
                     continue
-                t = float(frame.pts * base) if frame.pts is not None else index / self.fps
+                if self._fps_given or frame.pts is None:
+                    t = index / self.fps  # --fps given: the user's rate rules the timeline as well
+                else:
+                    t = float(frame.pts * base)
                 yield index, t, frame.to_ndarray(format="rgb24")
         except av.FFmpegError as exc:
             raise InputError(f"{self._video}: decoding failed at a frame ({exc}); the file may be truncated or corrupt") from None
@@ -217,6 +301,7 @@ class FrameSource:
         """
         taken = 0
         size = self.size
+        self.decoded = 0
         for index, t, item in self._decoded():
             if self.selection.done(index, taken):
                 return
@@ -255,14 +340,14 @@ def open_frames(
 
     :param spec: the input (``clip.mp4``, ``frames/``, ``'frames/*.png'``).
     :param selection: which frames (default: all).
-    :param fps: the frame rate to assume (folders default to :data:`DEFAULT_FOLDER_FPS`; videos use
-        their own unless given).
+    :param fps: the frame rate (folders default to :data:`DEFAULT_FOLDER_FPS`; a video file uses its
+        own unless given, and a given one also sets its frames' times: ``index / fps``).
     :param max_pixels: refuse frames with more pixels (``pipeline.max_pixels``).
     :param name: the video's id in the outputs (default: the file's stem or the folder's name).
     :raises InputError: the input does not exist, is a single image, holds no frames, or is not a
         video FFmpeg can read.
     :raises MissingDependencyError: a video file without PyAV installed.
     """
-    if fps is not None and not fps > 0:
-        raise InputError(f"--fps must be > 0, got {fps}")
+    if fps is not None and (isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0):
+        raise InputError(f"--fps (fps=) must be a finite number > 0, got {fps!r}")
     return FrameSource(spec, selection or FrameSelection(), fps=fps, max_pixels=max_pixels, name=name)
