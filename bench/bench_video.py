@@ -21,7 +21,7 @@ Scenarios, each in its own process (its peak RSS is the process's):
 ``k10``       30 frames, K = 10, sam2-video, every thing of the frame tracked (~15 objects).
 ``k10-few``   30 frames, K = 10, sam2-video, only the 2 largest things kept in the ground truth
               (the others become void): a scene with few objects.
-``k10-long``  90 frames of ``k10-few``: memory against clip length (RSS after every window).
+``k10-long``  60 frames of ``k10-few``: memory against clip length (RSS after every window).
 ``k10-512``, ``k10-few-512``  ``k10`` and ``k10-few`` with the predictor at 512 px
               (``tracker.sam2-video.image_size = 512``).
 ``objects``   the tracker alone on one 10-frame window: seconds per frame for 1, 4, 8 and all 9 things
@@ -245,7 +245,7 @@ SCENARIOS = {
     "k10": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": False},
     "k1-few": {"frames": 30, "k": 1, "tracker": "hold", "few": True},
     "k10-few": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True},
-    "k10-long": {"frames": 90, "k": 10, "tracker": "sam2-video", "few": True},
+    "k10-long": {"frames": 60, "k": 10, "tracker": "sam2-video", "few": True},
     "k10-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": False, "image_size": 512},
     "k10-few-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True, "image_size": 512},
     "objects": {"counts": [1, 4, 8, 15]},
