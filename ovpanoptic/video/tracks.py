@@ -344,9 +344,8 @@ class TrackBook:
         masks = np.stack([pm == i for i in ids]) if ids else np.zeros((0, *pm.shape), bool)
         return TrackMasks(np.asarray(ids, np.int64), masks)
 
-    def records(self, *, finished: bool = True) -> list[TrackRecord]:
-        """The tracks table, by id (tracks never visible are left out). With ``finished``, tracks
-        still live are reported as not ended."""
+    def records(self) -> list[TrackRecord]:
+        """The tracks table, by id (tracks never visible are left out; tracks still live are not ``ended``)."""
         out = []
         for t in sorted(self.tracks.values(), key=lambda t: t.id):
             if t.frames_seen == 0:
