@@ -707,7 +707,7 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if setting not in ("auto", "none"):
             profile = Pipeline(config, registry=registry).device_profile  # validated against the components
         data = config.to_dict()
-        for kind in ("proposal_generator", "classifier", "fuser"):
+        for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             name = getattr(config.pipeline, kind)
             data.setdefault(kind, {})[name] = {}
         for name in config.pipeline.exporters:
