@@ -45,6 +45,16 @@ STATE_DIR = ".video"
 _OWN = ("panoptic", "panoptic.json", "tracks.csv", "tracks.json", "overlay.mp4", STATE_DIR)
 
 
+def _read_ids(path: Path) -> np.ndarray:
+    """A PNG this folder holds, as its ``(H, W)`` int32 segment-id map."""
+    from PIL import Image
+
+    from ..evaluation import rgb_to_id
+
+    with Image.open(path) as png:
+        return rgb_to_id(np.asarray(png.convert("RGB"))).astype(np.int32)
+
+
 def _png(ids: np.ndarray) -> bytes:
     from PIL import Image
 
@@ -146,11 +156,7 @@ class VideoOutput:
         png = self.png_dir / f"{index:06d}.png"
         if part is None or not png.is_file():
             return None
-        from PIL import Image
-
-        from ..evaluation import rgb_to_id
-
-        ids = rgb_to_id(np.asarray(Image.open(png).convert("RGB"))).astype(np.int32)
+        ids = _read_ids(png)
         labels = {int(s["id"]): (int(s["category_id"]), float(s["score"])) for s in part["segments"]}
         result = PanopticResult.from_map(ids, labels, vocabulary)
         # Frames after the checkpoint are redone: drop their parts so a shorter redo leaves none behind.
@@ -241,7 +247,7 @@ class VideoOutput:
         files = [atomic_write_text(self.outdir / "panoptic.json", json.dumps(data))]
         files += self._write_tracks(list(records.values()), vocabulary, parts)
         if overlay:
-            files.append(self._overlay(book, source, parts, progress))
+            files.append(self._overlay(book, records, source, parts, progress))
         atomic_write_text(self.state_dir / "done.json", json.dumps({"frames": len(parts)}))
         return files
 
@@ -266,7 +272,14 @@ class VideoOutput:
             atomic_write_text(self.outdir / "tracks.json", json.dumps(table, indent=1)),
         ]
 
-    def _overlay(self, book: TrackBook, source: FrameSource, parts: list[dict[str, Any]], progress: Callable[[str, int, int], None] | None) -> Path:
+    def _overlay(
+        self,
+        book: TrackBook,
+        records: Mapping[int, TrackRecord],
+        source: FrameSource,
+        parts: list[dict[str, Any]],
+        progress: Callable[[str, int, int], None] | None,
+    ) -> Path:
         """Encode the overlay video: the source frames again (streamed), each PNG drawn over its frame."""
         try:
             import av
@@ -274,12 +287,8 @@ class VideoOutput:
             raise MissingDependencyError(
                 "the overlay video needs PyAV: pip install 'ovpanoptic[video]' (or pip install av), or pass --no-overlay"
             ) from None
-        from PIL import Image
-
         from ..demo.render import Overlay, compose, instance_rgb
-        from ..evaluation import rgb_to_id
 
-        records = {r.id: r for r in book.records()}
         vocabulary = book.vocabulary
         wanted = {p["index"] for p in parts}
         target = self.outdir / "overlay.mp4"
@@ -298,7 +307,7 @@ class VideoOutput:
                 for frame in source:
                     if frame.index not in wanted:
                         continue
-                    ids = rgb_to_id(np.asarray(Image.open(self.png_dir / f"{frame.index:06d}.png").convert("RGB"))).astype(np.int32)
+                    ids = _read_ids(self.png_dir / f"{frame.index:06d}.png")
                     labels, colors = {}, {}
                     present = [int(i) for i in np.unique(ids) if i != VOID_ID and int(i) in book.tracks]
                     result_labels: dict[int, tuple[int, float]] = {}

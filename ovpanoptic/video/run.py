@@ -211,9 +211,10 @@ def _tracked(
         ) from None
     seed_ids = seeds.ids.tolist()
     count = 0
+    end = object()  # not None: a tracker that yields None is told so by check_track_masks
     while True:
-        item = boundary.call(target, "track()", next, iterator, None)
-        if item is None:
+        item = boundary.call(target, "track()", next, iterator, end)
+        if item is end:
             break
         count += 1
         if count > wanted:

@@ -13,10 +13,11 @@ import glob
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
@@ -33,6 +34,8 @@ __all__ = [
 
 #: File suffixes read as video files (anything FFmpeg inside PyAV decodes also works when named).
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".gif"})
+
+_Indexed = TypeVar("_Indexed", bound=tuple)  # type: ignore[type-arg]
 
 #: Frame rate assumed for a folder or glob of frames (the overlay video's rate); ``--fps`` sets it.
 DEFAULT_FOLDER_FPS = 10.0
@@ -72,6 +75,18 @@ class FrameSelection:
     def done(self, index: int, taken: int) -> bool:
         """Whether nothing at or after source frame ``index`` is wanted once ``taken`` frames are taken."""
         return (self.end is not None and index >= self.end) or (self.max_frames is not None and taken >= self.max_frames)
+
+    def pick(self, indexed: Iterable[_Indexed]) -> Iterator[_Indexed]:
+        """The selected items of ``indexed`` (tuples whose first element is the source frame index,
+        in order), stopping at the end of the range or after ``max_frames``."""
+        taken = 0
+        for item in indexed:
+            index = item[0]
+            if self.done(index, taken):
+                return
+            if self.wants(index):
+                taken += 1
+                yield item
 
     def count(self, total: int | None) -> int | None:
         """How many frames are processed from a source of ``total`` frames (``None`` if unknown)."""
@@ -172,13 +187,7 @@ class FrameSource:
 
         assert self._files is not None
         first: tuple[int, int] | None = None
-        taken = 0
-        for index, f in enumerate(self._files):
-            if self.selection.done(index, taken):
-                break
-            if not self.selection.wants(index):
-                continue
-            taken += 1
+        for index, f in self.selection.pick(enumerate(self._files)):
             try:
                 with Image.open(f) as img:
                     size = (img.width, img.height)
@@ -264,7 +273,7 @@ class FrameSource:
         """How many frames will be processed, when the source's length is known."""
         return self.selection.count(self.total)
 
-    def _decoded(self) -> Iterator[tuple[int, float, np.ndarray | Path]]:
+    def _decoded(self) -> Iterator[tuple[int, float, np.ndarray | Path | None]]:
         if self._files is not None:
             for index, f in enumerate(self._files):
                 self.decoded = index + 1
@@ -279,9 +288,8 @@ class FrameSource:
             base = stream.time_base or Fraction(1, 1)
             for index, frame in enumerate(container.decode(stream)):
                 self.decoded = index + 1
-                if self.selection.done(index, 0) and self.selection.end is not None:
-                    return
-                if not self.selection.wants(index):
+                if not self.selection.wants(index):  # not converted; pick() stops the decoding at the end
+                    yield index, 0.0, None
                     continue
                 if self._fps_given or frame.pts is None:
                     t = index / self.fps  # --fps given: the user's rate rules the timeline as well
@@ -299,14 +307,9 @@ class FrameSource:
         :raises InputError: a frame of another size than the first, or a video that cannot be decoded.
         :raises ImageReadError: a frame file that cannot be read.
         """
-        taken = 0
         size = self.size
         self.decoded = 0
-        for index, t, item in self._decoded():
-            if self.selection.done(index, taken):
-                return
-            if not self.selection.wants(index):
-                continue
+        for index, t, item in self.selection.pick(self._decoded()):
             if isinstance(item, Path):
                 try:
                     image = read_image(item, self.max_pixels)
@@ -325,7 +328,6 @@ class FrameSource:
                 )
             image.flags.writeable = False
             yield Frame(index, t, image)
-            taken += 1
 
 
 def open_frames(

@@ -152,6 +152,18 @@ def _iou_matrix(labels: np.ndarray, count: int, refs: list[np.ndarray]) -> np.nd
     return iou
 
 
+def _fill_from_nearest(labels: np.ndarray, where: np.ndarray) -> None:
+    """Give each ``where`` pixel of the ``(H, W)`` map ``labels`` the value of the nearest non-void
+    pixel of ``labels`` (:func:`scipy.ndimage.distance_transform_edt`), in place; nothing when
+    ``labels`` is all void."""
+    if not where.any() or not labels.any():
+        return
+    from scipy.ndimage import distance_transform_edt
+
+    _, (iy, ix) = distance_transform_edt(labels == VOID_ID, return_indices=True)
+    labels[where] = labels[iy[where], ix[where]]
+
+
 class TrackBook:
     """The tracks of one video: assigns ids on keyframes and composes every frame's result.
 
@@ -209,7 +221,7 @@ class TrackBook:
             lookup[s.id] = i + 1
         det_labels = lookup[pm]  # detection i + 1 where thing segment i is, else 0
         pred = predicted.as_dict() if predicted is not None else {}
-        candidates = [t for t in self.live(True)]
+        candidates = self.live(True)
         refs = []
         for t in candidates:
             m = pred.get(t.id)
@@ -227,7 +239,6 @@ class TrackBook:
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
                 if iou[r, c] >= self.options.match_iou:
                     pairs[r] = candidates[c]
-        labels: dict[int, tuple[int, float]] = {}
         matched: set[int] = set()
         track_of = np.zeros(len(things) + 1, np.int32)  # detection label -> track id
         for r, seg in enumerate(things):
@@ -257,12 +268,8 @@ class TrackBook:
             m = pred.get(track.id)
             if m is not None and m.any():
                 out[m & (out == VOID_ID)] = track.id
-        for tid in np.unique(out).tolist():
-            if tid != VOID_ID:
-                t = self.tracks[tid]
-                labels[tid] = (t.category_id, t.score)
         self._hold_stuff(out)
-        return self._finish(index, out, labels, result.timings)
+        return self._finish(index, out, result.timings)
 
     def _hold_stuff(self, out: np.ndarray) -> None:
         """Keep ``out``'s stuff for the frames up to the next keyframe, its things' pixels given to
@@ -270,12 +277,7 @@ class TrackBook:
         stuff_ids = [t.id for t in self.tracks.values() if not t.isthing]
         thing_ids = [t.id for t in self.tracks.values() if t.isthing]
         base = np.where(np.isin(out, stuff_ids), out, VOID_ID).astype(np.int32)
-        holes = np.isin(out, thing_ids)
-        if holes.any() and base.any():
-            from scipy.ndimage import distance_transform_edt
-
-            _, (iy, ix) = distance_transform_edt(base == VOID_ID, return_indices=True)
-            base[holes] = base[iy[holes], ix[holes]]
+        _fill_from_nearest(base, np.isin(out, thing_ids))
         self._stuff_base = base
 
     # -- tracked frames -----------------------------------------------------------------------
@@ -301,20 +303,19 @@ class TrackBook:
         stuff = out.copy()
         for tid in sorted((t for t in known if self.tracks[t].isthing), key=lambda t: (self.tracks[t].score, -t)):
             out[known[tid]] = tid
-        if self.options.track_stuff and self._previous is not None and self._previous.shape == out.shape and stuff.any():
+        if self.options.track_stuff and self._previous is not None and self._previous.shape == out.shape:
             was_thing = np.isin(self._previous, [t.id for t in self.tracks.values() if t.isthing])
             vacated = was_thing & (out == VOID_ID)
-            if vacated.any():
-                from scipy.ndimage import distance_transform_edt
-
-                _, (iy, ix) = distance_transform_edt(stuff == VOID_ID, return_indices=True)
-                out[vacated] = stuff[iy[vacated], ix[vacated]]
-        labels = {tid: (self.tracks[tid].category_id, self.tracks[tid].score) for tid in np.unique(out).tolist() if tid != VOID_ID}
-        return self._finish(index, out, labels, {})
+            _fill_from_nearest(stuff, vacated)
+            out[vacated] = stuff[vacated]
+        return self._finish(index, out, {})
 
     # -- shared ------------------------------------------------------------------------------
 
-    def _finish(self, index: int, out: np.ndarray, labels: dict[int, tuple[int, float]], timings: Mapping[str, float]) -> PanopticResult:
+    def _finish(self, index: int, out: np.ndarray, timings: Mapping[str, float]) -> PanopticResult:
+        """The result of a composed map (each id labelled with its track's class and mean score),
+        and the tracks' visibility bookkeeping for this frame."""
+        labels = {tid: (self.tracks[tid].category_id, self.tracks[tid].score) for tid in np.unique(out).tolist() if tid != VOID_ID}
         result = PanopticResult.from_map(out, labels, self.vocabulary, timings)
         visible = {s.id for s in result.segments}
         for track in self.tracks.values():
