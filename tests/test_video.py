@@ -83,6 +83,8 @@ class BadTracker:
             yield {1: seeds.masks[0]}
         elif self.mode == "raise":
             raise RuntimeError("lost the model")
+        elif self.mode == "none":
+            yield None
         else:
             yield seeds  # one frame only, whatever the window's length
 
@@ -528,6 +530,7 @@ def test_a_tracker_that_returns_no_iterable_is_named(clip):
         ("foreign", r"track ids \[999\] that were not seeded"),
         ("type", "it yielded dict for frame 1 of the window, not TrackMasks"),
         ("raise", "raised RuntimeError: lost the model"),
+        ("none", "it yielded NoneType for frame 1 of the window, not TrackMasks"),
     ],
 )
 def test_a_tracker_that_breaks_the_contract_is_named(clip, mode, message, monkeypatch):
