@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .constants import DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
+from .constants import ANNOTATION_FORMATS, DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
 from .errors import InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
@@ -64,6 +64,21 @@ def _config_options(default_preset: str = DEFAULT_PRESET) -> argparse.ArgumentPa
     return parent
 
 
+def _add_vocabulary_options(group: Any) -> None:
+    """``--classes``, ``--stuff``, ``--things`` and ``--vocabulary`` (read by :func:`_vocabulary_from_args`)."""
+    group.add_argument(
+        "--classes",
+        default="",
+        help="comma-separated class names; '|' separates synonyms (\"tv|television\"). Unflagged names "
+        "are stuff when the built-in stuff lexicon knows them, else things",
+    )
+    group.add_argument("--stuff", default="", help="names that are stuff (amorphous regions: \"road, sky\")")
+    group.add_argument("--things", default="", help="names that are things (countable objects), overriding the lexicon")
+    group.add_argument(
+        "--vocabulary", metavar="NAME", default=None, help="a named vocabulary instead of --classes (see 'ovpanoptic vocabularies')"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     plugin_opts = _plugin_options()
@@ -84,18 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
         "photos/ --classes \"person, forklift, pallet|skid\" --stuff \"floor, shelf\" -o out/",
     )
     seg.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders (their images) or glob patterns")
-    vocab = seg.add_argument_group("vocabulary")
-    vocab.add_argument(
-        "--classes",
-        default="",
-        help="comma-separated class names; '|' separates synonyms (\"tv|television\"). Unflagged names "
-        "are stuff when the built-in stuff lexicon knows them, else things",
-    )
-    vocab.add_argument("--stuff", default="", help="names that are stuff (amorphous regions: \"road, sky\")")
-    vocab.add_argument("--things", default="", help="names that are things (countable objects), overriding the lexicon")
-    vocab.add_argument(
-        "--vocabulary", metavar="NAME", default=None, help="a named vocabulary instead of --classes (see 'ovpanoptic vocabularies')"
-    )
+    _add_vocabulary_options(seg.add_argument_group("vocabulary"))
     out = seg.add_argument_group("output")
     out.add_argument("-o", "--output", metavar="OUTDIR", default="ovpanoptic-out", help="output folder (default: %(default)s)")
     out.add_argument(
@@ -129,11 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
         "clip.mp4 --classes \"person, forklift, pallet\" --stuff \"floor, shelf\" -o out/",
     )
     sv.add_argument("input", metavar="INPUT", help="a video file (mp4, mov, webm, mkv, ...), a folder of frames, or a glob of frames")
-    vvocab = sv.add_argument_group("vocabulary")
-    vvocab.add_argument("--classes", default="", help="comma-separated class names; '|' separates synonyms")
-    vvocab.add_argument("--stuff", default="", help="names that are stuff (amorphous regions: \"road, sky\")")
-    vvocab.add_argument("--things", default="", help="names that are things (countable objects), overriding the lexicon")
-    vvocab.add_argument("--vocabulary", metavar="NAME", default=None, help="a named vocabulary instead of --classes")
+    _add_vocabulary_options(sv.add_argument_group("vocabulary"))
     frames = sv.add_argument_group("frames")
     frames.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default: %(default)s)")
     frames.add_argument("--start", type=int, default=0, metavar="I", help="first frame index (default: %(default)s)")
@@ -224,13 +224,32 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser(
         "eval",
         help="Panoptic Quality of predictions against ground truth (COCO panoptic API rules)",
-        description="Compare COCO-panoptic predictions with ground truth: PQ, SQ, RQ for all, things, "
-        "stuff and per category, with the rules of the COCO panoptic API.",
+        description="Compare predictions with ground truth: PQ, SQ, RQ for all, things, stuff and per category, with "
+        "the rules of the COCO panoptic API, and each image's PQ (the images to review). Either side may be COCO "
+        "panoptic, Cityscapes (panoptic or gtFine), a Label Studio JSON export or a CVAT for images 1.1 export: "
+        "ovpanoptic eval --gt corrected.json --gt-use annotations --pred corrected.json --pred-use predictions "
+        "measures how far the corrected labels moved from the pre-annotations.",
     )
-    ev.add_argument("--gt-json", required=True, metavar="FILE", help="ground-truth COCO-panoptic JSON")
-    ev.add_argument("--gt-dir", required=True, metavar="DIR", help="folder of the ground-truth PNGs")
-    ev.add_argument("--pred-json", required=True, metavar="FILE", help="predicted COCO-panoptic JSON (e.g. OUTDIR/panoptic.json)")
-    ev.add_argument("--pred-dir", required=True, metavar="DIR", help="folder of the predicted PNGs (e.g. OUTDIR/panoptic)")
+    ev.add_argument("--gt", metavar="PATH", help="ground truth: a file or folder of any supported format")
+    ev.add_argument("--pred", metavar="PATH", help="predictions: a file or folder of any supported format (e.g. OUTDIR)")
+    formats = ("auto", *ANNOTATION_FORMATS)
+    ev.add_argument("--gt-format", choices=formats, default="auto", help="format of --gt (default: detected)")
+    ev.add_argument("--pred-format", choices=formats, default="auto", help="format of --pred (default: detected)")
+    uses = ("auto", "annotations", "predictions")
+    ev.add_argument("--gt-use", choices=uses, default="auto", help="Label Studio: read annotations or predictions "
+                    "(default auto: annotations when a task has one)")
+    ev.add_argument("--pred-use", choices=uses, default="auto", help="Label Studio: as --gt-use, for --pred")
+    _add_vocabulary_options(ev.add_argument_group(
+        "classes of Label Studio and CVAT sets (which name classes without ids or thing/stuff); default: the other "
+        "side's category table"
+    ))
+    ev.add_argument("--review-below", type=float, default=80.0, metavar="PQ",
+                    help="list images whose own PQ (percent) is below this for review (default: %(default)s)")
+    legacy = ev.add_argument_group("COCO panoptic files given one by one (instead of --gt/--pred)")
+    legacy.add_argument("--gt-json", metavar="FILE", help="ground-truth COCO-panoptic JSON")
+    legacy.add_argument("--gt-dir", metavar="DIR", help="folder of the ground-truth PNGs")
+    legacy.add_argument("--pred-json", metavar="FILE", help="predicted COCO-panoptic JSON (e.g. OUTDIR/panoptic.json)")
+    legacy.add_argument("--pred-dir", metavar="DIR", help="folder of the predicted PNGs (e.g. OUTDIR/panoptic)")
     ev.add_argument("--json", action="store_true", help="print the report as JSON")
     ev.add_argument(
         "--match-categories",
@@ -733,11 +752,60 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _eval_categories(args: argparse.Namespace) -> Any:
+    """The ``CategoryInfo`` list of ``--classes``/``--vocabulary``, or ``None`` when neither is given."""
+    if not (args.classes.strip() or args.stuff.strip() or args.things.strip() or args.vocabulary):
+        return None
+    from .evaluation import CategoryInfo
+    from .plugins import Registry
+
+    registry = Registry.create()
+    if args.vocabulary:
+        if args.classes.strip() or args.stuff.strip() or args.things.strip():
+            raise InputError("give either --vocabulary or --classes/--stuff/--things, not both")
+        vocab = registry.vocabulary(args.vocabulary)
+    else:
+        vocab = registry.parse_vocabulary(args.classes, args.stuff, args.things)
+    return [CategoryInfo(c.id, c.name, c.isthing) for c in vocab.categories]
+
+
+def _read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
+    """Read ``--gt`` and ``--pred``; a name-only side (Label Studio, CVAT) takes the classes from
+    ``--classes``/``--vocabulary``, else from its own category table, else from the other side."""
+    from .evaluation.readers import NAME_ONLY_FORMATS, detect_format, own_categories, read_annotations
+
+    given = _eval_categories(args)
+    sides = {"gt": (args.gt, args.gt_format, args.gt_use, "ground-truth"), "pred": (args.pred, args.pred_format, args.pred_use, "prediction")}
+    kinds = {side: detect_format(path) if fmt == "auto" else fmt for side, (path, fmt, _, _) in sides.items()}
+    read: dict[str, Any] = {}
+    for side in sorted(sides, key=lambda s: kinds[s] in NAME_ONLY_FORMATS):  # sets with a table first
+        path, _, use, role = sides[side]
+        categories = given
+        if categories is None and kinds[side] in NAME_ONLY_FORMATS:
+            from .evaluation.readers import _resolve_file
+
+            categories = own_categories(_resolve_file(Path(path), kinds[side]))
+            other = read.get("pred" if side == "gt" else "gt")
+            if categories is None and other is not None and other.format not in NAME_ONLY_FORMATS:
+                categories = other.categories
+        read[side] = read_annotations(path, kinds[side], categories=categories, role=role, use=use)
+    return read["gt"], read["pred"]
+
+
 def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from tqdm import tqdm
 
-    from .evaluation import evaluate_panoptic
+    from .evaluation import evaluate_annotations, evaluate_panoptic
 
+    legacy = [args.gt_json, args.gt_dir, args.pred_json, args.pred_dir]
+    if any(legacy) and (args.gt or args.pred):
+        raise InputError("give either --gt/--pred or --gt-json/--gt-dir/--pred-json/--pred-dir, not both")
+    if any(legacy) and not all(legacy):
+        raise InputError("--gt-json, --gt-dir, --pred-json and --pred-dir go together: give all four (or use --gt and --pred)")
+    if not any(legacy) and not (args.gt and args.pred):
+        raise InputError("give the ground truth and the predictions: --gt PATH --pred PATH (any supported format)")
+    if not 0.0 <= args.review_below <= 100.0:
+        raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
     with tqdm(unit="img", disable=not err.isatty(), file=err) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -745,9 +813,15 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             bar.n = done
             bar.refresh()
 
-        report = evaluate_panoptic(
-            args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress, match_categories=args.match_categories
-        )
+        if any(legacy):
+            report: Any = evaluate_panoptic(
+                args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress, match_categories=args.match_categories
+            )
+        else:
+            gt, pred = _read_eval_sets(args)
+            report = evaluate_annotations(
+                gt, pred, match_categories=args.match_categories, review_below=args.review_below / 100.0, progress=progress
+            )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:

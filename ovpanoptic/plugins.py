@@ -50,6 +50,9 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sam2", "ovpanoptic.builtins.sam2"),
     ("clip", "ovpanoptic.builtins.clip"),
     ("trackers", "ovpanoptic.builtins.trackers"),
+    ("label-studio", "ovpanoptic.builtins.label_studio"),
+    ("cvat", "ovpanoptic.builtins.cvat"),
+    ("cityscapes", "ovpanoptic.builtins.cityscapes"),
 )
 
 _REGISTER_HOOKS: dict[str, str] = {

@@ -756,26 +756,34 @@ def _loose_key(name: str) -> str:
     return " ".join(key.replace("-", " ").replace("_", " ").split())
 
 
-def _match_categories(
-    gt: Mapping[int, CategoryInfo], pred_data: Mapping[str, Any], pred_path: Path, mode: str
-) -> tuple[dict[int, int | None], list[str]]:
-    """Map prediction category ids to ground-truth ids, by ``mode`` (``"id"`` or ``"name"``).
-
-    :return: ``{pred id: gt id or None (ignored)}`` and notes for the report.
-    :raises EvaluationError: ``"id"`` and a category whose name differs from the ground truth's
-        under the same id (the predictions were made with another vocabulary); ``"name"`` and a
-        prediction JSON without a category table.
-    """
+def _prediction_categories(pred_data: Mapping[str, Any], pred_path: Path) -> dict[int, str] | None:
+    """``{id: name}`` of a prediction JSON's ``categories`` list, or ``None`` when it has none."""
     raw = pred_data.get("categories")
     if not isinstance(raw, list):
-        if mode == "name":
-            raise EvaluationError(f"{pred_path} has no 'categories' list, so its categories cannot be matched by name")
-        return {cid: cid for cid in gt}, []
+        return None
     pred: dict[int, str] = {}
     for position, entry in enumerate(raw):
         if not isinstance(entry, Mapping) or "id" not in entry:
             raise EvaluationError(f"{pred_path}: categories[{position}] must be a dict with 'id' and 'name'")
         pred[_as_int(entry["id"], "'id'", f"{pred_path}: categories[{position}]")] = str(entry.get("name", entry["id"]))
+    return pred
+
+
+def _match_categories(
+    gt: Mapping[int, CategoryInfo], pred: Mapping[int, str] | None, pred_source: str | Path, mode: str
+) -> tuple[dict[int, int | None], list[str]]:
+    """Map prediction category ids to ground-truth ids, by ``mode`` (``"id"`` or ``"name"``).
+
+    :param pred: the prediction's ``{id: name}`` table, or ``None`` when it has none.
+    :return: ``{pred id: gt id or None (ignored)}`` and notes for the report.
+    :raises EvaluationError: ``"id"`` and a category whose name differs from the ground truth's
+        under the same id (the predictions were made with another vocabulary); ``"name"`` and a
+        prediction without a category table.
+    """
+    if pred is None:
+        if mode == "name":
+            raise EvaluationError(f"{pred_source} has no 'categories' list, so its categories cannot be matched by name")
+        return {cid: cid for cid in gt}, []
     notes: list[str] = []
     if mode == "id":
         clashes = [(cid, name) for cid, name in pred.items() if cid in gt and _category_key(gt[cid].name) != _category_key(name)]
@@ -813,7 +821,7 @@ def _match_categories(
         notes.append(f"ground-truth categories no prediction category is named after (never predicted): {shown}")
     if not matched_gt:
         raise EvaluationError(
-            f"no prediction category of {pred_path} has the name of a ground-truth category: nothing can be evaluated"
+            f"no prediction category of {pred_source} has the name of a ground-truth category: nothing can be evaluated"
         )
     return mapping, notes
 
@@ -871,7 +879,9 @@ def evaluate_panoptic(
     gt_data = _load_json(gt_json_path, "ground-truth")
     pred_data = _load_json(pred_json_path, "prediction")
     categories = _categories_from_json(gt_data, gt_json_path)
-    mapping, notes = _match_categories(categories, pred_data, pred_json_path, match_categories)
+    mapping, notes = _match_categories(
+        categories, _prediction_categories(pred_data, pred_json_path), pred_json_path, match_categories
+    )
     for folder, role in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
         if not folder.is_dir():
             raise EvaluationError(f"{role} PNG folder {folder} does not exist")

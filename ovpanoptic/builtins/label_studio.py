@@ -1,0 +1,290 @@
+"""Built-in plugin: the ``label-studio`` exporter (pre-annotations Label Studio imports as they are).
+
+Files, in the output folder:
+
+``label-studio.json``
+    a list of Label Studio tasks, one per image, each ``{"data": {"image": URL}, "predictions":
+    [prediction]}``. A prediction is ``{"model_version", "score", "result": [region, ...]}`` with one
+    ``brushlabels`` region per segment: ``{"id", "from_name", "to_name", "type": "brushlabels",
+    "original_width", "original_height", "image_rotation": 0, "score", "value": {"format": "rle",
+    "rle": [...], "brushlabels": [class name]}}``. The RLE is the Label Studio SDK's own brush
+    encoding (``label_studio_sdk.converter.brush.mask2rle``: the mask as RGBA bytes, 255 inside,
+    row-major ``(H, W, 4)``). With ``polygons = true`` each segment also gets ``polygonlabels``
+    regions, one per outer contour (OpenCV's ``findContours``), points in percent of the image's
+    width and height as Label Studio stores them. The prediction's ``score`` is the mean of its
+    regions' scores.
+``label-studio.xml``
+    the labelling config the tasks are made for: ``<View><Image name=TO value="$image"/>
+    <BrushLabels name=FROM toName=TO>`` with one ``<Label value=NAME background="#rrggbb"/>`` per
+    vocabulary class (and a ``<PolygonLabels>`` with the same labels when ``polygons = true``).
+    Create the project with it (Settings -> Labeling Interface -> Code) before importing the tasks.
+
+Image references: ``image_url`` is a template with ``{stem}`` (the output name of the image) and
+``{file_name}`` (``stem + image_ext``); the default ``/data/local-files/?d={file_name}`` serves the
+images from Label Studio's local-files storage (``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``,
+``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` = the image folder). Any URL Label Studio can open works
+(``https://bucket.example/{file_name}``, ``s3://bucket/{file_name}`` with cloud storage).
+
+Source of the format: Label Studio's docs, "Import pre-annotated data" (tasks with predictions) and
+the ``BrushLabels`` / ``PolygonLabels`` tags; checked against a real Label Studio server in
+``tests/test_label_studio_server.py``. Class names are XML-escaped in the config (``&``, ``<``,
+``"``); a name with characters XML cannot hold (control characters) is refused.
+
+Like ``coco-panoptic``, ``export()`` writes each image's part under ``OUTDIR/.ovpanoptic/`` and
+``finish()`` assembles ``label-studio.json`` from the parts of the batch, so a batch stays linear
+and a resumed batch keeps its earlier images.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from xml.etree import ElementTree
+
+import numpy as np
+
+from .. import __version__
+from ..atomic import atomic_write_text
+from ..components import ComponentContext, RegisterComponent
+from ..errors import ExportError, MissingDependencyError
+from ..hookspecs import hookimpl
+from ..types import PanopticResult, Vocabulary
+from ._quiet import require
+from .exporters import _categories_file, _check_combined, _check_plain_name, _coco_categories, _parts_dir, _write_categories
+
+__all__ = ["LabelStudioConfig", "LabelStudioExporter", "labelling_config"]
+
+#: Characters XML 1.0 cannot hold (C0 controls but tab, newline and carriage return; surrogates;
+#: U+FFFE/U+FFFF). The vocabulary refuses controls already; this guards names from any source.
+_XML_FORBIDDEN = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+#: Value a brush mask has inside its region (all four RGBA channels).
+_BRUSH_ON = 255
+
+#: Names Label Studio gives meaning in tag attributes: ``$name`` reads a task field.
+_TAG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+
+def _hex(color: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*color)
+
+
+def check_label_name(name: str) -> None:
+    """Refuse a class name that Label Studio's XML config cannot hold.
+
+    :raises ExportError: naming the class and the character.
+    """
+    bad = _XML_FORBIDDEN.search(name)
+    if bad:
+        raise ExportError(
+            f"class name {name!r} contains the character U+{ord(bad.group()):04X}, which a Label Studio labelling "
+            "config (XML 1.0) cannot hold: rename the class (e.g. --classes with the character removed)"
+        )
+
+
+def labelling_config(vocabulary: Vocabulary, *, from_name: str = "label", to_name: str = "image", data_key: str = "image", polygons: bool = False, polygon_name: str = "polygon") -> str:
+    """The Label Studio labelling config (XML) for a vocabulary's classes.
+
+    :return: ``<View><Image .../><BrushLabels ...><Label value=... background=.../>...</BrushLabels></View>``
+        (plus ``<PolygonLabels>`` with the same labels when ``polygons``), names escaped by the XML writer.
+    :raises ExportError: a class name XML cannot hold.
+    """
+    view = ElementTree.Element("View")
+    ElementTree.SubElement(view, "Image", {"name": to_name, "value": f"${data_key}", "zoom": "true"})
+    tags = [("BrushLabels", from_name)] + ([("PolygonLabels", polygon_name)] if polygons else [])
+    for tag, name in tags:
+        labels = ElementTree.SubElement(view, tag, {"name": name, "toName": to_name})
+        for category in vocabulary.categories:
+            check_label_name(category.name)
+            ElementTree.SubElement(labels, "Label", {"value": category.name, "background": _hex(category.display_color)})
+    ElementTree.indent(view)
+    return ElementTree.tostring(view, encoding="unicode") + "\n"
+
+
+@dataclass(frozen=True)
+class LabelStudioConfig:
+    """Options of the ``label-studio`` exporter.
+
+    :param image_url: the task's image reference: a template with ``{stem}`` and ``{file_name}``.
+    :param image_ext: the extension of ``{file_name}`` (the images' own, e.g. ``.png``).
+    :param model_version: the predictions' ``model_version`` (Label Studio shows and filters by it).
+    :param from_name: the ``BrushLabels`` tag's name in the labelling config.
+    :param to_name: the ``Image`` tag's name.
+    :param data_key: the task data field holding the image URL (``$image`` in the config).
+    :param polygons: also write ``polygonlabels`` regions from the masks' outer contours.
+    :param polygon_name: the ``PolygonLabels`` tag's name.
+    :param json_name: the tasks file; the config is written beside it with the extension ``.xml``.
+    """
+
+    image_url: str = "/data/local-files/?d={file_name}"
+    image_ext: str = ".jpg"
+    model_version: str = f"ovpanoptic-{__version__}"
+    from_name: str = "label"
+    to_name: str = "image"
+    data_key: str = "image"
+    polygons: bool = False
+    polygon_name: str = "polygon"
+    json_name: str = "label-studio.json"
+
+    def __post_init__(self) -> None:
+        _check_plain_name("json_name", self.json_name)
+        if not self.json_name.endswith(".json"):
+            raise ValueError(f"json_name must end with .json, got {self.json_name!r}")
+        try:
+            self.image_url.format(stem="x", file_name="x.jpg")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(
+                f"image_url {self.image_url!r} is not a valid template ({exc}): use {{stem}} and {{file_name}}, "
+                "e.g. '/data/local-files/?d=photos/{file_name}'"
+            ) from None
+        if self.image_ext and not self.image_ext.startswith("."):
+            raise ValueError(f"image_ext must start with '.', e.g. '.png', got {self.image_ext!r}")
+        for option in ("from_name", "to_name", "data_key", "polygon_name"):
+            if not _TAG_NAME.match(getattr(self, option)):
+                raise ValueError(f"{option} {getattr(self, option)!r} must be a plain tag name (letters, digits, '_', '-', '.')")
+        if len({self.from_name, self.to_name, self.polygon_name}) != 3:
+            raise ValueError("from_name, to_name and polygon_name must differ")
+
+
+class LabelStudioExporter:
+    """Label Studio tasks with ``brushlabels`` predictions, and their labelling config."""
+
+    def __init__(self, config: LabelStudioConfig, context: ComponentContext | None = None) -> None:
+        require("label_studio_sdk", "the label-studio exporter", "pip install label-studio-sdk (or pip install 'ovpanoptic[labelling]')")
+        if config.polygons:
+            require("cv2", "the label-studio exporter's polygons", "pip install opencv-python-headless")
+        self.config = config
+
+    @property
+    def config_name(self) -> str:
+        """File name of the labelling config written beside the tasks."""
+        return self.config.json_name[: -len(".json")] + ".xml"
+
+    def labelling_config(self, vocabulary: Vocabulary) -> str:
+        """This exporter's labelling config for ``vocabulary`` (see :func:`labelling_config`)."""
+        c = self.config
+        return labelling_config(vocabulary, from_name=c.from_name, to_name=c.to_name, data_key=c.data_key, polygons=c.polygons, polygon_name=c.polygon_name)
+
+    def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
+        """Refuse class names the config cannot hold and a folder holding another vocabulary's tasks."""
+        for category in vocabulary.categories:
+            check_label_name(category.name)
+        _check_combined(_categories_file(outdir, self.config.json_name), _coco_categories(vocabulary))
+
+    def regions(self, result: PanopticResult) -> list[dict[str, Any]]:
+        """The Label Studio result regions of a panoptic result: one ``brushlabels`` region per
+        segment (and ``polygonlabels`` regions when configured), in segment order.
+
+        :raises MissingDependencyError: the Label Studio SDK (or OpenCV, for polygons) is missing.
+        """
+        try:
+            from label_studio_sdk.converter.brush import mask2rle
+        except ImportError as exc:
+            raise MissingDependencyError(f"the label-studio exporter needs label-studio-sdk ({exc}): pip install label-studio-sdk") from None
+        h, w = result.image_size
+        names = {c.id: c.name for c in result.vocabulary.categories}
+        c = self.config
+        out: list[dict[str, Any]] = []
+        for segment in result.segments:
+            mask = result.panoptic_map == segment.id
+            name = names[segment.category_id]
+            common = {"to_name": c.to_name, "original_width": w, "original_height": h, "image_rotation": 0, "score": round(segment.score, 6)}
+            brush = np.where(mask, _BRUSH_ON, 0).astype(np.uint8)
+            out.append(
+                {
+                    "id": _region_id(segment.id),
+                    "from_name": c.from_name,
+                    "type": "brushlabels",
+                    **common,
+                    "value": {"format": "rle", "rle": [int(v) for v in mask2rle(brush)], "brushlabels": [name]},
+                }
+            )
+            if c.polygons:
+                for k, points in enumerate(_outer_contours(mask)):
+                    out.append(
+                        {
+                            "id": _region_id(segment.id, k + 1),
+                            "from_name": c.polygon_name,
+                            "type": "polygonlabels",
+                            **common,
+                            "value": {
+                                "points": [[round(100.0 * x / w, 4), round(100.0 * y / h, 4)] for x, y in points],
+                                "polygonlabels": [name],
+                                "closed": True,
+                            },
+                        }
+                    )
+        return out
+
+    def prediction(self, result: PanopticResult) -> dict[str, Any]:
+        """One Label Studio prediction: ``{"model_version", "score", "result"}``; the score is the
+        mean of the segments' scores (0 when there is none)."""
+        scores = [s.score for s in result.segments]
+        return {
+            "model_version": self.config.model_version,
+            "score": round(float(np.mean(scores)), 6) if scores else 0.0,
+            "result": self.regions(result),
+        }
+
+    def image_url(self, stem: str) -> str:
+        """The task's image reference for an output name."""
+        return self.config.image_url.format(stem=stem, file_name=f"{stem}{self.config.image_ext}")
+
+    def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
+        outdir = Path(outdir)
+        for category in result.vocabulary.categories:
+            check_label_name(category.name)
+        categories = _write_categories(outdir, self.config.json_name, _coco_categories(result.vocabulary))
+        config_path = atomic_write_text(outdir / self.config_name, self.labelling_config(result.vocabulary))
+        task = {"data": {self.config.data_key: self.image_url(stem)}, "predictions": [self.prediction(result)]}
+        parts = _parts_dir(outdir, self.config.json_name)
+        parts.mkdir(parents=True, exist_ok=True)
+        part = atomic_write_text(parts / f"{stem}.json", json.dumps(task))
+        return [part, categories, config_path]
+
+    def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
+        """Write the tasks file from the parts of ``stems``, in that order (all parts by name when
+        ``None``); nothing when no image was exported."""
+        outdir = Path(outdir)
+        parts = _parts_dir(outdir, self.config.json_name)
+        if stems is None:
+            stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
+        if not stems:
+            return []
+        tasks = []
+        for stem in stems:
+            path = parts / f"{stem}.json"
+            if not path.exists():
+                raise ExportError(f"{path} is missing: run the batch again to redo image {stem!r}")
+            tasks.append(json.loads(path.read_text("utf-8")))
+        return [atomic_write_text(outdir / self.config.json_name, json.dumps(tasks, indent=1))]
+
+
+def _region_id(segment_id: int, part: int = 0) -> str:
+    """A region id, stable for a segment (Label Studio only needs it unique within a task)."""
+    return f"s{segment_id}" + (f"p{part}" if part else "")
+
+
+def _outer_contours(mask: np.ndarray) -> list[list[tuple[float, float]]]:
+    """The outer contours of a bool mask as ``(x, y)`` pixel-corner polygons of 3+ points
+    (OpenCV ``findContours``, ``RETR_EXTERNAL``, ``CHAIN_APPROX_SIMPLE``)."""
+    import cv2
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    polygons = []
+    for contour in contours:
+        points = contour.reshape(-1, 2)
+        if len(points) >= 3:
+            # OpenCV gives pixel indices of boundary pixels; +0.5 puts them on the pixel centres.
+            polygons.append([(float(x) + 0.5, float(y) + 0.5) for x, y in points])
+    return polygons
+
+
+@hookimpl
+def register_exporters(register: RegisterComponent) -> None:
+    """Register ``label-studio``."""
+    register("label-studio", LabelStudioExporter, config=LabelStudioConfig, description="Label Studio tasks with BrushLabels predictions + labelling config")

@@ -1,0 +1,267 @@
+"""Read a Label Studio JSON export (brush and polygon regions) as :class:`PanopticAnnotations`.
+
+Input: Label Studio's "JSON" export (Export -> JSON: a list of tasks with ``data``, ``annotations``
+and ``predictions``), or the ``label-studio.json`` that ovpanoptic's ``label-studio`` exporter
+writes (tasks with ``predictions`` only). Per task, ``use`` picks what is read:
+
+* ``"annotations"``: the annotation marked ``ground_truth``, else the last one that is not
+  cancelled (Label Studio lists them oldest first);
+* ``"predictions"``: the last prediction;
+* ``"auto"`` (default): annotations when the task has one, else predictions.
+
+Regions: ``brushlabels`` (RLE decoded by the Label Studio SDK's own ``decode_rle``: the RGBA mask's
+alpha above 127 is inside) and ``polygonlabels`` (points in percent of the image, filled with
+Pillow); other region types (rectangles, keypoints, choices) are not panoptic segments and are
+skipped, with a count in :attr:`LabelStudioSet.skipped`. A polygon region whose id is
+``<brush region id>p<k>`` is the outline ovpanoptic's exporter derived from that brush region and is
+not counted twice. A thing region is one segment; the regions of one stuff class in one image are
+merged into one segment; where regions overlap, the one listed later is on top.
+
+Image names: the image URL's file name (``/data/local-files/?d=photos/a.jpg`` and
+``/data/upload/3/1f2e3d4c-a.jpg`` -> ``a``: the 8-hex-digit prefix Label Studio adds to uploaded
+files is removed), so a Label Studio export pairs with the COCO output of the same images.
+
+Label Studio names classes but gives no ids or thing/stuff split: ``categories`` gives them, by name.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..errors import MissingDependencyError
+from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name
+from .pq import CategoryInfo, EvaluationError, _category_key
+
+__all__ = ["LabelStudioSet", "read_label_studio"]
+
+#: Prefix Label Studio puts before the name of an uploaded file (``1f2e3d4c-``).
+_UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
+
+#: Brush pixels whose alpha is above this are inside the region.
+_ALPHA_INSIDE = 127
+
+_USES = ("auto", "annotations", "predictions")
+
+#: Id of a polygon region that ovpanoptic's exporter derived from brush region ``<id>``.
+_DERIVED_POLYGON = re.compile(r"(.+)p\d+")
+
+
+@dataclass(frozen=True)
+class LabelStudioSet:
+    """What :func:`read_label_studio` read: the annotations and what it skipped.
+
+    :param annotations: the set, in the internal form.
+    :param skipped: ``{region type: count}`` of regions that are not panoptic segments.
+    :param used: ``{"annotations": n, "predictions": n, "none": n}``: what each task was read from.
+    """
+
+    annotations: PanopticAnnotations
+    skipped: Mapping[str, int]
+    used: Mapping[str, int]
+
+
+def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: int) -> str:
+    data = task.get("data")
+    url = None
+    if isinstance(data, Mapping):
+        if data_key is not None:
+            url = data.get(data_key)
+        else:
+            url = next((v for v in data.values() if isinstance(v, str) and v), None)
+    if not isinstance(url, str) or not url:
+        task_id = task.get("id", position)
+        return f"task-{task_id}"
+    parts = urlsplit(url)
+    query = parse_qs(parts.query)
+    path = query["d"][0] if "d" in query else unquote(parts.path)
+    name = image_name(path)
+    if "/data/upload/" in parts.path:
+        name = _UPLOAD_PREFIX.sub("", name)
+    return name
+
+
+def _pick_results(task: Mapping[str, Any], use: str, where: str) -> tuple[str, list[Any]]:
+    """``(what was used, the result regions)`` of one task."""
+    annotations = [a for a in task.get("annotations") or [] if isinstance(a, Mapping) and not a.get("was_cancelled")]
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, Mapping)]
+    chosen: Mapping[str, Any] | None = None
+    kind = "none"
+    if use in ("auto", "annotations") and annotations:
+        marked = [a for a in annotations if a.get("ground_truth")]
+        chosen, kind = (marked or annotations)[-1], "annotations"
+    elif use in ("auto", "predictions") and predictions:
+        chosen, kind = predictions[-1], "predictions"
+    if chosen is None:
+        return kind, []
+    result = chosen.get("result", [])
+    if not isinstance(result, list):
+        raise EvaluationError(f"{where}: the {kind[:-1]}'s 'result' must be a list of regions")
+    return kind, result
+
+
+def _decode_brush(value: Mapping[str, Any], height: int, width: int, where: str) -> np.ndarray:
+    try:
+        from label_studio_sdk.converter.brush import decode_rle
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading Label Studio brush regions needs label-studio-sdk ({exc}): pip install label-studio-sdk "
+            "(or pip install 'ovpanoptic[labelling]')"
+        ) from None
+    rle = value.get("rle")
+    if not isinstance(rle, list) or not rle:
+        raise EvaluationError(f"{where}: a brushlabels region needs a non-empty 'rle' list (format 'rle')")
+    try:
+        flat = decode_rle(bytes(int(v) for v in rle))
+    except (ValueError, TypeError, IndexError) as exc:
+        raise EvaluationError(f"{where}: the brush RLE cannot be decoded ({exc})") from None
+    if flat.size != height * width * 4:
+        raise EvaluationError(
+            f"{where}: the brush RLE holds {flat.size} values, not {height} x {width} x 4 (original_height x "
+            "original_width x RGBA): the region does not belong to an image of this size"
+        )
+    return flat.reshape(height, width, 4)[:, :, 3] > _ALPHA_INSIDE
+
+
+def _fill_polygon(points: Any, height: int, width: int, where: str) -> np.ndarray:
+    if not isinstance(points, list) or len(points) < 3:
+        raise EvaluationError(f"{where}: a polygonlabels region needs 3 or more [x, y] points")
+    try:
+        # Percent of the image; pixel centres are at integers for Pillow. Rounded to 1/100 pixel: percents
+        # written with 4 decimals put a vertex on a pixel centre 0.0003 px off, and Pillow's fill would
+        # drop that pixel's row or column.
+        xy = [(round(float(x) * width / 100.0 - 0.5, 2), round(float(y) * height / 100.0 - 0.5, 2)) for x, y in points]
+    except (TypeError, ValueError):
+        raise EvaluationError(f"{where}: polygon points must be [x, y] pairs of numbers (percent)") from None
+    canvas = Image.new("1", (width, height), 0)
+    ImageDraw.Draw(canvas).polygon(xy, fill=1, outline=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def read_label_studio(
+    path: str | Path,
+    categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo],
+    *,
+    use: str = "auto",
+    data_key: str | None = None,
+) -> LabelStudioSet:
+    """Read a Label Studio JSON export as panoptic annotations (see the module docstring).
+
+    :param path: the export (a JSON list of tasks; one task dict is accepted too).
+    :param categories: the classes by name (ids and thing/stuff come from here).
+    :param use: ``"auto"``, ``"annotations"`` or ``"predictions"``.
+    :param data_key: the task data field with the image URL (default: the first string field).
+    :raises EvaluationError: an unreadable file, a region of a class not in ``categories`` (all such
+        classes are named), malformed regions, or two tasks of one image.
+    :raises MissingDependencyError: label-studio-sdk is missing and a brush region is read.
+    """
+    if use not in _USES:
+        raise EvaluationError(f"use must be one of {', '.join(_USES)}, got {use!r}")
+    file = Path(path)
+    if not file.is_file():
+        raise EvaluationError(f"Label Studio export {file} does not exist (export the project as JSON: Export -> JSON)")
+    try:
+        tasks = json.loads(file.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot read the Label Studio export {file}: {exc}") from None
+    if isinstance(tasks, Mapping):
+        tasks = [tasks]
+    if not isinstance(tasks, list) or not all(isinstance(t, Mapping) for t in tasks):
+        raise EvaluationError(f"{file} is not a Label Studio JSON export (a list of tasks with 'data' and 'annotations')")
+    by_name = categories_by_name(categories)
+    cats = {c.id: c for c in by_name.values()}
+    entries: dict[str, tuple[int, list[Any]]] = {}
+    order: list[str] = []
+    used = {"annotations": 0, "predictions": 0, "none": 0}
+    skipped: dict[str, int] = {}
+    unknown: dict[str, int] = {}
+    for position, task in enumerate(tasks):
+        where = f"{file}: task {task.get('id', position)}"
+        name = _task_image_name(task, data_key, position)
+        kind, regions = _pick_results(task, use, where)
+        used[kind] += 1
+        keep = []
+        brush_ids = {r.get("id") for r in regions if isinstance(r, Mapping) and r.get("type") == "brushlabels"}
+        for region in regions:
+            if not isinstance(region, Mapping):
+                raise EvaluationError(f"{where}: a result region must be a dict")
+            rtype = str(region.get("type", "")).lower()
+            if rtype not in ("brushlabels", "polygonlabels"):
+                skipped[rtype or "untyped"] = skipped.get(rtype or "untyped", 0) + 1
+                continue
+            rid = str(region.get("id", ""))
+            derived = _DERIVED_POLYGON.fullmatch(rid)
+            if rtype == "polygonlabels" and derived is not None and derived.group(1) in brush_ids:
+                continue
+            labels = (region.get("value") or {}).get(rtype)
+            if not isinstance(labels, list) or not labels:
+                raise EvaluationError(f"{where}: region {rid!r} has no {rtype} class")
+            if _category_key(str(labels[0])) not in by_name:
+                unknown[str(labels[0])] = unknown.get(str(labels[0]), 0) + 1
+            keep.append(region)
+        if name in entries:
+            raise EvaluationError(
+                f"{file}: two tasks show the image {name!r}; images are paired by file name, so each image needs one task"
+            )
+        entries[name] = (position, keep)
+        order.append(name)
+    if unknown:
+        listed = ", ".join(f"{n!r} ({k} region{'s' if k > 1 else ''})" for n, k in sorted(unknown.items()))
+        raise EvaluationError(
+            f"{file} has classes that are not in the vocabulary: {listed}. Give the classes with --classes or "
+            "--vocabulary (names as in the labelling config), or compare with a set that has a category table"
+        )
+
+    def read(name: str) -> AnnotatedImage:
+        position, regions = entries[name]
+        where = f"{file}: task {tasks[position].get('id', position)} ({name})"
+        return _rasterise(name, regions, by_name, where)
+
+    annotations = PanopticAnnotations(f"{file}", "label-studio", cats, tuple(order), read)
+    return LabelStudioSet(annotations, skipped, used)
+
+
+def _rasterise(name: str, regions: Sequence[Mapping[str, Any]], by_name: Mapping[str, CategoryInfo], where: str) -> AnnotatedImage:
+    """Paint one task's regions into an id map (later regions on top; stuff merged per class)."""
+    size: tuple[int, int] | None = None
+    for region in regions:
+        try:
+            h, w = int(region["original_height"]), int(region["original_width"])
+        except (KeyError, TypeError, ValueError):
+            raise EvaluationError(f"{where}: region {region.get('id')!r} has no original_width/original_height") from None
+        if h <= 0 or w <= 0:
+            raise EvaluationError(f"{where}: region {region.get('id')!r} has an empty image size {w} x {h}")
+        if size is not None and size != (h, w):
+            raise EvaluationError(f"{where}: regions give two image sizes, {size[1]} x {size[0]} and {w} x {h}")
+        size = (h, w)
+    if size is None:  # no region: all void, size unknown (the evaluation takes the other side's)
+        return AnnotatedImage(name, np.zeros((0, 0), np.int64), ())
+    h, w = size
+    panoptic = np.zeros((h, w), np.int64)
+    stuff_ids: dict[int, int] = {}
+    segments: dict[int, dict[str, Any]] = {}
+    for region in regions:
+        rtype = str(region["type"]).lower()
+        value = region.get("value") or {}
+        rwhere = f"{where}: region {region.get('id')!r}"
+        mask = _decode_brush(value, h, w, rwhere) if rtype == "brushlabels" else _fill_polygon(value.get("points"), h, w, rwhere)
+        category = by_name[_category_key(str(value[rtype][0]))]
+        if not category.isthing and category.id in stuff_ids:
+            segment_id = stuff_ids[category.id]
+        else:
+            segment_id = len(segments) + 1
+            segments[segment_id] = {"id": segment_id, "category_id": category.id, "iscrowd": 0}
+            if not category.isthing:
+                stuff_ids[category.id] = segment_id
+        panoptic[mask] = segment_id
+    present = set(np.unique(panoptic).tolist())
+    kept = tuple(s for sid, s in segments.items() if sid in present)
+    return AnnotatedImage(name, panoptic, kept)

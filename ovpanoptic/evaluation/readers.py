@@ -1,0 +1,168 @@
+"""Which reader reads a path: format detection and one entry point for every annotation format.
+
+Formats (``ovpanoptic eval --gt-format/--pred-format``; ``auto`` detects them):
+
+=======================  =======================================================================
+``coco-panoptic``        a COCO-panoptic JSON (PNGs beside it), or a folder holding ``panoptic.json``
+                         (ovpanoptic's output folder)
+``cityscapes-panoptic``  Cityscapes' panoptic JSON (``cityscapes_panoptic_val.json``) or its folder
+``cityscapes``           a Cityscapes ``gtFine`` folder (``*_gtFine_instanceIds.png``)
+``label-studio``         a Label Studio JSON export (or ovpanoptic's ``label-studio.json``)
+``cvat``                 a CVAT for images 1.1 export (``annotations.xml`` or its folder)
+=======================  =======================================================================
+
+Label Studio and CVAT name classes without ids or a thing/stuff split (*name-only* formats): their
+readers take the categories from the caller (a vocabulary, or the other set's table), or from the
+category table ovpanoptic writes beside its own exports (``.ovpanoptic/NAME.categories.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from ..constants import ANNOTATION_FORMATS
+from .annotations import PanopticAnnotations, read_coco_panoptic
+from .pq import CategoryInfo, EvaluationError, _categories_from_json
+
+__all__ = ["ANNOTATION_FORMATS", "NAME_ONLY_FORMATS", "detect_format", "own_categories", "read_annotations"]
+
+
+#: Formats that carry class names only: their readers need categories.
+NAME_ONLY_FORMATS: frozenset[str] = frozenset({"label-studio", "cvat"})
+
+#: Folder in an ovpanoptic output folder that holds the exporters' category tables.
+_OWN_TABLES = ".ovpanoptic"
+
+
+def _json_kind(path: Path) -> str | None:
+    """The format of a JSON file by its content, or ``None``."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1 << 16).lstrip()
+    except OSError:
+        return None
+    if head.startswith(b"["):
+        return "label-studio"
+    if head.startswith(b"{"):
+        if path.name.startswith("cityscapes_panoptic"):
+            return "cityscapes-panoptic"
+        try:
+            data = json.loads(path.read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        if isinstance(data, dict) and isinstance(data.get("annotations"), list):
+            return "coco-panoptic"
+        if isinstance(data, dict) and "data" in data:
+            return "label-studio"  # one task
+    return None
+
+
+def detect_format(path: str | Path) -> str:
+    """The annotation format of a file or folder (see the module docstring).
+
+    :raises EvaluationError: the path does not exist or holds no known format (the formats are listed).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise EvaluationError(f"{p} does not exist")
+    kind: str | None = None
+    if p.is_file():
+        if p.suffix.lower() == ".xml":
+            kind = "cvat"
+        elif p.suffix.lower() == ".json":
+            kind = _json_kind(p)
+    else:
+        if (p / "annotations.xml").is_file():
+            kind = "cvat"
+        elif (p / "panoptic.json").is_file():
+            kind = "coco-panoptic"
+        elif any(p.glob("cityscapes_panoptic_*.json")):
+            kind = "cityscapes-panoptic"
+        elif p.name == "gtFine" or (p / "gtFine").is_dir() or next(p.rglob("*_gtFine_instanceIds.png"), None) is not None:
+            kind = "cityscapes"
+        elif (p / "label-studio.json").is_file():
+            kind = "label-studio"
+    if kind is None:
+        raise EvaluationError(
+            f"cannot tell the annotation format of {p}: give it with --gt-format/--pred-format, one of "
+            f"{', '.join(ANNOTATION_FORMATS)}"
+        )
+    return kind
+
+
+def _resolve_file(path: Path, fmt: str) -> Path:
+    """The file a folder stands for, for the formats read from one file."""
+    if not path.is_dir():
+        return path
+    names = {"coco-panoptic": "panoptic.json", "label-studio": "label-studio.json", "cvat": "annotations.xml"}
+    if fmt == "cityscapes-panoptic":
+        found = sorted(path.glob("cityscapes_panoptic_*.json"))
+        if len(found) != 1:
+            raise EvaluationError(f"{path} must hold one cityscapes_panoptic_*.json, found {len(found)}: pass the JSON file")
+        return found[0]
+    if fmt in names:
+        return path / names[fmt]
+    return path
+
+
+def own_categories(path: str | Path) -> dict[int, CategoryInfo] | None:
+    """The category table ovpanoptic wrote beside its own export ``path`` (``label-studio.json``,
+    ``annotations.xml``), or ``None`` when there is none."""
+    p = Path(path)
+    table = p.parent / _OWN_TABLES / f"{p.name}.categories.json"
+    if not table.is_file():
+        return None
+    try:
+        return _categories_from_json(json.loads(table.read_text("utf-8")), table)
+    except (OSError, ValueError):
+        return None
+
+
+def read_annotations(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None,
+    role: str = "ground-truth",
+    use: str = "auto",
+) -> PanopticAnnotations:
+    """Read annotations of any supported format into the internal form.
+
+    :param fmt: one of :data:`ANNOTATION_FORMATS`, or ``"auto"`` (:func:`detect_format`).
+    :param categories: the classes of a name-only format (default: the table ovpanoptic wrote beside
+        its own export); ignored by formats with a category table.
+    :param use: for Label Studio exports: ``"auto"``, ``"annotations"`` or ``"predictions"``.
+    :raises EvaluationError: an unknown format, a name-only format without categories, or what the
+        format's reader raises.
+    """
+    p = Path(path)
+    kind = detect_format(p) if fmt == "auto" else fmt
+    if kind not in ANNOTATION_FORMATS:
+        raise EvaluationError(f"unknown annotation format {kind!r}: use one of {', '.join(ANNOTATION_FORMATS)} or auto")
+    file = _resolve_file(p, kind)
+    if kind in NAME_ONLY_FORMATS:
+        cats = categories if categories is not None else own_categories(file)
+        if cats is None:
+            raise EvaluationError(
+                f"{file} ({kind}) names its classes but gives no ids or thing/stuff split: give the classes with "
+                "--classes/--stuff or --vocabulary, or compare it with a set that has a category table (COCO or "
+                "Cityscapes panoptic)"
+            )
+        if kind == "label-studio":
+            from .label_studio_reader import read_label_studio
+
+            return read_label_studio(file, cats, use=use).annotations
+        from .cvat_reader import read_cvat
+
+        return read_cvat(file, cats)
+    if kind == "coco-panoptic":
+        return read_coco_panoptic(file, role=role)
+    if kind == "cityscapes-panoptic":
+        from .cityscapes_reader import read_cityscapes_panoptic
+
+        return read_cityscapes_panoptic(file)
+    from .cityscapes_reader import read_cityscapes
+
+    return read_cityscapes(file)
