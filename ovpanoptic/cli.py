@@ -259,6 +259,41 @@ def build_parser() -> argparse.ArgumentParser:
         "names a shared id differently is refused) or by name (unmatched categories are listed)",
     )
 
+    sr = sub.add_parser("serve", help="run a server that a labelling tool calls (Label Studio's ML backend)")
+    servers = sr.add_subparsers(dest="server", metavar="SERVER", required=True)
+    ls = servers.add_parser(
+        "label-studio",
+        parents=[config_opts, plugin_opts],
+        help="Label Studio ML backend: pre-annotations for tasks and masks for the user's clicks",
+        description="Answer Label Studio's ML backend protocol (health, setup, predict; interactive prediction from "
+        "keypoints and rectangles with SAM 2). Connect it in the project: Settings -> Model -> Connect model, URL "
+        "http://HOST:PORT. Example: ovpanoptic serve label-studio --classes \"person, forklift, pallet\" --stuff "
+        "\"floor, shelf\" --label-studio-url http://127.0.0.1:8080 --label-studio-token TOKEN",
+    )
+    _add_vocabulary_options(ls.add_argument_group(
+        "vocabulary (default: the classes of each project's BrushLabels tag)"
+    ))
+    net = ls.add_argument_group("network")
+    net.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)")
+    net.add_argument("--port", type=int, default=9090, help="TCP port (default: %(default)s)")
+    net.add_argument("--basic-auth", metavar="USER:PASSWORD", default=None,
+                     help="require HTTP Basic authentication (Label Studio's ML backend 'Basic auth' fields); default "
+                     "from $OVPANOPTIC_BASIC_AUTH")
+    net.add_argument("--no-auth", action="store_true", help="serve an address other than loopback without --basic-auth")
+    net.add_argument("--max-request-mb", type=float, default=16.0, metavar="MB", help="largest request body (default: %(default)s)")
+    images = ls.add_argument_group("where images come from (nothing else is fetched)")
+    images.add_argument("--label-studio-url", metavar="URL", default=None,
+                        help="Label Studio's address, e.g. http://127.0.0.1:8080 (default: $LABEL_STUDIO_URL); task images "
+                        "are fetched from there only")
+    images.add_argument("--label-studio-token", metavar="TOKEN", default=None,
+                        help="Label Studio API token (personal access token or legacy token; default: $LABEL_STUDIO_API_KEY)")
+    images.add_argument("--local-files-root", metavar="DIR", default=None,
+                        help="read /data/local-files/?d=PATH images from this folder (Label Studio's "
+                        "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT; default: that variable)")
+    images.add_argument("--max-image-mb", type=float, default=64.0, metavar="MB", help="largest image fetched (default: %(default)s)")
+    ls.add_argument("--print-config", action="store_true",
+                    help="print the labelling config for the vocabulary (with the interactive point and box tools) and exit")
+
     dl = sub.add_parser(
         "download",
         parents=[config_opts, plugin_opts],
@@ -908,6 +943,63 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import os
+
+    from .pipeline import Pipeline
+    from .serve import FetchPolicy, LabelStudioBackend, ServeOptions, check_exposure, make_server
+
+    pipe = Pipeline(args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin)
+    given = args.classes.strip() or args.stuff.strip() or args.things.strip() or args.vocabulary
+    vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary) if given else None
+    exporter = pipe.component("exporter", "label-studio")
+    if args.print_config:
+        if vocab is None:
+            raise InputError("--print-config needs the classes: give --classes or --vocabulary")
+        print(exporter.labelling_config(vocab, interactive=True), file=out, end="")
+        return EXIT_OK
+    auth_text = args.basic_auth or os.environ.get("OVPANOPTIC_BASIC_AUTH")
+    auth = None
+    if auth_text:
+        user, sep, password = auth_text.partition(":")
+        if not sep:
+            raise InputError("--basic-auth must be USER:PASSWORD")
+        auth = (user, password)
+    for flag, value in (("--max-request-mb", args.max_request_mb), ("--max-image-mb", args.max_image_mb)):
+        if not value > 0:
+            raise InputError(f"{flag} must be a positive number of megabytes, got {value}")
+    root = args.local_files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    try:
+        options = ServeOptions(args.host, args.port, auth, int(args.max_request_mb * 1024 * 1024), no_auth=args.no_auth)
+        policy = FetchPolicy(
+            label_studio_url=args.label_studio_url or os.environ.get("LABEL_STUDIO_URL"),
+            token=args.label_studio_token or os.environ.get("LABEL_STUDIO_API_KEY"),
+            local_files_root=Path(root) if root else None,
+            max_image_bytes=int(args.max_image_mb * 1024 * 1024),
+        )
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    check_exposure(options)
+    if vocab is not None:
+        _prepare_vocabulary(pipe, vocab, True, err)
+    backend = LabelStudioBackend(pipe, vocab, policy)
+    try:
+        server = make_server(
+            backend, options, on_bind=lambda host, port: print(f"Label Studio ML backend on http://{host}:{port} (Ctrl-C stops)", file=err, flush=True)
+        )
+    except OSError as exc:
+        backend.close()
+        raise InputError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): choose another --port or --host") from None
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        backend.close()
+    return EXIT_OK
+
+
 _COMMANDS: dict[str, Any] = {
     "demo": _cmd_demo,
     "doctor": _cmd_doctor,
@@ -917,6 +1009,7 @@ _COMMANDS: dict[str, Any] = {
     "segment-video": _cmd_segment_video,
     "new-plugin": _cmd_new_plugin,
     "segment": _cmd_segment,
+    "serve": _cmd_serve,
     "plugins": _cmd_plugins,
     "vocabularies": _cmd_vocabularies,
     "presets": _cmd_presets,

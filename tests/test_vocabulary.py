@@ -87,7 +87,7 @@ def test_coco_vocabulary_matches_the_official_categories(coco_sample):
 
 @pytest.mark.parametrize(
     ("name", "size", "things"),
-    [("ade20k", 150, 100), ("tabletop", 9, 7), ("indoor-navigation", 7, 3)],
+    [("ade20k", 150, 100), ("tabletop", 9, 7), ("indoor-navigation", 7, 3), ("cityscapes", 19, 8)],
 )
 def test_shipped_vocabularies_load(name, size, things):
     v = registry_with().vocabulary(name)
@@ -123,7 +123,7 @@ def test_separators_and_new_lines_at_the_ends_are_not_entries(classes):
     assert build_vocabulary(classes).names == ("car", "tree", "street lamp")
 
 
-@pytest.mark.parametrize("name", ["ade20k", "coco", "indoor-navigation", "tabletop"])
+@pytest.mark.parametrize("name", ["ade20k", "cityscapes", "coco", "indoor-navigation", "tabletop"])
 def test_named_vocabularies_round_trip_through_the_typed_syntax(name):
     """What the demo shows in its boxes for a named vocabulary parses back to the same classes."""
     from ovpanoptic.plugins import Registry

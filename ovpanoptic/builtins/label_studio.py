@@ -86,18 +86,32 @@ def check_label_name(name: str) -> None:
         )
 
 
-def labelling_config(vocabulary: Vocabulary, *, from_name: str = "label", to_name: str = "image", data_key: str = "image", polygons: bool = False, polygon_name: str = "polygon") -> str:
+def labelling_config(
+    vocabulary: Vocabulary,
+    *,
+    from_name: str = "label",
+    to_name: str = "image",
+    data_key: str = "image",
+    polygons: bool = False,
+    polygon_name: str = "polygon",
+    interactive: bool = False,
+) -> str:
     """The Label Studio labelling config (XML) for a vocabulary's classes.
 
+    :param interactive: add Label Studio's "smart" ``KeyPointLabels`` (``point``) and
+        ``RectangleLabels`` (``box``) tags, whose clicks an ML backend answers with a mask
+        (``ovpanoptic serve label-studio``).
     :return: ``<View><Image .../><BrushLabels ...><Label value=... background=.../>...</BrushLabels></View>``
         (plus ``<PolygonLabels>`` with the same labels when ``polygons``), names escaped by the XML writer.
     :raises ExportError: a class name XML cannot hold.
     """
     view = ElementTree.Element("View")
     ElementTree.SubElement(view, "Image", {"name": to_name, "value": f"${data_key}", "zoom": "true"})
-    tags = [("BrushLabels", from_name)] + ([("PolygonLabels", polygon_name)] if polygons else [])
-    for tag, name in tags:
-        labels = ElementTree.SubElement(view, tag, {"name": name, "toName": to_name})
+    tags = [("BrushLabels", from_name, {})] + ([("PolygonLabels", polygon_name, {})] if polygons else [])
+    if interactive:
+        tags += [("KeyPointLabels", "point", {"smart": "true"}), ("RectangleLabels", "box", {"smart": "true"})]
+    for tag, name, extra in tags:
+        labels = ElementTree.SubElement(view, tag, {"name": name, "toName": to_name, **extra})
         for category in vocabulary.categories:
             check_label_name(category.name)
             ElementTree.SubElement(labels, "Label", {"value": category.name, "background": _hex(category.display_color)})
@@ -146,8 +160,8 @@ class LabelStudioConfig:
         for option in ("from_name", "to_name", "data_key", "polygon_name"):
             if not _TAG_NAME.match(getattr(self, option)):
                 raise ValueError(f"{option} {getattr(self, option)!r} must be a plain tag name (letters, digits, '_', '-', '.')")
-        if len({self.from_name, self.to_name, self.polygon_name}) != 3:
-            raise ValueError("from_name, to_name and polygon_name must differ")
+        if len({self.from_name, self.to_name, self.polygon_name, "point", "box"}) != 5:
+            raise ValueError("from_name, to_name and polygon_name must differ from each other and from 'point' and 'box'")
 
 
 class LabelStudioExporter:
@@ -164,10 +178,13 @@ class LabelStudioExporter:
         """File name of the labelling config written beside the tasks."""
         return self.config.json_name[: -len(".json")] + ".xml"
 
-    def labelling_config(self, vocabulary: Vocabulary) -> str:
+    def labelling_config(self, vocabulary: Vocabulary, *, interactive: bool = False) -> str:
         """This exporter's labelling config for ``vocabulary`` (see :func:`labelling_config`)."""
         c = self.config
-        return labelling_config(vocabulary, from_name=c.from_name, to_name=c.to_name, data_key=c.data_key, polygons=c.polygons, polygon_name=c.polygon_name)
+        return labelling_config(
+            vocabulary, from_name=c.from_name, to_name=c.to_name, data_key=c.data_key, polygons=c.polygons,
+            polygon_name=c.polygon_name, interactive=interactive,
+        )
 
     def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
         """Refuse class names the config cannot hold and a folder holding another vocabulary's tasks."""
@@ -175,16 +192,39 @@ class LabelStudioExporter:
             check_label_name(category.name)
         _check_combined(_categories_file(outdir, self.config.json_name), _coco_categories(vocabulary))
 
-    def regions(self, result: PanopticResult) -> list[dict[str, Any]]:
-        """The Label Studio result regions of a panoptic result: one ``brushlabels`` region per
-        segment (and ``polygonlabels`` regions when configured), in segment order.
+    def brush_region(
+        self, mask: np.ndarray, label: str, score: float, region_id: str, *, from_name: str | None = None, to_name: str | None = None
+    ) -> dict[str, Any]:
+        """One ``brushlabels`` region of an ``(H, W)`` bool mask, RLE-encoded by the Label Studio SDK.
 
-        :raises MissingDependencyError: the Label Studio SDK (or OpenCV, for polygons) is missing.
+        :raises MissingDependencyError: label-studio-sdk is missing.
         """
         try:
             from label_studio_sdk.converter.brush import mask2rle
         except ImportError as exc:
             raise MissingDependencyError(f"the label-studio exporter needs label-studio-sdk ({exc}): pip install label-studio-sdk") from None
+        h, w = mask.shape
+        brush = np.where(mask, _BRUSH_ON, 0).astype(np.uint8)
+        return {
+            "id": region_id,
+            "from_name": from_name or self.config.from_name,
+            "to_name": to_name or self.config.to_name,
+            "type": "brushlabels",
+            "original_width": w,
+            "original_height": h,
+            "image_rotation": 0,
+            "score": round(float(score), 6),
+            "value": {"format": "rle", "rle": [int(v) for v in mask2rle(brush)], "brushlabels": [label]},
+        }
+
+    def regions(self, result: PanopticResult, *, from_name: str | None = None, to_name: str | None = None) -> list[dict[str, Any]]:
+        """The Label Studio result regions of a panoptic result: one ``brushlabels`` region per
+        segment (and ``polygonlabels`` regions when configured), in segment order.
+
+        :param from_name: the BrushLabels tag's name (default: the config's).
+        :param to_name: the Image tag's name (default: the config's).
+        :raises MissingDependencyError: the Label Studio SDK (or OpenCV, for polygons) is missing.
+        """
         h, w = result.image_size
         names = {c.id: c.name for c in result.vocabulary.categories}
         c = self.config
@@ -192,25 +232,16 @@ class LabelStudioExporter:
         for segment in result.segments:
             mask = result.panoptic_map == segment.id
             name = names[segment.category_id]
-            common = {"to_name": c.to_name, "original_width": w, "original_height": h, "image_rotation": 0, "score": round(segment.score, 6)}
-            brush = np.where(mask, _BRUSH_ON, 0).astype(np.uint8)
-            out.append(
-                {
-                    "id": _region_id(segment.id),
-                    "from_name": c.from_name,
-                    "type": "brushlabels",
-                    **common,
-                    "value": {"format": "rle", "rle": [int(v) for v in mask2rle(brush)], "brushlabels": [name]},
-                }
-            )
+            brush = self.brush_region(mask, name, segment.score, _region_id(segment.id), from_name=from_name, to_name=to_name)
+            out.append(brush)
             if c.polygons:
                 for k, points in enumerate(_outer_contours(mask)):
                     out.append(
                         {
+                            **{key: brush[key] for key in ("to_name", "original_width", "original_height", "image_rotation", "score")},
                             "id": _region_id(segment.id, k + 1),
                             "from_name": c.polygon_name,
                             "type": "polygonlabels",
-                            **common,
                             "value": {
                                 "points": [[round(100.0 * x / w, 4), round(100.0 * y / h, 4)] for x, y in points],
                                 "polygonlabels": [name],
@@ -220,14 +251,14 @@ class LabelStudioExporter:
                     )
         return out
 
-    def prediction(self, result: PanopticResult) -> dict[str, Any]:
+    def prediction(self, result: PanopticResult, *, from_name: str | None = None, to_name: str | None = None) -> dict[str, Any]:
         """One Label Studio prediction: ``{"model_version", "score", "result"}``; the score is the
         mean of the segments' scores (0 when there is none)."""
         scores = [s.score for s in result.segments]
         return {
             "model_version": self.config.model_version,
             "score": round(float(np.mean(scores)), 6) if scores else 0.0,
-            "result": self.regions(result),
+            "result": self.regions(result, from_name=from_name, to_name=to_name),
         }
 
     def image_url(self, stem: str) -> str:

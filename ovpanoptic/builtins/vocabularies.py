@@ -16,6 +16,7 @@ SHIPPED: tuple[tuple[str, str, str], ...] = (
     ("ade20k", "ade20k.json", "ADE20K: 150 classes (100 things, 50 stuff)"),
     ("tabletop", "tabletop.json", "Robotics tabletop manipulation: 9 classes"),
     ("indoor-navigation", "indoor_navigation.json", "Robotics indoor navigation: 7 classes"),
+    ("cityscapes", "cityscapes.json", "Cityscapes: 19 evaluation classes (8 things, 11 stuff), Cityscapes label ids"),
 )
 
 

@@ -2,6 +2,13 @@
 
 * :mod:`.pq`: Panoptic Quality (PQ) with the exact rules of the COCO panoptic API, the COCO id
   encoding (:func:`rgb_to_id`, :func:`id_to_rgb`) and the COCO panoptic file readers;
+* :mod:`.annotations`: the one internal form of panoptic annotations (:class:`PanopticAnnotations`)
+  that the readers of foreign formats produce, and :func:`evaluate_annotations`, the per-class and
+  per-image agreement report of two sets (labelling QA);
+* :mod:`.cvat_reader`: :func:`read_cvat`, a "CVAT for images 1.1" export (through Datumaro, an
+  optional dependency) as :class:`PanopticAnnotations`;
+* :mod:`.cityscapes_reader`: Cityscapes ground truth (gtFine ``instanceIds`` folders and
+  Cityscapes-panoptic JSON + PNGs) as :class:`PanopticAnnotations`;
 * :mod:`.video_reader`: the video panoptic format (COCO panoptic plus ``video_id`` and
   ``frame_index`` per image), read frame by frame;
 * :mod:`.consistency`: temporal consistency of tracks (mask IoU between consecutive frames), a
@@ -12,8 +19,9 @@
 Every public name is re-exported here (``from ovpanoptic.evaluation import evaluate_panoptic``).
 The package may import numpy, Pillow and the core leaf modules (:mod:`ovpanoptic.constants`,
 :mod:`ovpanoptic.errors`); never the pipeline, the CLI, :mod:`ovpanoptic.builtins` or a model
-library (torch, open_clip, SAM 2). Its modules import one another only downwards:
-``pq`` <- ``video_reader`` <- ``consistency`` <- ``video``.
+library (torch, open_clip, SAM 2); a format's own library (cityscapesscripts) only lazily, inside
+the reader that needs it. Its modules import one another only downwards:
+``pq`` <- ``annotations`` <- the format readers; ``pq`` <- ``video_reader`` <- ``consistency`` <- ``video``.
 """
 
 from __future__ import annotations
@@ -30,6 +38,27 @@ from .pq import (
     id_to_rgb,
     rgb_to_id,
 )
+from .annotations import (
+    AgreementReport,
+    AnnotatedImage,
+    ImageAgreement,
+    PanopticAnnotations,
+    evaluate_annotations,
+    image_name,
+    read_coco_panoptic,
+)
+from .cityscapes_reader import (
+    CITYSCAPES_INSTANCE_DIVISOR,
+    CITYSCAPES_INSTANCE_IDS_SUFFIX,
+    CITYSCAPES_LABEL_IDS_SUFFIX,
+    CITYSCAPES_UNLABELED_ID,
+    cityscapes_categories,
+    cityscapes_labels,
+    decode_instance_ids,
+    read_cityscapes,
+    read_cityscapes_panoptic,
+)
+from .cvat_reader import read_cvat
 from .video import (
     DEFAULT_SPANS,
     ClassChange,
@@ -50,6 +79,23 @@ from .video import (
 )
 
 __all__ = [
+    "AgreementReport",
+    "AnnotatedImage",
+    "ImageAgreement",
+    "PanopticAnnotations",
+    "evaluate_annotations",
+    "image_name",
+    "read_coco_panoptic",
+    "CITYSCAPES_INSTANCE_DIVISOR",
+    "CITYSCAPES_INSTANCE_IDS_SUFFIX",
+    "CITYSCAPES_LABEL_IDS_SUFFIX",
+    "CITYSCAPES_UNLABELED_ID",
+    "cityscapes_categories",
+    "cityscapes_labels",
+    "decode_instance_ids",
+    "read_cityscapes",
+    "read_cityscapes_panoptic",
+    "read_cvat",
     "DEFAULT_SPANS",
     "ID_BASE",
     "VOID_ID",

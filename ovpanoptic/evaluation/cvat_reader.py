@@ -1,0 +1,277 @@
+"""Read a "CVAT for images 1.1" export into the internal :class:`~.annotations.PanopticAnnotations`.
+
+The XML is parsed by Datumaro's CVAT importer (``datumaro.Dataset.import_from(path, "cvat")``, an
+optional dependency: ``pip install datumaro`` or ``pip install 'ovpanoptic[labelling]'``), and its
+shapes become one panoptic id map per image:
+
+* ``<mask>`` shapes (CVAT's RLE over the shape's box, decoded by Datumaro), ``<polygon>`` and
+  ``<box>`` shapes (rasterised with Datumaro's :func:`datumaro.util.mask_tools.rles_to_mask`, i.e.
+  pycocotools' polygon fill) cover pixels; polylines, points and tags cover none and are skipped.
+* a thing class gets one segment per shape; the shapes of one stuff class in one image are merged
+  into one segment.
+* overlaps: shapes are painted in ascending ``z_order`` and, within one ``z_order``, in file order,
+  each over the pixels painted before it, so the shape with the higher ``z_order`` wins and, at
+  equal ``z_order``, the later shape (CVAT draws the same way). A thing shape left without a pixel
+  is no segment.
+
+Datumaro's importer insists that every image's file exists (``images/NAME`` beside the XML), which
+an annotations-only export lacks; the reader therefore hands it the XML in a temporary folder with
+empty stand-ins of the images (their sizes come from the XML, so they are never opened). It also
+accepts only task and project exports (``<meta><task>`` or ``<project>``): a job's export
+(``<meta><job>``) is handed over with that element renamed ``<task>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import xml.etree.ElementTree as ET
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ..constants import VOID_ID
+from ..errors import MissingDependencyError
+from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name
+from .pq import CategoryInfo, EvaluationError, _category_key, _normalize_categories
+
+__all__ = ["read_cvat"]
+
+log = logging.getLogger(__name__)
+
+#: The file a CVAT task export holds its annotations in.
+CVAT_XML_NAME = "annotations.xml"
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """One area shape of an image: its class, paint order and the Datumaro annotation."""
+
+    category: CategoryInfo
+    z_order: int
+    position: int
+    is_mask: bool
+    annotation: Any
+
+
+@dataclass(frozen=True)
+class _Image:
+    height: int
+    width: int
+    shapes: tuple[_Shape, ...]
+
+
+def _import_datumaro() -> tuple[Any, Any]:
+    """``(datumaro, datumaro.util.mask_tools)``.
+
+    :raises MissingDependencyError: Datumaro (or its pycocotools) is not installed.
+    """
+    try:
+        import datumaro
+        from datumaro.util import mask_tools
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"reading CVAT exports needs Datumaro ({exc}): pip install datumaro, or pip install 'ovpanoptic[labelling]'"
+        ) from None
+    return datumaro, mask_tools
+
+
+def _xml_path(path: str | Path) -> Path:
+    """The XML of a CVAT export given as the folder (``annotations.xml`` inside) or the file."""
+    path = Path(path)
+    if path.is_dir():
+        xml = path / CVAT_XML_NAME
+        if not xml.is_file():
+            found = sorted(p.name for p in path.glob("*.xml"))
+            hint = f" (it has {', '.join(found[:5])}: pass that file)" if found else ""
+            raise EvaluationError(f"CVAT export folder {path} has no {CVAT_XML_NAME}{hint}")
+        return xml
+    if not path.is_file():
+        raise EvaluationError(f"CVAT export {path} does not exist: pass the export folder or its {CVAT_XML_NAME}")
+    return path
+
+
+def _scan(xml: Path) -> tuple[dict[tuple[str | None, str], str], set[str]]:
+    """``{(subset, frame id): name}`` of the file's ``<image>`` elements, in file order, and the
+    tags of ``<meta>``'s children (``task``, ``job`` or ``project``)."""
+    names: dict[tuple[str | None, str], str] = {}
+    meta: set[str] = set()
+    try:
+        for _, element in ET.iterparse(xml, events=("end",)):
+            if element.tag == "image":
+                frame, name = element.get("id"), element.get("name")
+                if frame is None or not name:
+                    raise EvaluationError(f"{xml}: an <image> element has no id or name; CVAT writes both")
+                names[(element.get("subset"), frame)] = name
+            elif element.tag == "meta":
+                meta = {child.tag for child in element}
+            if element.tag in ("image", "track", "meta"):
+                element.clear()
+    except (OSError, ET.ParseError) as exc:
+        raise EvaluationError(f"cannot read the CVAT XML {xml}: {exc}") from None
+    return names, meta
+
+
+def _copy_job_as_task(xml: Path, target: Path) -> None:
+    """Copy a job export with its ``<meta><job>`` renamed ``<meta><task>``.
+
+    CVAT writes ``<meta><job>`` when a job (not its task) is exported; Datumaro's importer accepts
+    ``<task>`` and ``<project>`` only, and reads nothing else of that element than its labels.
+    """
+    with xml.open("rb") as source, target.open("wb") as copy:
+        head = b""
+        while b"</meta>" not in head:
+            chunk = source.read(1 << 20)
+            if not chunk:
+                break
+            head += chunk
+        end = head.find(b"</meta>")
+        meta = head[:end].replace(b"<job>", b"<task>", 1).replace(b"</job>", b"</task>", 1)
+        copy.write(meta + head[end:])
+        shutil.copyfileobj(source, copy)
+
+
+def _stage(xml: Path, names: Sequence[str], job: bool, folder: Path) -> None:
+    """Lay out ``folder`` as Datumaro's CVAT importer wants it: the XML (a job's as a task's, see
+    :func:`_copy_job_as_task`) and ``images/NAME`` stand-ins."""
+    target = folder / CVAT_XML_NAME
+    if job:
+        _copy_job_as_task(xml, target)
+    else:
+        try:
+            os.symlink(xml.resolve(), target)
+        except OSError:  # no symlinks (Windows without the privilege): copy
+            shutil.copyfile(xml, target)
+    images = (folder / "images").resolve()
+    for name in names:
+        relative = PurePosixPath(name)
+        stand_in = (images / relative).resolve()
+        if relative.is_absolute() or not stand_in.is_relative_to(images):
+            raise EvaluationError(f"{xml}: the image name {name!r} is not a relative file name; CVAT image names are")
+        stand_in.parent.mkdir(parents=True, exist_ok=True)
+        stand_in.touch()
+
+
+def read_cvat(
+    path: str | Path, categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo]
+) -> PanopticAnnotations:
+    """Read a "CVAT for images 1.1" export (CVAT's *Export annotations*, or the ``cvat`` exporter's folder).
+
+    Format: CVAT's "CVAT for images 1.1" XML (``<image>`` elements with ``<mask>``, ``<polygon>``,
+    ``<box>`` shapes; masks as run lengths over their box), parsed by Datumaro's ``cvat`` importer.
+    Shapes become segments as the module docstring says (things: one segment per shape; stuff: one
+    per class and image; overlaps: higher ``z_order`` on top, then later shapes on top).
+
+    :param path: the export folder (with ``annotations.xml``) or the XML file itself; a task's,
+        a job's or a project's export.
+    :param categories: the classes (:class:`~.pq.CategoryInfo`: id, name, thing/stuff) that CVAT's
+        labels are matched to by name (case, width and spacing ignored, see
+        :func:`~.annotations.categories_by_name`); CVAT's XML has no ids and no thing/stuff flag.
+    :return: the annotations, images named by :func:`~.annotations.image_name` of their CVAT names,
+        in file order; each read gives an ``(H, W)`` int64 id map (0 = void) and ``segments_info``
+        with ``id``, ``category_id``, ``iscrowd`` (0) and ``area`` (pixels).
+    :raises MissingDependencyError: Datumaro is not installed.
+    :raises EvaluationError: a missing or unreadable file (Datumaro's message included), a label used
+        by a shape that is not among ``categories``, two images of one name, or an image name that
+        is not a relative file name.
+    """
+    datumaro, mask_tools = _import_datumaro()
+    table = _normalize_categories(categories)
+    if not table:
+        raise EvaluationError("read_cvat needs the categories that CVAT's labels name (pass --classes or --vocabulary)")
+    by_name = categories_by_name(table)
+    xml = _xml_path(path)
+    frames, meta = _scan(xml)
+    job = "job" in meta and not meta & {"task", "project"}
+    with tempfile.TemporaryDirectory(prefix="ovpanoptic-cvat-") as folder:
+        _stage(xml, list(frames.values()), job, Path(folder))
+        try:
+            dataset = datumaro.Dataset.import_from(folder, "cvat")
+            items = list(dataset)
+            labels = dataset.categories()[datumaro.AnnotationType.label]
+        except Exception as exc:  # Datumaro's own errors (the cause chained), or its asserts on bad shapes
+            cause = exc.__cause__ or exc
+            raise EvaluationError(f"Datumaro cannot read {xml} as CVAT for images 1.1: {cause}") from exc
+    kinds = datumaro.AnnotationType
+    area_types = {kinds.mask, kinds.polygon, kinds.bbox}
+    images: dict[str, _Image] = {}
+    unknown: set[str] = set()
+    skipped = 0
+    for item in items:
+        frame = str(item.attributes.get("frame"))
+        file_name = frames.get((item.subset, frame)) or frames.get((None, frame)) or item.id
+        name = image_name(file_name)
+        if name in images:
+            raise EvaluationError(
+                f"{xml}: two images have the name {name!r}; images are paired by file name, so names must be unique"
+            )
+        height, width = item.media.size
+        shapes = []
+        for position, annotation in enumerate(item.annotations):
+            if annotation.type not in area_types:
+                if annotation.type != kinds.label:  # a tag is no shape
+                    skipped += 1
+                continue
+            label = None if annotation.label is None else labels[annotation.label].name
+            category = None if label is None else by_name.get(_category_key(label))
+            if category is None:
+                unknown.add(repr(label) if label is not None else "a label missing from the file's <meta>")
+                continue
+            shapes.append(_Shape(category, int(annotation.z_order), position, annotation.type == kinds.mask, annotation))
+        images[name] = _Image(int(height), int(width), tuple(shapes))
+    if unknown:
+        known = ", ".join(repr(c.name) for c in list(table.values())[:10])
+        raise EvaluationError(
+            f"{xml}: the CVAT label(s) {', '.join(sorted(unknown))} are not among the categories ({known}"
+            f"{', ...' if len(table) > 10 else ''}): pass the class list the labels come from (--classes or "
+            "--vocabulary), or compare with a set that has a category table (COCO panoptic)"
+        )
+    if skipped:
+        log.warning("%s: %d polyline/points shape(s) cover no area and are ignored", xml, skipped)
+    def read(name: str) -> AnnotatedImage:
+        return _rasterise(name, images[name], mask_tools)
+
+    order = [image_name(file_name) for file_name in frames.values()]
+    return PanopticAnnotations(str(xml), "cvat", table, tuple(n for n in order if n in images), read)
+
+
+def _shape_mask(shape: _Shape, height: int, width: int, mask_tools: Any, name: str) -> npt.NDArray[np.bool_]:
+    """The ``(height, width)`` bool pixels of one shape."""
+    annotation = shape.annotation
+    try:
+        if shape.is_mask:  # a Mask: Datumaro decodes CVAT's RLE onto the image canvas
+            pixels = np.asarray(annotation.image, dtype=bool)
+        else:  # a Polygon or a Bbox: fill its outline
+            pixels = np.asarray(mask_tools.rles_to_mask([list(annotation.as_polygon())], width, height), dtype=bool)
+    except ValueError as exc:  # a mask box beyond the image: Datumaro cannot place it
+        raise EvaluationError(f"{name}: a {shape.category.name!r} shape does not fit the {width}x{height} image ({exc})") from None
+    if pixels.shape != (height, width):
+        raise EvaluationError(f"{name}: a {shape.category.name!r} shape is {pixels.shape[1]}x{pixels.shape[0]}, not the image's {width}x{height}")
+    return pixels
+
+
+def _rasterise(name: str, image: _Image, mask_tools: Any) -> AnnotatedImage:
+    """Paint the shapes (ascending ``z_order``, then file order) into one id map."""
+    ids = np.full((image.height, image.width), VOID_ID, np.int64)
+    category_of: dict[int, int] = {}
+    stuff_ids: dict[int, int] = {}
+    for shape in sorted(image.shapes, key=lambda s: (s.z_order, s.position)):
+        if shape.category.isthing:
+            segment_id = len(category_of) + 1
+        else:
+            segment_id = stuff_ids.setdefault(shape.category.id, len(category_of) + 1)
+        category_of[segment_id] = shape.category.id
+        ids[_shape_mask(shape, image.height, image.width, mask_tools, name)] = segment_id
+    areas = np.bincount(ids.ravel(), minlength=len(category_of) + 1)
+    segments = tuple(
+        {"id": sid, "category_id": cid, "iscrowd": 0, "area": int(areas[sid])}
+        for sid, cid in category_of.items()
+        if areas[sid] > 0
+    )
+    return AnnotatedImage(name, ids, segments)

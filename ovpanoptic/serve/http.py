@@ -1,0 +1,174 @@
+"""The HTTP server of :mod:`ovpanoptic.serve`: standard library ``ThreadingHTTPServer``, JSON in and out.
+
+Every answer is JSON. Refusals are 4xx with ``{"error": message}``: 401 (Basic authentication
+missing or wrong, when configured), 404 (no such endpoint), 405 (wrong method), 411 (a POST without
+``Content-Length``), 413 (a body over ``max_request_bytes``, refused before it is read). An
+unexpected failure is a 500 whose message says to read the server log; the traceback goes to the
+log (``logging``), never to the client.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from ..errors import InputError
+
+__all__ = ["Handler", "Reply", "ServeOptions", "check_exposure", "make_server"]
+
+log = logging.getLogger(__name__)
+
+#: Hosts that only this machine can reach.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer: HTTP status and a JSON-ready body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class Handler(Protocol):
+    """What the server serves: ``handle(method, path, body) -> Reply`` (path without the query)."""
+
+    def handle(self, method: str, path: str, body: bytes) -> Reply: ...
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    """Where and how the server listens.
+
+    :param host: the address to bind (``127.0.0.1``: this machine only).
+    :param port: the TCP port (0: any free port).
+    :param basic_auth: ``(user, password)`` that every request must carry (HTTP Basic, as Label
+        Studio's ML backend settings send it), or ``None``.
+    :param max_request_bytes: largest request body accepted, in bytes.
+    :param no_auth: serve an address other than loopback without ``basic_auth`` (refused otherwise).
+    :raises ValueError: an empty user or password, a port outside 0..65535, a limit below 1 KiB.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 9090
+    basic_auth: tuple[str, str] | None = None
+    max_request_bytes: int = 16 * 1024 * 1024
+    no_auth: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.max_request_bytes < 1024:
+            raise ValueError(f"the request size limit must be at least 1 KiB, got {self.max_request_bytes} bytes")
+        if self.basic_auth is not None and (not self.basic_auth[0] or not self.basic_auth[1] or ":" in self.basic_auth[0]):
+            raise ValueError("basic auth needs USER:PASSWORD with a non-empty user (no ':') and password")
+
+
+def _authorised(header: str | None, expected: tuple[str, str]) -> bool:
+    if not header or not header.startswith("Basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    # Both compared in constant time, whatever the first gives.
+    return hmac.compare_digest(user.encode(), expected[0].encode()) & hmac.compare_digest(password.encode(), expected[1].encode())
+
+
+def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRequestHandler]:
+    class RequestHandler(BaseHTTPRequestHandler):
+        server_version = "ovpanoptic"
+        sys_version = ""
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            log.info("%s %s", self.address_string(), format % args)
+
+        def _send(self, reply: Reply) -> None:
+            data = json.dumps(reply.body).encode("utf-8")
+            self.send_response(reply.status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            if reply.status == 401:
+                self.send_header("WWW-Authenticate", 'Basic realm="ovpanoptic"')
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _serve(self, method: str) -> None:
+            path = urlsplit(self.path).path
+            if options.basic_auth is not None and not _authorised(self.headers.get("Authorization"), options.basic_auth):
+                self._send(Reply(401, {"error": "authentication required: send HTTP Basic credentials (Label Studio: "
+                                                 "the ML backend's 'Basic auth' user and password)"}))
+                return
+            body = b""
+            if method == "POST":
+                length_text = self.headers.get("Content-Length")
+                if length_text is None:
+                    self._send(Reply(411, {"error": "a POST needs a Content-Length header"}))
+                    return
+                try:
+                    length = int(length_text)
+                except ValueError:
+                    self._send(Reply(400, {"error": f"Content-Length {length_text!r} is not a number"}))
+                    return
+                if length < 0 or length > options.max_request_bytes:
+                    self.close_connection = True
+                    self._send(Reply(413, {"error": f"the request body is {length} bytes; the limit is "
+                                                     f"{options.max_request_bytes} (raise it with --max-request-mb)"}))
+                    return
+                body = self.rfile.read(length)
+            try:
+                reply = handler.handle(method, path, body)
+            except Exception:  # the server must answer; the traceback goes to the log
+                log.exception("%s %s failed", method, path)
+                reply = Reply(500, {"error": "internal error: the request failed in the server; its log has the details"})
+            self._send(reply)
+
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self._serve("GET")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def _not_allowed(self) -> None:
+            self._send(Reply(405, {"error": f"method {self.command} is not allowed: use GET or POST"}))
+
+        do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+
+    return RequestHandler
+
+
+def check_exposure(options: ServeOptions) -> None:
+    """Refuse a host other than loopback without ``basic_auth`` and without ``no_auth``.
+
+    :raises InputError: saying how to add authentication.
+    """
+    if options.host not in LOOPBACK_HOSTS and options.basic_auth is None and not options.no_auth:
+        raise InputError(
+            f"refusing to serve on {options.host} without authentication: anyone who can reach this machine could run "
+            "the models. Add --basic-auth USER:PASSWORD (and the same user and password in Label Studio's ML backend "
+            "settings), or --no-auth if that is what you want"
+        )
+
+
+def make_server(handler: Handler, options: ServeOptions, *, on_bind: Callable[[str, int], None] | None = None) -> ThreadingHTTPServer:
+    """A server (not yet serving: call ``serve_forever()``) bound to ``options.host:options.port``.
+
+    :raises InputError: a host other than loopback without ``basic_auth`` and without ``no_auth``
+        (anyone who can reach the port could run the models and read what they are sent).
+    :raises OSError: the address cannot be bound (in use, not an address of this machine).
+    """
+    check_exposure(options)
+    server = ThreadingHTTPServer((options.host, options.port), _request_handler(handler, options))
+    server.daemon_threads = True
+    if on_bind is not None:
+        host, port = server.server_address[:2]
+        on_bind(str(host), int(port))
+    return server

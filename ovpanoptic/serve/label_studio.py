@@ -1,0 +1,434 @@
+"""Label Studio's ML backend protocol, answered by an ovpanoptic pipeline.
+
+Endpoints (the protocol of Label Studio's ``ml/api_connector.py`` and the ``label-studio-ml``
+package, JSON in and out):
+
+``GET /`` and ``GET /health``
+    ``{"status": "UP", "model_class": "ovpanoptic", "model_version": ...}``.
+``POST /setup``
+    ``{"project", "schema": labelling config, ...}`` -> ``{"model_version": ...}``; the labelling
+    config is checked (it needs a ``BrushLabels`` tag on an ``Image``).
+``POST /predict``
+    ``{"tasks": [...], "label_config": ..., "params": {"context": ...}}`` -> ``{"results":
+    [prediction per task]}``. Without a context each task's image is segmented by the pipeline and
+    answered with one ``brushlabels`` region per segment (the ``label-studio`` exporter's regions,
+    with the project's tag names; classes the project does not list are left out). With a context
+    (interactive pre-annotation: the user placed ``keypointlabels`` and/or ``rectanglelabels``
+    regions, Label Studio's "smart" tools) the first task is answered with one brush region: SAM 2
+    on the image's cached embedding, labelled with the clicked label.
+``POST /webhook``, ``POST /train``
+    501: ovpanoptic is zero-shot and does not train.
+``GET /versions``
+    ``{"versions": [model_version]}``.
+
+Images: a task's image URL is resolved by :class:`FetchPolicy`: a relative URL (``/data/upload/..``)
+or an absolute one on Label Studio's own origin is fetched from Label Studio (with its API token);
+``/data/local-files/?d=PATH`` is read from ``local_files_root`` when given; every other URL (another
+host, ``file:``, ``s3:``, ``data:``) is refused with 403 or 400: the server is no proxy. Redirects are
+not followed. Images are checked by the pipeline's own reader (size, pixel limit).
+
+Bad requests get 4xx with ``{"error": message}`` (400 malformed JSON or fields, 403 a URL outside
+the allowed hosts, 413 an image over the size limit, 422 a labelling config the backend cannot
+answer, 502 Label Studio failed to give the image).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+import threading
+import xml.etree.ElementTree as ElementTree
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urljoin, urlsplit
+
+import numpy as np
+
+from ..constants import NEGATIVE_POINT, POSITIVE_POINT
+from ..errors import InputError, OvpanopticError
+from ..types import Prompt, Vocabulary
+from .http import Reply
+
+__all__ = ["BackendError", "FetchPolicy", "LabelStudioBackend", "ProjectConfig", "parse_labelling_config"]
+
+log = logging.getLogger(__name__)
+
+#: Images kept on disk after a fetch, so interactive clicks on one image fetch it once.
+_IMAGE_CACHE_SIZE = 4
+
+
+class BackendError(OvpanopticError):
+    """A request the backend refuses, with the HTTP status to answer."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """What the backend reads from a project's labelling config.
+
+    :param from_name: the ``BrushLabels`` tag's name.
+    :param to_name: the ``Image`` tag it labels.
+    :param data_key: the task data field with the image URL (the Image tag's ``value`` without ``$``).
+    :param labels: the ``BrushLabels`` label values, in order.
+    """
+
+    from_name: str
+    to_name: str
+    data_key: str
+    labels: tuple[str, ...]
+
+
+def parse_labelling_config(text: Any) -> ProjectConfig:
+    """The first ``BrushLabels`` tag of a labelling config and the ``Image`` tag it labels.
+
+    :raises BackendError: 422 when the config is not XML, has no ``BrushLabels`` on an ``Image``, or
+        the image's ``value`` is not a ``$field``.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise BackendError(400, "the request has no labelling config ('label_config' or 'schema' must be the project's XML)")
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise BackendError(422, f"the labelling config is not valid XML ({exc})") from None
+    images = {el.get("name"): el for el in root.iter() if el.tag.lower() == "image"}
+    for el in root.iter():
+        if el.tag.lower() == "brushlabels" and el.get("toName") in images:
+            value = images[el.get("toName")].get("value") or ""
+            if not value.startswith("$") or len(value) < 2:
+                raise BackendError(422, f"the Image tag {el.get('toName')!r} must take its URL from a task field (value=\"$image\"), got {value!r}")
+            labels = tuple(label.get("value") or "" for label in el if label.tag.lower() == "label")
+            return ProjectConfig(el.get("name") or "", el.get("toName") or "", value[1:], tuple(x for x in labels if x))
+    raise BackendError(
+        422,
+        "the labelling config has no BrushLabels tag on an Image tag: create the project with the config that "
+        "'ovpanoptic serve label-studio --print-config' (or the label-studio exporter's label-studio.xml) gives",
+    )
+
+
+@dataclass(frozen=True)
+class FetchPolicy:
+    """Where task images may come from.
+
+    :param label_studio_url: Label Studio's base URL (``http://127.0.0.1:8080``); relative image
+        URLs are fetched from it, and absolute ones only on its origin. ``None``: nothing is fetched.
+    :param token: Label Studio API token sent with fetches: a personal access token (a JWT, exchanged
+        at ``/api/token/refresh`` for an access token) or a legacy token (``Authorization: Token``).
+    :param local_files_root: folder of Label Studio's local-files storage
+        (``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``): ``/data/local-files/?d=PATH`` is read from it
+        directly; a path that leaves it is refused.
+    :param max_image_bytes: largest image accepted, in bytes.
+    :param timeout_s: seconds to wait for Label Studio.
+    :raises ValueError: a URL that is not http(s), or a root that is not a folder.
+    """
+
+    label_studio_url: str | None = None
+    token: str | None = field(default=None, repr=False)
+    local_files_root: Path | None = None
+    max_image_bytes: int = 64 * 1024 * 1024
+    timeout_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.label_studio_url is not None:
+            parts = urlsplit(self.label_studio_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"the Label Studio URL must be http(s)://HOST[:PORT], got {self.label_studio_url!r}")
+        if self.local_files_root is not None:
+            root = Path(self.local_files_root).expanduser().resolve()
+            if not root.is_dir():
+                raise ValueError(f"the local-files root {self.local_files_root} is not a folder")
+            object.__setattr__(self, "local_files_root", root)
+
+    @property
+    def origin(self) -> tuple[str, str] | None:
+        if self.label_studio_url is None:
+            return None
+        parts = urlsplit(self.label_studio_url)
+        return parts.scheme, parts.netloc.lower()
+
+
+class _Fetcher:
+    """Resolves task image URLs to local files under :class:`FetchPolicy` (a few kept on disk)."""
+
+    def __init__(self, policy: FetchPolicy) -> None:
+        self.policy = policy
+        self._dir = Path(tempfile.mkdtemp(prefix="ovpanoptic-ls-"))
+        self._cache: OrderedDict[str, Path] = OrderedDict()
+        self._access: str | None = None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def local_path(self, url: Any) -> Path:
+        """The image file of a task URL.
+
+        :raises BackendError: 400 (not a URL / unsupported scheme / no Label Studio URL configured),
+            403 (another host, a path outside the local-files root), 404 (no such local file),
+            413 (too large), 502 (Label Studio did not give the image).
+        """
+        if not isinstance(url, str) or not url.strip():
+            raise BackendError(400, "the task has no image URL in the field the labelling config's Image tag reads")
+        parts = urlsplit(url)
+        if parts.path.rstrip("/").endswith("/data/local-files") and self.policy.local_files_root is not None:
+            if parts.scheme or parts.netloc:
+                self._check_origin(url, parts)
+            return self._local_file(parts)
+        if parts.scheme and parts.scheme not in ("http", "https"):
+            raise BackendError(
+                400,
+                f"image URL scheme {parts.scheme!r} is not supported ({url[:80]}): serve the images through Label "
+                "Studio (uploads or local files) so that the backend fetches them from Label Studio",
+            )
+        if parts.scheme:
+            self._check_origin(url, parts)
+        elif not url.startswith("/"):
+            raise BackendError(400, f"image URL {url[:80]!r} is neither absolute nor relative to Label Studio ('/data/...')")
+        if self.policy.label_studio_url is None:
+            raise BackendError(
+                400,
+                "the task's image is on Label Studio, but the backend was started without --label-studio-url: start it "
+                "with --label-studio-url URL --label-studio-token TOKEN (or --local-files-root for local files)",
+            )
+        full = urljoin(self.policy.label_studio_url, url)
+        with self._lock:
+            cached = self._cache.get(full)
+            if cached is not None and cached.exists():
+                self._cache.move_to_end(full)
+                return cached
+        path = self._download(full)
+        with self._lock:
+            self._cache[full] = path
+            while len(self._cache) > _IMAGE_CACHE_SIZE:
+                _, old = self._cache.popitem(last=False)
+                old.unlink(missing_ok=True)
+        return path
+
+    def _check_origin(self, url: str, parts: Any) -> None:
+        if self.policy.origin != (parts.scheme, parts.netloc.lower()):
+            raise BackendError(
+                403,
+                f"image URL {url[:80]} is not on Label Studio's own address ({self.policy.label_studio_url}); the backend "
+                "fetches images only from there (or reads --local-files-root)",
+            )
+
+    def _local_file(self, parts: Any) -> Path:
+        query = parse_qs(parts.query)
+        if "d" not in query:
+            raise BackendError(400, "a local-files URL needs ?d=PATH")
+        root = self.policy.local_files_root
+        assert root is not None  # checked by the caller
+        target = (root / unquote(query["d"][0])).resolve()
+        if not target.is_relative_to(root):
+            raise BackendError(403, f"local file {query['d'][0]!r} is outside the local-files root {root}")
+        if not target.is_file():
+            raise BackendError(404, f"local file {query['d'][0]!r} does not exist under {root}")
+        return target
+
+    def _headers(self, client: Any, refresh: bool = False) -> dict[str, str]:
+        token = self.policy.token
+        if not token:
+            return {}
+        if token.count(".") != 2:  # a legacy token
+            return {"Authorization": f"Token {token}"}
+        if self._access is None or refresh:
+            answer = client.post(urljoin(self.policy.label_studio_url or "", "/api/token/refresh"), json={"refresh": token})
+            if answer.status_code != 200:
+                raise BackendError(502, f"Label Studio refused the API token ({answer.status_code}): give a valid personal access token")
+            self._access = answer.json().get("access")
+        return {"Authorization": f"Bearer {self._access}"}
+
+    def _download(self, url: str) -> Path:
+        import httpx
+
+        limit = self.policy.max_image_bytes
+        name = hashlib.sha256(url.encode()).hexdigest()[:16] + Path(urlsplit(url).path).suffix[:8]
+        target = self._dir / name
+        try:
+            with httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False) as client:
+                for attempt in (0, 1):
+                    with client.stream("GET", url, headers=self._headers(client, refresh=attempt == 1)) as answer:
+                        if answer.status_code == 401 and attempt == 0 and self.policy.token:
+                            continue
+                        if 300 <= answer.status_code < 400:
+                            raise BackendError(502, f"Label Studio redirected the image request ({answer.status_code}); redirects are not followed")
+                        if answer.status_code != 200:
+                            raise BackendError(502, f"Label Studio answered {answer.status_code} for the image {url[:100]}")
+                        size = 0
+                        with target.open("wb") as handle:
+                            for chunk in answer.iter_bytes():
+                                size += len(chunk)
+                                if size > limit:
+                                    handle.close()
+                                    target.unlink(missing_ok=True)
+                                    raise BackendError(413, f"the image {url[:100]} is over {limit} bytes (raise --max-image-mb)")
+                                handle.write(chunk)
+                        return target
+        except httpx.HTTPError as exc:
+            raise BackendError(502, f"cannot fetch the image from Label Studio ({type(exc).__name__}: {exc})") from None
+        raise BackendError(502, "Label Studio refused the API token twice")
+
+
+def _json_body(body: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(body.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BackendError(400, f"the request body is not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BackendError(400, "the request body must be a JSON object")
+    return data
+
+
+class LabelStudioBackend:
+    """Answers Label Studio's ML backend requests with a pipeline (see the module docstring).
+
+    :param pipeline: a :class:`~ovpanoptic.pipeline.Pipeline` (its ``label-studio`` exporter builds the
+        regions; its proposal generator answers clicks when it can segment prompts).
+    :param vocabulary: the classes; ``None``: each project's ``BrushLabels`` labels.
+    :param policy: where images may come from.
+    :param model_version: reported to Label Studio (default: the exporter's ``model_version``).
+    """
+
+    def __init__(self, pipeline: Any, vocabulary: Vocabulary | None, policy: FetchPolicy, *, model_version: str | None = None) -> None:
+        self.pipeline = pipeline
+        self.vocabulary = vocabulary
+        self.exporter = pipeline.component("exporter", "label-studio")
+        self.model_version = model_version or self.exporter.config.model_version
+        self._fetcher = _Fetcher(policy)
+        self._model_lock = threading.Lock()
+        self._vocabularies: dict[tuple[str, ...], Vocabulary] = {}
+
+    def close(self) -> None:
+        """Remove the fetched images."""
+        self._fetcher.close()
+
+    def handle(self, method: str, path: str, body: bytes) -> Reply:
+        """Answer one request (never raises for bad input: a 4xx reply says what is wrong)."""
+        routes = {
+            ("GET", "/"): self._health,
+            ("GET", "/health"): self._health,
+            ("GET", "/versions"): lambda _: Reply(200, {"versions": [self.model_version]}),
+            ("POST", "/setup"): self._setup,
+            ("POST", "/predict"): self._predict,
+            ("POST", "/webhook"): self._no_training,
+            ("POST", "/train"): self._no_training,
+        }
+        route = routes.get((method, path.rstrip("/") or "/"))
+        if route is None:
+            known = sorted({p for _, p in routes})
+            if any(p == (path.rstrip("/") or "/") for _, p in routes):
+                return Reply(405, {"error": f"{method} is not allowed on {path}"})
+            return Reply(404, {"error": f"no endpoint {path}; endpoints: {', '.join(known)}"})
+        try:
+            return route(body)
+        except BackendError as exc:
+            return Reply(exc.status, {"error": str(exc)})
+        except (InputError, OvpanopticError) as exc:  # bad image, bad classes, ...: the request's fault
+            return Reply(400, {"error": str(exc)})
+
+    def _health(self, _: bytes) -> Reply:
+        return Reply(200, {"status": "UP", "model_class": "ovpanoptic", "model_version": self.model_version})
+
+    def _no_training(self, _: bytes) -> Reply:
+        return Reply(501, {"error": "ovpanoptic is zero-shot and does not train: turn training off for this ML backend"})
+
+    def _setup(self, body: bytes) -> Reply:
+        data = _json_body(body)
+        project = parse_labelling_config(data.get("schema"))
+        self._vocabulary(project)  # refuse classes the pipeline cannot use now, not at the first task
+        return Reply(200, {"model_version": self.model_version})
+
+    def _vocabulary(self, project: ProjectConfig) -> Vocabulary:
+        if self.vocabulary is not None:
+            return self.vocabulary
+        if not project.labels:
+            raise BackendError(422, f"the BrushLabels tag {project.from_name!r} has no Label: add the classes to the labelling config")
+        key = project.labels
+        if key not in self._vocabularies:
+            self._vocabularies[key] = self.pipeline.vocabulary(list(key))
+        return self._vocabularies[key]
+
+    def _predict(self, body: bytes) -> Reply:
+        data = _json_body(body)
+        tasks = data.get("tasks")
+        if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
+            raise BackendError(400, "'tasks' must be a non-empty list of task objects")
+        project = parse_labelling_config(data.get("label_config"))
+        params = data.get("params") or {}
+        context = params.get("context") if isinstance(params, Mapping) else None
+        if isinstance(context, Mapping) and context.get("result"):
+            return Reply(200, {"results": [self._interactive(tasks[0], project, context["result"])], "model_version": self.model_version})
+        vocabulary = self._vocabulary(project)
+        results = [self._segment(task, project, vocabulary) for task in tasks]
+        return Reply(200, {"results": results, "model_version": self.model_version})
+
+    def _image(self, task: Mapping[str, Any], project: ProjectConfig) -> Path:
+        data = task.get("data")
+        if not isinstance(data, Mapping) or project.data_key not in data:
+            raise BackendError(400, f"task {task.get('id')} has no data field {project.data_key!r} (the Image tag's value)")
+        return self._fetcher.local_path(data[project.data_key])
+
+    def _segment(self, task: Mapping[str, Any], project: ProjectConfig, vocabulary: Vocabulary) -> dict[str, Any]:
+        path = self._image(task, project)
+        with self._model_lock:
+            result = self.pipeline.segment(path, vocabulary)
+        prediction = self.exporter.prediction(result, from_name=project.from_name, to_name=project.to_name)
+        allowed = set(project.labels)
+        kept = [r for r in prediction["result"] if r["value"][r["type"]][0] in allowed]
+        if len(kept) < len(prediction["result"]):
+            dropped = sorted({r["value"][r["type"]][0] for r in prediction["result"]} - allowed)
+            log.warning("task %s: classes not in the project's BrushLabels left out: %s", task.get("id"), ", ".join(dropped))
+        return {**prediction, "result": kept}
+
+    def _interactive(self, task: Mapping[str, Any], project: ProjectConfig, context: Sequence[Any]) -> dict[str, Any]:
+        path = self._image(task, project)
+        from ..imageio import read_image
+
+        height, width = read_image(path).shape[:2]
+        points: list[list[float]] = []
+        labels: list[int] = []
+        box: tuple[float, float, float, float] | None = None
+        label: str | None = None
+        for item in context:
+            if not isinstance(item, Mapping) or not isinstance(item.get("value"), Mapping):
+                raise BackendError(400, "each context result must be a region with a 'value'")
+            kind = str(item.get("type", "")).lower()
+            value = item["value"]
+            try:
+                x, y = float(value["x"]) * width / 100.0, float(value["y"]) * height / 100.0
+            except (KeyError, TypeError, ValueError):
+                raise BackendError(400, f"a {kind or 'context'} region needs numeric 'x' and 'y' (percent of the image)") from None
+            names = value.get(kind)
+            if isinstance(names, list) and names:
+                label = str(names[0])
+            if kind == "keypointlabels":
+                points.append([x, y])
+                labels.append(POSITIVE_POINT if item.get("is_positive", True) else NEGATIVE_POINT)
+            elif kind == "rectanglelabels":
+                try:
+                    w, h = float(value["width"]) * width / 100.0, float(value["height"]) * height / 100.0
+                except (KeyError, TypeError, ValueError):
+                    raise BackendError(400, "a rectanglelabels region needs numeric 'width' and 'height' (percent)") from None
+                box = (x, y, x + w, y + h)
+            else:
+                raise BackendError(400, f"context regions must be keypointlabels or rectanglelabels, got {kind!r}")
+        if label is None:
+            raise BackendError(400, "the context regions carry no label: pick a label before clicking")
+        if project.labels and label not in project.labels:
+            raise BackendError(400, f"label {label!r} is not one of the project's BrushLabels labels")
+        prompt = Prompt(points_xy=np.array(points, np.float32).reshape(-1, 2), point_labels=np.array(labels, np.int32), box_xyxy=box)
+        with self._model_lock:
+            proposals = self.pipeline.segment_prompt(path, prompt)
+        if len(proposals.masks) == 0:
+            return {"model_version": self.model_version, "score": 0.0, "result": []}
+        score = float(proposals.scores[0])
+        region = self.exporter.brush_region(proposals.masks[0], label, score, "click", from_name=project.from_name, to_name=project.to_name)
+        return {"model_version": self.model_version, "score": round(score, 6), "result": [region]}
