@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Idempotent install of the system packages the test suite needs: Debian's chromium and
-# chromium-driver, for the demo's browser test (tests/test_demo_browser.py). bin/test runs it.
-# Nothing happens when /usr/bin/chromium exists. When it cannot be installed, it warns and the
-# browser test skips, saying why; in CI (CI=true), where apt is expected to work, it is an error.
+# Idempotent install of what the test suite needs outside .venv: a real Label Studio server in its
+# own virtualenv (scripts/install-label-studio.sh, for tests/test_label_studio_server.py), and
+# Debian's chromium and chromium-driver, for the demo's browser test (tests/test_demo_browser.py).
+# bin/test runs it. Nothing happens when they are there. When one cannot be installed, it warns and
+# its test skips, saying why; in CI (CI=true), where the registries are expected to work, it is an error.
 set -euo pipefail
+
+"$(dirname "${BASH_SOURCE[0]}")/install-label-studio.sh"
 
 say() { printf '[install-test-deps] %s\n' "$*" >&2; }
 give_up() {

@@ -92,7 +92,16 @@ def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: in
 def _pick_results(task: Mapping[str, Any], use: str, where: str) -> tuple[str, list[Any]]:
     """``(what was used, the result regions)`` of one task."""
     annotations = [a for a in task.get("annotations") or [] if isinstance(a, Mapping) and not a.get("was_cancelled")]
-    predictions = [p for p in task.get("predictions") or [] if isinstance(p, Mapping)]
+    listed = task.get("predictions") or []
+    predictions = [p for p in listed if isinstance(p, Mapping)]
+    if use == "predictions" or (use == "auto" and not annotations):
+        if listed and not predictions:
+            raise EvaluationError(
+                f"{where}: the export lists the predictions by id only, without their regions. Export a snapshot with "
+                "the predictions included (Label Studio API: POST /api/projects/ID/exports with serialization_options "
+                "{\"predictions\": {\"only_id\": false}}, then download it as JSON), or use the label-studio.json "
+                "ovpanoptic wrote"
+            )
     chosen: Mapping[str, Any] | None = None
     kind = "none"
     if use in ("auto", "annotations") and annotations:

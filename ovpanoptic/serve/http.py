@@ -2,7 +2,8 @@
 
 Every answer is JSON. Refusals are 4xx with ``{"error": message}``: 401 (Basic authentication
 missing or wrong, when configured), 404 (no such endpoint), 405 (wrong method), 411 (a POST without
-``Content-Length``), 413 (a body over ``max_request_bytes``, refused before it is read). An
+``Content-Length``), 413 (a body over ``max_request_bytes``, refused before it is read); http.server's
+own refusals (400 a malformed request line, 414, 431, 501 an unknown method) are JSON too. An
 unexpected failure is a 500 whose message says to read the server log; the traceback goes to the
 log (``logging``), never to the client.
 """
@@ -91,7 +92,7 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
             log.info("%s %s", self.address_string(), format % args)
 
-        def _send(self, reply: Reply) -> None:
+        def _send(self, reply: Reply, *, with_body: bool = True) -> None:
             data = json.dumps(reply.body).encode("utf-8")
             self.send_response(reply.status)
             self.send_header("Content-Type", "application/json")
@@ -99,7 +100,15 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
             if reply.status == 401:
                 self.send_header("WWW-Authenticate", 'Basic realm="ovpanoptic"')
             self.end_headers()
-            self.wfile.write(data)
+            if with_body:
+                self.wfile.write(data)
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            """http.server's own refusals (a malformed request line, a URI or header too long, a
+            method without ``do_*``) in JSON too, instead of its HTML page."""
+            self.close_connection = True
+            text = message or self.responses.get(code, ("error",))[0]
+            self._send(Reply(code, {"error": text}), with_body=self.command != "HEAD" and code >= 200 and code not in (204, 304))
 
         def _serve(self, method: str) -> None:
             path = urlsplit(self.path).path

@@ -29,7 +29,8 @@ not followed. Images are checked by the pipeline's own reader (size, pixel limit
 
 Bad requests get 4xx with ``{"error": message}`` (400 malformed JSON or fields, 403 a URL outside
 the allowed hosts, 413 an image over the size limit, 422 a labelling config the backend cannot
-answer, 502 Label Studio failed to give the image).
+answer, 502 Label Studio failed to give the image); a plugin's own failure (a
+:class:`~ovpanoptic.errors.ComponentError`) is a 500 whose message names the plugin.
 """
 
 from __future__ import annotations
@@ -46,12 +47,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urljoin, urlsplit
+from urllib.parse import parse_qs, urljoin, urlsplit
 
 import numpy as np
 
 from ..constants import NEGATIVE_POINT, POSITIVE_POINT
-from ..errors import InputError, OvpanopticError
+from ..errors import ComponentError, InputError, OvpanopticError
 from ..types import Prompt, Vocabulary
 from .http import Reply
 
@@ -188,7 +189,7 @@ class _Fetcher:
                 f"image URL scheme {parts.scheme!r} is not supported ({url[:80]}): serve the images through Label "
                 "Studio (uploads or local files) so that the backend fetches them from Label Studio",
             )
-        if parts.scheme:
+        if parts.scheme or parts.netloc:  # "//host/x.png" names a host as much as "http://host/x.png"
             self._check_origin(url, parts)
         elif not url.startswith("/"):
             raise BackendError(400, f"image URL {url[:80]!r} is neither absolute nor relative to Label Studio ('/data/...')")
@@ -226,7 +227,7 @@ class _Fetcher:
             raise BackendError(400, "a local-files URL needs ?d=PATH")
         root = self.policy.local_files_root
         assert root is not None  # checked by the caller
-        target = (root / unquote(query["d"][0])).resolve()
+        target = (root / query["d"][0]).resolve()
         if not target.is_relative_to(root):
             raise BackendError(403, f"local file {query['d'][0]!r} is outside the local-files root {root}")
         if not target.is_file():
@@ -243,7 +244,13 @@ class _Fetcher:
             answer = client.post(urljoin(self.policy.label_studio_url or "", "/api/token/refresh"), json={"refresh": token})
             if answer.status_code != 200:
                 raise BackendError(502, f"Label Studio refused the API token ({answer.status_code}): give a valid personal access token")
-            self._access = answer.json().get("access")
+            try:
+                access = answer.json().get("access")
+            except (ValueError, AttributeError):
+                access = None
+            if not isinstance(access, str) or not access:
+                raise BackendError(502, "Label Studio's token refresh gave no access token: check --label-studio-url and the token")
+            self._access = access
         return {"Authorization": f"Bearer {self._access}"}
 
     def _download(self, url: str) -> Path:
@@ -331,6 +338,9 @@ class LabelStudioBackend:
             return route(body)
         except BackendError as exc:
             return Reply(exc.status, {"error": str(exc)})
+        except ComponentError as exc:  # a plugin's bug, not the request's: its message names the plugin
+            log.error("%s %s: %s", method, path, exc, exc_info=exc)
+            return Reply(500, {"error": str(exc)})
         except (InputError, OvpanopticError) as exc:  # bad image, bad classes, ...: the request's fault
             return Reply(400, {"error": str(exc)})
 
@@ -386,7 +396,7 @@ class LabelStudioBackend:
         if len(kept) < len(prediction["result"]):
             dropped = sorted({r["value"][r["type"]][0] for r in prediction["result"]} - allowed)
             log.warning("task %s: classes not in the project's BrushLabels left out: %s", task.get("id"), ", ".join(dropped))
-        return {**prediction, "result": kept}
+        return {**prediction, "model_version": self.model_version, "result": kept}
 
     def _interactive(self, task: Mapping[str, Any], project: ProjectConfig, context: Sequence[Any]) -> dict[str, Any]:
         path = self._image(task, project)
@@ -401,11 +411,13 @@ class LabelStudioBackend:
             if not isinstance(item, Mapping) or not isinstance(item.get("value"), Mapping):
                 raise BackendError(400, "each context result must be a region with a 'value'")
             kind = str(item.get("type", "")).lower()
+            if kind not in ("keypointlabels", "rectanglelabels"):
+                raise BackendError(400, f"context regions must be keypointlabels or rectanglelabels, got {kind!r}")
             value = item["value"]
             try:
                 x, y = float(value["x"]) * width / 100.0, float(value["y"]) * height / 100.0
             except (KeyError, TypeError, ValueError):
-                raise BackendError(400, f"a {kind or 'context'} region needs numeric 'x' and 'y' (percent of the image)") from None
+                raise BackendError(400, f"a {kind} region needs numeric 'x' and 'y' (percent of the image)") from None
             names = value.get(kind)
             if isinstance(names, list) and names:
                 label = str(names[0])
@@ -418,8 +430,6 @@ class LabelStudioBackend:
                 except (KeyError, TypeError, ValueError):
                     raise BackendError(400, "a rectanglelabels region needs numeric 'width' and 'height' (percent)") from None
                 box = (x, y, x + w, y + h)
-            else:
-                raise BackendError(400, f"context regions must be keypointlabels or rectanglelabels, got {kind!r}")
         if label is None:
             raise BackendError(400, "the context regions carry no label: pick a label before clicking")
         if project.labels and label not in project.labels:
