@@ -55,6 +55,9 @@ PACKAGES: tuple[tuple[str, str, bool, str], ...] = (
     ("gradio", "gradio", False, "the demo (ovpanoptic demo)"),
     ("av", "av", False, "video files and overlay videos (segment-video)"),
     ("scipy", "scipy", False, "id matching between keyframes (segment-video)"),
+    ("label-studio-sdk", "label_studio_sdk", False, "Label Studio exports, ML backend and reader (brush RLE)"),
+    ("datumaro", "datumaro", False, "reading CVAT exports (eval)"),
+    ("cityscapesScripts", "cityscapesscripts", False, "Cityscapes exporters and readers"),
 )
 
 _FIX_PACKAGES = "run scripts/bootstrap.sh (it installs the pinned versions), or pip install"

@@ -362,8 +362,11 @@ def test_the_zip_holds_image_labels_overlay_and_table_named_by_image_and_result(
     assert first.name.startswith("street-") and len(first.stem) == len("street-") + 10
     with zipfile.ZipFile(first) as zf:
         assert sorted(zf.namelist()) == [
-            "instances.json", "panoptic.json", "panoptic/street.png", "street.jpg", "street.overlay.jpg", "street.segments.csv"
+            "annotations.xml", "instances.json", "label-studio.json", "label-studio.xml", "panoptic.json", "panoptic/street.png",
+            "street.jpg", "street.overlay.jpg", "street.segments.csv",
         ]
+        (task,) = json.loads(zf.read("label-studio.json"))
+        assert task["data"]["image"] == "/data/local-files/?d=street.jpg" and task["predictions"][0]["result"]
         data = json.loads(zf.read("panoptic.json"))
         assert data["images"][0]["file_name"] == "street.jpg"  # the image in the zip
         assert zf.read("street.jpg") == STREET.read_bytes()

@@ -29,6 +29,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from conftest import FAKE_OVERRIDES
 from PIL import Image
 
 from ovpanoptic.cli import main
@@ -40,8 +41,6 @@ from ovpanoptic.serve import FetchPolicy, LabelStudioBackend, ServeOptions, chec
 from ovpanoptic.serve.http import Reply
 from ovpanoptic.testing import FakeComponentsPlugin, TilesConfig, TilesGenerator, registry_with
 from ovpanoptic.types import Prompt, Vocabulary
-
-from conftest import FAKE_OVERRIDES
 
 decode_rle = pytest.importorskip("label_studio_sdk.converter.brush").decode_rle
 
@@ -169,7 +168,7 @@ class FakeLabelStudio:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+            def log_message(self, format: str, *args: Any) -> None:
                 pass
 
             def _answer(self, status: int, body: bytes, content_type: str = "application/json", **headers: str) -> None:
@@ -181,7 +180,7 @@ class FakeLabelStudio:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 fake.requests.append(("GET", self.path, self.headers.get("Authorization")))
                 if self.path == UPLOAD:
                     if self.headers.get("Authorization") != fake.expected_auth:
@@ -195,7 +194,7 @@ class FakeLabelStudio:
                 else:
                     self._answer(404, b'{"detail": "Not found."}')
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 fake.requests.append(("POST", self.path, self.headers.get("Authorization")))
                 if self.path != "/api/token/refresh":
@@ -336,6 +335,22 @@ def test_setup_refuses_configs_it_cannot_answer(serve, pipeline):
     # with its own vocabulary the backend does not need the project's labels
     fixed = serve(vocabulary=pipeline.vocabulary(["car"]))
     assert post(fixed, "/setup", {"schema": no_labels}).json() == {"model_version": "ovpanoptic-0.1.0"}
+
+
+@pytest.mark.parametrize(
+    ("labels", "classes"),
+    [(["person, sitting", "road"], "'person', 'sitting', 'road'"), (["tv|monitor"], "'tv'"), (["Traffic  Light"], "'Traffic Light'")],
+)
+def test_project_labels_that_do_not_read_as_themselves_are_refused(serve, local_root, labels, classes):
+    """Regions carry the vocabulary's class names: a label the class-list syntax changes would match
+    no project label and every region would be left out, so the backend says so instead."""
+    label_tags = "".join(f'<Label value="{label}"/>' for label in labels)
+    config = f'<View><Image name="img" value="$photo"/><BrushLabels name="seg" toName="img">{label_tags}</BrushLabels></View>'
+    served = serve(FetchPolicy(local_files_root=local_root))
+    quoted = ", ".join(map(repr, labels))
+    message = f"the BrushLabels labels {quoted} read as the classes {classes} (',' separates classes"
+    assert_error(post(served, "/setup", {"schema": config}), 422, message)
+    assert_error(post(served, "/predict", predict_body(task("/data/local-files/?d=photo.png"), config=config)), 422, message)
 
 
 # -- /predict without context --------------------------------------------------------------------
@@ -577,7 +592,7 @@ def rectangle(x: float, y: float, w: float, h: float, label: str = "car") -> dic
         ([keypoint(75, 25)], [[24.0, 6.0]], [1], None, "road"),
         # a box at 12.5 %, 50 %, 25 % x 25 %: pixels x 4..12, y 12..18
         ([rectangle(12.5, 50, 25, 25)], [], [], (4.0, 12.0, 12.0, 18.0), "car"),
-        # a box, a positive click in another tile and a negative one in the box's tile: the label is the last one named
+        # a box (bottom-left tile), a positive click top right, a negative one bottom right: the label is the last one named
         ([rectangle(12.5, 50, 25, 25), keypoint(75, 25, "car"), keypoint(75, 75, None, positive=False)],
          [[24.0, 6.0], [24.0, 18.0]], [1, 0], (4.0, 12.0, 12.0, 18.0), "car"),
     ],
@@ -692,8 +707,9 @@ def test_post_needs_a_length_and_a_body_over_the_limit_is_not_read(serve):
     served = serve(options=ServeOptions(port=0, max_request_bytes=4096))
     status, headers, body = raw_request(served.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n")
     assert status == 411 and json.loads(body) == {"error": "a POST needs a Content-Length header"}
-    status, _, body = raw_request(served.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: ten\r\n\r\n")
-    assert status == 400 and json.loads(body) == {"error": "Content-Length 'ten' is not a number"}
+    for length in ("ten", "-1"):
+        status, _, body = raw_request(served.port, f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n".encode())
+        assert status == 400 and json.loads(body) == {"error": f"Content-Length {length!r} is not a number of bytes"}
     # 4097 announced, 2 sent: a server that read the body would wait for the rest
     start = time.monotonic()
     status, headers, body = raw_request(served.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 4097\r\n\r\n{}", timeout=3)
@@ -819,22 +835,24 @@ def test_cli_print_config(with_plugins):
     assert "--print-config needs the classes: give --classes or --vocabulary" in err and "Traceback" not in err
 
 
-def test_cli_refuses_unsafe_or_bad_options(with_plugins, monkeypatch):
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--host", "0.0.0.0"], "refusing to serve on 0.0.0.0 without authentication: anyone who can reach this machine"),
+        (["--host", "0.0.0.0"], "Add --basic-auth USER:PASSWORD"),
+        (["--basic-auth", "nocolon"], "--basic-auth must be USER:PASSWORD"),
+        (["--basic-auth", ":pw"], "basic auth needs USER:PASSWORD with a non-empty user (no ':') and password"),
+        (["--max-request-mb", "0"], "--max-request-mb must be a positive number of megabytes, got 0.0"),
+        (["--max-image-mb", "-1"], "--max-image-mb must be a positive number of megabytes, got -1.0"),
+        (["--label-studio-url", "localhost:8080"], "the Label Studio URL must be http(s)://HOST[:PORT], got 'localhost:8080'"),
+        (["--local-files-root", "/nonexistent-ovpanoptic"], "the local-files root /nonexistent-ovpanoptic is not a folder"),
+    ],
+)
+def test_cli_refuses_unsafe_or_bad_options(with_plugins, monkeypatch, args, message):
     monkeypatch.delenv("OVPANOPTIC_BASIC_AUTH", raising=False)
-    code, _, err = serve_cli("--host", "0.0.0.0")
-    assert code == 2 and "refusing to serve on 0.0.0.0 without authentication" in err and "--basic-auth USER:PASSWORD" in err
-    code, _, err = serve_cli("--basic-auth", "nocolon")
-    assert code == 2 and "--basic-auth must be USER:PASSWORD" in err
-    code, _, err = serve_cli("--basic-auth", ":pw")
-    assert code == 2 and "basic auth needs USER:PASSWORD with a non-empty user" in err
-    code, _, err = serve_cli("--max-request-mb", "0")
-    assert code == 2 and "--max-request-mb must be a positive number of megabytes, got 0.0" in err
-    code, _, err = serve_cli("--max-image-mb", "-1")
-    assert code == 2 and "--max-image-mb must be a positive number of megabytes, got -1.0" in err
-    code, _, err = serve_cli("--label-studio-url", "localhost:8080")
-    assert code == 2 and "the Label Studio URL must be http(s)://HOST[:PORT]" in err
-    for e in (err,):
-        assert "Traceback" not in e
+    code, out, err = serve_cli(*args)
+    assert (code, out) == (2, "")
+    assert message in err and "Traceback" not in err
 
 
 def test_cli_serves_with_its_options(with_plugins, monkeypatch, local_root):
@@ -868,7 +886,7 @@ def test_cli_serves_with_its_options(with_plugins, monkeypatch, local_root):
         return server
 
     monkeypatch.setattr(serve_module, "make_server", make_and_probe)
-    code, out, err = serve_cli("--port", "0", "--basic-auth", "ann:pw", "--local-files-root", str(local_root), "--max-request-mb", "0.001")
+    code, _, err = serve_cli("--port", "0", "--basic-auth", "ann:pw", "--local-files-root", str(local_root), "--max-request-mb", "0.001")
     assert code == 0, err
     assert "Label Studio ML backend on http://127.0.0.1:" in err
     assert [a.status_code for a in answers] == [401, 200, 200, 413]

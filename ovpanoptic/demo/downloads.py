@@ -7,6 +7,9 @@ segments, so each re-query or correction has its own name) holds:
   ``panoptic.json`` names;
 * ``panoptic/STEM.png`` + ``panoptic.json``: COCO panoptic format (the ``coco-panoptic`` exporter);
 * ``instances.json``: COCO instances with RLE masks of the things (the ``coco-instances`` exporter);
+* ``label-studio.json`` + ``label-studio.xml``: a Label Studio task with the segments as brush
+  predictions and its labelling config (the ``label-studio`` exporter; docs/labelling.md);
+* ``annotations.xml``: CVAT for images 1.1 with one mask shape per segment (the ``cvat`` exporter);
 * ``STEM.overlay.jpg``: the image with segments, outlines and names as the page draws them (at
   most :data:`OVERLAY_MAX_SIDE` pixels on its long side);
 * ``STEM.segments.csv``: the segment table (id, label, class, kind, score, area in pixels and %,
@@ -23,21 +26,27 @@ import io
 import json
 import shutil
 import tempfile
+import logging
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from ..errors import MissingDependencyError
 from ..imageio import resize_longest_side
 from ..pipeline import Pipeline
 from ..types import PanopticResult
 from .render import Overlay, compose, segment_colors, segment_labels
 
+log = logging.getLogger(__name__)
+
 __all__ = ["DOWNLOAD_EXPORTERS", "result_digest", "write_download"]
 
-#: Exporters whose files go into the zip, when installed and enabled.
-DOWNLOAD_EXPORTERS: tuple[str, ...] = ("coco-panoptic", "coco-instances")
+#: Exporters whose files go into the zip, when installed, enabled and their packages present
+#: (``label-studio``: tasks + labelling config; ``cvat``: CVAT for images 1.1 XML).
+DOWNLOAD_EXPORTERS: tuple[str, ...] = ("coco-panoptic", "coco-instances", "label-studio", "cvat")
 #: JPEG quality of the image and overlay written into the zip.
 JPEG_QUALITY = 92
 #: The overlay is drawn at most this large (long side), whatever the image's size.
@@ -98,7 +107,7 @@ def write_download(
     if archive.is_file():
         return archive
     work = Path(tempfile.mkdtemp(prefix=".files-", dir=folder))  # two downloads at once never share it
-    formats = [name for name in DOWNLOAD_EXPORTERS if name in pipe.registry.components.get("exporter", {})]
+    formats = [name for name in DOWNLOAD_EXPORTERS if _usable(pipe, name)]
     try:
         written = pipe.export(result, rgb, work, stem, formats=formats) if formats else []
         labels = segment_labels(result)
@@ -121,6 +130,18 @@ def write_download(
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return archive
+
+
+def _usable(pipe: Any, name: str) -> bool:
+    """Whether exporter ``name`` is registered and can be built (its optional packages installed)."""
+    if name not in pipe.registry.components.get("exporter", {}):
+        return False
+    try:
+        pipe.component("exporter", name)
+    except MissingDependencyError as exc:
+        log.warning("the download leaves out %s: %s", name, exc)
+        return False
+    return True
 
 
 def _same_size(path: Path, rgb: np.ndarray) -> bool:

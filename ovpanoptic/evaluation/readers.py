@@ -4,7 +4,8 @@ Formats (``ovpanoptic eval --gt-format/--pred-format``; ``auto`` detects them):
 
 =======================  =======================================================================
 ``coco-panoptic``        a COCO-panoptic JSON (PNGs beside it), or a folder holding ``panoptic.json``
-                         (ovpanoptic's output folder)
+                         (ovpanoptic's output folder; a folder holding several exports is read as
+                         this: name the file to read another)
 ``cityscapes-panoptic``  Cityscapes' panoptic JSON (``cityscapes_panoptic_val.json``) or its folder
 ``cityscapes``           a Cityscapes ``gtFine`` folder (``*_gtFine_instanceIds.png``)
 ``label-studio``         a Label Studio JSON export (or ovpanoptic's ``label-studio.json``)
@@ -74,10 +75,11 @@ def detect_format(path: str | Path) -> str:
         elif p.suffix.lower() == ".json":
             kind = _json_kind(p)
     else:
-        if (p / "annotations.xml").is_file():
-            kind = "cvat"
-        elif (p / "panoptic.json").is_file():
+        # An ovpanoptic output folder may hold several exports: COCO panoptic first (ids, scores, crowd flags).
+        if (p / "panoptic.json").is_file():
             kind = "coco-panoptic"
+        elif (p / "annotations.xml").is_file():
+            kind = "cvat"
         elif any(p.glob("cityscapes_panoptic_*.json")):
             kind = "cityscapes-panoptic"
         elif p.name == "gtFine" or (p / "gtFine").is_dir() or next(p.rglob("*_gtFine_instanceIds.png"), None) is not None:

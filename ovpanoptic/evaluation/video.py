@@ -99,6 +99,7 @@ from .pq import (
     PQAccumulator,
     PQReport,
     _match_categories,
+    _prediction_categories,
     _remap_segments,
     _Segment,
     _Table,
@@ -654,7 +655,9 @@ def evaluate_video(
         raise EvaluationError(f"ground-truth JSON file {gt.json_path} has no annotated frame: nothing to evaluate")
     pred = read_video_panoptic(pred_json, pred_dir, role="prediction")
     categories = dict(gt.categories)
-    mapping, notes = _match_categories(categories, pred.data, pred.json_path, match_categories)
+    mapping, notes = _match_categories(
+        categories, _prediction_categories(pred.data, pred.json_path), pred.json_path, match_categories
+    )
     notes += _pair_videos(gt, pred)
 
     accumulators = {span: PQAccumulator(categories=categories) for span in span_list}

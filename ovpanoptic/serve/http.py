@@ -124,10 +124,12 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
                     return
                 try:
                     length = int(length_text)
+                    if length < 0:
+                        raise ValueError(length)
                 except ValueError:
-                    self._send(Reply(400, {"error": f"Content-Length {length_text!r} is not a number"}))
+                    self._send(Reply(400, {"error": f"Content-Length {length_text!r} is not a number of bytes"}))
                     return
-                if length < 0 or length > options.max_request_bytes:
+                if length > options.max_request_bytes:
                     self.close_connection = True
                     self._send(Reply(413, {"error": f"the request body is {length} bytes; the limit is "
                                                      f"{options.max_request_bytes} (raise it with --max-request-mb)"}))

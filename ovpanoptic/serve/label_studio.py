@@ -41,9 +41,11 @@ import logging
 import shutil
 import tempfile
 import threading
+import uuid
 import xml.etree.ElementTree as ElementTree
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -163,6 +165,7 @@ class _Fetcher:
         self.policy = policy
         self._dir = Path(tempfile.mkdtemp(prefix="ovpanoptic-ls-"))
         self._cache: OrderedDict[str, Path] = OrderedDict()
+        self._in_use: dict[Path, int] = {}  # fetched files requests are reading: removed only once released
         self._access: str | None = None
         self._lock = threading.Lock()
 
@@ -170,7 +173,8 @@ class _Fetcher:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def local_path(self, url: Any) -> Path:
-        """The image file of a task URL.
+        """The image file of a task URL; hand it back to :meth:`release` once read (a fetched file
+        is not removed while a request holds it).
 
         :raises BackendError: 400 (not a URL / unsupported scheme / no Label Studio URL configured),
             403 (another host, a path outside the local-files root), 404 (no such local file),
@@ -204,14 +208,32 @@ class _Fetcher:
             cached = self._cache.get(full)
             if cached is not None and cached.exists():
                 self._cache.move_to_end(full)
+                self._in_use[cached] = self._in_use.get(cached, 0) + 1
                 return cached
         path = self._download(full)
         with self._lock:
+            stale = [old] if (old := self._cache.pop(full, None)) is not None else []
             self._cache[full] = path
+            self._in_use[path] = 1
             while len(self._cache) > _IMAGE_CACHE_SIZE:
-                _, old = self._cache.popitem(last=False)
-                old.unlink(missing_ok=True)
+                stale.append(self._cache.popitem(last=False)[1])
+            for old in stale:
+                if old not in self._in_use:
+                    old.unlink(missing_ok=True)
         return path
+
+    def release(self, path: Path) -> None:
+        """Done with a path :meth:`local_path` gave: a fetched file no longer cached is removed."""
+        with self._lock:
+            count = self._in_use.get(path)
+            if count is None:  # a local file: never ours to remove
+                return
+            if count > 1:
+                self._in_use[path] = count - 1
+            else:
+                del self._in_use[path]
+                if path not in self._cache.values():
+                    path.unlink(missing_ok=True)
 
     def _check_origin(self, url: str, parts: Any) -> None:
         if self.policy.origin != (parts.scheme, parts.netloc.lower()):
@@ -257,7 +279,7 @@ class _Fetcher:
         import httpx
 
         limit = self.policy.max_image_bytes
-        name = hashlib.sha256(url.encode()).hexdigest()[:16] + Path(urlsplit(url).path).suffix[:8]
+        name = f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{uuid.uuid4().hex[:8]}{Path(urlsplit(url).path).suffix[:8]}"
         target = self._dir / name
         try:
             with httpx.Client(timeout=self.policy.timeout_s, follow_redirects=False) as client:
@@ -280,6 +302,7 @@ class _Fetcher:
                                 handle.write(chunk)
                         return target
         except httpx.HTTPError as exc:
+            target.unlink(missing_ok=True)  # a part written before the connection broke
             raise BackendError(502, f"cannot fetch the image from Label Studio ({type(exc).__name__}: {exc})") from None
         raise BackendError(502, "Label Studio refused the API token twice")
 
@@ -363,7 +386,16 @@ class LabelStudioBackend:
             raise BackendError(422, f"the BrushLabels tag {project.from_name!r} has no Label: add the classes to the labelling config")
         key = project.labels
         if key not in self._vocabularies:
-            self._vocabularies[key] = self.pipeline.vocabulary(list(key))
+            vocabulary = self.pipeline.vocabulary(list(key))
+            names = tuple(c.name for c in vocabulary.categories)
+            if names != key:  # the regions would carry names the project does not list, and be left out
+                raise BackendError(
+                    422,
+                    f"the BrushLabels labels {', '.join(map(repr, key))} read as the classes {', '.join(map(repr, names))} "
+                    "(',' separates classes, '|' synonyms, spaces and letter widths are normalised): rename the labels "
+                    "in the labelling config so that each reads as itself, or give the backend --classes",
+                )
+            self._vocabularies[key] = vocabulary
         return self._vocabularies[key]
 
     def _predict(self, body: bytes) -> Reply:
@@ -380,15 +412,19 @@ class LabelStudioBackend:
         results = [self._segment(task, project, vocabulary) for task in tasks]
         return Reply(200, {"results": results, "model_version": self.model_version})
 
-    def _image(self, task: Mapping[str, Any], project: ProjectConfig) -> Path:
+    @contextmanager
+    def _image(self, task: Mapping[str, Any], project: ProjectConfig) -> Iterator[Path]:
         data = task.get("data")
         if not isinstance(data, Mapping) or project.data_key not in data:
             raise BackendError(400, f"task {task.get('id')} has no data field {project.data_key!r} (the Image tag's value)")
-        return self._fetcher.local_path(data[project.data_key])
+        path = self._fetcher.local_path(data[project.data_key])
+        try:
+            yield path
+        finally:
+            self._fetcher.release(path)
 
     def _segment(self, task: Mapping[str, Any], project: ProjectConfig, vocabulary: Vocabulary) -> dict[str, Any]:
-        path = self._image(task, project)
-        with self._model_lock:
+        with self._image(task, project) as path, self._model_lock:
             result = self.pipeline.segment(path, vocabulary)
         prediction = self.exporter.prediction(result, from_name=project.from_name, to_name=project.to_name)
         allowed = set(project.labels)
@@ -396,13 +432,17 @@ class LabelStudioBackend:
         if len(kept) < len(prediction["result"]):
             dropped = sorted({r["value"][r["type"]][0] for r in prediction["result"]} - allowed)
             log.warning("task %s: classes not in the project's BrushLabels left out: %s", task.get("id"), ", ".join(dropped))
-        return {**prediction, "model_version": self.model_version, "result": kept}
+        # The prediction's score: the mean over the segments it keeps, as the exporter's is over all.
+        scores = [r["score"] for r in kept if r["type"] == "brushlabels"]
+        score = round(float(np.mean(scores)), 6) if scores else 0.0
+        return {**prediction, "model_version": self.model_version, "score": score, "result": kept}
 
     def _interactive(self, task: Mapping[str, Any], project: ProjectConfig, context: Sequence[Any]) -> dict[str, Any]:
-        path = self._image(task, project)
         from ..imageio import read_image
 
-        height, width = read_image(path).shape[:2]
+        with self._image(task, project) as path:  # read once, under the pipeline's pixel limit
+            rgb = read_image(path, self.pipeline.config.pipeline.max_pixels)
+        height, width = rgb.shape[:2]
         points: list[list[float]] = []
         labels: list[int] = []
         box: tuple[float, float, float, float] | None = None
@@ -436,7 +476,7 @@ class LabelStudioBackend:
             raise BackendError(400, f"label {label!r} is not one of the project's BrushLabels labels")
         prompt = Prompt(points_xy=np.array(points, np.float32).reshape(-1, 2), point_labels=np.array(labels, np.int32), box_xyxy=box)
         with self._model_lock:
-            proposals = self.pipeline.segment_prompt(path, prompt)
+            proposals = self.pipeline.segment_prompt(rgb, prompt)
         if len(proposals.masks) == 0:
             return {"model_version": self.model_version, "score": 0.0, "result": []}
         score = float(proposals.scores[0])
