@@ -32,10 +32,9 @@ from ovpanoptic.imageio import read_image
 from ovpanoptic.pipeline import Pipeline
 
 sdk = pytest.importorskip("label_studio_sdk")
-from label_studio_sdk.converter.brush import decode_rle  # noqa: E402
-
-from conftest import COCO_SAMPLE  # noqa: E402
-from test_label_studio import oracle_config  # noqa: E402
+from conftest import COCO_SAMPLE
+from label_studio_sdk.converter.brush import decode_rle
+from test_label_studio import oracle_config
 
 VERSION = "1.23.2"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"

@@ -59,6 +59,7 @@ from .exporters import (
     _check_plain_name,
     _coco_categories,
     _parts_dir,
+    _read_parts,
     _write_categories,
 )
 
@@ -256,18 +257,12 @@ class CvatExporter:
         if not categories_path.exists():
             return []
         categories = json.loads(categories_path.read_text("utf-8"))["categories"]
-        parts = _parts_dir(outdir, self.config.xml_name)
-        if stems is None:
-            stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
+        read = _read_parts(outdir, self.config.xml_name, stems)
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = CVAT_XML_VERSION
-        root.append(self._meta(categories, len(stems)))
+        root.append(self._meta(categories, len(read)))
         names = {int(c["id"]): str(c["name"]) for c in categories}
-        for frame, stem in enumerate(stems):
-            part_path = parts / f"{stem}.json"
-            if not part_path.exists():
-                raise ExportError(f"{part_path} is missing: run the batch again to redo image {stem!r}")
-            part = json.loads(part_path.read_text("utf-8"))
+        for frame, (_, part) in enumerate(read):
             image = ET.SubElement(
                 root,
                 "image",

@@ -150,6 +150,24 @@ def _image_ids(stems: Sequence[str]) -> dict[str, int]:
     return ids
 
 
+def _read_parts(outdir: Path, json_name: str, stems: Sequence[str] | None) -> list[tuple[str, dict[str, Any]]]:
+    """``(stem, part)`` of each image part of a combined file, in the order of ``stems`` (``None``:
+    every part, by name).
+
+    :raises ExportError: a part of ``stems`` is missing (the batch must redo that image).
+    """
+    parts = _parts_dir(outdir, json_name)
+    if stems is None:
+        stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
+    out = []
+    for stem in stems:
+        part_path = parts / f"{stem}.json"
+        if not part_path.exists():
+            raise ExportError(f"{part_path} is missing: run the batch again to redo image {stem!r}")
+        out.append((stem, json.loads(part_path.read_text("utf-8"))))
+    return out
+
+
 def _finish_combined(
     outdir: Path, json_name: str, stems: Sequence[str] | None, build: Any
 ) -> list[Path]:
@@ -160,16 +178,10 @@ def _finish_combined(
     if not categories_path.exists():
         return []
     categories = json.loads(categories_path.read_text("utf-8"))["categories"]
-    parts = _parts_dir(outdir, json_name)
-    if stems is None:
-        stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
+    read = _read_parts(outdir, json_name, stems)
     data: dict[str, Any] = {"info": {"description": "ovpanoptic predictions"}, "images": [], "annotations": [], "categories": categories}
-    ids = _image_ids(list(stems))
-    for stem in stems:
-        part_path = parts / f"{stem}.json"
-        if not part_path.exists():
-            raise ExportError(f"{part_path} is missing: run the batch again to redo image {stem!r}")
-        part = json.loads(part_path.read_text("utf-8"))
+    ids = _image_ids([stem for stem, _ in read])
+    for stem, part in read:
         data["images"].append({"id": ids[stem], "file_name": part["file_name"], "height": part["height"], "width": part["width"]})
         build(data, part, ids[stem])
     data["images"].sort(key=lambda i: i["id"])

@@ -54,7 +54,15 @@ from ..errors import ExportError, MissingDependencyError
 from ..hookspecs import hookimpl
 from ..types import PanopticResult, Vocabulary
 from ._quiet import require
-from .exporters import _categories_file, _check_combined, _check_plain_name, _coco_categories, _parts_dir, _write_categories
+from .exporters import (
+    _categories_file,
+    _check_combined,
+    _check_plain_name,
+    _coco_categories,
+    _parts_dir,
+    _read_parts,
+    _write_categories,
+)
 
 __all__ = ["LabelStudioConfig", "LabelStudioExporter", "labelling_config"]
 
@@ -281,17 +289,9 @@ class LabelStudioExporter:
         """Write the tasks file from the parts of ``stems``, in that order (all parts by name when
         ``None``); nothing when no image was exported."""
         outdir = Path(outdir)
-        parts = _parts_dir(outdir, self.config.json_name)
-        if stems is None:
-            stems = sorted(p.stem for p in parts.glob("*.json")) if parts.is_dir() else []
-        if not stems:
+        tasks = [task for _, task in _read_parts(outdir, self.config.json_name, stems)]
+        if not tasks:
             return []
-        tasks = []
-        for stem in stems:
-            path = parts / f"{stem}.json"
-            if not path.exists():
-                raise ExportError(f"{path} is missing: run the batch again to redo image {stem!r}")
-            tasks.append(json.loads(path.read_text("utf-8")))
         return [atomic_write_text(outdir / self.config.json_name, json.dumps(tasks, indent=1))]
 
 

@@ -24,9 +24,9 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import shutil
 import tempfile
-import logging
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path

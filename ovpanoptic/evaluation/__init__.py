@@ -26,18 +26,6 @@ the reader that needs it. Its modules import one another only downwards:
 
 from __future__ import annotations
 
-from .pq import (
-    ID_BASE,
-    VOID_ID,
-    CategoryInfo,
-    EvaluationError,
-    PQAccumulator,
-    PQReport,
-    PQStats,
-    evaluate_panoptic,
-    id_to_rgb,
-    rgb_to_id,
-)
 from .annotations import (
     AgreementReport,
     AnnotatedImage,
@@ -59,6 +47,18 @@ from .cityscapes_reader import (
     read_cityscapes_panoptic,
 )
 from .cvat_reader import read_cvat
+from .pq import (
+    ID_BASE,
+    VOID_ID,
+    CategoryInfo,
+    EvaluationError,
+    PQAccumulator,
+    PQReport,
+    PQStats,
+    evaluate_panoptic,
+    id_to_rgb,
+    rgb_to_id,
+)
 from .video import (
     DEFAULT_SPANS,
     ClassChange,
@@ -79,34 +79,25 @@ from .video import (
 )
 
 __all__ = [
-    "AgreementReport",
-    "AnnotatedImage",
-    "ImageAgreement",
-    "PanopticAnnotations",
-    "evaluate_annotations",
-    "image_name",
-    "read_coco_panoptic",
     "CITYSCAPES_INSTANCE_DIVISOR",
     "CITYSCAPES_INSTANCE_IDS_SUFFIX",
     "CITYSCAPES_LABEL_IDS_SUFFIX",
     "CITYSCAPES_UNLABELED_ID",
-    "cityscapes_categories",
-    "cityscapes_labels",
-    "decode_instance_ids",
-    "read_cityscapes",
-    "read_cityscapes_panoptic",
-    "read_cvat",
     "DEFAULT_SPANS",
     "ID_BASE",
     "VOID_ID",
+    "AgreementReport",
+    "AnnotatedImage",
     "CategoryInfo",
     "ClassChange",
     "ConsistencyIssue",
     "ConsistencyReport",
     "EvaluationError",
+    "ImageAgreement",
     "PQAccumulator",
     "PQReport",
     "PQStats",
+    "PanopticAnnotations",
     "STQReport",
     "STQStats",
     "TrackConsistency",
@@ -117,9 +108,18 @@ __all__ = [
     "VideoPanoptic",
     "VideoReport",
     "check_temporal_consistency",
+    "cityscapes_categories",
+    "cityscapes_labels",
+    "decode_instance_ids",
+    "evaluate_annotations",
     "evaluate_panoptic",
     "evaluate_video",
     "id_to_rgb",
+    "image_name",
+    "read_cityscapes",
+    "read_cityscapes_panoptic",
+    "read_coco_panoptic",
+    "read_cvat",
     "read_video_panoptic",
     "rgb_to_id",
 ]

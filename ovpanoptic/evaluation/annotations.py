@@ -40,9 +40,9 @@ from .pq import (
 )
 
 __all__ = [
+    "AgreementReport",
     "AnnotatedImage",
     "ImageAgreement",
-    "AgreementReport",
     "PanopticAnnotations",
     "evaluate_annotations",
     "image_name",

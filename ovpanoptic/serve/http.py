@@ -89,7 +89,7 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
         server_version = "ovpanoptic"
         sys_version = ""
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
 
         def _send(self, reply: Reply, *, with_body: bool = True) -> None:
@@ -142,16 +142,16 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
                 reply = Reply(500, {"error": "internal error: the request failed in the server; its log has the details"})
             self._send(reply)
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             self._serve("GET")
 
-        def do_POST(self) -> None:  # noqa: N802
+        def do_POST(self) -> None:
             self._serve("POST")
 
         def _not_allowed(self) -> None:
             self._send(Reply(405, {"error": f"method {self.command} is not allowed: use GET or POST"}))
 
-        do_PUT = do_DELETE = do_PATCH = _not_allowed  # noqa: N815
+        do_PUT = do_DELETE = do_PATCH = _not_allowed
 
     return RequestHandler
 

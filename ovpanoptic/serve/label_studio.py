@@ -42,7 +42,6 @@ import shutil
 import tempfile
 import threading
 import uuid
-import xml.etree.ElementTree as ElementTree
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -50,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
+from xml.etree import ElementTree
 
 import numpy as np
 
