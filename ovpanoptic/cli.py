@@ -812,6 +812,9 @@ def _read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
     given = _eval_categories(args)
     sides = {"gt": (args.gt, args.gt_format, args.gt_use, "ground-truth"), "pred": (args.pred, args.pred_format, args.pred_use, "prediction")}
     kinds = {side: detect_format(path) if fmt == "auto" else fmt for side, (path, fmt, _, _) in sides.items()}
+    for side, (path, _, use, _) in sides.items():
+        if use != "auto" and kinds[side] != "label-studio":
+            raise InputError(f"--{side}-use applies to Label Studio exports; {path} is {kinds[side]}: leave --{side}-use out")
     read: dict[str, Any] = {}
     for side in sorted(sides, key=lambda s: kinds[s] in NAME_ONLY_FORMATS):  # sets with a table first
         path, _, use, role = sides[side]
@@ -990,13 +993,24 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except OSError as exc:
         backend.close()
         raise InputError(f"cannot listen on {args.host}:{args.port} ({exc.strerror or exc}): choose another --port or --host") from None
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-        backend.close()
+    import threading
+
+    from .stopping import stop_on_sigterm
+
+    # Served from a thread, so that Ctrl+C, SIGTERM and SIGHUP all end in the same clean shutdown
+    # (the fetched images are removed).
+    serving = threading.Thread(target=server.serve_forever, name="label-studio-backend", daemon=True)
+    with stop_on_sigterm() as stop:
+        serving.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.shutdown()
+            server.server_close()
+            backend.close()
     return EXIT_OK
 
 

@@ -283,7 +283,9 @@ class OutputChecker(Protocol):
 
     def check_output(self, outdir: Path, vocabulary: Vocabulary) -> None:
         """Raise an :class:`~ovpanoptic.errors.OvpanopticError` saying why results over
-        ``vocabulary`` cannot go into ``outdir`` (e.g. it holds results of another vocabulary)."""
+        ``vocabulary`` cannot go into ``outdir`` (e.g. it holds results of another vocabulary, or
+        the format cannot hold its classes). ``outdir`` may not exist yet (a new batch): then check
+        the vocabulary alone."""
         ...
 
 

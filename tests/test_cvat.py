@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import xml.etree.ElementTree as ET
@@ -326,3 +327,28 @@ def test_parts_are_json_with_the_segments_boxes(tmp_path):
     assert [(s["category_id"], s["score"], s["left"], s["top"], s["width"], s["height"]) for s in part["shapes"]] == [
         (1, 90, 3, 2, 6, 6), (1, 42, 12, 3, 3, 7), (2, 78, 20, 14, 10, 6), (3, 50, 0, 12, 32, 12),
     ]
+
+
+def test_read_cvat_reads_a_project_export_s_subsets_and_names_labels_outside_meta(tmp_path):
+    result = tiny_result()
+    export(CvatExporter(CvatConfig()), result, tmp_path / "cvat", ["000001"])
+    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    project = tmp_path / "project.xml"
+    project.write_text(xml.replace("<image ", '<image subset="Train" task_id="3" '), "utf-8")
+    expected = read_cvat(tmp_path / "cvat", CATEGORIES).read("000001").panoptic_map
+    read = read_cvat(project, CATEGORIES)
+    assert read.names == ("000001",)
+    np.testing.assert_array_equal(read.read("000001").panoptic_map, expected)
+    stranger = tmp_path / "stranger.xml"
+    stranger.write_text(xml.replace('label="grass"', 'label="zzz"'), "utf-8")
+    with pytest.raises(EvaluationError, match=r"the CVAT label\(s\) 'zzz' are not among the categories"):
+        read_cvat(stranger, CATEGORIES)
+
+
+def test_read_cvat_refuses_a_mask_whose_rle_does_not_cover_its_box(tmp_path):
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
+    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    damaged = tmp_path / "damaged.xml"
+    damaged.write_text(re.sub(r'rle="[^"]*"', 'rle="1, 2, 3"', xml, count=1), "utf-8")
+    with pytest.raises(EvaluationError, match=r"mask's rle covers 6 pixels, not its box's \d+ x \d+ = \d+: the mask is damaged"):
+        read_cvat(damaged, CATEGORIES)

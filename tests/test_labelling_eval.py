@@ -128,3 +128,40 @@ def test_bad_eval_arguments_are_named(capsys, tmp_path):
     assert code == 2 and "--review-below is a PQ in percent (0 to 100), got 150.0" in report["error"]
     code, report = run_eval(capsys, "--gt", str(tmp_path / "missing"), "--pred", str(tmp_path))
     assert code == 2 and "missing does not exist" in report["error"]
+
+
+def test_label_studio_sets_say_what_they_could_not_read(exports, capsys, tmp_path):
+    _, out, _ = exports
+    tasks = json.loads((out / "label-studio.json").read_text())
+    export = tmp_path / "export.json"
+    # No annotation at all, read as annotations: said, not scored as empty ground truth.
+    export.write_text(json.dumps(tasks))
+    code, report = run_eval(capsys, "--gt", str(export), "--gt-use", "annotations", "--pred", str(export), "--vocabulary", "coco")
+    assert code == 2 and "has an annotation (that is not cancelled): read its predictions instead" in report["error"]
+    # One task annotated (with a rectangle that is no mask), one not: both said in the notes.
+    tasks[0]["annotations"] = [{"id": 1, "result": tasks[0]["predictions"][0]["result"] + [
+        {"id": "r", "type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 5, "height": 5, "rectanglelabels": ["car"]}}
+    ]}]
+    export.write_text(json.dumps(tasks))
+    code, report = run_eval(capsys, "--gt", str(export), "--gt-use", "annotations", "--pred", str(export), "--pred-use", "predictions", "--vocabulary", "coco")
+    assert code == 0, report
+    assert report["notes"][:2] == [
+        "ground truth: 1 of 2 task(s) have no annotation: read as unlabelled (all void)",
+        "ground truth: regions that are not masks were skipped: 1 rectanglelabels",
+    ]
+    # A task without an image URL, and a damaged RLE, are named.
+    del tasks[1]["data"]["image"]
+    export.write_text(json.dumps(tasks))
+    code, report = run_eval(capsys, "--gt", str(export), "--pred", str(export), "--vocabulary", "coco")
+    assert code == 2 and "task 1 has no image URL in data (no field holds an image URL)" in report["error"]
+    tasks[1]["data"]["image"] = "/data/local-files/?d=b.jpg"
+    tasks[1]["predictions"][0]["result"][0]["value"]["rle"] = [0, 0]
+    export.write_text(json.dumps(tasks))
+    code, report = run_eval(capsys, "--gt", str(export), "--gt-use", "predictions", "--pred", str(export), "--pred-use", "predictions", "--vocabulary", "coco")
+    assert code == 2 and "the brush RLE is truncated or corrupt" in report["error"] and "base 2" not in report["error"]
+
+
+def test_use_options_apply_to_label_studio_sets_only(exports, capsys):
+    sample, out, _ = exports
+    code, report = run_eval(capsys, "--gt", str(out / "annotations.xml"), "--gt-use", "annotations", "--pred", str(out))
+    assert code == 2 and "--gt-use applies to Label Studio exports;" in report["error"] and "is cvat" in report["error"]

@@ -15,6 +15,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import signal
 import logging
 import socket
 import threading
@@ -689,9 +691,9 @@ def test_wrong_methods_and_paths(serve):
 
 def test_every_answer_of_the_http_layer_is_json(serve):
     served = serve()
-    for method in ("OPTIONS", "TRACE"):
+    for method in ("OPTIONS", "TRACE", "DELETE", "PUT"):  # one answer for every method but GET and POST
         response = httpx.request(method, served.url + "/predict", timeout=10)
-        assert_error(response, 501, "Unsupported method")
+        assert_error(response, 405, f"method {method} is not allowed: use GET or POST")
     # a request line without a version is HTTP/0.9: the answer is the body alone
     assert json.loads(raw_exchange(served.port, b"NONSENSE\r\n\r\n")) == {"error": "Bad request syntax ('NONSENSE')"}
     status, headers, body = raw_request(served.port, b"GET / HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n")
@@ -700,7 +702,7 @@ def test_every_answer_of_the_http_layer_is_json(serve):
     status, headers, body = raw_request(served.port, b"GET /" + b"a" * 70000 + b" HTTP/1.1\r\n\r\n")
     assert (status, headers["Content-Type"], json.loads(body)) == (414, "application/json", {"error": "Request-URI Too Long"})
     response = httpx.head(served.url + "/health", timeout=10)
-    assert (response.status_code, response.headers["Content-Type"], response.content) == (501, "application/json", b"")
+    assert (response.status_code, response.headers["Content-Type"], response.content) == (405, "application/json", b"")
 
 
 def test_post_needs_a_length_and_a_body_over_the_limit_is_not_read(serve):
@@ -857,7 +859,7 @@ def test_cli_refuses_unsafe_or_bad_options(with_plugins, monkeypatch, args, mess
 
 def test_cli_serves_with_its_options(with_plugins, monkeypatch, local_root):
     """``serve label-studio`` end to end: the server it starts (port 0) is asked for health and a
-    prediction, then stopped as Ctrl-C stops it."""
+    prediction, then stopped by SIGTERM, which ends in the clean shutdown of Ctrl-C."""
     import ovpanoptic.serve as serve_module
 
     monkeypatch.delenv("OVPANOPTIC_BASIC_AUTH", raising=False)
@@ -878,9 +880,7 @@ def test_cli_serves_with_its_options(with_plugins, monkeypatch, local_root):
                 answers.append(post(url, "/predict", predict_body(task("/data/local-files/?d=photo.png")), auth=("ann", "pw")))
                 answers.append(post(url, "/predict", content=b"x" * 2000, auth=("ann", "pw")))
             finally:
-                server.shutdown()
-                thread.join(5)
-            raise KeyboardInterrupt
+                os.kill(os.getpid(), signal.SIGTERM)  # stopped as a service manager stops it
 
         server.serve_forever = probe
         return server
@@ -892,3 +892,46 @@ def test_cli_serves_with_its_options(with_plugins, monkeypatch, local_root):
     assert [a.status_code for a in answers] == [401, 200, 200, 413]
     assert len(answers[2].json()["results"][0]["result"]) == 3
     assert "the limit is 1048 " in answers[3].json()["error"]
+
+
+# -- what an outside tester found (each fixed as a kind) ---------------------------------------------
+
+
+def test_a_scheme_relative_url_on_label_studio_s_own_address_is_fetched(serve, fake_ls):
+    ls = fake_ls()
+    served = serve(FetchPolicy(label_studio_url=ls.url, token=LEGACY_TOKEN, timeout_s=5))
+    response = post(served, "/predict", predict_body(task("//" + ls.url.split("//")[1] + UPLOAD)))
+    assert response.status_code == 200, response.text
+    assert ls.requests == [("GET", UPLOAD, f"Token {LEGACY_TOKEN}")]
+
+
+def test_local_file_names_the_file_system_cannot_hold_are_bad_requests(serve, local_root):
+    served = serve(FetchPolicy(local_files_root=local_root))
+    assert_error(post(served, "/predict", predict_body(task("/data/local-files/?d=%00"))), 400, "local file '\\x00' is not a valid path")
+
+
+def test_errors_about_a_fetched_image_name_its_url_not_the_server_s_copy(serve, fake_ls):
+    ls = fake_ls(extra={"/junk.png": b"hello"})
+    served = serve(FetchPolicy(label_studio_url=ls.url, timeout_s=5))
+    message = assert_error(post(served, "/predict", predict_body(task("/junk.png"))), 400, "the image /junk.png: not an image file")
+    assert "ovpanoptic-ls-" not in message and "/tmp" not in message
+
+
+def test_a_backend_whose_classes_miss_every_project_label_says_so(serve, pipeline):
+    served = serve(vocabulary=pipeline.vocabulary(["tree", "sky"]))
+    response = post(served, "/setup", {"project": "1.1", "schema": PROJECT_CONFIG})
+    assert_error(response, 422, "none of the project's BrushLabels labels (car, road) is a class of this backend (sky, tree)")
+
+
+def test_contradicting_auth_options_are_refused():
+    with pytest.raises(ValueError, match="--basic-auth and --no-auth contradict each other"):
+        ServeOptions(basic_auth=("a", "b"), no_auth=True)
+
+
+def test_a_silent_client_is_dropped_after_the_idle_timeout(serve):
+    served = serve(options=ServeOptions(port=0, idle_timeout_s=0.5))
+    with socket.create_connection(("127.0.0.1", served.port), timeout=5) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nContent-Length: 1000\r\n\r\nx")
+        started = time.monotonic()
+        assert sock.recv(1024) == b""  # closed by the server, without an answer to the half request
+        assert time.monotonic() - started < 4

@@ -28,7 +28,6 @@ import ipaddress
 import logging
 import os
 import re
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -36,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, MissingDependencyError
+from ..stopping import STOP_SIGNALS, stop_on_sigterm
 from .app import APP_PIPELINE, CUSTOM_VOCABULARY, DemoApp, DemoSettings
 from .render import TABLE_HEADERS, segment_labels
 
@@ -72,8 +72,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 7860
 #: Upload limit (Gradio's ``max_file_size`` syntax).
 DEFAULT_MAX_FILE_SIZE = "25mb"
-#: Signals that stop a served demo like Ctrl+C (SIGHUP: the terminal or SSH session closed).
-STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 #: On shutdown, how long a running model call may take to reach its next progress report.
 SHUTDOWN_WAIT_S = 10.0
 
@@ -253,24 +251,6 @@ def launch_demo(
                 if app is not None:
                     app.close()
     return demo
-
-
-@contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[threading.Event]:
-    """Within the block, SIGTERM and SIGHUP (a closed terminal or SSH session) set the event it
-    yields instead of killing the process, so whoever waits on it shuts down cleanly and the
-    temporary folder is removed (nothing is raised in the middle of other code). Outside the main
-    thread, signals cannot be handled: the event is never set by one."""
-    stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in STOP_SIGNALS}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def check_file_size(value: str | int | None) -> None:

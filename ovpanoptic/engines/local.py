@@ -114,8 +114,8 @@ def _check_folder(outdir: Path, inputs: Sequence[Path]) -> None:
 
 
 def _check_exporters(pipe: Any, formats: Sequence[str], outdir: Path, vocabulary: Vocabulary) -> None:
-    if not outdir.is_dir():
-        return
+    """Every exporter's ``check_output`` before anything is written, also for a folder that does not
+    exist yet (a vocabulary an exporter cannot write is refused before the folder is made)."""
     for name in formats:
         exporter = pipe.component("exporter", name)
         if isinstance(exporter, OutputChecker):

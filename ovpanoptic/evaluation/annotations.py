@@ -101,6 +101,8 @@ class PanopticAnnotations:
     :param categories: the category table by id.
     :param names: the images' pairing names, in the source's order, unique.
     :param reader: ``reader(name) -> AnnotatedImage``; raises :class:`EvaluationError` for bad data.
+    :param notes: what the reader chose or skipped that the report should say (regions of other
+        types, tasks without annotation, ...).
     """
 
     source: str
@@ -108,6 +110,7 @@ class PanopticAnnotations:
     categories: Mapping[int, CategoryInfo]
     names: tuple[str, ...]
     reader: Callable[[str], AnnotatedImage] = field(repr=False, compare=False)
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", MappingProxyType(dict(self.categories)))
@@ -259,6 +262,7 @@ def evaluate_annotations(
     if not 0.0 <= review_below <= 1.0:
         raise EvaluationError(f"review_below must be a fraction in [0, 1], got {review_below!r}")
     mapping, notes = _match_categories(gt.categories, _category_names(pred.categories), pred.source, match_categories)
+    notes = [*(f"ground truth: {n}" for n in gt.notes), *(f"prediction: {n}" for n in pred.notes), *notes]
     missing = [n for n in gt.names if n not in set(pred.names)]
     if missing:
         raise EvaluationError(

@@ -97,25 +97,60 @@ def _xml_path(path: str | Path) -> Path:
     return path
 
 
-def _scan(xml: Path) -> tuple[dict[tuple[str | None, str], str], set[str]]:
-    """``{(subset, frame id): name}`` of the file's ``<image>`` elements, in file order, and the
-    tags of ``<meta>``'s children (``task``, ``job`` or ``project``)."""
-    names: dict[tuple[str | None, str], str] = {}
+def _scan(xml: Path) -> tuple[dict[str, str], set[str], bool, set[str]]:
+    """``{frame id: name}`` of the file's ``<image>`` elements, in file order, the tags of
+    ``<meta>``'s children (``task``, ``job`` or ``project``), and whether images name a ``subset``
+    (a project's export), and the labels its shapes use. Each ``<mask>``'s run lengths must cover
+    its box exactly.
+
+    :raises EvaluationError: unreadable XML, an image without id or name, a frame id given twice, a
+        mask whose RLE does not sum to its ``width x height``.
+    """
+    names: dict[str, str] = {}
     meta: set[str] = set()
+    subsets = False
+    used: set[str] = set()
     try:
         for _, element in ET.iterparse(xml, events=("end",)):
-            if element.tag == "image":
+            if element.tag in _SHAPE_TAGS and element.get("label") is not None:
+                used.add(str(element.get("label")))
+            if element.tag == "mask":
+                _check_mask_rle(xml, element)
+            elif element.tag == "image":
                 frame, name = element.get("id"), element.get("name")
                 if frame is None or not name:
                     raise EvaluationError(f"{xml}: an <image> element has no id or name; CVAT writes both")
-                names[(element.get("subset"), frame)] = name
+                if frame in names:
+                    raise EvaluationError(f"{xml}: two <image> elements have the id {frame}; CVAT numbers images uniquely")
+                names[frame] = name
+                subsets = subsets or element.get("subset") is not None
             elif element.tag == "meta":
                 meta = {child.tag for child in element}
             if element.tag in ("image", "track", "meta"):
                 element.clear()
     except (OSError, ET.ParseError) as exc:
         raise EvaluationError(f"cannot read the CVAT XML {xml}: {exc}") from None
-    return names, meta
+    return names, meta, subsets, used
+
+
+#: CVAT for images 1.1 shape elements (of an ``<image>``).
+_SHAPE_TAGS = frozenset({"mask", "polygon", "box", "polyline", "points", "ellipse", "cuboid", "skeleton", "tag"})
+
+
+def _check_mask_rle(xml: Path, element: ET.Element) -> None:
+    """A ``<mask>``'s ``rle`` (comma-separated run lengths over its box, CVAT for images 1.1) must
+    sum to ``width x height``."""
+    label = element.get("label")
+    try:
+        width, height = int(element.get("width", "")), int(element.get("height", ""))
+        runs = [int(v) for v in (element.get("rle") or "").split(",") if v.strip()]
+    except ValueError:
+        raise EvaluationError(f"{xml}: a {label!r} mask has a non-numeric width, height or rle") from None
+    if width <= 0 or height <= 0 or any(r < 0 for r in runs) or sum(runs) != width * height:
+        raise EvaluationError(
+            f"{xml}: a {label!r} mask's rle covers {sum(runs)} pixels, not its box's {width} x {height} = "
+            f"{width * height}: the mask is damaged; export it again from CVAT"
+        )
 
 
 def _copy_job_as_task(xml: Path, target: Path) -> None:
@@ -137,11 +172,29 @@ def _copy_job_as_task(xml: Path, target: Path) -> None:
         shutil.copyfileobj(source, copy)
 
 
-def _stage(xml: Path, names: Sequence[str], job: bool, folder: Path) -> None:
+def _copy_without_subsets(xml: Path, target: Path) -> None:
+    """Copy a project export with its images' ``subset`` attributes removed: Datumaro's importer
+    finds no image of a named subset in one XML (it reads the subsets of a project as separate
+    files), and images pair by name, whatever their subset."""
+    tree = ET.parse(xml)
+    for element in tree.getroot().iter("image"):
+        element.attrib.pop("subset", None)
+    tree.write(target, encoding="utf-8", xml_declaration=True)
+
+
+def _stage(xml: Path, names: Sequence[str], job: bool, folder: Path, subsets: bool = False) -> None:
     """Lay out ``folder`` as Datumaro's CVAT importer wants it: the XML (a job's as a task's, see
-    :func:`_copy_job_as_task`) and ``images/NAME`` stand-ins."""
+    :func:`_copy_job_as_task`; a project's without subsets, see :func:`_copy_without_subsets`) and
+    ``images/NAME`` stand-ins."""
     target = folder / CVAT_XML_NAME
-    if job:
+    if subsets:
+        _copy_without_subsets(xml, target)
+        if job:
+            job_copy = folder / "job.xml"
+            target.rename(job_copy)
+            _copy_job_as_task(job_copy, target)
+            job_copy.unlink()
+    elif job:
         _copy_job_as_task(xml, target)
     else:
         try:
@@ -187,10 +240,18 @@ def read_cvat(
         raise EvaluationError("read_cvat needs the categories that CVAT's labels name (pass --classes or --vocabulary)")
     by_name = categories_by_name(table)
     xml = _xml_path(path)
-    frames, meta = _scan(xml)
+    frames, meta, subsets, used = _scan(xml)
+    strangers = sorted(label for label in used if _category_key(label) not in by_name)
+    if strangers:
+        known = ", ".join(repr(c.name) for c in list(table.values())[:10])
+        raise EvaluationError(
+            f"{xml}: the CVAT label(s) {', '.join(map(repr, strangers))} are not among the categories ({known}"
+            f"{', ...' if len(table) > 10 else ''}): pass the class list the labels come from (--classes or "
+            "--vocabulary), or compare with a set that has a category table (COCO panoptic)"
+        )
     job = "job" in meta and not meta & {"task", "project"}
     with tempfile.TemporaryDirectory(prefix="ovpanoptic-cvat-") as folder:
-        _stage(xml, list(frames.values()), job, Path(folder))
+        _stage(xml, list(frames.values()), job, Path(folder), subsets)
         try:
             dataset = datumaro.Dataset.import_from(folder, "cvat")
             items = list(dataset)
@@ -205,7 +266,7 @@ def read_cvat(
     skipped = 0
     for item in items:
         frame = str(item.attributes.get("frame"))
-        file_name = frames.get((item.subset, frame)) or frames.get((None, frame)) or item.id
+        file_name = frames.get(frame) or item.id
         name = image_name(file_name)
         if name in images:
             raise EvaluationError(
@@ -221,7 +282,7 @@ def read_cvat(
             label = None if annotation.label is None else labels[annotation.label].name
             category = None if label is None else by_name.get(_category_key(label))
             if category is None:
-                unknown.add(repr(label) if label is not None else "a label missing from the file's <meta>")
+                unknown.add(repr(label) if label is not None else "(a shape whose label is not in the file's <meta>)")
                 continue
             shapes.append(_Shape(category, int(annotation.z_order), position, annotation.type == kinds.mask, annotation))
         images[name] = _Image(int(height), int(width), tuple(shapes))

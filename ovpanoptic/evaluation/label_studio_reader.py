@@ -77,9 +77,12 @@ def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: in
             url = data.get(data_key)
         else:
             url = next((v for v in data.values() if isinstance(v, str) and v), None)
-    if not isinstance(url, str) or not url:
-        task_id = task.get("id", position)
-        return f"task-{task_id}"
+    if not isinstance(url, str) or not url.strip():
+        field_text = f"data.{data_key}" if data_key is not None else "data (no field holds an image URL)"
+        raise EvaluationError(
+            f"task {task.get('id', position)} has no image URL in {field_text}: each task needs the URL of its image "
+            "(images are paired by file name)"
+        )
     parts = urlsplit(url)
     query = parse_qs(parts.query)
     path = query["d"][0] if "d" in query else unquote(parts.path)
@@ -130,8 +133,11 @@ def _decode_brush(value: Mapping[str, Any], height: int, width: int, where: str)
         raise EvaluationError(f"{where}: a brushlabels region needs a non-empty 'rle' list (format 'rle')")
     try:
         flat = decode_rle(bytes(int(v) for v in rle))
-    except (ValueError, TypeError, IndexError) as exc:
-        raise EvaluationError(f"{where}: the brush RLE cannot be decoded ({exc})") from None
+    except (ValueError, TypeError, IndexError, OverflowError):
+        raise EvaluationError(
+            f"{where}: the brush RLE is truncated or corrupt (it must be Label Studio's brush encoding: a list of "
+            "byte values); export the task again"
+        ) from None
     if flat.size != height * width * 4:
         raise EvaluationError(
             f"{where}: the brush RLE holds {flat.size} values, not {height} x {width} x 4 (original_height x "
@@ -192,6 +198,7 @@ def read_label_studio(
     used = {"annotations": 0, "predictions": 0, "none": 0}
     skipped: dict[str, int] = {}
     unknown: dict[str, int] = {}
+    multi = 0
     for position, task in enumerate(tasks):
         where = f"{file}: task {task.get('id', position)}"
         name = _task_image_name(task, data_key, position)
@@ -213,6 +220,8 @@ def read_label_studio(
             labels = (region.get("value") or {}).get(rtype)
             if not isinstance(labels, list) or not labels:
                 raise EvaluationError(f"{where}: region {rid!r} has no {rtype} class")
+            if len(labels) > 1:
+                multi += 1
             if _category_key(str(labels[0])) not in by_name:
                 unknown[str(labels[0])] = unknown.get(str(labels[0]), 0) + 1
             keep.append(region)
@@ -222,6 +231,22 @@ def read_label_studio(
             )
         entries[name] = (position, keep)
         order.append(name)
+    notes: list[str] = []
+    if use == "annotations" and used["none"]:
+        if used["none"] == len(tasks):
+            raise EvaluationError(
+                f"no task of {file} has an annotation (that is not cancelled): read its predictions instead "
+                "(--gt-use/--pred-use predictions), or export the project after labelling"
+            )
+        notes.append(f"{used['none']} of {len(tasks)} task(s) have no annotation: read as unlabelled (all void)")
+    elif used["none"]:
+        notes.append(f"{used['none']} of {len(tasks)} task(s) have neither an annotation nor a prediction: read as unlabelled")
+    if use == "auto" and used["annotations"] and used["predictions"]:
+        notes.append(f"{used['predictions']} task(s) without an annotation were read from their predictions")
+    if skipped:
+        notes.append("regions that are not masks were skipped: " + ", ".join(f"{k} {t}" for t, k in sorted(skipped.items())))
+    if multi:
+        notes.append(f"{multi} region(s) carry several classes; the first is used")
     if unknown:
         listed = ", ".join(f"{n!r} ({k} region{'s' if k > 1 else ''})" for n, k in sorted(unknown.items()))
         raise EvaluationError(
@@ -234,7 +259,7 @@ def read_label_studio(
         where = f"{file}: task {tasks[position].get('id', position)} ({name})"
         return _rasterise(name, regions, by_name, where)
 
-    annotations = PanopticAnnotations(f"{file}", "label-studio", cats, tuple(order), read)
+    annotations = PanopticAnnotations(f"{file}", "label-studio", cats, tuple(order), read, notes=tuple(notes))
     return LabelStudioSet(annotations, skipped, used)
 
 

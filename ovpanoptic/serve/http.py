@@ -55,6 +55,7 @@ class ServeOptions:
         Studio's ML backend settings send it), or ``None``.
     :param max_request_bytes: largest request body accepted, in bytes.
     :param no_auth: serve an address other than loopback without ``basic_auth`` (refused otherwise).
+    :param idle_timeout_s: seconds a connection may stay silent while sending its request.
     :raises ValueError: an empty user or password, a port outside 0..65535, a limit below 1 KiB.
     """
 
@@ -63,6 +64,7 @@ class ServeOptions:
     basic_auth: tuple[str, str] | None = None
     max_request_bytes: int = 16 * 1024 * 1024
     no_auth: bool = False
+    idle_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -71,6 +73,10 @@ class ServeOptions:
             raise ValueError(f"the request size limit must be at least 1 KiB, got {self.max_request_bytes} bytes")
         if self.basic_auth is not None and (not self.basic_auth[0] or not self.basic_auth[1] or ":" in self.basic_auth[0]):
             raise ValueError("basic auth needs USER:PASSWORD with a non-empty user (no ':') and password")
+        if self.basic_auth is not None and self.no_auth:
+            raise ValueError("--basic-auth and --no-auth contradict each other: give one")
+        if not self.idle_timeout_s > 0:
+            raise ValueError(f"the idle timeout must be a positive number of seconds, got {self.idle_timeout_s}")
 
 
 def _authorised(header: str | None, expected: tuple[str, str]) -> bool:
@@ -88,6 +94,9 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
     class RequestHandler(BaseHTTPRequestHandler):
         server_version = "ovpanoptic"
         sys_version = ""
+        #: Seconds a connection may stay silent (a client that sends its request slowly, or never,
+        #: is dropped instead of holding a thread for ever).
+        timeout = options.idle_timeout_s
 
         def log_message(self, format: str, *args: Any) -> None:
             log.info("%s %s", self.address_string(), format % args)
@@ -149,9 +158,10 @@ def _request_handler(handler: Handler, options: ServeOptions) -> type[BaseHTTPRe
             self._serve("POST")
 
         def _not_allowed(self) -> None:
-            self._send(Reply(405, {"error": f"method {self.command} is not allowed: use GET or POST"}))
+            self.close_connection = True  # its body, if any, is not read
+            self._send(Reply(405, {"error": f"method {self.command} is not allowed: use GET or POST"}), with_body=self.command != "HEAD")
 
-        do_PUT = do_DELETE = do_PATCH = _not_allowed
+        do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_TRACE = do_CONNECT = _not_allowed
 
     return RequestHandler
 

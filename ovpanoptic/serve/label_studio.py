@@ -54,7 +54,7 @@ from xml.etree import ElementTree
 import numpy as np
 
 from ..constants import NEGATIVE_POINT, POSITIVE_POINT
-from ..errors import ComponentError, InputError, OvpanopticError
+from ..errors import ComponentError, ImageReadError, InputError, OvpanopticError
 from ..types import Prompt, Vocabulary
 from .http import Reply
 
@@ -236,7 +236,9 @@ class _Fetcher:
                     path.unlink(missing_ok=True)
 
     def _check_origin(self, url: str, parts: Any) -> None:
-        if self.policy.origin != (parts.scheme, parts.netloc.lower()):
+        origin = self.policy.origin
+        # A scheme-relative URL (//host/...) takes Label Studio's scheme, as a browser would.
+        if origin is None or origin != (parts.scheme or origin[0], parts.netloc.lower()):
             raise BackendError(
                 403,
                 f"image URL {url[:80]} is not on Label Studio's own address ({self.policy.label_studio_url}); the backend "
@@ -249,7 +251,10 @@ class _Fetcher:
             raise BackendError(400, "a local-files URL needs ?d=PATH")
         root = self.policy.local_files_root
         assert root is not None  # checked by the caller
-        target = (root / query["d"][0]).resolve()
+        try:
+            target = (root / query["d"][0]).resolve()
+        except (ValueError, OSError):  # a NUL byte, a name the file system cannot hold
+            raise BackendError(400, f"local file {query['d'][0]!r} is not a valid path") from None
         if not target.is_relative_to(root):
             raise BackendError(403, f"local file {query['d'][0]!r} is outside the local-files root {root}")
         if not target.is_file():
@@ -381,6 +386,14 @@ class LabelStudioBackend:
 
     def _vocabulary(self, project: ProjectConfig) -> Vocabulary:
         if self.vocabulary is not None:
+            names = {c.name for c in self.vocabulary.categories}
+            if project.labels and not names & set(project.labels):
+                raise BackendError(
+                    422,
+                    f"none of the project's BrushLabels labels ({', '.join(project.labels[:8])}) is a class of this backend "
+                    f"({', '.join(sorted(names)[:8])}): predictions would be empty. Start the backend with the project's "
+                    "classes (or without --classes/--vocabulary, to take them from the project)",
+                )
             return self.vocabulary
         if not project.labels:
             raise BackendError(422, f"the BrushLabels tag {project.from_name!r} has no Label: add the classes to the labelling config")
@@ -417,9 +430,12 @@ class LabelStudioBackend:
         data = task.get("data")
         if not isinstance(data, Mapping) or project.data_key not in data:
             raise BackendError(400, f"task {task.get('id')} has no data field {project.data_key!r} (the Image tag's value)")
-        path = self._fetcher.local_path(data[project.data_key])
+        url = data[project.data_key]
+        path = self._fetcher.local_path(url)
         try:
             yield path
+        except (ImageReadError, InputError) as exc:  # name the task's image, not the server's copy of it
+            raise BackendError(400, str(exc).replace(str(path), f"the image {str(url)[:100]}")) from None
         finally:
             self._fetcher.release(path)
 
