@@ -29,13 +29,12 @@ import logging
 import os
 import re
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, MissingDependencyError
-from ..stopping import STOP_SIGNALS, stop_on_sigterm
+from ..stopping import stop_on_sigterm
 from .app import APP_PIPELINE, CUSTOM_VOCABULARY, DemoApp, DemoSettings
 from .render import TABLE_HEADERS, segment_labels
 
