@@ -807,7 +807,7 @@ def _eval_categories(args: argparse.Namespace) -> Any:
 def _read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
     """Read ``--gt`` and ``--pred``; a name-only side (Label Studio, CVAT) takes the classes from
     ``--classes``/``--vocabulary``, else from its own category table, else from the other side."""
-    from .evaluation.readers import NAME_ONLY_FORMATS, detect_format, own_categories, read_annotations
+    from .evaluation.readers import NAME_ONLY_FORMATS, detect_format, read_annotations
 
     given = _eval_categories(args)
     sides = {"gt": (args.gt, args.gt_format, args.gt_use, "ground-truth"), "pred": (args.pred, args.pred_format, args.pred_use, "prediction")}
@@ -818,15 +818,9 @@ def _read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
     read: dict[str, Any] = {}
     for side in sorted(sides, key=lambda s: kinds[s] in NAME_ONLY_FORMATS):  # sets with a table first
         path, _, use, role = sides[side]
-        categories = given
-        if categories is None and kinds[side] in NAME_ONLY_FORMATS:
-            from .evaluation.readers import _resolve_file
-
-            categories = own_categories(_resolve_file(Path(path), kinds[side]))
-            other = read.get("pred" if side == "gt" else "gt")
-            if categories is None and other is not None and other.format not in NAME_ONLY_FORMATS:
-                categories = other.categories
-        read[side] = read_annotations(path, kinds[side], categories=categories, role=role, use=use)
+        other = read.get("pred" if side == "gt" else "gt")
+        fallback = other.categories if other is not None and other.format not in NAME_ONLY_FORMATS else None
+        read[side] = read_annotations(path, kinds[side], categories=given, fallback=fallback, role=role, use=use)
     return read["gt"], read["pred"]
 
 

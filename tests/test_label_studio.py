@@ -193,7 +193,7 @@ def test_reader_uses_the_corrected_annotation_and_names_unknown_classes(tmp_path
     annotations = read_label_studio(path, cats).annotations
     image = annotations.read("a")
     # The car became road: both road regions merge into the one road segment (stuff).
-    assert image.segments == ({"id": 1, "category_id": 2, "iscrowd": 0},)
+    assert image.segments == ({"id": 1, "category_id": 2, "iscrowd": 0, "area": 30},)
     assert int((image.panoptic_map == 1).sum()) == 30
     predicted = read_label_studio(path, cats, use="predictions").annotations
     agreement = evaluate_annotations(annotations, predicted)

@@ -15,7 +15,7 @@ folder and extension (``frankfurt_000000_000294`` for Cityscapes, whose suffixes
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -46,6 +46,7 @@ __all__ = [
     "PanopticAnnotations",
     "evaluate_annotations",
     "image_name",
+    "paint_segments",
     "read_coco_panoptic",
 ]
 
@@ -131,6 +132,33 @@ class PanopticAnnotations:
         if name not in self.names:
             raise EvaluationError(f"{self.source} has no image named {name!r}")
         return self.reader(name)
+
+
+def paint_segments(
+    name: str, height: int, width: int, layers: Iterable[tuple[CategoryInfo, npt.NDArray[np.bool_]]]
+) -> AnnotatedImage:
+    """Paint shapes into one id map, in the order given (later on top), the way labelling tools'
+    regions become panoptic segments: each thing shape is a segment, the shapes of one stuff class
+    are one segment; a segment left with no pixel is dropped.
+
+    :param layers: ``(category, (height, width) bool mask)`` per shape, bottom first (read lazily).
+    :return: the image, with ``segments_info`` of ``id``, ``category_id``, ``iscrowd`` (0) and ``area``.
+    """
+    ids = np.full((height, width), VOID_ID, np.int64)
+    category_of: dict[int, int] = {}
+    stuff_ids: dict[int, int] = {}
+    for category, mask in layers:
+        if category.isthing:
+            segment_id = len(category_of) + 1
+        else:
+            segment_id = stuff_ids.setdefault(category.id, len(category_of) + 1)
+        category_of[segment_id] = category.id
+        ids[mask] = segment_id
+    areas = np.bincount(ids.ravel(), minlength=len(category_of) + 1)
+    segments = tuple(
+        {"id": sid, "category_id": cid, "iscrowd": 0, "area": int(areas[sid])} for sid, cid in category_of.items() if areas[sid] > 0
+    )
+    return AnnotatedImage(name, ids, segments)
 
 
 def read_coco_panoptic(json_path: str | Path, png_dir: str | Path | None = None, *, role: str = "ground-truth") -> PanopticAnnotations:

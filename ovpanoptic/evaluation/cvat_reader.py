@@ -28,7 +28,7 @@ import os
 import shutil
 import tempfile
 import xml.etree.ElementTree as ET
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -36,9 +36,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..constants import VOID_ID
 from ..errors import MissingDependencyError
-from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name
+from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
 from .pq import CategoryInfo, EvaluationError, _category_key, _normalize_categories
 
 __all__ = ["read_cvat"]
@@ -243,12 +242,7 @@ def read_cvat(
     frames, meta, subsets, used = _scan(xml)
     strangers = sorted(label for label in used if _category_key(label) not in by_name)
     if strangers:
-        known = ", ".join(repr(c.name) for c in list(table.values())[:10])
-        raise EvaluationError(
-            f"{xml}: the CVAT label(s) {', '.join(map(repr, strangers))} are not among the categories ({known}"
-            f"{', ...' if len(table) > 10 else ''}): pass the class list the labels come from (--classes or "
-            "--vocabulary), or compare with a set that has a category table (COCO panoptic)"
-        )
+        raise _unknown_labels(xml, map(repr, strangers), table)
     job = "job" in meta and not meta & {"task", "project"}
     with tempfile.TemporaryDirectory(prefix="ovpanoptic-cvat-") as folder:
         _stage(xml, list(frames.values()), job, Path(folder), subsets)
@@ -287,12 +281,7 @@ def read_cvat(
             shapes.append(_Shape(category, int(annotation.z_order), position, annotation.type == kinds.mask, annotation))
         images[name] = _Image(int(height), int(width), tuple(shapes))
     if unknown:
-        known = ", ".join(repr(c.name) for c in list(table.values())[:10])
-        raise EvaluationError(
-            f"{xml}: the CVAT label(s) {', '.join(sorted(unknown))} are not among the categories ({known}"
-            f"{', ...' if len(table) > 10 else ''}): pass the class list the labels come from (--classes or "
-            "--vocabulary), or compare with a set that has a category table (COCO panoptic)"
-        )
+        raise _unknown_labels(xml, sorted(unknown), table)
     if skipped:
         log.warning("%s: %d polyline/points shape(s) cover no area and are ignored", xml, skipped)
     def read(name: str) -> AnnotatedImage:
@@ -300,6 +289,16 @@ def read_cvat(
 
     order = [image_name(file_name) for file_name in frames.values()]
     return PanopticAnnotations(str(xml), "cvat", table, tuple(n for n in order if n in images), read)
+
+
+def _unknown_labels(xml: Path, labels: Iterable[str], table: Mapping[int, CategoryInfo]) -> EvaluationError:
+    """The error for shapes whose labels are not among the categories (``labels`` as shown)."""
+    known = ", ".join(repr(c.name) for c in list(table.values())[:10])
+    return EvaluationError(
+        f"{xml}: the CVAT label(s) {', '.join(labels)} are not among the categories ({known}"
+        f"{', ...' if len(table) > 10 else ''}): pass the class list the labels come from (--classes or "
+        "--vocabulary), or compare with a set that has a category table (COCO panoptic)"
+    )
 
 
 def _shape_mask(shape: _Shape, height: int, width: int, mask_tools: Any, name: str) -> npt.NDArray[np.bool_]:
@@ -319,20 +318,6 @@ def _shape_mask(shape: _Shape, height: int, width: int, mask_tools: Any, name: s
 
 def _rasterise(name: str, image: _Image, mask_tools: Any) -> AnnotatedImage:
     """Paint the shapes (ascending ``z_order``, then file order) into one id map."""
-    ids = np.full((image.height, image.width), VOID_ID, np.int64)
-    category_of: dict[int, int] = {}
-    stuff_ids: dict[int, int] = {}
-    for shape in sorted(image.shapes, key=lambda s: (s.z_order, s.position)):
-        if shape.category.isthing:
-            segment_id = len(category_of) + 1
-        else:
-            segment_id = stuff_ids.setdefault(shape.category.id, len(category_of) + 1)
-        category_of[segment_id] = shape.category.id
-        ids[_shape_mask(shape, image.height, image.width, mask_tools, name)] = segment_id
-    areas = np.bincount(ids.ravel(), minlength=len(category_of) + 1)
-    segments = tuple(
-        {"id": sid, "category_id": cid, "iscrowd": 0, "area": int(areas[sid])}
-        for sid, cid in category_of.items()
-        if areas[sid] > 0
-    )
-    return AnnotatedImage(name, ids, segments)
+    shapes = sorted(image.shapes, key=lambda s: (s.z_order, s.position))
+    layers = ((s.category, _shape_mask(s, image.height, image.width, mask_tools, name)) for s in shapes)
+    return paint_segments(name, image.height, image.width, layers)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import MissingDependencyError
-from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name
+from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
 from .pq import CategoryInfo, EvaluationError, _category_key
 
 __all__ = ["LabelStudioSet", "read_label_studio"]
@@ -264,7 +264,8 @@ def read_label_studio(
 
 
 def _rasterise(name: str, regions: Sequence[Mapping[str, Any]], by_name: Mapping[str, CategoryInfo], where: str) -> AnnotatedImage:
-    """Paint one task's regions into an id map (later regions on top; stuff merged per class)."""
+    """Paint one task's regions into an id map (:func:`~.annotations.paint_segments`: later regions
+    on top, stuff merged per class)."""
     size: tuple[int, int] | None = None
     for region in regions:
         try:
@@ -279,23 +280,13 @@ def _rasterise(name: str, regions: Sequence[Mapping[str, Any]], by_name: Mapping
     if size is None:  # no region: all void, size unknown (the evaluation takes the other side's)
         return AnnotatedImage(name, np.zeros((0, 0), np.int64), ())
     h, w = size
-    panoptic = np.zeros((h, w), np.int64)
-    stuff_ids: dict[int, int] = {}
-    segments: dict[int, dict[str, Any]] = {}
-    for region in regions:
-        rtype = str(region["type"]).lower()
-        value = region.get("value") or {}
-        rwhere = f"{where}: region {region.get('id')!r}"
-        mask = _decode_brush(value, h, w, rwhere) if rtype == "brushlabels" else _fill_polygon(value.get("points"), h, w, rwhere)
-        category = by_name[_category_key(str(value[rtype][0]))]
-        if not category.isthing and category.id in stuff_ids:
-            segment_id = stuff_ids[category.id]
-        else:
-            segment_id = len(segments) + 1
-            segments[segment_id] = {"id": segment_id, "category_id": category.id, "iscrowd": 0}
-            if not category.isthing:
-                stuff_ids[category.id] = segment_id
-        panoptic[mask] = segment_id
-    present = set(np.unique(panoptic).tolist())
-    kept = tuple(s for sid, s in segments.items() if sid in present)
-    return AnnotatedImage(name, panoptic, kept)
+
+    def layers() -> Iterator[tuple[CategoryInfo, np.ndarray]]:
+        for region in regions:
+            rtype = str(region["type"]).lower()
+            value = region.get("value") or {}
+            rwhere = f"{where}: region {region.get('id')!r}"
+            mask = _decode_brush(value, h, w, rwhere) if rtype == "brushlabels" else _fill_polygon(value.get("points"), h, w, rwhere)
+            yield by_name[_category_key(str(value[rtype][0]))], mask
+
+    return paint_segments(name, h, w, layers())

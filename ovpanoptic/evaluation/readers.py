@@ -127,6 +127,7 @@ def read_annotations(
     fmt: str = "auto",
     *,
     categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None,
+    fallback: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None,
     role: str = "ground-truth",
     use: str = "auto",
 ) -> PanopticAnnotations:
@@ -134,7 +135,9 @@ def read_annotations(
 
     :param fmt: one of :data:`ANNOTATION_FORMATS`, or ``"auto"`` (:func:`detect_format`).
     :param categories: the classes of a name-only format (default: the table ovpanoptic wrote beside
-        its own export); ignored by formats with a category table.
+        its own export, else ``fallback``); ignored by formats with a category table.
+    :param fallback: the classes of a name-only format that has neither ``categories`` nor a table of
+        its own (the other set's table, for an evaluation).
     :param use: for Label Studio exports: ``"auto"``, ``"annotations"`` or ``"predictions"``.
     :raises EvaluationError: an unknown format, a name-only format without categories, or what the
         format's reader raises.
@@ -146,6 +149,8 @@ def read_annotations(
     file = _resolve_file(p, kind)
     if kind in NAME_ONLY_FORMATS:
         cats = categories if categories is not None else own_categories(file)
+        if cats is None:
+            cats = fallback
         if cats is None:
             raise EvaluationError(
                 f"{file} ({kind}) names its classes but gives no ids or thing/stuff split: give the classes with "
