@@ -165,3 +165,11 @@ def test_use_options_apply_to_label_studio_sets_only(exports, capsys):
     sample, out, _ = exports
     code, report = run_eval(capsys, "--gt", str(out / "annotations.xml"), "--gt-use", "annotations", "--pred", str(out))
     assert code == 2 and "--gt-use applies to Label Studio exports;" in report["error"] and "is cvat" in report["error"]
+
+
+def test_errors_of_the_prediction_side_say_prediction(exports, capsys, tmp_path):
+    sample, _, _ = exports
+    broken = tmp_path / "cityscapes_panoptic_val.json"
+    broken.write_text(json.dumps({"annotations": []}))
+    code, report = run_eval(capsys, "--gt", str(sample / "panoptic.json"), "--pred", str(broken))
+    assert code == 2 and "prediction JSON file" in report["error"] and "ground-truth" not in report["error"]

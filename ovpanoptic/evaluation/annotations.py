@@ -172,7 +172,7 @@ def read_coco_panoptic(json_path: str | Path, png_dir: str | Path | None = None,
     """
     path = Path(json_path)
     data = _load_json(path, role)
-    categories = _categories_from_json(data, path)
+    categories = _categories_from_json(data, path, role)
     if png_dir is None:
         candidates = [path.with_suffix(""), path.parent / "panoptic"]
         png_dir = next((c for c in candidates if c.is_dir()), candidates[0])

@@ -689,11 +689,12 @@ def _load_json(path: Path, role: str) -> dict[str, Any]:
     return data
 
 
-def _categories_from_json(data: Mapping[str, Any], path: Path) -> dict[int, CategoryInfo]:
-    """Build the categories from the ``categories`` list of the ground-truth JSON."""
+def _categories_from_json(data: Mapping[str, Any], path: Path, role: str = "ground-truth") -> dict[int, CategoryInfo]:
+    """Build the categories from the ``categories`` list of a COCO panoptic JSON (``role``: whose,
+    for the message)."""
     raw = data.get("categories")
     if not isinstance(raw, list):
-        raise EvaluationError(f"ground-truth JSON file {path} has no 'categories' list")
+        raise EvaluationError(f"{role} JSON file {path} has no 'categories' list")
     infos: list[CategoryInfo] = []
     for position, entry in enumerate(raw):
         where = f"{path}: categories[{position}]"

@@ -169,7 +169,7 @@ def read_annotations(
     if kind == "cityscapes-panoptic":
         from .cityscapes_reader import read_cityscapes_panoptic
 
-        return read_cityscapes_panoptic(file)
+        return read_cityscapes_panoptic(file, role=role)
     from .cityscapes_reader import read_cityscapes
 
     return read_cityscapes(file)
