@@ -94,8 +94,10 @@ def cancel(session: Session) -> None:
     if not session.running:
         session.notice = "Nothing is running: Cancel stops a Segment run while it waits or runs."
         return
-    session.cancel.set()
+    # The notice first: once the flag is set the run may stop at once and write its own "Cancelled
+    # after ..." notice, which must not be overwritten by this one (the page then kept "Cancelling").
     session.notice = "Cancelling: the run stops at its next progress report."
+    session.cancel.set()
 
 
 def image_changed(app: DemoApp, session: Session, image: Any) -> None:
