@@ -64,6 +64,54 @@ def _config_options(default_preset: str = DEFAULT_PRESET) -> argparse.ArgumentPa
     return parent
 
 
+def _engine_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("engine (docs/scale.md)")
+    group.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this process, one image after another (default); ray: long-lived pipelines in Ray workers "
+        "(pip install 'ovpanoptic[ray]')",
+    )
+    group.add_argument(
+        "--address", metavar="auto|HOST:PORT", default=None,
+        help="--engine ray: join this Ray cluster (auto: the one started on this machine with 'ray start'); "
+        "default: start Ray on this machine for the run",
+    )
+    group.add_argument("--workers", type=int, default=None, metavar="N", help="--engine ray: pipelines to run (default: as many as the CPUs/GPUs allow)")
+    group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F", help="--engine ray: GPUs per worker, e.g. 1 or 0.5 (default: 0, CPU workers)")
+    group.add_argument("--cpus-per-worker", type=float, default=1.0, metavar="F", help="--engine ray: CPUs (and torch threads) per worker (default: %(default)s)")
+    return parent
+
+
+def _ray_options(args: argparse.Namespace) -> Any:
+    """The :class:`RayOptions` of ``--engine ray``, or ``None`` for the local engine.
+
+    :raises InputError: a Ray option given without ``--engine ray``, or out of range.
+    """
+    ray_only = {"--address": args.address is not None, "--workers": args.workers is not None,
+                "--gpus-per-worker": args.gpus_per_worker != 0.0, "--cpus-per-worker": args.cpus_per_worker != 1.0}
+    if args.engine != "ray":
+        given = [name for name, on in ray_only.items() if on]
+        if given:
+            raise InputError(f"{', '.join(given)} applies to --engine ray: add --engine ray, or leave {given[0]} out")
+        return None
+    from .engines.ray_engine import RayOptions
+
+    return RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+
+
+def _run_images(args: argparse.Namespace, pipe: Any, vocab: Any, inputs: Sequence[Path], outdir: Path, formats: Sequence[str], on_image: Any) -> Any:
+    """Run a batch with the engine ``--engine`` chose (the local one, or Ray)."""
+    options = _ray_options(args)
+    if options is None:
+        from .engines.local import run_local
+
+        return run_local(pipe, vocab, inputs, outdir, formats, overwrite=args.overwrite, on_image=on_image)
+    from .engines.ray_engine import run_ray
+
+    return run_ray(pipe, vocab, inputs, outdir, formats, options, overwrite=args.overwrite, on_image=on_image, disable_plugins=args.disable_plugin)
+
+
 def _add_vocabulary_options(group: Any) -> None:
     """``--classes``, ``--stuff``, ``--things`` and ``--vocabulary`` (read by :func:`_vocabulary_from_args`)."""
     group.add_argument(
@@ -83,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     plugin_opts = _plugin_options()
     config_opts = _config_options()
+    engine_opts = _engine_options()
     parser = argparse.ArgumentParser(
         prog="ovpanoptic",
         description="Open-vocabulary panoptic segmentation: type class names, get every pixel labelled "
@@ -93,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     seg = sub.add_parser(
         "segment",
-        parents=[config_opts, plugin_opts],
+        parents=[config_opts, engine_opts, plugin_opts],
         help="segment images with typed class names",
         description="Segment image files, folders or glob patterns. Example: ovpanoptic segment "
         "photos/ --classes \"person, forklift, pallet|skid\" --stuff \"floor, shelf\" -o out/",
@@ -413,9 +462,11 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tqdm import tqdm
 
-    _prepare_vocabulary(pipe, vocab, args.no_progress or not err.isatty(), err)
+    _ray_options(args)  # a Ray option without --engine ray is refused before any work
+    if args.engine == "local":  # Ray workers prepare their own
+        _prepare_vocabulary(pipe, vocab, args.no_progress or not err.isatty(), err)
 
-    from .engines.local import ImageOutcome, run_local
+    from .engines.batch import ImageOutcome
 
     quiet_bar = args.no_progress or not err.isatty()
     bar = tqdm(total=len(inputs), unit="img", disable=quiet_bar, file=err)
@@ -424,15 +475,15 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def on_image(outcome: ImageOutcome) -> None:
         if outcome.status == "failed":
             say.err(f"error: {outcome.error}", bar)
-        elif outcome.status == "done" and outcome.result is not None:
-            log.info("%s: %d segments -> %s", outcome.path, len(outcome.result.segments), ", ".join(map(str, outcome.files)))
+        elif outcome.status == "done":
+            log.info("%s: %d segments -> %s", outcome.path, outcome.segments, ", ".join(map(str, outcome.files)))
             if quiet_bar:
-                say.out(f"{outcome.path}: {len(outcome.result.segments)} segments, {outcome.result.timings.get('total', 0.0):.2f} s")
+                say.out(f"{outcome.path}: {outcome.segments} segments, {outcome.timings.get('total', 0.0):.2f} s")
         bar.set_description(outcome.path.name[:30])
         bar.update(1)
 
     try:
-        report = run_local(pipe, vocab, inputs, outdir, formats, overwrite=args.overwrite, on_image=on_image)
+        report = _run_images(args, pipe, vocab, inputs, outdir, formats, on_image)
     finally:
         bar.close()
     failed = report.failed

@@ -14,6 +14,7 @@ into one folder at once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -132,6 +133,8 @@ class Record:
     :param status: ``"done"`` or ``"failed"``.
     :param error: why it failed.
     :param files: the files written for it, relative to the output folder.
+    :param timings: seconds per pipeline stage of a done image (``PanopticResult.timings``), so a
+        resumed run still reports the time of every image.
     """
 
     input: str
@@ -140,9 +143,13 @@ class Record:
     status: Literal["done", "failed"]
     error: str = ""
     files: tuple[str, ...] = field(default_factory=tuple)
+    timings: Mapping[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"input": self.input, "digest": self.digest, "stem": self.stem, "status": self.status, "error": self.error, "files": list(self.files)}
+        data = {"input": self.input, "digest": self.digest, "stem": self.stem, "status": self.status, "error": self.error, "files": list(self.files)}
+        if self.timings:
+            data["timings"] = {k: round(float(v), 6) for k, v in self.timings.items()}
+        return data
 
 
 def check_header(outdir: Path, header: BatchHeader, stored: Mapping[str, Any], records: Mapping[str, Record]) -> None:
@@ -169,7 +176,10 @@ def _record(data: Any) -> Record | None:
     files = data.get("files", [])
     if not isinstance(files, list) or not all(isinstance(f, str) for f in files):
         return None
-    return Record(data["input"], data["digest"], data["stem"], data["status"], str(data.get("error", "")), tuple(files))
+    timings = data.get("timings", {})
+    if not isinstance(timings, dict) or not all(isinstance(v, (int, float)) for v in timings.values()):
+        timings = {}
+    return Record(data["input"], data["digest"], data["stem"], data["status"], str(data.get("error", "")), tuple(files), timings)
 
 
 class Manifest:
@@ -292,7 +302,7 @@ class Manifest:
         input path no longer exists (the folder was moved or remounted). Returns it, or ``None``."""
         for old_key, record in list(self.records.items()):
             if record.digest == digest and old_key != key and not Path(old_key).exists():
-                moved = Record(key, record.digest, record.stem, record.status, record.error, record.files)
+                moved = dataclasses.replace(record, input=key)
                 del self.records[old_key]
                 self.records[key] = moved
                 return moved

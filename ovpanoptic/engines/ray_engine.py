@@ -1,0 +1,516 @@
+"""The Ray engine: images (or videos) segmented by long-lived pipelines in Ray actors.
+
+Ray (https://docs.ray.io) is an optional dependency (``pip install 'ovpanoptic[ray]'``); this module
+imports it only when an engine starts. One :class:`PipelineWorker` actor per worker holds one
+:class:`~ovpanoptic.pipeline.Pipeline` for the whole job: its models load once, on the worker's
+first image (or in :meth:`PipelineWorker.ready`, which also builds every component and encodes the
+vocabulary, so a worker that cannot do the job is reported before anything is written).
+
+The driver (the process that runs the command) keeps the batch's bookkeeping exactly as the local
+engine does (:mod:`.batch`: checks, the manifest and its lock, skipping, recording, the combined
+files at the end); it streams the images that need work to the workers, at most
+:attr:`RayOptions.queue_per_worker` per worker at a time, and records each result as it comes back.
+Workers write each image's own files into the output folder with the same atomic writes as the
+local engine, so the folder must be on storage every node sees (one machine: any folder; a
+cluster: a shared file system mounted at the same path), and so must the inputs.
+
+Failures: an image that fails (unreadable, a plugin error) is recorded as failed, as locally. A
+worker that dies (killed, out of memory, its node lost) is replaced by a new one and its images are
+given to the workers again; an image on which workers died :data:`MAX_ATTEMPTS` times is recorded
+as failed, and after :data:`MAX_REPLACEMENTS` replacements per worker the batch stops (what was done
+is kept). A killed driver leaves a folder the next run of the same command resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import socket
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, MissingDependencyError, OvpanopticError
+from ..plugins import disabled_from_env
+from ..types import Vocabulary
+from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, process_image, run_batch
+
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_REPLACEMENTS",
+    "PipelineWorker",
+    "RayExecutor",
+    "RayOptions",
+    "RaySession",
+    "import_ray",
+    "run_ray",
+    "worker_config",
+]
+
+log = logging.getLogger(__name__)
+
+#: Workers that may die on one image before it is recorded as failed.
+MAX_ATTEMPTS = 3
+#: Replacements of dead workers per worker slot before the batch stops.
+MAX_REPLACEMENTS = 3
+#: The pinned Ray release (``requirements/lock.txt``) named in install hints.
+RAY_PIN = "ray==2.60.0"
+
+
+def import_ray() -> Any:
+    """``import ray``, or an error that says how to install it.
+
+    :raises MissingDependencyError: Ray is not installed.
+    """
+    try:
+        import ray
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"--engine ray needs Ray, which is not installed ({exc}): pip install 'ovpanoptic[ray]' "
+            f"(or pip install '{RAY_PIN}'), or leave out --engine ray to run in this process"
+        ) from None
+    return ray
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """How the Ray engine runs.
+
+    :param address: ``None`` starts a Ray instance on this machine for the run (stopped at the
+        end); ``"auto"`` joins the cluster started on this machine with ``ray start``;
+        ``"HOST:PORT"`` (or ``ray://HOST:PORT``) joins that cluster.
+    :param workers: pipelines (actors) to run; default: as many as the cluster's CPUs (or GPUs
+        with ``gpus_per_worker``) allow.
+    :param gpus_per_worker: GPUs each worker reserves (``0.5``: two workers per GPU); ``0``: CPU
+        workers.
+    :param cpus_per_worker: CPUs each worker reserves (also its torch threads).
+    :param queue_per_worker: images handed to a worker at a time (one running, the rest waiting, so
+        a worker never idles between images).
+    :param start_timeout_s: seconds to wait for every worker to build its pipeline.
+    :raises InputError: a value out of range.
+    """
+
+    address: str | None = None
+    workers: int | None = None
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    queue_per_worker: int = 2
+    start_timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if self.address is not None and not str(self.address).strip():
+            raise InputError("--address is empty: give auto, HOST:PORT, or leave it out to start Ray on this machine")
+        if self.workers is not None and (isinstance(self.workers, bool) or not isinstance(self.workers, int) or self.workers < 1):
+            raise InputError(f"--workers must be a whole number >= 1, got {self.workers!r}")
+        for name in ("gpus_per_worker", "cpus_per_worker"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0 or value == float("inf"):
+                raise InputError(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        if self.cpus_per_worker == 0 and self.gpus_per_worker == 0:
+            raise InputError("a worker needs a CPU or a GPU: --cpus-per-worker 0 goes only with --gpus-per-worker > 0")
+        if self.gpus_per_worker > 1 and self.gpus_per_worker != int(self.gpus_per_worker):
+            raise InputError(f"--gpus-per-worker above 1 must be a whole number, got {self.gpus_per_worker}")
+        if not isinstance(self.queue_per_worker, int) or self.queue_per_worker < 1:
+            raise InputError(f"queue_per_worker must be >= 1, got {self.queue_per_worker!r}")
+        if not self.start_timeout_s > 0:
+            raise InputError(f"start_timeout_s must be > 0, got {self.start_timeout_s!r}")
+
+
+def worker_config(config: Any, options: RayOptions) -> Any:
+    """The config the workers build their pipelines from: ``pipeline.device`` set for Ray's
+    placement (``"auto"`` becomes ``"cpu"`` for CPU workers; a GPU worker sees only the GPU Ray
+    gives it, so ``"auto"`` and ``"cuda"`` mean that GPU).
+
+    :raises InputError: a device that contradicts the placement (``cuda:1``, ``cuda`` without
+        ``--gpus-per-worker``, ``cpu`` with it).
+    """
+    device = str(config.pipeline.device).strip()
+    gpu = options.gpus_per_worker > 0
+    if device.startswith("cuda:"):
+        raise InputError(
+            f"--device {device}: with --engine ray, Ray gives each worker its GPU; use --gpus-per-worker 1 (or 0.5, ...) "
+            "and --device auto or cuda"
+        )
+    if gpu and device in ("cpu", "mps"):
+        raise InputError(f"--device {device} contradicts --gpus-per-worker {options.gpus_per_worker}: leave one of them out")
+    if not gpu and device == "cuda":
+        raise InputError("--device cuda with --engine ray needs --gpus-per-worker (e.g. 1), so that Ray gives each worker a GPU")
+    if not gpu and device == "auto":
+        return config.with_overrides(["pipeline.device='cpu'"])
+    return config
+
+
+def _component_origins(pipe: Any, formats: Sequence[str]) -> dict[str, str]:
+    """``"kind name" -> "distribution version"`` of the components a job uses."""
+    wanted = [(k, getattr(pipe.config.pipeline, k)) for k in ("proposal_generator", "classifier", "fuser")]
+    wanted += [("exporter", name) for name in formats]
+    out = {}
+    for kind, name in wanted:
+        origin = pipe.registry.origin(pipe.registry.component(kind, name).plugin)
+        out[f"{kind} {name}"] = f"{origin.distribution} {origin.version}"
+    return out
+
+
+class PipelineWorker:
+    """A Ray actor's state: one pipeline for the whole job (wrapped with ``ray.remote`` by the engine).
+
+    :param config: the workers' :class:`~ovpanoptic.config.Config` (:func:`worker_config`).
+    :param vocabulary: the vocabulary as :meth:`Vocabulary.to_dict`.
+    :param formats: the exporters every image is written with.
+    :param outdir: the output folder (absolute, on storage this worker sees).
+    :param disable_plugins: plugins blocked in the driver, blocked here too.
+    """
+
+    def __init__(self, config: Any, vocabulary: Mapping[str, Any], formats: Sequence[str], outdir: str, disable_plugins: Sequence[str]) -> None:
+        self._config = config
+        self._vocabulary = Vocabulary.from_dict(vocabulary)
+        self._formats = tuple(formats)
+        self._outdir = Path(outdir)
+        self._disable = tuple(disable_plugins)
+        self._pipe: Any = None
+        self._name = f"{socket.gethostname()}:{os.getpid()}"
+        #: pipelines this worker built (1 for its whole life) and images it segmented
+        self.pipelines_built = 0
+        self.images = 0
+
+    def _pipeline(self) -> Any:
+        if self._pipe is None:
+            from ..pipeline import Pipeline
+
+            pipe = Pipeline(self._config, disable_plugins=self._disable)
+            pipe.build_components(self._formats)
+            pipe.prepare_vocabulary(self._vocabulary)
+            self._pipe = pipe
+            self.pipelines_built += 1
+        return self._pipe
+
+    def ready(self) -> dict[str, Any]:
+        """Build the pipeline (components, vocabulary); what the driver checks against its own."""
+        from .. import __version__
+
+        pipe = self._pipeline()
+        threads = None
+        if "torch" in __import__("sys").modules:
+            threads = __import__("torch").get_num_threads()
+        return {
+            "worker": self._name,
+            "ovpanoptic": __version__,
+            "components": _component_origins(pipe, self._formats),
+            "device": pipe.device,
+            "torch_threads": threads,
+        }
+
+    def process(self, path: str, stem: str) -> ImageOutcome | BatchStop:
+        """Segment one image into the output folder (:func:`~.batch.process_image`); the outcome
+        comes back without the segmentation itself (``segments`` and ``timings`` say enough)."""
+        outcome = process_image(self._pipeline(), self._vocabulary, Path(path), stem, self._outdir, self._formats)
+        if isinstance(outcome, BatchStop):
+            return dataclasses.replace(outcome, exc=None)  # the error's text travels, not its object
+        self.images += outcome.status == "done"
+        return dataclasses.replace(outcome, result=None, worker=self._name)
+
+    def stats(self) -> dict[str, Any]:
+        """How much this worker did: pipelines built, images segmented."""
+        return {"worker": self._name, "pipelines_built": self.pipelines_built, "images": self.images}
+
+
+class RaySession:
+    """Connect to Ray for one job (a context manager): start a Ray instance on this machine when
+    ``options.address`` is ``None``, else join the cluster at the address. A session already
+    connected by the caller (``ray.init`` in their program) is used and left connected.
+
+    :raises MissingDependencyError: Ray is not installed.
+    :raises InputError: the cluster cannot be reached.
+    """
+
+    def __init__(self, options: RayOptions) -> None:
+        self.options = options
+        self.ray: Any = None
+        self._owned = False
+
+    def __enter__(self) -> RaySession:
+        ray = self.ray = import_ray()
+        if ray.is_initialized():
+            return self
+        kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
+        if self.options.address is None:
+            kwargs["include_dashboard"] = False
+        else:
+            kwargs["address"] = self.options.address
+        try:
+            ray.init(**kwargs)
+        except ConnectionError as exc:
+            raise InputError(
+                f"cannot reach the Ray cluster at --address {self.options.address} ({exc}). Start it with 'ray start --head' "
+                "(on the head node) and pass its address (HOST:PORT, or auto on a node of the cluster), or leave out "
+                "--address to start Ray on this machine"
+            ) from None
+        except (ValueError, RuntimeError) as exc:
+            raise InputError(f"cannot start Ray ({exc}): check --address, or leave it out to start Ray on this machine") from None
+        self._owned = True
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._owned and self.ray is not None:
+            self.ray.shutdown()
+
+    def resources(self) -> dict[str, float]:
+        """The cluster's total resources (``CPU``, ``GPU``, ...)."""
+        return dict(self.ray.cluster_resources())
+
+
+def _worker_count(options: RayOptions, resources: Mapping[str, float], jobs: int | None) -> int:
+    """How many workers to start (see :attr:`RayOptions.workers`).
+
+    :raises InputError: the cluster lacks what one worker (or ``--workers`` of them) needs.
+    """
+    cpus, gpus = float(resources.get("CPU", 0)), float(resources.get("GPU", 0))
+    fits = []
+    if options.cpus_per_worker > 0:
+        fits.append(int(cpus // options.cpus_per_worker + 1e-9))
+    if options.gpus_per_worker > 0:
+        fits.append(int(gpus // options.gpus_per_worker + 1e-9))
+    most = min(fits)
+    if most < 1:
+        raise InputError(
+            f"the Ray cluster has {cpus:g} CPU(s) and {gpus:g} GPU(s); one worker needs {options.cpus_per_worker:g} CPU(s) and "
+            f"{options.gpus_per_worker:g} GPU(s): lower --cpus-per-worker/--gpus-per-worker or add nodes"
+        )
+    if options.workers is not None and options.workers > most:
+        raise InputError(
+            f"--workers {options.workers} needs {options.workers * options.cpus_per_worker:g} CPU(s) and "
+            f"{options.workers * options.gpus_per_worker:g} GPU(s); the Ray cluster has {cpus:g} and {gpus:g}: "
+            f"use --workers {most} or fewer, or add nodes"
+        )
+    count = options.workers or most
+    return max(1, min(count, jobs)) if jobs is not None and options.workers is None else count
+
+
+class RayExecutor:
+    """:class:`~.batch.Executor` that hands images to :class:`PipelineWorker` actors.
+
+    :param session: an entered :class:`RaySession`.
+    :param pipe: the driver's pipeline (its config and components are what the workers must match).
+    :param jobs: how many inputs the batch has at most (no more workers than that are started).
+    """
+
+    def __init__(
+        self,
+        session: RaySession,
+        pipe: Any,
+        vocabulary: Vocabulary,
+        outdir: Path,
+        formats: Sequence[str],
+        options: RayOptions,
+        *,
+        disable_plugins: Sequence[str] = (),
+        jobs: int | None = None,
+    ) -> None:
+        self.session, self.pipe, self.vocabulary = session, pipe, vocabulary
+        self.outdir, self.formats, self.options = Path(outdir).resolve(), tuple(formats), options
+        # the driver's blocks, from --disable-plugin and its environment, hold in every worker too
+        self.disable_plugins, self.jobs = tuple(dict.fromkeys([*disabled_from_env(), *disable_plugins])), jobs
+        self.config = worker_config(pipe.config, options)
+        self._actors: list[Any] = []
+        self._remote_class: Any = None
+        self._replacements: list[int] = []
+        self.info: list[dict[str, Any]] = []
+        self.stats: list[dict[str, Any]] = []
+
+    # -- workers -----------------------------------------------------------------------------
+
+    def _new_actor(self) -> Any:
+        if self._remote_class is None:
+            self._remote_class = self.session.ray.remote(PipelineWorker).options(
+                num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker, max_restarts=0, max_concurrency=1
+            )
+        return self._remote_class.remote(self.config, self.vocabulary.to_dict(), self.formats, str(self.outdir), self.disable_plugins)
+
+    def start(self) -> None:
+        """Start the workers and wait until each has built its pipeline; check they match ours.
+
+        :raises OvpanopticError: a worker cannot build the pipeline, or builds it from other
+            versions of ovpanoptic or of a plugin than this machine.
+        """
+        ray = self.session.ray
+        count = _worker_count(self.options, self.session.resources(), self.jobs)
+        self._actors = [self._new_actor() for _ in range(count)]
+        self._replacements = [0] * count
+        log.info("started %d Ray worker(s)", count)
+        refs = [a.ready.remote() for a in self._actors]
+        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=self.options.start_timeout_s)
+        if waiting:
+            raise OvpanopticError(
+                f"{len(waiting)} of {count} Ray worker(s) did not start within {self.options.start_timeout_s:g} s: the cluster may "
+                "lack free CPUs/GPUs (see 'ray status'), or loading the models takes longer"
+            )
+        self.info = [self._get(ref, "building its pipeline") for ref in refs]
+        self._check_workers(self.info)
+
+    def _get(self, ref: Any, doing: str) -> Any:
+        ray = self.session.ray
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+            if isinstance(cause, OvpanopticError):
+                raise OvpanopticError(f"a Ray worker failed {doing}: {_first_line(cause)}") from None
+            raise
+        except ray.exceptions.RayActorError as exc:
+            raise OvpanopticError(f"a Ray worker died {doing}: {_first_line(exc)}") from None
+
+    def _check_workers(self, infos: Sequence[Mapping[str, Any]]) -> None:
+        from .. import __version__
+
+        ours = _component_origins(self.pipe, self.formats)
+        for info in infos:
+            if info["ovpanoptic"] != __version__:
+                raise OvpanopticError(
+                    f"Ray worker {info['worker']} runs ovpanoptic {info['ovpanoptic']}, this machine {__version__}: install the "
+                    "same version on every node, or results would differ"
+                )
+            for key, where in ours.items():
+                theirs = info["components"].get(key)
+                if theirs != where:
+                    raise OvpanopticError(
+                        f"Ray worker {info['worker']} builds the {key} from {theirs}, this machine from {where}: install the same "
+                        "plugins (same versions) on every node"
+                    )
+
+    def _replace(self, slot: int, reason: str) -> bool:
+        """Start a new worker in ``slot``; ``False`` when the slot was replaced too often."""
+        self._replacements[slot] += 1
+        if self._replacements[slot] > MAX_REPLACEMENTS:
+            return False
+        log.warning("a Ray worker died (%s); starting another", reason)
+        self._actors[slot] = self._new_actor()
+        return True
+
+    # -- the job -----------------------------------------------------------------------------
+
+    def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
+        ray = self.session.ray
+        pending: dict[Any, tuple[ImageJob, int]] = {}  # ref -> (job, slot)
+        load = [0] * len(self._actors)
+        retry: deque[ImageJob] = deque()
+        attempts: dict[Path, int] = {}
+        source = iter(jobs)
+        exhausted = False
+        try:
+            while True:
+                for slot in sorted(range(len(self._actors)), key=lambda s: load[s]):
+                    while load[slot] < self.options.queue_per_worker:
+                        if retry:
+                            job = retry.popleft()
+                        elif not exhausted:
+                            job = next(source, None)
+                            if job is None:
+                                exhausted = True
+                                break
+                        else:
+                            break
+                        pending[self._actors[slot].process.remote(str(job.path), job.stem)] = (job, slot)
+                        load[slot] += 1
+                if not pending:
+                    return
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                job, slot = pending.pop(ref)
+                load[slot] -= 1
+                try:
+                    outcome = ray.get(ref)
+                except ray.exceptions.RayActorError as exc:
+                    attempts[job.path] = attempts.get(job.path, 0) + 1
+                    dead = _first_line(exc)
+                    if attempts[job.path] >= MAX_ATTEMPTS:
+                        yield job, ImageOutcome(
+                            job.path, job.stem, "failed",
+                            f"{job.path}: {MAX_ATTEMPTS} Ray workers died while segmenting it (last: {dead}); too large for "
+                            "a worker's memory, or a plugin that crashes on it",
+                        )
+                    else:
+                        retry.append(job)
+                    if self._actors[slot] is not None and self._is_dead(slot):
+                        for other, (other_job, other_slot) in list(pending.items()):
+                            if other_slot == slot:  # queued on the dead worker: they fail too, give them out again
+                                del pending[other]
+                                retry.append(other_job)
+                        load[slot] = 0
+                        if not self._replace(slot, dead):
+                            yield job, BatchStop(f"Ray workers kept dying ({MAX_REPLACEMENTS + 1} in one slot; last: {dead})")
+                            return
+                    continue
+                yield job, outcome
+        finally:
+            for ref in pending:
+                ray.cancel(ref)
+
+    def _is_dead(self, slot: int) -> bool:
+        ray = self.session.ray
+        try:
+            ray.get(self._actors[slot].stats.remote(), timeout=30)
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            return True
+        return False
+
+    def close(self) -> None:
+        """Collect the workers' statistics, then stop them."""
+        ray = self.session.ray
+        if not self._actors or ray is None or not ray.is_initialized():
+            return
+        refs = [a.stats.remote() for a in self._actors]
+        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=10)
+        for ref in ready:
+            try:
+                self.stats.append(ray.get(ref))
+            except ray.exceptions.RayError:
+                pass
+        for actor in self._actors:
+            ray.kill(actor)
+        self._actors = []
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def run_ray(
+    pipe: Any,
+    vocabulary: Vocabulary,
+    inputs: Sequence[Path],
+    outdir: Path,
+    formats: Sequence[str],
+    options: RayOptions,
+    *,
+    overwrite: bool = False,
+    on_image: Callable[[ImageOutcome], None] | None = None,
+    disable_plugins: Sequence[str] = (),
+) -> BatchReport:
+    """:func:`~.local.run_local` on Ray: the same checks, manifest and files, the images segmented
+    by :class:`PipelineWorker` actors (see the module docstring).
+
+    :param pipe: the driver's pipeline, components built (the workers build theirs from its config).
+    :param options: where and how many workers (:class:`RayOptions`).
+    :param disable_plugins: plugins blocked in the workers too (the driver's ``--disable-plugin``).
+    :raises MissingDependencyError: Ray is not installed.
+    :raises InputError: the output folder is unusable, the cluster cannot be reached or lacks
+        resources, a device that contradicts the placement; nothing written.
+    :raises OvpanopticError: workers that cannot build the pipeline (missing plugins, weights),
+        before anything is written.
+    """
+    worker_config(pipe.config, options)  # refuse a contradicting device before Ray starts
+    started = time.perf_counter()
+    with RaySession(options) as session:
+        executor = RayExecutor(session, pipe, vocabulary, outdir, formats, options, disable_plugins=disable_plugins, jobs=len(inputs))
+        report = run_batch(pipe, vocabulary, inputs, outdir, formats, executor, overwrite=overwrite, on_image=on_image)
+        report.engine = {
+            "engine": "ray",
+            "workers": executor.info,
+            "stats": executor.stats,
+            "seconds": time.perf_counter() - started,
+        }
+    return report
