@@ -270,6 +270,38 @@ def build_parser() -> argparse.ArgumentParser:
     vo.add_argument("name", nargs="?", help="show this vocabulary's classes")
     vo.add_argument("--json", action="store_true", help="machine-readable output")
 
+    ed = sub.add_parser(
+        "evaluate",
+        parents=[config_opts, engine_opts, plugin_opts],
+        help="zero-shot panoptic quality of a whole dataset (COCO, ADE20K, Cityscapes panoptic)",
+        description="Segment every image of a panoptic dataset with a vocabulary built from the dataset's own "
+        "categories, write the predictions in the dataset's format and report PQ / SQ / RQ (all, things, stuff, per "
+        "class) with time per stage; OUT/evaluation.json holds the numbers and the protocol (vocabulary, prompt "
+        "templates, image size, components, config). Resumable: the same command goes on where a stopped run "
+        "ended. Example: ovpanoptic evaluate datasets/coco --format coco-panoptic -o eval-coco. See docs/scale.md",
+    )
+    ed.add_argument("dataset", metavar="DATASET_DIR", help="the dataset's folder (layouts: docs/scale.md)")
+    from .evaluation.datasets import DATASET_FORMATS
+
+    ed.add_argument("--format", dest="dataset_format", required=True, choices=tuple(DATASET_FORMATS), help="the dataset's format")
+    ed.add_argument(
+        "--vocabulary", default="auto", metavar="auto|NAME",
+        help="auto: the dataset's categories, with synonyms from the named vocabulary of the format (default); "
+        "NAME: a named vocabulary, matched to the dataset's classes by name",
+    )
+    paths = ed.add_argument_group("dataset files, when the layout is not the standard one")
+    paths.add_argument("--annotations", metavar="FILE", default=None, help="the ground-truth panoptic JSON")
+    paths.add_argument("--gt-dir", metavar="DIR", default=None, help="the ground-truth PNG folder")
+    paths.add_argument("--image-dir", metavar="DIR", default=None, help="the images' folder")
+    subset = ed.add_argument_group("subsets")
+    subset.add_argument("--limit", type=int, default=None, metavar="N", help="the first N images (after --images)")
+    subset.add_argument("--images", default=None, metavar="LIST", help="image names, comma-separated (000000139,000000285), or @FILE with one per line")
+    eout = ed.add_argument_group("output")
+    eout.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder: predictions, manifest, evaluation.json")
+    eout.add_argument("--overwrite", action="store_true", help="redo every image (by default a run resumes)")
+    eout.add_argument("--json", action="store_true", help="print evaluation.json instead of the table")
+    ed.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     ev = sub.add_parser(
         "eval",
         help="Panoptic Quality of predictions against ground truth (COCO panoptic API rules)",
@@ -912,6 +944,79 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _image_list(value: str | None) -> list[str] | None:
+    """``--images``: comma-separated names, or ``@FILE`` with one name per line (``#`` comments)."""
+    if value is None:
+        return None
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            lines = path.read_text("utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--images {value}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") from None
+        return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tqdm import tqdm
+
+    from .engines.dataset import dataset_vocabulary, evaluate_dataset
+    from .evaluation.datasets import DATASET_FORMATS, find_dataset, select_images
+    from .pipeline import Pipeline
+
+    options = _ray_options(args)
+    names = _image_list(args.images)
+    dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
+    images = select_images(dataset, names=names, limit=args.limit)
+    pipe = Pipeline(args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin)
+    vocab, id_map, notes = dataset_vocabulary(dataset, pipe.registry, args.vocabulary)
+    formats = [DATASET_FORMATS[dataset.format]]
+    pipe.build_components(formats)
+    if not args.output.strip():
+        raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o eval-coco")
+    quiet = args.no_progress or not err.isatty()
+    if options is None:
+        _prepare_vocabulary(pipe, vocab, quiet, err)
+    say = _Say(out, err)
+    bar = tqdm(total=len(images), unit="img", disable=quiet, file=err)
+
+    def on_image(outcome: Any) -> None:
+        if outcome.status == "failed":
+            say.err(f"error: {outcome.error}", bar)
+        bar.update(1)
+
+    def run(inputs: Sequence[Path], outdir: Path, fmts: Sequence[str]) -> Any:
+        return _run_images(args, pipe, vocab, inputs, outdir, fmts, on_image)
+
+    print(f"{dataset.format}: {len(images)} of {len(dataset.images)} image(s), {len(vocab)} classes ({args.vocabulary})", file=out)
+    try:
+        result = evaluate_dataset(
+            pipe, dataset, images, vocab, id_map, Path(args.output), run, vocabulary_source=args.vocabulary, notes=notes,
+            selection={"limit": args.limit, "images": names}, engine=args.engine,
+        )
+    finally:
+        bar.close()
+    if args.json:
+        print(json.dumps(result.data, indent=1, default=str), file=out)
+    else:
+        print(result.report.report.format_table(), file=out)
+        stages = result.data["timing"]["stages"]
+        if stages:
+            print("seconds per image (mean / median): " + ", ".join(
+                f"{k} {v['mean_s']:.3g}/{v['median_s']:.3g}" for k, v in stages.items()), file=out)
+        print(f"evaluation and protocol: {result.path}", file=out)
+    if result.batch.stopped is not None:
+        say.err(f"error: the run stopped at {result.batch.stopped.path}: {result.batch.stopped.error}. The numbers cover the "
+                f"{result.data['images']['evaluated']} image(s) done; fix this and run the same command again to go on")
+        return EXIT_SOME_FAILED
+    if result.failed:
+        say.err(f"{len(result.failed)} image(s) failed and are not in the numbers (see {result.path.name}); run the same "
+                "command again to retry them")
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
 def _cmd_download(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .components import KINDS, Downloadable
     from .pipeline import Pipeline
@@ -1064,6 +1169,7 @@ _COMMANDS: dict[str, Any] = {
     "doctor": _cmd_doctor,
     "download": _cmd_download,
     "eval": _cmd_eval,
+    "evaluate": _cmd_evaluate,
     "eval-video": _cmd_eval_video,
     "segment-video": _cmd_segment_video,
     "new-plugin": _cmd_new_plugin,

@@ -46,6 +46,7 @@ __all__ = [
     "ImageJob",
     "ImageOutcome",
     "check_folder",
+    "component_origins",
     "process_image",
     "remove_stale_temporaries",
     "run_batch",
@@ -151,6 +152,14 @@ class Executor(Protocol):
     def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]: ...
 
     def close(self) -> None: ...
+
+
+def component_origins(pipe: Any, formats: Sequence[str]) -> dict[tuple[str, str], boundary.Origin]:
+    """``(kind, name) -> Origin`` (plugin, distribution, version) of every component a batch uses:
+    the configured proposal generator, classifier and fuser, and the exporters ``formats``."""
+    wanted = [(k, getattr(pipe.config.pipeline, k)) for k in ("proposal_generator", "classifier", "fuser")]
+    wanted += [("exporter", name) for name in formats]
+    return {(kind, name): pipe.registry.origin(pipe.registry.component(kind, name).plugin) for kind, name in wanted}
 
 
 def check_folder(outdir: Path, inputs: Sequence[Path]) -> None:

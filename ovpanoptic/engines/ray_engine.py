@@ -37,7 +37,7 @@ from typing import Any
 from ..errors import InputError, MissingDependencyError, OvpanopticError
 from ..plugins import disabled_from_env
 from ..types import Vocabulary
-from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, process_image, run_batch
+from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, component_origins, process_image, run_batch
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -145,14 +145,8 @@ def worker_config(config: Any, options: RayOptions) -> Any:
 
 
 def _component_origins(pipe: Any, formats: Sequence[str]) -> dict[str, str]:
-    """``"kind name" -> "distribution version"`` of the components a job uses."""
-    wanted = [(k, getattr(pipe.config.pipeline, k)) for k in ("proposal_generator", "classifier", "fuser")]
-    wanted += [("exporter", name) for name in formats]
-    out = {}
-    for kind, name in wanted:
-        origin = pipe.registry.origin(pipe.registry.component(kind, name).plugin)
-        out[f"{kind} {name}"] = f"{origin.distribution} {origin.version}"
-    return out
+    """``"kind name" -> "distribution version"`` of the components a job uses (compared across nodes)."""
+    return {f"{k} {n}": f"{o.distribution} {o.version}" for (k, n), o in component_origins(pipe, formats).items()}
 
 
 class PipelineWorker:
@@ -402,19 +396,19 @@ class RayExecutor:
         exhausted = False
         try:
             while True:
-                for slot in sorted(range(len(self._actors)), key=lambda s: load[s]):
-                    while load[slot] < self.options.queue_per_worker:
-                        if retry:
-                            job = retry.popleft()
-                        elif not exhausted:
-                            job = next(source, None)
-                            if job is None:
-                                exhausted = True
-                                break
-                        else:
+                while True:  # one image at a time to the least loaded worker, so work spreads evenly
+                    slot = min(range(len(self._actors)), key=lambda s: load[s])
+                    if load[slot] >= self.options.queue_per_worker:
+                        break
+                    if retry:
+                        job = retry.popleft()
+                    else:
+                        job = None if exhausted else next(source, None)
+                        if job is None:
+                            exhausted = True
                             break
-                        pending[self._actors[slot].process.remote(str(job.path), job.stem)] = (job, slot)
-                        load[slot] += 1
+                    pending[self._actors[slot].process.remote(str(job.path), job.stem)] = (job, slot)
+                    load[slot] += 1
                 if not pending:
                     return
                 (ref,), _ = ray.wait(list(pending), num_returns=1)

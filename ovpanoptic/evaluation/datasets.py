@@ -1,0 +1,264 @@
+"""Panoptic datasets on disk: where a dataset's images, ground truth and category table are.
+
+Layouts found under ``DATASET_DIR`` (``ovpanoptic evaluate DATASET_DIR --format ...``); every path
+can also be given explicitly (``annotations``, ``gt_dir``, ``image_dir``):
+
+``coco-panoptic``
+    COCO panoptic 2017 as downloaded (https://cocodataset.org/#download: ``val2017.zip`` and
+    ``panoptic_annotations_trainval2017.zip``, whose ``panoptic_val2017.zip`` is unzipped in
+    ``annotations/``): ``annotations/panoptic_val2017.json``, ``annotations/panoptic_val2017/*.png``,
+    ``val2017/*.jpg``. Also any folder with one ``panoptic*.json``, its PNG folder (the JSON's name
+    without ``.json``, or ``panoptic/``) and the images in ``images/`` (or the split's name, or the
+    folder itself).
+``ade20k-panoptic``
+    ADE20K panoptic as made by Mask2Former's ``datasets/prepare_ade20k_pan_seg.py`` from
+    ``ADEChallengeData2016.zip``: ``ade20k_panoptic_val.json``, ``ade20k_panoptic_val/*.png``,
+    ``images/validation/*.jpg`` (in ``DATASET_DIR`` or ``DATASET_DIR/ADEChallengeData2016``).
+    Its category ids start at 0, which ovpanoptic reserves for void: see
+    :attr:`PanopticDataset.id_offset`.
+``cityscapes-panoptic``
+    Cityscapes (https://www.cityscapes-dataset.com: ``gtFine_trainvaltest.zip``,
+    ``leftImg8bit_trainvaltest.zip``) with the panoptic ground truth made by cityscapesscripts'
+    ``csCreatePanopticImgs``: ``gtFine/cityscapes_panoptic_val.json``,
+    ``gtFine/cityscapes_panoptic_val/*_gtFine_panoptic.png``,
+    ``leftImg8bit/val/<city>/<name>_leftImg8bit.png``.
+
+The JSON is the COCO panoptic format (https://cocodataset.org/#format-data, "Panoptic
+Segmentation"): ``images`` (``id``, ``file_name``), ``annotations`` (``image_id``, ``file_name``,
+``segments_info``) and ``categories`` (``id``, ``name``, ``isthing``, ``color``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .annotations import PanopticAnnotations, image_name, read_coco_panoptic
+from .pq import EvaluationError
+
+__all__ = ["DATASET_FORMATS", "DatasetCategory", "DatasetImage", "PanopticDataset", "find_dataset", "select_images"]
+
+#: Dataset formats ``evaluate`` reads, and the exporter that writes predictions in each one's format.
+DATASET_FORMATS: Mapping[str, str] = {
+    "coco-panoptic": "coco-panoptic",
+    "ade20k-panoptic": "coco-panoptic",
+    "cityscapes-panoptic": "cityscapes-panoptic",
+}
+
+
+@dataclass(frozen=True)
+class DatasetCategory:
+    """One category of a dataset's own table (``id`` as the dataset numbers it)."""
+
+    id: int
+    name: str
+    isthing: bool
+    color: tuple[int, int, int] | None = None
+
+
+@dataclass(frozen=True)
+class DatasetImage:
+    """One image of a dataset: its pairing ``name`` (:func:`image_name`), the image file, and the
+    ground-truth annotation's ``file_name``."""
+
+    name: str
+    path: Path
+    annotation: str
+
+
+@dataclass(frozen=True)
+class PanopticDataset:
+    """A panoptic dataset found on disk.
+
+    :param format: one of :data:`DATASET_FORMATS`.
+    :param annotations: the ground-truth JSON; ``gt_dir`` its PNG folder; ``image_dir`` the images.
+    :param categories: the dataset's category table, in its order.
+    :param images: every image with ground truth, in the JSON's ``annotations`` order.
+    :param id_offset: added to the dataset's category ids to make ovpanoptic's (positive) ids: 1
+        when the table has id 0 (ADE20K panoptic), else 0.
+    """
+
+    format: str
+    root: Path
+    annotations: Path
+    gt_dir: Path
+    image_dir: Path
+    categories: tuple[DatasetCategory, ...]
+    images: tuple[DatasetImage, ...]
+    id_offset: int = 0
+    notes: tuple[str, ...] = field(default=())
+
+    def ground_truth(self, names: Sequence[str] | None = None) -> PanopticAnnotations:
+        """The ground truth as :class:`PanopticAnnotations`, of the images ``names`` only if given."""
+        gt = read_coco_panoptic(self.annotations, self.gt_dir)
+        if names is None:
+            return gt
+        keep = set(names)
+        return PanopticAnnotations(gt.source, self.format, gt.categories, tuple(n for n in gt.names if n in keep), gt.reader, gt.notes)
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready facts for the evaluation's protocol."""
+        return {
+            "format": self.format,
+            "root": str(self.root),
+            "annotations": str(self.annotations),
+            "gt_dir": str(self.gt_dir),
+            "image_dir": str(self.image_dir),
+            "images": len(self.images),
+            "categories": len(self.categories),
+            "things": sum(c.isthing for c in self.categories),
+            "id_offset": self.id_offset,
+        }
+
+
+def _first(candidates: Sequence[Path], kind: str) -> Path | None:
+    found = [c for c in candidates if (c.is_dir() if kind == "dir" else c.is_file())]
+    return found[0] if found else None
+
+
+def _layout(root: Path, fmt: str) -> tuple[list[Path], list[str]]:
+    """Candidate annotation JSONs of a layout, and the layout's description for messages."""
+    if fmt == "coco-panoptic":
+        jsons = [root / "annotations" / "panoptic_val2017.json", *sorted((root / "annotations").glob("panoptic_*.json"))]
+        jsons += [root / "panoptic.json", *sorted(root.glob("panoptic_*.json"))]
+        return jsons, ["annotations/panoptic_val2017.json + annotations/panoptic_val2017/ + val2017/", "panoptic.json + panoptic/ + images/"]
+    if fmt == "ade20k-panoptic":
+        bases = [root, root / "ADEChallengeData2016"]
+        return [b / "ade20k_panoptic_val.json" for b in bases], ["ade20k_panoptic_val.json + ade20k_panoptic_val/ + images/validation/"]
+    if fmt == "cityscapes-panoptic":
+        return [root / "gtFine" / "cityscapes_panoptic_val.json", *sorted((root / "gtFine").glob("cityscapes_panoptic_*.json"))], [
+            "gtFine/cityscapes_panoptic_val.json + gtFine/cityscapes_panoptic_val/ + leftImg8bit/val/<city>/"
+        ]
+    raise EvaluationError(f"unknown dataset format {fmt!r}: use one of {', '.join(DATASET_FORMATS)}")
+
+
+def _image_dirs(fmt: str, base: Path, split: str) -> list[Path]:
+    if fmt == "ade20k-panoptic":
+        return [base / "images" / ("validation" if split == "val" else "training" if split == "train" else split)]
+    if fmt == "cityscapes-panoptic":
+        return [base.parent / "leftImg8bit" / split]
+    parent = base.parent if base.name == "annotations" else base
+    return [parent / split, parent / f"{split}2017", parent / "images", parent]
+
+
+def _split_of(json_path: Path) -> str:
+    """``panoptic_val2017.json`` -> ``val2017``; ``ade20k_panoptic_val.json`` -> ``val``."""
+    stem = json_path.stem
+    return stem.split("panoptic_", 1)[1] if "panoptic_" in stem else "images"
+
+
+def find_dataset(
+    root: str | Path,
+    fmt: str,
+    *,
+    annotations: str | Path | None = None,
+    gt_dir: str | Path | None = None,
+    image_dir: str | Path | None = None,
+) -> PanopticDataset:
+    """Find a panoptic dataset's files under ``root`` (see the module docstring).
+
+    :param fmt: one of :data:`DATASET_FORMATS`.
+    :raises EvaluationError: a missing folder or file (the message lists what was looked for and
+        how to point at it), a malformed JSON, or images listed without a file.
+    """
+    base = Path(root)
+    if not base.is_dir():
+        raise EvaluationError(f"the dataset folder {base} does not exist or is not a folder")
+    candidates, layouts = _layout(base, fmt)
+    json_path = Path(annotations) if annotations is not None else _first(candidates, "file")
+    if json_path is None or not json_path.is_file():
+        looked = ", ".join(str(c.relative_to(base)) for c in dict.fromkeys(candidates))
+        raise EvaluationError(
+            f"no {fmt} ground truth found in {base} (looked for {looked}). Expected layout: {' or '.join(layouts)}; "
+            "see docs/scale.md for where to get it, or name the JSON with --annotations"
+        )
+    split = _split_of(json_path)
+    if gt_dir is not None:
+        png_dir = Path(gt_dir)
+    else:
+        png_dir = _first([json_path.with_suffix(""), json_path.parent / "panoptic"], "dir") or json_path.with_suffix("")
+    if not png_dir.is_dir():
+        raise EvaluationError(f"the ground-truth PNG folder {png_dir} (of {json_path.name}) does not exist: unzip it there, or name it with --gt-dir")
+    if fmt == "cityscapes-panoptic":
+        split = split.split("_")[-1]
+    if image_dir is not None:
+        images_root = Path(image_dir)
+    else:
+        dirs = _image_dirs(fmt, json_path.parent, split)
+        images_root = _first(dirs, "dir") or dirs[0]
+    if not images_root.is_dir():
+        raise EvaluationError(f"the image folder {images_root} does not exist: put the images there, or name their folder with --image-dir")
+    try:
+        data = json.loads(json_path.read_text("utf-8"))
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot read {json_path}: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or not isinstance(data.get("categories"), list):
+        raise EvaluationError(f"{json_path} is not a COCO-panoptic JSON (it needs 'annotations' and 'categories' lists)")
+    categories = _categories(data["categories"], json_path)
+    offset = 1 if any(c.id <= 0 for c in categories) else 0
+    return PanopticDataset(fmt, base, json_path, png_dir, images_root, categories, _images(data, json_path, images_root, fmt), offset)
+
+
+def _categories(raw: list[Any], path: Path) -> tuple[DatasetCategory, ...]:
+    out = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), int) or not isinstance(entry.get("name"), str):
+            raise EvaluationError(f"{path}: categories[{i}] needs an integer 'id', a 'name' and 'isthing'")
+        color = entry.get("color")
+        rgb = tuple(int(c) for c in color) if isinstance(color, list) and len(color) == 3 else None
+        out.append(DatasetCategory(entry["id"], entry["name"], entry.get("isthing") == 1, rgb))  # type: ignore[arg-type]
+    if not out:
+        raise EvaluationError(f"{path} lists no categories")
+    return tuple(out)
+
+
+def _images(data: Mapping[str, Any], path: Path, images_root: Path, fmt: str) -> tuple[DatasetImage, ...]:
+    files = {}
+    for entry in data.get("images") or []:
+        if isinstance(entry, Mapping) and "id" in entry and isinstance(entry.get("file_name"), str):
+            files[str(entry["id"])] = entry["file_name"]
+    out = []
+    for i, annotation in enumerate(data["annotations"]):
+        if not isinstance(annotation, Mapping) or not isinstance(annotation.get("file_name"), str):
+            raise EvaluationError(f"{path}: annotations[{i}] has no 'file_name'")
+        file_name = files.get(str(annotation.get("image_id")))
+        if file_name is None:
+            raise EvaluationError(f"{path}: annotations[{i}] (image_id {annotation.get('image_id')!r}) has no entry in 'images'")
+        name = image_name(annotation["file_name"])
+        folder = images_root / name.split("_")[0] if fmt == "cityscapes-panoptic" else images_root
+        out.append(DatasetImage(name, folder / file_name, annotation["file_name"]))
+    return tuple(out)
+
+
+def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = None, limit: int | None = None) -> tuple[DatasetImage, ...]:
+    """The images to run: those named (pairing names or file names, in the dataset's order), then
+    the first ``limit``; each image file must exist.
+
+    :raises EvaluationError: a name the dataset does not have, ``limit < 1``, or missing files.
+    """
+    images = dataset.images
+    if names is not None:
+        wanted = {image_name(n.strip()) for n in names if n.strip()}
+        if not wanted:
+            raise EvaluationError("--images names no image: give names like 000000139 or 000000139.jpg, comma-separated or one per line in a file")
+        known = {i.name for i in images}
+        unknown = sorted(wanted - known)
+        if unknown:
+            raise EvaluationError(
+                f"{len(unknown)} image(s) given with --images are not in {dataset.annotations.name} (first: {', '.join(unknown[:3])})"
+            )
+        images = tuple(i for i in images if i.name in wanted)
+    if limit is not None:
+        if limit < 1:
+            raise EvaluationError(f"--limit must be >= 1, got {limit}")
+        images = images[:limit]
+    missing = [i for i in images if not i.path.is_file()]
+    if missing:
+        raise EvaluationError(
+            f"{len(missing)} image file(s) of the ground truth are missing (first: {missing[0].path}): put the dataset's "
+            "images there, name their folder with --image-dir, or evaluate a subset with --images/--limit"
+        )
+    return images
