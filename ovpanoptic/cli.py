@@ -9,6 +9,7 @@ any output is written).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -174,14 +175,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     sv = sub.add_parser(
         "segment-video",
-        parents=[config_opts, plugin_opts],
+        parents=[config_opts, engine_opts, plugin_opts],
         help="segment a video with ids that stay the same across frames",
         description="Segment a video file, a folder of frames or a glob of frames: keyframes go through the image "
         "pipeline, the tracker (SAM 2's video predictor by default) carries the segments between them, and a thing "
         "keeps its id (its segment id in every frame's PNG) while it is tracked. Example: ovpanoptic segment-video "
         "clip.mp4 --classes \"person, forklift, pallet\" --stuff \"floor, shelf\" -o out/",
     )
-    sv.add_argument("input", metavar="INPUT", help="a video file (mp4, mov, webm, mkv, ...), a folder of frames, or a glob of frames")
+    sv.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="a video file (mp4, mov, webm, mkv, ...), a folder of frames, or a glob of "
+        "frames; several videos are written into OUTDIR/<name> each (with --engine ray, one video per worker at a time)",
+    )
     _add_vocabulary_options(sv.add_argument_group("vocabulary"))
     frames = sv.add_argument_group("frames")
     frames.add_argument("--every", type=int, default=1, metavar="N", help="process every N-th frame (default: %(default)s)")
@@ -542,91 +546,98 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import dataclasses
-
     from tqdm import tqdm
 
+    from .engines.video import VideoSettings, VideoSummary, run_videos, video_folders
     from .pipeline import Pipeline
-    from .video import FrameSelection, TrackingOptions, open_frames, segment_video
-    from .video.output import VideoOutput
+    from .video import FrameSelection, TrackingOptions
 
     overrides = list(args.overrides)
     if args.max_side is not None:
         overrides.append(f"pipeline.max_side={args.max_side}")
     if args.tracker is not None:
         overrides.append(f"pipeline.tracker={args.tracker!r}")
+    options = _ray_options(args)
     pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
-    options = TrackingOptions(
+    tracking = TrackingOptions(
         keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed,
         track_stuff=args.track_stuff,
     )
     selection = FrameSelection(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
+    settings = VideoSettings(selection, tracking, fps=args.fps, overlay=not args.no_overlay, overwrite=args.overwrite)
     pipe.build_components([])
     pipe.component("tracker")
     if not args.output.strip():
         raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o out")
-    source = open_frames(args.input, selection, fps=args.fps, max_pixels=pipe.config.pipeline.max_pixels or None, name=args.video_id)
-    settings = {
-        "input": str(Path(args.input).resolve()) if Path(args.input).exists() else args.input,
-        "video_id": source.name,
-        "fps": source.fps,
-        "selection": dataclasses.asdict(selection),
-        "tracking": dataclasses.asdict(options),
-        "vocabulary": vocab.to_dict(),
-        "config": pipe.config.to_dict(),
-    }
-    output = VideoOutput(args.output, settings, overwrite=args.overwrite)
-    if output.finished:
-        print(f"{args.output} already holds this video's results (same input and settings); pass --overwrite to redo it", file=out)
-        return EXIT_OK
-    resume = output.resume_point(vocab)
+    if args.video_id is not None and len(args.inputs) > 1:
+        raise InputError("--video-id names one video: leave it out with several inputs (each is named after its file)")
+    inputs = [str(Path(i).resolve()) if Path(i).exists() else i for i in args.inputs] if options is not None else list(args.inputs)
+    jobs = video_folders(inputs, Path(args.output).resolve() if options is not None else Path(args.output))
+    if args.video_id is not None:
+        jobs = [dataclasses.replace(jobs[0], video_id=args.video_id)]
     quiet = args.no_progress or not err.isatty()
-    _prepare_vocabulary(pipe, vocab, quiet, err)
-    bar = tqdm(total=source.expected, unit="frame", disable=quiet, file=err)
+    say = _Say(out, err)
+    if options is None:
+        _prepare_vocabulary(pipe, vocab, quiet, err)
+    single = len(jobs) == 1 and options is None
+    bar = tqdm(total=None if single else len(jobs), unit="frame" if single else "video", disable=quiet, file=err)
 
     def progress(message: str, done: int, total: int) -> None:
         if message == "frame":
             bar.n = done
             bar.refresh()
 
-    if resume is not None:
-        print(f"resuming after frame {resume.index} (the last keyframe written into {args.output})", file=out)
-    book = None
-    written = 0
+    def on_start(source: Any, resume: Any) -> None:
+        if single:
+            bar.total = source.expected
+            bar.refresh()
+        if resume is not None:
+            say.out(f"{source.name}: resuming after frame {resume.index} (the last keyframe written into {resume_folder(source)})")
+
+    def resume_folder(source: Any) -> str:
+        return next((str(j.outdir) for j in jobs if j.video_id in (None, source.name)), args.output)
+
+    def on_video(summary: VideoSummary) -> None:
+        if not single:
+            bar.update(1)
+        _say_video(summary, say, bar)
+
     try:
-        for item in segment_video(pipe, source, vocab, options, progress=progress, resume=resume):
-            output.write(item)
-            book = item.book
-            written += 1
-            if quiet:
-                log.info("frame %d: %d segments%s", item.index, len(item.result.segments), " (keyframe)" if item.keyframe else "")
+        if options is None:
+            summaries = run_videos(pipe, vocab, jobs, settings, progress=progress if single else None, on_video=on_video, on_start=on_start)
+        else:
+            from .engines.ray_engine import run_videos_ray
+
+            summaries, _ = run_videos_ray(pipe, vocab, jobs, settings, options, on_video=on_video, disable_plugins=args.disable_plugin)
     finally:
         bar.close()
-    shortfall = source.shortfall()
-    if shortfall:
-        print(f"warning: {shortfall}", file=err)
-    if book is None:
-        if resume is None:
-            raise InputError(f"no frame of {args.input} was processed")
-        from .video import TrackBook
-
-        book = TrackBook(vocab, options)
-        book.restore(resume.state, resume.result)
-    files = output.finish(book, source, overlay=not args.no_overlay)
-    records = book.records()
-    things = sum(r.isthing for r in records)
-    parts = output.parts()
-    keyframes = sum(p["keyframe"] for p in parts)
-    this_run = f", {written} in this run" if resume is not None else ""
-    print(
-        f"{len(parts)} frame(s) of {source.name} segmented ({keyframes} keyframes{this_run}) into {args.output}: "
-        f"{things} thing track(s), {len(records) - things} stuff class(es)",
-        file=out,
-    )
-    for f in files:
-        log.info("wrote %s", f)
+    failed = [s for s in summaries if s.status == "failed"]
+    if len(jobs) > 1:
+        say.out(f"{len(summaries) - len(failed)} of {len(jobs)} video(s) segmented into {args.output}")
+    if failed:
+        if len(jobs) == 1:
+            raise InputError(failed[0].error)
+        say.err(f"{len(failed)} failed; run the same command again to retry them (finished videos are kept)")
+        return EXIT_SOME_FAILED
     return EXIT_OK
+
+
+def _say_video(summary: Any, say: _Say, bar: Any) -> None:
+    """One line per video of a ``segment-video`` job."""
+    if summary.status == "failed":
+        say.err(f"error: {summary.error}", bar)
+        return
+    if summary.status == "finished-before":
+        say.out(f"{summary.outdir} already holds this video's results (same input and settings); pass --overwrite to redo it")
+        return
+    if summary.warning:
+        say.err(f"warning: {summary.warning}", bar)
+    this_run = f", {summary.written} in this run" if summary.resumed_after is not None else ""
+    say.out(
+        f"{summary.frames} frame(s) of {summary.video_id} segmented ({summary.keyframes} keyframes{this_run}) into {summary.outdir}: "
+        f"{summary.things} thing track(s), {summary.stuff} stuff class(es)"
+    )
 
 
 def _cmd_eval_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

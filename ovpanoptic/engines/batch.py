@@ -154,10 +154,11 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def component_origins(pipe: Any, formats: Sequence[str]) -> dict[tuple[str, str], boundary.Origin]:
+def component_origins(pipe: Any, formats: Sequence[str], *, tracker: bool = False) -> dict[tuple[str, str], boundary.Origin]:
     """``(kind, name) -> Origin`` (plugin, distribution, version) of every component a batch uses:
-    the configured proposal generator, classifier and fuser, and the exporters ``formats``."""
-    wanted = [(k, getattr(pipe.config.pipeline, k)) for k in ("proposal_generator", "classifier", "fuser")]
+    the configured proposal generator, classifier and fuser (and tracker), and the exporters ``formats``."""
+    kinds = ("proposal_generator", "classifier", "fuser", *(("tracker",) if tracker else ()))
+    wanted = [(k, getattr(pipe.config.pipeline, k)) for k in kinds]
     wanted += [("exporter", name) for name in formats]
     return {(kind, name): pipe.registry.origin(pipe.registry.component(kind, name).plugin) for kind, name in wanted}
 

@@ -48,6 +48,7 @@ __all__ = [
     "RaySession",
     "import_ray",
     "run_ray",
+    "run_videos_ray",
     "worker_config",
 ]
 
@@ -144,9 +145,9 @@ def worker_config(config: Any, options: RayOptions) -> Any:
     return config
 
 
-def _component_origins(pipe: Any, formats: Sequence[str]) -> dict[str, str]:
+def _component_origins(pipe: Any, formats: Sequence[str], *, tracker: bool = False) -> dict[str, str]:
     """``"kind name" -> "distribution version"`` of the components a job uses (compared across nodes)."""
-    return {f"{k} {n}": f"{o.distribution} {o.version}" for (k, n), o in component_origins(pipe, formats).items()}
+    return {f"{k} {n}": f"{o.distribution} {o.version}" for (k, n), o in component_origins(pipe, formats, tracker=tracker).items()}
 
 
 class PipelineWorker:
@@ -157,14 +158,18 @@ class PipelineWorker:
     :param formats: the exporters every image is written with.
     :param outdir: the output folder (absolute, on storage this worker sees).
     :param disable_plugins: plugins blocked in the driver, blocked here too.
+    :param tracker: build the tracker too (video jobs).
     """
 
-    def __init__(self, config: Any, vocabulary: Mapping[str, Any], formats: Sequence[str], outdir: str, disable_plugins: Sequence[str]) -> None:
+    def __init__(
+        self, config: Any, vocabulary: Mapping[str, Any], formats: Sequence[str], outdir: str, disable_plugins: Sequence[str], tracker: bool = False
+    ) -> None:
         self._config = config
         self._vocabulary = Vocabulary.from_dict(vocabulary)
         self._formats = tuple(formats)
         self._outdir = Path(outdir)
         self._disable = tuple(disable_plugins)
+        self._tracker = tracker
         self._pipe: Any = None
         self._name = f"{socket.gethostname()}:{os.getpid()}"
         #: pipelines this worker built (1 for its whole life) and images it segmented
@@ -177,6 +182,8 @@ class PipelineWorker:
 
             pipe = Pipeline(self._config, disable_plugins=self._disable)
             pipe.build_components(self._formats)
+            if self._tracker:
+                pipe.component("tracker")
             pipe.prepare_vocabulary(self._vocabulary)
             self._pipe = pipe
             self.pipelines_built += 1
@@ -193,7 +200,7 @@ class PipelineWorker:
         return {
             "worker": self._name,
             "ovpanoptic": __version__,
-            "components": _component_origins(pipe, self._formats),
+            "components": _component_origins(pipe, self._formats, tracker=self._tracker),
             "device": pipe.device,
             "torch_threads": threads,
         }
@@ -206,6 +213,21 @@ class PipelineWorker:
             return dataclasses.replace(outcome, exc=None)  # the error's text travels, not its object
         self.images += outcome.status == "done"
         return dataclasses.replace(outcome, result=None, worker=self._name)
+
+    def process_video(self, job: Any, settings: Any) -> Any:
+        """Segment one video into its folder (:func:`~.video.segment_video_into`); a video that
+        cannot be read is a ``"failed"`` summary, an error every video would hit a :class:`BatchStop`."""
+        from ..errors import InputError
+        from .video import VideoSummary, segment_video_into
+
+        try:
+            summary = segment_video_into(self._pipeline(), self._vocabulary, job, settings)
+        except InputError as exc:
+            return VideoSummary(job.input, job.outdir, "failed", error=str(exc), worker=self._name)
+        except OvpanopticError as exc:
+            return BatchStop(str(exc))
+        self.images += summary.status == "done"
+        return dataclasses.replace(summary, worker=self._name)
 
     def stats(self) -> dict[str, Any]:
         """How much this worker did: pipelines built, images segmented."""
@@ -303,8 +325,9 @@ class RayExecutor:
         *,
         disable_plugins: Sequence[str] = (),
         jobs: int | None = None,
+        tracker: bool = False,
     ) -> None:
-        self.session, self.pipe, self.vocabulary = session, pipe, vocabulary
+        self.session, self.pipe, self.vocabulary, self.tracker = session, pipe, vocabulary, tracker
         self.outdir, self.formats, self.options = Path(outdir).resolve(), tuple(formats), options
         # the driver's blocks, from --disable-plugin and its environment, hold in every worker too
         self.disable_plugins, self.jobs = tuple(dict.fromkeys([*disabled_from_env(), *disable_plugins])), jobs
@@ -322,7 +345,7 @@ class RayExecutor:
             self._remote_class = self.session.ray.remote(PipelineWorker).options(
                 num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker, max_restarts=0, max_concurrency=1
             )
-        return self._remote_class.remote(self.config, self.vocabulary.to_dict(), self.formats, str(self.outdir), self.disable_plugins)
+        return self._remote_class.remote(self.config, self.vocabulary.to_dict(), self.formats, str(self.outdir), self.disable_plugins, self.tracker)
 
     def start(self) -> None:
         """Start the workers and wait until each has built its pipeline; check they match ours.
@@ -360,7 +383,7 @@ class RayExecutor:
     def _check_workers(self, infos: Sequence[Mapping[str, Any]]) -> None:
         from .. import __version__
 
-        ours = _component_origins(self.pipe, self.formats)
+        ours = _component_origins(self.pipe, self.formats, tracker=self.tracker)
         for info in infos:
             if info["ovpanoptic"] != __version__:
                 raise OvpanopticError(
@@ -387,11 +410,23 @@ class RayExecutor:
     # -- the job -----------------------------------------------------------------------------
 
     def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
+        """Images to the workers (:meth:`PipelineWorker.process`), results as they finish."""
+
+        def failed(job: ImageJob, why: str) -> ImageOutcome:
+            return ImageOutcome(job.path, job.stem, "failed", f"{job.path}: {why}")
+
+        return self.dispatch(jobs, lambda actor, job: actor.process.remote(str(job.path), job.stem), failed)
+
+    def dispatch(self, jobs: Iterator[Any], submit: Callable[[Any, Any], Any], failed: Callable[[Any, str], Any]) -> Iterator[tuple[Any, Any]]:
+        """Hand ``jobs`` to the workers (``submit(actor, job) -> ObjectRef``) and yield ``(job,
+        result)`` as they finish. A job on which :data:`MAX_ATTEMPTS` workers died yields
+        ``failed(job, why)``; dead workers are replaced (:data:`MAX_REPLACEMENTS` per slot, then a
+        :class:`BatchStop`)."""
         ray = self.session.ray
-        pending: dict[Any, tuple[ImageJob, int]] = {}  # ref -> (job, slot)
+        pending: dict[Any, tuple[Any, int]] = {}  # ref -> (job, slot)
         load = [0] * len(self._actors)
-        retry: deque[ImageJob] = deque()
-        attempts: dict[Path, int] = {}
+        retry: deque[Any] = deque()
+        attempts: dict[int, int] = {}
         source = iter(jobs)
         exhausted = False
         try:
@@ -407,7 +442,7 @@ class RayExecutor:
                         if job is None:
                             exhausted = True
                             break
-                    pending[self._actors[slot].process.remote(str(job.path), job.stem)] = (job, slot)
+                    pending[submit(self._actors[slot], job)] = (job, slot)
                     load[slot] += 1
                 if not pending:
                     return
@@ -417,13 +452,13 @@ class RayExecutor:
                 try:
                     outcome = ray.get(ref)
                 except ray.exceptions.RayActorError as exc:
-                    attempts[job.path] = attempts.get(job.path, 0) + 1
+                    key = id(job)
+                    attempts[key] = attempts.get(key, 0) + 1
                     dead = _first_line(exc)
-                    if attempts[job.path] >= MAX_ATTEMPTS:
-                        yield job, ImageOutcome(
-                            job.path, job.stem, "failed",
-                            f"{job.path}: {MAX_ATTEMPTS} Ray workers died while segmenting it (last: {dead}); too large for "
-                            "a worker's memory, or a plugin that crashes on it",
+                    if attempts[key] >= MAX_ATTEMPTS:
+                        yield job, failed(
+                            job, f"{MAX_ATTEMPTS} Ray workers died while segmenting it (last: {dead}); too large for a worker's "
+                            "memory, or a plugin that crashes on it",
                         )
                     else:
                         retry.append(job)
@@ -508,3 +543,47 @@ def run_ray(
             "seconds": time.perf_counter() - started,
         }
     return report
+
+
+def run_videos_ray(
+    pipe: Any,
+    vocabulary: Vocabulary,
+    jobs: Sequence[Any],
+    settings: Any,
+    options: RayOptions,
+    *,
+    on_video: Callable[[Any], None] | None = None,
+    disable_plugins: Sequence[str] = (),
+) -> tuple[list[Any], dict[str, Any]]:
+    """:func:`~.video.run_videos` on Ray: each worker segments one video at a time into the
+    video's folder (a video's frames depend on one another, so a video is the unit of work).
+
+    :param jobs: :class:`~.video.VideoJob` s (absolute paths, on storage every node sees).
+    :returns: the summaries in input order, and what the engine reports (workers, their counts).
+    :raises OvpanopticError: as :func:`run_ray`, and an error every video would hit.
+    """
+    from .video import VideoSummary
+
+    worker_config(pipe.config, options)
+    started = time.perf_counter()
+    summaries: dict[int, Any] = {}
+    position = {id(job): i for i, job in enumerate(jobs)}
+    with RaySession(options) as session:
+        executor = RayExecutor(session, pipe, vocabulary, Path.cwd(), (), options, disable_plugins=disable_plugins, jobs=len(jobs), tracker=True)
+        try:
+            executor.start()
+            results = executor.dispatch(
+                iter(jobs),
+                lambda actor, job: actor.process_video.remote(job, settings),
+                lambda job, why: VideoSummary(job.input, job.outdir, "failed", error=f"{job.input}: {why}"),
+            )
+            for job, result in results:
+                if isinstance(result, BatchStop):
+                    raise OvpanopticError(result.error)
+                summaries[position[id(job)]] = result
+                if on_video is not None:
+                    on_video(result)
+        finally:
+            executor.close()
+    engine = {"engine": "ray", "workers": executor.info, "stats": executor.stats, "seconds": time.perf_counter() - started}
+    return [summaries[i] for i in sorted(summaries)], engine
