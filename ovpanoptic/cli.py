@@ -101,16 +101,47 @@ def _ray_options(args: argparse.Namespace) -> Any:
     return RayOptions(address=args.address, workers=args.workers, gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
 
 
-def _run_images(args: argparse.Namespace, pipe: Any, vocab: Any, inputs: Sequence[Path], outdir: Path, formats: Sequence[str], on_image: Any) -> Any:
-    """Run a batch with the engine ``--engine`` chose (the local one, or Ray)."""
+@dataclasses.dataclass(frozen=True)
+class _Engine:
+    """The engine of a command: ``options`` ``None`` for the local one; for Ray, the workers'
+    config (the user's device) while the driver's pipeline runs on the CPU (it segments nothing)."""
+
+    options: Any = None
+    worker_config: Any = None
+
+
+def _engine_pipeline(args: argparse.Namespace, overrides: Sequence[str]) -> tuple[Any, _Engine]:
+    """The command's pipeline and engine, every engine option checked before any work.
+
+    :raises InputError: a Ray option without ``--engine ray``, or one that cannot work.
+    """
+    from .pipeline import Pipeline
+
     options = _ray_options(args)
+    pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
     if options is None:
+        return pipe, _Engine()
+    from .engines.ray_engine import worker_config
+
+    workers = worker_config(pipe.config, options)
+    driver = Pipeline(pipe.config.with_overrides(["pipeline.device='cpu'"]), disable_plugins=args.disable_plugin)
+    return driver, _Engine(options, workers)
+
+
+def _run_images(
+    args: argparse.Namespace, engine: _Engine, pipe: Any, vocab: Any, inputs: Sequence[Path], outdir: Path, formats: Sequence[str], on_image: Any
+) -> Any:
+    """Run a batch with the engine ``--engine`` chose (the local one, or Ray)."""
+    if engine.options is None:
         from .engines.local import run_local
 
         return run_local(pipe, vocab, inputs, outdir, formats, overwrite=args.overwrite, on_image=on_image)
     from .engines.ray_engine import run_ray
 
-    return run_ray(pipe, vocab, inputs, outdir, formats, options, overwrite=args.overwrite, on_image=on_image, disable_plugins=args.disable_plugin)
+    return run_ray(
+        pipe, vocab, inputs, outdir, formats, engine.options, overwrite=args.overwrite, on_image=on_image,
+        disable_plugins=args.disable_plugin, config=engine.worker_config,
+    )
 
 
 def _add_vocabulary_options(group: Any) -> None:
@@ -485,7 +516,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     overrides = list(args.overrides)
     if args.max_side is not None:
         overrides.append(f"pipeline.max_side={args.max_side}")
-    pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
+    pipe, engine = _engine_pipeline(args, overrides)
     # Validate everything, and build every component (factories load no weights), before reading
     # or writing any image: a broken plugin is a start-up error (exit 2).
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
@@ -498,8 +529,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     from tqdm import tqdm
 
-    _ray_options(args)  # a Ray option without --engine ray is refused before any work
-    if args.engine == "local":  # Ray workers prepare their own
+    if engine.options is None:  # Ray workers prepare their own
         _prepare_vocabulary(pipe, vocab, args.no_progress or not err.isatty(), err)
 
     from .engines.batch import ImageOutcome
@@ -519,7 +549,7 @@ def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         bar.update(1)
 
     try:
-        report = _run_images(args, pipe, vocab, inputs, outdir, formats, on_image)
+        report = _run_images(args, engine, pipe, vocab, inputs, outdir, formats, on_image)
     finally:
         bar.close()
     failed = report.failed
@@ -557,8 +587,8 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         overrides.append(f"pipeline.max_side={args.max_side}")
     if args.tracker is not None:
         overrides.append(f"pipeline.tracker={args.tracker!r}")
-    options = _ray_options(args)
-    pipe = Pipeline(args.config, overrides=overrides, device=args.device, disable_plugins=args.disable_plugin)
+    pipe, engine = _engine_pipeline(args, overrides)
+    options = engine.options
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     tracking = TrackingOptions(
         keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed,
@@ -609,7 +639,9 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
         else:
             from .engines.ray_engine import run_videos_ray
 
-            summaries, _ = run_videos_ray(pipe, vocab, jobs, settings, options, on_video=on_video, disable_plugins=args.disable_plugin)
+            summaries, _ = run_videos_ray(
+                pipe, vocab, jobs, settings, options, on_video=on_video, disable_plugins=args.disable_plugin, config=engine.worker_config
+            )
     finally:
         bar.close()
     failed = [s for s in summaries if s.status == "failed"]
@@ -976,18 +1008,17 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation.datasets import DATASET_FORMATS, find_dataset, select_images
     from .pipeline import Pipeline
 
-    options = _ray_options(args)
+    pipe, engine = _engine_pipeline(args, args.overrides)
     names = _image_list(args.images)
     dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
     images = select_images(dataset, names=names, limit=args.limit)
-    pipe = Pipeline(args.config, overrides=args.overrides, device=args.device, disable_plugins=args.disable_plugin)
     vocab, id_map, notes = dataset_vocabulary(dataset, pipe.registry, args.vocabulary)
     formats = [DATASET_FORMATS[dataset.format]]
     pipe.build_components(formats)
     if not args.output.strip():
         raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o eval-coco")
     quiet = args.no_progress or not err.isatty()
-    if options is None:
+    if engine.options is None:
         _prepare_vocabulary(pipe, vocab, quiet, err)
     say = _Say(out, err)
     bar = tqdm(total=len(images), unit="img", disable=quiet, file=err)
@@ -998,7 +1029,7 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         bar.update(1)
 
     def run(inputs: Sequence[Path], outdir: Path, fmts: Sequence[str]) -> Any:
-        return _run_images(args, pipe, vocab, inputs, outdir, fmts, on_image)
+        return _run_images(args, engine, pipe, vocab, inputs, outdir, fmts, on_image)
 
     print(f"{dataset.format}: {len(images)} of {len(dataset.images)} image(s), {len(vocab)} classes ({args.vocabulary})", file=out)
     try:

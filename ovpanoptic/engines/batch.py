@@ -144,7 +144,8 @@ class Executor(Protocol):
     start workers, check they can build the pipeline; an error here leaves the folder as it was).
     ``execute(jobs)`` takes the jobs lazily and yields ``(job, ImageOutcome | BatchStop)`` as
     images finish, in any order; the batch closes the generator when it stops early. ``close()``
-    runs at the end, also after an error.
+    stops every worker; it runs before the combined files are made and again at the very end (also
+    after an error), so it must be idempotent.
     """
 
     def start(self) -> None: ...
@@ -386,6 +387,10 @@ def _run(
                 if close is not None:
                     close()
         finally:
+            # Stop the engine before the end: a worker that died mid-write (killed, out of memory)
+            # left the temporary file of an atomic write, which nothing else would remove.
+            executor.close()
+            remove_stale_temporaries(outdir, sorted({(outdir / rel).parent for r in manifest.records.values() for rel in r.files}))
             if report.done or report.skipped:
                 finished = sorted((o for o in report.outcomes if o.status in ("done", "skipped")), key=lambda o: position[o.path])
                 order = [o.stem for o in finished]

@@ -326,12 +326,13 @@ class RayExecutor:
         disable_plugins: Sequence[str] = (),
         jobs: int | None = None,
         tracker: bool = False,
+        config: Any = None,
     ) -> None:
         self.session, self.pipe, self.vocabulary, self.tracker = session, pipe, vocabulary, tracker
         self.outdir, self.formats, self.options = Path(outdir).resolve(), tuple(formats), options
         # the driver's blocks, from --disable-plugin and its environment, hold in every worker too
         self.disable_plugins, self.jobs = tuple(dict.fromkeys([*disabled_from_env(), *disable_plugins])), jobs
-        self.config = worker_config(pipe.config, options)
+        self.config = config if config is not None else worker_config(pipe.config, options)
         self._actors: list[Any] = []
         self._remote_class: Any = None
         self._replacements: list[int] = []
@@ -373,9 +374,9 @@ class RayExecutor:
         try:
             return ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
+            cause = getattr(exc, "cause", None)  # the worker's own exception (Ray's text wraps it in its traceback)
             if isinstance(cause, OvpanopticError):
-                raise OvpanopticError(f"a Ray worker failed {doing}: {_first_line(cause)}") from None
+                raise OvpanopticError(f"a Ray worker failed {doing}: {cause}") from None
             raise
         except ray.exceptions.RayActorError as exc:
             raise OvpanopticError(f"a Ray worker died {doing}: {_first_line(exc)}") from None
@@ -518,6 +519,7 @@ def run_ray(
     overwrite: bool = False,
     on_image: Callable[[ImageOutcome], None] | None = None,
     disable_plugins: Sequence[str] = (),
+    config: Any = None,
 ) -> BatchReport:
     """:func:`~.local.run_local` on Ray: the same checks, manifest and files, the images segmented
     by :class:`PipelineWorker` actors (see the module docstring).
@@ -525,16 +527,20 @@ def run_ray(
     :param pipe: the driver's pipeline, components built (the workers build theirs from its config).
     :param options: where and how many workers (:class:`RayOptions`).
     :param disable_plugins: plugins blocked in the workers too (the driver's ``--disable-plugin``).
+    :param config: the workers' config (default: :func:`worker_config` of ``pipe.config``); the
+        driver's pipeline may then run on the CPU while the workers use GPUs.
     :raises MissingDependencyError: Ray is not installed.
     :raises InputError: the output folder is unusable, the cluster cannot be reached or lacks
         resources, a device that contradicts the placement; nothing written.
     :raises OvpanopticError: workers that cannot build the pipeline (missing plugins, weights),
         before anything is written.
     """
-    worker_config(pipe.config, options)  # refuse a contradicting device before Ray starts
+    config = config if config is not None else worker_config(pipe.config, options)  # a contradicting device: refused before Ray starts
     started = time.perf_counter()
     with RaySession(options) as session:
-        executor = RayExecutor(session, pipe, vocabulary, outdir, formats, options, disable_plugins=disable_plugins, jobs=len(inputs))
+        executor = RayExecutor(
+            session, pipe, vocabulary, outdir, formats, options, disable_plugins=disable_plugins, jobs=len(inputs), config=config
+        )
         report = run_batch(pipe, vocabulary, inputs, outdir, formats, executor, overwrite=overwrite, on_image=on_image)
         report.engine = {
             "engine": "ray",
@@ -554,6 +560,7 @@ def run_videos_ray(
     *,
     on_video: Callable[[Any], None] | None = None,
     disable_plugins: Sequence[str] = (),
+    config: Any = None,
 ) -> tuple[list[Any], dict[str, Any]]:
     """:func:`~.video.run_videos` on Ray: each worker segments one video at a time into the
     video's folder (a video's frames depend on one another, so a video is the unit of work).
@@ -564,12 +571,14 @@ def run_videos_ray(
     """
     from .video import VideoSummary
 
-    worker_config(pipe.config, options)
+    config = config if config is not None else worker_config(pipe.config, options)
     started = time.perf_counter()
     summaries: dict[int, Any] = {}
     position = {id(job): i for i, job in enumerate(jobs)}
     with RaySession(options) as session:
-        executor = RayExecutor(session, pipe, vocabulary, Path.cwd(), (), options, disable_plugins=disable_plugins, jobs=len(jobs), tracker=True)
+        executor = RayExecutor(
+            session, pipe, vocabulary, Path.cwd(), (), options, disable_plugins=disable_plugins, jobs=len(jobs), tracker=True, config=config
+        )
         try:
             executor.start()
             results = executor.dispatch(

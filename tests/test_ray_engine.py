@@ -1,0 +1,316 @@
+"""The Ray engine against a real local Ray cluster (``ray start --head`` on 127.0.0.1, 2 CPUs):
+byte-identical outputs to the local engine, a worker killed mid-run, a driver killed mid-run, the
+checks that refuse a job before anything is written, and videos and dataset evaluation on Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovpanoptic.cli import main
+from ovpanoptic.testing import make_shapes_image
+
+from conftest import DATA, FAKE_OVERRIDES, _pip_install_target
+
+pytest.importorskip("ray", reason="the Ray engine's tests need Ray: pip install 'ovpanoptic[ray]'")
+
+MANIFEST = "ovpanoptic-manifest.jsonl"
+N_IMAGES = 20
+FORMATS = "coco-panoptic,coco-instances,slow-json"
+#: seconds the slow-json exporter of the cluster's workers takes per image (a window to kill in)
+SLOW_EXPORT = "0.4"
+RAY_BIN = Path(sys.executable).with_name("ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory):
+    """A real Ray cluster on 127.0.0.1 with 2 CPUs and token authentication, whose workers see the
+    fake components only (not the example plugin) and whose slow-json exporter takes SLOW_EXPORT
+    seconds. The token is in the environment of this module's tests (drivers need it)."""
+    import secrets
+
+    site = tmp_path_factory.mktemp("ray-site")
+    _pip_install_target(site, DATA / "fake_components")
+    temp_dir = tempfile.mkdtemp(prefix="ovr", dir="/tmp")  # Ray's socket paths must stay short
+    token = Path(temp_dir) / "token"
+    token.write_text(secrets.token_hex(32))
+    port = _free_port()
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {
+        **os.environ,
+        **auth,
+        "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
+        "OVPANOPTIC_TEST_SLOW_EXPORT": SLOW_EXPORT,
+        "OVPANOPTIC_DISABLE_PLUGINS": "",
+    }
+    cmd = [str(RAY_BIN), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
+           "--num-gpus", "0", "--object-store-memory", str(200 * 1024**2), "--include-dashboard", "false",
+           "--temp-dir", temp_dir, "--disable-usage-stats"]
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in auth.items():
+            mp.setenv(key, value)
+        try:
+            yield {"address": f"127.0.0.1:{port}", "site": site}
+        finally:
+            subprocess.run([str(RAY_BIN), "stop", "--force"], env=env, capture_output=True, timeout=120)
+
+
+def make_images(folder: Path, n: int = N_IMAGES) -> Path:
+    folder.mkdir()
+    for i in range(n):
+        img = np.roll(make_shapes_image(48, 64), 3 * i, axis=1)
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    return folder
+
+
+def segment_argv(images: Path, out: Path, *extra: str) -> list[str]:
+    sets = [a for o in FAKE_OVERRIDES[:3] for a in ("--set", o)]
+    return ["segment", str(images), "--classes", "square, bar, wall", "-o", str(out), "--format", FORMATS, "--no-progress",
+            "--device", "cpu", *sets, *extra]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` but the manifest, by relative path."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def records_of(folder: Path) -> dict[str, tuple]:
+    """The manifest's latest record per input, without the timings (they differ run to run)."""
+    out = {}
+    for line in (folder / MANIFEST).read_text().splitlines()[1:]:
+        data = json.loads(line)
+        if "input" in data:
+            out[data["input"]] = (data["digest"], data["stem"], data["status"], tuple(data["files"]))
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_reference(tmp_path_factory, plugin_site):
+    """The local engine's output for the images (the files every Ray run must reproduce)."""
+    root = tmp_path_factory.mktemp("reference")
+    images = make_images(root / "images")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")]),
+           "OVPANOPTIC_DISABLE_PLUGINS": "", "OVPANOPTIC_TEST_SLOW_EXPORT": "0"}
+    done = subprocess.run([sys.executable, "-m", "ovpanoptic", *segment_argv(images, root / "out")], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return {"images": images, "out": root / "out", "files": files_of(root / "out"), "records": records_of(root / "out")}
+
+
+def driver(ray_cluster, argv: list[str], *, site: Path | None = None, code: str | None = None) -> subprocess.Popen:
+    """``ovpanoptic ARGV`` (or ``python -c CODE``) in a new process, as a user runs it (Ray reads its
+    token from the environment when it is imported, so drivers get a process of their own)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site or ray_cluster["site"]), os.environ.get("PYTHONPATH", "")]),
+           "OVPANOPTIC_DISABLE_PLUGINS": "", "OVPANOPTIC_TEST_SLOW_EXPORT": "0"}
+    command = [sys.executable, "-c", code] if code is not None else [sys.executable, "-m", "ovpanoptic", *argv]
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def done_records(out: Path) -> int:
+    """Whole "done" lines of the manifest (a killed driver may leave its last line torn)."""
+    path = out / MANIFEST
+    if not path.exists():
+        return 0
+    count = 0
+    for line in path.read_text().splitlines()[1:]:
+        try:
+            count += json.loads(line).get("status") == "done"
+        except ValueError:
+            pass
+    return count
+
+
+def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended too early: {proc.communicate()}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def worker_pids() -> list[int]:
+    """Processes whose title Ray set to the PipelineWorker actor's."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if title.startswith("ray::PipelineWorker"):
+                pids.append(int(entry.name))
+    return pids
+
+
+def test_the_ray_engine_writes_the_local_engines_files_byte_for_byte(ray_cluster, local_reference, tmp_path, capsys):
+    out = tmp_path / "out"
+    proc = driver(ray_cluster, segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"],
+                                            "--workers", "2", "-v"))
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out}" in stdout
+    assert files_of(out) == local_reference["files"]
+    assert records_of(out) == local_reference["records"]
+
+
+RUN_RAY = """
+import json, sys
+from pathlib import Path
+from ovpanoptic.engines.ray_engine import RayOptions, run_ray
+from ovpanoptic.imageio import collect_inputs
+from ovpanoptic.pipeline import Pipeline
+pipe = Pipeline(overrides=[*json.loads(sys.argv[1]), "pipeline.device='cpu'"])
+vocab = pipe.vocabulary("square, bar, wall")
+formats = ["coco-panoptic", "coco-instances", "slow-json"]
+pipe.build_components(formats)
+seen = []
+report = run_ray(pipe, vocab, collect_inputs([sys.argv[2]]), Path(sys.argv[3]), formats, RayOptions(address=sys.argv[4]), on_image=seen.append)
+print(json.dumps({"done": report.done, "stats": report.engine["stats"],
+                  "seen": [[o.path.name, o.worker, o.segments, o.timings["total"], o.result is None] for o in seen]}))
+"""
+
+
+def test_each_worker_builds_one_pipeline_for_the_whole_job(ray_cluster, local_reference, tmp_path):
+    code = RUN_RAY + "\n"
+    argv = [json.dumps(list(FAKE_OVERRIDES[:3])), str(local_reference["images"]), str(tmp_path / "out"), ray_cluster["address"]]
+    proc = driver(ray_cluster, [], code=f"import sys; sys.argv[1:] = {argv!r}\n" + code)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    got = json.loads(stdout.strip().splitlines()[-1])
+    seen, stats = got["seen"], got["stats"]
+    assert got["done"] == N_IMAGES and len(seen) == N_IMAGES
+    assert sorted(name for name, *_ in seen) == sorted(p.name for p in local_reference["images"].iterdir())
+    assert len(stats) == 2  # --workers defaults to the cluster's 2 CPUs
+    assert [s["pipelines_built"] for s in stats] == [1, 1]
+    assert sum(s["images"] for s in stats) == N_IMAGES and min(s["images"] for s in stats) >= 5  # both worked
+    assert {worker for _, worker, *_ in seen} == {s["worker"] for s in stats}
+    assert all(segments == 4 and total > 0 and no_result for _, _, segments, total, no_result in seen)
+    assert files_of(tmp_path / "out") == local_reference["files"]
+
+
+def test_a_killed_worker_is_replaced_and_its_images_redone(ray_cluster, local_reference, tmp_path):
+    out = tmp_path / "out"
+    proc = driver(ray_cluster, segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"]))
+    wait_for(lambda: done_records(out) >= 4, proc)
+    victims = worker_pids()
+    assert len(victims) == 2, victims
+    os.kill(victims[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    assert "a Ray worker died" in stderr
+    assert f"{N_IMAGES} of {N_IMAGES} image(s) segmented" in stdout
+    assert files_of(out) == local_reference["files"]
+    assert records_of(out) == local_reference["records"]
+
+
+def test_a_killed_driver_resumes_to_the_same_files(ray_cluster, local_reference, tmp_path):
+    out = tmp_path / "out"
+    argv = segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"])
+    proc = driver(ray_cluster, argv)
+    wait_for(lambda: done_records(out) >= 6, proc)
+    proc.kill()
+    proc.communicate(timeout=60)
+    before = done_records(out)
+    assert 6 <= before < N_IMAGES
+    assert not (out / "panoptic.json").exists()  # combined files come at the end of a run
+    resumed = driver(ray_cluster, argv)
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr
+    assert f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({before} done by an earlier run)" in stdout
+    assert files_of(out) == local_reference["files"]
+    assert not [p for p in out.rglob("*.tmp")]
+
+
+def test_workers_without_a_plugin_the_driver_uses_are_refused_before_writing(ray_cluster, local_reference, tmp_path, plugin_site):
+    out = tmp_path / "out"
+    argv = [*segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"])]
+    argv[argv.index("--format") + 1] = "coco-panoptic,segments-csv"  # the example plugin: not on the cluster
+    proc = driver(ray_cluster, argv, site=plugin_site)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr
+    assert "error: a Ray worker failed building its pipeline: exporter 'segments-csv'" in stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--workers", "3"], "--workers 3 needs 3 CPU(s) and 0 GPU(s); the Ray cluster has 2 and 0: use --workers 2 or fewer"),
+        (["--gpus-per-worker", "1"], "the Ray cluster has 2 CPU(s) and 0 GPU(s); one worker needs 1 CPU(s) and 1 GPU(s)"),
+    ],
+)
+def test_a_job_the_cluster_cannot_hold_is_refused_before_writing(ray_cluster, local_reference, tmp_path, extra, message):
+    out = tmp_path / "out"
+    argv = segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"], *extra)
+    argv[argv.index("--device") + 1] = "auto"
+    proc = driver(ray_cluster, argv)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 2, stderr
+    assert message in stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("device", "extra", "message"),
+    [
+        ("cpu", ["--workers", "0"], "--workers must be a whole number >= 1, got 0"),
+        ("cpu", ["--gpus-per-worker", "-1"], "--gpus-per-worker must be a number >= 0, got -1.0"),
+        ("cpu", ["--gpus-per-worker", "1.5"], "--gpus-per-worker above 1 must be a whole number, got 1.5"),
+        ("cpu", ["--address", " "], "--address is empty"),
+        ("cuda:1", [], "--device cuda:1: with --engine ray, Ray gives each worker its GPU"),
+        ("cuda", [], "--device cuda with --engine ray needs --gpus-per-worker"),
+        ("cpu", ["--gpus-per-worker", "1"], "--device cpu contradicts --gpus-per-worker 1.0"),
+    ],
+)
+def test_engine_options_that_cannot_work_are_refused_before_ray_starts(local_reference, tmp_path, with_plugins, monkeypatch, capsys,
+                                                                      device, extra, message):
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    out = tmp_path / "out"
+    argv = segment_argv(local_reference["images"], out, "--engine", "ray", *extra)
+    argv[argv.index("--device") + 1] = device
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_ray_options_need_the_ray_engine(tmp_path, capsys):
+    assert main(["segment", str(tmp_path), "--classes", "a", "--workers", "2", "-o", str(tmp_path / "out")]) == 2
+    assert "--workers applies to --engine ray: add --engine ray, or leave --workers out" in capsys.readouterr().err
+
+
+def test_without_ray_the_engine_says_what_to_install(local_reference, tmp_path, with_plugins, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *args, **kwargs):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    out = tmp_path / "out"
+    assert main(segment_argv(local_reference["images"], out, "--engine", "ray")) == 2
+    err = capsys.readouterr().err
+    assert "--engine ray needs Ray, which is not installed" in err and "pip install 'ovpanoptic[ray]'" in err
+    assert not out.exists()
