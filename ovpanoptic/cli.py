@@ -335,6 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     eout.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder: predictions, manifest, evaluation.json")
     eout.add_argument("--overwrite", action="store_true", help="redo every image (by default a run resumes)")
     eout.add_argument("--json", action="store_true", help="print evaluation.json instead of the table")
+    eout.add_argument("--review-below", type=float, default=50.0, metavar="PQ",
+                      help="list the images whose own PQ (percent) is below this in evaluation.json (default: %(default)s)")
     ed.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     ev = sub.add_parser(
@@ -1008,6 +1010,8 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .evaluation.datasets import DATASET_FORMATS, find_dataset, select_images
     from .pipeline import Pipeline
 
+    if not 0.0 <= args.review_below <= 100.0:
+        raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
     pipe, engine = _engine_pipeline(args, args.overrides)
     names = _image_list(args.images)
     dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
@@ -1031,11 +1035,12 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     def run(inputs: Sequence[Path], outdir: Path, fmts: Sequence[str]) -> Any:
         return _run_images(args, engine, pipe, vocab, inputs, outdir, fmts, on_image)
 
-    print(f"{dataset.format}: {len(images)} of {len(dataset.images)} image(s), {len(vocab)} classes ({args.vocabulary})", file=out)
+    if not args.json:
+        print(f"{dataset.format}: {len(images)} of {len(dataset.images)} image(s), {len(vocab)} classes ({args.vocabulary})", file=out)
     try:
         result = evaluate_dataset(
             pipe, dataset, images, vocab, id_map, Path(args.output), run, vocabulary_source=args.vocabulary, notes=notes,
-            selection={"limit": args.limit, "images": names}, engine=args.engine,
+            selection={"limit": args.limit, "images": names}, engine=args.engine, review_below=args.review_below / 100.0,
         )
     finally:
         bar.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -314,3 +315,58 @@ def test_without_ray_the_engine_says_what_to_install(local_reference, tmp_path, 
     err = capsys.readouterr().err
     assert "--engine ray needs Ray, which is not installed" in err and "pip install 'ovpanoptic[ray]'" in err
     assert not out.exists()
+
+
+def test_evaluate_on_ray_gives_the_local_numbers(ray_cluster, coco_sample, tmp_path):
+    from test_evaluate_dataset import coco_oracle
+
+    results = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / engine
+        argv = ["evaluate", str(coco_sample), "--format", "coco-panoptic", "-o", str(out), "--no-progress", *coco_oracle(coco_sample)]
+        if engine == "ray":
+            argv += ["--engine", "ray", "--address", ray_cluster["address"]]
+        proc = driver(ray_cluster, argv)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        results[engine] = json.loads((out / "evaluation.json").read_text())
+    assert results["ray"]["results"] == results["local"]["results"] and results["ray"]["results"]["all"]["pq"] == 100.0
+    assert results["ray"]["protocol"]["engine"]["engine"] == "ray"
+    assert [s["pipelines_built"] for s in results["ray"]["protocol"]["engine"]["stats"]] == [1, 1]
+    assert files_of(tmp_path / "ray") .keys() == files_of(tmp_path / "local").keys()
+    assert {k: v for k, v in files_of(tmp_path / "ray").items() if k != "evaluation.json"} == {
+        k: v for k, v in files_of(tmp_path / "local").items() if k != "evaluation.json"
+    }
+
+
+def test_segment_video_on_ray_writes_each_video_as_the_local_engine_does(ray_cluster, tmp_path):
+    from test_video import oracle_toml
+    from video_clip import write_clip
+
+    clip = write_clip(tmp_path / "clip")
+    videos = tmp_path / "videos"
+    for name in ("left", "right"):
+        shutil.copytree(clip["frames"], videos / name)
+    config = oracle_toml(clip, tmp_path)
+    outputs = {}
+    for engine in ("local", "ray"):
+        out = tmp_path / f"out-{engine}"
+        argv = ["segment-video", str(videos / "left"), str(videos / "right"), "--classes", "box, ball", "--stuff", "wall, floor",
+                "--config", str(config), "--keyframe-every", "3", "--no-overlay", "-o", str(out), "--no-progress"]
+        if engine == "ray":
+            argv += ["--engine", "ray", "--address", ray_cluster["address"]]
+        proc = driver(ray_cluster, argv)
+        stdout, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 0, stderr
+        assert "2 of 2 video(s) segmented into" in stdout and "12 frame(s) of left segmented (4 keyframes)" in stdout
+        outputs[engine] = files_of(out)
+    assert sorted({k.split("/")[0] for k in outputs["ray"]}) == ["left", "right"]
+    assert "left/panoptic.json" in outputs["ray"] and "right/tracks.json" in outputs["ray"]
+    # every result file byte for byte; the resume bookkeeping of each frame (.video/frames/*.json)
+    # records how long the frame took, which differs between any two runs: equal without that
+    def without_timings(files: dict[str, bytes]) -> dict[str, object]:
+        return {k: ({**json.loads(v), "timings": None} if "/.video/frames/" in k else v) for k, v in files.items()}
+
+    assert outputs["ray"].keys() == outputs["local"].keys()
+    assert without_timings(outputs["ray"]) == without_timings(outputs["local"])
+    assert {k: v for k, v in outputs["ray"].items() if "/.video/" not in k} == {k: v for k, v in outputs["local"].items() if "/.video/" not in k}

@@ -228,8 +228,12 @@ def _images(data: Mapping[str, Any], path: Path, images_root: Path, fmt: str) ->
         if file_name is None:
             raise EvaluationError(f"{path}: annotations[{i}] (image_id {annotation.get('image_id')!r}) has no entry in 'images'")
         name = image_name(annotation["file_name"])
-        folder = images_root / name.split("_")[0] if fmt == "cityscapes-panoptic" else images_root
-        out.append(DatasetImage(name, folder / file_name, annotation["file_name"]))
+        if fmt == "cityscapes-panoptic":
+            # cityscapesscripts writes images[].file_name as NAME_gtFine_leftImg8bit.png; the image
+            # itself is leftImg8bit/<split>/<city>/NAME_leftImg8bit.png
+            out.append(DatasetImage(name, images_root / name.split("_")[0] / f"{name}_leftImg8bit.png", annotation["file_name"]))
+        else:
+            out.append(DatasetImage(name, images_root / file_name, annotation["file_name"]))
     return tuple(out)
 
 
