@@ -15,6 +15,10 @@ Scenarios (each a fresh output folder; every engine must write the same files):
 ``ray-2``        ``--engine ray --workers 2``.
 ``overhead``     the same three with ``--work 0`` (about 1 ms of work per image): what the engine
                  itself costs per image.
+``real``         (``--real N``) the default preset's real components (SAM 2.1 hiera-tiny and CLIP
+                 convnext_base_w at random initialisation, ``bench/.weights``) on N variants of the
+                 COCO fixture photo, through the CLI: local (torch on both cores) against 2 Ray
+                 workers of 1 core each and 1 Ray worker of 2 cores.
 ``manifest``     a manifest of 100 000 records like a COCO-train run's, its size on disk, and the
                  time and peak memory (own process) of what the driver does with it when it
                  resumes: read it, assign the output stems of 100 000 inputs.
@@ -166,12 +170,46 @@ def manifest_at_scale(folder: Path, n: int) -> dict[str, Any]:
     return {"records": n, "manifest_mib": round(size / 2**20, 2), "bytes_per_record": round(size / n), "write_s": round(written, 2), **found}
 
 
+def real_models(tmp: Path, n: int) -> dict[str, Any]:
+    """The real default pipeline (random weights) through the CLI, local vs Ray."""
+    import numpy as np
+    from PIL import Image
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from run import SAMPLE, SAMPLE_ID, WEIGHTS, make_weights
+
+    weights = ROOT / "bench" / ".weights"
+    make_weights(weights)
+    photo = np.asarray(Image.open(SAMPLE / "images" / f"{SAMPLE_ID}.jpg").convert("RGB"))
+    folder = tmp / "real-images"
+    folder.mkdir()
+    for i in range(n):
+        Image.fromarray(np.roll(photo, 37 * i, axis=1)).save(folder / f"{i:03d}.png")
+    sets = ["--set", f"proposal_generator.sam2.model='{weights / WEIGHTS['sam2']}'",
+            "--set", f"classifier.clip.pretrained='{weights / WEIGHTS['convnext_base_w']}'"]
+    out: dict[str, Any] = {"images": n, "image_size": list(photo.shape[1::-1])}
+    for label, extra in (("local", []), ("ray-2x1cpu", ["--engine", "ray", "--workers", "2"]),
+                         ("ray-1x2cpu", ["--engine", "ray", "--workers", "1", "--cpus-per-worker", "2"])):
+        target = tmp / f"real-out-{label}"
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ovpanoptic", "segment", str(folder), "--classes", "person, ball, grass, tree, sky",
+                        "-o", str(target), "--format", "coco-panoptic", "--no-progress", *sets, *extra], check=True, capture_output=True)
+        seconds = time.perf_counter() - started
+        records = [json.loads(line) for line in (target / "ovpanoptic-manifest.jsonl").read_text().splitlines()[1:]]
+        totals = [r["timings"]["total"] for r in records if "timings" in r]
+        out[label] = {"seconds_total": round(seconds, 2), "images_per_s_total": round(n / seconds, 4),
+                      "mean_pipeline_s_per_image": round(sum(totals) / len(totals), 3)}
+        print("real", label, out[label], flush=True)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=60)
     parser.add_argument("--overhead-images", type=int, default=200)
     parser.add_argument("--work", type=int, default=16)
     parser.add_argument("--manifest-records", type=int, default=100_000)
+    parser.add_argument("--real", type=int, default=0, metavar="N", help="also time the real default pipeline on N images")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "ray.json"))
     args = parser.parse_args()
 
@@ -210,6 +248,8 @@ def main() -> None:
                 (section["ray-1"]["seconds_per_image_steady"] - local["seconds_per_image_steady"]) * 1000, 2
             )
         results[label] = section
+    if args.real:
+        results["real"] = real_models(tmp, args.real)
     results["manifest_at_scale"] = manifest_at_scale(tmp / "manifest", args.manifest_records)
     print("manifest", results["manifest_at_scale"], flush=True)
     results["goals"] = {
