@@ -236,7 +236,11 @@ def test_a_killed_driver_resumes_to_the_same_files(ray_cluster, local_reference,
     resumed = driver(ray_cluster, argv)
     stdout, stderr = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, stderr
-    assert f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({before} done by an earlier run)" in stdout
+    # the images recorded with all their files are skipped (an image whose file is missing is redone:
+    # seen once under load, see the closing note of issue 15)
+    skipped = int(stdout.rsplit("(", 1)[1].split(" done by an earlier run")[0])
+    assert before - 1 <= skipped <= before, stdout
+    assert f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({skipped} done by an earlier run)" in stdout
     assert files_of(out) == local_reference["files"]
     assert not [p for p in out.rglob("*.tmp")]
 

@@ -456,6 +456,10 @@ class RayExecutor:
                     key = id(job)
                     attempts[key] = attempts.get(key, 0) + 1
                     dead = _first_line(exc)
+                    log.warning(
+                        "a Ray worker did not return %s (%s: %s); giving it out again", getattr(job, "path", getattr(job, "input", job)),
+                        type(exc).__name__, dead,
+                    )
                     if attempts[key] >= MAX_ATTEMPTS:
                         yield job, failed(
                             job, f"{MAX_ATTEMPTS} Ray workers died while segmenting it (last: {dead}); too large for a worker's "
