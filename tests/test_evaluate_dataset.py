@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import FAKE_OVERRIDES
 from PIL import Image
 
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import id_to_rgb
-
-from conftest import COCO_SAMPLE, FAKE_OVERRIDES
 
 SETS = [a for o in FAKE_OVERRIDES[:3] for a in ("--set", o)]
 

@@ -17,12 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DATA, FAKE_OVERRIDES, _pip_install_target
 from PIL import Image
 
 from ovpanoptic.cli import main
 from ovpanoptic.testing import make_shapes_image
-
-from conftest import DATA, FAKE_OVERRIDES, _pip_install_target
 
 pytest.importorskip("ray", reason="the Ray engine's tests need Ray: pip install 'ovpanoptic[ray]'")
 
@@ -64,7 +63,7 @@ def ray_cluster(tmp_path_factory):
     cmd = [str(RAY_BIN), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus", "2",
            "--num-gpus", "0", "--object-store-memory", str(200 * 1024**2), "--include-dashboard", "false",
            "--temp-dir", temp_dir, "--disable-usage-stats"]
-    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    started = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180, check=False)
     assert started.returncode == 0, started.stdout + started.stderr
     with pytest.MonkeyPatch.context() as mp:
         for key, value in auth.items():
@@ -72,7 +71,7 @@ def ray_cluster(tmp_path_factory):
         try:
             yield {"address": f"127.0.0.1:{port}", "site": site}
         finally:
-            subprocess.run([str(RAY_BIN), "stop", "--force"], env=env, capture_output=True, timeout=120)
+            subprocess.run([str(RAY_BIN), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
 
 
 def make_images(folder: Path, n: int = N_IMAGES) -> Path:
@@ -112,7 +111,7 @@ def local_reference(tmp_path_factory, plugin_site):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin_site), os.environ.get("PYTHONPATH", "")]),
            "OVPANOPTIC_DISABLE_PLUGINS": "", "OVPANOPTIC_TEST_SLOW_EXPORT": "0"}
     done = subprocess.run([sys.executable, "-m", "ovpanoptic", *segment_argv(images, root / "out")], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr
     return {"images": images, "out": root / "out", "files": files_of(root / "out"), "records": records_of(root / "out")}
 
@@ -331,7 +330,7 @@ def test_evaluate_on_ray_gives_the_local_numbers(ray_cluster, coco_sample, tmp_p
         if engine == "ray":
             argv += ["--engine", "ray", "--address", ray_cluster["address"]]
         proc = driver(ray_cluster, argv)
-        stdout, stderr = proc.communicate(timeout=300)
+        _, stderr = proc.communicate(timeout=300)
         assert proc.returncode == 0, stderr
         results[engine] = json.loads((out / "evaluation.json").read_text())
     assert results["ray"]["results"] == results["local"]["results"] and results["ray"]["results"]["all"]["pq"] == 100.0

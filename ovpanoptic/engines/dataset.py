@@ -17,11 +17,9 @@ import dataclasses
 import json
 import logging
 import platform
-import re
 import statistics
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,12 +30,13 @@ from ..atomic import atomic_write_text
 from ..evaluation.annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
 from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset
 from ..evaluation.pq import CategoryInfo
+from ..evaluation.pq import _loose_key as _key  # the evaluator's name matching (case, width, -merged)
 from ..evaluation.readers import read_annotations
 from ..types import Category, Vocabulary
 from .batch import BatchReport, ImageOutcome, component_origins
 from .manifest import Manifest
 
-__all__ = ["DatasetEvaluation", "EVALUATION_NAME", "dataset_vocabulary", "evaluate_dataset", "stage_timings"]
+__all__ = ["EVALUATION_NAME", "DatasetEvaluation", "dataset_vocabulary", "evaluate_dataset", "stage_timings"]
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +44,6 @@ log = logging.getLogger(__name__)
 EVALUATION_NAME = "evaluation.json"
 #: The named vocabulary whose synonyms and descriptions a dataset's classes take (``--vocabulary auto``).
 _NAMED_FOR_FORMAT = {"coco-panoptic": "coco", "ade20k-panoptic": "ade20k", "cityscapes-panoptic": "cityscapes"}
-
-
-def _key(name: str) -> str:
-    """A name for matching: NFKC, case and separators ignored, COCO's ``-merged``/``-other`` dropped."""
-    text = unicodedata.normalize("NFKC", name).casefold()
-    text = re.sub(r"-(other-)?merged$|-other$", "", text)
-    return re.sub(r"[\s_\-]+", " ", text).strip()
 
 
 def _named(registry: Any, name: str) -> Vocabulary | None:

@@ -248,7 +248,7 @@ class RaySession:
         self.ray: Any = None
         self._owned = False
 
-    def __enter__(self) -> RaySession:
+    def __enter__(self) -> RaySession:  # noqa: PYI034 - as Manifest
         ray = self.ray = import_ray()
         if ray.is_initialized():
             return self
@@ -360,7 +360,7 @@ class RayExecutor:
         self._replacements = [0] * count
         log.info("started %d Ray worker(s)", count)
         refs = [a.ready.remote() for a in self._actors]
-        ready, waiting = ray.wait(refs, num_returns=len(refs), timeout=self.options.start_timeout_s)
+        _, waiting = ray.wait(refs, num_returns=len(refs), timeout=self.options.start_timeout_s)
         if waiting:
             raise OvpanopticError(
                 f"{len(waiting)} of {count} Ray worker(s) did not start within {self.options.start_timeout_s:g} s: the cluster may "

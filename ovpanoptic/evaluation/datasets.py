@@ -30,14 +30,13 @@ Segmentation"): ``images`` (``id``, ``file_name``), ``annotations`` (``image_id`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .annotations import PanopticAnnotations, image_name, read_coco_panoptic
-from .pq import EvaluationError
+from .pq import EvaluationError, _load_json
 
 __all__ = ["DATASET_FORMATS", "DatasetCategory", "DatasetImage", "PanopticDataset", "find_dataset", "select_images"]
 
@@ -191,12 +190,9 @@ def find_dataset(
         images_root = _first(dirs, "dir") or dirs[0]
     if not images_root.is_dir():
         raise EvaluationError(f"the image folder {images_root} does not exist: put the images there, or name their folder with --image-dir")
-    try:
-        data = json.loads(json_path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read {json_path}: {exc}") from None
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or not isinstance(data.get("categories"), list):
-        raise EvaluationError(f"{json_path} is not a COCO-panoptic JSON (it needs 'annotations' and 'categories' lists)")
+    data = _load_json(json_path, "ground-truth")
+    if not isinstance(data.get("categories"), list):
+        raise EvaluationError(f"{json_path} is not a COCO-panoptic JSON (it needs a 'categories' list)")
     categories = _categories(data["categories"], json_path)
     offset = 1 if any(c.id <= 0 for c in categories) else 0
     return PanopticDataset(fmt, base, json_path, png_dir, images_root, categories, _images(data, json_path, images_root, fmt), offset)
