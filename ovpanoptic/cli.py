@@ -330,7 +330,8 @@ def build_parser() -> argparse.ArgumentParser:
     paths.add_argument("--image-dir", metavar="DIR", default=None, help="the images' folder")
     subset = ed.add_argument_group("subsets")
     subset.add_argument("--limit", type=int, default=None, metavar="N", help="the first N images (after --images)")
-    subset.add_argument("--images", default=None, metavar="LIST", help="image names, comma-separated (000000139,000000285), or @FILE with one per line")
+    subset.add_argument("--images", default=None, metavar="LIST", help="image names, comma-separated (000000139,000000285), or @FILE "
+                        "with one per line (lines starting with # are comments)")
     eout = ed.add_argument_group("output")
     eout.add_argument("-o", "--output", metavar="OUT", required=True, help="output folder: predictions, manifest, evaluation.json")
     eout.add_argument("--overwrite", action="store_true", help="redo every image (by default a run resumes)")
@@ -652,7 +653,7 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     if failed:
         if len(jobs) == 1:
             raise InputError(failed[0].error)
-        say.err(f"{len(failed)} failed; run the same command again to retry them (finished videos are kept)")
+        say.err(f"{len(failed)} failed (errors above); fix what they say and run the same command again (finished videos are kept)")
         return EXIT_SOME_FAILED
     return EXIT_OK
 
@@ -1007,8 +1008,7 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from tqdm import tqdm
 
     from .engines.dataset import dataset_vocabulary, evaluate_dataset
-    from .evaluation.datasets import DATASET_FORMATS, find_dataset, select_images
-    from .pipeline import Pipeline
+    from .evaluation.datasets import DATASET_FORMATS, check_output_folder, find_dataset, select_images
 
     if not 0.0 <= args.review_below <= 100.0:
         raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
@@ -1016,11 +1016,12 @@ def _cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     names = _image_list(args.images)
     dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
     images = select_images(dataset, names=names, limit=args.limit)
+    if not args.output.strip():
+        raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o eval-coco")
+    check_output_folder(dataset, Path(args.output))
     vocab, id_map, notes = dataset_vocabulary(dataset, pipe.registry, args.vocabulary)
     formats = [DATASET_FORMATS[dataset.format]]
     pipe.build_components(formats)
-    if not args.output.strip():
-        raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o eval-coco")
     quiet = args.no_progress or not err.isatty()
     if engine.options is None:
         _prepare_vocabulary(pipe, vocab, quiet, err)

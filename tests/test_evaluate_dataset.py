@@ -258,3 +258,80 @@ def test_the_evaluation_protocol_names_the_clip_prompt_templates(coco_sample, tm
     assert found["templates"] == list(pipe.registry.prompt_templates["short"][0]) and len(found["templates"]) == 7
     imagenet = _templates(Pipeline("default", device="cpu", overrides=["classifier.clip.templates='imagenet-80'"]))
     assert len(imagenet["templates"]) == 80 and "a photo of a {}." in imagenet["templates"]
+
+
+def _digest_tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_an_output_folder_over_the_ground_truth_is_refused_before_writing(tmp_path, with_plugins, monkeypatch, capsys):
+    """Found by a tester: -o on the dataset folder (images elsewhere) replaced the ground truth with
+    the predictions, which then scored PQ 100 against themselves."""
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    data_dir = hand_dataset(tmp_path / "data")
+    shutil.move(data_dir / "images", tmp_path / "elsewhere")
+    before = _digest_tree(data_dir)
+    for out in (data_dir, data_dir / "panoptic", data_dir / "panoptic" / "deeper", tmp_path):
+        argv = ["evaluate", str(data_dir), "--format", "coco-panoptic", "--image-dir", str(tmp_path / "elsewhere"), "-o", str(out), *SETS]
+        assert main(argv) == 2
+        assert "overlaps the dataset's ground truth" in capsys.readouterr().err
+    assert _digest_tree(data_dir) == before
+    assert not (data_dir / "panoptic" / "deeper").exists()
+
+
+@pytest.mark.parametrize(
+    ("categories", "message"),
+    [
+        ([{"id": 1, "name": "square"}, {"id": 2, "name": "wall", "isthing": 0}], "must be a dict with 'id', 'name' and 'isthing'"),
+        ([{"id": 1, "name": "", "isthing": 1}, {"id": 2, "name": "wall", "isthing": 0}], "categories[0] has no name"),
+        ([{"id": -3, "name": "square", "isthing": 1}, {"id": 2, "name": "wall", "isthing": 0}], "has id -3: category ids must be integers >= 0"),
+        ([{"id": 1, "name": "square", "isthing": 2}, {"id": 2, "name": "wall", "isthing": 0}], "has 'isthing' 2: it must be 1 (thing) or 0"),
+        ([{"id": 1, "name": "sq|box", "isthing": 1}, {"id": 2, "name": "wall", "isthing": 0}],
+         "category 1 'sq|box' cannot be a class name"),
+    ],
+)
+def test_a_bad_category_table_is_refused_before_any_image_is_segmented(tmp_path, with_plugins, monkeypatch, capsys, categories, message):
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    ids = np.zeros((40, 40), np.int32)
+    ids[TL] = 1
+    data_dir = write_coco_dataset(tmp_path / "data", {"a": (ids, [seg(1, 1, ids)])}, categories)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), *SETS]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "panoptic.json" in err
+    assert not out.exists()
+
+
+def test_a_missing_ground_truth_png_is_refused_before_any_image_is_segmented(tmp_path, with_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    data_dir = hand_dataset(tmp_path / "data")
+    (data_dir / "panoptic" / "b.png").unlink()
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), *SETS]) == 2
+    assert f"1 ground-truth PNG(s) are missing (first: {data_dir / 'panoptic' / 'b.png'})" in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), "--images", "a", *SETS]) == 0
+
+
+def test_a_coco_name_with_a_comma_is_prompted_as_synonyms_and_scored_by_the_datasets_name(tmp_path, with_plugins, monkeypatch, capsys):
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    categories = [{**CATEGORIES[0], "name": "square, box"}, *CATEGORIES[1:]]
+    a = np.zeros((40, 40), np.int32)
+    a[TL], a[TR], a[BL], a[BR] = 1, 2, 3, 4
+    data_dir = write_coco_dataset(tmp_path / "data", {"b": (a, [seg(1, 1, a), seg(2, 2, a), seg(3, 3, a), seg(4, 1, a)])}, categories)
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), "--json", *SETS]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["results"]["all"]["pq"] == 100.0 and data["results"]["per_category"]["square, box"]["tp"] == 2
+    square = data["protocol"]["vocabulary"]["categories"][0]
+    assert (square["name"], square["synonyms"]) == ("square", ["box"])
+
+
+def test_the_protocol_holds_the_resolved_device_and_every_components_defaults(coco_sample, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(coco_sample), "--format", "coco-panoptic", "-o", str(out), "--limit", "1", "--json",
+                 *coco_oracle(coco_sample)]) == 0
+    resolved = json.loads(capsys.readouterr().out)["protocol"]["resolved"]
+    assert resolved["device"] == "cpu" and resolved["device_profile"].startswith("cpu")
+    assert resolved["components"]["fuser"]["detectron2"]["overlap_threshold"] == 0.5  # a default no preset states
+    assert resolved["components"]["exporter"] == {"coco-panoptic": {"png_dir": "panoptic", "json_name": "panoptic.json"}}

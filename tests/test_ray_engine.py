@@ -69,9 +69,39 @@ def ray_cluster(tmp_path_factory):
         for key, value in auth.items():
             mp.setenv(key, value)
         try:
-            yield {"address": f"127.0.0.1:{port}", "site": site}
+            yield {"address": f"127.0.0.1:{port}", "site": site, "token": str(token)}
         finally:
-            subprocess.run([str(RAY_BIN), "stop", "--force"], env=env, capture_output=True, timeout=120, check=False)
+            stop_cluster(temp_dir)
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _processes_with(marker: str, where: str) -> list[int]:
+    """Processes whose command line (``where="cmdline"``) or environment (``"environ"``) holds ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / where).read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def stop_cluster(temp_dir: str) -> None:
+    """Stop this module's cluster only (``ray stop`` would stop every Ray on the machine): its
+    processes carry its temp dir in their command line or its token path in their environment."""
+    marker = str(Path(temp_dir) / "token")
+    pids = set(_processes_with(temp_dir, "cmdline")) | set(_processes_with(marker, "environ"))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in pids):
+            time.sleep(0.2)
 
 
 def make_images(folder: Path, n: int = N_IMAGES) -> Path:
@@ -147,17 +177,16 @@ def wait_for(condition, proc: subprocess.Popen, timeout: float = 120) -> None:
         time.sleep(0.05)
 
 
-def worker_pids() -> list[int]:
-    """Processes whose title Ray set to the PipelineWorker actor's."""
+def worker_pids(ray_cluster) -> list[int]:
+    """This cluster's processes whose title Ray set to the PipelineWorker actor's."""
     pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if title.startswith("ray::PipelineWorker"):
-                pids.append(int(entry.name))
+    for pid in _processes_with(ray_cluster["token"], "environ"):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::PipelineWorker"):
+            pids.append(pid)
     return pids
 
 
@@ -211,7 +240,7 @@ def test_a_killed_worker_is_replaced_and_its_images_redone(ray_cluster, local_re
     out = tmp_path / "out"
     proc = driver(ray_cluster, segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"]))
     wait_for(lambda: done_records(out) >= 4, proc)
-    victims = worker_pids()
+    victims = worker_pids(ray_cluster)
     assert len(victims) == 2, victims
     os.kill(victims[0], signal.SIGKILL)
     stdout, stderr = proc.communicate(timeout=300)
@@ -373,3 +402,23 @@ def test_segment_video_on_ray_writes_each_video_as_the_local_engine_does(ray_clu
     assert outputs["ray"].keys() == outputs["local"].keys()
     assert without_timings(outputs["ray"]) == without_timings(outputs["local"])
     assert {k: v for k, v in outputs["ray"].items() if "/.video/" not in k} == {k: v for k, v in outputs["local"].items() if "/.video/" not in k}
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("host:99999", "--address 'host:99999' is not HOST:PORT with a port from 1 to 65535"),
+        ("nocolon", "--address 'nocolon' is not HOST:PORT"),
+        ("127.0.0.1:{closed}", "cannot reach the Ray cluster at --address 127.0.0.1:{closed} (Connection refused)"),
+    ],
+)
+def test_an_address_nobody_answers_at_is_refused_at_once(local_reference, tmp_path, with_plugins, monkeypatch, capsys, address, message):
+    """Found by a tester: Ray retried an unreachable head for 12 minutes, deaf to Ctrl-C."""
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    closed = _free_port()  # bound, then released: nothing listens there
+    out = tmp_path / "out"
+    started = time.monotonic()
+    assert main(segment_argv(local_reference["images"], out, "--engine", "ray", "--address", address.format(closed=closed))) == 2
+    assert message.format(closed=closed) in capsys.readouterr().err
+    assert time.monotonic() - started < 30
+    assert not out.exists()

@@ -623,3 +623,17 @@ def test_a_run_that_fails_before_its_first_frame_leaves_no_folder(clip, tmp_path
     err = capsys.readouterr().err
     assert "it has 12 frame(s) and --start is 50; lower --start" in err
     assert not out.exists()
+
+
+def test_several_videos_get_folder_names_that_do_not_depend_on_their_order(tmp_path, capsys):
+    from ovpanoptic.engines.video import video_folders
+
+    names = lambda inputs: {i: j.outdir.name for i, j in zip(inputs, video_folders(inputs, tmp_path))}  # noqa: E731
+    inputs = ["/data/day1/clip", "/data/day2/clip", "/data/other.mp4"]
+    assert names(inputs) == {"/data/day1/clip": "day1-clip", "/data/day2/clip": "day2-clip", "/data/other.mp4": "other"}
+    assert names(inputs[::-1]) == names(inputs)
+    twins = names(["/a/v/clip", "/b/v/clip"])
+    assert twins["/a/v/clip"].startswith("v-clip-") and twins["/a/v/clip"] != twins["/b/v/clip"]
+    assert video_folders(["/x/clip.mp4"], tmp_path)[0].outdir == tmp_path
+    with pytest.raises(InputError, match="is given twice: give each video once"):
+        video_folders(["/x/clip.mp4", "/x/clip.mp4"], tmp_path)

@@ -49,6 +49,7 @@ __all__ = [
     "component_origins",
     "process_image",
     "remove_stale_temporaries",
+    "resolved_settings",
     "run_batch",
 ]
 
@@ -162,6 +163,20 @@ def component_origins(pipe: Any, formats: Sequence[str], *, tracker: bool = Fals
     wanted = [(k, getattr(pipe.config.pipeline, k)) for k in kinds]
     wanted += [("exporter", name) for name in formats]
     return {(kind, name): pipe.registry.origin(pipe.registry.component(kind, name).plugin) for kind, name in wanted}
+
+
+def resolved_settings(pipe: Any, formats: Sequence[str], *, tracker: bool = False) -> dict[str, Any]:
+    """What the components really run with, for a protocol: the resolved device, the device
+    profile, and every component's full config (defaults, then the profile, then the preset and
+    ``--set``). Resolving the device may import torch."""
+    import dataclasses
+
+    components: dict[str, dict[str, Any]] = {}
+    for kind, name in component_origins(pipe, formats, tracker=tracker):
+        cfg = pipe.component_config(kind, name)
+        components.setdefault(kind, {})[name] = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
+    profile = pipe.device_profile
+    return {"device": pipe.device, "device_profile": profile.name if profile is not None else None, "components": components}
 
 
 def check_folder(outdir: Path, inputs: Sequence[Path]) -> None:

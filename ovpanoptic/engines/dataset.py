@@ -28,12 +28,13 @@ from typing import Any
 from .. import __version__
 from ..atomic import atomic_write_text
 from ..evaluation.annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
-from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset
+from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset, check_output_folder
 from ..evaluation.pq import CategoryInfo
 from ..evaluation.pq import _loose_key as _key  # the evaluator's name matching (case, width, -merged)
 from ..evaluation.readers import read_annotations
+from ..errors import InputError, VocabularyError
 from ..types import Category, Vocabulary
-from .batch import BatchReport, ImageOutcome, component_origins
+from .batch import BatchReport, ImageOutcome, component_origins, resolved_settings
 from .manifest import Manifest
 
 __all__ = ["EVALUATION_NAME", "DatasetEvaluation", "dataset_vocabulary", "evaluate_dataset", "stage_timings"]
@@ -82,8 +83,6 @@ def dataset_vocabulary(dataset: PanopticDataset, registry: Any, name: str = "aut
         missing = [c.name for c in dataset.categories if c.id not in id_map.values()]
         extra = [c.name for c in vocab.categories if c.id not in id_map]
         if not id_map:
-            from ..errors import InputError
-
             raise InputError(f"vocabulary {name!r} shares no class with {dataset.annotations.name}: use --vocabulary auto")
         if missing:
             notes.append(f"{len(missing)} dataset class(es) are not in vocabulary {name!r} and count as missed: {', '.join(missing[:10])}")
@@ -102,17 +101,26 @@ def dataset_vocabulary(dataset: PanopticDataset, registry: Any, name: str = "aut
             if candidate.casefold() not in taken:
                 taken.add(candidate.casefold())
                 synonyms.append(candidate)
-        categories.append(
-            Category(
-                cat.id + dataset.id_offset, parts[0], cat.isthing, tuple(synonyms), known.description if known else "",
-                cat.color or (known.color if known else None),
+        try:
+            categories.append(
+                Category(
+                    cat.id + dataset.id_offset, parts[0], cat.isthing, tuple(synonyms), known.description if known else "",
+                    cat.color or (known.color if known else None),
+                )
             )
-        )
+        except VocabularyError as exc:
+            raise VocabularyError(
+                f"{dataset.annotations}: category {cat.id} {cat.name!r} cannot be a class name ({exc}). Fix the name in a "
+                "copy of the JSON, or evaluate with a named vocabulary: --vocabulary NAME"
+            ) from None
     if named is not None:
         unmatched = [c.name for c in dataset.categories if not any(_key(p) in lookup for p in c.name.split(","))]
         if unmatched:
             notes.append(f"{len(unmatched)} class(es) have no synonyms from vocabulary {named.name!r}: {', '.join(unmatched[:10])}")
-    vocab = Vocabulary(tuple(categories), name=f"{dataset.format} ({dataset.annotations.name})")
+    try:
+        vocab = Vocabulary(tuple(categories), name=f"{dataset.format} ({dataset.annotations.name})")
+    except VocabularyError as exc:
+        raise VocabularyError(f"{dataset.annotations}: its categories cannot form a vocabulary: {exc}") from None
     return vocab, {c.id + dataset.id_offset: c.id for c in dataset.categories}, notes
 
 
@@ -216,12 +224,14 @@ def evaluate_dataset(
     :param images: :class:`~ovpanoptic.evaluation.datasets.DatasetImage` s (``select_images``).
     :param id_map: vocabulary id -> dataset id (:func:`dataset_vocabulary`).
     :param selection: how the images were chosen (``--limit``, ``--images``), for the protocol.
-    :raises EvaluationError: no image could be segmented, or the predictions cannot be read.
+    :raises EvaluationError: the output folder overlaps the ground truth (nothing written), no image
+        could be segmented, or the predictions cannot be read.
     :raises OvpanopticError: what the engine raises before any image is done.
     """
     from ..evaluation.pq import EvaluationError
 
     outdir = Path(outdir)
+    check_output_folder(dataset, outdir)
     fmt = DATASET_FORMATS[dataset.format]
     started = time.perf_counter()
     batch = run([i.path for i in images], outdir, [fmt])
@@ -235,11 +245,10 @@ def evaluate_dataset(
     gt = dataset.ground_truth(names)
     categories = dict(gt.categories)
     pred = read_annotations(outdir, DATASET_FORMATS[dataset.format], role="prediction")
-    identity = all(k == v for k, v in id_map.items()) and set(id_map.values()) == set(categories)
-    if not identity:
-        pred = _remapped(pred, id_map, categories)
-        if fmt == "coco-panoptic":
-            _write_dataset_ids(outdir, id_map, dataset)
+    # scored in the dataset's ids and names whatever the vocabulary's were ("road, route" -> road)
+    pred = _remapped(pred, id_map, categories)
+    if fmt == "coco-panoptic" and any(k != v for k, v in id_map.items()):
+        _write_dataset_ids(outdir, id_map, dataset)
     report = evaluate_annotations(gt, pred, review_below=review_below, progress=progress)
     if notes:
         report = dataclasses.replace(report, report=dataclasses.replace(report.report, notes=(*notes, *report.report.notes)))
@@ -273,8 +282,12 @@ def evaluate_dataset(
             "prompt_templates": _templates(pipe),
             "image_size": {k: getattr(pipe.config.pipeline, k) for k in ("max_side", "min_side", "max_pixels") if hasattr(pipe.config.pipeline, k)},
             "components": _components(pipe, [fmt]),
+            # the device, its profile and every component's full config as the images were segmented
+            # (the Ray engine: as its first worker reported them; the driver itself ran on the CPU)
+            "resolved": (batch.engine["workers"][0]["resolved"] if batch.engine.get("workers") else resolved_settings(pipe, [fmt])),
+            "formats": [fmt],
             "engine": {"engine": engine, **{k: v for k, v in batch.engine.items() if k != "engine"}},
-            "config": pipe.config.to_dict(),
+            "config": pipe.config.to_dict(),  # as given (preset + --set); "resolved" has every default
             "evaluation": "panopticapi rules (Kirillov et al., CVPR 2019): IoU > 0.5 matches, crowd and void regions as in pq_compute",
         },
     }

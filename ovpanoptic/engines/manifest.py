@@ -28,7 +28,7 @@ from typing import Any, Literal
 from ..boundary import inside
 from ..errors import InputError
 
-__all__ = ["MANIFEST_NAME", "BatchHeader", "Manifest", "Record", "assign_stems", "check_header", "file_digest"]
+__all__ = ["MANIFEST_NAME", "BatchHeader", "Manifest", "Record", "assign_stems", "check_header", "file_digest", "plain_stem"]
 
 log = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ class Manifest:
 MAX_STEM_BYTES = 150
 
 
-def _plain_stem(path: Path) -> str:
+def plain_stem(path: Path) -> str:
     """The file name's stem, made a valid output name: Unicode NFC (composed and decomposed ``café``
     give one name), leading dots dropped (``.x.png`` -> ``x``), control characters and bytes that are
     not UTF-8 (from old cameras or zip files) replaced by ``_``, at most :data:`MAX_STEM_BYTES`
@@ -374,14 +374,14 @@ def assign_stems(inputs: Iterable[Path], recorded: Mapping[str, str] | None = No
     inputs = list(inputs)
     recorded = dict(recorded or {})
     taken = {stem.casefold() for stem in recorded.values()}
-    natural = {_plain_stem(p).casefold() for p in inputs}
+    natural = {plain_stem(p).casefold() for p in inputs}
     out: dict[Path, str] = {}
     for path in inputs:
         key = str(path.resolve())
         if key in recorded:
             out[path] = recorded[key]
             continue
-        stem = _plain_stem(path)
+        stem = plain_stem(path)
         if stem.casefold() in taken:
             n = 1
             while f"{stem}-{n}".casefold() in taken or f"{stem}-{n}".casefold() in natural:

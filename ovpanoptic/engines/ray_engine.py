@@ -24,6 +24,7 @@ is kept). A killed driver leaves a folder the next run of the same command resum
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import socket
@@ -37,7 +38,7 @@ from typing import Any
 from ..errors import InputError, MissingDependencyError, OvpanopticError
 from ..plugins import disabled_from_env
 from ..types import Vocabulary
-from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, component_origins, process_image, run_batch
+from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, component_origins, process_image, resolved_settings, run_batch
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 #: Replacements of dead workers per worker slot before the batch stops.
 MAX_REPLACEMENTS = 3
+#: Seconds to wait for the head node of ``--address`` to accept a connection.
+PROBE_TIMEOUT_S = 10.0
 #: The pinned Ray release (``requirements/lock.txt``) named in install hints.
 RAY_PIN = "ray==2.60.0"
 
@@ -203,6 +206,7 @@ class PipelineWorker:
             "components": _component_origins(pipe, self._formats, tracker=self._tracker),
             "device": pipe.device,
             "torch_threads": threads,
+            "resolved": json.loads(json.dumps(resolved_settings(pipe, self._formats, tracker=self._tracker), default=str)),
         }
 
     def process(self, path: str, stem: str) -> ImageOutcome | BatchStop:
@@ -248,10 +252,36 @@ class RaySession:
         self.ray: Any = None
         self._owned = False
 
+    def _probe(self) -> None:
+        """Refuse an address nobody answers at before Ray starts retrying it (Ray retries an
+        unreachable head for minutes, and ignores Ctrl-C meanwhile).
+
+        :raises InputError: a malformed ``HOST:PORT``, a port out of range, a host that does not
+            resolve, or nothing listening within :data:`PROBE_TIMEOUT_S`.
+        """
+        address = str(self.options.address).strip()
+        if address == "auto" or address.startswith("local"):
+            return
+        hostport = address.split("://", 1)[1] if "://" in address else address
+        host, sep, port_text = hostport.rpartition(":")
+        if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise InputError(f"--address {address!r} is not HOST:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:6379), or auto")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port_text)), timeout=PROBE_TIMEOUT_S):
+                pass
+        except OSError as exc:
+            raise InputError(
+                f"cannot reach the Ray cluster at --address {address} ({exc.strerror or exc}). Start it with 'ray start --head "
+                "--port PORT' on the head node and pass HEAD:PORT (or auto on a node of the cluster), or leave out --address "
+                "to start Ray on this machine"
+            ) from None
+
     def __enter__(self) -> RaySession:  # noqa: PYI034 - as Manifest
         ray = self.ray = import_ray()
         if ray.is_initialized():
             return self
+        if self.options.address is not None:
+            self._probe()
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
         if self.options.address is None:
             kwargs["include_dashboard"] = False
@@ -261,9 +291,9 @@ class RaySession:
             ray.init(**kwargs)
         except ConnectionError as exc:
             raise InputError(
-                f"cannot reach the Ray cluster at --address {self.options.address} ({exc}). Start it with 'ray start --head' "
-                "(on the head node) and pass its address (HOST:PORT, or auto on a node of the cluster), or leave out "
-                "--address to start Ray on this machine"
+                f"cannot connect to the Ray cluster at --address {self.options.address} ({exc}). If Ray's log above says "
+                "InvalidAuthToken, give this machine the cluster's token (RAY_AUTH_MODE=token and RAY_AUTH_TOKEN_PATH, see "
+                "docs/scale.md); else check that 'ray status' works on the head node"
             ) from None
         except (ValueError, RuntimeError) as exc:
             raise InputError(f"cannot start Ray ({exc}): check --address, or leave it out to start Ray on this machine") from None

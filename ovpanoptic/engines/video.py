@@ -12,7 +12,9 @@ time: a video's frames depend on each other (tracks), so a video is the unit of 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from typing import Any
 
 from ..errors import InputError
 from ..types import Vocabulary
-from .manifest import assign_stems
+from .manifest import plain_stem
 
 __all__ = ["VideoJob", "VideoSettings", "VideoSummary", "run_videos", "segment_video_into", "video_folders"]
 
@@ -81,11 +83,30 @@ class VideoSummary:
 
 def video_folders(inputs: Sequence[str], outdir: Path) -> list[VideoJob]:
     """Each input's :class:`VideoJob`: one video is written into ``outdir`` itself, several into
-    ``outdir/<name>`` (the file's stem or the folder's name, made unique as image stems are)."""
+    ``outdir/<name>``: the file's stem or the folder's name; names several inputs share get their
+    parent folder's name in front (``a/clip``, ``b/clip`` -> ``a-clip``, ``b-clip``), and, if that
+    is not enough, a short digest of the input's path. The names do not depend on the order of the
+    inputs, so a rerun with the inputs in another order resumes into the same folders.
+
+    :raises InputError: the same input given twice.
+    """
     if len(inputs) == 1:
         return [VideoJob(inputs[0], Path(outdir))]
-    stems = assign_stems([Path(str(i).rstrip("/*")) for i in inputs])
-    return [VideoJob(i, Path(outdir) / stems[Path(str(i).rstrip("/*"))]) for i in inputs]
+    paths = [Path(str(i).rstrip("/*") or str(i)) for i in inputs]
+    resolved = [str(p.resolve()) for p in paths]
+    if len(set(resolved)) != len(resolved):
+        twice = next(r for r in resolved if resolved.count(r) > 1)
+        raise InputError(f"the video {twice} is given twice: give each video once")
+    names = {p: plain_stem(p) for p in paths}
+    counts = Counter(n.casefold() for n in names.values())
+    for p in paths:
+        if counts[names[p].casefold()] > 1:
+            names[p] = f"{plain_stem(p.resolve().parent) if p.resolve().parent.name else 'root'}-{names[p]}"
+    counts = Counter(n.casefold() for n in names.values())
+    for p in paths:
+        if counts[names[p].casefold()] > 1:
+            names[p] = f"{names[p]}-{hashlib.sha256(str(p.resolve()).encode()).hexdigest()[:8]}"
+    return [VideoJob(i, Path(outdir) / names[p]) for i, p in zip(inputs, paths)]
 
 
 def segment_video_into(

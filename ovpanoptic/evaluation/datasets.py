@@ -36,9 +36,17 @@ from pathlib import Path
 from typing import Any
 
 from .annotations import PanopticAnnotations, image_name, read_coco_panoptic
-from .pq import EvaluationError, _load_json
+from .pq import EvaluationError, _categories_from_json, _load_json
 
-__all__ = ["DATASET_FORMATS", "DatasetCategory", "DatasetImage", "PanopticDataset", "find_dataset", "select_images"]
+__all__ = [
+    "DATASET_FORMATS",
+    "DatasetCategory",
+    "DatasetImage",
+    "PanopticDataset",
+    "check_output_folder",
+    "find_dataset",
+    "select_images",
+]
 
 #: Dataset formats ``evaluate`` reads, and the exporter that writes predictions in each one's format.
 DATASET_FORMATS: Mapping[str, str] = {
@@ -193,19 +201,27 @@ def find_dataset(
     data = _load_json(json_path, "ground-truth")
     if not isinstance(data.get("categories"), list):
         raise EvaluationError(f"{json_path} is not a COCO-panoptic JSON (it needs a 'categories' list)")
-    categories = _categories(data["categories"], json_path)
+    categories = _categories(data, json_path)
     offset = 1 if any(c.id <= 0 for c in categories) else 0
     return PanopticDataset(fmt, base, json_path, png_dir, images_root, categories, _images(data, json_path, images_root, fmt), offset)
 
 
-def _categories(raw: list[Any], path: Path) -> tuple[DatasetCategory, ...]:
+def _categories(data: Mapping[str, Any], path: Path) -> tuple[DatasetCategory, ...]:
+    """The dataset's table, checked before any image is segmented: the evaluator's own rules
+    (``id``, ``name``, ``isthing`` 0/1, unique ids and names), ids >= 0, names that are not empty."""
+    _categories_from_json(data, path)  # what the scoring will require, said now
     out = []
-    for i, entry in enumerate(raw):
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), int) or not isinstance(entry.get("name"), str):
-            raise EvaluationError(f"{path}: categories[{i}] needs an integer 'id', a 'name' and 'isthing'")
+    for i, entry in enumerate(data["categories"]):
+        where = f"{path}: categories[{i}]"
+        if not isinstance(entry.get("name"), str) or not entry["name"].strip():
+            raise EvaluationError(f"{where} has no name: give every category a 'name' (the class name the vocabulary prompts with)")
+        if entry.get("isthing") not in (0, 1):
+            raise EvaluationError(f"{where} ({entry['name']!r}) has 'isthing' {entry.get('isthing')!r}: it must be 1 (thing) or 0 (stuff)")
+        if isinstance(entry["id"], bool) or not isinstance(entry["id"], int) or entry["id"] < 0:
+            raise EvaluationError(f"{where} ({entry['name']!r}) has id {entry['id']!r}: category ids must be integers >= 0")
         color = entry.get("color")
         rgb = tuple(int(c) for c in color) if isinstance(color, list) and len(color) == 3 else None
-        out.append(DatasetCategory(entry["id"], entry["name"], entry.get("isthing") == 1, rgb))  # type: ignore[arg-type]
+        out.append(DatasetCategory(entry["id"], entry["name"], entry["isthing"] == 1, rgb))  # type: ignore[arg-type]
     if not out:
         raise EvaluationError(f"{path} lists no categories")
     return tuple(out)
@@ -261,4 +277,33 @@ def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = Non
             f"{len(missing)} image file(s) of the ground truth are missing (first: {missing[0].path}): put the dataset's "
             "images there, name their folder with --image-dir, or evaluate a subset with --images/--limit"
         )
+    no_png = [i for i in images if not (dataset.gt_dir / i.annotation).is_file()]
+    if no_png:
+        raise EvaluationError(
+            f"{len(no_png)} ground-truth PNG(s) are missing (first: {dataset.gt_dir / no_png[0].annotation}): unzip the dataset's "
+            "panoptic PNGs there, name their folder with --gt-dir, or evaluate a subset with --images/--limit"
+        )
     return images
+
+
+def check_output_folder(dataset: PanopticDataset, outdir: Path) -> None:
+    """Refuse an output folder that overlaps the dataset's ground truth: predictions written there
+    would replace it (and then score against themselves).
+
+    :raises EvaluationError: ``outdir`` is, holds, or lies inside the ground-truth PNG folder, or
+        holds the annotation JSON or lies in its folder.
+    """
+    def inside(path: Path, root: Path) -> bool:
+        return Path(path).resolve().is_relative_to(Path(root).resolve())
+
+    out = Path(outdir)
+    clashes = [
+        (dataset.gt_dir, inside(out, dataset.gt_dir) or inside(dataset.gt_dir, out)),
+        (dataset.annotations.parent, inside(out, dataset.annotations.parent) or inside(dataset.annotations, out)),
+    ]
+    for place, clash in clashes:
+        if clash:
+            raise EvaluationError(
+                f"the output folder {out} overlaps the dataset's ground truth ({place}): the predictions could replace it. "
+                "Choose an output folder outside the dataset, e.g. -o eval-out"
+            )
