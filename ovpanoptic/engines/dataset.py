@@ -27,12 +27,12 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import atomic_write_text
+from ..errors import InputError, VocabularyError
 from ..evaluation.annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
 from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset, check_output_folder
 from ..evaluation.pq import CategoryInfo
 from ..evaluation.pq import _loose_key as _key  # the evaluator's name matching (case, width, -merged)
 from ..evaluation.readers import read_annotations
-from ..errors import InputError, VocabularyError
 from ..types import Category, Vocabulary
 from .batch import BatchReport, ImageOutcome, component_origins, resolved_settings
 from .manifest import Manifest

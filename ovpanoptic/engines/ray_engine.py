@@ -38,7 +38,16 @@ from typing import Any
 from ..errors import InputError, MissingDependencyError, OvpanopticError
 from ..plugins import disabled_from_env
 from ..types import Vocabulary
-from .batch import BatchReport, BatchStop, ImageJob, ImageOutcome, component_origins, process_image, resolved_settings, run_batch
+from .batch import (
+    BatchReport,
+    BatchStop,
+    ImageJob,
+    ImageOutcome,
+    component_origins,
+    process_image,
+    resolved_settings,
+    run_batch,
+)
 
 __all__ = [
     "MAX_ATTEMPTS",
