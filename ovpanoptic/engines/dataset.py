@@ -27,10 +27,11 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import atomic_write_text
+from ..constants import VOID_ID
 from ..errors import InputError, VocabularyError
 from ..evaluation.annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
 from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset, check_output_folder
-from ..evaluation.pq import CategoryInfo
+from ..evaluation.pq import CategoryInfo, _remap_segments
 from ..evaluation.pq import _loose_key as _key  # the evaluator's name matching (case, width, -merged)
 from ..evaluation.readers import read_annotations
 from ..types import Category, Vocabulary
@@ -125,22 +126,17 @@ def dataset_vocabulary(dataset: PanopticDataset, registry: Any, name: str = "aut
 
 
 def _remapped(pred: PanopticAnnotations, id_map: Mapping[int, int], categories: Mapping[int, CategoryInfo]) -> PanopticAnnotations:
-    """``pred`` with its category ids turned into the dataset's (segments of unmapped ids: void)."""
+    """``pred`` with its category ids turned into the dataset's (segments of unmapped ids: void),
+    with the evaluator's own remapping (:func:`~ovpanoptic.evaluation.pq._remap_segments`)."""
     import numpy as np
+
+    mapping: dict[int, int | None] = {cid: id_map.get(cid) for cid in pred.categories}
 
     def read(name: str) -> AnnotatedImage:
         image = pred.read(name)
-        kept, dropped = [], []
-        for seg in image.segments:
-            target = id_map.get(int(seg["category_id"]))
-            if target is None:
-                dropped.append(int(seg["id"]))
-            else:
-                kept.append({**seg, "category_id": target})
-        pm = image.panoptic_map
-        if dropped:
-            pm = np.where(np.isin(pm, dropped), 0, pm)
-        return AnnotatedImage(name, pm, tuple(kept))
+        segments, dropped = _remap_segments(list(image.segments), mapping)
+        pm = np.where(np.isin(image.panoptic_map, sorted(dropped)), VOID_ID, image.panoptic_map) if dropped else image.panoptic_map
+        return AnnotatedImage(name, pm, tuple(segments))
 
     return PanopticAnnotations(pred.source, pred.format, categories, pred.names, read, pred.notes)
 
