@@ -514,7 +514,6 @@ def _prepare_vocabulary(pipe: Any, vocab: Any, quiet: bool, err: TextIO) -> None
 
 def _cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .imageio import collect_inputs
-    from .pipeline import Pipeline
 
     overrides = list(args.overrides)
     if args.max_side is not None:
@@ -582,7 +581,6 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     from tqdm import tqdm
 
     from .engines.video import VideoSettings, VideoSummary, run_videos, video_folders
-    from .pipeline import Pipeline
     from .video import FrameSelection, TrackingOptions
 
     overrides = list(args.overrides)
@@ -621,15 +619,12 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             bar.n = done
             bar.refresh()
 
-    def on_start(source: Any, resume: Any) -> None:
+    def on_start(job: Any, source: Any, resume: Any) -> None:
         if single:
             bar.total = source.expected
             bar.refresh()
         if resume is not None:
-            say.out(f"{source.name}: resuming after frame {resume.index} (the last keyframe written into {resume_folder(source)})")
-
-    def resume_folder(source: Any) -> str:
-        return next((str(j.outdir) for j in jobs if j.video_id in (None, source.name)), args.output)
+            say.out(f"{source.name}: resuming after frame {resume.index} (the last keyframe written into {job.outdir})")
 
     def on_video(summary: VideoSummary) -> None:
         if not single:

@@ -239,6 +239,11 @@ def remove_stale_temporaries(outdir: Path, folders: Sequence[Path] = ()) -> list
     return removed
 
 
+def _remove_stale_temporaries_of(outdir: Path, records: Mapping[str, Record]) -> None:
+    """:func:`remove_stale_temporaries` in the folders of the files ``records`` list."""
+    remove_stale_temporaries(outdir, sorted({(outdir / rel).parent for r in records.values() for rel in r.files}))
+
+
 def process_image(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outdir: Path, formats: Sequence[str]) -> ImageOutcome | BatchStop:
     """Read, segment and export one image (its own files; combined files are made at the end).
 
@@ -346,8 +351,7 @@ def _run(
         report.locked = True
         if overwrite:
             _check_exporters(pipe, formats, outdir, vocabulary)
-        recorded_folders = {(outdir / rel).parent for r in manifest.records.values() for rel in r.files}
-        remove_stale_temporaries(outdir, sorted(recorded_folders))
+        _remove_stale_temporaries_of(outdir, manifest.records)
         digests: dict[Path, str] = {}
         for path in inputs:  # inputs moved since the last run keep their record (found by content)
             key = str(path.resolve())
@@ -405,7 +409,7 @@ def _run(
             # Stop the engine before the end: a worker that died mid-write (killed, out of memory)
             # left the temporary file of an atomic write, which nothing else would remove.
             executor.close()
-            remove_stale_temporaries(outdir, sorted({(outdir / rel).parent for r in manifest.records.values() for rel in r.files}))
+            _remove_stale_temporaries_of(outdir, manifest.records)
             if report.done or report.skipped:
                 finished = sorted((o for o in report.outcomes if o.status in ("done", "skipped")), key=lambda o: position[o.path])
                 order = [o.stem for o in finished]

@@ -116,13 +116,13 @@ def segment_video_into(
     settings: VideoSettings,
     *,
     progress: Callable[[str, int, int], None] | None = None,
-    on_start: Callable[[Any, Any], None] | None = None,
+    on_start: Callable[[VideoJob, Any, Any], None] | None = None,
 ) -> VideoSummary:
     """Segment one video into ``job.outdir``, resuming a stopped run of the same settings.
 
     :param pipe: a pipeline with its components and tracker built and the vocabulary prepared.
     :param progress: ``progress("frame", done, total)`` while frames are processed.
-    :param on_start: called with ``(source, resume point or None)`` before the first frame.
+    :param on_start: called with ``(job, source, resume point or None)`` before the first frame.
     :raises InputError: the input cannot be read, or no frame was processed.
     :raises OvpanopticError: what the pipeline raises (plugins, weights).
     """
@@ -147,7 +147,7 @@ def segment_video_into(
         return VideoSummary(job.input, job.outdir, "finished-before", source.name, len(parts), sum(p["keyframe"] for p in parts))
     resume = output.resume_point(vocabulary)
     if on_start is not None:
-        on_start(source, resume)
+        on_start(job, source, resume)
     book = None
     written = 0
     for item in segment_video(pipe, source, vocabulary, settings.tracking, progress=progress, resume=resume):
@@ -181,7 +181,7 @@ def run_videos(
     *,
     progress: Callable[[str, int, int], None] | None = None,
     on_video: Callable[[VideoSummary], None] | None = None,
-    on_start: Callable[[Any, Any], None] | None = None,
+    on_start: Callable[[VideoJob, Any, Any], None] | None = None,
 ) -> list[VideoSummary]:
     """Segment ``jobs`` one after another in this process. With one video its errors are raised;
     with several, a video that cannot be read or segmented is reported as ``"failed"`` and the
