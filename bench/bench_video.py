@@ -1,33 +1,28 @@
-"""Benchmark of ``segment-video`` (issue 13): seconds per frame and memory, keyframes every K frames
-with SAM 2's video predictor against segmenting every frame.
+"""Benchmark of ``segment-video`` (issues 13, 26): seconds per frame and peak RSS, keyframes every K
+frames against segmenting every frame, for each tracker and 2, 9 and 18 objects.
 
-The clip: a camera pan over the COCO fixture photo (``000000142238``: 14 people, a ball, tree, sky,
-grass), upscaled 1.5x, a 640 x 360 window moving 8 px right and 3 px down per frame, written as PNG
-frames; its ground truth is the photo's COCO panoptic map cut the same way, so every frame has the
-objects a real one has.
+The clip: ``tests/motion_clip.py``: the COCO fixture photo ``000000142238`` seen by a panning and
+zooming camera, 640 x 360, with N textured objects pasted over it moving across the frame and
+each other; the photo's own things are void in the ground truth, so every keyframe has exactly the
+N pasted objects (plus the photo's stuff).
 
 Components (the default preset's, random initialisation; speed does not depend on weight values):
 the real SAM 2.1 hiera-tiny generator runs on every keyframe, then its proposals are replaced by the
 frame's ground-truth segments (random SAM 2 weights pass no mask); the real CLIP ``convnext_base_w``
 computes features and scores, which are replaced by each segment's true class (so keyframes have as
 many segments as a real answer); the real detectron2 fuser and the real video output folder
-(PNGs, JSON, tracks, overlay video) follow. The tracker is the real ``sam2-video`` (SAM 2.1
-hiera-tiny video predictor, random weights) for K > 1 and ``hold`` (no model: ids by IoU between
-consecutive frames) for K = 1.
+(PNGs, JSON, tracks, overlay video written as frames arrive) follow. Trackers: ``hold`` (no model),
+``flow`` (DIS optical flow, no model) and ``sam2-video`` (SAM 2.1 hiera-tiny video predictor,
+random weights from the checkpoint this bench writes, at 512 px: at its own 1024 px one 18-object
+window takes tens of minutes on a 2-core CPU, see ``bench/results/video.json`` of issue 13).
 
-Scenarios, each in its own process (its peak RSS is the process's):
+Scenarios, each in its own process (its peak RSS is the process's): ``k1-N`` (5 frames, K = 1,
+every frame through the image pipeline; the tracker is never called) and ``k10-TRACKER-N`` (11
+frames, K = 10: two keyframes and 9 tracked frames) for N = 2, 9, 18. ``tracker_seconds_mean`` is
+the tracker's own time per tracked frame (its generator's steps), ``seconds_per_frame`` the whole
+loop's (keyframes, tracking, composition, output) divided by the frames.
 
-``k1``        30 frames, K = 1 (the image pipeline on every frame).
-``k10``       30 frames, K = 10, sam2-video, every thing of the frame tracked (~15 objects).
-``k10-few``   30 frames, K = 10, sam2-video, only the 2 largest things kept in the ground truth
-              (the others become void): a scene with few objects.
-``k10-long``  60 frames of ``k10-few``: memory against clip length (RSS after every window).
-``k10-512``, ``k10-few-512``  ``k10`` and ``k10-few`` with the predictor at 512 px
-              (``tracker.sam2-video.image_size = 512``).
-``objects``   the tracker alone on one 10-frame window: seconds per frame for 1, 4, 8 and all 9 things
-              of the first frame.
-
-    .venv/bin/python bench/bench_video.py [--scenarios k1,k10,...] [--out bench/results/video.json]
+    .venv/bin/python bench/bench_video.py [--scenarios k1-2,k10-flow-2,...] [--out bench/results/video.json]
 """
 
 from __future__ import annotations
@@ -50,13 +45,11 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))  # motion_clip: the clip the tests use too
 
-from run import SAMPLE, SAMPLE_ID, WEIGHTS, make_weights
+from run import SAMPLE, WEIGHTS, make_weights
 
 WEIGHTS_DIR = ROOT / "bench" / ".weights"
-SIZE = (640, 360)
-STEP = (8, 3)
-SCALE = 1.5
 
 
 def _rss_mb() -> float:
@@ -70,32 +63,19 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def make_clip(folder: Path, frames: int, few: bool) -> tuple[Path, dict[str, Any]]:
-    """Write the pan's frames; return (frames folder, {digest: (ids map, {id: class name})})."""
-    from ovpanoptic.evaluation import rgb_to_id
+def make_clip(folder: Path, frames: int, objects: int) -> tuple[Path, dict[str, Any]]:
+    """Write the motion clip's frames with ``objects`` pasted objects; return (frames folder,
+    {digest: (ids map, {id: class name})})."""
+    from motion_clip import render
+
     from ovpanoptic.imageio import image_digest, read_image
 
-    gt = json.loads((SAMPLE / "panoptic.json").read_text())
-    names = {c["id"]: (c["name"], c["isthing"]) for c in gt["categories"]}
-    ann = next(a for a in gt["annotations"] if a["file_name"].startswith(SAMPLE_ID))
-    photo = Image.open(SAMPLE / "images" / f"{SAMPLE_ID}.jpg").convert("RGB")
-    big = (round(photo.width * SCALE), round(photo.height * SCALE))
-    photo = np.asarray(photo.resize(big, Image.Resampling.BICUBIC))
-    ids = rgb_to_id(np.asarray(Image.open(SAMPLE / "panoptic" / ann["file_name"]).convert("RGB").resize(big, Image.Resampling.NEAREST)))
-    labels = {s["id"]: names[s["category_id"]] for s in ann["segments_info"]}
-    if few:
-        things = sorted((s for s in ann["segments_info"] if names[s["category_id"]][1]), key=lambda s: -s["area"])
-        for s in things[2:]:
-            ids[ids == s["id"]] = 0
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {}
-    w, h = SIZE
-    for t in range(frames):
-        x, y = (STEP[0] * t) % (big[0] - w), (STEP[1] * t) % (big[1] - h)
+    for t, (rgb, ids, labels) in enumerate(render(frames, objects, photo_things=False)):
         path = folder / f"{t:04d}.png"
-        Image.fromarray(photo[y : y + h, x : x + w]).save(path)
-        crop = ids[y : y + h, x : x + w]
-        index[image_digest(read_image(path))] = (crop, {int(i): labels[int(i)][0] for i in np.unique(crop) if int(i) in labels})
+        Image.fromarray(rgb).save(path, compress_level=1)
+        index[image_digest(read_image(path))] = (ids, labels)
     return folder, index
 
 
@@ -165,7 +145,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from ovpanoptic.video.output import VideoOutput
 
     work = Path(spec["work"])
-    folder, index = make_clip(work / "frames", spec["frames"], spec["few"])
+    folder, index = make_clip(work / "frames", spec["frames"], spec["objects"])
     pipe, inner = pipeline_with_ground_truth(index, spec["tracker"], spec.get("image_size", 0))
     classes, stuff = classes_of(index)
     vocab = pipe.vocabulary(classes, stuff)
@@ -173,13 +153,29 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     inner.component("proposal_generator").loader.get()
     inner.prepare_vocabulary(vocab)
     warm = time.perf_counter() - t
+    tracker = pipe.component("tracker")
     if spec["tracker"] == "sam2-video":
-        pipe.component("tracker").loader.get()
+        tracker.loader.get()
+    tracker_seconds: list[float] = []
+    real_track = tracker.track
+
+    def timed_track(frames: Any, seeds: Any, *, progress: Any = None) -> Any:
+        steps = iter(real_track(frames, seeds, progress=progress))
+        while True:
+            t0 = time.perf_counter()
+            item = next(steps, None)
+            if item is None:
+                return
+            tracker_seconds.append(time.perf_counter() - t0)
+            yield item
+
+    tracker.track = timed_track
     source = open_frames(folder, FrameSelection())
     output = VideoOutput(work / "out", {"bench": spec})
-    rss_after_window: list[float] = []
+    output.stream_overlay(source.fps)
     frame_seconds: dict[str, list[float]] = {"keyframe": [], "tracked": []}
     objects: list[int] = []
+    rss: list[float] = []
     book = None
     t0 = time.perf_counter()
     last = t0
@@ -190,66 +186,37 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         last = now
         book = item.book
         if item.keyframe:
-            rss_after_window.append(round(_rss_mb()))
+            rss.append(round(_rss_mb()))
             objects.append(sum(s.isthing for s in item.result.segments))
     loop = time.perf_counter() - t0
     t1 = time.perf_counter()
     output.finish(book, source)
     finish = time.perf_counter() - t1
+    output.close()
     n = spec["frames"]
     return {
         "frames": n,
         "k": spec["k"],
         "tracker": spec["tracker"],
-        "image_size": spec.get("image_size", 0) or 1024,
+        "objects": spec["objects"],
+        "image_size": (spec.get("image_size", 0) or 1024) if spec["tracker"] == "sam2-video" else None,
         "seconds_per_frame": round(loop / n, 3),
         "keyframe_seconds_mean": round(float(np.mean(frame_seconds["keyframe"])), 3),
         "tracked_seconds_mean": round(float(np.mean(frame_seconds["tracked"])), 3) if frame_seconds["tracked"] else None,
+        "tracker_seconds_mean": round(float(np.mean(tracker_seconds)), 4) if tracker_seconds else None,
         "things_per_keyframe": objects,
         "finish_seconds": round(finish, 2),
         "warm_up_seconds": round(warm, 2),
-        "rss_mb_at_keyframes": rss_after_window,
+        "rss_mb_at_keyframes": rss,
         "tracks": len(book.records()) if book else 0,
     }
 
 
-def objects_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    from ovpanoptic.builtins.trackers import Sam2VideoConfig, Sam2VideoTracker
-    from ovpanoptic.components import ComponentContext
-    from ovpanoptic.types import TrackMasks
-
-    work = Path(spec["work"])
-    folder, index = make_clip(work / "frames", 11, False)
-    frames = [np.asarray(Image.open(p).convert("RGB")) for p in sorted(folder.iterdir())]
-    crop, labels = index[next(iter(index))]
-    things = sorted((k for k, name in labels.items() if name in ("person", "sports ball")), key=lambda k: -int((crop == k).sum()))
-    from ovpanoptic.config import load_config
-    from ovpanoptic.device import DEVICE_PROFILES  # noqa: F401  (the profile decides precision below)
-    from ovpanoptic.pipeline import Pipeline
-
-    precision = Pipeline(load_config("default"), device="cpu").component_config("tracker", "sam2-video").precision
-    tracker = Sam2VideoTracker(Sam2VideoConfig(model=str(WEIGHTS_DIR / WEIGHTS["sam2"]), precision=precision), ComponentContext(device="cpu"))
-    tracker.loader.get()
-    out = {"precision": precision, "per_frame_seconds": {}}
-    for n in spec["counts"]:
-        keys = things[:n]
-        seeds = TrackMasks(np.asarray(keys, np.int64), np.stack([crop == k for k in keys]))
-        t = time.perf_counter()
-        count = sum(1 for _ in tracker.track(frames, seeds))
-        out["per_frame_seconds"][str(len(keys))] = round((time.perf_counter() - t) / count, 3)  # the first frame has 9 things
-    return out
-
-
-SCENARIOS = {
-    "k1": {"frames": 30, "k": 1, "tracker": "hold", "few": False},
-    "k10": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": False},
-    "k1-few": {"frames": 30, "k": 1, "tracker": "hold", "few": True},
-    "k10-few": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True},
-    "k10-long": {"frames": 60, "k": 10, "tracker": "sam2-video", "few": True},
-    "k10-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": False, "image_size": 512},
-    "k10-few-512": {"frames": 30, "k": 10, "tracker": "sam2-video", "few": True, "image_size": 512},
-    "objects": {"counts": [1, 4, 8, 15]},
-}
+SCENARIOS: dict[str, dict[str, Any]] = {}
+for _n in (2, 9, 18):
+    SCENARIOS[f"k1-{_n}"] = {"frames": 5, "k": 1, "tracker": "hold", "objects": _n}
+    for _tracker in ("hold", "flow", "sam2-video"):
+        SCENARIOS[f"k10-{_tracker}-{_n}"] = {"frames": 11, "k": 10, "tracker": _tracker, "objects": _n, "image_size": 512}
 
 
 def run_worker(name: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -277,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         spec = json.loads(args.worker)
-        result = objects_worker(spec) if spec["name"] == "objects" else worker(spec)
+        result = worker(spec)
         print(json.dumps(result))
         return 0
     make_weights(WEIGHTS_DIR)
@@ -291,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         results = {**json.loads(Path(args.out).read_text())["results"], **results}
     data = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}",
-        "clip": f"pan over COCO {SAMPLE_ID} (x{SCALE}), {SIZE[0]}x{SIZE[1]}, {STEP} px per frame",
+        "clip": "tests/motion_clip.py: pan and zoom over COCO 000000142238, 640x360, N pasted moving objects",
         "results": results,
     }
     Path(args.out).write_text(json.dumps(data, indent=1) + "\n")

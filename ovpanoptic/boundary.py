@@ -52,9 +52,11 @@ from .types import (
     Vocabulary,
     masks_to_boxes_xyxy,
     readonly_view,
+    size_text,
 )
 
 __all__ = [
+    "ENVIRONMENT_ERRORS",
     "EXPORT_ERRORS",
     "USER_ERRORS",
     "VOCABULARY_ERRORS",
@@ -67,11 +69,13 @@ __all__ = [
     "check_export",
     "check_prompt_proposals",
     "check_proposals",
+    "check_refined",
     "check_result",
     "check_scores",
     "check_vocabulary",
     "inside",
     "readonly_image",
+    "roll_back",
     "snapshot_files",
 ]
 
@@ -92,6 +96,7 @@ _METHODS: dict[str, dict[str, tuple[tuple[tuple[Any, ...], dict[str, Any]], str]
     "fuser": {"fuse": (((None, None, None), {}), "fuse(proposals, scores, vocabulary)")},
     "exporter": {"export": (((None, None, None, None), {}), "export(result, image, outdir, stem)")},
     "tracker": {"track": (((None, None), {"progress": None}), "track(frames, seeds, *, progress=None)")},
+    "refiner": {"refine": (((None, None), {}), "refine(result, image)")},
 }
 
 
@@ -140,6 +145,8 @@ class Target:
         kind = KINDS[spec.kind]
         if spec.kind == "exporter":
             other = f"leave out --format {spec.name}"
+        elif spec.kind == "refiner":
+            other = f"leave {spec.name!r} out of pipeline.refiners"
         else:
             other = f"choose another {kind} with --set pipeline.{spec.kind}=NAME"
         return cls(f"{kind} {spec.name!r}", origin, f"{other}, or block the plugin with --disable-plugin {origin.plugin}")
@@ -185,6 +192,9 @@ def _exception_text(exc: BaseException) -> str:
 #: (:data:`VOCABULARY_ERRORS`); calls that write the user's output folder add ``ExportError``
 #: (:data:`EXPORT_ERRORS`).
 USER_ERRORS: tuple[type[BaseException], ...] = (InputError, ImageReadError, ConfigError, WeightsError, MissingDependencyError)
+#: The user errors of calls that take no user input (vocabulary loaders): missing weights, data files
+#: or packages are still the environment's, with their own fix.
+ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (WeightsError, MissingDependencyError)
 VOCABULARY_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, VocabularyError)
 #: ``OSError`` too: a full disk or a read-only folder is the environment's, not the plugin's.
 EXPORT_ERRORS: tuple[type[BaseException], ...] = (*USER_ERRORS, ExportError, OSError)
@@ -265,10 +275,12 @@ def build_component(spec: ComponentSpec, config: Any, context: ComponentContext,
     :param context: the runtime context handed to the factory.
     :raises ComponentError: the factory raised, or the object lacks a method of its kind's
         Protocol or takes other arguments than the Protocol passes.
+    :raises OvpanopticError: one of :data:`USER_ERRORS` the factory raised on purpose (a bad option,
+        a checkpoint that does not exist, an unknown model size, a missing package), unchanged.
     """
     target = Target.component(spec, origin)
     name = f"its factory {getattr(spec.factory, '__qualname__', type(spec.factory).__name__)}(config, context)"
-    obj = call(target, name, spec.factory, config, context, user_errors=(ConfigError, MissingDependencyError))
+    obj = call(target, name, spec.factory, config, context)
     if obj is None or inspect.isclass(obj):
         what = "None" if obj is None else f"the class {obj.__name__}"
         raise target.error("its factory", f"the factory returned {what}, not a built component", "A factory returns an instance: return MyComponent(config, context)")
@@ -300,7 +312,7 @@ def check_proposals(target: Target, value: Any, image_size: tuple[int, int], cal
     if value.image_size != tuple(image_size):
         raise target.error(
             call_name,
-            f"masks are {value.image_size[0]}x{value.image_size[1]} for an image of {image_size[0]}x{image_size[1]}",
+            f"masks are {size_text(value.image_size)} for an image of {size_text(image_size)} (width x height)",
             f"Masks must be at the size of the image passed to {call_name}",
         )
     if len(value):
@@ -356,7 +368,7 @@ def check_scores(target: Target, value: Any, n_proposals: int, vocabulary: Vocab
     if not isinstance(value, ClassScores):
         raise target.error(call_name, f"it returned {type(value).__name__}, not ClassScores", rule)
     try:  # the constructor's checks again, whatever built the object
-        value = ClassScores(value.logits, value.probs, tuple(value.category_ids), value.temperature)
+        value = ClassScores(value.logits, value.probs, tuple(value.category_ids), value.temperature, getattr(value, "embeddings", None))
     except Exception as exc:  # noqa: BLE001
         raise target.error(call_name, f"it returned invalid ClassScores: {_exception_text(exc)}", rule) from None
     if len(value) != n_proposals:
@@ -401,8 +413,53 @@ def check_result(target: Target, value: Any, vocabulary: Vocabulary, image_size:
         raise target.error(call_name, f"it returned an invalid PanopticResult: {_exception_text(exc)}", rule) from None
     if value.image_size != tuple(image_size):
         raise target.error(
-            call_name, f"the result is {value.image_size[0]}x{value.image_size[1]} for proposals of {image_size[0]}x{image_size[1]}", rule
+            call_name, f"the result is {size_text(value.image_size)} for proposals of {size_text(image_size)} (width x height)", rule
         )
+    return value
+
+
+def check_refined(target: Target, value: Any, before: PanopticResult, call_name: str = "refine()") -> PanopticResult:
+    """Check what ``refine()`` returned for the result ``before``.
+
+    The contract: a valid :class:`PanopticResult` (its own invariants: int32 map, one segment per
+    id, exact areas and boxes, one segment per stuff class) of the same size over the same
+    vocabulary, whose segments are among ``before``'s, each with its category: a refiner may change
+    a segment's pixels and score and may drop segments (they are logged), never add one or relabel it.
+
+    :return: the result as a plain, validated :class:`PanopticResult`.
+    :raises ComponentError: naming the first broken rule.
+    """
+    rule = (
+        f"{call_name} returns PanopticResult.from_map(new_map, {{id: (category_id, score)}}, result.vocabulary) at the "
+        "result's size, keeping each segment's id and category"
+    )
+    if not isinstance(value, PanopticResult):
+        raise target.error(call_name, f"it returned {type(value).__name__}, not a PanopticResult", rule)
+    if not isinstance(value.vocabulary, Vocabulary) or value.vocabulary != before.vocabulary:
+        shown = value.vocabulary.name if isinstance(value.vocabulary, Vocabulary) else type(value.vocabulary).__name__
+        raise target.error(
+            call_name, f"the result is over vocabulary {shown!r}, not the one of the result it was given {before.vocabulary.name!r}", rule
+        )
+    try:  # the constructors' checks again, whatever built the object
+        segments = tuple(Segment(s.id, s.category_id, s.isthing, s.score, s.area, s.bbox_xyxy) for s in value.segments)
+        value = PanopticResult(value.panoptic_map, segments, before.vocabulary, {**before.timings, **dict(value.timings)})
+    except Exception as exc:  # noqa: BLE001
+        raise target.error(call_name, f"it returned an invalid PanopticResult: {_exception_text(exc)}", rule) from None
+    if value.image_size != before.image_size:
+        raise target.error(
+            call_name, f"the result is {size_text(value.image_size)} for a result of {size_text(before.image_size)} (width x height)", rule
+        )
+    old = {s.id: s for s in before.segments}
+    added = sorted(s.id for s in value.segments if s.id not in old)
+    if added:
+        raise target.error(call_name, f"it added segments {added[:10]} that the result it was given does not have", rule)
+    for s in value.segments:
+        if s.category_id != old[s.id].category_id:
+            names = before.vocabulary.by_id(old[s.id].category_id).name, before.vocabulary.by_id(s.category_id).name
+            raise target.error(call_name, f"it changed the category of segment {s.id} from {names[0]!r} to {names[1]!r}", rule)
+    dropped = sorted(set(old) - {s.id for s in value.segments})
+    if dropped:
+        log.debug("%s dropped segments %s in %s", target.what, dropped[:20], call_name)
     return value
 
 
@@ -424,9 +481,8 @@ def check_track_masks(
     except Exception as exc:  # noqa: BLE001
         raise target.error(call_name, f"it yielded invalid TrackMasks for frame {frame}: {_exception_text(exc)}", rule) from None
     if len(value) and value.image_size != tuple(image_size):
-        h, w = value.image_size
         raise target.error(
-            call_name, f"masks of frame {frame} are {h}x{w} for frames of {image_size[0]}x{image_size[1]}", "Masks must be at the frames' size"
+            call_name, f"masks of frame {frame} are {size_text(value.image_size)} for frames of {size_text(image_size)} (width x height)", "Masks must be at the frames' size"
         )
     unknown = sorted(set(value.ids.tolist()) - {int(i) for i in seed_ids})
     if unknown:
@@ -487,6 +543,27 @@ def check_download(target: Target, value: Any, call_name: str = "download()") ->
             raise target.error(call_name, f"it reports {item!r}, which is not an existing file", rule)
         paths.append(Path(item))
     return paths
+
+
+def roll_back(folder: Path, before: set[str], exc: BaseException) -> BaseException:
+    """Undo a failed export: remove every file that appeared in ``folder`` since ``before`` (a
+    :func:`snapshot_files` taken before it; files that existed then are never touched).
+
+    :return: the error to raise: for a :class:`ComponentError` that removed files, the same error
+        whose message ends by naming them; otherwise ``exc`` itself.
+    """
+    removed = [Path(p) for p in sorted(snapshot_files(folder) - before)]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if not removed or not isinstance(exc, ComponentError):
+        return exc
+    shown = ", ".join(str(p) for p in removed[:3]) + (" ..." if len(removed) > 3 else "")
+    error = type(exc)(
+        f"{exc} (removed what this image's export had written: {shown})", plugin=exc.plugin, component=exc.component, call=exc.call
+    )
+    error.__cause__ = exc.__cause__
+    error.__suppress_context__ = True
+    return error
 
 
 def snapshot_files(folder: Path) -> set[str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .constants import ANNOTATION_FORMATS, DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
-from .errors import InputError, OvpanopticError
+from .constants import ANNOTATION_FORMATS, DEFAULT_MAX_PIXELS, DEFAULT_PRESET, DEMO_PRESET, DISABLE_PLUGINS_ENV
+from .errors import AmbiguousNameError, InputError, OvpanopticError
 
 __all__ = ["build_parser", "main"]
 
@@ -76,7 +76,7 @@ def _engine_options() -> argparse.ArgumentParser:
     group.add_argument(
         "--address", metavar="auto|HOST:PORT", default=None,
         help="--engine ray: join this Ray cluster (auto: the one started on this machine with 'ray start'); "
-        "default: start Ray on this machine for the run",
+        "default: start a Ray instance of its own on this machine for the run (never a running cluster)",
     )
     group.add_argument("--workers", type=int, default=None, metavar="N", help="--engine ray: pipelines to run (default: as many as the CPUs/GPUs allow)")
     group.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="F", help="--engine ray: GPUs per worker, e.g. 1 or 0.5 (default: 0, CPU workers)")
@@ -230,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     tracking = sv.add_argument_group("tracking")
     tracking.add_argument(
         "--keyframe-every", type=int, default=10, metavar="K", help="segment every K-th processed frame with the image "
-        "pipeline, track the frames between (default: %(default)s; 1 = every frame)"
+        "pipeline, track the frames between (default: %(default)s; 1 = every frame; at most 300: a window of K + 1 "
+        "frames is held in memory)"
     )
     tracking.add_argument("--match-iou", type=float, default=0.5, metavar="X", help="mask IoU for a keyframe detection to continue a track (default: %(default)s)")
     tracking.add_argument(
@@ -241,8 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-missed", type=int, default=1, metavar="N", help="end a track once more than N keyframes in a row had no detection "
         "for it (default: %(default)s)"
     )
+    tracking.add_argument(
+        "--reid-similarity", type=float, default=0.8, metavar="X", help="cosine similarity of the classifier's image features needed to "
+        "re-identify a lost track, or to continue a track with a detection of another class (default: %(default)s)"
+    )
     tracking.add_argument("--track-stuff", action="store_true", help="hand stuff to the tracker too (default: stuff is held from the keyframe)")
-    tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, sam2-video; 'hold' needs no model)")
+    tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, flow: optical flow, no model; sam2-video: SAM 2's video predictor, for GPUs; hold)")
     vout = sv.add_argument_group("output")
     vout.add_argument("-o", "--output", metavar="OUTDIR", default="ovpanoptic-video-out", help="output folder (default: %(default)s)")
     vout.add_argument("--video-id", default=None, metavar="ID", help="the video's id in panoptic.json (default: the file's stem or the folder's name)")
@@ -268,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     evv.add_argument("--spans", default=None, metavar="K,K,...", help="VPQ window lengths in frames (default: 1,5,10,15)")
     evv.add_argument("--consistency-threshold", type=float, default=0.5, metavar="X", help="report objects whose mask IoU between consecutive frames is below X (default: %(default)s)")
     evv.add_argument("--match-categories", choices=("id", "name"), default="id", help="pair categories by id (default) or by name")
+    evv.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                     help="refuse a frame PNG whose header declares more pixels (width x height), before decoding it "
+                     "(default: %(default)s; 0 = no limit)")
     evv.add_argument("--json", action="store_true", help="print the report as JSON")
 
     pl = sub.add_parser(
@@ -364,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     ))
     ev.add_argument("--review-below", type=float, default=80.0, metavar="PQ",
                     help="list images whose own PQ (percent) is below this for review (default: %(default)s)")
+    ev.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help="refuse an annotated image whose file declares more pixels (width x height), before decoding "
+                    "it (default: %(default)s; 0 = no limit)")
     legacy = ev.add_argument_group("COCO panoptic files given one by one (instead of --gt/--pred)")
     legacy.add_argument("--gt-json", metavar="FILE", help="ground-truth COCO-panoptic JSON")
     legacy.add_argument("--gt-dir", metavar="DIR", help="folder of the ground-truth PNGs")
@@ -377,6 +388,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="pair prediction and ground-truth categories by id (default; a prediction category table that "
         "names a shared id differently is refused) or by name (unmatched categories are listed)",
     )
+
+    _add_qa_parser(sub)
+    _add_package_parser(sub)
+
+    pu = sub.add_parser("push", help="send an output folder to a labelling tool (a Label Studio project)")
+    pushes = pu.add_subparsers(dest="target", metavar="TOOL", required=True)
+    pls = pushes.add_parser(
+        "label-studio",
+        help="create or update a Label Studio project from a label-studio export: config, storage, tasks",
+        description="Create a Label Studio project (or update --project ID) with OUTDIR/label-studio.xml as its "
+        "labelling config, connect --images as its Local files storage (not synced), and import OUTDIR's tasks in "
+        "chunks under Label Studio's 250 MB import limit, their image URLs pointing into that storage and their "
+        "predictions under a model version of this push (label-studio-sdk).",
+    )
+    pls.add_argument("outdir", metavar="OUTDIR", help="output folder of 'ovpanoptic segment ... --format label-studio'")
+    pls.add_argument("--label-studio-url", metavar="URL", default=None, help="Label Studio's address (default: $LABEL_STUDIO_URL)")
+    pls.add_argument("--label-studio-token", metavar="TOKEN", default=None,
+                     help="personal access token or legacy token (default: $LABEL_STUDIO_API_KEY)")
+    pls.add_argument("--title", default=None, help="project title (default: the folder's name)")
+    pls.add_argument("--project", type=int, default=None, metavar="ID", help="update this project instead of creating one")
+    pls.add_argument("--images", metavar="DIR", default=None,
+                     help="the images' folder, a subfolder of Label Studio's local-files root: connected as Local files storage")
+    pls.add_argument("--local-files-root", metavar="DIR", default=None,
+                     help="Label Studio's LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (default: that variable)")
+    pls.add_argument("--chunk-mb", type=float, default=200.0, metavar="MB", help="largest import request (default: %(default)s)")
+    pls.add_argument("--model-version", default=None, metavar="NAME",
+                     help="the predictions' model version (default: ovpanoptic-VERSION-push-TIME, new at each push)")
 
     sr = sub.add_parser("serve", help="run a server that a labelling tool calls (Label Studio's ML backend)")
     servers = sr.add_subparsers(dest="server", metavar="SERVER", required=True)
@@ -400,6 +438,12 @@ def build_parser() -> argparse.ArgumentParser:
                      "from $OVPANOPTIC_BASIC_AUTH")
     net.add_argument("--no-auth", action="store_true", help="serve an address other than loopback without --basic-auth")
     net.add_argument("--max-request-mb", type=float, default=16.0, metavar="MB", help="largest request body (default: %(default)s)")
+    net.add_argument("--predict-budget-s", type=float, default=80.0, metavar="S",
+                     help="seconds one /predict request may segment; tasks not reached get no prediction and are asked "
+                     "for again at the next 'Retrieve predictions' (default: %(default)s, under Label Studio's 100 s timeout)")
+    net.add_argument("--model-version", default=None, metavar="NAME",
+                     help="model version reported to Label Studio (default: ovpanoptic-VERSION-serve-START_TIME, new at "
+                     "each start, so Label Studio asks again about tasks that hold older predictions)")
     images = ls.add_argument_group("where images come from (nothing else is fetched)")
     images.add_argument("--label-studio-url", metavar="URL", default=None,
                         help="Label Studio's address, e.g. http://127.0.0.1:8080 (default: $LABEL_STUDIO_URL); task images "
@@ -466,6 +510,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_qa_parser(sub: Any) -> None:
+    """``ovpanoptic qa``: label QA against a ground truth, or agreement of two annotators."""
+    qa = sub.add_parser(
+        "qa",
+        help="label QA report: per-class IoU against targets, confusion, mask AP, PQ, images to review (HTML, JSON, CSV)",
+        description="Measure a labelled set against a ground truth (--gt/--pred), or two annotators' labels of the same "
+        "images against each other (--agreement A B): PQ/SQ/RQ, per-class IoU and mIoU, mask AP at IoU 0.50/0.75/0.95 "
+        "and AP[.50:.95] (pycocotools COCOeval), the class confusion in pixels and matched segments, each image's "
+        "scores, the images to review first, and each class's pass/fail against its target (rigid 85 %%, deformable "
+        "75 %%, thin 70 %%; from the vocabulary's kinds or --targets FILE). Writes OUT/report.html (self-contained), "
+        "OUT/qa.json and CSV files. Reads every format 'ovpanoptic eval' reads. Example: ovpanoptic qa --agreement "
+        "alice.json bob.json --vocabulary tabletop -o qa/",
+    )
+    qa.add_argument("--gt", metavar="PATH", help="ground truth: a file or folder of any format eval reads")
+    qa.add_argument("--pred", metavar="PATH", help="the labels to check: a file or folder of any format eval reads")
+    qa.add_argument("--agreement", nargs=2, metavar=("A", "B"), default=None,
+                    help="two annotators' labels of the same images (instead of --gt/--pred): IoU counts both sides' void, so it is symmetric")
+    formats = ("auto", *ANNOTATION_FORMATS)
+    qa.add_argument("--gt-format", choices=formats, default="auto", help="format of --gt (or of A); default: detected")
+    qa.add_argument("--pred-format", choices=formats, default="auto", help="format of --pred (or of B); default: detected")
+    uses = ("auto", "annotations", "predictions")
+    qa.add_argument("--gt-use", choices=uses, default="auto", help="Label Studio: read annotations or predictions of --gt (or A)")
+    qa.add_argument("--pred-use", choices=uses, default="auto", help="Label Studio: as --gt-use, for --pred (or B)")
+    _add_vocabulary_options(qa.add_argument_group(
+        "classes: of Label Studio and CVAT sets, and the vocabulary whose categories' kinds set the targets"
+    ))
+    qa.add_argument("--targets", metavar="FILE", default=None,
+                    help="TOML or JSON: default kind, [kinds] targets in percent, [classes] name = kind or percent (docs/qa.md)")
+    qa.add_argument("--review-below", type=float, default=80.0, metavar="PQ",
+                    help="review the images whose own PQ (percent) is below this (default: %(default)s)")
+    qa.add_argument("--match-categories", choices=("id", "name"), default="id", help="pair the two sets' categories by id (default) or name")
+    qa.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help="refuse an image whose file declares more pixels (default: %(default)s; 0 = no limit)")
+    qa.add_argument("-o", "--output", metavar="OUT", default="qa-report", help="folder for report.html, qa.json and the CSV files (default: %(default)s)")
+    qa.add_argument("--no-html", action="store_true", help="write JSON and CSV only")
+    qa.add_argument("--json", action="store_true", help="print qa.json instead of the table")
+    qa.add_argument("--fail-below-target", action="store_true", help="exit code 1 when a class is below its target (for CI)")
+
+
+def _add_package_parser(sub: Any) -> None:
+    """``ovpanoptic package``: a training-ready dataset folder from labels."""
+    pk = sub.add_parser(
+        "package",
+        parents=[_config_options(), _plugin_options()],
+        help="write a training-ready dataset: COCO panoptic + instances, semantic PNGs, YOLO-seg, Parquet, splits, dataset card",
+        description="From an output folder or a corrected export (any format eval reads), write DATASET_DIR with "
+        "train/val/test splits that keep every class in every split where possible: COCO panoptic + instances JSON, "
+        "semantic class-index PNGs + id2label.json (SegFormer, Mask2Former-semantic), YOLO segmentation labels + "
+        "data.yaml, Parquet files that datasets.load_dataset('parquet', ...) loads, and README.md, a Hugging Face "
+        "dataset card filled from the manifest, the vocabulary and the QA report. Example: ovpanoptic package out/ "
+        "--images photos/ --qa qa/qa.json -o dataset/",
+    )
+    pk.add_argument("source", metavar="SOURCE", help="labels: an ovpanoptic output folder or an export of any format eval reads")
+    pk.add_argument("-o", "--output", metavar="DATASET_DIR", required=True, help="the dataset folder to write (must not exist or be empty)")
+    pk.add_argument("--format", dest="source_format", choices=("auto", *ANNOTATION_FORMATS), default="auto", help="SOURCE's format (default: detected)")
+    pk.add_argument("--use", choices=("auto", "annotations", "predictions"), default="auto", help="Label Studio: annotations or predictions")
+    pk.add_argument("--images", metavar="DIR", default=None,
+                    help="folder of the original images, found by name (default: the inputs the output folder's manifest records)")
+    _add_vocabulary_options(pk.add_argument_group("classes of Label Studio and CVAT exports"))
+    pk.add_argument("--splits", default="80,10,10", metavar="TRAIN,VAL,TEST", help="split percentages (default: %(default)s)")
+    pk.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: %(default)s; same seed, same splits)")
+    pk.add_argument("--qa", metavar="QA_JSON", default=None, help="qa.json of 'ovpanoptic qa', for the dataset card's QA section")
+    pk.add_argument("--name", default=None, help="the dataset's name in the card (default: the output folder's name)")
+    pk.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N", help="refuse an image declaring more pixels (0 = no limit)")
+    pk.add_argument("--overwrite", action="store_true", help="replace DATASET_DIR when it holds files")
+    pk.add_argument("--refine", metavar="NAME", action="append", default=[],
+                    help="clean each image's masks with this refiner before writing (repeatable, applied in order; "
+                    "the built-in 'cleanup': 3x3 open/close, small islands dropped; options from --config/--set "
+                    "refiner.NAME.KEY=VALUE)")
+    pk.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the ``sys.stderr`` of the moment, not the one of the first ``main()`` call (the
+    CLI run again in one process, e.g. by tests, whose stderr is replaced between runs)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass
+
+
 def _setup_logging(verbose: int) -> None:
     """ovpanoptic's own loggers at WARNING (INFO with -v, DEBUG with -vv); other libraries' loggers
     stay at WARNING, so -v shows ovpanoptic's story, not every library's."""
@@ -473,7 +602,7 @@ def _setup_logging(verbose: int) -> None:
     logger = logging.getLogger("ovpanoptic")
     logger.setLevel(level)
     if not any(getattr(h, "_ovpanoptic_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._ovpanoptic_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
@@ -593,7 +722,7 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     tracking = TrackingOptions(
         keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed,
-        track_stuff=args.track_stuff,
+        track_stuff=args.track_stuff, reid_similarity=args.reid_similarity,
     )
     selection = FrameSelection(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
     settings = VideoSettings(selection, tracking, fps=args.fps, overlay=not args.no_overlay, overwrite=args.overwrite)
@@ -642,12 +771,14 @@ def _cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> in
             )
     finally:
         bar.close()
-    failed = [s for s in summaries if s.status == "failed"]
+    failed = [s for s in summaries if s.status in ("failed", "stopped")]
     if len(jobs) > 1:
         say.out(f"{len(summaries) - len(failed)} of {len(jobs)} video(s) segmented into {args.output}")
     if failed:
-        if len(jobs) == 1:
+        if len(jobs) == 1 and failed[0].status == "failed":
             raise InputError(failed[0].error)
+        if len(jobs) == 1:
+            return EXIT_SOME_FAILED  # stopped after writing frames: said by on_video
         say.err(f"{len(failed)} failed (errors above); fix what they say and run the same command again (finished videos are kept)")
         return EXIT_SOME_FAILED
     return EXIT_OK
@@ -657,6 +788,13 @@ def _say_video(summary: Any, say: _Say, bar: Any) -> None:
     """One line per video of a ``segment-video`` job."""
     if summary.status == "failed":
         say.err(f"error: {summary.error}", bar)
+        return
+    if summary.status == "stopped":
+        say.err(
+            f"error: {summary.video_id} stopped after {summary.written} frame(s) written into {summary.outdir}: {summary.error}. "
+            "The frames written are kept; fix this and run the same command again to resume after the last keyframe written",
+            bar,
+        )
         return
     if summary.status == "finished-before":
         say.out(f"{summary.outdir} already holds this video's results (same input and settings); pass --overwrite to redo it")
@@ -677,8 +815,12 @@ def _cmd_eval_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise InputError("give both --gt-json and --gt-dir (or neither, for the consistency check alone)")
     if not 0.0 <= args.consistency_threshold <= 1.0:
         raise InputError(f"--consistency-threshold must be in [0, 1], got {args.consistency_threshold}")
+    if args.max_pixels < 0:
+        raise InputError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
     if args.gt_json is None:
-        report: Any = check_temporal_consistency(args.pred_json, args.pred_dir, threshold=args.consistency_threshold)
+        report: Any = check_temporal_consistency(
+            args.pred_json, args.pred_dir, threshold=args.consistency_threshold, max_pixels=args.max_pixels
+        )
     else:
         kwargs: dict[str, Any] = {}
         if args.spans is not None:
@@ -691,7 +833,7 @@ def _cmd_eval_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             kwargs["spans"] = spans
         report = evaluate_video(
             args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, consistency_threshold=args.consistency_threshold,
-            match_categories=args.match_categories, **kwargs,
+            match_categories=args.match_categories, max_pixels=args.max_pixels, **kwargs,
         )
     if args.json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
@@ -740,7 +882,7 @@ def _component_details(registry: Any, name: str) -> list[dict[str, Any]]:
     details = []
     for kind, specs in registry.components.items():
         for spec in specs.values():
-            if name not in (spec.plugin, spec.name):
+            if name not in (spec.plugin, spec.name, f"{spec.plugin}:{spec.name}"):  # a shared name lists each plugin's
                 continue
             details.append(
                 {
@@ -890,11 +1032,16 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             data.setdefault(kind, {})[name] = {}
         for name in config.pipeline.exporters:
             data.setdefault("exporter", {})[name] = {}
+        for name in config.pipeline.refiners:
+            data.setdefault("refiner", {})[name] = {}
         for kind, tables in list(data.items()):
             if kind == "pipeline":
                 continue
             for name in tables:
-                spec = registry.components.get(kind, {}).get(name)
+                try:
+                    spec = registry.components.get(kind, {}).get(name)
+                except AmbiguousNameError:  # a table for a name several plugins register: shown as given
+                    continue
                 if spec is None:  # a table for a plugin that is not installed: shown as given
                     continue
                 tables[name] = dataclasses.asdict(config.component_config(spec, profile.table(kind, name) if profile else None))
@@ -944,7 +1091,9 @@ def _read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
         path, _, use, role = sides[side]
         other = read.get("pred" if side == "gt" else "gt")
         fallback = other.categories if other is not None and other.format not in NAME_ONLY_FORMATS else None
-        read[side] = read_annotations(path, kinds[side], categories=given, fallback=fallback, role=role, use=use)
+        read[side] = read_annotations(
+            path, kinds[side], categories=given, fallback=fallback, role=role, use=use, max_pixels=args.max_pixels
+        )
     return read["gt"], read["pred"]
 
 
@@ -962,6 +1111,8 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise InputError("give the ground truth and the predictions: --gt PATH --pred PATH (any supported format)")
     if not 0.0 <= args.review_below <= 100.0:
         raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
+    if args.max_pixels < 0:
+        raise InputError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
     with tqdm(unit="img", disable=not err.isatty(), file=err) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -971,7 +1122,8 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         if any(legacy):
             report: Any = evaluate_panoptic(
-                args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress, match_categories=args.match_categories
+                args.gt_json, args.gt_dir, args.pred_json, args.pred_dir, progress=progress, match_categories=args.match_categories,
+                max_pixels=args.max_pixels,
             )
         else:
             gt, pred = _read_eval_sets(args)
@@ -982,6 +1134,101 @@ def _cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
         print(report.format_table(), file=out)
+    return EXIT_OK
+
+
+def _qa_vocabulary(args: argparse.Namespace) -> Any:
+    """The vocabulary of ``--classes``/``--vocabulary`` (for the targets' kinds), or ``None``."""
+    if not (args.classes.strip() or args.stuff.strip() or args.things.strip() or args.vocabulary):
+        return None
+    from .plugins import Registry
+
+    registry = Registry.create()
+    if args.vocabulary:
+        return registry.vocabulary(args.vocabulary)
+    return registry.parse_vocabulary(args.classes, args.stuff, args.things)
+
+
+def _cmd_qa(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tqdm import tqdm
+
+    from .evaluation.qa import run_qa
+    from .evaluation.report import write_html_report
+    from .evaluation.targets import Targets, load_targets
+
+    if args.agreement and (args.gt or args.pred):
+        raise InputError("give either --gt/--pred (a ground truth and labels to check) or --agreement A B (two annotators), not both")
+    if not args.agreement and not (args.gt and args.pred):
+        raise InputError("give the ground truth and the labels to check (--gt PATH --pred PATH), or two annotators' labels (--agreement A B)")
+    if not 0.0 <= args.review_below <= 100.0:
+        raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
+    if args.max_pixels < 0:
+        raise InputError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
+    targets = load_targets(args.targets) if args.targets else Targets()
+    vocab = _qa_vocabulary(args)
+    if vocab is not None:
+        targets = targets.with_vocabulary({c.name: getattr(c, "kind", None) for c in vocab.categories})
+    sides = argparse.Namespace(**vars(args))
+    if args.agreement:
+        sides.gt, sides.pred = args.agreement
+    first, second = _read_eval_sets(sides)
+    with tqdm(unit="img", disable=not err.isatty(), file=err) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        report = run_qa(
+            first, second, agreement=bool(args.agreement), targets=targets, match_categories=args.match_categories,
+            review_below=args.review_below / 100.0, progress=progress,
+        )
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise InputError(f"{outdir} is a file: choose an output folder with -o")
+    report.write(outdir)
+    if not args.no_html:
+        write_html_report(report, outdir / "report.html", first, second, match_categories=args.match_categories)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2), file=out)
+    else:
+        print(report.format_table(), file=out)
+        print(f"report: {outdir / 'report.html' if not args.no_html else outdir / 'qa.json'}", file=out)
+    return EXIT_SOME_FAILED if args.fail_below_target and report.failing else EXIT_OK
+
+
+def _cmd_package(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from tqdm import tqdm
+
+    from .packaging import PackageOptions, package_dataset
+
+    categories = _eval_categories(args)
+    with tqdm(unit="img", disable=args.no_progress or not err.isatty(), file=err) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        options = PackageOptions.from_text(
+            splits=args.splits, seed=args.seed, name=args.name, overwrite=args.overwrite, max_pixels=args.max_pixels,
+        )
+        refine = None
+        if args.refine:
+            from .pipeline import Pipeline
+
+            pipe = Pipeline(args.config, overrides=args.overrides, disable_plugins=args.disable_plugin)
+            for name in args.refine:  # an unknown or broken refiner is refused before anything is read
+                pipe.component("refiner", name)
+
+            def refine(result: Any) -> Any:
+                return pipe.refine(result, None, names=args.refine)
+
+        summary = package_dataset(
+            args.source, args.output, fmt=args.source_format, use=args.use, categories=categories, images=args.images,
+            qa=args.qa, options=options, progress=progress, refine=refine,
+        )
+    print(summary.format_text(), file=out)
     return EXIT_OK
 
 
@@ -1139,6 +1386,28 @@ def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _cmd_push(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import os
+
+    from .label_studio_push import push_label_studio
+
+    url = args.label_studio_url or os.environ.get("LABEL_STUDIO_URL")
+    token = args.label_studio_token or os.environ.get("LABEL_STUDIO_API_KEY")
+    if not url or not token:
+        raise InputError("push needs Label Studio's address and a token: give --label-studio-url and --label-studio-token "
+                         "(or set LABEL_STUDIO_URL and LABEL_STUDIO_API_KEY)")
+    root = args.local_files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
+    result = push_label_studio(
+        Path(args.outdir), url=url, token=token, title=args.title, project_id=args.project,
+        images=Path(args.images) if args.images else None, local_files_root=Path(root) if root else None,
+        chunk_mb=args.chunk_mb, model_version=args.model_version,
+    )
+    print(f"project {result.project_id}: {result.tasks} tasks imported in {result.chunks} request(s), model version "
+          f"{result.model_version}" + (f", local files storage {result.storage_id}" if result.storage_id else "")
+          + f"\n{result.url}", file=out)
+    return EXIT_OK
+
+
 def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import os
 
@@ -1164,6 +1433,8 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for flag, value in (("--max-request-mb", args.max_request_mb), ("--max-image-mb", args.max_image_mb)):
         if not value > 0:
             raise InputError(f"{flag} must be a positive number of megabytes, got {value}")
+    if not args.predict_budget_s > 0:
+        raise InputError(f"--predict-budget-s must be a positive number of seconds, got {args.predict_budget_s}")
     root = args.local_files_root or os.environ.get("LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT")
     try:
         options = ServeOptions(args.host, args.port, auth, int(args.max_request_mb * 1024 * 1024), no_auth=args.no_auth)
@@ -1178,7 +1449,7 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     check_exposure(options)
     if vocab is not None:
         _prepare_vocabulary(pipe, vocab, True, err)
-    backend = LabelStudioBackend(pipe, vocab, policy)
+    backend = LabelStudioBackend(pipe, vocab, policy, model_version=args.model_version, predict_budget_s=args.predict_budget_s)
     try:
         server = make_server(
             backend, options, on_bind=lambda host, port: print(f"Label Studio ML backend on http://{host}:{port} (Ctrl-C stops)", file=err, flush=True)
@@ -1214,9 +1485,12 @@ _COMMANDS: dict[str, Any] = {
     "eval": _cmd_eval,
     "evaluate": _cmd_evaluate,
     "eval-video": _cmd_eval_video,
+    "qa": _cmd_qa,
+    "package": _cmd_package,
     "segment-video": _cmd_segment_video,
     "new-plugin": _cmd_new_plugin,
     "segment": _cmd_segment,
+    "push": _cmd_push,
     "serve": _cmd_serve,
     "plugins": _cmd_plugins,
     "vocabularies": _cmd_vocabularies,

@@ -23,13 +23,14 @@ Rules every component follows (checked by :mod:`ovpanoptic.boundary`, in the pro
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 
+from .errors import AmbiguousNameError
 from .types import ClassScores, PanopticResult, Prompt, ProposalSet, TrackMasks, Vocabulary
 
 __all__ = [
@@ -41,16 +42,20 @@ __all__ = [
     "Exporter",
     "Finisher",
     "Fuser",
+    "NameKeyer",
+    "NameTable",
     "NoConfig",
     "OutputChecker",
     "VocabularyPreparer",
     "Progress",
     "PromptSegmenter",
     "ProposalGenerator",
+    "QUALIFIER",
     "RegisterComponent",
     "RegisterPromptTemplates",
     "RegisterVocabulary",
     "RegisterVocabularyParser",
+    "Refiner",
     "Tracker",
     "VocabularyParserSpec",
     "VocabularySpec",
@@ -61,6 +66,8 @@ __all__ = [
 #: component calls it only when it is not ``None``; it returns nothing and is cheap to call.
 Progress = Callable[[str, int, int], None]
 
+_T = TypeVar("_T")
+
 #: Component kinds, with the name used in ``[pipeline]`` and in messages.
 KINDS: dict[str, str] = {
     "proposal_generator": "proposal generator",
@@ -68,6 +75,7 @@ KINDS: dict[str, str] = {
     "fuser": "fuser",
     "exporter": "exporter",
     "tracker": "tracker",
+    "refiner": "refiner",
 }
 
 
@@ -241,6 +249,31 @@ class Tracker(Protocol):
 
 
 @runtime_checkable
+class Refiner(Protocol):
+    """Post-processes a panoptic result before it is exported (mask clean-up, hole filling).
+
+    Refiners named in ``pipeline.refiners`` run in that order after fusion (and after the result is
+    scaled back to the image's size), on every result :meth:`~ovpanoptic.pipeline.Pipeline.segment`
+    and ``segment-video`` produce, and on a loaded label set with ``ovpanoptic package --refine NAME``.
+    A refiner cleans masks: it keeps each segment's id and category, may change its pixels (and
+    score), may drop segments, and never adds one.
+    """
+
+    def refine(self, result: PanopticResult, image: np.ndarray | None) -> PanopticResult:
+        """Return the refined result.
+
+        :param result: the result to refine (its map is read-only: build a new one).
+        :param image: the ``(H, W, 3)`` uint8 RGB image of the result (read-only, the result's
+            size), or ``None`` where no image is at hand (packaging labels whose originals were not
+            found); a refiner that needs it raises :class:`~ovpanoptic.errors.InputError` then.
+        :return: a :class:`PanopticResult` of the same size over the same vocabulary
+            (``PanopticResult.from_map(new_map, {id: (category_id, score)}, result.vocabulary)``),
+            whose segments are among the input's, each with its category.
+        """
+        ...
+
+
+@runtime_checkable
 class VocabularyPreparer(Protocol):
     """Optional: a classifier whose scoring needs per-vocabulary work (text encoding) offers
     ``prepare_vocabulary``; the CLI calls it once before a batch, with a progress callback, so
@@ -249,6 +282,22 @@ class VocabularyPreparer(Protocol):
     def prepare_vocabulary(self, vocabulary: Vocabulary, *, progress: Progress | None = None) -> None:
         """Do the vocabulary's work now (and cache it); raise ``VocabularyError`` for names the
         classifier cannot use."""
+        ...
+
+
+@runtime_checkable
+class NameKeyer(Protocol):
+    """Optional: a classifier that reads class names through its own text cleaning (CLIP's
+    tokenizer folds case, spaces around punctuation, typographic quotes and HTML entities) offers
+    ``name_key``, so the pipeline can refuse, before any image is read, two names of a vocabulary
+    that it would read as the same text (one of them could never win). Without it, names are
+    compared only as :class:`~ovpanoptic.types.Vocabulary` compares them (case, Unicode width and
+    composition, spaces)."""
+
+    def name_key(self, name: str) -> Hashable:
+        """The form the classifier reads ``name`` in (the built-in ``clip``: its token ids): two
+        names with equal keys are the same text to it. Load no weights for this (a tokenizer at
+        most); it is called for every name of every vocabulary the pipeline checks."""
         ...
 
 
@@ -381,6 +430,118 @@ class VocabularyParserSpec:
             raise ValueError(f"prefix {p!r} must end with a symbol such as ':' or '@', so it cannot swallow class names")
         if not callable(self.parser):
             raise ValueError(f"the parser for prefix {p!r} is not callable")
+
+
+#: Separates a plugin's name from a name it registered in a qualified name (``probe:cityscapes``).
+QUALIFIER = ":"
+
+_COUNT = {2: "two", 3: "three"}
+
+
+class NameTable(Mapping[str, _T]):
+    """Names registered by plugins (one table per component kind, vocabularies, template sets),
+    resolved by one rule.
+
+    * A name one plugin registered is looked up as itself (``cityscapes``).
+    * Any registered name can also be looked up qualified by its plugin, ``PLUGIN:NAME``
+      (``probe:cityscapes``).
+    * A name two or more plugins registered is not an error when registered (a new built-in must
+      not break installed plugins): looking it up alone raises :class:`AmbiguousNameError`, naming
+      every plugin and the qualified names that pick one. Iterating yields such names qualified,
+      so listings show each plugin's entry.
+
+    :param what: what the names are, for messages (``"exporter"``, ``"vocabulary"``).
+    :param how: how the user chooses one, for messages (``"--format "``, ``"--vocabulary "``).
+    """
+
+    def __init__(self, what: str, how: str) -> None:
+        self.what = what
+        self.how = how
+        #: name -> plugin -> (value, the plugin described for messages)
+        self._claims: dict[str, dict[str, tuple[_T, str]]] = {}
+
+    def add(self, name: str, plugin: str, value: _T, described: str = "") -> None:
+        """Record that ``plugin`` registered ``name`` (the caller refuses one plugin registering it twice)."""
+        self._claims.setdefault(name, {})[plugin] = (value, described or f"plugin {plugin!r}")
+
+    def mapped(self, fn: Callable[[_T], Any]) -> NameTable[Any]:
+        """A table of the same names (and the same rule) whose values are ``fn(value)``."""
+        table: NameTable[Any] = NameTable(self.what, self.how)
+        table._claims = {name: {p: (fn(v), d) for p, (v, d) in by.items()} for name, by in self._claims.items()}
+        return table
+
+    def entries(self) -> Iterator[tuple[str, str, _T]]:
+        """``(name, plugin, value)`` for every registration, ambiguous names included."""
+        for name, by in self._claims.items():
+            for plugin in sorted(by):
+                yield name, plugin, by[plugin][0]
+
+    def claimants(self, name: str) -> dict[str, _T]:
+        """plugin -> value for every plugin that registered ``name`` (empty when none did)."""
+        return {plugin: value for plugin, (value, _) in self._claims.get(name, {}).items()}
+
+    def ambiguous(self) -> dict[str, tuple[str, ...]]:
+        """name -> the plugins that registered it, for the names more than one plugin registered."""
+        return {name: tuple(sorted(by)) for name, by in sorted(self._claims.items()) if len(by) > 1}
+
+    def drop_plugin(self, plugin: str) -> None:
+        """Forget everything ``plugin`` registered."""
+        for name in list(self._claims):
+            self._claims[name].pop(plugin, None)
+            if not self._claims[name]:
+                del self._claims[name]
+
+    def ambiguity(self, name: str) -> str:
+        """The message for using ``name`` alone when several plugins registered it."""
+        by = self._claims[name]
+        plugins = sorted(by)
+        described = " and ".join(by[p][1] for p in plugins)
+        choices = " or ".join(f"{self.how}{p}{QUALIFIER}{name}" for p in plugins)
+        return (
+            f"{self.what} {name!r} is registered by {_COUNT.get(len(plugins), len(plugins))} plugins: {described}. Choose one by its qualified "
+            f"name PLUGIN{QUALIFIER}NAME ({choices}), or block all but one with --disable-plugin PLUGIN"
+        )
+
+    def _resolve(self, key: str) -> tuple[_T, bool] | None:
+        """``(value, ambiguous)`` for ``key``, or ``None`` when nothing has that name."""
+        by = self._claims.get(key)
+        if by:
+            if len(by) > 1:
+                return next(iter(by.values()))[0], True
+            return next(iter(by.values()))[0], False
+        start = key.find(QUALIFIER)
+        while start > 0:  # a plugin name may hold the separator too: try every split
+            plugin, name = key[:start], key[start + 1 :]
+            hit = self._claims.get(name, {}).get(plugin)
+            if hit is not None:
+                return hit[0], False
+            start = key.find(QUALIFIER, start + 1)
+        return None
+
+    def __getitem__(self, key: str) -> _T:
+        found = self._resolve(key) if isinstance(key, str) else None
+        if found is None:
+            raise KeyError(key)
+        if found[1]:
+            raise AmbiguousNameError(self.ambiguity(key))
+        return found[0]
+
+    def __contains__(self, key: object) -> bool:
+        """Whether ``key`` names something (an ambiguous name does: using it raises)."""
+        return isinstance(key, str) and self._resolve(key) is not None
+
+    def __iter__(self) -> Iterator[str]:
+        for name, by in self._claims.items():
+            if len(by) == 1:
+                yield name
+            else:
+                yield from (f"{plugin}{QUALIFIER}{name}" for plugin in sorted(by))
+
+    def __len__(self) -> int:
+        return sum(len(by) for by in self._claims.values())
+
+    def __repr__(self) -> str:
+        return f"NameTable({self.what!r}, {dict(self.items())!r})"
 
 
 class RegisterComponent(Protocol):

@@ -34,9 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .components import KINDS, ComponentSpec
-from .constants import CONFIG_PATH_ENV, DEFAULT_PRESET
-from .errors import ComponentNotFoundError, ConfigError
+from .components import KINDS, QUALIFIER, ComponentSpec
+from .constants import CONFIG_PATH_ENV, DEFAULT_MAX_PIXELS, DEFAULT_PRESET
+from .errors import AmbiguousNameError, ComponentNotFoundError, ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -70,8 +70,12 @@ class PipelineSettings:
     :param classifier: name of the classifier component.
     :param fuser: name of the fuser component.
     :param exporters: exporters used when the CLI gets no ``--format``.
-    :param tracker: name of the video tracker (``segment-video``; ``sam2-video`` is SAM 2's video
-        predictor).
+    :param tracker: name of the video tracker (``segment-video``): ``flow`` (DIS optical flow, no
+        model; the default: on a CPU it costs the same for 2 or 18 objects), ``sam2-video`` (SAM 2's
+        video predictor: better masks where a GPU makes its per-object cost small), ``hold``.
+    :param refiners: refiners applied, in this order, to every result before export (default none;
+        ``["cleanup"]`` is the built-in mask clean-up; options in ``[refiner.NAME]``). A string is
+        read as comma-separated names (``--set pipeline.refiners=cleanup``).
     :param device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``.
     :param device_profile: speed defaults for the device: ``"auto"`` (the profile of the resolved
         device: ``cpu``, ``cpu-bf16``, ``cuda``, ``cuda-fp32`` or ``mps``), a profile name, the path
@@ -89,18 +93,28 @@ class PipelineSettings:
     classifier: str = "clip"
     fuser: str = "detectron2"
     exporters: tuple[str, ...] = ("coco-panoptic",)
-    tracker: str = "sam2-video"
+    tracker: str = "flow"
+    refiners: tuple[str, ...] | str = ()
     device: str = "auto"
     device_profile: str = "auto"
     max_side: int = 1024
     min_side: int = 32
     cache_images: int = 4
-    max_pixels: int = 50_000_000
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self) -> None:
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             if not getattr(self, kind):
                 raise ConfigError(f"pipeline.{kind} must name a component")
+        refiners = self.refiners
+        if isinstance(refiners, str):
+            refiners = tuple(n.strip() for n in refiners.split(",") if n.strip())
+        if any(not isinstance(n, str) or not n.strip() for n in refiners):
+            raise ConfigError(f"pipeline.refiners must be a list of refiner names, e.g. [\"cleanup\"], got {list(refiners)!r}")
+        twice = sorted({n for n in refiners if refiners.count(n) > 1})
+        if twice:
+            raise ConfigError(f"pipeline.refiners names {twice[0]!r} twice: list each refiner once (they run in list order)")
+        object.__setattr__(self, "refiners", tuple(refiners))
         if self.max_side < 0:
             raise ConfigError(f"pipeline.max_side must be >= 0 (0 = no downscaling), got {self.max_side}")
         if self.max_side and self.max_side < 32:
@@ -344,7 +358,11 @@ def check_component_tables(
         names = registered.get(kind, {})
         for name, table in by_name.items():
             if name in names:
-                build_dataclass(names[name].config_class, table, f"{kind}.{name}{label}")
+                try:
+                    spec = names[name]
+                except AmbiguousNameError:  # several plugins' components: checked when one is chosen (PLUGIN:NAME)
+                    continue
+                build_dataclass(spec.config_class, table, f"{kind}.{name}{label}")
                 continue
             close = difflib.get_close_matches(name, list(names), n=1)
             if close:
@@ -494,9 +512,13 @@ class Config:
     def component_config(self, spec: ComponentSpec, defaults: Mapping[str, Any] | None = None) -> Any:
         """The validated config dataclass instance for a registered component.
 
+        The table is ``[KIND.NAME]``; a table under the qualified name ``[KIND."PLUGIN:NAME"]``
+        (for a name several plugins register) applies to that plugin's component only, over it.
+
         :param defaults: options applied under this config's table (a device profile's).
         """
-        table = self.tables.get(spec.kind, {}).get(spec.name, {})
+        tables = self.tables.get(spec.kind, {})
+        table = {**tables.get(spec.name, {}), **tables.get(f"{spec.plugin}{QUALIFIER}{spec.name}", {})}
         if defaults:
             table = {**defaults, **table}
         return build_dataclass(spec.config_class, table, f"{spec.kind}.{spec.name}")
@@ -514,10 +536,13 @@ class Config:
         check_component_tables(self.tables, registered, self.source)
 
     def selected(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
-        """Raise :class:`ComponentNotFoundError` for a selected component nobody provides."""
+        """Raise :class:`ComponentNotFoundError` for a selected component nobody provides, and
+        :class:`~ovpanoptic.errors.AmbiguousNameError` for one that several plugins register."""
         for kind in ("proposal_generator", "classifier", "fuser"):
             name = getattr(self.pipeline, kind)
-            if name not in registered.get(kind, {}):
+            if name in registered.get(kind, {}):
+                registered[kind][name]  # noqa: B018 - a name several plugins register raises here, naming them
+            else:
                 available = sorted(registered.get(kind, {}))
                 raise ComponentNotFoundError(
                     f"{KINDS[kind]} {name!r} (pipeline.{kind} in {self.source}) is not provided by any "

@@ -19,6 +19,11 @@ MAX_SEGMENT_ID: int = ID_BASE**3 - 1
 #: fits a text encoder is counted in tokens by the classifier (CLIP: 77 tokens with the template).
 MAX_NAME_LENGTH: int = 200
 
+#: Most pixels (width x height) of one image: a bigger input image is refused before it is decoded
+#: (``pipeline.max_pixels``), and so is an annotated image whose file declares a bigger size
+#: (``ovpanoptic eval --max-pixels``): 50 megapixels.
+DEFAULT_MAX_PIXELS: int = 50_000_000
+
 #: Label of a prompt point on the object to segment (SAM's foreground click).
 POSITIVE_POINT: int = 1
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .constants import VOID_ID
 from .errors import InputError
-from .types import Category, PanopticResult, Vocabulary, normalize_name
+from .types import Category, PanopticResult, Vocabulary, normalize_name, size_text
 from .vocabulary import StuffLexicon
 
 __all__ = ["CORRECTED_SCORE", "add_category", "add_segment", "delete_segment", "merge_segments", "relabel_segment"]
@@ -96,7 +96,10 @@ def add_segment(
     """
     mask = np.asarray(mask)
     if mask.shape != result.image_size or mask.dtype != bool:
-        raise InputError(f"the mask must be a {result.image_size[0]}x{result.image_size[1]} bool array, got {mask.dtype} {mask.shape}")
+        raise InputError(
+            f"the mask must be a bool array of the result's size, {size_text(result.image_size)} (width x height), i.e. of shape "
+            f"{result.image_size}; got {mask.dtype} of shape {mask.shape}"
+        )
     if not mask.any():
         raise InputError("the mask is empty: click inside the object, or draw a larger box")
     vocab, cat = _class(result, category_id, vocabulary)

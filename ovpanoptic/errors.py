@@ -38,6 +38,12 @@ class ComponentError(PluginError):
         self.call = call
 
 
+class AmbiguousNameError(PluginError, ConfigError):
+    """A component, vocabulary or prompt-template name chosen by the user is registered by more
+    than one plugin. The message names every plugin and the qualified names (``PLUGIN:NAME``) that
+    pick one. Raised only where the name is used; registering it is a start-up warning."""
+
+
 class ComponentNotFoundError(OvpanopticError, LookupError):
     """A component named in the config is not provided by any installed, enabled plugin."""
 

@@ -33,7 +33,9 @@ def register_vocabularies(register: RegisterVocabulary) -> None:
 
     :param register: call ``register(name, loader, description=...)`` once per vocabulary;
         ``loader()`` returns a :class:`~ovpanoptic.types.Vocabulary` and is called on first use.
-    :return: nothing; a name registered twice (by any plugins) is a start-up error naming both.
+    :return: nothing. One plugin registering a name twice is a start-up error; a name two plugins
+        register is a start-up warning, refused only where it is used (``--vocabulary NAME``),
+        naming both, while ``--vocabulary PLUGIN:NAME`` picks one (see "Names" in docs/plugins.md).
     """
 
 
@@ -44,7 +46,11 @@ def register_proposal_generators(register: RegisterComponent) -> None:
     :param register: call ``register(name, factory, config=ConfigDataclass, description=...)``;
         ``factory(config, context)`` returns an object with
         ``generate(image, *, progress=None) -> ProposalSet``.
-    :return: nothing.
+    :return: nothing. Names are per kind; one plugin registering a name twice is a start-up
+        error. A name another plugin registers too (say, a built-in added after your plugin) is
+        a start-up warning and refused only where it is chosen, naming both plugins; the
+        qualified name ``PLUGIN:NAME`` picks one (see "Names" in docs/plugins.md). The same holds
+        for every ``register_*`` component hook below.
     """
 
 
@@ -92,13 +98,28 @@ def register_trackers(register: RegisterComponent) -> None:
 
 
 @hookspec
+def register_refiners(register: RegisterComponent) -> None:
+    """Register result refiners, applied in the order ``pipeline.refiners`` lists them (default: none).
+
+    :param register: as for :func:`register_proposal_generators`; the built object has
+        ``refine(result, image) -> PanopticResult`` (:class:`~ovpanoptic.components.Refiner`): it
+        post-processes a panoptic result before export, keeping each segment's id and category,
+        and may drop segments but never add one. ``image`` is the result's RGB image, or ``None``
+        where none is at hand (``ovpanoptic package --refine NAME`` without the original images).
+    :return: nothing.
+    """
+
+
+@hookspec
 def register_prompt_templates(register: RegisterPromptTemplates) -> None:
     """Register sets of text-prompt templates for text-embedding classifiers.
 
     :param register: call ``register(name, templates, description=...)``; ``templates`` is a
         sequence of strings containing ``{}`` where the class name goes (``"a photo of a {}."``).
         Classifiers pick a set by name in their config.
-    :return: nothing; a set name registered twice is a start-up error naming both plugins.
+    :return: nothing. One plugin registering a set name twice is a start-up error; a set name two
+        plugins register is a start-up warning, refused only where a classifier reads it, naming
+        both, while ``PLUGIN:NAME`` picks one.
     """
 
 

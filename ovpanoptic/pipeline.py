@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import boundary
+from .atomic import check_output_folder
 from .boundary import readonly_image, snapshot_files
-from .components import KINDS, ComponentContext, Finisher, Progress, PromptSegmenter, VocabularyPreparer
+from .components import KINDS, ComponentContext, Finisher, NameKeyer, Progress, PromptSegmenter, VocabularyPreparer
 from .config import (
     Config,
     DeviceProfile,
@@ -35,7 +36,8 @@ from .device import DEVICE_PROFILES, describe_device, resolve_device
 from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
-from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
+from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary, size_text
+from .vocabulary import check_distinct_names
 from .weights import is_offline, release_freed_memory
 
 if TYPE_CHECKING:
@@ -44,6 +46,14 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "SegmentationRun", "check_stem", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
+
+#: How a caller of :meth:`Pipeline.export` chooses another output folder (for its errors).
+_EXPORT_FIX = "pass an existing or creatable, writable folder as outdir"
+
+#: Vocabularies whose names a pipeline remembers having checked against its classifier
+#: (:meth:`Pipeline.check_names`), so segmenting image after image does not key them again.
+CHECKED_VOCABULARIES = 16
+
 
 def check_stem(stem: object) -> str:
     """Check an output name stem: a plain, visible file name without a folder part.
@@ -134,6 +144,7 @@ class Pipeline:
         self._profiled: set[str] | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
+        self._names_checked: OrderedDict[tuple[str, Vocabulary], None] = OrderedDict()
         self._checked = False
 
     # -- resolution --------------------------------------------------------------------------
@@ -240,6 +251,8 @@ class Pipeline:
             self.device_profile  # noqa: B018 - reading it loads and checks the named profile
         for name in self.config.pipeline.exporters:
             self.registry.component("exporter", name)
+        for name in self.config.pipeline.refiners:
+            self.registry.component("refiner", name)
         self._checked = True
 
     def component(self, kind: str, name: str | None = None) -> Any:
@@ -255,8 +268,8 @@ class Pipeline:
         if kind not in KINDS:
             raise ValueError(f"unknown component kind {kind!r}")
         if name is None:
-            if kind == "exporter":
-                raise ValueError("exporters are chosen by name: component('exporter', NAME)")
+            if kind in ("exporter", "refiner"):
+                raise ValueError(f"{kind}s are chosen by name: component({kind!r}, NAME)")
             name = getattr(self.config.pipeline, kind)
         key = (kind, name)
         if key not in self._components:
@@ -267,7 +280,7 @@ class Pipeline:
                 resolve_device=lambda: self.device,
                 cache_dir=default_cache_dir(),
                 offline=is_offline(),
-                prompt_templates={name: t for name, (t, _, _) in self.registry.prompt_templates.items()},
+                prompt_templates=self.registry.template_sets(),
             )
             self._components[key] = boundary.build_component(spec, cfg, context, self.registry.origin(spec.plugin))
         return self._components[key]
@@ -293,6 +306,8 @@ class Pipeline:
         self.check()
         for kind in ("proposal_generator", "classifier", "fuser"):
             self.component(kind)
+        for name in self.config.pipeline.refiners:
+            self.component("refiner", name)
         names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
         for name in names:
             self.component("exporter", name)
@@ -303,6 +318,7 @@ class Pipeline:
 
         :raises VocabularyError: a class name the classifier cannot use (e.g. too many tokens).
         """
+        self.check_names(vocabulary)
         classifier = self.component("classifier")
         if isinstance(classifier, VocabularyPreparer):
             boundary.call(
@@ -313,6 +329,44 @@ class Pipeline:
                 progress=progress,
                 user_errors=boundary.VOCABULARY_ERRORS,
             )
+
+    def check_names(self, vocabulary: Vocabulary) -> Vocabulary:
+        """Refuse names that the configured classifier reads as the same text (CLIP's tokenizer
+        reads ``t-shirt`` and ``t - shirt`` alike: the second could never win), using the
+        classifier's own :meth:`~ovpanoptic.components.NameKeyer.name_key`; a classifier without it
+        gets only the :class:`~ovpanoptic.types.Vocabulary` check (case, Unicode width, spaces).
+        :meth:`vocabulary`, :meth:`prepare_vocabulary`, :meth:`segment` and :meth:`segment_video`
+        call it; the last :data:`CHECKED_VOCABULARIES` vocabularies checked are remembered.
+
+        :return: ``vocabulary`` itself.
+        :raises VocabularyError: ``class name ... appears twice``, naming both entries.
+        :raises ComponentError: ``name_key`` failed or returned an unhashable key.
+        """
+        memo = (self.config.pipeline.classifier, vocabulary)
+        if memo in self._names_checked:
+            self._names_checked.move_to_end(memo)
+            return vocabulary
+        classifier = self.component("classifier")
+        if isinstance(classifier, NameKeyer):
+            target = self._target("classifier")
+            names = [n for category in vocabulary for n in category.names]
+            keys = boundary.call(
+                target, "name_key()", lambda: {n: classifier.name_key(n) for n in names}, user_errors=boundary.VOCABULARY_ERRORS
+            )
+            for name, key in keys.items():
+                try:
+                    hash(key)
+                except TypeError:
+                    raise target.error(
+                        "name_key()",
+                        f"it returned an unhashable {type(key).__name__} for {name!r}",
+                        "name_key() must return a hashable value, e.g. a tuple of token ids",
+                    ) from None
+            check_distinct_names(vocabulary, keys, f"the {target.what}")
+        self._names_checked[memo] = None
+        while len(self._names_checked) > CHECKED_VOCABULARIES:
+            self._names_checked.popitem(last=False)
+        return vocabulary
 
     def _target(self, kind: str, name: str | None = None) -> boundary.Target:
         spec = self.registry.component(kind, name or getattr(self.config.pipeline, kind))
@@ -335,8 +389,8 @@ class Pipeline:
         if name is not None:
             if classes.strip() or stuff.strip() or things.strip():
                 raise InputError("give either a named vocabulary or class names, not both")
-            return self.registry.vocabulary(name)
-        return self.registry.parse_vocabulary(classes, stuff, things)
+            return self.check_names(self.registry.vocabulary(name))
+        return self.check_names(self.registry.parse_vocabulary(classes, stuff, things))
 
     # -- running -----------------------------------------------------------------------------
 
@@ -411,17 +465,21 @@ class Pipeline:
         *,
         progress: Progress | None = None,
         source: str = "<array>",
+        refine: bool = True,
     ) -> SegmentationRun:
         """:meth:`segment`, also returning what the stages made (the proposals and their class
         scores), so a caller can say how many proposals there were and which threshold dropped them.
 
         ``progress`` is called with each stage's name before it runs (``"proposals"``,
-        ``"image features"``, ``"classification"``, ``"fusion"``, ``done = total = 0``), besides
-        the components' own progress.
+        ``"image features"``, ``"classification"``, ``"fusion"``, ``"refinement"`` when
+        ``pipeline.refiners`` names any, ``done = total = 0``), besides the components' own progress.
+
+        :param refine: apply ``pipeline.refiners`` (see :meth:`refine`) to the result; the video
+            runner passes ``False`` and refines the frames it composes instead.
         """
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
-        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
+        vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
         rgb = self._read(image)
         self.check()
         work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
@@ -447,10 +505,48 @@ class Pipeline:
             result = result.resized(rgb.shape[0], rgb.shape[1])
         t3 = time.perf_counter()
         timings.update({"classify": t1 - t0, "fuse": t2 - t1, "resize": t3 - t2})
+        if refine and self.config.pipeline.refiners:
+            if progress is not None:
+                progress("refinement", 0, 0)
+            result = self.refine(result, rgb)
+            t4 = time.perf_counter()
+            timings["refine"] = t4 - t3
+            t3 = t4
         timings["total"] = (t3 - t_start) if not cached else (t3 - t0)
         result = result.with_timings(timings)
         self.registry.image_segmented(source=source, result=result, timings=result.timings)
         return SegmentationRun(result=result, proposals=entry.proposals, scores=scores, cached=cached)
+
+    def refine(self, result: PanopticResult, image: Any = None, names: Sequence[str] | None = None) -> PanopticResult:
+        """Apply refiners, in order, to a result (:meth:`segment` does this with ``pipeline.refiners``).
+
+        Each refiner gets the result and a read-only view of its image, and what it returns is
+        checked (:func:`ovpanoptic.boundary.check_refined`: same size and vocabulary, segments kept
+        or dropped, never added or relabelled).
+
+        :param image: the result's image (path, PIL image or array), or ``None`` when none is at hand.
+        :param names: the refiners (default ``pipeline.refiners``; ``PLUGIN:NAME`` picks one of a
+            name several plugins register).
+        :raises InputError: ``image`` is not the result's size.
+        :raises ComponentError: a refiner failed or broke the contract (naming it and ``--disable-plugin``).
+        """
+        chosen = list(self.config.pipeline.refiners if names is None else names)
+        if not chosen:
+            return result
+        view = None
+        if image is not None:
+            rgb = self._read(image)
+            if rgb.shape[:2] != result.image_size:
+                raise InputError(
+                    f"the image is {size_text(rgb.shape[:2])} but the result is {size_text(result.image_size)} (width x height): "
+                    "refine a result with the image it was computed from"
+                )
+            view = readonly_image(rgb)
+        for name in chosen:
+            target = self._target("refiner", name)
+            refined = boundary.call(target, "refine()", self.component("refiner", name).refine, result, view)
+            result = boundary.check_refined(target, refined, result)
+        return result
 
     def segment_video(
         self,
@@ -488,7 +584,7 @@ class Pipeline:
         """
         from .video import FrameSelection, FrameSource, TrackingOptions, open_frames, segment_video
 
-        vocab = vocabulary if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
+        vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
         options = TrackingOptions(
             keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed, track_stuff=track_stuff
         )
@@ -571,12 +667,15 @@ class Pipeline:
         rgb = as_rgb_array(image)
         if rgb.shape[:2] != result.image_size:
             raise InputError(
-                f"the image is {rgb.shape[0]}x{rgb.shape[1]} but the result is {result.image_size[0]}x{result.image_size[1]}: "
+                f"the image is {size_text(rgb.shape[:2])} but the result is {size_text(result.image_size)} (width x height): "
                 "export a result with the image it was computed from"
             )
         view = readonly_image(rgb)
-        out = Path(outdir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = check_output_folder(outdir, _EXPORT_FIX)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InputError(f"cannot create the output folder {out} ({exc.strerror or exc}): {_EXPORT_FIX}") from None
         before = snapshot_files(out)
         paths: list[Path] = []
         try:
@@ -609,7 +708,7 @@ class Pipeline:
         :raises ComponentError: a finisher failed or reported files it did not write.
         """
         names = list(formats) if formats is not None else list(self.config.pipeline.exporters)
-        out = Path(outdir)
+        out = check_output_folder(outdir, _EXPORT_FIX)
         written: list[Path] = []
         for name in names:
             exporter = self.component("exporter", name)
@@ -643,7 +742,7 @@ class Pipeline:
             return old.tables.get(kind, {}).get(name, {}) == new.tables.get(kind, {}).get(name, {})
 
         for kind, name in self._components:
-            if (kind == "exporter" or getattr(new.pipeline, kind) == name) and same_table(kind, name):
+            if (kind in ("exporter", "refiner") or getattr(new.pipeline, kind) == name) and same_table(kind, name):
                 derived._components[(kind, name)] = self._components[(kind, name)]
         image_side = ("max_side", "min_side", "proposal_generator", "classifier")
         if all(getattr(old.pipeline, k) == getattr(new.pipeline, k) for k in image_side) and all(

@@ -15,14 +15,14 @@ import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pluggy
 
 from . import boundary, hookspecs
 from .boundary import Origin, Target
-from .components import KINDS, ComponentSpec, NoConfig, VocabularyParserSpec, VocabularySpec
+from .components import KINDS, QUALIFIER, ComponentSpec, NameTable, NoConfig, VocabularyParserSpec, VocabularySpec
 from .constants import API_ATTRIBUTE, DISABLE_PLUGINS_ENV, ENTRY_POINT_GROUP, PLUGIN_API_VERSION
 from .errors import ComponentNotFoundError, PluginError, VocabularyError
 from .types import Vocabulary
@@ -50,6 +50,7 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sam2", "ovpanoptic.builtins.sam2"),
     ("clip", "ovpanoptic.builtins.clip"),
     ("trackers", "ovpanoptic.builtins.trackers"),
+    ("refiners", "ovpanoptic.builtins.refiners"),
     ("label-studio", "ovpanoptic.builtins.label_studio"),
     ("cvat", "ovpanoptic.builtins.cvat"),
     ("cityscapes", "ovpanoptic.builtins.cityscapes"),
@@ -61,6 +62,7 @@ _REGISTER_HOOKS: dict[str, str] = {
     "fuser": "register_fusers",
     "exporter": "register_exporters",
     "tracker": "register_trackers",
+    "refiner": "register_refiners",
 }
 
 
@@ -261,12 +263,22 @@ def _load_plugin(pm: OvpanopticPluginManager, source: _PluginSource, qualified_b
         pm.origins.setdefault(source.name, (source.distribution, source.version, source.builtin))
         return
     if source.name in pm.origins:
+        # A plugin named like one already loaded (typically a built-in added in a later release that
+        # an installed plugin already used): not a start-up error, or every upgrade could break
+        # installed plugins. The later one is registered under its qualified name DISTRIBUTION:NAME.
         other, _, _ = pm.origins[source.name]
-        raise PluginError(
-            f"two plugins are named {source.name!r}: one from distribution {other!r}, one from "
-            f"{source.distribution!r}. Uninstall one, or block one of them with --disable-plugin DISTRIBUTION:NAME "
-            f"(--disable-plugin {source.distribution}:{source.name}), or both with --disable-plugin {source.name}"
+        qualified = f"{source.distribution}{QUALIFIER}{source.name}"
+        if other == source.distribution or qualified in pm.origins:
+            raise PluginError(
+                f"two plugins are named {source.name!r}, both from distribution {source.distribution!r}: "
+                f"give one another name, or block both with --disable-plugin {source.name}"
+            )
+        log.warning(
+            "two plugins are named %r: one from distribution %r, one from %r; the second is registered as %r "
+            "(--disable-plugin %s blocks it alone, --disable-plugin %s blocks both; rename its entry point to silence this)",
+            source.name, other, source.distribution, qualified, qualified, source.name,
         )
+        source = replace(source, name=qualified)
     try:
         plugin = source.load()
     except (Exception, SystemExit) as exc:  # noqa: BLE001 - any import failure of foreign code becomes one clear error
@@ -444,13 +456,20 @@ class Registry:
     :class:`~ovpanoptic.errors.PluginError` naming it. With ``strict=False`` (``ovpanoptic
     plugins``) such a plugin's registrations are dropped and the error is kept in :attr:`problems`.
     Lookups raise :class:`~ovpanoptic.errors.ComponentNotFoundError` with the available names.
+
+    Names resolve by the rule of :class:`~ovpanoptic.components.NameTable`: a component,
+    vocabulary or template-set name that two plugins register is a warning at start-up and an
+    :class:`~ovpanoptic.errors.AmbiguousNameError` only where it is used; ``PLUGIN:NAME`` picks one.
     """
 
     pm: OvpanopticPluginManager
-    components: dict[str, dict[str, ComponentSpec]] = field(default_factory=dict)
-    vocabularies: dict[str, VocabularySpec] = field(default_factory=dict)
+    #: kind -> name -> spec (a :class:`NameTable` per kind)
+    components: dict[str, NameTable[ComponentSpec]] = field(default_factory=dict)
+    vocabularies: NameTable[VocabularySpec] = field(default_factory=lambda: NameTable("vocabulary", "--vocabulary "))
     #: template-set name -> (templates, description, plugin)
-    prompt_templates: dict[str, tuple[tuple[str, ...], str, str]] = field(default_factory=dict)
+    prompt_templates: NameTable[tuple[tuple[str, ...], str, str]] = field(
+        default_factory=lambda: NameTable("prompt-template set", "--set classifier.NAME.templates=")
+    )
     #: class-list prefix -> the parsers registered for it (more than one is a conflict)
     vocabulary_parsers: dict[str, list[VocabularyParserSpec]] = field(default_factory=dict)
     strict: bool = True
@@ -460,11 +479,15 @@ class Registry:
 
     def __post_init__(self) -> None:
         for kind, hook_name in _REGISTER_HOOKS.items():
-            self.components[kind] = {}
+            how = {"exporter": "--format ", "refiner": "--set pipeline.refiners="}.get(kind, f"--set pipeline.{kind}=")
+            self.components[kind] = NameTable(KINDS[kind], how)
             self._collect(hook_name, lambda origin, hook, kind=kind: self._component_register(kind, origin, hook))
         self._collect("register_vocabularies", self._vocabulary_register)
         self._collect("register_prompt_templates", self._templates_register)
         self._collect("register_vocabulary_parsers", self._parser_register)
+        for table in (*self.components.values(), self.vocabularies, self.prompt_templates):
+            for name in table.ambiguous():
+                log.warning("%s (only a use of the name alone is refused; the rest works)", table.ambiguity(name))
         for prefix, specs in sorted(self.vocabulary_parsers.items()):
             if len(specs) > 1:
                 log.warning(
@@ -491,13 +514,8 @@ class Registry:
                 self._drop(impl.plugin_name)
 
     def _drop(self, plugin: str) -> None:
-        for specs in self.components.values():
-            for name in [n for n, s in specs.items() if s.plugin == plugin]:
-                del specs[name]
-        for name in [n for n, s in self.vocabularies.items() if s.plugin == plugin]:
-            del self.vocabularies[name]
-        for name in [n for n, t in self.prompt_templates.items() if t[2] == plugin]:
-            del self.prompt_templates[name]
+        for table in (*self.components.values(), self.vocabularies, self.prompt_templates):
+            table.drop_plugin(plugin)
         for prefix in list(self.vocabulary_parsers):
             self.vocabulary_parsers[prefix] = [s for s in self.vocabulary_parsers[prefix] if s.plugin != plugin]
             if not self.vocabulary_parsers[prefix]:
@@ -514,6 +532,13 @@ class Registry:
         registry.problems = {**load_problems, **registry.problems}
         return registry
 
+    def template_sets(self) -> NameTable[tuple[str, ...]]:
+        """Template-set name -> templates, for :attr:`ComponentContext.prompt_templates
+        <ovpanoptic.components.ComponentContext.prompt_templates>`: a set several plugins register
+        raises :class:`~ovpanoptic.errors.AmbiguousNameError` (a ``ConfigError``) where a component
+        reads it, and ``PLUGIN:NAME`` picks one."""
+        return self.prompt_templates.mapped(lambda entry: entry[0])
+
     def origin(self, plugin: str) -> Origin:
         """Where a plugin comes from (for messages)."""
         return self.pm.origin_of(plugin)
@@ -523,15 +548,12 @@ class Registry:
         return Target.component(spec, self.origin(spec.plugin))
 
     @staticmethod
-    def _clash(what: str, first: str, second: str) -> PluginError:
-        if first == second:
-            return PluginError(
-                f"plugin {first!r} registers {what} twice: give each registration its own name. Fix the plugin, or "
-                f"block it with --disable-plugin {first}"
-            )
+    def _clash(what: str, plugin: str) -> PluginError:
+        """One plugin registering a name twice is its own bug (two plugins sharing a name is not:
+        see :class:`~ovpanoptic.components.NameTable`)."""
         return PluginError(
-            f"{what} is registered by two plugins: {first!r} and {second!r}. Disable one with "
-            f"--disable-plugin {second} (or --disable-plugin {first})"
+            f"plugin {plugin!r} registers {what} twice: give each registration its own name. Fix the plugin, or "
+            f"block it with --disable-plugin {plugin}"
         )
 
     def _component_register(self, kind: str, origin: Origin, hook: str) -> Callable[..., None]:
@@ -544,10 +566,9 @@ class Registry:
                     f"{origin.describe()} registered an invalid {KINDS[kind]} in its {hook} hook: {exc}. "
                     f"Fix the plugin, or block it with --disable-plugin {origin.plugin}"
                 ) from None
-            existing = self.components[kind].get(spec.name)
-            if existing is not None:
-                raise self._clash(f"{KINDS[kind]} {spec.name!r}", existing.plugin, origin.plugin)
-            self.components[kind][spec.name] = spec
+            if origin.plugin in self.components[kind].claimants(spec.name):
+                raise self._clash(f"{KINDS[kind]} {spec.name!r}", origin.plugin)
+            self.components[kind].add(spec.name, origin.plugin, spec, origin.describe())
 
         return register
 
@@ -557,15 +578,14 @@ class Registry:
             name, loader = a["name"], a["loader"]
             if not isinstance(name, str) or not name.strip():
                 raise PluginError(f"{origin.describe()}: a vocabulary name must be a non-empty string, got {name!r}")
-            existing = self.vocabularies.get(name)
-            if existing is not None:
-                raise self._clash(f"vocabulary {name!r}", existing.plugin, origin.plugin)
+            if origin.plugin in self.vocabularies.claimants(name):
+                raise self._clash(f"vocabulary {name!r}", origin.plugin)
             if not callable(loader) or isinstance(loader, Vocabulary):
                 raise PluginError(
                     f"{origin.describe()}: the loader of vocabulary {name!r} is a {type(loader).__name__}, not a function: "
                     "pass a function that returns the Vocabulary (e.g. lambda: vocabulary)"
                 )
-            self.vocabularies[name] = VocabularySpec(name, loader, str(a["description"]), origin.plugin)
+            self.vocabularies.add(name, origin.plugin, VocabularySpec(name, loader, str(a["description"]), origin.plugin), origin.describe())
 
         return register
 
@@ -573,8 +593,8 @@ class Registry:
         def register(*args: Any, **kwargs: Any) -> None:
             a = _bind(origin, hook, _register_templates, args, kwargs)
             name, templates = a["name"], a["templates"]
-            if name in self.prompt_templates:
-                raise self._clash(f"prompt-template set {name!r}", self.prompt_templates[name][2], origin.plugin)
+            if origin.plugin in self.prompt_templates.claimants(name):
+                raise self._clash(f"prompt-template set {name!r}", origin.plugin)
             items = tuple(templates) if isinstance(templates, Iterable) and not isinstance(templates, str) else ()
             bad = [t for t in items if not isinstance(t, str) or t.count("{}") != 1]
             if not items or bad:
@@ -582,7 +602,7 @@ class Registry:
                     f"plugin {origin.plugin!r}: prompt templates {name!r} must be a non-empty list of strings with "
                     f"exactly one '{{}}' each (bad: {bad[:2]!r})"
                 )
-            self.prompt_templates[name] = (items, str(a["description"]), origin.plugin)
+            self.prompt_templates.add(name, origin.plugin, (items, str(a["description"]), origin.plugin), origin.describe())
 
         return register
 
@@ -595,13 +615,18 @@ class Registry:
                 raise PluginError(f"{origin.describe()} registered an invalid vocabulary parser: {exc}") from None
             specs = self.vocabulary_parsers.setdefault(spec.prefix, [])
             if any(s.plugin == origin.plugin for s in specs):
-                raise self._clash(f"vocabulary parser {spec.prefix!r}", origin.plugin, origin.plugin)
+                raise self._clash(f"vocabulary parser {spec.prefix!r}", origin.plugin)
             specs.append(spec)
 
         return register
 
     def component(self, kind: str, name: str) -> ComponentSpec:
-        """The component of ``kind`` registered as ``name``."""
+        """The component of ``kind`` registered as ``name`` (or ``PLUGIN:NAME``).
+
+        :raises ComponentNotFoundError: nothing has that name (the message lists the available ones).
+        :raises AmbiguousNameError: several plugins registered ``name``: the message names them and
+            the qualified names that pick one.
+        """
         try:
             return self.components[kind][name]
         except KeyError:
@@ -609,7 +634,7 @@ class Registry:
         available = sorted(self.components.get(kind, {}))
         close = difflib.get_close_matches(name, available, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        how = "--format NAME" if kind == "exporter" else f"--set pipeline.{kind}=NAME"
+        how = {"exporter": "--format NAME", "refiner": "--set pipeline.refiners=NAME"}.get(kind, f"--set pipeline.{kind}=NAME")
         raise ComponentNotFoundError(
             f"{KINDS.get(kind, kind)} {name!r} is not provided by any installed, enabled plugin.{hint} "
             f"Available: {', '.join(available) or '(none)'}. Install the plugin that provides it, or "
@@ -620,7 +645,10 @@ class Registry:
         """Load (once per registry) the named vocabulary.
 
         :raises VocabularyError: no vocabulary has that name (the message lists the available ones).
+        :raises AmbiguousNameError: several plugins registered ``name`` (``PLUGIN:NAME`` picks one).
         :raises ComponentError: the plugin's loader raised or returned something else.
+        :raises WeightsError, MissingDependencyError: the loader needs a file or a package that is
+            missing (the user's to fix; they pass unchanged).
         """
         if not isinstance(name, str):
             raise VocabularyError(f"a vocabulary name must be a string, got {type(name).__name__}")
@@ -635,7 +663,8 @@ class Registry:
             spec = self.vocabularies[name]
             origin = self.origin(spec.plugin)
             target = Target(f"vocabulary {name!r}", origin, f"use another vocabulary, or block the plugin with --disable-plugin {origin.plugin}")
-            loaded = boundary.call(target, "its loader()", spec.loader, user_errors=())  # the user only chose a name
+            # The user only chose a name: any error is the plugin's, except a missing file or package.
+            loaded = boundary.call(target, "its loader()", spec.loader, user_errors=boundary.ENVIRONMENT_ERRORS)
             vocab = boundary.check_vocabulary(target, loaded, "its loader()")
             self._loaded_vocabularies[name] = vocab
         return self._loaded_vocabularies[name]
@@ -725,13 +754,15 @@ class Registry:
     def plugins(self) -> list[PluginInfo]:
         """One :class:`PluginInfo` per plugin, registered or blocked, sorted by name."""
         provided: dict[str, list[str]] = {}
-        for kind, specs in self.components.items():
-            for spec in specs.values():
-                provided.setdefault(spec.plugin, []).append(f"{KINDS[kind]}: {spec.name}")
-        for spec in self.vocabularies.values():
-            provided.setdefault(spec.plugin, []).append(f"vocabulary: {spec.name}")
-        for name, (_, _, plugin) in self.prompt_templates.items():
-            provided.setdefault(plugin, []).append(f"prompt templates: {name}")
+        labelled: list[tuple[str, NameTable[Any]]] = [(KINDS[kind], table) for kind, table in self.components.items()]
+        for label, table in [*labelled, ("vocabulary", self.vocabularies), ("prompt templates", self.prompt_templates)]:
+            shared = table.ambiguous()
+            for name, owner, _ in table.entries():
+                note = ""
+                if name in shared:  # listed under each plugin, with the qualified name that picks it
+                    others = ", ".join(repr(p) for p in shared[name] if p != owner)
+                    note = f" (also registered by {others}: choose this one as {owner}:{name})"
+                provided.setdefault(owner, []).append(f"{label}: {name}{note}")
         for prefix, pspecs in self.vocabulary_parsers.items():
             for pspec in pspecs:
                 provided.setdefault(pspec.plugin, []).append(f"vocabulary parser: {prefix}")

@@ -8,13 +8,16 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
   ``shapes_image`` (a small RGB image with known shapes);
 * conformance checks third-party components should pass: :func:`check_proposal_generator`,
   :func:`check_prompt_segmenter` (for generators that segment clicks and boxes),
-  :func:`check_classifier`, :func:`check_fuser`, :func:`check_exporter`, and :func:`check_plugin`,
+  :func:`check_classifier`, :func:`check_fuser`, :func:`check_exporter`, :func:`check_refiner`,
+  and :func:`check_plugin`,
   which registers a plugin with the product's start-up checks, builds each of its components
   through its registered factory and default config, and runs the matching check. They call the
   components exactly as the pipeline does (read-only images, a ``progress`` callback) and validate
   results with the pipeline's own validators (:mod:`ovpanoptic.boundary`), so a component that
   passes here is not rejected by the product, and a fault raises the same
-  :class:`~ovpanoptic.errors.ComponentError` with the same message;
+  :class:`~ovpanoptic.errors.ComponentError` with the same message, as a :class:`ConformanceError`
+  (also an ``AssertionError``, so pytest reports a failed check as a failed test, and a
+  ``ValueError`` too when the component itself raised one: the kit's first release raised those);
 * small deterministic components (:class:`TilesGenerator`, :class:`CyclingClassifier`,
   :class:`PaintFuser`, :class:`SummaryJSONExporter`) and :class:`FakeComponentsPlugin`, which
   registers them under the names ``tiles``, ``cycling``, ``paint`` and ``fake-json``.
@@ -22,6 +25,7 @@ Installed with ovpanoptic (entry point ``pytest11``), it offers:
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import math
@@ -39,6 +43,7 @@ from .atomic import atomic_write_bytes
 from .boundary import Origin, Target, readonly_image
 from .components import KINDS, ComponentContext, Progress, PromptSegmenter, RegisterComponent
 from .config import build_dataclass
+from .errors import ComponentError, PluginError
 from .constants import NEGATIVE_POINT, POSITIVE_POINT, VOID_ID
 from .hookspecs import hookimpl
 from .plugins import OvpanopticPluginManager, Registry, check_hooks, make_plugin_manager, register_plugin_object
@@ -46,9 +51,12 @@ from .types import Category, ClassScores, PanopticResult, Prompt, ProposalSet, V
 
 __all__ = [
     "BuiltComponent",
+    "ConformanceError",
+    "ConformanceValueError",
     "CyclingClassifier",
     "FakeComponentsPlugin",
     "PaintFuser",
+    "PluginConformanceError",
     "SummaryJSONExporter",
     "TilesGenerator",
     "build_component",
@@ -58,6 +66,7 @@ __all__ = [
     "check_plugin",
     "check_prompt_segmenter",
     "check_proposal_generator",
+    "check_refiner",
     "kit_prompts",
     "make_shapes_image",
     "matched_ious",
@@ -251,6 +260,42 @@ class FakeComponentsPlugin:
 # -- conformance checks ----------------------------------------------------------------------
 
 
+class ConformanceError(ComponentError, AssertionError):
+    """A component failed a conformance check: the product's
+    :class:`~ovpanoptic.errors.ComponentError` (same message, ``plugin``, ``component``, ``call``)
+    that is also an ``AssertionError``, so pytest shows it as a failed test and tests written for
+    the kit's first release (``pytest.raises(AssertionError)``) keep passing."""
+
+
+class ConformanceValueError(ConformanceError, ValueError):
+    """A :class:`ConformanceError` whose cause is a ``ValueError`` the component raised (e.g. an
+    invalid ``ProposalSet``): also a ``ValueError``, which the kit's first release let through."""
+
+
+class PluginConformanceError(PluginError, AssertionError):
+    """A start-up fault found by :func:`check_plugin`: the product's
+    :class:`~ovpanoptic.errors.PluginError`, also an ``AssertionError``."""
+
+
+def _conformance(check: Callable[..., Any]) -> Callable[..., Any]:
+    """Make a kit function's component and plugin faults assertion-compatible (see
+    :class:`ConformanceError`), keeping the product's message and cause."""
+
+    @functools.wraps(check)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return check(*args, **kwargs)
+        except (ConformanceError, PluginConformanceError):
+            raise
+        except ComponentError as exc:
+            cls = ConformanceValueError if isinstance(exc.__cause__, ValueError) else ConformanceError
+            raise cls(str(exc), plugin=exc.plugin, component=exc.component, call=exc.call) from exc.__cause__
+        except PluginError as exc:
+            raise PluginConformanceError(str(exc)) from exc.__cause__
+
+    return wrapper
+
+
 def matched_ious(a: np.ndarray, b: np.ndarray) -> list[float]:
     """Greedy one-to-one matching of two ``(N, H, W)`` mask stacks by IoU, best pairs first.
 
@@ -280,6 +325,7 @@ class BuiltComponent:
     kind: str
 
 
+@_conformance
 def build_component(
     registry: Registry,
     kind: str,
@@ -302,7 +348,7 @@ def build_component(
         device="cpu",
         cache_dir=Path(tempfile.gettempdir()) / "ovpanoptic-testing",
         offline=True,
-        prompt_templates={n: t for n, (t, _, _) in registry.prompt_templates.items()},
+        prompt_templates=registry.template_sets(),
     )
     origin = registry.origin(spec.plugin)
     return BuiltComponent(boundary.build_component(spec, config, ctx, origin), Target.component(spec, origin), kind)
@@ -340,6 +386,7 @@ class ProgressRecorder:
         self.calls.append((message, int(done), int(total)))
 
 
+@_conformance
 def check_proposal_generator(generator: Any, image: np.ndarray) -> ProposalSet:
     """Check a generator's contract on ``image`` as the pipeline calls it; returns its proposals.
 
@@ -368,6 +415,7 @@ def kit_prompts(height: int, width: int) -> tuple[Prompt, ...]:
     )
 
 
+@_conformance
 def check_prompt_segmenter(
     generator: Any, image: np.ndarray, prompts: Sequence[Prompt] | None = None
 ) -> list[ProposalSet]:
@@ -403,6 +451,7 @@ def check_prompt_segmenter(
     return found
 
 
+@_conformance
 def check_classifier(classifier: Any, image: np.ndarray, proposals: ProposalSet, vocabulary: Vocabulary) -> ClassScores:
     """Check a classifier's contract; returns its scores for ``vocabulary``.
 
@@ -423,6 +472,7 @@ def check_classifier(classifier: Any, image: np.ndarray, proposals: ProposalSet,
     return scores
 
 
+@_conformance
 def check_fuser(fuser: Any, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
     """Check a fuser's contract; returns its result.
 
@@ -433,28 +483,60 @@ def check_fuser(fuser: Any, proposals: ProposalSet, scores: ClassScores, vocabul
     return boundary.check_result(target, result, vocabulary, proposals.image_size)
 
 
+@_conformance
 def check_exporter(exporter: Any, result: PanopticResult, image: np.ndarray, outdir: Path) -> list[Path]:
     """Check an exporter: it writes the non-empty files it reports, inside ``outdir``, and leaves
     no temporary files. It gets a read-only view of the image.
+
+    As in the product, a failed export is all or nothing: every file that appeared in ``outdir``
+    during the check is removed (files that were there before are never touched) and the error
+    names them.
 
     :raises ComponentError: as the pipeline would raise.
     """
     obj, target = _unwrap(exporter, "exporter")
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    returned = boundary.call(
-        target, "export()", obj.export, result, readonly_image(np.asarray(image)), outdir, "check", user_errors=boundary.EXPORT_ERRORS
-    )
-    paths = boundary.check_export(target, returned, outdir)
-    if not paths:
-        raise target.error("export()", "it returned no paths", "export() returns the paths it wrote")
-    empty = [p for p in paths if p.stat().st_size == 0]
-    if empty:
-        raise target.error("export()", f"it wrote an empty file {empty[0]}", "Write whole files")
-    leftovers = [p for p in outdir.rglob("*") if p.name.endswith(".tmp")]
-    if leftovers:
-        raise target.error("export()", f"it left temporary files behind: {leftovers[:3]}", "Write atomically (ovpanoptic.atomic)")
+    before = boundary.snapshot_files(outdir)
+    try:
+        returned = boundary.call(
+            target, "export()", obj.export, result, readonly_image(np.asarray(image)), outdir, "check", user_errors=boundary.EXPORT_ERRORS
+        )
+        paths = boundary.check_export(target, returned, outdir)
+        if not paths:
+            raise target.error("export()", "it returned no paths", "export() returns the paths it wrote")
+        empty = [p for p in paths if p.stat().st_size == 0]
+        if empty:
+            raise target.error("export()", f"it wrote an empty file {empty[0]}", "Write whole files")
+        leftovers = sorted(p for p in outdir.rglob("*") if p.name.endswith(".tmp") and str(p.resolve()) not in before)
+        if leftovers:
+            raise target.error("export()", f"it left temporary files behind: {leftovers[:3]}", "Write atomically (ovpanoptic.atomic)")
+    except BaseException as exc:
+        error = boundary.roll_back(outdir, before, exc)
+        if error is exc:
+            raise
+        raise error  # noqa: B904 - roll_back kept the plugin's exception as the cause
     return paths
+
+
+@_conformance
+def check_refiner(refiner: Any, result: PanopticResult, image: np.ndarray | None = None) -> PanopticResult:
+    """Check a refiner as the pipeline calls it; returns its refined result.
+
+    It gets ``result`` and a read-only view of ``image`` (or ``None``), and what it returns is
+    validated by the product's :func:`~ovpanoptic.boundary.check_refined` (a valid result of the
+    same size over the same vocabulary; segments kept or dropped, never added or relabelled).
+    Refining the same input twice must give the same map (refiners are deterministic).
+
+    :raises ComponentError: as the pipeline would raise.
+    """
+    obj, target = _unwrap(refiner, "refiner")
+    view = None if image is None else readonly_image(np.asarray(image))
+    refined = boundary.check_refined(target, boundary.call(target, "refine()", obj.refine, result, view), result)
+    again = boundary.check_refined(target, boundary.call(target, "refine()", obj.refine, result, view), result)
+    if not np.array_equal(again.panoptic_map, refined.panoptic_map):
+        raise target.error("refine()", "refining the same result twice gave different maps", "refine() is deterministic")
+    return refined
 
 
 def _origin_of_object(plugin: Any, name: str) -> Origin:
@@ -475,6 +557,7 @@ def _origin_of_object(plugin: Any, name: str) -> Origin:
     return Origin(name, meta_name, version, False)
 
 
+@_conformance
 def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: np.ndarray | None = None) -> dict[str, list[str]]:
     """Check a whole plugin as the product would load and use it.
 
@@ -518,6 +601,8 @@ def check_plugin(plugin: Any, outdir: Path, *, name: str | None = None, image: n
         check_fuser(build_component(registry, "fuser", comp), proposals, scores, vocab)
     for comp in own["exporter"]:
         check_exporter(build_component(registry, "exporter", comp), result, img, Path(outdir) / comp)
+    for comp in own["refiner"]:
+        check_refiner(build_component(registry, "refiner", comp), result, img)
     for kind, names in own.items():
         if names:
             checked[kind] = names

@@ -37,10 +37,12 @@ __all__ = [
     "Segment",
     "TrackMasks",
     "Vocabulary",
+    "binary_masks",
     "masks_to_boxes_xyxy",
     "nearest_indices",
     "normalize_name",
     "readonly_view",
+    "size_text",
 ]
 
 
@@ -56,6 +58,14 @@ def normalize_name(name: str) -> str:
     space) dropped, every run of white space made one space. Names that differ only in these ways
     are the same name to a text encoder."""
     return " ".join(unicodedata.normalize("NFKC", name.translate(INVISIBLE_CHARACTERS)).split())
+
+
+def size_text(size: Sequence[int]) -> str:
+    """An ``(H, W)`` size (``image.shape[:2]``, ``image_size``) as every message writes it: width
+    first, ``"640x480"``, the order of image viewers, Pillow and the pixel-limit messages. A
+    message says ``(width x height)`` once after its sizes.
+    """
+    return f"{int(size[1])}x{int(size[0])}"
 
 
 def _check_name(name: object, what: str) -> str:
@@ -91,6 +101,8 @@ class Category:
     :param synonyms: extra names averaged into the class's text embedding.
     :param description: optional short phrase that helps text prompts.
     :param color: optional RGB display colour.
+    :param kind: optional kind of object for label QA targets (``ovpanoptic qa``): ``"rigid"``,
+        ``"deformable"``, ``"thin"``, or a target IoU in percent (1 to 100).
     """
 
     id: int
@@ -99,6 +111,7 @@ class Category:
     synonyms: tuple[str, ...] = ()
     description: str = ""
     color: tuple[int, int, int] | None = None
+    kind: str | float | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.id, bool) or not isinstance(self.id, int) or self.id <= VOID_ID:
@@ -126,6 +139,13 @@ class Category:
                 or not all(isinstance(c, int) and 0 <= c <= 255 for c in self.color)
             ):
                 raise VocabularyError(f"color of {self.name!r} must be an (R, G, B) tuple of 0..255")
+        if self.kind is not None and not (
+            (isinstance(self.kind, str) and self.kind in ("rigid", "deformable", "thin"))
+            or (isinstance(self.kind, int | float) and not isinstance(self.kind, bool) and 1 <= self.kind <= 100)
+        ):
+            raise VocabularyError(
+                f"kind of {self.name!r} must be rigid, deformable, thin or a target IoU in percent (1 to 100), got {self.kind!r}"
+            )
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -150,12 +170,13 @@ class Category:
             "synonyms": list(self.synonyms),
             "description": self.description,
             "color": list(self.color) if self.color is not None else None,
+            **({"kind": self.kind} if self.kind is not None else {}),
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Category:
         """Build from the JSON form; unknown keys are errors."""
-        known = {"id", "name", "isthing", "synonyms", "description", "color"}
+        known = {"id", "name", "isthing", "synonyms", "description", "color", "kind"}
         unknown = set(data) - known
         if unknown:
             raise VocabularyError(f"unknown category keys {sorted(unknown)}; allowed: {sorted(known)}")
@@ -167,6 +188,7 @@ class Category:
             synonyms=tuple(data.get("synonyms") or ()),
             description=data.get("description") or "",
             color=tuple(color) if color is not None else None,  # type: ignore[arg-type]
+            kind=data.get("kind"),
         )
 
 
@@ -287,6 +309,41 @@ def _describe(value: object) -> str:
     return f"a {type(value).__name__}"
 
 
+def binary_masks(masks: Any, threshold: float | None = None, what: str = "masks") -> np.ndarray:
+    """The one rule for masks handed over in another dtype than bool (``ProposalSet.from_masks``,
+    ``TrackMasks.from_dict``):
+
+    * ``threshold`` given: a pixel is inside where the value is ``> threshold`` (0.5 for
+      probabilities, 0.0 for logits), whatever the numeric dtype;
+    * otherwise bool masks are taken as they are, integer masks (0/1, 0/255) are inside where
+      non-zero, and float masks only when every value is exactly 0 or 1. Soft float masks
+      (probabilities, logits) are refused: making every non-zero pixel ``True`` would turn a
+      probability map into a mask of the whole image.
+
+    :raises ValueError: soft float masks without ``threshold``, NaN values, a non-numeric dtype, or
+        a threshold that is not a finite number (the message says how to fix it).
+    """
+    arr = np.asarray(masks)
+    if threshold is not None:
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.integer, np.floating)) or not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number (0.5 for probabilities, 0.0 for logits), got {threshold!r}")
+        if arr.dtype == np.bool_:
+            return arr
+    if arr.dtype.kind not in "biuf":
+        raise ValueError(f"{what} must be a bool (or numeric) array, got {_describe(arr)}")
+    if arr.dtype.kind == "f" and np.isnan(arr).any():
+        raise ValueError(f"{what} contain NaN: a mask pixel is inside or not")
+    if threshold is not None:
+        return np.asarray(arr > threshold)
+    if arr.dtype.kind == "f" and not ((arr == 0) | (arr == 1)).all():
+        low, high = float(arr.min()), float(arr.max())
+        raise ValueError(
+            f"{what} are soft {arr.dtype} masks with values from {low:g} to {high:g}, not 0/1: say where a pixel is "
+            "inside with threshold= (0.5 for probabilities, 0.0 for logits), or pass bool masks (masks > 0.5)"
+        )
+    return arr if arr.dtype == np.bool_ else arr != 0
+
+
 def nearest_indices(size: int, source: int) -> np.ndarray:
     """Nearest-neighbour resampling of one axis from ``source`` to ``size`` samples: output ``i``
     takes input ``i * source // size`` (the rule of every mask and map resize in this module)."""
@@ -332,8 +389,9 @@ class ProposalSet:
     def __post_init__(self) -> None:
         m, b, s = self.masks, self.boxes_xyxy, self.scores
         if not isinstance(m, np.ndarray) or m.ndim != 3 or m.dtype != np.bool_:
+            hint = " (ProposalSet.from_masks(masks, scores, threshold=0.5) turns soft masks into bool ones)" if isinstance(m, np.ndarray) and m.dtype.kind == "f" else ""
             raise ValueError(
-                f"ProposalSet.masks must be an (N, H, W) bool array, got {_describe(m)}"
+                f"ProposalSet.masks must be an (N, H, W) bool array, got {_describe(m)}{hint}"
             )
         n = m.shape[0]
         if not isinstance(b, np.ndarray) or b.shape != (n, 4) or b.dtype != np.float32:
@@ -378,7 +436,7 @@ class ProposalSet:
         line up on the same image) to ``height x width``; boxes recomputed tight; scores kept.
         Masks that shrinking empties are kept (empty, box ``(0, 0, 0, 0)``)."""
         if height < 1 or width < 1:
-            raise ValueError(f"cannot resize proposals to {height}x{width}")
+            raise ValueError(f"cannot resize proposals to {size_text((height, width))} (width x height)")
         h, w = self.image_size
         if (height, width) == (h, w):
             return self
@@ -398,9 +456,18 @@ class ProposalSet:
         return ProposalSet(masks, boxes, self.scores)
 
     @classmethod
-    def from_masks(cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None) -> ProposalSet:
-        """Build from masks (boxes computed tightly); scores default to 1."""
-        masks = np.asarray(masks, dtype=bool)
+    def from_masks(
+        cls, masks: np.ndarray, scores: Sequence[float] | np.ndarray | None = None, *, threshold: float | None = None
+    ) -> ProposalSet:
+        """Build from masks (boxes computed tightly); scores default to 1.
+
+        :param masks: ``(N, H, W)`` masks: bool, 0/1 or 0/255 integers, floats that are exactly 0 or
+            1, or soft masks (probabilities, logits) with ``threshold`` (see :func:`binary_masks`).
+        :param threshold: a pixel is inside where its value is ``> threshold`` (0.5 for
+            probabilities, 0.0 for logits).
+        :raises ValueError: soft float masks without ``threshold`` (or as :meth:`__init__`).
+        """
+        masks = binary_masks(masks, threshold, "ProposalSet.from_masks masks")
         n = masks.shape[0] if masks.ndim == 3 else -1
         sc = np.ones(max(n, 0), np.float32) if scores is None else np.asarray(scores, np.float32)
         return cls(masks=masks, boxes_xyxy=masks_to_boxes_xyxy(masks), scores=sc)
@@ -552,12 +619,17 @@ class ClassScores:
         remainder being the probability that the proposal matches *no* category ("no object").
     :param category_ids: the category id of each column, in vocabulary order.
     :param temperature: the temperature used to turn logits into probabilities.
+    :param embeddings: optional ``(N, D)`` float32 image features of the proposals, one row per
+        proposal (the classifier's own, e.g. CLIP's crop embeddings; a zero row for an empty mask).
+        ``segment-video`` compares them by cosine similarity to re-identify a lost track
+        (``docs/video.md``); ``None`` when the classifier exposes none (then no re-identification).
     """
 
     logits: np.ndarray
     probs: np.ndarray
     category_ids: tuple[int, ...]
     temperature: float = 1.0
+    embeddings: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         c = len(self.category_ids)
@@ -576,6 +648,13 @@ class ClassScores:
             raise ValueError(f"ClassScores.temperature must be a positive number, got {self.temperature!r}")
         if len(set(self.category_ids)) != c:
             raise ValueError("ClassScores.category_ids must be unique")
+        e = self.embeddings
+        if e is not None:
+            if not isinstance(e, np.ndarray) or e.ndim != 2 or e.shape[0] != self.probs.shape[0] or e.dtype != np.float32:
+                raise ValueError(f"ClassScores.embeddings must be None or an ({self.probs.shape[0]}, D) float32 array, got {_describe(e)}")
+            if e.size and not np.isfinite(e).all():
+                raise ValueError("ClassScores.embeddings must be finite")
+            object.__setattr__(self, "embeddings", readonly_view(e))
         object.__setattr__(self, "category_ids", tuple(int(i) for i in self.category_ids))
         object.__setattr__(self, "logits", readonly_view(self.logits))
         object.__setattr__(self, "probs", readonly_view(self.probs))
@@ -626,10 +705,20 @@ class TrackMasks:
         return int(self.masks.shape[1]), int(self.masks.shape[2])
 
     @classmethod
-    def from_dict(cls, masks: Mapping[int, np.ndarray], height: int, width: int) -> TrackMasks:
-        """Build from ``{track_id: (H, W) bool mask}`` (ids sorted); an empty mapping gives no objects."""
+    def from_dict(
+        cls, masks: Mapping[int, np.ndarray], height: int, width: int, *, threshold: float | None = None
+    ) -> TrackMasks:
+        """Build from ``{track_id: (H, W) mask}`` (ids sorted); an empty mapping gives no objects.
+        Masks other than bool follow the rule of :func:`binary_masks` (soft masks need ``threshold``).
+
+        :raises ValueError: soft float masks without ``threshold`` (or as :meth:`__init__`).
+        """
         ids = sorted(int(k) for k in masks)
-        stack = np.stack([np.asarray(masks[i], bool) for i in ids]) if ids else np.zeros((0, height, width), bool)
+        stack = (
+            np.stack([binary_masks(masks[i], threshold, f"TrackMasks.from_dict mask of track {i}") for i in ids])
+            if ids
+            else np.zeros((0, height, width), bool)
+        )
         return cls(np.asarray(ids, np.int64), stack)
 
     def as_dict(self) -> dict[int, np.ndarray]:
@@ -834,7 +923,7 @@ class PanopticResult:
         so the big map is only written, never measured.
         """
         if height < 1 or width < 1:
-            raise ValueError(f"cannot resize a panoptic result to {height}x{width}")
+            raise ValueError(f"cannot resize a panoptic result to {size_text((height, width))} (width x height)")
         h, w = self.image_size
         rows, cols = nearest_indices(height, h), nearest_indices(width, w)
         row_count = np.bincount(rows, minlength=h)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,6 +28,7 @@ __all__ = [
     "ClassLists",
     "StuffLexicon",
     "build_vocabulary",
+    "check_distinct_names",
     "format_class_lists",
     "load_vocabulary_file",
     "split_class_list",
@@ -161,6 +162,36 @@ def build_vocabulary(
         isthing = flag if flag is not None else not any(lex.is_stuff(n) for n in entry.names)
         categories.append(Category(id=idx, name=entry.name, isthing=isthing, synonyms=entry.synonyms))
     return Vocabulary(tuple(categories), name=name)
+
+
+def check_distinct_names(vocabulary: Vocabulary, keys: Mapping[str, Hashable], reader: str) -> None:
+    """Refuse two names of ``vocabulary`` that ``reader`` reads as the same text.
+
+    :class:`~ovpanoptic.types.Vocabulary` already refuses names equal up to case, Unicode width and
+    composition and spaces; a classifier may fold more (CLIP's tokenizer reads ``t-shirt`` and
+    ``t - shirt``, ``man's`` and ``man’s``, ``&`` and ``&amp;`` alike), and of two names it reads
+    alike the second could never win.
+
+    :param keys: every name and synonym of the vocabulary -> the form ``reader`` reads it in (a
+        classifier's :meth:`~ovpanoptic.components.NameKeyer.name_key`).
+    :param reader: who reads the names, for the message (``"the classifier 'clip'"``).
+    :raises VocabularyError: ``class name ... appears twice``, naming both entries.
+    """
+
+    def entry(name: str, category: str) -> str:
+        return repr(name) if name == category else f"{name!r} (a synonym of {category!r})"
+
+    seen: dict[Hashable, tuple[str, str]] = {}
+    for category in vocabulary:
+        for name in category.names:
+            key = keys[name]
+            if key in seen:
+                first, owner = seen[key]
+                raise VocabularyError(
+                    f"class name {name!r} appears twice (as {entry(first, owner)} and {entry(name, category.name)}): "
+                    f"{reader} reads both names as the same text, so one of them could never win: remove or rename one"
+                )
+            seen[key] = (name, category.name)
 
 
 @dataclass(frozen=True)

@@ -51,13 +51,21 @@ def faulty_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return target
 
 
+@pytest.fixture(scope="session")
+def namesake_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory where a plugin registering built-in names (``ovpanoptic-probe``) and the fakes are pip-installed."""
+    target = tmp_path_factory.mktemp("namesake-site")
+    _pip_install_target(target, DATA / "namesake_plugin", DATA / "fake_components")
+    return target
+
+
 def _activate(site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(site))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
     before = set(sys.modules)
     yield site
     for name in set(sys.modules) - before:
-        if name.startswith(("ovpanoptic_example", "ovpanoptic_fakes", "ovpanoptic_broken", "ovpanoptic_faulty")):
+        if name.startswith(("ovpanoptic_example", "ovpanoptic_fakes", "ovpanoptic_broken", "ovpanoptic_faulty", "ovpanoptic_probe")):
             del sys.modules[name]
 
 
@@ -79,6 +87,12 @@ def with_faulty_plugin(faulty_site: Path, monkeypatch: pytest.MonkeyPatch) -> It
     unblock the one they exercise through ``OVPANOPTIC_DISABLE_PLUGINS``)."""
     monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", ",".join(FAULTY_STARTUP))
     yield from _activate(faulty_site, monkeypatch)
+
+
+@pytest.fixture
+def with_namesake_plugin(namesake_site: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Make the plugin that registers built-in names (``probe``) and the fakes visible to this test."""
+    yield from _activate(namesake_site, monkeypatch)
 
 
 #: The faulty plugin's entry points that break start-up (blocked unless a test is about one of them).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -152,3 +153,66 @@ def test_version_and_help_in_a_subprocess():
     assert proc.stdout.strip() == f"ovpanoptic {__version__}"
     proc = subprocess.run([sys.executable, "-m", "ovpanoptic", "segment", "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and "--classes" in proc.stdout
+
+
+# -- issue 27 ------------------------------------------------------------------------------------
+
+
+def test_names_clip_reads_alike_stop_the_default_preset_before_anything(images, tmp_path, capsys):
+    """The default preset's CLIP tokenizer (built into open_clip, no weights needed) keys the names."""
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "t-shirt, man's shoe, t - shirt", "--no-progress", "-o", str(out)])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        "error: class name 't - shirt' appears twice (as 't-shirt' and 't - shirt'): the classifier 'clip' reads both "
+        "names as the same text, so one of them could never win: remove or rename one\n"
+    )
+    assert not out.exists()
+
+
+def test_runs_with_sam2_and_detectron2_print_no_deprecation_warnings(with_plugins, images, sam2_tiny_checkpoint, tmp_path):
+    """A real subprocess: sam2 (its predictor scripts transforms with torch.jit.script), the detectron2
+    fuser and the overlay exporter (detectron2 scripts functions at import); then a video run with the
+    sam2-video tracker. torch warns "`torch.jit.script` is deprecated" for each; nothing may reach stderr."""
+    sam2 = [
+        "--set", f"proposal_generator.sam2.model={str(sam2_tiny_checkpoint)!r}", "--set", "proposal_generator.sam2.points_per_side=4",
+        "--set", "proposal_generator.sam2.pred_iou_thresh=0.0", "--set", "proposal_generator.sam2.stability_score_thresh=0.0",
+        "--set", "pipeline.classifier='cycling'", "--set", "pipeline.fuser='detectron2'", "--no-progress", "--device", "cpu",
+    ]
+    cli = [sys.executable, "-m", "ovpanoptic"]
+    proc = subprocess.run(
+        [*cli, "segment", str(images / "one.png"), "--classes", "person, road", "-o", str(tmp_path / "out"), "--format", "overlay,coco-panoptic", *sam2],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "one.overlay.png").is_file()
+    assert proc.stderr == ""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        Image.fromarray(np.roll(make_shapes_image(), 2 * i, axis=1)).save(frames / f"frame_{i}.png")
+    tracker = ["--tracker", "sam2-video", "--set", f"tracker.sam2-video.model={str(sam2_tiny_checkpoint)!r}", "--keyframe-every", "2"]
+    proc = subprocess.run(
+        [*cli, "segment-video", str(frames), "--classes", "person, road", "-o", str(tmp_path / "video"), *tracker, *sam2],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "3 frame(s) of frames segmented (2 keyframes)" in proc.stdout
+    assert proc.stderr == ""
+
+
+def test_output_folders_of_image_and_video_runs_get_one_check(with_plugins, images, tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for command in (["segment", str(images / "one.png")], ["segment-video", str(images), "--tracker", "hold"]):
+        for outdir, message in (
+            (afile, f"error: the output folder {afile} is a file, not a folder: choose another output folder with -o\n"),
+            (afile / "sub", f"error: cannot create the output folder {afile / 'sub'}: {afile} is a file; choose another output folder with -o\n"),
+            (Path("/proc/ovp"), "error: cannot create the output folder /proc/ovp: cannot write into /proc (it is on the kernel's proc file "
+                                "system, which holds no files); choose another output folder with -o\n"),
+        ):
+            if str(outdir).startswith("/proc") and not Path("/proc/self").is_dir():
+                continue  # not Linux
+            code = main([*command, "--classes", "person", "-o", str(outdir), *fake_args()])
+            assert (code, capsys.readouterr().err) == (2, message), command
+    assert afile.read_text() == "x"

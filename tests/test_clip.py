@@ -7,6 +7,7 @@ The tiny architectures (``tests/data/clip_models/*.json``) are registered with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -477,7 +478,7 @@ def test_one_class_and_bad_inputs(checkpoints, tmp_path):
         clf.score(prepared, ["cat"])
     with pytest.raises(InputError, match="needs the ClipFeatures"):
         clf.score(np.zeros((3, 32)), vocab("cat"))
-    with pytest.raises(InputError, match=r"masks at the image's size \(24, 64\)"):
+    with pytest.raises(InputError, match=r"^clip: proposals must be a ProposalSet of masks at the image's size, 64x24 \(width x height\); got 64x48$"):
         clf.prepare(make_shapes_image()[:24], shapes_proposals())
     with pytest.raises(InputError, match="uint8 RGB"):
         clf.prepare(make_shapes_image().astype(np.float32), shapes_proposals())
@@ -621,3 +622,108 @@ def test_new_names_are_encoded_in_chunks_of_similar_length(checkpoints, tmp_path
     text.names(["dog", long_a, "cat", long_b])
     (template,) = clf.templates
     assert seen == [[template.format("dog"), template.format("cat")], [template.format(long_a), template.format(long_b)]]
+
+
+# -- names CLIP reads alike are one name (issue 27) ------------------------------------------------
+
+#: Pairs of names open_clip's tokenizer gives the same token ids: spaces around punctuation,
+#: typographic quotes (ftfy), HTML entities (html.unescape).
+ALIKE = [("t-shirt", "t - shirt"), ("man's shoe", "man’s shoe"), ("salt & pepper", "salt &amp; pepper"), ("person(s)", "person ( s )")]
+
+
+def clip_pipeline(checkpoints, tmp_path, monkeypatch) -> Pipeline:
+    monkeypatch.setenv("OVPANOPTIC_CACHE_DIR", str(tmp_path / "cache"))
+    config = Config.from_dict(
+        {
+            "pipeline": {"proposal_generator": "tiles", "classifier": "clip", "fuser": "maskformer", "exporters": [], "device": "cpu"},
+            "classifier": {"clip": {"model": VIT, "pretrained": str(checkpoints[VIT]), "templates": "short", "dense_size": 64}},
+        }
+    )
+    return Pipeline(config, registry=registry_with(FakeComponentsPlugin()))
+
+
+def alike_message(first: str, second: str, where: tuple[str, str] = ("", "")) -> str:
+    return (
+        f"class name {second!r} appears twice (as {first!r}{where[0]} and {second!r}{where[1]}): the classifier 'clip' reads "
+        "both names as the same text, so one of them could never win: remove or rename one"
+    )
+
+
+@pytest.mark.parametrize(("first", "second"), ALIKE)
+def test_names_clip_reads_alike_are_refused_wherever_a_vocabulary_is_used(first, second, checkpoints, tmp_path, monkeypatch):
+    pipe = clip_pipeline(checkpoints, tmp_path, monkeypatch)
+    clf = pipe.component("classifier")
+    both = vocab(first, second)  # Vocabulary itself lets them pass: they differ beyond case and spaces
+    # What makes them one name: the tokenizer's ids, hence the embeddings, are the same.
+    assert clf.name_key(first) == clf.name_key(second)
+    embeddings = clf.text_embeddings(both.categories)
+    assert np.array_equal(embeddings[0], embeddings[1])
+    expected = alike_message(first, second)
+    with pytest.raises(VocabularyError) as typed:
+        pipe.vocabulary(f"{first}, {second}")
+    assert str(typed.value) == expected
+    for use in (
+        lambda: pipe.prepare_vocabulary(both),
+        lambda: pipe.segment(make_shapes_image(), both),
+        lambda: pipe.segment_video(tmp_path / "not-read.mp4", both),  # refused before the video is opened
+    ):
+        with pytest.raises(VocabularyError) as used:
+            use()
+        assert str(used.value) == expected
+
+
+def test_synonyms_clip_reads_alike_name_their_classes_and_distinct_names_pass(checkpoints, tmp_path, monkeypatch):
+    pipe = clip_pipeline(checkpoints, tmp_path, monkeypatch)
+    with pytest.raises(VocabularyError) as info:
+        pipe.vocabulary("shirt|t-shirt, top|t - shirt")
+    assert str(info.value) == alike_message("t-shirt", "t - shirt", (" (a synonym of 'shirt')", " (a synonym of 'top')"))
+    assert pipe.vocabulary("t-shirt, tshirt, t shirt, man's shoe, man ' s shoe").names == (
+        "t-shirt", "tshirt", "t shirt", "man's shoe", "man ' s shoe"
+    )
+    for name in pipe.registry.vocabularies:  # every shipped vocabulary holds names CLIP tells apart
+        assert pipe.vocabulary(name=name).name
+
+
+def test_label_studio_backend_and_demo_refuse_names_clip_reads_alike(checkpoints, tmp_path, monkeypatch):
+    from ovpanoptic.demo.app import DemoApp
+    from ovpanoptic.demo.state import RunRequest
+    from ovpanoptic.serve.label_studio import FetchPolicy, LabelStudioBackend
+
+    pipe = clip_pipeline(checkpoints, tmp_path, monkeypatch)
+    expected = alike_message("t-shirt", "t - shirt")
+    backend = LabelStudioBackend(pipe, None, FetchPolicy())
+    schema = (
+        '<View><Image name="img" value="$image"/><BrushLabels name="seg" toName="img">'
+        '<Label value="t-shirt"/><Label value="t - shirt"/></BrushLabels></View>'
+    )
+    reply = backend.handle("POST", "/setup", json.dumps({"schema": schema}).encode())
+    assert (reply.status, reply.body) == (400, {"error": expected})
+    with pytest.raises(VocabularyError) as info:
+        DemoApp(pipe).vocabulary_for(pipe, RunRequest(classes="t-shirt, t - shirt"))
+    assert str(info.value) == expected
+
+
+def test_the_clip_check_reads_the_classifiers_own_tokenizer_only(checkpoints, tmp_path, monkeypatch):
+    """Keying names loads the tokenizer, not the model: a vocabulary is refused before any weights load."""
+    pipe = clip_pipeline(checkpoints, tmp_path, monkeypatch)
+    clf = pipe.component("classifier")
+    pipe.vocabulary("person, car")
+    assert clf._loaded is None and clf.tokenizer is not None
+
+
+def test_scores_carry_the_proposals_image_features_for_reidentification(checkpoints, tmp_path):
+    """segment-video re-identifies lost tracks by the classifier's own image features: score() hands
+    them over (the crop embeddings, L2-normalised), and the boundary keeps them."""
+    from ovpanoptic import boundary
+
+    clf = make_classifier(checkpoints, tmp_path, RESNET, mode="crop", templates="single")
+    prepared = clf.prepare(make_shapes_image(), shapes_proposals())
+    scores = clf.score(prepared, vocab("cat", "dog"))
+    assert scores.embeddings is not None and scores.embeddings.shape == (3, prepared.crop.shape[1])
+    assert np.allclose(np.linalg.norm(scores.embeddings, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(scores.embeddings, prepared.crop, atol=1e-5)
+    target = boundary.Target("classifier 'clip'", boundary.Origin("clip"), "")
+    checked = boundary.check_scores(target, scores, 3, vocab("cat", "dog"))
+    assert checked.embeddings is not None and np.array_equal(checked.embeddings, scores.embeddings)
+    with pytest.raises(ValueError, match=r"ClassScores.embeddings must be None or an \(3, D\) float32 array, got \(2, 4\) float32"):
+        ClassScores(scores.logits, scores.probs, scores.category_ids, embeddings=np.zeros((2, 4), np.float32))

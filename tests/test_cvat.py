@@ -352,3 +352,39 @@ def test_read_cvat_refuses_a_mask_whose_rle_does_not_cover_its_box(tmp_path):
     damaged.write_text(re.sub(r'rle="[^"]*"', 'rle="1, 2, 3"', xml, count=1), "utf-8")
     with pytest.raises(EvaluationError, match=r"mask's rle covers 6 pixels, not its box's \d+ x \d+ = \d+: the mask is damaged"):
         read_cvat(damaged, CATEGORIES)
+
+
+ENTITY_REFUSED = (
+    "CVAT never writes them, and ovpanoptic does not expand them (an entity can expand into gigabytes): replace each "
+    "&NAME; by its text and remove the <!DOCTYPE ...> block, or export the annotations from CVAT again"
+)
+
+
+@pytest.mark.parametrize("dtd, use", [
+    ('<!ENTITY who "car">', "&who;"),  # harmless, still an entity
+    ('<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;"><!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">'
+     '<!ENTITY d "&c;&c;&c;&c;&c;&c;&c;&c;&c;&c;"><!ENTITY e "&d;&d;&d;&d;&d;&d;&d;&d;&d;&d;">', "&e;"),  # laughs
+    ('<!ENTITY ext SYSTEM "file:///etc/passwd">', "&ext;"),  # external
+])
+def test_read_cvat_refuses_xml_entities_with_a_message(tmp_path, dtd, use):
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
+    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    head, _, body = xml.partition("?>")
+    hostile = tmp_path / "entity.xml"
+    body = body.replace("<version>1.1</version>", f"<version>1.1</version><note>{use}</note>", 1)
+    hostile.write_text(f"{head}?>\n<!DOCTYPE annotations [{dtd}]>{body}", "utf-8")
+    with pytest.raises(EvaluationError) as caught:
+        read_cvat(hostile, CATEGORIES, role="prediction")
+    message = str(caught.value)
+    assert message.startswith(f"prediction CVAT export {hostile} declares an XML entity") and message.endswith(ENTITY_REFUSED)
+    assert "EntitiesForbidden" not in message and "Forbidden(" not in message
+
+
+def test_read_cvat_refuses_an_image_over_the_pixel_limit_before_datumaro_reads_it(tmp_path):
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
+    xml = tmp_path / "cvat" / "annotations.xml"
+    width = re.search(r'<image [^>]*width="(\d+)"', xml.read_text("utf-8")).group(1)
+    height = re.search(r'<image [^>]*height="(\d+)"', xml.read_text("utf-8")).group(1)
+    with pytest.raises(EvaluationError, match=rf"^ground-truth CVAT export {re.escape(str(xml))}: image '000001\.\w+' declares an image of {width} x {height} pixels"):
+        read_cvat(xml, CATEGORIES, max_pixels=int(width) * int(height) - 1)
+    assert read_cvat(xml, CATEGORIES, max_pixels=int(width) * int(height)).size("000001") == (int(width), int(height))

@@ -76,7 +76,7 @@ def test_a_clip_gets_an_overlay_video_a_tracks_table_and_a_zip(app, tmp_path):
         (None, {}, InputError, "No video: upload a short clip"),
         ("not-a-video", {}, InputError, "not a video FFmpeg can read"),
         ("clip", {"max_frames": MAX_DEMO_FRAMES + 1}, InputError, rf"Frames \(at most {MAX_DEMO_FRAMES} in the demo.*\) must be a whole number"),
-        ("clip", {"keyframe_every": 0}, InputError, "Keyframe every K frames must be a whole number from 1 to 10000, got 0"),
+        ("clip", {"keyframe_every": 0}, InputError, "Keyframe every K frames must be a whole number from 1 to 300, got 0"),
         ("clip", {"tracker": "sam3"}, ComponentNotFoundError, "tracker 'sam3' is not provided"),
     ],
 )

@@ -74,7 +74,7 @@ def test_relabel_delete_merge(result):
         (lambda r: merge_segments(r, [3, 1]), r"different classes: 3 \(car\), 1 \(sky\). Relabel first"),
         (lambda r: relabel_segment(r, 3, 7), "no class with id 7"),
         (lambda r: add_segment(r, np.zeros((8, 10), bool), 1), "the mask is empty"),
-        (lambda r: add_segment(r, np.ones((4, 4), bool), 1), r"the mask must be a 8x10 bool array, got bool \(4, 4\)"),
+        (lambda r: add_segment(r, np.ones((4, 4), bool), 1), r"^the mask must be a bool array of the result's size, 10x8 \(width x height\), i.e. of shape \(8, 10\); got bool of shape \(4, 4\)$"),
     ],
 )
 def test_bad_edits_say_what_is_wrong(result, edit, message):

@@ -335,3 +335,30 @@ def test_the_protocol_holds_the_resolved_device_and_every_components_defaults(co
     assert resolved["device"] == "cpu" and resolved["device_profile"].startswith("cpu")
     assert resolved["components"]["fuser"]["detectron2"]["overlap_threshold"] == 0.5  # a default no preset states
     assert resolved["components"]["exporter"] == {"coco-panoptic": {"png_dir": "panoptic", "json_name": "panoptic.json"}}
+
+
+def test_ground_truth_of_another_size_and_an_empty_annotation_list_are_refused_before_any_image(tmp_path, with_plugins, monkeypatch,
+                                                                                               capsys):
+    """Found by a tester: a wrong-size ground-truth PNG was found after segmenting the whole dataset
+    (and blamed on the prediction); an empty annotation list said "see the errors above" with none
+    above and left a folder with a manifest."""
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    data_dir = hand_dataset(tmp_path / "data")
+    Image.fromarray(id_to_rgb(np.zeros((30, 40), np.int32))).save(data_dir / "panoptic" / "b.png")
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), *SETS]) == 2
+    err = capsys.readouterr().err
+    assert (f"the ground-truth PNG {data_dir / 'panoptic' / 'b.png'} is 40x30 but its image {data_dir / 'images' / 'b.png'} is 40x40: "
+            "the ground truth must have its image's size") in err and "Traceback" not in err
+    assert not out.exists()
+    (data_dir / "panoptic" / "b.png").write_text("not a PNG")
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), *SETS]) == 2
+    assert f"the ground-truth PNG {data_dir / 'panoptic' / 'b.png'} is not an image file Pillow can read" in capsys.readouterr().err
+    assert not out.exists()
+    data = json.loads((data_dir / "panoptic.json").read_text())
+    (data_dir / "panoptic.json").write_text(json.dumps({**data, "annotations": []}))
+    assert main(["evaluate", str(data_dir), "--format", "coco-panoptic", "-o", str(out), *SETS]) == 2
+    err = capsys.readouterr().err
+    assert f"{data_dir / 'panoptic.json'} annotates no image (its 'annotations' list is empty): there is nothing to evaluate" in err
+    assert "see the errors above" not in err
+    assert not out.exists()

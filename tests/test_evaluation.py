@@ -689,3 +689,78 @@ def test_image_id_type_mismatch_is_named(tmp_path: Path) -> None:
         r"same type in both files"
     )):
         evaluate_panoptic(GT_JSON, GT_DIR, pred_json, GT_DIR)
+
+
+@needs_sample
+def test_image_ids_of_another_type_are_named_with_the_fix(tmp_path: Path) -> None:
+    """Prediction image ids written as file-name strings (``"000000142238"``) match no integer id:
+    the message says the type is wrong and how to fix it, not "add one"."""
+    data = json.loads(GT_JSON.read_text())
+    for ann in data["annotations"]:
+        ann["image_id"] = Path(ann["file_name"]).stem
+    pred_json = tmp_path / "pred.json"
+    pred_json.write_text(json.dumps(data))
+    with pytest.raises(EvaluationError) as caught:
+        evaluate_panoptic(GT_JSON, GT_DIR, pred_json, GT_DIR)
+    assert str(caught.value) == (
+        f"no prediction for the ground-truth image {IMG1}: the ground truth's image_id is 142238 (int), and {pred_json} "
+        "has image_ids of type str ('000000142238', '000000439180'); image ids pair only when value and type are equal "
+        "(COCO uses integers): write each prediction's image_id as the ground truth's id of the same image, or compare "
+        "by file name with --gt GT.json --pred PRED.json"
+    )
+
+
+def test_video_frames_over_the_pixel_limit_are_refused_from_the_png_header(tmp_path: Path) -> None:
+    from test_labelling_eval import png_header_only
+
+    from ovpanoptic.evaluation import read_video_panoptic
+
+    folder = tmp_path / "panoptic"
+    folder.mkdir()
+    png_header_only(folder / "f0.png", 9000, 9000)
+    data = {
+        "images": [{"id": 1, "video_id": "v", "frame_index": 0, "file_name": "f0.jpg", "width": 9000, "height": 9000}],
+        "annotations": [{"image_id": 1, "file_name": "f0.png", "segments_info": []}],
+        "categories": [{"id": 1, "name": "car", "isthing": 1}],
+    }
+    (tmp_path / "video.json").write_text(json.dumps(data))
+    video = read_video_panoptic(tmp_path / "video.json", folder, role="prediction")
+    with pytest.raises(EvaluationError, match=r"prediction PNG .*f0.png declares an image of 9000 x 9000 pixels \(81 megapixels\), over the limit of 50 megapixels"):
+        next(video.frames("v"))
+
+
+def test_eval_video_takes_the_pixel_limit_its_message_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from test_labelling_eval import png_header_only
+
+    from ovpanoptic.cli import main
+
+    folder = tmp_path / "panoptic"
+    folder.mkdir()
+    png_header_only(folder / "f0.png", 9000, 9000)
+    Image.fromarray(np.zeros((4, 6, 3), np.uint8)).save(folder / "f1.png")
+    data = {
+        "images": [
+            {"id": 1, "video_id": "v", "frame_index": 0, "file_name": "f0.jpg", "width": 9000, "height": 9000},
+            {"id": 2, "video_id": "w", "frame_index": 0, "file_name": "f1.jpg", "width": 6, "height": 4},
+        ],
+        "annotations": [
+            {"image_id": 1, "file_name": "f0.png", "segments_info": []},
+            {"image_id": 2, "file_name": "f1.png", "segments_info": []},
+        ],
+        "categories": [{"id": 1, "name": "car", "isthing": 1}],
+    }
+    (tmp_path / "video.json").write_text(json.dumps(data))
+    args = ["eval-video", "--pred-json", str(tmp_path / "video.json"), "--pred-dir", str(folder)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "declares an image of 9000 x 9000 pixels (81 megapixels), over the limit of 50 megapixels" in err
+    assert "raise the limit with --max-pixels N" in err
+    small = {**data, "images": data["images"][1:], "annotations": data["annotations"][1:]}
+    (tmp_path / "small.json").write_text(json.dumps(small))
+    small_args = ["eval-video", "--pred-json", str(tmp_path / "small.json"), "--pred-dir", str(folder)]
+    assert main(small_args) == 0
+    capsys.readouterr()
+    assert main([*small_args, "--max-pixels", "20"]) == 2  # the option is the one the message names: 6 x 4 > 20
+    assert "f1.png declares an image of 6 x 4 pixels" in capsys.readouterr().err
+    assert main([*args, "--max-pixels", "-1"]) == 2
+    assert "--max-pixels must be >= 0 (0 = no limit), got -1" in capsys.readouterr().err

@@ -11,7 +11,7 @@ import pytest
 
 from ovpanoptic import hookimpl, hookspecs
 from ovpanoptic.config import Config
-from ovpanoptic.errors import PluginError, VocabularyError
+from ovpanoptic.errors import ConfigError, PluginError, VocabularyError
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import FakeComponentsPlugin, registry_with
 from ovpanoptic.types import Category, Vocabulary
@@ -34,7 +34,7 @@ def signature_text(name, fn):
 
 def test_every_hook_is_typed_documented_and_tested():
     specs = hook_specs()
-    assert len(specs) == 10
+    assert len(specs) == 11
     docs = DOCS.read_text()
     test_source = "\n".join(p.read_text() for p in TESTS.glob("test_*.py"))
     for name, fn in specs.items():
@@ -50,7 +50,7 @@ def test_every_optional_component_method_is_documented():
     """Each optional Protocol (beyond the four kinds' own) has a docstring and a row in docs/plugins.md."""
     from ovpanoptic import components
 
-    own = {"ProposalGenerator", "Classifier", "Fuser", "Exporter", "Tracker"}
+    own = {"ProposalGenerator", "Classifier", "Fuser", "Exporter", "Tracker", "Refiner"}
     optional = [
         n for n in components.__all__ if getattr(getattr(components, n), "_is_runtime_protocol", False) and n not in own
     ]
@@ -102,6 +102,25 @@ def test_hook_register_exporters():
     assert registry_with(FakeComponentsPlugin()).component("exporter", "fake-json").plugin == "FakeComponentsPlugin"
 
 
+def test_hook_register_refiners():
+    class Drop:
+        def __init__(self, config, context):
+            pass
+
+        def refine(self, result, image):
+            return result
+
+    class Refiners:
+        @hookimpl
+        def register_refiners(self, register):
+            register("keep", Drop, description="returns the result as it is")
+
+    reg = registry_with(Refiners())
+    spec = reg.component("refiner", "keep")
+    assert (spec.kind, spec.plugin, spec.description) == ("refiner", "Refiners", "returns the result as it is")
+    assert reg.component("refiner", "cleanup").plugin == "refiners"  # the built-in, registered the same way
+
+
 def test_hook_register_trackers():
     from ovpanoptic.types import TrackMasks
 
@@ -120,7 +139,7 @@ def test_hook_register_trackers():
 
     reg = registry_with(Trackers())
     assert reg.component("tracker", "still").plugin == "Trackers"
-    assert {"sam2-video", "hold"} <= set(reg.components["tracker"])
+    assert {"flow", "sam2-video", "hold"} <= set(reg.components["tracker"])
     pipe = Pipeline(Config.from_dict({"pipeline": {"tracker": "still"}}), registry=reg, device="cpu")
     seeds = TrackMasks(np.array([4], np.int64), np.ones((1, 2, 2), bool))
     assert [m.ids.tolist() for m in pipe.component("tracker").track([np.zeros((2, 2, 3), np.uint8)] * 3, seeds)] == [[4], [4]]
@@ -151,8 +170,10 @@ def test_hook_register_prompt_templates():
 
     with pytest.raises(PluginError, match="prompt templates 'broken' must be a non-empty list of strings with exactly one"):
         registry_with(Bad())
-    with pytest.raises(PluginError, match="prompt-template set 'plain' is registered by two plugins: 'Templates' and 'Templates2'. Disable one with --disable-plugin Templates2"):
-        registry_with(Templates(), type("Templates2", (Templates,), {})())
+    shared = registry_with(Templates(), type("Templates2", (Templates,), {})())  # a warning: refused where used
+    with pytest.raises(ConfigError, match=r"^prompt-template set 'plain' is registered by two plugins: plugin 'Templates' \(registered in code\) and plugin 'Templates2' \(registered in code\)\. Choose one by its qualified name PLUGIN:NAME \(--set classifier\.NAME\.templates=Templates:plain or --set classifier\.NAME\.templates=Templates2:plain\)"):
+        shared.template_sets().get("plain")  # how a classifier reads context.prompt_templates
+    assert shared.template_sets()["Templates2:plain"] == ("{}", "a {}.")
 
 
 def test_hook_parse_vocabulary():

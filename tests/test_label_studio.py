@@ -216,3 +216,76 @@ def test_eval_cli_reads_a_label_studio_export_against_coco(ls_run, coco_sample, 
     report = json.loads(capsys.readouterr().out)
     assert report["all"]["pq"] == 1.0 and report["needs_review"] == []
 
+
+
+def _polygon_task(task_id: int, name: str) -> dict:
+    region = {"id": "p", "type": "polygonlabels", "original_width": 8, "original_height": 6,
+              "value": {"points": [[0, 0], [50, 0], [50, 50]], "polygonlabels": ["car"]}}
+    return {"id": task_id, "data": {"image": f"/data/local-files/?d={name}.jpg"}, "annotations": [{"id": 1, "result": [region]}]}
+
+
+def test_an_export_wrapped_in_tasks_is_read_and_other_shapes_say_what_was_expected(tmp_path):
+    from ovpanoptic.evaluation.readers import detect_format
+
+    cats = [CategoryInfo(1, "car", True)]
+    listed = tmp_path / "listed.json"
+    listed.write_text(json.dumps([_polygon_task(1, "a"), _polygon_task(2, "b")]))
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(json.dumps({"tasks": [_polygon_task(1, "a"), _polygon_task(2, "b")]}))
+    assert detect_format(wrapped) == "label-studio"
+    read = read_label_studio(wrapped, cats).annotations
+    assert read.names == ("a", "b") and read.size("a") == (8, 6)
+    assert np.array_equal(read.read("b").panoptic_map, read_label_studio(listed, cats).annotations.read("b").panoptic_map)
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"project": 1, "items": []}))
+    with pytest.raises(EvaluationError) as caught:
+        read_label_studio(other, cats, role="prediction")
+    assert str(caught.value) == (
+        f"prediction Label Studio export {other} is not a Label Studio JSON export (a dict with the keys 'project', "
+        "'items'): expected a list of tasks (Export -> JSON), each a dict with 'data' (the image URL) and 'annotations' "
+        "or 'predictions'; one task dict, or {\"tasks\": [...]}, is accepted too"
+    )
+
+
+def test_tasks_over_max_file_mb_are_split_into_numbered_files_with_a_warning(ls_run, tmp_path, caplog):
+    from ovpanoptic.builtins.label_studio import LabelStudioConfig, LabelStudioExporter, task_files
+
+    out, results, _ = ls_run
+    whole = json.loads((out / "label-studio.json").read_text())
+    sizes = [len(json.dumps(t).encode()) for t in whole]
+    split = tmp_path / "split"
+    import shutil
+
+    shutil.copytree(out / ".ovpanoptic", split / ".ovpanoptic")
+    (split / "label-studio.json").write_text("[]")  # an earlier, smaller batch's file goes
+    exporter = LabelStudioExporter(LabelStudioConfig(max_file_mb=(max(sizes) + 10) / 1e6))
+    with caplog.at_level("WARNING", logger="ovpanoptic.builtins.label_studio"):
+        written = exporter.finish(split, sorted(results))
+    assert [p.name for p in written] == ["label-studio.1.json", "label-studio.2.json"]
+    assert task_files(split) == written and not (split / "label-studio.json").exists()
+    assert [t for p in written for t in json.loads(p.read_text())] == whole
+    assert all(p.stat().st_size <= max(sizes) + 10 for p in written)
+    assert "label-studio.json would be" in caplog.text and "written as 2 files label-studio.1.json ... label-studio.2.json" in caplog.text
+    # under the limit again: one file, the numbered ones removed
+    assert [p.name for p in LabelStudioExporter(LabelStudioConfig()).finish(split, sorted(results))] == ["label-studio.json"]
+    assert task_files(split) == [split / "label-studio.json"] and not list(split.glob("label-studio.*.json"))
+    with pytest.raises(ValueError, match="max_file_mb must be a positive number"):
+        LabelStudioConfig(max_file_mb=0)
+
+
+def test_the_category_table_travels_in_the_tasks_meta_and_eval_reads_it(ls_run, tmp_path, coco_sample, capsys):
+    out, _, vocab = ls_run
+    tasks = json.loads((out / "label-studio.json").read_text())
+    expected = [{"id": c.id, "name": c.name, "supercategory": c.name, "isthing": int(c.isthing), "color": list(c.display_color)} for c in vocab.categories]
+    assert all(t["meta"] == {"ovpanoptic": {"categories": expected}} for t in tasks)
+    # a Label Studio export elsewhere (no table beside it): the QA command needs no --classes
+    export = tmp_path / "export.json"
+    export.write_text(json.dumps([{**t, "id": k} for k, t in enumerate(tasks, 1)]))
+    capsys.readouterr()
+    code = main(["eval", "--gt", str(export), "--gt-use", "predictions", "--pred", str(export), "--pred-use", "predictions", "--json"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["all"]["pq"] == 1.0
+    other = [{**tasks[0], "meta": {"ovpanoptic": {"categories": expected[:3]}}}, tasks[1]]
+    export.write_text(json.dumps(other))
+    assert main(["eval", "--gt", str(export), "--gt-use", "predictions", "--pred", str(export), "--pred-use", "predictions"]) == 2
+    assert "tasks carry different category tables in meta.ovpanoptic" in capsys.readouterr().err

@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import resource
 import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import EvaluationError
@@ -173,3 +184,207 @@ def test_errors_of_the_prediction_side_say_prediction(exports, capsys, tmp_path)
     broken.write_text(json.dumps({"annotations": []}))
     code, report = run_eval(capsys, "--gt", str(sample / "panoptic.json"), "--pred", str(broken))
     assert code == 2 and "prediction JSON file" in report["error"] and "ground-truth" not in report["error"]
+
+
+# -- hostile sizes: what an annotation file declares is bounded before anything is decoded ----------
+
+#: Peak resident memory a refused hostile file may cost the eval process (its start-up is ~50 MB).
+PEAK_LIMIT_MB = 1024
+#: Address-space cap of the child, so that a regression fails fast instead of exhausting the machine.
+_CHILD_AS_BYTES = 4 << 30
+LIMIT_TEXT = "over the limit of 50 megapixels for one annotated image"
+RAISE_TEXT = "raise the limit with --max-pixels N (max_pixels= in Python; 0 = no limit)"
+
+
+def eval_in_child(*args: str, timeout: float = 120) -> tuple[int, str, float]:
+    """``ovpanoptic eval ARGS`` in a child process of its own: ``(exit code, stderr, peak RSS in MB)``
+    (``os.wait4`` gives the resource use of that one child)."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (_CHILD_AS_BYTES, _CHILD_AS_BYTES))
+
+    with open(os.devnull, "wb") as sink, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ovpanoptic", "eval", *args], stdout=sink, stderr=err, preexec_fn=cap,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        )
+        deadline = time.monotonic() + timeout
+        while True:
+            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.monotonic() > deadline:
+                process.kill()
+                pid, status, usage = os.wait4(process.pid, 0)
+                break
+            time.sleep(0.05)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        text = err.read().decode()
+    return process.returncode, text, usage.ru_maxrss / 1024  # KB on Linux
+
+
+def ls_task(name: str, regions: list[dict], task_id: int = 1) -> dict:
+    return {"id": task_id, "data": {"image": f"/data/local-files/?d={name}.jpg"}, "annotations": [{"id": 1, "result": regions}]}
+
+
+def polygon(width: int, height: int, label: str = "car") -> dict:
+    return {"id": "p1", "type": "polygonlabels", "original_width": width, "original_height": height,
+            "value": {"points": [[0, 0], [90, 0], [90, 90]], "polygonlabels": [label]}}
+
+
+def brush(width: int, height: int, rle: list[int], label: str = "car") -> dict:
+    return {"id": "b1", "type": "brushlabels", "original_width": width, "original_height": height,
+            "value": {"format": "rle", "rle": rle, "brushlabels": [label]}}
+
+
+def cvat_xml(width: int, height: int, shape: str = '<polygon label="car" points="0,0;10,0;10,10" z_order="0"/>') -> str:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n<annotations><version>1.1</version><meta><task><labels>'
+        '<label><name>car</name><type>any</type></label></labels></task></meta>'
+        f'<image id="0" name="a.jpg" width="{width}" height="{height}">{shape}</image></annotations>'
+    )
+
+
+def png_header_only(path: Path, width: int, height: int, bit_depth: int = 8, colour: int = 2) -> Path:
+    """A PNG whose header declares ``width x height`` with (almost) no pixel data: opening it reads
+    the size, decoding it would need the full image."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, bit_depth, colour, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def coco_set(
+    folder: Path, size: tuple[int, int], png: Path | None = None, declared: tuple[int, int] | None = None, name: str = "a"
+) -> Path:
+    """A COCO panoptic set of one image ``name`` (a one-segment PNG of ``size``, or ``png``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "panoptic").mkdir(exist_ok=True)
+    if png is None:
+        ids = np.zeros((size[1], size[0], 3), np.uint8)
+        ids[:4, :4, 0] = 1
+        Image.fromarray(ids).save(folder / "panoptic" / f"{name}.png")
+    else:
+        png.replace(folder / "panoptic" / f"{name}.png")
+    width, height = declared or size
+    data = {
+        "images": [{"id": 1, "file_name": f"{name}.jpg", "width": width, "height": height}],
+        "annotations": [{"image_id": 1, "file_name": f"{name}.png", "segments_info": [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 16}]}],
+        "categories": [{"id": 1, "name": "car", "isthing": 1}],
+    }
+    (folder / "panoptic.json").write_text(json.dumps(data))
+    return folder / "panoptic.json"
+
+
+def test_a_label_studio_polygon_declaring_40000x40000_is_refused_in_bounded_memory(tmp_path):
+    export = tmp_path / "huge-polygon.json"
+    export.write_text(json.dumps([ls_task("a", [polygon(40000, 40000)])]))
+    assert export.stat().st_size < 2048
+    code, err, peak = eval_in_child("--gt", str(export), "--pred", str(export), "--classes", "car")
+    assert code == 2, err
+    assert f"error: ground-truth Label Studio export {export}: task 1, image 'a', declares an image of 40000 x 40000 pixels (1600 megapixels), {LIMIT_TEXT}" in err
+    assert RAISE_TEXT in err and "Traceback" not in err
+    assert peak < PEAK_LIMIT_MB
+
+
+def test_a_brush_rle_whose_header_claims_20000x20000_is_refused_before_decoding(tmp_path):
+    announced = list((20000 * 20000 * 4).to_bytes(4, "big"))
+    hostile = announced + [0] * 800_000  # ~825 KB of JSON
+    export = tmp_path / "huge-brush.json"
+    # the region claims its image is 20000 x 20000: the pixel limit refuses it
+    export.write_text(json.dumps([ls_task("a", [brush(20000, 20000, hostile)])]))
+    code, err, peak = eval_in_child("--gt", str(export), "--pred", str(export), "--classes", "car")
+    assert code == 2 and "task 1, image 'a', declares an image of 20000 x 20000 pixels (400 megapixels)" in err, err
+    assert peak < PEAK_LIMIT_MB
+    # the region claims a small image, the RLE's header 20000 x 20000 x 4 values: refused from the header
+    export.write_text(json.dumps([ls_task("a", [brush(64, 48, hostile)])]))
+    code, err, peak = eval_in_child("--gt", str(export), "--pred", str(export), "--classes", "car")
+    assert code == 2, err
+    assert ("region 'b1': the brush RLE announces 1600000000 values, not 48 x 64 x 4 (original_height x original_width x "
+            "RGBA): the region does not belong to an image of this size, or the RLE is damaged") in err
+    assert peak < PEAK_LIMIT_MB
+
+
+def test_a_cvat_image_declared_40000x40000_is_refused_in_bounded_memory(tmp_path):
+    xml = tmp_path / "annotations.xml"
+    xml.write_text(cvat_xml(40000, 40000))
+    code, err, peak = eval_in_child("--gt", str(xml), "--pred", str(xml), "--classes", "car")
+    assert code == 2, err
+    assert f"error: ground-truth CVAT export {xml}: image 'a.jpg' declares an image of 40000 x 40000 pixels (1600 megapixels), {LIMIT_TEXT}" in err
+    assert peak < PEAK_LIMIT_MB
+    # a mask box far beyond its image (whose run lengths do cover the box) is refused before Datumaro decodes it
+    xml.write_text(cvat_xml(64, 48, '<mask label="car" left="0" top="0" width="40000" height="40000" rle="1600000000" z_order="0"/>'))
+    code, err, peak = eval_in_child("--gt", str(xml), "--pred", str(xml), "--classes", "car")
+    assert code == 2, err
+    assert "image 'a.jpg': a 'car' mask's box (40000 x 40000 at 0, 0) does not lie inside the 64 x 48 image" in err
+    assert peak < PEAK_LIMIT_MB
+
+
+def test_sizes_are_compared_with_the_other_side_before_masks_are_decoded(tmp_path):
+    gt = coco_set(tmp_path / "gt", (64, 48))
+    export = tmp_path / "huge-polygon.json"
+    export.write_text(json.dumps([ls_task("a", [polygon(40000, 40000)])]))
+    # even with the limit lifted, the prediction's declared size is compared with the ground truth's first
+    code, err, peak = eval_in_child("--gt", str(gt), "--pred", str(export), "--max-pixels", "0")
+    assert code == 2, err
+    assert (f"error: a (ground truth {gt}, prediction {export}): prediction size 40000x40000 (WxH) differs from "
+            "ground-truth size 64x48; a prediction must have the size of its ground-truth image") in err
+    assert peak < PEAK_LIMIT_MB
+
+
+def test_the_limit_is_an_option_and_a_declared_size_under_it_is_read(tmp_path, capsys):
+    export = tmp_path / "small.json"
+    export.write_text(json.dumps([ls_task("a", [polygon(64, 48)])]))
+    code, report = run_eval(capsys, "--gt", str(export), "--pred", str(export), "--classes", "car", "--max-pixels", "3072")
+    assert code == 0 and report["all"]["pq"] == 1.0, report
+    code, report = run_eval(capsys, "--gt", str(export), "--pred", str(export), "--classes", "car", "--max-pixels", "3071")
+    assert code == 2 and "declares an image of 64 x 48 pixels (0.003072 megapixels), over the limit of 0.003071 megapixels" in report["error"]
+    code, report = run_eval(capsys, "--gt", str(export), "--pred", str(export), "--classes", "car", "--max-pixels", "-1")
+    assert code == 2 and "--max-pixels must be >= 0 (0 = no limit), got -1" in report["error"]
+
+
+def test_coco_pngs_over_the_limit_or_of_another_size_than_their_json_are_refused_from_the_header(tmp_path, capsys):
+    big = coco_set(tmp_path / "big", (9000, 9000), png=png_header_only(tmp_path / "big.png", 9000, 9000), declared=(9000, 9000))
+    code, report = run_eval(capsys, "--gt", str(big), "--pred", str(big))
+    assert code == 2, report
+    assert f"a: ground-truth PNG {tmp_path / 'big' / 'panoptic' / 'a.png'} declares an image of 9000 x 9000 pixels (81 megapixels), {LIMIT_TEXT}" in report["error"]
+    liar = coco_set(tmp_path / "liar", (64, 48), declared=(32, 24))
+    good = coco_set(tmp_path / "good", (32, 24))
+    code, report = run_eval(capsys, "--gt", str(good), "--pred", str(liar))
+    assert code == 2, report
+    assert (f"a: prediction PNG {tmp_path / 'liar' / 'panoptic' / 'a.png'} is 64 x 48 pixels, but its JSON declares 32 x 24 "
+            "(width x height)") in report["error"]
+    # the legacy four-file form is bounded too
+    code, report = run_eval(capsys, "--gt-json", str(big), "--gt-dir", str(tmp_path / "big" / "panoptic"),
+                            "--pred-json", str(big), "--pred-dir", str(tmp_path / "big" / "panoptic"))
+    assert code == 2 and "declares an image of 9000 x 9000 pixels (81 megapixels)" in report["error"], report
+
+
+def test_cityscapes_sets_are_bounded_and_name_their_side(tmp_path, capsys):
+    pytest.importorskip("cityscapesscripts")
+    from ovpanoptic.evaluation import read_cityscapes
+
+    name = "ulm_000000_000001"
+    city = tmp_path / "gtFine" / "val" / "ulm"
+    city.mkdir(parents=True)
+    png = city / f"{name}_gtFine_instanceIds.png"
+    gt = coco_set(tmp_path / "gt", (64, 48), name=name)
+    # an error of the prediction side names the prediction
+    values = np.full((48, 64), 7, np.uint16)
+    values[0, 0] = 40123
+    Image.fromarray(values).save(png)
+    code, report = run_eval(capsys, "--gt", str(gt), "--pred", str(tmp_path / "gtFine"), "--match-categories", "name")
+    assert code == 2, report
+    assert f"error: {name}: prediction PNG {png} holds the value 40123, whose label id 40 is no Cityscapes label" in report["error"]
+    assert "ground-truth" not in report["error"]
+    # a PNG over the limit is refused from its header; a size unlike the other side's before decoding
+    png_header_only(png, 9000, 9000, bit_depth=16, colour=0)
+    with pytest.raises(EvaluationError, match=rf"^{name}: prediction PNG .* declares an image of 9000 x 9000 pixels \(81 megapixels\), {LIMIT_TEXT}"):
+        read_cityscapes(tmp_path / "gtFine", role="prediction").read(name)
+    code, report = run_eval(capsys, "--gt", str(gt), "--pred", str(tmp_path / "gtFine"), "--match-categories", "name")
+    assert code == 2, report
+    assert f"{name} (ground truth {gt}, prediction {tmp_path / 'gtFine'}): prediction size 9000x9000 (WxH) differs from ground-truth size 64x48" in report["error"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -9,10 +11,10 @@ import ovpanoptic
 from ovpanoptic import hookimpl
 from ovpanoptic.config import Config
 from ovpanoptic.device import resolve_device
-from ovpanoptic.errors import ComponentNotFoundError, InputError, PluginError
+from ovpanoptic.errors import ComponentError, ComponentNotFoundError, InputError, PluginError, VocabularyError
 from ovpanoptic.pipeline import Pipeline
-from ovpanoptic.testing import FakeComponentsPlugin, TilesGenerator, registry_with
-from ovpanoptic.types import Prompt
+from ovpanoptic.testing import CyclingClassifier, CyclingConfig, FakeComponentsPlugin, TilesGenerator, registry_with
+from ovpanoptic.types import Category, Prompt, Vocabulary
 
 from conftest import FAKE_OVERRIDES
 
@@ -226,3 +228,106 @@ def test_segment_prompt_errors_name_the_fix(shapes_image):
     ):
         plain.segment_prompt(shapes_image, Prompt(box_xyxy=(0, 0, 5, 5)))
     assert plain.segment(shapes_image, "person").image_size == (48, 64)  # it still segments
+
+
+# -- a classifier says how it reads class names (issue 27) ----------------------------------------
+
+
+class KeyingPlugin:
+    """A third-party classifier (the fakes' cycling one) that reads names without digits, plus two
+    whose ``name_key`` breaks its contract."""
+
+    @hookimpl
+    def register_classifiers(self, register):
+        class DigitBlind(CyclingClassifier):
+            def name_key(self, name):
+                return "".join(ch for ch in name.casefold() if not ch.isdigit()).strip()
+
+        class Raising(CyclingClassifier):
+            def name_key(self, name):
+                raise RuntimeError("no tokenizer")
+
+        class Unhashable(CyclingClassifier):
+            def name_key(self, name):
+                return list(name)
+
+        register("digit-blind", DigitBlind, config=CyclingConfig)
+        register("raising-key", Raising, config=CyclingConfig)
+        register("unhashable-key", Unhashable, config=CyclingConfig)
+
+
+def keying_pipeline(classifier):
+    config = Config.from_dict({"pipeline": {**FAKES, "classifier": classifier}})
+    return Pipeline(config, registry=registry_with(FakeComponentsPlugin(), KeyingPlugin()), device="cpu")
+
+
+def test_a_classifiers_name_key_decides_which_names_are_one(shapes_image):
+    pipe = keying_pipeline("digit-blind")
+    message = (
+        "class name 'car 2' appears twice (as 'car 1' and 'car 2'): the classifier 'digit-blind' reads both names "
+        "as the same text, so one of them could never win: remove or rename one"
+    )
+    with pytest.raises(VocabularyError) as typed:
+        pipe.vocabulary("car 1, car 2")
+    assert str(typed.value) == message
+    built = Vocabulary((Category(1, "car 1", True), Category(2, "car 2", True)))
+    with pytest.raises(VocabularyError) as used:
+        pipe.segment(shapes_image, built)
+    assert str(used.value) == message
+    assert pipe.vocabulary("car 1, truck").names == ("car 1", "truck")
+    # A classifier without name_key keeps the Vocabulary's own rule (case, width, spaces): two names.
+    assert fake_pipeline().segment(shapes_image, built).vocabulary is built
+
+
+def test_a_broken_name_key_is_the_plugins_fault():
+    with pytest.raises(ComponentError, match=(
+        r"^classifier 'raising-key' from plugin 'KeyingPlugin' \(registered in code\) failed in name_key\(\): raised "
+        r"RuntimeError: no tokenizer\. This is a fault in the plugin"
+    )):
+        keying_pipeline("raising-key").vocabulary("car")
+    with pytest.raises(ComponentError, match=(
+        r"^classifier 'unhashable-key' from plugin 'KeyingPlugin' \(registered in code\) failed in name_key\(\): it "
+        r"returned an unhashable list for 'car'\. name_key\(\) must return a hashable value, e\.g\. a tuple of token ids\. "
+    )):
+        keying_pipeline("unhashable-key").vocabulary("car")
+
+
+# -- export folders and size wording (issue 27) ---------------------------------------------------
+
+EXPORT_FIX = "pass an existing or creatable, writable folder as outdir"
+
+
+def test_export_into_a_folder_nothing_can_be_written_in_names_it_and_the_fix(shapes_image, tmp_path):
+    pipe = fake_pipeline()
+    result = pipe.segment(shapes_image, "person, road")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    cases = [
+        (afile, f"the output folder {afile} is a file, not a folder: {EXPORT_FIX}"),
+        (afile / "sub", f"cannot create the output folder {afile / 'sub'}: {afile} is a file; {EXPORT_FIX}"),
+        ("", f"the output folder is empty: {EXPORT_FIX}"),
+        ("/proc", f"cannot write into the output folder /proc (it is on the kernel's proc file system, which holds no files): {EXPORT_FIX}"),
+        ("/proc/ovp", "cannot create the output folder /proc/ovp: cannot write into /proc (it is on the kernel's proc file system, "
+                      f"which holds no files); {EXPORT_FIX}"),
+        ("/sys/ovp", "cannot create the output folder /sys/ovp: cannot write into /sys (it is on the kernel's sysfs file system, "
+                     f"which holds no files); {EXPORT_FIX}"),
+    ]
+    for outdir, message in cases:
+        if str(outdir).startswith(("/proc", "/sys")) and not Path(str(outdir)).parent.is_dir():
+            continue  # no such kernel file system here (not Linux)
+        with pytest.raises(InputError) as info:
+            pipe.export(result, shapes_image, outdir, "x")
+        assert str(info.value) == message, outdir
+        with pytest.raises(InputError) as info:
+            pipe.finish(outdir)
+        assert str(info.value) == message, outdir
+    assert afile.read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_a_wrong_size_image_is_reported_width_by_height(shapes_image, tmp_path):
+    pipe = fake_pipeline()
+    result = pipe.segment(shapes_image, "person")  # 64 wide, 48 high
+    with pytest.raises(InputError) as info:
+        pipe.export(result, shapes_image[:40], tmp_path, "x")
+    assert str(info.value) == "the image is 64x40 but the result is 64x48 (width x height): export a result with the image it was computed from"
+    assert list(tmp_path.iterdir()) == []

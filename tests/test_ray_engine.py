@@ -422,3 +422,57 @@ def test_an_address_nobody_answers_at_is_refused_at_once(local_reference, tmp_pa
     assert message.format(closed=closed) in capsys.readouterr().err
     assert time.monotonic() - started < 30
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("reply", "said"),
+    [(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n", "it answered 'HTTP/1.1 400 Bad Request'"), (None, "it did not answer within 5 s")],
+)
+def test_an_address_where_something_else_listens_is_refused_within_seconds(local_reference, tmp_path, with_plugins, monkeypatch, capsys,
+                                                                            reply, said):
+    """Found by a tester: a port where a web server (or anything that is not Ray) listens gave Ray's
+    'Failed to connect to GCS' for 240 s. A real listener that is not Ray, answering or silent."""
+    import threading
+
+    monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    done = threading.Event()
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(100)
+            if reply is not None:
+                conn.sendall(reply)
+            done.wait(60)  # keep the connection open (silent) until the test is over
+
+    threading.Thread(target=answer, daemon=True).start()
+    out = tmp_path / "out"
+    started = time.monotonic()
+    try:
+        assert main(segment_argv(local_reference["images"], out, "--engine", "ray", "--address", f"127.0.0.1:{port}")) == 2
+    finally:
+        done.set()
+        server.close()
+    err = capsys.readouterr().err
+    assert f"--address 127.0.0.1:{port} is not a Ray cluster: something listens there, but {said}" in err
+    assert "Give the port of the head node's GCS" in err and "Failed to connect to GCS" not in err and "Traceback" not in err
+    assert time.monotonic() - started < 20
+    assert not out.exists()
+
+
+def test_without_address_the_engine_starts_its_own_ray_not_the_running_cluster(ray_cluster, monkeypatch):
+    """A cluster already runs on this machine (and RAY_ADDRESS names it): without --address the
+    engine still starts a Ray instance of its own, as the help says; --address joins the cluster,
+    whose head answers the probe."""
+    from ovpanoptic.engines.ray_engine import RayOptions, RaySession
+
+    RaySession(RayOptions(address=ray_cluster["address"]))._probe()  # a real Ray head passes the handshake
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster["address"])
+    for key in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):  # this process imported Ray before the token was set: no auth for its own
+        monkeypatch.delenv(key, raising=False)
+    with RaySession(RayOptions()) as session:
+        gcs = session.ray.get_runtime_context().gcs_address
+        assert session._owned
+    assert gcs != ray_cluster["address"]

@@ -133,3 +133,55 @@ def test_rerun_skips_done_images_redoes_changed_ones_and_overwrite_redoes_all(tm
     proc = subprocess.run([*command(images, out), "--overwrite"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out}"
     assert len(outputs(out)) == N_IMAGES + 4  # slow-json files, panoptic.json, instances.json, panoptic/, .ovpanoptic/
+
+
+def video_command(frames: Path, out: Path, k: int) -> list[str]:
+    sets = [a for o in ("pipeline.proposal_generator='tiles'", "pipeline.classifier='gated'", "pipeline.fuser='paint'") for a in ("--set", o)]
+    return [
+        sys.executable, "-m", "ovpanoptic", "segment-video", str(frames), "--classes", "square, bar, wall", "-o", str(out),
+        "--keyframe-every", str(k), "--tracker", "hold", "--no-overlay", "--no-progress", "--device", "cpu", *sets,
+    ]
+
+
+def test_two_runs_racing_into_one_folder_the_second_is_refused_until_the_first_ends(tmp_path, plugin_site):
+    """A real ``segment-video`` process holds its folder (held at a known state by the ``gated``
+    classifier: its first keyframe written); a second video run with another K, an identical one
+    and, with --overwrite, a video run and an image batch into the same folder are refused (exit 2,
+    nothing touched); the first ends
+    with its own settings throughout."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(10):
+        Image.fromarray(np.roll(make_shapes_image(48, 64), 3 * i, axis=1)).save(frames / f"frame_{i}.png")
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    plain = env_for(plugin_site, 0)
+    first = subprocess.Popen(video_command(frames, out, 3), env={**plain, "OVPANOPTIC_TEST_GATE": str(gate)},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not Path(f"{gate}.waiting").exists():  # the first keyframe is written, the run holds the folder
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never reached its second keyframe"
+            time.sleep(0.01)
+        held = tree(out)
+        racers = (video_command(frames, out, 5), video_command(frames, out, 3), [*video_command(frames, out, 5), "--overwrite"],
+                  [*command(frames, out), "--overwrite"])
+        for racer in racers:
+            proc = subprocess.run(racer, env=plain, capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 2, proc.stderr
+            assert f"another ovpanoptic run is writing into {out}: wait for it to end" in proc.stderr and "Traceback" not in proc.stderr
+            assert tree(out) == held
+        gate.touch()
+        stdout, stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    assert first.returncode == 0, stderr
+    settings = json.loads((out / ".video" / "settings.json").read_text())
+    assert settings["tracking"]["keyframe_every"] == 3
+    images = json.loads((out / "panoptic.json").read_text())["images"]
+    assert [i["frame_index"] for i in images if i["keyframe"]] == [0, 3, 6, 9]
+    assert not (out / MANIFEST).exists()
+    again = subprocess.run(video_command(frames, out, 3), env=plain, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "already holds this video's results" in again.stdout  # not redone

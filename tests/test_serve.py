@@ -17,6 +17,7 @@ import io
 import json
 import os
 import signal
+import re
 import logging
 import socket
 import threading
@@ -141,8 +142,11 @@ def serve(pipeline: Pipeline) -> Iterator[Callable[..., Served]]:
         options: ServeOptions | None = None,
         pipe: Pipeline | None = None,
         model_version: str | None = None,
+        predict_budget_s: float | None = 80.0,
     ) -> Served:
-        backend = LabelStudioBackend(pipe or pipeline, vocabulary, policy or FetchPolicy(), model_version=model_version)
+        backend = LabelStudioBackend(
+            pipe or pipeline, vocabulary, policy or FetchPolicy(), model_version=model_version, predict_budget_s=predict_budget_s
+        )
         stops.append(backend.close)
         url, port = _serve_in_thread(backend, options or ServeOptions(port=0), stops)
         return Served(url, port, backend)
@@ -155,14 +159,16 @@ def serve(pipeline: Pipeline) -> Iterator[Callable[..., Served]]:
 @dataclass
 class FakeLabelStudio:
     """A tiny stdlib HTTP server that plays Label Studio: serves :data:`UPLOAD` to a request that
-    carries ``expected_auth``, the ``extra`` images to anyone, ``/redirect.png`` (302 to ``redirect_to``), ``/api/token/refresh``
-    (exchanges :data:`JWT` for :data:`ACCESS`); everything else is 404. Records every request."""
+    carries ``expected_auth``, the ``extra`` images to anyone, ``/redirect.png`` (302 to ``redirect_to``), ``/api/token/refresh/``
+    (exchanges :data:`JWT` for :data:`ACCESS`; without the slash a 301, as Django answers); everything else is 404.
+    With ``prefix`` (a sub-path, ``/ls``) every path lives under it. Records every request."""
 
     png: bytes
     expected_auth: str = f"Token {LEGACY_TOKEN}"
     redirect_to: str = "http://127.0.0.1:9/x.png"
     refresh_answer: bytes | None = None
     extra: dict[str, bytes] = field(default_factory=dict)
+    prefix: str = ""
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
     url: str = ""
 
@@ -182,16 +188,23 @@ class FakeLabelStudio:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def _route(self) -> str | None:
+                """The path under the prefix, or None when it is not under it."""
+                if not self.path.startswith(fake.prefix + "/"):
+                    return None
+                return self.path[len(fake.prefix) :]
+
             def do_GET(self) -> None:
                 fake.requests.append(("GET", self.path, self.headers.get("Authorization")))
-                if self.path == UPLOAD:
+                path = self._route()
+                if path == UPLOAD:
                     if self.headers.get("Authorization") != fake.expected_auth:
                         self._answer(401, b'{"detail": "Authentication credentials were not provided."}')
                     else:
                         self._answer(200, fake.png, "image/png")
-                elif self.path in fake.extra:
-                    self._answer(200, fake.extra[self.path], "image/png")
-                elif self.path == "/redirect.png":
+                elif path in fake.extra:
+                    self._answer(200, fake.extra[path], "image/png")
+                elif path == "/redirect.png":
                     self._answer(302, b"", Location=fake.redirect_to)
                 else:
                     self._answer(404, b'{"detail": "Not found."}')
@@ -199,7 +212,10 @@ class FakeLabelStudio:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 fake.requests.append(("POST", self.path, self.headers.get("Authorization")))
-                if self.path != "/api/token/refresh":
+                path = self._route()
+                if path == "/api/token/refresh":
+                    self._answer(301, b"", Location=self.path + "/")
+                elif path != "/api/token/refresh/":
                     self._answer(404, b"{}")
                 elif fake.refresh_answer is not None:
                     self._answer(200, fake.refresh_answer)
@@ -305,8 +321,8 @@ def test_health_root_and_versions(serve):
     for path in ("/", "/health", "/health/"):
         response = get(served, path)
         assert response.status_code == 200 and response.headers["Content-Type"] == "application/json"
-        assert response.json() == {"status": "UP", "model_class": "ovpanoptic", "model_version": "ovpanoptic-0.1.0"}
-    assert get(served, "/versions").json() == {"versions": ["ovpanoptic-0.1.0"]}
+        assert response.json() == {"status": "UP", "model_class": "ovpanoptic", "model_version": served.backend.model_version}
+    assert get(served, "/versions").json() == {"versions": [served.backend.model_version]}
     other = serve(model_version="exp-7")
     assert get(other, "/health").json()["model_version"] == "exp-7"
     assert get(other, "/versions").json() == {"versions": ["exp-7"]}
@@ -318,7 +334,7 @@ def test_setup_accepts_our_generated_config_and_a_project_with_other_names(serve
     for schema in (generated, PROJECT_CONFIG):
         response = post(served, "/setup", {"project": "1.1700000000", "schema": schema, "hostname": "http://x", "access_token": "t"})
         assert response.status_code == 200
-        assert response.json() == {"model_version": "ovpanoptic-0.1.0"}
+        assert response.json() == {"model_version": served.backend.model_version}
 
 
 def test_setup_refuses_configs_it_cannot_answer(serve, pipeline):
@@ -336,7 +352,7 @@ def test_setup_refuses_configs_it_cannot_answer(serve, pipeline):
     assert_error(post(served, "/setup", {"schema": no_labels}), 422, "the BrushLabels tag 'seg' has no Label")
     # with its own vocabulary the backend does not need the project's labels
     fixed = serve(vocabulary=pipeline.vocabulary(["car"]))
-    assert post(fixed, "/setup", {"schema": no_labels}).json() == {"model_version": "ovpanoptic-0.1.0"}
+    assert post(fixed, "/setup", {"schema": no_labels}).json() == {"model_version": fixed.backend.model_version}
 
 
 @pytest.mark.parametrize(
@@ -363,7 +379,7 @@ def test_predict_local_file_regions_are_the_pipeline_masks_with_the_projects_nam
     response = post(served, "/predict", predict_body(task("/data/local-files/?d=photo.png", 7)))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model_version"] == "ovpanoptic-0.1.0"
+    assert body["model_version"] == served.backend.model_version
     (prediction,) = body["results"]
     # no vocabulary given to the backend: the project's labels are the classes
     result = pipeline.segment(local_root / "photo.png", pipeline.vocabulary(["car", "road"]))
@@ -379,7 +395,7 @@ def test_predict_local_file_regions_are_the_pipeline_masks_with_the_projects_nam
         assert region["value"]["brushlabels"] == [names[segment.category_id]]
         assert region["score"] == round(segment.score, 6)
         np.testing.assert_array_equal(brush_mask(region), result.panoptic_map == segment.id)
-    assert prediction["model_version"] == "ovpanoptic-0.1.0"
+    assert prediction["model_version"] == served.backend.model_version
     assert prediction["score"] == pytest.approx(np.mean([s.score for s in result.segments]), abs=1e-6)
 
 
@@ -427,8 +443,6 @@ def test_local_files_outside_the_root_or_missing_are_refused(serve, local_root):
         assert_error(response, 403, "is outside the local-files root")
     assert_error(post(served, "/predict", predict_body(task("/data/local-files/?d=nope.png"))), 404, "local file 'nope.png' does not exist under")
     assert_error(post(served, "/predict", predict_body(task("/data/local-files/?x=photo.png"))), 400, "a local-files URL needs ?d=PATH")
-    # an absolute local-files URL on a host that is not Label Studio's
-    assert_error(post(served, "/predict", predict_body(task("http://127.0.0.1:9/data/local-files/?d=photo.png"))), 403, "is not on Label Studio's own address")
 
 
 def test_a_file_that_is_not_an_image_is_a_bad_request(serve, local_root):
@@ -497,12 +511,64 @@ def test_a_personal_access_token_is_exchanged_for_a_bearer_token(serve, fake_ls)
     ls = fake_ls(expected_auth=f"Bearer {ACCESS}")
     served = serve(FetchPolicy(label_studio_url=ls.url, token=JWT, timeout_s=5))
     assert post(served, "/predict", predict_body(task(UPLOAD))).status_code == 200
-    assert ls.requests == [("POST", "/api/token/refresh", None), ("GET", UPLOAD, f"Bearer {ACCESS}")]
+    assert ls.requests == [("POST", "/api/token/refresh/", None), ("GET", UPLOAD, f"Bearer {ACCESS}")]
     # the access token is kept: a second image needs no second exchange
     assert_error(post(served, "/predict", predict_body(task("/data/upload/1/other.png"))), 502, "Label Studio answered 404")
     assert ls.requests[2:] == [("GET", "/data/upload/1/other.png", f"Bearer {ACCESS}")]
     refused = serve(FetchPolicy(label_studio_url=ls.url, token=JWT.replace("c2ln", "bad"), timeout_s=5))
     assert_error(post(refused, "/predict", predict_body(task(UPLOAD))), 502, "Label Studio refused the API token (401)")
+
+
+@pytest.mark.parametrize("url", [UPLOAD, "/ls" + UPLOAD])
+def test_label_studio_under_a_sub_path_gets_the_token_refresh_and_the_image_there(serve, fake_ls, url):
+    ls = fake_ls(expected_auth=f"Bearer {ACCESS}", prefix="/ls")
+    served = serve(FetchPolicy(label_studio_url=ls.url + "/ls", token=JWT, timeout_s=5))
+    response = post(served, "/predict", predict_body(task(url)))
+    assert response.status_code == 200, response.text
+    assert ls.requests == [("POST", "/ls/api/token/refresh/", None), ("GET", "/ls" + UPLOAD, f"Bearer {ACCESS}")]
+
+
+def test_a_token_refresh_that_is_not_there_says_to_check_the_url_not_the_token(serve, fake_ls):
+    ls = fake_ls(expected_auth=f"Bearer {ACCESS}", prefix="/ls")
+    served = serve(FetchPolicy(label_studio_url=ls.url, token=JWT, timeout_s=5))  # the sub-path left out
+    message = assert_error(post(served, "/predict", predict_body(task(UPLOAD))), 502, f"Label Studio's token refresh {ls.url}/api/token/refresh/ answered 404")
+    assert "check --label-studio-url" in message and "refused" not in message
+
+
+def test_absolute_local_files_urls_are_read_from_the_root(serve, local_root):
+    served = serve(FetchPolicy(local_files_root=local_root))
+    for url in ("http://labelstudio.example:8080/data/local-files/?d=photo.png", "https://host/ls/data/local-files/?d=photo.png"):
+        response = post(served, "/predict", predict_body(task(url)))
+        assert response.status_code == 200, response.text
+        assert len(response.json()["results"][0]["result"]) == 3
+    assert_error(post(served, "/predict", predict_body(task("http://host/data/local-files/?d=../x.png"))), 403, "is outside the local-files root")
+
+
+def test_one_bad_task_is_skipped_and_the_others_kept(serve, local_root, caplog):
+    served = serve(FetchPolicy(local_files_root=local_root))
+    tasks = [task("/data/local-files/?d=photo.png", 1), task("/data/local-files/?d=nope.png", 2), task("/data/local-files/?d=photo.png", 3)]
+    with caplog.at_level("WARNING", logger="ovpanoptic.serve.label_studio"):
+        response = post(served, "/predict", predict_body(*tasks))
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert [len(r["result"]) if isinstance(r, dict) else r for r in results] == [3, [], 3]
+    assert "task 2 skipped: local file 'nope.png' does not exist under" in caplog.text
+    # every task bad: the request fails, saying why
+    assert_error(post(served, "/predict", predict_body(tasks[1], task("/data/local-files/?d=gone.png", 4))), 400, "no task could be answered")
+
+
+def test_tasks_past_the_time_budget_are_left_for_the_next_request(serve, local_root, caplog):
+    served = serve(FetchPolicy(local_files_root=local_root), predict_budget_s=1e-9)
+    tasks = [task("/data/local-files/?d=photo.png", k) for k in (1, 2, 3)]
+    with caplog.at_level("WARNING", logger="ovpanoptic.serve.label_studio"):
+        results = post(served, "/predict", predict_body(*tasks)).json()["results"]
+    assert len(results[0]["result"]) == 3 and results[1:] == [[], []]
+    assert "2 of 3 tasks left unanswered" in caplog.text
+
+
+def test_the_default_model_version_differs_from_the_exporters_and_names_the_start(serve):
+    version = serve().backend.model_version
+    assert re.fullmatch(r"ovpanoptic-0\.1\.0-serve-\d{8}T\d{6}", version), version
 
 
 def test_a_token_refresh_answer_without_an_access_token_is_bad_gateway(serve, fake_ls):
@@ -604,7 +670,7 @@ def test_interactive_click_is_one_region_equal_to_segment_prompt(serve, pipeline
     response = post(served, "/predict", predict_body(task("/data/local-files/?d=photo.png"), context=context))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model_version"] == "ovpanoptic-0.1.0"
+    assert body["model_version"] == served.backend.model_version
     (prediction,) = body["results"]
     (region,) = prediction["result"]
     prompt = Prompt(points_xy=np.array(points, np.float32).reshape(-1, 2), point_labels=np.array(labels, np.int32), box_xyxy=box)
@@ -622,7 +688,7 @@ def test_interactive_prompt_that_selects_nothing_gives_no_region(serve, local_ro
     # a box inside the top-left tile, and a negative click in that tile
     context = [rectangle(12.5, 12.5, 12.5, 12.5), keypoint(25, 25, None, positive=False)]
     body = post(served, "/predict", predict_body(task("/data/local-files/?d=photo.png"), context=context)).json()
-    assert body["results"] == [{"model_version": "ovpanoptic-0.1.0", "score": 0.0, "result": []}]
+    assert body["results"] == [{"model_version": served.backend.model_version, "score": 0.0, "result": []}]
 
 
 def test_interactive_requests_the_backend_cannot_answer(serve, local_root):
@@ -935,3 +1001,78 @@ def test_a_silent_client_is_dropped_after_the_idle_timeout(serve):
         started = time.monotonic()
         assert sock.recv(1024) == b""  # closed by the server, without an answer to the half request
         assert time.monotonic() - started < 4
+
+
+# -- hostile bodies and bursts -------------------------------------------------------------------
+
+
+def test_a_deeply_nested_body_is_a_bad_request_not_a_server_error(serve, local_root):
+    served = serve(FetchPolicy(local_files_root=local_root))
+    deep = b"[" * 200_000 + b"]" * 200_000
+    for path in ("/predict", "/setup"):
+        assert_error(post(served, path, content=deep), 400, "the request body nests arrays and objects more than 64 levels deep")
+    # nested under the limit of the JSON parser, but far deeper than any Label Studio request
+    nested: Any = "x"
+    for _ in range(500):
+        nested = {"a": nested}
+    body = predict_body(task("/data/local-files/?d=photo.png")) | {"params": nested}
+    assert_error(post(served, "/predict", body), 400, "more than 64 levels deep")
+
+
+@pytest.mark.parametrize("body", [
+    {"tasks": [{"id": 1, "data": "photo.png"}], "label_config": PROJECT_CONFIG},
+    {"tasks": [{"id": 1, "data": {"photo": ["/data/local-files/?d=photo.png"]}}], "label_config": PROJECT_CONFIG},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}], "label_config": ["<View/>"]},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}], "label_config": PROJECT_CONFIG,
+     "params": {"context": "x"}},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}], "label_config": PROJECT_CONFIG,
+     "params": {"context": {"result": "x"}}},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}], "label_config": PROJECT_CONFIG,
+     "params": {"context": {"result": [{"type": "keypointlabels", "value": {"x": "a", "y": 1}}]}}},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}], "label_config": PROJECT_CONFIG,
+     "params": {"context": {"result": [{"type": "rectanglelabels", "value": {"x": 1e308, "y": 1e308, "width": 1e308,
+                                                                             "height": 1e308, "rectanglelabels": ["car"]}}]}}},
+    {"tasks": [{"id": 1, "data": {"photo": "/data/local-files/?d=photo.png"}}],
+     "label_config": '<!DOCTYPE v [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">]><View>&b;</View>'},
+])
+def test_malformed_and_hostile_bodies_are_client_errors(serve, local_root, body):
+    served = serve(FetchPolicy(local_files_root=local_root))
+    response = post(served, "/predict", body)
+    assert response.status_code < 500, response.text  # a request's fault is never the server's
+    if response.status_code >= 400:
+        assert set(response.json()) == {"error"} and "Traceback" not in response.text
+
+
+def test_a_burst_of_twenty_clients_is_queued_and_every_one_answered(pipeline, local_root):
+    """20 clients connect while the server accepts none yet (as when a burst arrives faster than it
+    accepts): the listen backlog holds them all (socketserver's default of 5 held 6, and the kernel
+    dropped the others), then every one gets its answer."""
+    backend = LabelStudioBackend(pipeline, None, FetchPolicy(local_files_root=local_root))
+    server = make_server(backend, ServeOptions(port=0))
+    port = server.server_address[1]
+    clients: list[socket.socket] = []
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    try:
+        for index in range(20):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            body = json.dumps(predict_body(task("/data/local-files/?d=photo.png", index))).encode()
+            clients[-1].sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+                                + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        thread.start()
+        answers = []
+        for client in clients:
+            client.settimeout(30)
+            data = b""
+            while chunk := client.recv(65536):
+                data += chunk
+            head, _, payload = data.partition(b"\r\n\r\n")
+            answers.append((head.split(b" ", 2)[1], len(json.loads(payload)["results"][0]["result"])))
+        assert answers == [(b"200", 3)] * 20
+    finally:
+        for client in clients:
+            client.close()
+        if thread.is_alive():
+            server.shutdown()
+            thread.join(5)
+        server.server_close()
+        backend.close()

@@ -13,6 +13,7 @@ from ovpanoptic.types import (
     Prompt,
     ProposalSet,
     Segment,
+    TrackMasks,
     Vocabulary,
     masks_to_boxes_xyxy,
 )
@@ -170,7 +171,7 @@ def test_resized_is_nearest_neighbour_with_exact_geometry(size):
         s.id: (s.category_id, s.score) for s in r.segments if s.id in _brute_geometry(expected)
     }
     assert big.timings == {"fuse": 0.5}
-    with pytest.raises(ValueError, match="cannot resize a panoptic result to 0x5"):
+    with pytest.raises(ValueError, match=r"^cannot resize a panoptic result to 5x0 \(width x height\)$"):
         r.resized(0, 5)
 
 
@@ -191,7 +192,7 @@ def test_proposal_set_resized_is_the_panoptic_rule_with_tight_boxes():
     rows, cols = (np.arange(4) * 10) // 4, (np.arange(7) * 20) // 7
     np.testing.assert_array_equal(small.masks, masks[:, rows[:, None], cols[None, :]])
     np.testing.assert_array_equal(small.boxes_xyxy, masks_to_boxes_xyxy(small.masks))
-    with pytest.raises(ValueError, match="cannot resize proposals to 0x5"):
+    with pytest.raises(ValueError, match=r"^cannot resize proposals to 5x0 \(width x height\)$"):
         ps.resized(0, 5)
 
 
@@ -244,3 +245,51 @@ def test_prompt_check_inside_names_the_point_and_the_image():
     Prompt(box_xyxy=(0, 0, 64, 48)).check_inside(48, 64)  # the box may reach the borders
     with pytest.raises(InputError, match=r"the prompt box \(-1, 0, 10, 10\) reaches outside the 64 x 48 \(width x height\) image"):
         Prompt(box_xyxy=(-1, 0, 10, 10)).check_inside(48, 64)
+
+
+# -- masks in another dtype than bool: one rule (types.binary_masks) for every constructor that takes them
+
+
+def _soft() -> np.ndarray:
+    """Two 6x8 probability maps (as models return): each about one quarter of the image, > 0 everywhere."""
+    soft = np.full((2, 6, 8), 0.02, np.float32)
+    soft[0, :3, :4] = 0.9
+    soft[1, 3:, 4:] = 0.7
+    return soft
+
+
+SOFT = (
+    "ProposalSet.from_masks masks are soft float32 masks with values from 0.02 to 0.9, not 0/1: say where a pixel is "
+    "inside with threshold= (0.5 for probabilities, 0.0 for logits), or pass bool masks (masks > 0.5)"
+)
+
+
+def test_soft_float_masks_are_refused_not_made_full_image_masks():
+    with pytest.raises(ValueError) as info:
+        ProposalSet.from_masks(_soft(), [0.9, 0.8])
+    assert str(info.value) == SOFT
+
+
+def test_soft_masks_with_a_threshold_and_binary_masks_of_any_dtype():
+    ps = ProposalSet.from_masks(_soft(), [0.9, 0.8], threshold=0.5)
+    assert ps.areas.tolist() == [12, 12]
+    assert ps.boxes_xyxy.tolist() == [[0, 0, 4, 3], [4, 3, 8, 6]]
+    logits = np.log(_soft() / (1 - _soft()))
+    assert np.array_equal(ProposalSet.from_masks(logits, threshold=0.0).masks, ps.masks)
+    for binary in (ps.masks.astype(np.float32), ps.masks.astype(np.uint8) * 255, ps.masks.astype(np.int64)):
+        assert np.array_equal(ProposalSet.from_masks(binary).masks, ps.masks), binary.dtype
+    with pytest.raises(ValueError, match=r"^ProposalSet.from_masks masks contain NaN"):
+        ProposalSet.from_masks(np.where(ps.masks, np.nan, 0.0))
+    with pytest.raises(ValueError, match=r"^threshold must be a finite number \(0.5 for probabilities, 0.0 for logits\), got nan$"):
+        ProposalSet.from_masks(_soft(), threshold=float("nan"))
+    with pytest.raises(ValueError, match=r"threshold=0.5\) turns soft masks into bool ones\)$"):
+        ProposalSet(_soft(), np.zeros((2, 4), np.float32), np.ones(2, np.float32))
+
+
+def test_track_masks_from_dict_follows_the_same_rule():
+    soft = _soft()
+    with pytest.raises(ValueError, match=r"^TrackMasks.from_dict mask of track 3 are soft float32 masks with values from 0.02 to 0.9"):
+        TrackMasks.from_dict({3: soft[0]}, 6, 8)
+    tm = TrackMasks.from_dict({3: soft[0], 1: soft[1]}, 6, 8, threshold=0.5)
+    assert tm.ids.tolist() == [1, 3] and [int(m.sum()) for m in tm.masks] == [12, 12]
+    assert TrackMasks.from_dict({2: (soft[0] > 0.5).astype(np.uint8)}, 6, 8).masks.sum() == 12

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import video_clip
 from PIL import Image
-from video_clip import CLASSES, FLOOR, STUFF, WALL, A, B, C, D, ground_truth, write_clip
+from video_clip import CLASSES, FLOOR, STUFF, WALL, A, B, C, D, ground_truth, write_clip, write_scene
 
 from ovpanoptic import hookimpl
 from ovpanoptic.builtins.oracle import GroundTruthIndex, OracleConfig
@@ -59,10 +59,12 @@ class NoisyOracle:
         self.flip: set[str] = set()
 
     def prepare(self, image, proposals):
-        labels = self.inner.prepare(image, proposals)
+        import dataclasses
+
+        prepared = self.inner.prepare(image, proposals)
         if image_digest(image) in self.flip:
-            labels = np.where(labels == 1, 2, labels)
-        return labels
+            prepared = dataclasses.replace(prepared, categories=np.where(prepared.categories == 1, 2, prepared.categories))
+        return prepared
 
     def score(self, prepared, vocabulary):
         return self.inner.score(prepared, vocabulary)
@@ -306,14 +308,16 @@ def test_a_missed_track_is_drawn_where_the_tracker_carries_it_until_max_missed()
 
 def test_the_vote_needs_more_keyframes_not_a_higher_score():
     book = TrackBook(VOCAB, TrackingOptions())
-    book.keyframe(0, result_of({1: (1, 0.4)}, {1: (0, 0, 10, 10)}), None)
+    same_look = {1: np.ones(4, np.float32)}  # the classifier's features agree: one object, classified differently
+    book.keyframe(0, result_of({1: (1, 0.4)}, {1: (0, 0, 10, 10)}), None, same_look)
     seen = []
     for t, (category, score) in enumerate([(2, 0.99), (2, 0.95), (1, 0.5)], start=1):
-        out = book.keyframe(t, result_of({1: (category, score)}, {1: (0, 0, 10, 10)}), masks_of({1: (0, 0, 10, 10)}))
+        out = book.keyframe(t, result_of({1: (category, score)}, {1: (0, 0, 10, 10)}), masks_of({1: (0, 0, 10, 10)}), same_look)
         seen.append(out.segments[0].category_id)
     # 1 box vs 1 ball: a tie keeps the box; 2 balls vs 1 box: ball; 2 vs 2: the current class (ball) stays.
     assert seen == [1, 2, 2]
     assert book.records()[0].votes == {1: (2, 0.9), 2: (2, 1.94)}
+    assert book.records()[0].class_changes == ((2, 1, 2),)  # the change is recorded: frame 2, box -> ball
 
 
 def test_held_stuff_fills_what_moving_things_uncover():
@@ -480,6 +484,7 @@ def test_a_stopped_run_resumes_after_its_last_keyframe_with_the_same_result(clip
         output.write(item)
         if item.index == 6:
             break  # the process dies after frame 6
+    output.close()  # (as its death would: the folder's lock goes with the process)
     again = VideoOutput(stopped, {"test": 1})
     resume = again.resume_point(vocab)
     assert resume is not None and resume.index == 4
@@ -637,3 +642,233 @@ def test_several_videos_get_folder_names_that_do_not_depend_on_their_order(tmp_p
     assert video_folders(["/x/clip.mp4"], tmp_path)[0].outdir == tmp_path
     with pytest.raises(InputError, match="is given twice: give each video once"):
         video_folders(["/x/clip.mp4", "/x/clip.mp4"], tmp_path)
+
+
+# -- one run per folder; every frame checked before the first is processed ------------------------
+
+
+def test_image_batches_and_video_runs_refuse_each_others_folders(clip, tmp_path, capsys):
+    """segment-video into an image batch's folder, and segment into a video run's, are refused
+    (exit 2, nothing changed); --overwrite replaces the other kind's results, and leaves the
+    user's own files alone."""
+    config = str(oracle_toml(clip, tmp_path))
+    out = tmp_path / "out"
+    image_run = ["segment", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", config, "--no-progress", "-o", str(out)]
+    video_run = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", config,
+                 "--keyframe-every", "1", "--no-overlay", "--no-progress", "-o", str(out)]
+    assert main(image_run) == 0
+    (out / "notes.txt").write_text("mine")
+    capsys.readouterr()
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert main(video_run) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds the results of an image batch ('ovpanoptic segment', ovpanoptic-manifest.jsonl)" in err
+    assert "pass --overwrite to replace the batch's results" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+    assert main([*video_run, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in out.iterdir()) == [".video", "notes.txt", "panoptic", "panoptic.json", "tracks.csv", "tracks.json"]
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == [f"{t:06d}.png" for t in range(12)]  # the video's frames only
+    video_files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    assert main(image_run) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds a video run of 'ovpanoptic segment-video'" in err
+    assert "add --overwrite to replace the video's results" in err and "Traceback" not in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == video_files
+
+    assert main([*image_run, "--overwrite"]) == 0
+    capsys.readouterr()
+    assert not (out / ".video").exists() and not (out / "tracks.csv").exists() and (out / "notes.txt").read_text() == "mine"
+    images = json.loads((out / "panoptic.json").read_text())["images"]
+    assert all("frame_index" not in i for i in images) and len(images) == 12  # the image batch's JSON, whole
+
+
+def test_a_video_run_waits_for_no_one_while_another_run_holds_its_folder(clip, tmp_path, capsys):
+    from ovpanoptic.folderlock import FolderLock
+
+    out = tmp_path / "out"
+    argv = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--keyframe-every", "1", "--no-overlay", "--no-progress", "-o", str(out)]
+    with FolderLock.acquire(out):
+        assert main(argv) == 2
+        assert main([*argv, "--overwrite"]) == 2
+        assert main(["segment", str(clip["frames"]), "--classes", CLASSES, "--config", str(oracle_toml(clip, tmp_path)), "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count(f"another ovpanoptic run is writing into {out}: wait for it") == 3
+    assert sorted(p.name for p in out.iterdir()) == []
+    assert main(argv) == 0  # released: the folder is free again
+
+
+def test_every_frame_of_a_folder_is_checked_before_the_first_is_processed(clip, tmp_path, capsys):
+    import shutil
+
+    frames = tmp_path / "frames"
+    shutil.copytree(clip["frames"], frames)
+    names = [f"frame_{t}.png" for t in range(12)]
+    (frames / names[9]).write_text("not an image, whatever its name says")
+    out = tmp_path / "out"
+    argv = ["segment-video", str(frames), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--keyframe-every", "1", "--no-overlay", "--no-progress", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"frame 9 ({names[9]}) in {frames} is not an image file Pillow can read" in err and "nothing was processed" in err
+    assert not out.exists()
+    # a JPEG whose EXIF orientation turns it a quarter turn is read 48x64, not 64x48: refused up front too
+    rotated = Image.open(clip["frames"] / names[9]).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    (frames / names[9]).unlink()
+    rotated.save(frames / (Path(names[9]).stem + ".jpg"), exif=exif.tobytes())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"frame 9 ({Path(names[9]).stem}.jpg) is 48x64 but frame {names[0]} is 64x48 (as its EXIF orientation turns it)" in err
+    assert not out.exists()
+
+
+def test_a_run_that_stops_after_writing_frames_exits_1_and_resumes(clip, tmp_path, capsys):
+    import shutil
+
+    frames = tmp_path / "frames"
+    shutil.copytree(clip["frames"], frames)
+    names = [f"frame_{t}.png" for t in range(12)]
+    whole = (frames / names[8]).read_bytes()
+    (frames / names[8]).write_bytes(whole[: len(whole) // 2])  # a valid header, cut-off pixels: found when decoded
+    out = tmp_path / "out"
+    argv = ["segment-video", str(frames), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--keyframe-every", "4", "--no-overlay", "--no-progress", "-o", str(out)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "error: frames stopped after 5 frame(s) written into" in err and "frame 8" in err
+    assert "The frames written are kept; fix this and run the same command again to resume after the last keyframe written" in err
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == [f"{t:06d}.png" for t in range(5)]
+    (frames / names[8]).write_bytes(whole)
+    assert main(argv) == 0
+    assert "resuming after frame 4" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "panoptic").iterdir()) == [f"{t:06d}.png" for t in range(12)]
+
+
+def test_the_keyframe_interval_is_bounded_because_a_window_is_held_in_memory(clip, tmp_path, capsys):
+    from ovpanoptic.video.tracks import MAX_KEYFRAME_EVERY
+
+    assert TrackingOptions(keyframe_every=MAX_KEYFRAME_EVERY).keyframe_every == 300
+    out = tmp_path / "out"
+    argv = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--config", str(oracle_toml(clip, tmp_path)),
+            "--keyframe-every", "1000000000", "-o", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--keyframe-every must be at most 300, got 1000000000: the tracker holds the K + 1 frames from one keyframe" in err
+    assert not out.exists()
+
+
+# -- id integrity (issue 26) -----------------------------------------------------------------------
+
+PALLET_CATEGORIES = [{"id": 1, "name": "pallet", "isthing": 1}, {"id": 2, "name": "person", "isthing": 1}, {"id": 3, "name": "floor", "isthing": 0}]
+BROWN, BLUE = (160, 110, 50), (40, 60, 220)
+
+
+def run_scene(scene, tmp_path, tracker="ground-truth", classes="pallet, person, floor", **options):
+    pipe = oracle_pipeline(scene, tracker=tracker)
+    vocab = pipe.vocabulary(classes, "floor")
+    source = open_frames(scene["frames"], name="scene")
+    out = tmp_path / "out"
+    output = VideoOutput(out, {"test": 1})
+    items = []
+    for item in segment_video(pipe, source, vocab, TrackingOptions(**options)):
+        output.write(item)
+        items.append(item)
+    output.finish(items[-1].book, source)
+    output.close()
+    rows = [(r["id"], r["class"], r["first_frame"], r["last_frame"], r["frames_seen"], r["ended"], r["class_changes"])
+            for r in csv.DictReader((out / "tracks.csv").open())]
+    data = json.loads((out / "panoptic.json").read_text())
+    classes_by_frame = {a["image_id"]: {s["id"]: s["category_id"] for s in a["segments_info"] if s["category_id"] != 3} for a in data["annotations"]}
+    return items, rows, classes_by_frame, out
+
+
+@pytest.mark.parametrize("person_colour", [BLUE, BROWN], ids=["looks-different", "looks-the-same"])
+def test_a_person_on_the_spot_a_pallet_left_gets_its_own_track(tmp_path, person_colour):
+    """Issue 26: a pallet (frames 0-14) is picked up, a person steps onto the same spot (frames
+    20-49); oracle keyframes every 10 frames, a perfect tracker. The lost pallet track is not
+    continued by the person (another class: no re-identification, whatever the features say), so
+    there are two tracks with the right class in every frame, and nothing to flag."""
+    scene = write_scene(
+        tmp_path / "clip", 50,
+        # (the person stands 1 px lower: the oracle recognises frames by their pixels, which must differ)
+        lambda t: ([(11, 1, 20, 20, 12, BROWN)] if t < 15 else []) + ([(12, 2, 20, 21, 12, person_colour)] if t >= 20 else []),
+        PALLET_CATEGORIES,
+    )
+    items, rows, classes, out = run_scene(scene, tmp_path, keyframe_every=10)
+    assert rows == [
+        ("1", "pallet", "0", "14", "15", "True", "0"),  # missed on keyframes 20 and 30: ended at 30 (max_missed 1)
+        ("2", "floor", "0", "49", "50", "False", "0"),
+        ("3", "person", "20", "49", "30", "False", "0"),
+    ]
+    assert classes == {t: ({1: 1} if t < 15 else {} if t < 20 else {3: 2}) for t in range(50)}
+    # The streamed results say the same.
+    assert [{s.id: s.category_id for s in i.result.segments if s.isthing} for i in items] == [classes[t] for t in range(50)]
+    report = evaluate_video(scene["gt_json"], scene["gt_dir"], out / "panoptic.json", out / "panoptic")
+    assert report.vpq.all == 1.0 and report.stq.overall.stq == 1.0
+    assert report.consistency.class_changes == () and report.consistency.issues == ()
+
+
+def test_a_class_change_inside_a_track_is_recorded_and_reported_by_the_consistency_check(tmp_path, capsys):
+    """A box classified 'ball' on its first keyframe and 'box' on the next two: one object (its
+    features agree), so one track; the vote flips at frame 8 and the record shows it: frames 0-7
+    carry 'ball', frames 8-11 'box' (a later vote never rewrites earlier frames), the tracks table
+    has the change, and eval-video's consistency check reports it."""
+    scene = write_scene(tmp_path / "clip", 12, lambda t: [(11, 1, 10 + t, 20, 12, BROWN)], PALLET_CATEGORIES)
+    pipe = oracle_pipeline(scene, classifier="noisy-oracle", tracker="ground-truth")
+    # The noisy oracle calls every category-1 object category 2 on the frames in flip: 'person' on keyframe 0.
+    pipe.component("classifier").flip = {image_digest(np.asarray(Image.open(scene["frames"] / "frame_0.png").convert("RGB")))}
+    vocab = pipe.vocabulary("pallet, person, floor", "floor")
+    out = tmp_path / "out"
+    output = VideoOutput(out, {"test": 1})
+    items = []
+    for item in segment_video(pipe, open_frames(scene["frames"], name="scene"), vocab, TrackingOptions(keyframe_every=4)):
+        output.write(item)
+        items.append(item)
+    output.finish(items[-1].book, open_frames(scene["frames"], name="scene"))
+    output.close()
+    data = json.loads((out / "panoptic.json").read_text())
+    assert [[s["category_id"] for s in a["segments_info"] if s["id"] == 1] for a in data["annotations"]] == [[2]] * 8 + [[1]] * 4
+    tracks = json.loads((out / "tracks.json").read_text())
+    assert (tracks[0]["id"], tracks[0]["class"], tracks[0]["class_changes"]) == (1, "pallet", [{"frame": 8, "from": "person", "to": "pallet"}])
+    assert main(["eval-video", "--pred-json", str(out / "panoptic.json"), "--pred-dir", str(out / "panoptic")]) == 0
+    table = capsys.readouterr().out
+    assert "0 consecutive-frame IoU(s) below 50.0%, 1 class change(s)" in table
+    assert "scene        1          7->8  person -> pallet" in table
+
+
+@pytest.mark.parametrize(("colour", "expected"), [(BROWN, "same id"), (BLUE, "new id")])
+def test_an_object_that_leaves_and_reenters_keeps_its_id_only_when_its_features_match(tmp_path, colour, expected):
+    """A pallet drives out through the right edge (last seen on frame 4, a 4 px sliver) and comes
+    back on frame 14 at the same place. On keyframe 16 the tracker has lost it; it is re-identified
+    (its id kept) when the detection covers where it was last seen, has its class and its image
+    features (the oracle's colour histogram) match; a pallet of another colour gets a new id."""
+
+    def objects(t):
+        if t <= 5:
+            return [(11, 1, 44 + 4 * t, 20, 10, BROWN)]
+        if t >= 14:
+            return [(11 if colour == BROWN else 12, 1, 56 - 3 * (t - 16), 20, 10, colour)]
+        return []
+
+    scene = write_scene(tmp_path / "clip", 24, objects, PALLET_CATEGORIES)
+    items, rows, classes, _ = run_scene(scene, tmp_path, keyframe_every=4, max_missed=5, max_unseen=30)
+    if expected == "same id":
+        assert rows == [("1", "pallet", "0", "23", "13", "False", "0"), ("2", "floor", "0", "23", "24", "False", "0")]
+        assert [sorted(c) for c in classes.values()] == [[1]] * 5 + [[]] * 11 + [[1]] * 8
+    else:
+        assert rows == [
+            ("1", "pallet", "0", "4", "5", "False", "0"),
+            ("2", "floor", "0", "23", "24", "False", "0"),
+            ("3", "pallet", "16", "23", "8", "False", "0"),
+        ]
+    # Without the classifier's features there is no evidence: a new id either way.
+    book = TrackBook(VOCAB, TrackingOptions(max_missed=5))
+    book.keyframe(0, result_of({1: (1, 0.9)}, {1: (16, 0, 20, 10)}), None, {1: np.ones(4, np.float32)})
+    book.tracked(1, masks_of({1: (0, 0, 0, 0)}))  # the tracker lost it
+    again = book.keyframe(2, result_of({5: (1, 0.9)}, {5: (14, 0, 20, 10)}), masks_of({1: (0, 0, 0, 0)}))
+    assert [s.id for s in again.segments] == [2]

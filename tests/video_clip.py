@@ -90,3 +90,43 @@ def write_clip(root: Path, frames: int = FRAMES, scale: int = 1) -> dict[str, Pa
     gt_json = root / "gt" / "panoptic.json"
     gt_json.write_text(json.dumps({"images": images, "annotations": annotations, "categories": CATEGORIES}))
     return {"frames": frames_dir, "gt_json": gt_json, "gt_dir": png_dir}
+
+
+def write_scene(root: Path, frames: int, objects, categories: list[dict], video_id: str = "scene") -> dict[str, Path]:
+    """Write a clip of ``frames`` 64 x 48 frames: a floor (stuff id 1, category 3) under square
+    objects. ``objects(t)`` gives frame ``t``'s objects as ``(gt id, category id, x, y, size,
+    colour)`` (later ones in front; any part outside the frame is cut). Frames carry the same fixed
+    texture as :func:`frame`. Returns the paths like :func:`write_clip`."""
+    frames_dir, png_dir = root / "frames", root / "gt" / "panoptic"
+    frames_dir.mkdir(parents=True)
+    png_dir.mkdir(parents=True)
+    texture = np.random.default_rng(7).integers(-6, 7, (H, W, 3))
+    images, annotations = [], []
+    for t in range(frames):
+        ids = np.ones((H, W), np.int64)
+        rgb = np.zeros((H, W, 3), np.int16)
+        rgb[:] = (90, 80, 70)
+        category = {1: 3}
+        for gid, cid, x, y, size, colour in objects(t):
+            x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + size, W), min(y + size, H)
+            if x0 >= x1 or y0 >= y1:
+                continue
+            ids[y0:y1, x0:x1] = gid
+            rgb[y0:y1, x0:x1] = colour
+            category[gid] = cid
+        Image.fromarray(np.clip(rgb + texture, 0, 255).astype(np.uint8)).save(frames_dir / f"frame_{t}.png")
+        Image.fromarray(id_to_rgb(ids)).save(png_dir / f"{t:06d}.png")
+        images.append({"id": t, "file_name": f"frame_{t}.png", "width": W, "height": H, "video_id": video_id, "frame_index": t})
+        segments = []
+        for sid in np.unique(ids).tolist():
+            ys, xs = np.nonzero(ids == sid)
+            segments.append(
+                {
+                    "id": sid, "category_id": category[sid], "iscrowd": 0, "area": len(ys),
+                    "bbox": [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)],
+                }
+            )
+        annotations.append({"image_id": t, "file_name": f"{t:06d}.png", "segments_info": segments})
+    gt_json = root / "gt" / "panoptic.json"
+    gt_json.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return {"frames": frames_dir, "gt_json": gt_json, "gt_dir": png_dir}

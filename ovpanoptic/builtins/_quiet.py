@@ -1,25 +1,38 @@
-"""Importing third-party modules without their deprecation noise.
+"""Running third-party code without its deprecation noise.
 
-detectron2 decorates functions with ``torch.jit.script`` at import time, and torch answers each with
-a ``FutureWarning`` the user can do nothing about. The built-ins import such modules through
-:func:`import_quietly`, which silences ``FutureWarning`` and ``DeprecationWarning`` raised while the
-module is imported (and only then: later warnings are shown as usual).
+torch answers every ``torch.jit.script`` call with a ``FutureWarning`` ("`torch.jit.script` is
+deprecated") the user can do nothing about, and third-party packages call it at two moments:
+detectron2 decorates functions with it when its modules are *imported*, and sam2 scripts its
+image transforms whenever a ``SAM2ImagePredictor`` (or ``SAM2AutomaticMaskGenerator``) is
+*constructed*. The built-ins import such modules through :func:`import_quietly` and construct such
+objects inside :func:`quiet_deprecations`, which silence ``FutureWarning`` and
+``DeprecationWarning`` raised meanwhile (and only then: later warnings are shown as usual).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
-__all__ = ["import_quietly", "require"]
+__all__ = ["import_quietly", "quiet_deprecations", "require"]
+
+
+@contextlib.contextmanager
+def quiet_deprecations() -> Iterator[None]:
+    """Silence ``FutureWarning`` and ``DeprecationWarning`` inside the block: wrap only calls into
+    third-party code whose deprecations the user cannot act on (imports, model constructors)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        yield
 
 
 def import_quietly(name: str) -> ModuleType:
     """:func:`importlib.import_module` with import-time ``FutureWarning``/``DeprecationWarning`` silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with quiet_deprecations():
         return importlib.import_module(name)
 
 

@@ -38,11 +38,13 @@ and a resumed batch keeps its earlier images.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from glob import escape as glob_escape
 from xml.etree import ElementTree
 
 import numpy as np
@@ -64,7 +66,7 @@ from .exporters import (
     _write_categories,
 )
 
-__all__ = ["LabelStudioConfig", "LabelStudioExporter", "labelling_config"]
+__all__ = ["LabelStudioConfig", "LabelStudioExporter", "labelling_config", "split_tasks", "task_files"]
 
 #: Characters XML 1.0 cannot hold (C0 controls but tab, newline and carriage return; surrogates;
 #: U+FFFE/U+FFFF). The vocabulary refuses controls already; this guards names from any source.
@@ -75,6 +77,17 @@ _BRUSH_ON = 255
 
 #: Names Label Studio gives meaning in tag attributes: ``$name`` reads a task field.
 _TAG_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
+
+#: Label Studio refuses an import of 250 MB or more (``DATA_UPLOAD_MAX_MEMORY_SIZE``, 250 MiB).
+LABEL_STUDIO_IMPORT_LIMIT_BYTES: int = 250 * 1024 * 1024
+
+#: Default largest tasks file, in MB: well under :data:`LABEL_STUDIO_IMPORT_LIMIT_BYTES`.
+DEFAULT_MAX_FILE_MB: float = 200.0
+
+#: Key of ovpanoptic's own fields in a task's ``meta`` (Label Studio keeps ``meta`` and exports it).
+META_KEY = "ovpanoptic"
+
+log = logging.getLogger(__name__)
 
 
 def _hex(color: tuple[int, int, int]) -> str:
@@ -140,6 +153,9 @@ class LabelStudioConfig:
     :param polygons: also write ``polygonlabels`` regions from the masks' outer contours.
     :param polygon_name: the ``PolygonLabels`` tag's name.
     :param json_name: the tasks file; the config is written beside it with the extension ``.xml``.
+    :param max_file_mb: the largest tasks file, in MB (10**6 bytes): a batch whose tasks take more is
+        written as ``STEM.1.json``, ``STEM.2.json``, ... each under it (with a warning), since Label
+        Studio refuses imports of 250 MB or more (``DATA_UPLOAD_MAX_MEMORY_SIZE``).
     """
 
     image_url: str = "/data/local-files/?d={file_name}"
@@ -151,8 +167,11 @@ class LabelStudioConfig:
     polygons: bool = False
     polygon_name: str = "polygon"
     json_name: str = "label-studio.json"
+    max_file_mb: float = DEFAULT_MAX_FILE_MB
 
     def __post_init__(self) -> None:
+        if not self.max_file_mb > 0:
+            raise ValueError(f"max_file_mb must be a positive number of megabytes, got {self.max_file_mb}")
         _check_plain_name("json_name", self.json_name)
         if not self.json_name.endswith(".json"):
             raise ValueError(f"json_name must end with .json, got {self.json_name!r}")
@@ -279,7 +298,13 @@ class LabelStudioExporter:
             check_label_name(category.name)
         categories = _write_categories(outdir, self.config.json_name, _coco_categories(result.vocabulary))
         config_path = atomic_write_text(outdir / self.config_name, self.labelling_config(result.vocabulary))
-        task = {"data": {self.config.data_key: self.image_url(stem)}, "predictions": [self.prediction(result)]}
+        # The category table travels in the task's meta (Label Studio exports it), so `ovpanoptic eval`
+        # knows the classes' ids and thing/stuff split from Label Studio's own export.
+        task = {
+            "data": {self.config.data_key: self.image_url(stem)},
+            "meta": {META_KEY: {"categories": _coco_categories(result.vocabulary)}},
+            "predictions": [self.prediction(result)],
+        }
         parts = _parts_dir(outdir, self.config.json_name)
         parts.mkdir(parents=True, exist_ok=True)
         part = atomic_write_text(parts / f"{stem}.json", json.dumps(task))
@@ -287,12 +312,57 @@ class LabelStudioExporter:
 
     def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
         """Write the tasks file from the parts of ``stems``, in that order (all parts by name when
-        ``None``); nothing when no image was exported."""
+        ``None``); nothing when no image was exported. Tasks over ``max_file_mb`` are written as
+        numbered files (``label-studio.1.json``, ...), each under the limit, with a warning."""
         outdir = Path(outdir)
         tasks = [task for _, task in _read_parts(outdir, self.config.json_name, stems)]
         if not tasks:
             return []
-        return [atomic_write_text(outdir / self.config.json_name, json.dumps(tasks, indent=1))]
+        chunks = split_tasks(tasks, int(self.config.max_file_mb * 1_000_000))
+        stem = self.config.json_name[: -len(".json")]
+        for old in outdir.glob(f"{glob_escape(stem)}.*.json"):  # numbered files of an earlier, larger batch
+            if old.name[len(stem) + 1 : -len(".json")].isdigit():
+                old.unlink()
+        if len(chunks) == 1:
+            return [atomic_write_text(outdir / self.config.json_name, chunks[0])]
+        (outdir / self.config.json_name).unlink(missing_ok=True)
+        total = sum(len(c.encode()) for c in chunks)
+        log.warning(
+            "%s would be %.1f MB, over max_file_mb = %g (Label Studio refuses imports of 250 MB or more): written as %d files "
+            "%s.1.json ... %s.%d.json; import each of them, or push the folder with 'ovpanoptic push label-studio'",
+            self.config.json_name, total / 1e6, self.config.max_file_mb, len(chunks), stem, stem, len(chunks),
+        )
+        return [atomic_write_text(outdir / f"{stem}.{k}.json", text) for k, text in enumerate(chunks, 1)]
+
+
+def split_tasks(tasks: Sequence[dict[str, Any]], max_bytes: int) -> list[str]:
+    """Tasks as JSON lists of at most ``max_bytes`` bytes each (UTF-8), in order; a task larger
+    than ``max_bytes`` on its own is a list of its own."""
+    chunks: list[str] = []
+    current: list[str] = []
+    size = 2  # "[" and "]"
+    for task in tasks:
+        text = json.dumps(task)
+        n = len(text.encode()) + 2  # ",\n"
+        if current and size + n > max_bytes:
+            chunks.append("[\n" + ",\n".join(current) + "\n]")
+            current, size = [], 2
+        current.append(text)
+        size += n
+    if current:
+        chunks.append("[\n" + ",\n".join(current) + "\n]")
+    return chunks
+
+
+def task_files(outdir: Path, json_name: str = "label-studio.json") -> list[Path]:
+    """The tasks files of a ``label-studio`` export: ``label-studio.json``, else the numbered
+    ``label-studio.1.json``, ``label-studio.2.json``, ... in order (empty when there is none)."""
+    outdir = Path(outdir)
+    if (outdir / json_name).is_file():
+        return [outdir / json_name]
+    stem = json_name[: -len(".json")]
+    numbered = [p for p in outdir.glob(f"{glob_escape(stem)}.*.json") if p.name[len(stem) + 1 : -len(".json")].isdigit()]
+    return sorted(numbered, key=lambda p: int(p.name[len(stem) + 1 : -len(".json")]))
 
 
 def _region_id(segment_id: int, part: int = 0) -> str:

@@ -104,13 +104,46 @@ class OracleProposals:
         return ProposalSet.from_masks(masks)
 
 
+#: Bins per RGB channel of the oracle's appearance features (:func:`colour_features`).
+COLOUR_BINS = 4
+
+
+def colour_features(image: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """``(N, COLOUR_BINS ** 3)`` float32 appearance features of ``masks`` on ``image``: the square
+    root of each mask's normalised RGB histogram, L2-normalised (so the cosine similarity of two
+    segments is the Bhattacharyya coefficient of their colour distributions; 1 for the same colours,
+    0 for disjoint ones); a zero row for an empty mask. The oracle's stand-in for a classifier's
+    image features (no model)."""
+    bins = (np.asarray(image, np.uint16) * COLOUR_BINS // 256).astype(np.int64)
+    code = (bins[..., 0] * COLOUR_BINS + bins[..., 1]) * COLOUR_BINS + bins[..., 2]
+    out = np.zeros((len(masks), COLOUR_BINS**3), np.float32)
+    for i, mask in enumerate(masks):
+        hist = np.bincount(code[mask], minlength=COLOUR_BINS**3).astype(np.float64)
+        if hist.sum() > 0:
+            out[i] = np.sqrt(hist / hist.sum())  # unit L2 norm already: sum of the squares is 1
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class OracleFeatures:
+    """What :meth:`OracleClassifier.prepare` computes: each proposal's ground-truth category id
+    (0: none) and its appearance features (:func:`colour_features`)."""
+
+    categories: np.ndarray
+    embeddings: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.categories)
+
+
 class OracleClassifier:
-    """Gives each proposal the category of the ground-truth segment it overlaps most (probability 1)."""
+    """Gives each proposal the category of the ground-truth segment it overlaps most (probability 1),
+    and colour-histogram appearance features as its ``embeddings`` (:func:`colour_features`)."""
 
     def __init__(self, config: OracleConfig, context: ComponentContext | None = None) -> None:
         self.index = GroundTruthIndex(config)
 
-    def prepare(self, image: np.ndarray, proposals: ProposalSet) -> np.ndarray:
+    def prepare(self, image: np.ndarray, proposals: ProposalSet) -> OracleFeatures:
         gt = self.index.lookup(image)
         ids = gt["ids"]
         category = {s["id"]: s["category_id"] for s in gt["segments"]}
@@ -120,15 +153,15 @@ class OracleClassifier:
             known = [(c, v) for v, c in zip(values.tolist(), counts.tolist()) if v in category]
             if known:
                 out[i] = category[max(known)[1]]
-        return out
+        return OracleFeatures(out, colour_features(image, np.asarray(proposals.masks)))
 
-    def score(self, prepared: np.ndarray, vocabulary: Vocabulary) -> ClassScores:
+    def score(self, prepared: OracleFeatures, vocabulary: Vocabulary) -> ClassScores:
         column = {cid: j for j, cid in enumerate(vocabulary.ids)}
         probs = np.zeros((len(prepared), len(vocabulary)), np.float32)
-        for i, cid in enumerate(prepared.tolist()):
+        for i, cid in enumerate(prepared.categories.tolist()):
             if cid in column:
                 probs[i, column[cid]] = 1.0
-        return ClassScores(logits=probs.copy(), probs=probs, category_ids=vocabulary.ids)
+        return ClassScores(logits=probs.copy(), probs=probs, category_ids=vocabulary.ids, embeddings=prepared.embeddings)
 
 
 @hookimpl

@@ -39,6 +39,7 @@ from ..hookspecs import hookimpl
 from ..imageio import image_digest
 from ..types import Prompt, ProposalSet
 from ..weights import HUB_PREFIX, HubFile, load_state_dict, load_strict, resolve_weights
+from ._quiet import quiet_deprecations
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,9 @@ class _Sam2Base:
         float32 (the decoders cast them to their own type). Call under ``torch.inference_mode``."""
         from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-        predictor = SAM2ImagePredictor(self.loader.get(), mask_threshold=self.config.mask_threshold)
+        model = self.loader.get()
+        with quiet_deprecations():  # its transforms call torch.jit.script, which warns on every construction
+            predictor = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
         with autocast(self.context.device, self.precision):
             predictor.set_image(image if image.flags.writeable else np.array(image))  # torchvision warns on read-only
         features = predictor._features
@@ -396,22 +399,24 @@ class StockSam2Generator(_Sam2Base):
         from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
         cfg = self.config
-        generator = SAM2AutomaticMaskGenerator(
-            self.loader.get(),
-            points_per_side=cfg.points_per_side,
-            points_per_batch=cfg.points_per_batch,
-            pred_iou_thresh=cfg.pred_iou_thresh,
-            stability_score_thresh=cfg.stability_score_thresh,
-            stability_score_offset=cfg.stability_score_offset,
-            mask_threshold=cfg.mask_threshold,
-            box_nms_thresh=cfg.box_nms_thresh,
-            crop_n_layers=cfg.crop_n_layers,
-            crop_nms_thresh=cfg.crop_nms_thresh,
-            crop_overlap_ratio=cfg.crop_overlap_ratio,
-            crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
-            multimask_output=cfg.multimask_output,
-            output_mode="binary_mask",
-        )
+        model = self.loader.get()
+        with quiet_deprecations():  # it builds a SAM2ImagePredictor (see _embed)
+            generator = SAM2AutomaticMaskGenerator(
+                model,
+                points_per_side=cfg.points_per_side,
+                points_per_batch=cfg.points_per_batch,
+                pred_iou_thresh=cfg.pred_iou_thresh,
+                stability_score_thresh=cfg.stability_score_thresh,
+                stability_score_offset=cfg.stability_score_offset,
+                mask_threshold=cfg.mask_threshold,
+                box_nms_thresh=cfg.box_nms_thresh,
+                crop_n_layers=cfg.crop_n_layers,
+                crop_nms_thresh=cfg.crop_nms_thresh,
+                crop_overlap_ratio=cfg.crop_overlap_ratio,
+                crop_n_points_downscale_factor=cfg.crop_n_points_downscale_factor,
+                multimask_output=cfg.multimask_output,
+                output_mode="binary_mask",
+            )
         if progress is not None:
             progress("sam2-stock: generating masks", 0, 1)
         with torch.inference_mode():

@@ -1,6 +1,6 @@
 """Built-in plugin: video trackers (``segment-video``).
 
-``sam2-video`` (the default)
+``sam2-video``
     SAM 2.1's video predictor from the ``sam2`` package as shipped
     (``sam2.build_sam.build_sam2_video_predictor``; ``init_state``, ``add_new_mask`` for each seed,
     ``propagate_in_video``). Each keyframe window is one inference state: its frames are written as
@@ -9,6 +9,19 @@
     frame, and propagation yields every object's mask on each later frame. The state is dropped at
     the end of the window, so memory does not grow with the video's length. Weights are the SAM 2.1
     checkpoints of the ``sam2`` proposal generator (``model``: a size, a file or hf-hub:...).
+``flow`` (the default)
+    No model, no weights: OpenCV's DIS dense optical flow (Kroeger et al., "Fast Optical Flow using
+    Dense Inverse Search", ECCV 2016; ``cv2.DISOpticalFlow_create``) between consecutive frames.
+    Every seed is painted into one label map on the keyframe; for each later frame the backward
+    flow (this frame -> the previous one) is chained into a map from this frame's pixels to the
+    keyframe's (``cv2.remap`` of the coordinates, bilinear), and the keyframe's label map is read
+    through it once (nearest): **one remap of the whole label map per frame, whatever the number of
+    objects**. Occlusions by forward-backward consistency (Sundaram, Brox, Keutzer, ECCV 2010): a
+    pixel whose backward flow and the forward flow at its source do not cancel
+    (``|f + b|² > 0.01 (|f|² + |b|²) + 0.5``) is one the previous frame did not show (uncovered, or
+    covered by the motion of something else): it is given to no object from then on (the held
+    stuff shows there). Pixels whose source lies outside the frame are given to no object either.
+    Stuff is held from the keyframe by the track bookkeeping (``--track-stuff`` warps it too).
 ``hold``
     No model: every object keeps its keyframe mask until the next keyframe. With
     ``--keyframe-every 1`` this is per-frame segmentation whose ids follow by mask IoU between
@@ -38,7 +51,14 @@ from .sam2 import SIZES, Sam2Model, _size_name
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HoldTracker", "Sam2VideoConfig", "Sam2VideoTracker"]
+__all__ = ["FlowConfig", "FlowTracker", "HoldTracker", "Sam2VideoConfig", "Sam2VideoTracker"]
+
+#: DIS presets of ``flow`` (``cv2.DISOPTICAL_FLOW_PRESET_*``).
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
+#: Forward-backward test of ``flow`` (Sundaram et al. 2010): occluded when
+#: ``|f + b|² > FB_RELATIVE * (|f|² + |b|²) + FB_ABSOLUTE_PX2``.
+FB_RELATIVE = 0.01
+FB_ABSOLUTE_PX2 = 0.5
 
 
 @dataclass(frozen=True)
@@ -163,6 +183,190 @@ def _quiet_bars() -> Iterator[None]:
         yield
 
 
+@dataclass(frozen=True)
+class FlowConfig:
+    """Options of ``flow``.
+
+    :param preset: DIS preset: ``ultrafast``, ``fast`` or ``medium`` (slower, finer flow).
+    :param max_side: the flow is computed on frames downscaled so that their longer side is at most
+        this (0: at the working size); the label map is always warped at the working size.
+    :param occlusion_check: drop pixels that fail the forward-backward test (module docstring);
+        off, every pixel follows the backward flow (half the flow computations).
+    """
+
+    preset: Literal["ultrafast", "fast", "medium"] = "medium"
+    max_side: int = 640
+    occlusion_check: bool = True
+
+    def __post_init__(self) -> None:
+        if self.preset not in FLOW_PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(FLOW_PRESETS)}, got {self.preset!r}")
+        if isinstance(self.max_side, bool) or not isinstance(self.max_side, int) or (self.max_side and self.max_side < 32):
+            raise ValueError(f"max_side must be 0 (the working size) or an integer >= 32, got {self.max_side!r}")
+        if not isinstance(self.occlusion_check, bool):
+            raise ValueError(f"occlusion_check must be true or false, got {self.occlusion_check!r}")
+
+
+class FlowTracker:
+    """``flow``: seeds carried by DIS optical flow, all at once (module docstring)."""
+
+    def __init__(self, config: FlowConfig, context: ComponentContext | None = None) -> None:
+        require("cv2", "the flow tracker", "pip install opencv-python-headless")
+        self.config = config
+
+    def _dis(self) -> Any:
+        import cv2
+
+        preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                  "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[self.config.preset]
+        return cv2.DISOpticalFlow_create(preset)
+
+    def track(self, frames: Sequence[np.ndarray], seeds: TrackMasks, *, progress: Progress | None = None) -> Iterator[TrackMasks]:
+        """Carry the seeds through ``frames[1:]`` (module docstring): per frame two flow fields, a
+        handful of whole-map operations and one scatter of the keyframe's labelled pixels, whatever
+        the number of seeds. Seeds that overlap: the later one owns the pixels."""
+        import cv2
+
+        h, w = frames[0].shape[:2]
+        ids = np.asarray(seeds.ids, np.int64)
+        n = len(ids)
+        key = np.zeros((h, w), np.int32)  # seed i is label i + 1
+        for i, mask in enumerate(seeds.masks):
+            key[np.asarray(mask)] = i + 1
+        ky, kx = np.nonzero(key)
+        kl = key[ky, kx]
+        kxy = np.stack([kx, ky]).astype(np.float64)  # the keyframe's labelled pixels
+        codes = np.arange(1, n + 1, dtype=np.int32)[:, None, None]
+        total = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n + 1, 1, 1))  # keyframe -> current, per label
+        step = total.copy()  # the last frame's motion, per label (kept for objects with no evidence)
+        side = self.config.max_side
+        scale = min(1.0, side / max(h, w)) if side else 1.0
+        fh, fw = max(8, round(h * scale)), max(8, round(w * scale))
+        dis = self._dis()
+        kernel = np.ones((5, 5), np.uint8)
+
+        def gray(image: np.ndarray) -> np.ndarray:
+            g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
+            return g if (fh, fw) == (h, w) else cv2.resize(g, (fw, fh), interpolation=cv2.INTER_AREA)
+
+        def flow(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+            f = dis.calc(a, b, None)
+            return f if (fh, fw) == (h, w) else cv2.resize(f, (w, h), interpolation=cv2.INTER_LINEAR) * np.float32(w / fw)
+
+        gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+        labels = key
+        previous = gray(frames[0])
+        for done, frame in enumerate(frames[1:], start=1):
+            current = gray(frame)
+            fwd = flow(previous, current)  # previous pixel p moved to p + fwd(p)
+            # Evidence: pixels well inside a segment (a 5 x 5 neighbourhood of one label: DIS blurs
+            # motion over its 8 px patches at boundaries) whose flow passes the forward-backward test.
+            lab = labels.astype(np.float32)
+            sure = (cv2.erode(lab, kernel) == cv2.dilate(lab, kernel)) & (labels > 0)
+            if self.config.occlusion_check:
+                back = flow(current, previous)
+                back_at = cv2.remap(back, gx + fwd[..., 0], gy + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+                err = ((fwd + back_at) ** 2).sum(axis=2)
+                sure &= err <= FB_RELATIVE * ((fwd**2).sum(axis=2) + (back_at**2).sum(axis=2)) + FB_ABSOLUTE_PX2
+            step = _fit_similarity(labels, sure, fwd, n, step)
+            step = _fit_similarity(labels, sure, fwd, n, step, refine=True)
+            before = total
+            total = _compose(step, total)
+            labels = _splat(kxy, kl, before, total, (h, w), back if self.config.occlusion_check else None)
+            previous = current
+            if progress is not None:
+                progress("flow: tracking", done, len(frames) - 1)
+            yield TrackMasks(ids, labels[None] == codes)
+
+
+#: Fewest evidence pixels for a segment's motion to be fitted (else its last motion is kept).
+MIN_EVIDENCE = 12
+#: Residual (px) above which an evidence pixel is left out of the refit.
+REFIT_PX = 1.5
+
+
+def _fit_similarity(
+    labels: np.ndarray, sure: np.ndarray, fwd: np.ndarray, n: int, last: np.ndarray, refine: bool = False
+) -> np.ndarray:
+    """Per label, the similarity transform (scale, rotation, shift) that best moves its evidence
+    pixels ``p`` to ``p + fwd(p)`` (least squares, from per-label sums: one ``bincount`` per sum,
+    whatever the number of labels); ``refine`` first drops pixels ``last`` misses by > REFIT_PX.
+    Labels with too little evidence keep ``last``. Returns ``(n + 1, 2, 3)``."""
+    ys, xs = np.nonzero(sure)
+    lab = labels[ys, xs]
+    px, py = xs.astype(np.float64), ys.astype(np.float64)
+    qx, qy = px + fwd[ys, xs, 0], py + fwd[ys, xs, 1]
+    if refine and len(lab):
+        a = last[lab]
+        rx = a[:, 0, 0] * px + a[:, 0, 1] * py + a[:, 0, 2] - qx
+        ry = a[:, 1, 0] * px + a[:, 1, 1] * py + a[:, 1, 2] - qy
+        keep = rx * rx + ry * ry <= REFIT_PX**2
+        lab, px, py, qx, qy = lab[keep], px[keep], py[keep], qx[keep], qy[keep]
+
+    def total(values: np.ndarray) -> np.ndarray:
+        return np.bincount(lab, weights=values, minlength=n + 1)
+
+    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    safe = np.maximum(count, 1.0)
+    mpx, mpy, mqx, mqy = total(px) / safe, total(py) / safe, total(qx) / safe, total(qy) / safe
+    spp = total(px * px + py * py) - count * (mpx * mpx + mpy * mpy)
+    sa = total(px * qx + py * qy) - count * (mpx * mqx + mpy * mqy)
+    sb = total(px * qy - py * qx) - count * (mpx * mqy - mpy * mqx)
+    spread = spp > 1e-6 * np.maximum(count, 1.0)
+    a = np.where(spread, sa / np.where(spread, spp, 1.0), 1.0)
+    b = np.where(spread, sb / np.where(spread, spp, 1.0), 0.0)
+    out = np.empty((n + 1, 2, 3))
+    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = a, -b, b, a
+    out[:, 0, 2] = mqx - (a * mpx - b * mpy)
+    out[:, 1, 2] = mqy - (b * mpx + a * mpy)
+    enough = count >= MIN_EVIDENCE
+    return np.where(enough[:, None, None], out, last)
+
+
+def _compose(step: np.ndarray, total: np.ndarray) -> np.ndarray:
+    """Per label, ``step`` after ``total`` (2 x 3 affine transforms)."""
+    lin = step[:, :, :2] @ total[:, :, :2]
+    shift = (step[:, :, :2] @ total[:, :, 2:])[:, :, 0] + step[:, :, 2]
+    return np.concatenate([lin, shift[:, :, None]], axis=2)
+
+
+def _splat(
+    kxy: np.ndarray, kl: np.ndarray, before: np.ndarray, total: np.ndarray, size: tuple[int, int], back: np.ndarray | None
+) -> np.ndarray:
+    """The keyframe's labelled pixels ``kxy`` (labels ``kl``) moved by their label's ``total``
+    transform into one ``size`` label map. Where two labels land on one pixel, the one whose motion
+    agrees best with the measured backward flow ``back`` there is in front (with no ``back``: the
+    later label). Holes a growing (zoomed-in) segment leaves between its moved pixels are closed."""
+    import cv2
+
+    h, w = size
+    a = total[kl]
+    x = a[:, 0, 0] * kxy[0] + a[:, 0, 1] * kxy[1] + a[:, 0, 2]
+    y = a[:, 1, 0] * kxy[0] + a[:, 1, 1] * kxy[1] + a[:, 1, 2]
+    xi, yi = np.rint(x).astype(np.int64), np.rint(y).astype(np.int64)
+    inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+    xi, yi, lab = xi[inside], yi[inside], kl[inside]
+    if back is not None:
+        b = before[lab]
+        ox = b[:, 0, 0] * kxy[0][inside] + b[:, 0, 1] * kxy[1][inside] + b[:, 0, 2]
+        oy = b[:, 1, 0] * kxy[0][inside] + b[:, 1, 1] * kxy[1][inside] + b[:, 1, 2]
+        miss = (back[yi, xi, 0] - (ox - x[inside])) ** 2 + (back[yi, xi, 1] - (oy - y[inside])) ** 2
+    else:
+        miss = -lab.astype(np.float64)
+    flat = yi * w + xi
+    order = np.lexsort((miss, flat))  # by pixel, then the best-agreeing label first
+    first = np.ones(len(order), bool)
+    first[1:] = flat[order][1:] != flat[order][:-1]
+    out = np.zeros(h * w, np.int32)
+    out[flat[order][first]] = lab[order][first]
+    out = out.reshape(h, w)
+    occupied = (out > 0).astype(np.uint8)
+    holes = (cv2.morphologyEx(occupied, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0) & (occupied == 0)
+    if holes.any():
+        out[holes] = cv2.dilate(out.astype(np.float32), np.ones((3, 3), np.uint8))[holes].astype(np.int32)
+    return out
+
+
 class HoldTracker:
     """``hold``: every object keeps its keyframe mask (no model)."""
 
@@ -177,7 +381,13 @@ class HoldTracker:
 
 @hookimpl
 def register_trackers(register: RegisterComponent) -> None:
-    """Register ``sam2-video`` and ``hold``."""
+    """Register ``flow``, ``sam2-video`` and ``hold``."""
+    register(
+        "flow",
+        FlowTracker,
+        config=FlowConfig,
+        description="DIS optical flow warps every object's mask at once, occlusions by forward-backward check (no model)",
+    )
     register(
         "sam2-video",
         Sam2VideoTracker,

@@ -19,6 +19,7 @@ from typing import Any
 from ..errors import Cancelled, InputError
 from ..video import FrameSelection, TrackingOptions, open_frames, segment_video
 from ..video.output import VideoOutput
+from ..video.tracks import MAX_KEYFRAME_EVERY
 from .app import DemoApp
 from .handlers import ProgressFn, request_run
 from .render import plural
@@ -114,7 +115,7 @@ def _segment_clip(
 ) -> None:
     path = _clip_path(video)
     max_frames = _whole(max_frames, f"Frames (at most {MAX_DEMO_FRAMES} in the demo; the command line has no limit)", 1, MAX_DEMO_FRAMES)
-    options = TrackingOptions(keyframe_every=_whole(keyframe_every, "Keyframe every K frames", 1, 10_000))
+    options = TrackingOptions(keyframe_every=_whole(keyframe_every, "Keyframe every K frames", 1, MAX_KEYFRAME_EVERY))
     report = _ClipProgress(session, progress)
     started = report.started
     report("starting", 0, 0)
@@ -128,17 +129,18 @@ def _segment_clip(
         digest = hashlib.sha1(path.read_bytes()).hexdigest()[:10]
         folder = app.session_dir(session) / f"video-{digest}"
         settings = {"clip": digest, "tracking": options.keyframe_every, "frames": max_frames, "tracker": name, "vocabulary": vocab.to_dict()}
-        output = VideoOutput(folder, settings, overwrite=True)
-        report.total = source.expected or int(max_frames)
-        book, frames, keyframes = None, 0, 0
-        for item in segment_video(pipe, source, vocab, options, tracker=name, progress=report):
-            output.write(item)
-            book, frames, keyframes = item.book, frames + 1, keyframes + item.keyframe
-        if book is None:
-            raise InputError(source.no_frame_message())
-        shortfall = source.shortfall()
-        report("writing the overlay video", 0, 0)
-        output.finish(book, source, overlay=True)
+        with VideoOutput(folder, settings, overwrite=True) as output:  # the folder is this run's until it ends
+            report.total = source.expected or int(max_frames)
+            book, frames, keyframes = None, 0, 0
+            output.stream_overlay(source.fps)  # drawn as frames arrive
+            for item in segment_video(pipe, source, vocab, options, tracker=name, progress=report):
+                output.write(item)
+                book, frames, keyframes = item.book, frames + 1, keyframes + item.keyframe
+            if book is None:
+                raise InputError(source.no_frame_message())
+            shortfall = source.shortfall()
+            report("writing the overlay video", 0, 0)
+            output.finish(book, source, overlay=True)
     records = book.records()
     rows = tuple(
         (r.id, vocab.by_id(r.category_id).name, "thing" if r.isthing else "stuff", r.first_frame, r.last_frame, r.frames_seen,

@@ -24,20 +24,19 @@ function in the local engine's process and in every Ray worker.
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from .. import boundary
+from ..atomic import CLI_OUTPUT_FIX, check_output_folder
 from ..components import OutputChecker
 from ..errors import ComponentError, ImageReadError, InputError, OvpanopticError
 from ..imageio import read_image
 from ..types import PanopticResult, Vocabulary
-from .manifest import MANIFEST_NAME, BatchHeader, Manifest, Record, assign_stems, check_header, file_digest
+from .manifest import MANIFEST_NAME, BatchHeader, Manifest, Record, assign_stems, check_header, check_no_video_run, file_digest
 
 __all__ = [
     "BatchReport",
@@ -187,21 +186,7 @@ def check_folder(outdir: Path, inputs: Sequence[Path]) -> None:
     """
     if not str(outdir).strip():
         raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o out")
-    if outdir.is_symlink() and not outdir.exists():
-        raise InputError(f"the output folder {outdir} is a symbolic link to nothing: fix the link or choose another folder with -o")
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"the output folder {outdir} is a file: choose a folder with -o")
-    probe_dir = outdir
-    while not probe_dir.exists():
-        probe_dir = probe_dir.parent
-    if not probe_dir.is_dir():
-        raise InputError(f"cannot create the output folder {outdir}: {probe_dir} is a file; choose another folder with -o")
-    try:
-        fd, name = tempfile.mkstemp(prefix=".ovpanoptic-probe-", dir=probe_dir)
-        os.close(fd)
-        os.unlink(name)
-    except OSError as exc:
-        raise InputError(f"cannot write into {probe_dir} ({exc.strerror or exc}): choose a writable output folder with -o") from None
+    check_output_folder(outdir, CLI_OUTPUT_FIX)
     within = [p for p in inputs if boundary.inside(p, outdir)]
     if within:
         raise InputError(
@@ -304,6 +289,8 @@ def run_batch(
     stored, records, _ = Manifest.read(outdir) if outdir.is_dir() else (None, {}, set())
     if stored is not None and not overwrite:  # checked again under the lock by Manifest.open
         check_header(outdir, header, stored, records)
+    if outdir.is_dir():
+        check_no_video_run(outdir, overwrite=overwrite)
     if stored is None or not overwrite:
         _check_exporters(pipe, formats, outdir, vocabulary)
     report = BatchReport(outdir)

@@ -8,8 +8,10 @@ Lines are appended and flushed one at a time, so a run killed at any moment leav
 whose content is unchanged; a run with another config, vocabulary or formats is refused before
 anything is written.
 
-While a run writes to a folder it holds an exclusive lock on the manifest, so two runs never write
-into one folder at once.
+While a run writes to a folder it holds an exclusive lock on the folder
+(:class:`~ovpanoptic.folderlock.FolderLock`, the lock video runs hold too) and on the manifest, so
+two runs never write into one folder at once; a folder holding a video run is refused (``--overwrite``
+replaces it).
 """
 
 from __future__ import annotations
@@ -27,8 +29,20 @@ from typing import Any, Literal
 
 from ..boundary import inside
 from ..errors import InputError
+from ..folderlock import FolderLock
 
-__all__ = ["MANIFEST_NAME", "BatchHeader", "Manifest", "Record", "assign_stems", "check_header", "file_digest", "plain_stem"]
+__all__ = [
+    "MANIFEST_NAME",
+    "BatchHeader",
+    "Manifest",
+    "Record",
+    "assign_stems",
+    "check_header",
+    "check_no_video_run",
+    "clear_batch",
+    "file_digest",
+    "plain_stem",
+]
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +180,48 @@ def check_header(outdir: Path, header: BatchHeader, stored: Mapping[str, Any], r
         )
 
 
+def check_no_video_run(outdir: Path, *, overwrite: bool = False) -> None:
+    """Refuse a folder holding a ``segment-video`` run (unless ``overwrite``: it is replaced then).
+
+    :raises InputError: naming the video run and how to go on.
+    """
+    from ..video.output import STATE_DIR, holds_video_run
+
+    if not overwrite and holds_video_run(outdir):
+        raise InputError(
+            f"{outdir} holds a video run of 'ovpanoptic segment-video' ({STATE_DIR}/, panoptic/, panoptic.json, tracks.csv, ...): "
+            "image results written there would replace its panoptic.json next to its frames. Choose another output folder "
+            "with -o, or add --overwrite to replace the video's results"
+        )
+
+
+def _remove_recorded(outdir: Path, records: Mapping[str, Record], finished: set[str]) -> None:
+    """Remove the files a batch recorded (inside ``outdir`` only)."""
+    for rel in sorted({f for r in records.values() for f in r.files} | finished):
+        target = outdir / rel
+        if not inside(target, outdir):
+            log.warning("not removing %s, recorded in %s but outside the folder", target, outdir / MANIFEST_NAME)
+            continue
+        target.unlink(missing_ok=True)
+
+
+def clear_batch(outdir: Path) -> None:
+    """Remove an image batch from ``outdir``: the files its manifest records, then the manifest
+    (other files are left alone). The caller holds the folder's lock. Nothing when there is none."""
+    path = Path(outdir) / MANIFEST_NAME
+    if not path.is_file():
+        return
+    _, records, finished = Manifest.read(Path(outdir))
+    _remove_recorded(Path(outdir), records, finished)
+    path.unlink(missing_ok=True)
+    bookkeeping = Path(outdir) / ".ovpanoptic"
+    for folder in sorted((p for p in bookkeeping.rglob("*") if p.is_dir()), reverse=True) if bookkeeping.is_dir() else []:
+        if not any(folder.iterdir()):
+            folder.rmdir()
+    if bookkeeping.is_dir() and not any(bookkeeping.iterdir()):
+        bookkeeping.rmdir()
+
+
 def _record(data: Any) -> Record | None:
     """A record from a manifest line, or ``None`` when the line is not one."""
     if not isinstance(data, dict):
@@ -188,12 +244,13 @@ class Manifest:
     Use :meth:`open`; close with :meth:`close` (or as a context manager).
     """
 
-    def __init__(self, outdir: Path, header: BatchHeader, records: dict[str, Record], fh: Any) -> None:
+    def __init__(self, outdir: Path, header: BatchHeader, records: dict[str, Record], fh: Any, lock: FolderLock | None = None) -> None:
         self.outdir = outdir
         self.header = header
         #: input path -> its latest record
         self.records = records
         self._fh = fh
+        self._lock = lock
 
     @property
     def path(self) -> Path:
@@ -248,33 +305,37 @@ class Manifest:
         """Open (or start) the manifest of ``outdir`` for a run, holding its lock.
 
         :param overwrite: start afresh: the files recorded by the previous batch (inside the folder)
-            and the manifest are removed (other files in the folder are left alone).
-        :raises InputError: another run holds the folder, or its batch was made with another config,
-            vocabulary or formats (the message says which and how to go on), or it is unreadable.
+            and the manifest are removed, and so is a video run's layout (other files in the folder
+            are left alone).
+        :raises InputError: another run (image batch or video) holds the folder, it holds a video
+            run, or its batch was made with another config, vocabulary or formats (the message says
+            which and how to go on), or it is unreadable.
         """
         import fcntl
 
         outdir = Path(outdir)
         path = outdir / MANIFEST_NAME
+        lock = FolderLock.acquire(outdir)
         try:
-            outdir.mkdir(parents=True, exist_ok=True)
             fh = open(path, "a+", encoding="utf-8")  # noqa: SIM115 - held open (and locked) for the run
         except OSError as exc:
+            lock.release()
             raise InputError(f"cannot open {path} ({exc.strerror or exc}): fix the permissions or choose another output folder") from None
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
+            lock.release()
             raise InputError(f"another ovpanoptic run is writing into {outdir}: wait for it, or choose another output folder with -o") from None
         try:
+            check_no_video_run(outdir, overwrite=overwrite)
+            from ..video.output import holds_video_run, remove_video_run
+
+            if overwrite and holds_video_run(outdir):
+                remove_video_run(outdir)
             stored, records, finished = cls.read(outdir)
             if stored is not None and overwrite:
-                for rel in sorted({f for r in records.values() for f in r.files} | finished):
-                    target = outdir / rel
-                    if not inside(target, outdir):
-                        log.warning("not removing %s, recorded in %s but outside the folder", target, path)
-                        continue
-                    target.unlink(missing_ok=True)
+                _remove_recorded(outdir, records, finished)
                 fh.truncate(0)
                 stored, records = None, {}
             if stored is not None:
@@ -294,8 +355,9 @@ class Manifest:
             os.fsync(fh.fileno())
         except BaseException:
             fh.close()
+            lock.release()
             raise
-        return cls(outdir, header, records, fh)
+        return cls(outdir, header, records, fh, lock)
 
     def adopt(self, key: str, digest: str) -> Record | None:
         """Give the input ``key`` the record of a moved input: a record with the same content whose
@@ -334,6 +396,8 @@ class Manifest:
             self._fh.close()
         except OSError as exc:  # a full disk: what could be written was flushed already
             log.warning("closing %s: %s", self.path, exc)
+        if self._lock is not None:
+            self._lock.release()
 
     def __enter__(self) -> Manifest:
         return self

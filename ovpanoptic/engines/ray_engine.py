@@ -70,6 +70,12 @@ MAX_ATTEMPTS = 3
 MAX_REPLACEMENTS = 3
 #: Seconds to wait for the head node of ``--address`` to accept a connection.
 PROBE_TIMEOUT_S = 10.0
+#: Seconds to wait for what listens at ``--address`` to answer as a gRPC (HTTP/2) server does.
+HANDSHAKE_TIMEOUT_S = 5.0
+#: An HTTP/2 client's connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5): a
+#: gRPC server (Ray's GCS, or its client server for ``ray://``) answers with a SETTINGS frame.
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+_HTTP2_SETTINGS = 0x04
 #: The pinned Ray release (``requirements/lock.txt``) named in install hints.
 RAY_PIN = "ray==2.60.0"
 
@@ -247,9 +253,36 @@ class PipelineWorker:
         return {"worker": self._name, "pipelines_built": self.pipelines_built, "images": self.images}
 
 
+def _handshake(conn: socket.socket) -> str:
+    """Greet what listens on ``conn`` as an HTTP/2 client: ``""`` when it answers as a gRPC server
+    does (a SETTINGS frame), else what it did instead, in words."""
+    conn.settimeout(HANDSHAKE_TIMEOUT_S)
+    received = b""
+    try:
+        conn.sendall(_HTTP2_HELLO)
+        while len(received) < 9:
+            block = conn.recv(80)  # the 9 bytes of a frame header, or the start of a line of text
+            if not block:
+                break
+            received += block
+    except socket.timeout:
+        if not received:
+            return f"it did not answer within {HANDSHAKE_TIMEOUT_S:g} s"
+    except OSError as exc:
+        return f"it dropped the connection ({exc.strerror or exc})"
+    if len(received) >= 9 and received[3] == _HTTP2_SETTINGS and int.from_bytes(received[5:9], "big") & 0x7FFFFFFF == 0:
+        return ""
+    if not received:
+        return "it closed the connection without a word"
+    text = received.decode("ascii").splitlines()[0][:60] if received.isascii() else received[:9].hex(" ")
+    return f"it answered {text!r}"
+
+
 class RaySession:
-    """Connect to Ray for one job (a context manager): start a Ray instance on this machine when
-    ``options.address`` is ``None``, else join the cluster at the address. A session already
+    """Connect to Ray for one job (a context manager): start a Ray instance of its own on this
+    machine when ``options.address`` is ``None`` (never a cluster already running there, nor the
+    one ``RAY_ADDRESS`` names), else join the cluster at the address, after checking that a Ray
+    head node (a gRPC server) answers there. A session already
     connected by the caller (``ray.init`` in their program) is used and left connected.
 
     :raises MissingDependencyError: Ray is not installed.
@@ -276,14 +309,22 @@ class RaySession:
         if not sep or not host or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
             raise InputError(f"--address {address!r} is not HOST:PORT with a port from 1 to 65535 (e.g. 10.0.0.5:6379), or auto")
         try:
-            with socket.create_connection((host.strip("[]"), int(port_text)), timeout=PROBE_TIMEOUT_S):
-                pass
+            conn = socket.create_connection((host.strip("[]"), int(port_text)), timeout=PROBE_TIMEOUT_S)
         except OSError as exc:
             raise InputError(
                 f"cannot reach the Ray cluster at --address {address} ({exc.strerror or exc}). Start it with 'ray start --head "
                 "--port PORT' on the head node and pass HEAD:PORT (or auto on a node of the cluster), or leave out --address "
                 "to start Ray on this machine"
             ) from None
+        with conn:
+            answer = _handshake(conn)
+        if answer:
+            raise InputError(
+                f"--address {address} is not a Ray cluster: something listens there, but {answer}, where Ray's head node "
+                "(a gRPC server) answers at once. Give the port of the head node's GCS (the --port of 'ray start --head', "
+                "default 6379; 'ray status' on the head node prints the address), or leave out --address to start Ray on "
+                "this machine"
+            )
 
     def __enter__(self) -> RaySession:  # noqa: PYI034 - as Manifest
         ray = self.ray = import_ray()
@@ -293,7 +334,9 @@ class RaySession:
             self._probe()
         kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": True, "configure_logging": True}
         if self.options.address is None:
-            kwargs["include_dashboard"] = False
+            # "local": a Ray instance of its own, even when a cluster was started on this machine
+            # ('ray start') or RAY_ADDRESS names one (ray.init() without an address would join it)
+            kwargs.update(address="local", include_dashboard=False)
         else:
             kwargs["address"] = self.options.address
         try:

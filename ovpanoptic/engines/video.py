@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..errors import Cancelled, InputError, OvpanopticError
 from ..types import Vocabulary
-from .manifest import plain_stem
+from ..folderlock import FolderLock
+from .manifest import clear_batch, plain_stem
 
 __all__ = ["VideoJob", "VideoSettings", "VideoSummary", "run_videos", "segment_video_into", "video_folders"]
 
@@ -61,7 +62,9 @@ class VideoSummary:
     """What happened to one video.
 
     :param status: ``"done"``, ``"finished-before"`` (its folder already held this video's
-        results) or ``"failed"`` (``error`` says why).
+        results), ``"failed"`` (``error`` says why; nothing written by this run) or ``"stopped"``
+        (an error after this run wrote ``written`` frames: they are kept, and the same command
+        resumes after the last keyframe written).
     :param frames: frames in its output; ``written``: frames written by this run.
     :param resumed_after: the keyframe this run resumed after, or ``None``.
     """
@@ -126,7 +129,7 @@ def segment_video_into(
     :raises InputError: the input cannot be read, or no frame was processed.
     :raises OvpanopticError: what the pipeline raises (plugins, weights).
     """
-    from ..video import TrackBook, open_frames, segment_video
+    from ..video import open_frames
     from ..video.output import VideoOutput
 
     source = open_frames(
@@ -141,20 +144,54 @@ def segment_video_into(
         "vocabulary": vocabulary.to_dict(),
         "config": pipe.config.to_dict(),
     }
-    output = VideoOutput(job.outdir, output_settings, overwrite=settings.overwrite)
+    lock = FolderLock.acquire(job.outdir)
+    try:
+        if settings.overwrite:
+            clear_batch(job.outdir)  # an image batch's results: replaced, under the folder's lock
+    except BaseException:
+        lock.release(remove_if_empty=True)
+        raise
+    with VideoOutput(job.outdir, output_settings, overwrite=settings.overwrite, lock=lock) as output:
+        return _segment_into(pipe, vocabulary, job, settings, source, output, progress, on_start)
+
+
+def _segment_into(
+    pipe: Any,
+    vocabulary: Vocabulary,
+    job: VideoJob,
+    settings: VideoSettings,
+    source: Any,
+    output: Any,
+    progress: Callable[[str, int, int], None] | None,
+    on_start: Callable[[VideoJob, Any, Any], None] | None,
+) -> VideoSummary:
+    from ..video import TrackBook, segment_video
+
     if output.finished:
         parts = output.parts()
         return VideoSummary(job.input, job.outdir, "finished-before", source.name, len(parts), sum(p["keyframe"] for p in parts))
     resume = output.resume_point(vocabulary)
+    if resume is None and settings.overlay:
+        output.stream_overlay(source.fps, source.selection.every)  # drawn as frames arrive: no second pass
     if on_start is not None:
         on_start(job, source, resume)
     book = None
     written = 0
-    for item in segment_video(pipe, source, vocabulary, settings.tracking, progress=progress, resume=resume):
-        output.write(item)
-        book = item.book
-        written += 1
-        log.info("%s frame %d: %d segments%s", source.name, item.index, len(item.result.segments), " (keyframe)" if item.keyframe else "")
+    try:
+        for item in segment_video(pipe, source, vocabulary, settings.tracking, progress=progress, resume=resume):
+            output.write(item)
+            book = item.book
+            written += 1
+            log.info("%s frame %d: %d segments%s", source.name, item.index, len(item.result.segments), " (keyframe)" if item.keyframe else "")
+    except OvpanopticError as exc:
+        if written == 0 or isinstance(exc, Cancelled):
+            raise  # nothing written by this run: the error is the run's
+        parts = output.parts()
+        log.debug("%s stopped after %d frame(s)", source.name, written, exc_info=exc)
+        return VideoSummary(
+            job.input, job.outdir, "stopped", source.name, len(parts), sum(p["keyframe"] for p in parts), written,
+            resumed_after=resume.index if resume is not None else None, error=str(exc),
+        )
     shortfall = source.shortfall()
     if book is None:
         if resume is None:

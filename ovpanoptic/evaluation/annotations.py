@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..constants import VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from .pq import (
     CategoryInfo,
     EvaluationError,
@@ -37,6 +37,8 @@ from .pq import (
     _match_categories,
     _read_id_png,
     _remap_segments,
+    png_size,
+    size_mismatch,
 )
 
 __all__ = [
@@ -104,6 +106,9 @@ class PanopticAnnotations:
     :param reader: ``reader(name) -> AnnotatedImage``; raises :class:`EvaluationError` for bad data.
     :param notes: what the reader chose or skipped that the report should say (regions of other
         types, tasks without annotation, ...).
+    :param sizes: ``sizes(name) -> (width, height)`` that the file declares for an image, read
+        without decoding anything (``None``: unknown); :func:`evaluate_annotations` compares the two
+        sides' sizes before it reads either image.
     """
 
     source: str
@@ -112,6 +117,7 @@ class PanopticAnnotations:
     names: tuple[str, ...]
     reader: Callable[[str], AnnotatedImage] = field(repr=False, compare=False)
     notes: tuple[str, ...] = ()
+    sizes: Callable[[str], tuple[int, int] | None] | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "categories", MappingProxyType(dict(self.categories)))
@@ -132,6 +138,11 @@ class PanopticAnnotations:
         if name not in self.names:
             raise EvaluationError(f"{self.source} has no image named {name!r}")
         return self.reader(name)
+
+    def size(self, name: str) -> tuple[int, int] | None:
+        """The ``(width, height)`` the set declares for the image ``name`` (nothing is decoded), or
+        ``None`` when it declares none (a Label Studio task without regions)."""
+        return None if self.sizes is None else self.sizes(name)
 
 
 def paint_segments(
@@ -161,13 +172,22 @@ def paint_segments(
     return AnnotatedImage(name, ids, segments)
 
 
-def read_coco_panoptic(json_path: str | Path, png_dir: str | Path | None = None, *, role: str = "ground-truth") -> PanopticAnnotations:
+def read_coco_panoptic(
+    json_path: str | Path,
+    png_dir: str | Path | None = None,
+    *,
+    role: str = "ground-truth",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> PanopticAnnotations:
     """Read a COCO-panoptic set (also Cityscapes' panoptic JSON, which has the same layout).
 
     :param json_path: the JSON with ``annotations`` (``file_name``, ``segments_info``) and ``categories``.
     :param png_dir: the PNG folder; default: the JSON's name without ``.json`` beside it
         (COCO's ``panoptic_val2017.json`` + ``panoptic_val2017/``), or ``panoptic/`` beside it
         (ovpanoptic's output folder).
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
+    :param max_pixels: a PNG with more pixels (from its header) is refused before it is decoded
+        (``None`` or 0: no limit), and so is one whose size is not the one the JSON's ``images`` declare.
     :raises EvaluationError: a missing or malformed file.
     """
     path = Path(json_path)
@@ -179,7 +199,8 @@ def read_coco_panoptic(json_path: str | Path, png_dir: str | Path | None = None,
     folder = Path(png_dir)
     if not folder.is_dir():
         raise EvaluationError(f"{role} PNG folder {folder} does not exist (pass the folder of {path.name}'s PNGs)")
-    entries: dict[str, tuple[str, Any]] = {}
+    declared = _declared_sizes(data)
+    entries: dict[str, tuple[str, Any, tuple[int, int] | None]] = {}
     order: list[str] = []
     for position, annotation in enumerate(data["annotations"]):
         file_name = str(_annotation_field(annotation, "file_name", path, position))
@@ -187,15 +208,34 @@ def read_coco_panoptic(json_path: str | Path, png_dir: str | Path | None = None,
         name = image_name(file_name)
         if name in entries:
             raise EvaluationError(f"{path}: annotations[{position}] names the image {name!r} a second time")
-        entries[name] = (file_name, segments)
+        image_id = annotation.get("image_id")
+        entries[name] = (file_name, segments, declared.get(image_id) if not isinstance(image_id, list | dict) else None)
         order.append(name)
 
     def read(name: str) -> AnnotatedImage:
-        file_name, segments = entries[name]
-        ids = _read_id_png(folder / file_name, role, name)
+        file_name, segments, size = entries[name]
+        ids = _read_id_png(folder / file_name, role, name, max_pixels, size)
         return AnnotatedImage(name, ids, tuple(segments) if isinstance(segments, list) else segments)
 
-    return PanopticAnnotations(f"{path}", "coco-panoptic", categories, tuple(order), read)
+    def sizes(name: str) -> tuple[int, int] | None:
+        file_name, _, size = entries[name]
+        return size or png_size(folder / file_name)
+
+    return PanopticAnnotations(f"{path}", "coco-panoptic", categories, tuple(order), read, sizes=sizes)
+
+
+def _declared_sizes(data: Mapping[str, Any]) -> dict[Any, tuple[int, int]]:
+    """``{image id: (width, height)}`` of a COCO JSON's ``images`` entries that give both as
+    positive integers (the others are left to the PNG)."""
+    sizes: dict[Any, tuple[int, int]] = {}
+    images = data.get("images")
+    for entry in images if isinstance(images, list) else ():
+        if not isinstance(entry, Mapping) or isinstance(entry.get("id"), list | dict):
+            continue
+        width, height = entry.get("width"), entry.get("height")
+        if isinstance(width, int) and isinstance(height, int) and not isinstance(width, bool) and width > 0 and height > 0:
+            sizes[entry["id"]] = (width, height)
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -282,8 +322,9 @@ def evaluate_annotations(
 
     :param review_below: an image whose own PQ is below this fraction is listed for review.
     :param progress: ``progress(done, total)`` after each image.
-    :raises EvaluationError: an unpaired ground-truth image, a size mismatch, malformed data, or no
-        category occurring at all.
+    :raises EvaluationError: an unpaired ground-truth image, a size mismatch (found from the sizes
+        the two files declare, before either image is decoded), malformed data, or no category
+        occurring at all.
     """
     if match_categories not in ("id", "name"):
         raise EvaluationError(f"match_categories must be 'id' or 'name', got {match_categories!r}")
@@ -304,6 +345,9 @@ def evaluate_annotations(
     total = PQAccumulator(categories=gt.categories)
     images: list[ImageAgreement] = []
     for done, name in enumerate(gt.names, start=1):
+        gt_size, pred_size = gt.size(name), pred.size(name)
+        if gt_size is not None and pred_size is not None and gt_size != pred_size:  # before either is decoded
+            raise size_mismatch(f"{name} (ground truth {gt.source}, prediction {pred.source})", gt_size, pred_size)
         one = _add_pair(gt.read(name), pred.read(name), mapping, gt.categories)
         if one is not None:
             total.merge(one)

@@ -37,10 +37,10 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..constants import VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from ..errors import MissingDependencyError
 from .annotations import AnnotatedImage, PanopticAnnotations, image_name, read_coco_panoptic
-from .pq import CategoryInfo, EvaluationError
+from .pq import CategoryInfo, EvaluationError, _open_checked, png_size
 
 __all__ = [
     "CITYSCAPES_INSTANCE_DIVISOR",
@@ -97,7 +97,11 @@ def cityscapes_categories(labels: Sequence[Any] | None = None) -> dict[int, Cate
 
 
 def read_cityscapes_panoptic(
-    json_path: str | Path, png_dir: str | Path | None = None, *, role: str = "ground-truth"
+    json_path: str | Path,
+    png_dir: str | Path | None = None,
+    *,
+    role: str = "ground-truth",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PanopticAnnotations:
     """Read Cityscapes-panoptic (``cityscapes_panoptic_<split>.json`` + its PNG folder).
 
@@ -105,18 +109,25 @@ def read_cityscapes_panoptic(
         ``cityscapes-panoptic`` exporter) wrote.
     :param png_dir: its PNG folder; default: the JSON's name without ``.json`` beside it
         (``cityscapes_panoptic_val/``), as cityscapesscripts' evaluation assumes.
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
+    :param max_pixels: a PNG with more pixels is refused from its header (``None`` or 0: no limit).
     :return: the set, ``format`` ``"cityscapes-panoptic"``; image names drop ``_gtFine_panoptic``.
     :raises EvaluationError: a missing or malformed file.
     """
-    annotations = read_coco_panoptic(json_path, png_dir, role=role)
+    annotations = read_coco_panoptic(json_path, png_dir, role=role, max_pixels=max_pixels)
     return dataclasses.replace(annotations, format="cityscapes-panoptic")
 
 
-def read_cityscapes(folder: str | Path, *, role: str = "ground-truth") -> PanopticAnnotations:
+def read_cityscapes(
+    folder: str | Path, *, role: str = "ground-truth", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> PanopticAnnotations:
     """Read a Cityscapes gtFine folder: every ``*_gtFine_instanceIds.png`` below ``folder``.
 
     :param folder: ``gtFine``, one split (``gtFine/val``) or one city folder; searched recursively,
         images in path order (as ``convert2panoptic`` orders them).
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
+    :param max_pixels: a PNG with more pixels is refused from its header, before it is decoded
+        (``None`` or 0: no limit).
     :return: the set, ``format`` ``"cityscapes"``: per image an ``(H, W)`` int64 map whose segment
         ids are the instanceIds values (void 0), ``segments_info`` with ``id``, ``category_id``
         (label id), ``iscrowd`` and ``area`` (pixels); see the module docstring for the rules.
@@ -149,11 +160,14 @@ def read_cityscapes(folder: str | Path, *, role: str = "ground-truth") -> Panopt
 
     def read(name: str) -> AnnotatedImage:
         path = paths[name]
-        values = _read_instance_png(path, role, name)
+        values = _read_instance_png(path, role, name, max_pixels)
         panoptic_map, segments = decode_instance_ids(values, by_id, where=f"{name}: {role} PNG {path}")
         return AnnotatedImage(name, panoptic_map, segments)
 
-    return PanopticAnnotations(str(root), "cityscapes", cityscapes_categories(labels), tuple(paths), read)
+    def sizes(name: str) -> tuple[int, int] | None:
+        return png_size(paths[name])
+
+    return PanopticAnnotations(str(root), "cityscapes", cityscapes_categories(labels), tuple(paths), read, sizes=sizes)
 
 
 def decode_instance_ids(
@@ -189,10 +203,11 @@ def decode_instance_ids(
     return panoptic_map, tuple(segments)
 
 
-def _read_instance_png(path: Path, role: str, name: str) -> npt.NDArray[np.int64]:
-    """An instanceIds PNG (16-bit or 32-bit grayscale) as an ``(H, W)`` int64 array."""
+def _read_instance_png(path: Path, role: str, name: str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.int64]:
+    """An instanceIds PNG (16-bit or 32-bit grayscale) as an ``(H, W)`` int64 array, refused from
+    its header when it has more than ``max_pixels`` pixels."""
     try:
-        with Image.open(path) as handle:
+        with _open_checked(path, role, name, max_pixels, None) as handle:
             handle.load()
             mode = handle.mode
             array = np.asarray(handle)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from .pq import EvaluationError, _index_segments, _rgb_text
 from .video_reader import VideoFrame, VideoId, read_video_panoptic
 
@@ -351,19 +351,25 @@ def _category_names(data: Mapping[str, Any]) -> dict[int, str]:
 
 
 def check_temporal_consistency(
-    json_path: str | Path, png_dir: str | Path, threshold: float = DEFAULT_CONSISTENCY_THRESHOLD
+    json_path: str | Path,
+    png_dir: str | Path,
+    threshold: float = DEFAULT_CONSISTENCY_THRESHOLD,
+    *,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> ConsistencyReport:
     """Check the temporal consistency of a video panoptic result, without ground truth.
 
     :param json_path: a video panoptic JSON (see :mod:`.video_reader`).
     :param png_dir: the folder of its PNGs.
     :param threshold: an IoU in ``[0, 1]``; consecutive-frame IoUs strictly below it are issues.
+    :param max_pixels: a frame PNG declaring more pixels is refused from its header (``None`` or 0:
+        no limit).
     :return: the :class:`ConsistencyReport` of every video of the file, frames read one at a time.
     :raises EvaluationError: a bad threshold, any :func:`~.video_reader.read_video_panoptic`
         error, a PNG id without a ``segments_info`` entry, or frames of one video with different sizes.
     """
     _check_threshold(threshold)
-    dataset = read_video_panoptic(json_path, png_dir, role="video")
+    dataset = read_video_panoptic(json_path, png_dir, role="video", max_pixels=max_pixels)
     videos = []
     for video_id in dataset.videos:
         video = _VideoConsistency(video_id, threshold, dataset.role)

@@ -19,6 +19,11 @@ an annotations-only export lacks; the reader therefore hands it the XML in a tem
 empty stand-ins of the images (their sizes come from the XML, so they are never opened). It also
 accepts only task and project exports (``<meta><task>`` or ``<project>``): a job's export
 (``<meta><job>``) is handed over with that element renamed ``<task>``.
+
+Before Datumaro reads anything, the XML is scanned once, element by element, with defusedxml:
+entity declarations (``<!ENTITY ...>``, which CVAT never writes and which can expand into gigabytes)
+are refused with a message; an ``<image>`` declaring more than ``max_pixels`` pixels, and a ``<mask>``
+whose box does not lie inside its image, are refused before any pixel is decoded.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..constants import DEFAULT_MAX_PIXELS
 from ..errors import MissingDependencyError
 from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from .pq import CategoryInfo, EvaluationError, _category_key, _normalize_categories
+from .pq import CategoryInfo, EvaluationError, _category_key, _normalize_categories, check_annotation_pixels
 
 __all__ = ["read_cvat"]
 
@@ -96,58 +102,102 @@ def _xml_path(path: str | Path) -> Path:
     return path
 
 
-def _scan(xml: Path) -> tuple[dict[str, str], set[str], bool, set[str]]:
+def _scan(
+    xml: Path, source: str, max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> tuple[dict[str, str], set[str], bool, set[str]]:
     """``{frame id: name}`` of the file's ``<image>`` elements, in file order, the tags of
     ``<meta>``'s children (``task``, ``job`` or ``project``), and whether images name a ``subset``
     (a project's export), and the labels its shapes use. Each ``<mask>``'s run lengths must cover
-    its box exactly.
+    its box exactly, and its box must lie inside its image.
 
-    :raises EvaluationError: unreadable XML, an image without id or name, a frame id given twice, a
-        mask whose RLE does not sum to its ``width x height``.
+    :param source: the file as messages name it (``"prediction CVAT export a.xml"``).
+    :raises EvaluationError: unreadable XML, an entity declaration, an image without id or name, a
+        frame id given twice, an image declaring more than ``max_pixels`` pixels, a mask whose RLE
+        does not sum to its ``width x height`` or whose box leaves its image.
     """
+    from defusedxml import DefusedXmlException
+    from defusedxml.ElementTree import iterparse
+
     names: dict[str, str] = {}
     meta: set[str] = set()
     subsets = False
     used: set[str] = set()
+    image: tuple[str, int, int] | None = None  # (name, width, height) of the <image> being read
     try:
-        for _, element in ET.iterparse(xml, events=("end",)):
+        for event, element in iterparse(xml, events=("start", "end"), forbid_dtd=False, forbid_entities=True, forbid_external=True):
+            if event == "start":
+                if element.tag == "image":
+                    image = _image_size(element, source, max_pixels)
+                continue
             if element.tag in _SHAPE_TAGS and element.get("label") is not None:
                 used.add(str(element.get("label")))
             if element.tag == "mask":
-                _check_mask_rle(xml, element)
+                _check_mask_rle(source, element, image)
             elif element.tag == "image":
+                image = None
                 frame, name = element.get("id"), element.get("name")
                 if frame is None or not name:
-                    raise EvaluationError(f"{xml}: an <image> element has no id or name; CVAT writes both")
+                    raise EvaluationError(f"{source}: an <image> element has no id or name; CVAT writes both")
                 if frame in names:
-                    raise EvaluationError(f"{xml}: two <image> elements have the id {frame}; CVAT numbers images uniquely")
+                    raise EvaluationError(f"{source}: two <image> elements have the id {frame}; CVAT numbers images uniquely")
                 names[frame] = name
                 subsets = subsets or element.get("subset") is not None
             elif element.tag == "meta":
                 meta = {child.tag for child in element}
             if element.tag in ("image", "track", "meta"):
                 element.clear()
+    except DefusedXmlException as exc:
+        what = getattr(exc, "name", None)
+        raise EvaluationError(
+            f"{source} declares an XML entity{f' ({what!r})' if what else ''} or an external reference; CVAT never "
+            "writes them, and ovpanoptic does not expand them (an entity can expand into gigabytes): replace each "
+            "&NAME; by its text and remove the <!DOCTYPE ...> block, or export the annotations from CVAT again"
+        ) from None
     except (OSError, ET.ParseError) as exc:
-        raise EvaluationError(f"cannot read the CVAT XML {xml}: {exc}") from None
+        raise EvaluationError(f"cannot read the CVAT XML of the {source}: {exc}") from None
     return names, meta, subsets, used
+
+
+def _image_size(element: ET.Element, source: str, max_pixels: int | None) -> tuple[str, int, int] | None:
+    """``(name, width, height)`` of an ``<image>`` (``None`` when it gives no numeric size: Datumaro
+    says so), refused over ``max_pixels``."""
+    name = element.get("name") or element.get("id") or "?"
+    try:
+        width, height = int(element.get("width", "")), int(element.get("height", ""))
+    except ValueError:
+        return None
+    if width <= 0 or height <= 0:
+        raise EvaluationError(f"{source}: image {name!r} declares an empty size {width} x {height}")
+    check_annotation_pixels(width, height, max_pixels, f"{source}: image {name!r}")
+    return name, width, height
 
 
 #: CVAT for images 1.1 shape elements (of an ``<image>``).
 _SHAPE_TAGS = frozenset({"mask", "polygon", "box", "polyline", "points", "ellipse", "cuboid", "skeleton", "tag"})
 
 
-def _check_mask_rle(xml: Path, element: ET.Element) -> None:
-    """A ``<mask>``'s ``rle`` (comma-separated run lengths over its box, CVAT for images 1.1) must
-    sum to ``width x height``."""
+def _check_mask_rle(source: str, element: ET.Element, image: tuple[str, int, int] | None) -> None:
+    """A ``<mask>``'s box (``left``, ``top``, ``width``, ``height``) must lie inside its image
+    (``(name, width, height)``, when known) and its ``rle`` (comma-separated run lengths over the
+    box, CVAT for images 1.1) must sum to ``width x height``."""
     label = element.get("label")
     try:
         width, height = int(element.get("width", "")), int(element.get("height", ""))
+        left, top = int(float(element.get("left", "0"))), int(float(element.get("top", "0")))
+    except ValueError:
+        raise EvaluationError(f"{source}: a {label!r} mask has a non-numeric left, top, width or height") from None
+    if image is not None and (left < 0 or top < 0 or left + width > image[1] or top + height > image[2]):
+        raise EvaluationError(
+            f"{source}: image {image[0]!r}: a {label!r} mask's box ({width} x {height} at {left}, {top}) does not lie "
+            f"inside the {image[1]} x {image[2]} image: the mask is damaged; export it again from CVAT"
+        )
+    try:
         runs = [int(v) for v in (element.get("rle") or "").split(",") if v.strip()]
     except ValueError:
-        raise EvaluationError(f"{xml}: a {label!r} mask has a non-numeric width, height or rle") from None
+        raise EvaluationError(f"{source}: a {label!r} mask has a non-numeric rle") from None
     if width <= 0 or height <= 0 or any(r < 0 for r in runs) or sum(runs) != width * height:
         raise EvaluationError(
-            f"{xml}: a {label!r} mask's rle covers {sum(runs)} pixels, not its box's {width} x {height} = "
+            f"{source}: a {label!r} mask's rle covers {sum(runs)} pixels, not its box's {width} x {height} = "
             f"{width * height}: the mask is damaged; export it again from CVAT"
         )
 
@@ -211,7 +261,11 @@ def _stage(xml: Path, names: Sequence[str], job: bool, folder: Path, subsets: bo
 
 
 def read_cvat(
-    path: str | Path, categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo]
+    path: str | Path,
+    categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo],
+    *,
+    role: str = "ground-truth",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PanopticAnnotations:
     """Read a "CVAT for images 1.1" export (CVAT's *Export annotations*, or the ``cvat`` exporter's folder).
 
@@ -225,13 +279,16 @@ def read_cvat(
     :param categories: the classes (:class:`~.pq.CategoryInfo`: id, name, thing/stuff) that CVAT's
         labels are matched to by name (case, width and spacing ignored, see
         :func:`~.annotations.categories_by_name`); CVAT's XML has no ids and no thing/stuff flag.
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
+    :param max_pixels: an ``<image>`` declaring more pixels is refused before anything is decoded
+        (``None`` or 0: no limit).
     :return: the annotations, images named by :func:`~.annotations.image_name` of their CVAT names,
         in file order; each read gives an ``(H, W)`` int64 id map (0 = void) and ``segments_info``
         with ``id``, ``category_id``, ``iscrowd`` (0) and ``area`` (pixels).
     :raises MissingDependencyError: Datumaro is not installed.
     :raises EvaluationError: a missing or unreadable file (Datumaro's message included), a label used
-        by a shape that is not among ``categories``, two images of one name, or an image name that
-        is not a relative file name.
+        by a shape that is not among ``categories``, two images of one name, an image name that
+        is not a relative file name, an entity declaration, or an image over ``max_pixels``.
     """
     datumaro, mask_tools = _import_datumaro()
     table = _normalize_categories(categories)
@@ -239,7 +296,8 @@ def read_cvat(
         raise EvaluationError("read_cvat needs the categories that CVAT's labels name (pass --classes or --vocabulary)")
     by_name = categories_by_name(table)
     xml = _xml_path(path)
-    frames, meta, subsets, used = _scan(xml)
+    source = f"{role} CVAT export {xml}"
+    frames, meta, subsets, used = _scan(xml, source, max_pixels)
     strangers = sorted(label for label in used if _category_key(label) not in by_name)
     if strangers:
         raise _unknown_labels(xml, map(repr, strangers), table)
@@ -287,8 +345,11 @@ def read_cvat(
     def read(name: str) -> AnnotatedImage:
         return _rasterise(name, images[name], mask_tools)
 
+    def sizes(name: str) -> tuple[int, int]:
+        return images[name].width, images[name].height
+
     order = [image_name(file_name) for file_name in frames.values()]
-    return PanopticAnnotations(str(xml), "cvat", table, tuple(n for n in order if n in images), read)
+    return PanopticAnnotations(str(xml), "cvat", table, tuple(n for n in order if n in images), read, sizes=sizes)
 
 
 def _unknown_labels(xml: Path, labels: Iterable[str], table: Mapping[int, CategoryInfo]) -> EvaluationError:

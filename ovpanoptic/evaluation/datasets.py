@@ -48,6 +48,10 @@ __all__ = [
     "select_images",
 ]
 
+#: The EXIF tag of an image's orientation, and its values that turn the image by a quarter turn.
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})
+
 #: Dataset formats ``evaluate`` reads, and the exporter that writes predictions in each one's format.
 DATASET_FORMATS: Mapping[str, str] = {
     "coco-panoptic": "coco-panoptic",
@@ -253,9 +257,19 @@ def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = Non
     """The images to run: those named (pairing names or file names, in the dataset's order), then
     the first ``limit``; each image file must exist.
 
-    :raises EvaluationError: a name the dataset does not have, ``limit < 1``, or missing files.
+    Every selected pair is checked before any image is segmented, from the file headers only: the
+    image and its ground-truth PNG exist, can be read, and have one size (the image's as its EXIF
+    orientation turns it, as it is segmented).
+
+    :raises EvaluationError: a dataset that annotates no image, a name the dataset does not have,
+        ``limit < 1``, missing or unreadable files, or a ground-truth PNG of another size than its image.
     """
     images = dataset.images
+    if not images:
+        raise EvaluationError(
+            f"{dataset.annotations} annotates no image (its 'annotations' list is empty): there is nothing to evaluate; "
+            "give the ground truth of the images to score (one annotation per image, COCO panoptic format)"
+        )
     if names is not None:
         wanted = {image_name(n.strip()) for n in names if n.strip()}
         if not wanted:
@@ -283,7 +297,45 @@ def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = Non
             f"{len(no_png)} ground-truth PNG(s) are missing (first: {dataset.gt_dir / no_png[0].annotation}): unzip the dataset's "
             "panoptic PNGs there, name their folder with --gt-dir, or evaluate a subset with --images/--limit"
         )
+    for image in images:
+        png = dataset.gt_dir / image.annotation
+        size, png_size = _header_size(image.path, "image"), _header_size(png, "ground-truth PNG")
+        if size != png_size:
+            raise EvaluationError(
+                f"the ground-truth PNG {png} is {png_size[0]}x{png_size[1]} but its image {image.path} is {size[0]}x{size[1]}"
+                f"{' (read upright, as its EXIF orientation says)' if _turned(image.path) else ''}: the ground truth must have "
+                "its image's size (width x height). Fix the pair in the dataset, or leave the image out with --images/--limit"
+            )
     return images
+
+
+def _turned(path: Path) -> bool:
+    from PIL import Image
+
+    with Image.open(path) as img:
+        return img.format != "PNG" and img.getexif().get(_EXIF_ORIENTATION) in _EXIF_TRANSPOSED
+
+
+def _header_size(path: Path, what: str) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header, as it is read (EXIF orientation applied).
+
+    :raises EvaluationError: the file is not an image Pillow can read.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pipeline's own limit decides
+            with Image.open(path) as img:
+                turned = img.format != "PNG" and img.getexif().get(_EXIF_ORIENTATION) in _EXIF_TRANSPOSED
+                return (img.height, img.width) if turned else (img.width, img.height)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        reason = "not an image file Pillow can read" if isinstance(exc, UnidentifiedImageError) else f"cannot be read ({exc})"
+        raise EvaluationError(
+            f"the {what} {path} is {reason}: fix or replace it, or leave its image out with --images/--limit; nothing was segmented"
+        ) from None
 
 
 def check_output_folder(dataset: PanopticDataset, outdir: Path) -> None:

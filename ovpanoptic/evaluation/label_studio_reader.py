@@ -22,6 +22,11 @@ Image names: the image URL's file name (``/data/local-files/?d=photos/a.jpg`` an
 files is removed), so a Label Studio export pairs with the COCO output of the same images.
 
 Label Studio names classes but gives no ids or thing/stuff split: ``categories`` gives them, by name.
+
+Bounds: each task's image size is what its regions declare (``original_width`` x
+``original_height``); a task declaring more than ``max_pixels`` pixels is refused when the export is
+read, before anything is decoded, and a brush RLE whose header announces another number of values
+than its image's ``width x height x 4`` is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -37,9 +42,10 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..constants import DEFAULT_MAX_PIXELS
 from ..errors import MissingDependencyError
 from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from .pq import CategoryInfo, EvaluationError, _category_key
+from .pq import CategoryInfo, EvaluationError, _categories_from_json, _category_key, check_annotation_pixels
 
 __all__ = ["LabelStudioSet", "read_label_studio"]
 
@@ -53,6 +59,13 @@ _USES = ("auto", "annotations", "predictions")
 
 #: Id of a polygon region that ovpanoptic's exporter derived from brush region ``<id>``.
 _DERIVED_POLYGON = re.compile(r"(.+)p\d+")
+
+#: Bytes of a brush RLE's header that hold its number of values (32 bits, big-endian: Label Studio's
+#: ``encode_rle`` writes the count first).
+_RLE_COUNT_BYTES = 4
+
+#: Values per pixel of a brush RLE (RGBA).
+_RLE_CHANNELS = 4
 
 
 @dataclass(frozen=True)
@@ -69,7 +82,7 @@ class LabelStudioSet:
     used: Mapping[str, int]
 
 
-def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: int) -> str:
+def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: int, where: str) -> str:
     data = task.get("data")
     url = None
     if isinstance(data, Mapping):
@@ -80,8 +93,8 @@ def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: in
     if not isinstance(url, str) or not url.strip():
         field_text = f"data.{data_key}" if data_key is not None else "data (no field holds an image URL)"
         raise EvaluationError(
-            f"task {task.get('id', position)} has no image URL in {field_text}: each task needs the URL of its image "
-            "(images are paired by file name)"
+            f"{where}: task {task.get('id', position)} has no image URL in {field_text}: each task needs the URL of its "
+            "image (images are paired by file name)"
         )
     parts = urlsplit(url)
     query = parse_qs(parts.query)
@@ -131,13 +144,27 @@ def _decode_brush(value: Mapping[str, Any], height: int, width: int, where: str)
     rle = value.get("rle")
     if not isinstance(rle, list) or not rle:
         raise EvaluationError(f"{where}: a brushlabels region needs a non-empty 'rle' list (format 'rle')")
+    truncated = EvaluationError(
+        f"{where}: the brush RLE is truncated or corrupt (it must be Label Studio's brush encoding: a list of "
+        "byte values); export the task again"
+    )
     try:
-        flat = decode_rle(bytes(int(v) for v in rle))
-    except (ValueError, TypeError, IndexError, OverflowError):
+        data = bytes(int(v) for v in rle)
+    except (ValueError, TypeError, OverflowError):
+        raise truncated from None
+    if len(data) <= _RLE_COUNT_BYTES:
+        raise truncated
+    announced = int.from_bytes(data[:_RLE_COUNT_BYTES], "big")
+    if announced != height * width * _RLE_CHANNELS:
         raise EvaluationError(
-            f"{where}: the brush RLE is truncated or corrupt (it must be Label Studio's brush encoding: a list of "
-            "byte values); export the task again"
-        ) from None
+            f"{where}: the brush RLE announces {announced} values, not {height} x {width} x {_RLE_CHANNELS} "
+            "(original_height x original_width x RGBA): the region does not belong to an image of this size, or the "
+            "RLE is damaged; export the task again"
+        )
+    try:
+        flat = decode_rle(data)
+    except (ValueError, TypeError, IndexError, OverflowError):
+        raise truncated from None
     if flat.size != height * width * 4:
         raise EvaluationError(
             f"{where}: the brush RLE holds {flat.size} values, not {height} x {width} x 4 (original_height x "
@@ -161,47 +188,118 @@ def _fill_polygon(points: Any, height: int, width: int, where: str) -> np.ndarra
     return np.asarray(canvas, dtype=bool)
 
 
+def _load_tasks(file: Path, where: str) -> list[Mapping[str, Any]]:
+    """The tasks of an export: a JSON list of tasks, one task (a dict with ``data``), or a dict
+    that wraps the list in ``tasks`` (the body of Label Studio's import API and ML backend requests).
+
+    :raises EvaluationError: unreadable JSON, or another shape (the accepted shapes are named).
+    """
+    try:
+        tasks = json.loads(file.read_text("utf-8"))
+    except RecursionError:
+        raise EvaluationError(f"cannot read {where}: its JSON is nested too deeply to be a Label Studio export") from None
+    except (OSError, ValueError) as exc:
+        raise EvaluationError(f"cannot read {where}: {exc}") from None
+    if isinstance(tasks, Mapping) and "data" not in tasks and isinstance(tasks.get("tasks"), list):
+        tasks = tasks["tasks"]
+    elif isinstance(tasks, Mapping) and "data" in tasks:
+        tasks = [tasks]
+    if not isinstance(tasks, list) or not all(isinstance(t, Mapping) for t in tasks):
+        keys = f" (a dict with the keys {', '.join(repr(k) for k in list(tasks)[:5])})" if isinstance(tasks, Mapping) else ""
+        raise EvaluationError(
+            f"{where} is not a Label Studio JSON export{keys}: expected a list of tasks (Export -> JSON), each a dict "
+            "with 'data' (the image URL) and 'annotations' or 'predictions'; one task dict, or {\"tasks\": [...]}, "
+            "is accepted too"
+        )
+    return tasks
+
+
+def embedded_categories(path: str | Path, role: str = "ground-truth") -> dict[int, CategoryInfo] | None:
+    """The category table ovpanoptic's ``label-studio`` exporter put in the tasks' ``meta``
+    (``{"ovpanoptic": {"categories": [...]}}``, which Label Studio keeps and exports), or ``None``
+    when no task carries one.
+
+    :raises EvaluationError: unreadable JSON, or tasks that carry different tables.
+    """
+    file = Path(path)
+    where = f"{file} ({role})"
+    found: list[Any] | None = None
+    for task in _load_tasks(file, where):
+        meta = task.get("meta")
+        own = meta.get("ovpanoptic") if isinstance(meta, Mapping) else None
+        table = own.get("categories") if isinstance(own, Mapping) else None
+        if table is None:
+            continue
+        if found is not None and table != found:
+            raise EvaluationError(
+                f"{where}: tasks carry different category tables in meta.ovpanoptic (imported from two vocabularies): "
+                "give the classes with --classes/--stuff or --vocabulary"
+            )
+        found = table
+    if found is None:
+        return None
+    return _categories_from_json({"categories": found}, file, role)
+
+
+def _declared_size(regions: Sequence[Mapping[str, Any]], where: str) -> tuple[int, int] | None:
+    """``(width, height)`` that a task's regions declare, or ``None`` when it has no region.
+
+    :raises EvaluationError: a region without a size, an empty size, or two sizes in one task.
+    """
+    size: tuple[int, int] | None = None
+    for region in regions:
+        try:
+            h, w = int(region["original_height"]), int(region["original_width"])
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise EvaluationError(f"{where}: region {region.get('id')!r} has no original_width/original_height") from None
+        if h <= 0 or w <= 0:
+            raise EvaluationError(f"{where}: region {region.get('id')!r} has an empty image size {w} x {h}")
+        if size is not None and size != (w, h):
+            raise EvaluationError(f"{where}: regions give two image sizes, {size[0]} x {size[1]} and {w} x {h}")
+        size = (w, h)
+    return size
+
+
 def read_label_studio(
     path: str | Path,
     categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo],
     *,
     use: str = "auto",
     data_key: str | None = None,
+    role: str = "ground-truth",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> LabelStudioSet:
     """Read a Label Studio JSON export as panoptic annotations (see the module docstring).
 
-    :param path: the export (a JSON list of tasks; one task dict is accepted too).
+    :param path: the export (a JSON list of tasks; one task dict, or ``{"tasks": [...]}``, is accepted too).
     :param categories: the classes by name (ids and thing/stuff come from here).
     :param use: ``"auto"``, ``"annotations"`` or ``"predictions"``.
     :param data_key: the task data field with the image URL (default: the first string field).
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
+    :param max_pixels: a task whose regions declare an image of more pixels is refused (``None`` or
+        0: no limit), before anything is decoded.
     :raises EvaluationError: an unreadable file, a region of a class not in ``categories`` (all such
-        classes are named), malformed regions, or two tasks of one image.
+        classes are named), malformed regions, a task over ``max_pixels``, or two tasks of one image.
     :raises MissingDependencyError: label-studio-sdk is missing and a brush region is read.
     """
     if use not in _USES:
         raise EvaluationError(f"use must be one of {', '.join(_USES)}, got {use!r}")
     file = Path(path)
+    source = f"{role} Label Studio export {file}"
     if not file.is_file():
-        raise EvaluationError(f"Label Studio export {file} does not exist (export the project as JSON: Export -> JSON)")
-    try:
-        tasks = json.loads(file.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read the Label Studio export {file}: {exc}") from None
-    if isinstance(tasks, Mapping):
-        tasks = [tasks]
-    if not isinstance(tasks, list) or not all(isinstance(t, Mapping) for t in tasks):
-        raise EvaluationError(f"{file} is not a Label Studio JSON export (a list of tasks with 'data' and 'annotations')")
+        raise EvaluationError(f"{source} does not exist (export the project as JSON: Export -> JSON)")
+    tasks = _load_tasks(file, source)
     by_name = categories_by_name(categories)
     cats = {c.id: c for c in by_name.values()}
-    entries: dict[str, tuple[int, list[Any]]] = {}
+    entries: dict[str, tuple[int, list[Any], tuple[int, int] | None]] = {}
     order: list[str] = []
     used = {"annotations": 0, "predictions": 0, "none": 0}
     skipped: dict[str, int] = {}
     unknown: dict[str, int] = {}
     multi = 0
     for position, task in enumerate(tasks):
-        where = f"{file}: task {task.get('id', position)}"
-        name = _task_image_name(task, data_key, position)
+        where = f"{source}: task {task.get('id', position)}"
+        name = _task_image_name(task, data_key, position, source)
         kind, regions = _pick_results(task, use, where)
         used[kind] += 1
         keep = []
@@ -227,15 +325,18 @@ def read_label_studio(
             keep.append(region)
         if name in entries:
             raise EvaluationError(
-                f"{file}: two tasks show the image {name!r}; images are paired by file name, so each image needs one task"
+                f"{source}: two tasks show the image {name!r}; images are paired by file name, so each image needs one task"
             )
-        entries[name] = (position, keep)
+        size = _declared_size(keep, f"{where} ({name})")
+        if size is not None:
+            check_annotation_pixels(size[0], size[1], max_pixels, f"{where}, image {name!r},")
+        entries[name] = (position, keep, size)
         order.append(name)
     notes: list[str] = []
     if use == "annotations" and used["none"]:
         if used["none"] == len(tasks):
             raise EvaluationError(
-                f"no task of {file} has an annotation (that is not cancelled): read its predictions instead "
+                f"no task of {source} has an annotation (that is not cancelled): read its predictions instead "
                 "(--gt-use/--pred-use predictions), or export the project after labelling"
             )
         notes.append(f"{used['none']} of {len(tasks)} task(s) have no annotation: read as unlabelled (all void)")
@@ -250,36 +351,34 @@ def read_label_studio(
     if unknown:
         listed = ", ".join(f"{n!r} ({k} region{'s' if k > 1 else ''})" for n, k in sorted(unknown.items()))
         raise EvaluationError(
-            f"{file} has classes that are not in the vocabulary: {listed}. Give the classes with --classes or "
+            f"{source} has classes that are not in the vocabulary: {listed}. Give the classes with --classes or "
             "--vocabulary (names as in the labelling config), or compare with a set that has a category table"
         )
 
     def read(name: str) -> AnnotatedImage:
-        position, regions = entries[name]
-        where = f"{file}: task {tasks[position].get('id', position)} ({name})"
-        return _rasterise(name, regions, by_name, where)
+        position, regions, size = entries[name]
+        where = f"{source}: task {tasks[position].get('id', position)} ({name})"
+        return _rasterise(name, regions, size, by_name, where)
 
-    annotations = PanopticAnnotations(f"{file}", "label-studio", cats, tuple(order), read, notes=tuple(notes))
+    def sizes(name: str) -> tuple[int, int] | None:
+        return entries[name][2]
+
+    annotations = PanopticAnnotations(f"{file}", "label-studio", cats, tuple(order), read, notes=tuple(notes), sizes=sizes)
     return LabelStudioSet(annotations, skipped, used)
 
 
-def _rasterise(name: str, regions: Sequence[Mapping[str, Any]], by_name: Mapping[str, CategoryInfo], where: str) -> AnnotatedImage:
-    """Paint one task's regions into an id map (:func:`~.annotations.paint_segments`: later regions
-    on top, stuff merged per class)."""
-    size: tuple[int, int] | None = None
-    for region in regions:
-        try:
-            h, w = int(region["original_height"]), int(region["original_width"])
-        except (KeyError, TypeError, ValueError):
-            raise EvaluationError(f"{where}: region {region.get('id')!r} has no original_width/original_height") from None
-        if h <= 0 or w <= 0:
-            raise EvaluationError(f"{where}: region {region.get('id')!r} has an empty image size {w} x {h}")
-        if size is not None and size != (h, w):
-            raise EvaluationError(f"{where}: regions give two image sizes, {size[1]} x {size[0]} and {w} x {h}")
-        size = (h, w)
+def _rasterise(
+    name: str,
+    regions: Sequence[Mapping[str, Any]],
+    size: tuple[int, int] | None,
+    by_name: Mapping[str, CategoryInfo],
+    where: str,
+) -> AnnotatedImage:
+    """Paint one task's regions into an id map of ``size`` (``(width, height)``, checked when the
+    export was read; :func:`~.annotations.paint_segments`: later regions on top, stuff merged per class)."""
     if size is None:  # no region: all void, size unknown (the evaluation takes the other side's)
         return AnnotatedImage(name, np.zeros((0, 0), np.int64), ())
-    h, w = size
+    w, h = size
 
     def layers() -> Iterator[tuple[CategoryInfo, np.ndarray]]:
         for region in regions:

@@ -40,13 +40,14 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..constants import ID_BASE, VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, ID_BASE, VOID_ID
 from ..errors import OvpanopticError
 
 __all__ = [
     "ID_BASE",
     "VOID_ID",
     "CategoryInfo",
+    "check_annotation_pixels",
     "EvaluationError",
     "PQAccumulator",
     "PQReport",
@@ -407,11 +408,7 @@ def _tabulate(
     gt = _as_id_map(gt_ids, role="ground-truth", image=image)
     pred = _as_id_map(pred_ids, role="prediction", image=image)
     if gt.shape != pred.shape:
-        raise EvaluationError(
-            f"{image}: prediction size {pred.shape[1]}x{pred.shape[0]} (WxH) differs from "
-            f"ground-truth size {gt.shape[1]}x{gt.shape[0]}; the prediction PNG must have "
-            "the size of the ground-truth image"
-        )
+        raise size_mismatch(image, (gt.shape[1], gt.shape[0]), (pred.shape[1], pred.shape[0]))
     gt_segs = _index_segments(gt_segments, role="ground-truth", image=image, with_area=True)
     pred_segs = _index_segments(pred_segments, role="prediction", image=image, with_area=False)
 
@@ -721,12 +718,94 @@ def _annotation_field(annotation: object, key: str, path: Path, position: int) -
     return annotation[key]
 
 
-def _read_id_png(path: Path, role: str, image: str) -> npt.NDArray[np.int64]:
-    """Read an RGB(A) or palette panoptic PNG as an (H, W) id map."""
+def size_mismatch(image: str, gt_size: tuple[int, int], pred_size: tuple[int, int]) -> EvaluationError:
+    """The error for a prediction whose ``(width, height)`` is not the ground truth's."""
+    return EvaluationError(
+        f"{image}: prediction size {pred_size[0]}x{pred_size[1]} (WxH) differs from ground-truth size "
+        f"{gt_size[0]}x{gt_size[1]}; a prediction must have the size of its ground-truth image"
+    )
+
+
+def check_annotation_pixels(width: int, height: int, max_pixels: int | None, where: str) -> None:
+    """Refuse an annotated image whose file declares more than ``max_pixels`` pixels (``None`` or 0:
+    no limit), before anything of that size is decoded or allocated.
+
+    :param where: the file and the image, for the message (``"ground-truth CVAT export a.xml, image 'x'"``).
+    :raises EvaluationError: naming ``where``, the declared size, the limit and the option that changes it.
+    """
+    if max_pixels and width * height > max_pixels:
+        raise EvaluationError(
+            f"{where} declares an image of {width} x {height} pixels ({width * height / 1e6:.4g} megapixels), over the "
+            f"limit of {max_pixels / 1e6:.4g} megapixels for one annotated image: check that the file is the export you "
+            "meant (a size this large is usually a damaged file), or raise the limit with --max-pixels N "
+            "(max_pixels= in Python; 0 = no limit)"
+        )
+
+
+def png_size(path: Path) -> tuple[int, int] | None:
+    """``(width, height)`` of an image file from its header (nothing is decoded), or ``None`` when it
+    cannot be read as an image (the reader that decodes it says why)."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller's limit decides
+            with Image.open(path) as handle:
+                return int(handle.width), int(handle.height)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
+def _open_checked(
+    path: Path, role: str, image: str, max_pixels: int | None, expected: tuple[int, int] | None
+) -> Image.Image:
+    """Open an annotation PNG (header only) and check its size against ``max_pixels`` and the
+    ``(width, height)`` its JSON declares, before it is decoded.
+
+    :raises EvaluationError: too large, of another size than declared, or not an image.
+    """
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            handle = Image.open(path)
+    except Image.DecompressionBombError as error:
+        raise EvaluationError(
+            f"{image}: {role} PNG {path} is larger than Pillow decodes ({error}); ovpanoptic cannot lift Pillow's own limit"
+        ) from None
+    except OSError as error:
+        raise EvaluationError(f"{image}: cannot read {role} PNG {path}: {error}") from error
+    try:
+        check_annotation_pixels(handle.width, handle.height, max_pixels, f"{image}: {role} PNG {path}")
+        if expected is not None and (handle.width, handle.height) != expected:
+            raise EvaluationError(
+                f"{image}: {role} PNG {path} is {handle.width} x {handle.height} pixels, but its JSON declares "
+                f"{expected[0]} x {expected[1]} (width x height): the PNG does not belong to this annotation; write "
+                "the PNG again or correct the size in the JSON's 'images'"
+            )
+    except EvaluationError:
+        handle.close()
+        raise
+    return handle
+
+
+def _read_id_png(
+    path: Path,
+    role: str,
+    image: str,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    expected: tuple[int, int] | None = None,
+) -> npt.NDArray[np.int64]:
+    """Read an RGB(A) or palette panoptic PNG as an (H, W) id map.
+
+    :param max_pixels: refuse a PNG with more pixels, from its header, before decoding it.
+    :param expected: the ``(width, height)`` its JSON declares, checked before decoding.
+    """
     if not path.is_file():
         raise EvaluationError(f"{image}: {role} PNG {path} does not exist")
     try:
-        with Image.open(path) as handle:
+        with _open_checked(path, role, image, max_pixels, expected) as handle:
             handle.load()
             if handle.mode in ("P", "PA"):
                 picture = handle.convert("RGBA")
@@ -854,6 +933,7 @@ def evaluate_panoptic(
     *,
     progress: Callable[[int, int], None] | None = None,
     match_categories: str = "id",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PQReport:
     """Evaluate COCO-panoptic predictions against ground truth, like ``pq_compute``.
 
@@ -867,11 +947,14 @@ def evaluate_panoptic(
     prediction annotations by ``image_id`` (predictions for images absent from the ground
     truth are ignored; a repeated prediction ``image_id`` keeps the last one). PNGs are read
     from ``gt_dir`` / ``pred_dir`` by each annotation's ``file_name``. ``progress(done, total)``
-    is called after each image.
+    is called after each image. A PNG over ``max_pixels`` pixels (``None`` or 0: no limit), or of
+    another size than the other side's, is refused from its header, before it is decoded.
 
     Raises:
-        EvaluationError: a missing file or folder, a ground-truth image without prediction,
-            any :meth:`PQAccumulator.add_image` error, or no category occurring at all.
+        EvaluationError: a missing file or folder, a ground-truth image without prediction (or
+            image ids of another type than the ground truth's), a PNG over the pixel limit or of
+            another size than the other side's, any :meth:`PQAccumulator.add_image` error, or no
+            category occurring at all.
     """
     gt_json_path, pred_json_path = Path(gt_json), Path(pred_json)
     gt_folder, pred_folder = Path(gt_dir), Path(pred_dir)
@@ -910,6 +993,16 @@ def evaluate_panoptic(
                     f"({type(image_id).__name__}) and {pred_json_path} has {same_text[0]!r} ({type(same_text[0]).__name__}); "
                     "image ids must have the same type in both files (COCO uses integers)"
                 )
+            pred_types = sorted({type(k).__name__ for k in pred_by_image} - {type(image_id).__name__})
+            if pred_types:
+                shown = ", ".join(repr(k) for k in list(pred_by_image)[:3])
+                raise EvaluationError(
+                    f"no prediction for the ground-truth image {gt_file}: the ground truth's image_id is {image_id!r} "
+                    f"({type(image_id).__name__}), and {pred_json_path} has image_ids of type {', '.join(pred_types)} "
+                    f"({shown}); image ids pair only when value and type are equal (COCO uses integers): write each "
+                    "prediction's image_id as the ground truth's id of the same image, or compare by file name "
+                    "with --gt GT.json --pred PRED.json"
+                )
             raise EvaluationError(
                 f"no prediction for the ground-truth image {gt_file} (image_id {image_id!r}): "
                 f"{pred_json_path} has no annotation with this image_id; add one (an empty "
@@ -927,8 +1020,11 @@ def evaluate_panoptic(
 
     accumulator = PQAccumulator(categories=categories)
     for done, (gt_file, gt_segments, pred_file, pred_segments, name, dropped) in enumerate(jobs, start=1):
-        gt_ids = _read_id_png(gt_folder / gt_file, "ground-truth", name)
-        pred_ids = _read_id_png(pred_folder / pred_file, "prediction", name)
+        gt_size, pred_size = png_size(gt_folder / gt_file), png_size(pred_folder / pred_file)
+        if gt_size is not None and pred_size is not None and gt_size != pred_size:
+            raise size_mismatch(name, gt_size, pred_size)
+        gt_ids = _read_id_png(gt_folder / gt_file, "ground-truth", name, max_pixels)
+        pred_ids = _read_id_png(pred_folder / pred_file, "prediction", name, max_pixels)
         if dropped:
             pred_ids[np.isin(pred_ids, list(dropped))] = VOID_ID
         accumulator.add_image(gt_ids, gt_segments, pred_ids, pred_segments, image_name=name)

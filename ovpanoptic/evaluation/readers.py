@@ -23,7 +23,7 @@ import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ..constants import ANNOTATION_FORMATS
+from ..constants import ANNOTATION_FORMATS, DEFAULT_MAX_PIXELS
 from .annotations import PanopticAnnotations, read_coco_panoptic
 from .pq import CategoryInfo, EvaluationError, _categories_from_json
 
@@ -51,12 +51,12 @@ def _json_kind(path: Path) -> str | None:
             return "cityscapes-panoptic"
         try:
             data = json.loads(path.read_text("utf-8"))
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
         if isinstance(data, dict) and isinstance(data.get("annotations"), list):
             return "coco-panoptic"
-        if isinstance(data, dict) and "data" in data:
-            return "label-studio"  # one task
+        if isinstance(data, dict) and ("data" in data or isinstance(data.get("tasks"), list)):
+            return "label-studio"  # one task, or {"tasks": [...]}
     return None
 
 
@@ -130,6 +130,7 @@ def read_annotations(
     fallback: Sequence[CategoryInfo] | Mapping[int, CategoryInfo] | None = None,
     role: str = "ground-truth",
     use: str = "auto",
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> PanopticAnnotations:
     """Read annotations of any supported format into the internal form.
 
@@ -138,7 +139,10 @@ def read_annotations(
         its own export, else ``fallback``); ignored by formats with a category table.
     :param fallback: the classes of a name-only format that has neither ``categories`` nor a table of
         its own (the other set's table, for an evaluation).
+    :param role: whose set it is (``"ground-truth"``, ``"prediction"``): every reader's messages name it.
     :param use: for Label Studio exports: ``"auto"``, ``"annotations"`` or ``"predictions"``.
+    :param max_pixels: an image whose file declares more pixels (width x height) is refused before
+        anything of its size is decoded (``None`` or 0: no limit; ``eval --max-pixels``).
     :raises EvaluationError: an unknown format, a name-only format without categories, or what the
         format's reader raises.
     """
@@ -149,6 +153,10 @@ def read_annotations(
     file = _resolve_file(p, kind)
     if kind in NAME_ONLY_FORMATS:
         cats = categories if categories is not None else own_categories(file)
+        if cats is None and kind == "label-studio":
+            from .label_studio_reader import embedded_categories
+
+            cats = embedded_categories(file, role)  # the table the label-studio exporter put in the tasks' meta
         if cats is None:
             cats = fallback
         if cats is None:
@@ -160,16 +168,16 @@ def read_annotations(
         if kind == "label-studio":
             from .label_studio_reader import read_label_studio
 
-            return read_label_studio(file, cats, use=use).annotations
+            return read_label_studio(file, cats, use=use, role=role, max_pixels=max_pixels).annotations
         from .cvat_reader import read_cvat
 
-        return read_cvat(file, cats)
+        return read_cvat(file, cats, role=role, max_pixels=max_pixels)
     if kind == "coco-panoptic":
-        return read_coco_panoptic(file, role=role)
+        return read_coco_panoptic(file, role=role, max_pixels=max_pixels)
     if kind == "cityscapes-panoptic":
         from .cityscapes_reader import read_cityscapes_panoptic
 
-        return read_cityscapes_panoptic(file, role=role)
+        return read_cityscapes_panoptic(file, role=role, max_pixels=max_pixels)
     from .cityscapes_reader import read_cityscapes
 
-    return read_cityscapes(file)
+    return read_cityscapes(file, role=role, max_pixels=max_pixels)

@@ -80,7 +80,7 @@ from typing import Any
 
 import numpy as np
 
-from ..constants import VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from .consistency import (
     DEFAULT_CONSISTENCY_THRESHOLD,
     ClassChange,
@@ -619,6 +619,7 @@ def evaluate_video(
     consistency_threshold: float = DEFAULT_CONSISTENCY_THRESHOLD,
     match_categories: str = "id",
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> VideoReport:
     """Evaluate a video panoptic prediction against ground truth: VPQ, STQ and consistency.
 
@@ -635,6 +636,8 @@ def evaluate_video(
     :param consistency_threshold: IoU in ``[0, 1]`` below which consecutive masks of a predicted
         segment id are reported (see :mod:`.consistency`).
     :param progress: called as ``progress(done, total)`` after each ground-truth frame.
+    :param max_pixels: a frame PNG declaring more pixels is refused from its header, before it is
+        decoded (``None`` or 0: no limit; default 50 megapixels).
     :return: the :class:`VideoReport`. Frames are read one at a time (windows keep pixel tables,
         not pixels).
     :raises EvaluationError: bad ``spans``, threshold or ``match_categories``; any
@@ -648,12 +651,12 @@ def evaluate_video(
     _check_threshold(consistency_threshold)
     if match_categories not in ("id", "name"):
         raise EvaluationError(f"match_categories must be 'id' or 'name', got {match_categories!r}")
-    gt = read_video_panoptic(gt_json, gt_dir, role="ground-truth")
+    gt = read_video_panoptic(gt_json, gt_dir, role="ground-truth", max_pixels=max_pixels)
     if gt.data.get("categories") is None:
         raise EvaluationError(f"ground-truth JSON file {gt.json_path} has no 'categories' list")
     if not gt.videos:
         raise EvaluationError(f"ground-truth JSON file {gt.json_path} has no annotated frame: nothing to evaluate")
-    pred = read_video_panoptic(pred_json, pred_dir, role="prediction")
+    pred = read_video_panoptic(pred_json, pred_dir, role="prediction", max_pixels=max_pixels)
     categories = dict(gt.categories)
     mapping, notes = _match_categories(
         categories, _prediction_categories(pred.data, pred.json_path), pred.json_path, match_categories

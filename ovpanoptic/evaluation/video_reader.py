@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from ..constants import DEFAULT_MAX_PIXELS
 from .pq import CategoryInfo, EvaluationError, _as_int, _categories_from_json, _load_json, _read_id_png
 
 __all__ = ["VideoFrame", "VideoFrameRecord", "VideoId", "VideoPanoptic", "read_video_panoptic"]
@@ -92,6 +93,8 @@ class VideoPanoptic:
     videos: Mapping[VideoId, tuple[VideoFrameRecord, ...]]
     unannotated: int
     data: Mapping[str, Any]
+    #: a PNG declaring more pixels is refused from its header (``None`` or 0: no limit)
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
 
     @property
     def n_frames(self) -> int:
@@ -116,7 +119,7 @@ class VideoPanoptic:
 
         :raises EvaluationError: the PNG is missing, unreadable or not RGB.
         """
-        return VideoFrame(record=record, ids=_read_id_png(record.png_path, self.role, record.describe(self.role)))
+        return VideoFrame(record=record, ids=_read_id_png(record.png_path, self.role, record.describe(self.role), self.max_pixels))
 
 
 def _list_ids(ids: Sequence[VideoId] | Mapping[VideoId, Any], limit: int = 10) -> str:
@@ -151,12 +154,16 @@ def _frame_index(image: Mapping[str, Any], where: str) -> int:
     return _as_int(image["frame_index"], "'frame_index'", where)
 
 
-def read_video_panoptic(json_path: str | Path, png_dir: str | Path, *, role: str = "video") -> VideoPanoptic:
+def read_video_panoptic(
+    json_path: str | Path, png_dir: str | Path, *, role: str = "video", max_pixels: int | None = DEFAULT_MAX_PIXELS
+) -> VideoPanoptic:
     """Read a video panoptic JSON (module docstring) and check it against its PNG folder.
 
     :param json_path: the COCO panoptic JSON whose ``images`` carry ``video_id`` and ``frame_index``.
     :param png_dir: the folder of the annotations' PNGs (by ``file_name``).
     :param role: what the file is (``"ground-truth"``, ``"prediction"``), used in messages.
+    :param max_pixels: a frame PNG declaring more pixels (width x height) is refused from its header
+        when it is read (``None`` or 0: no limit; default 50 megapixels).
     :return: the checked :class:`VideoPanoptic`; no PNG is read, each is only checked to exist.
     :raises EvaluationError: the JSON is missing, unreadable or not a COCO panoptic dict; it has
         no ``images`` list; an image lacks ``id``, ``video_id`` or ``frame_index`` or has a bad
@@ -267,4 +274,5 @@ def read_video_panoptic(json_path: str | Path, png_dir: str | Path, *, role: str
         videos=MappingProxyType(videos),
         unannotated=len(frame_of_image) - len(annotated),
         data=MappingProxyType(data),
+        max_pixels=max_pixels,
     )

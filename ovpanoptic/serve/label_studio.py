@@ -10,7 +10,9 @@ package, JSON in and out):
     config is checked (it needs a ``BrushLabels`` tag on an ``Image``).
 ``POST /predict``
     ``{"tasks": [...], "label_config": ..., "params": {"context": ...}}`` -> ``{"results":
-    [prediction per task]}``. Without a context each task's image is segmented by the pipeline and
+    [prediction per task]}``, in task order; a task whose image cannot be read is answered ``[]``
+    (no prediction; the reason is logged) and so are tasks not reached within the request's time
+    budget, so one bad task never loses the others. Without a context each task's image is segmented by the pipeline and
     answered with one ``brushlabels`` region per segment (the ``label-studio`` exporter's regions,
     with the project's tag names; classes the project does not list are left out). With a context
     (interactive pre-annotation: the user placed ``keypointlabels`` and/or ``rectanglelabels``
@@ -41,6 +43,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
@@ -64,6 +67,16 @@ log = logging.getLogger(__name__)
 
 #: Images kept on disk after a fetch, so interactive clicks on one image fetch it once.
 _IMAGE_CACHE_SIZE = 4
+
+#: Label Studio's API path that exchanges a personal access token for an access token
+#: (``jwt_auth/urls.py``: ``api/token/refresh/``; without the slash Django answers a redirect).
+_TOKEN_REFRESH = "/api/token/refresh/"
+
+#: Seconds Label Studio waits for a ``/predict`` answer (its ``ML_TIMEOUT_PREDICT``, default 100).
+LABEL_STUDIO_PREDICT_TIMEOUT_S: float = 100.0
+
+#: Seconds a ``/predict`` request may segment before the remaining tasks are left for the next request.
+DEFAULT_PREDICT_BUDGET_S: float = 80.0
 
 
 class BackendError(OvpanopticError):
@@ -150,6 +163,22 @@ class FetchPolicy:
                 raise ValueError(f"the local-files root {self.local_files_root} is not a folder")
             object.__setattr__(self, "local_files_root", root)
 
+    def join(self, url: str) -> str:
+        """The absolute URL of a task URL or API path on Label Studio, under its sub-path if it has one.
+
+        ``/data/upload/1/a.jpg`` on ``http://host/ls`` is ``http://host/ls/data/upload/1/a.jpg``; a path that
+        already starts with the sub-path and an absolute URL are kept as they are.
+        """
+        base = self.label_studio_url or ""
+        if urlsplit(url).scheme or url.startswith("//"):
+            return urljoin(base, url)
+        prefix = urlsplit(base).path.rstrip("/")
+        if not url.startswith("/"):
+            url = "/" + url
+        if prefix and (url == prefix or url.startswith(prefix + "/")):
+            return urljoin(base, url)
+        return base.rstrip("/") + url
+
     @property
     def origin(self) -> tuple[str, str] | None:
         if self.label_studio_url is None:
@@ -184,8 +213,10 @@ class _Fetcher:
             raise BackendError(400, "the task has no image URL in the field the labelling config's Image tag reads")
         parts = urlsplit(url)
         if parts.path.rstrip("/").endswith("/data/local-files") and self.policy.local_files_root is not None:
-            if parts.scheme or parts.netloc:
-                self._check_origin(url, parts)
+            # Read from the root, whatever host the URL names (Label Studio writes absolute URLs when
+            # LABEL_STUDIO_HOST is set): nothing is fetched, and the path is checked against the root.
+            if parts.scheme and parts.scheme not in ("http", "https"):
+                raise BackendError(400, f"image URL scheme {parts.scheme!r} is not supported ({url[:80]})")
             return self._local_file(parts)
         if parts.scheme and parts.scheme not in ("http", "https"):
             raise BackendError(
@@ -203,7 +234,7 @@ class _Fetcher:
                 "the task's image is on Label Studio, but the backend was started without --label-studio-url: start it "
                 "with --label-studio-url URL --label-studio-token TOKEN (or --local-files-root for local files)",
             )
-        full = urljoin(self.policy.label_studio_url, url)
+        full = self.policy.join(url)
         with self._lock:
             cached = self._cache.get(full)
             if cached is not None and cached.exists():
@@ -268,9 +299,20 @@ class _Fetcher:
         if token.count(".") != 2:  # a legacy token
             return {"Authorization": f"Token {token}"}
         if self._access is None or refresh:
-            answer = client.post(urljoin(self.policy.label_studio_url or "", "/api/token/refresh"), json={"refresh": token})
+            refresh_url = self.policy.join(_TOKEN_REFRESH)
+            answer = client.post(refresh_url, json={"refresh": token})
+            if answer.status_code in (401, 403):
+                raise BackendError(
+                    502,
+                    f"Label Studio refused the API token ({answer.status_code}) at {refresh_url}: give a valid personal "
+                    "access token (Account & Settings -> Personal Access Token) or a legacy token",
+                )
             if answer.status_code != 200:
-                raise BackendError(502, f"Label Studio refused the API token ({answer.status_code}): give a valid personal access token")
+                raise BackendError(
+                    502,
+                    f"Label Studio's token refresh {refresh_url} answered {answer.status_code}, not the access token: check "
+                    "--label-studio-url (Label Studio's address, with its sub-path if it is published under one)",
+                )
             try:
                 access = answer.json().get("access")
             except (ValueError, AttributeError):
@@ -312,13 +354,44 @@ class _Fetcher:
         raise BackendError(502, "Label Studio refused the API token twice")
 
 
+#: Deepest nesting of arrays and objects accepted in a request body (Label Studio's requests nest
+#: fewer than 10 levels); deeper bodies are refused before anything walks them recursively.
+MAX_JSON_DEPTH: int = 64
+
+
+def _json_depth(data: Any) -> int:
+    """How deeply arrays and objects nest in parsed JSON (iteratively: no recursion limit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict | list):
+            deepest = max(deepest, depth)
+            if depth <= MAX_JSON_DEPTH:
+                stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
 def _json_body(body: bytes) -> dict[str, Any]:
+    """The request body as a JSON object.
+
+    :raises BackendError: 400 when it is not UTF-8 JSON, not an object, or nests more than
+        :data:`MAX_JSON_DEPTH` levels.
+    """
+    too_deep = BackendError(
+        400, f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} levels deep; Label Studio's requests "
+        "nest fewer than 10: send the task as Label Studio does"
+    )
     try:
         data = json.loads(body.decode("utf-8") or "{}")
+    except RecursionError:  # the parser's own recursion limit: far too deep
+        raise too_deep from None
     except (UnicodeDecodeError, ValueError) as exc:
         raise BackendError(400, f"the request body is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise BackendError(400, "the request body must be a JSON object")
+    if _json_depth(data) > MAX_JSON_DEPTH:
+        raise too_deep
     return data
 
 
@@ -329,14 +402,32 @@ class LabelStudioBackend:
         regions; its proposal generator answers clicks when it can segment prompts).
     :param vocabulary: the classes; ``None``: each project's ``BrushLabels`` labels.
     :param policy: where images may come from.
-    :param model_version: reported to Label Studio (default: the exporter's ``model_version``).
+    :param model_version: reported to Label Studio (default: the exporter's ``model_version`` with
+        ``-serve-`` and the start time, e.g. ``ovpanoptic-0.1.0-serve-20250101T120000``: distinct from
+        the version of imported pre-annotations and of an earlier run, since Label Studio asks a
+        backend only about tasks without a prediction of the backend's current version).
+    :param predict_budget_s: seconds a ``/predict`` request may spend segmenting (default 80, under
+        Label Studio's 100 s ``ML_TIMEOUT_PREDICT``); tasks not reached in time get no prediction
+        (an empty list), and Label Studio asks for them again at the next "Retrieve predictions".
+        ``None``: no bound.
     """
 
-    def __init__(self, pipeline: Any, vocabulary: Vocabulary | None, policy: FetchPolicy, *, model_version: str | None = None) -> None:
+    def __init__(
+        self,
+        pipeline: Any,
+        vocabulary: Vocabulary | None,
+        policy: FetchPolicy,
+        *,
+        model_version: str | None = None,
+        predict_budget_s: float | None = DEFAULT_PREDICT_BUDGET_S,
+    ) -> None:
+        if predict_budget_s is not None and not predict_budget_s > 0:
+            raise ValueError(f"the predict budget must be a positive number of seconds, got {predict_budget_s}")
         self.pipeline = pipeline
         self.vocabulary = vocabulary
         self.exporter = pipeline.component("exporter", "label-studio")
-        self.model_version = model_version or self.exporter.config.model_version
+        self.model_version = model_version or f"{self.exporter.config.model_version}-serve-{time.strftime('%Y%m%dT%H%M%S')}"
+        self.predict_budget_s = predict_budget_s
         self._fetcher = _Fetcher(policy)
         self._model_lock = threading.Lock()
         self._vocabularies: dict[tuple[str, ...], Vocabulary] = {}
@@ -422,7 +513,30 @@ class LabelStudioBackend:
         if isinstance(context, Mapping) and context.get("result"):
             return Reply(200, {"results": [self._interactive(tasks[0], project, context["result"])], "model_version": self.model_version})
         vocabulary = self._vocabulary(project)
-        results = [self._segment(task, project, vocabulary) for task in tasks]
+        # One answer per task, in order (Label Studio pairs them by position): a task that fails is
+        # answered with no prediction ([]) and its reason logged, so the others are kept.
+        started = time.monotonic()
+        results: list[Any] = []
+        failed: list[str] = []
+        for index, task in enumerate(tasks):
+            if index and self.predict_budget_s is not None and time.monotonic() - started > self.predict_budget_s:
+                log.warning(
+                    "predict: %d of %d tasks left unanswered after %.0f s (the budget under Label Studio's %.0f s timeout); "
+                    "'Retrieve predictions' again asks for them",
+                    len(tasks) - index, len(tasks), self.predict_budget_s, LABEL_STUDIO_PREDICT_TIMEOUT_S,
+                )
+                results += [[] for _ in tasks[index:]]
+                break
+            try:
+                results.append(self._segment(task, project, vocabulary))
+            except (BackendError, InputError) as exc:
+                if len(tasks) == 1:
+                    raise
+                failed.append(f"task {task.get('id')}: {exc}")
+                log.warning("predict: task %s skipped: %s", task.get("id"), exc)
+                results.append([])
+        if failed and len(failed) == len(tasks):
+            raise BackendError(400, f"no task could be answered; {'; '.join(failed[:3])}")
         return Reply(200, {"results": results, "model_version": self.model_version})
 
     @contextmanager

@@ -6,10 +6,13 @@ Layout of ``OUTDIR`` (one video per folder)::
                               by source frame index; a thing's segment id is its track id
     panoptic.json             COCO panoptic JSON for the whole video: "videos" (one entry), "images"
                               with video_id, frame_index, time_s and keyframe, "annotations" with
-                              segments_info (each track's voted class), "categories"
-    tracks.csv, tracks.json   one row per track: id, class, kind, first/last frame, frames seen,
-                              mean score, ended (tracks.json adds the class votes)
-    overlay.mp4               the frames with each segment drawn and labelled "class id" (H.264)
+                              segments_info (each track's class as voted up to that frame: a later
+                              vote never rewrites earlier frames), "categories"
+    tracks.csv, tracks.json   one row per track: id, class (the final vote), kind, first/last frame,
+                              frames seen, mean score, ended, class changes (tracks.json adds the
+                              class votes and each change's frame)
+    overlay.mp4               the frames with each segment drawn and labelled "class id" (H.264),
+                              encoded as frames are written (a resumed run encodes it at the end)
     .video/                   work state: per-frame parts and the checkpoint after the last
                               keyframe; a run stopped half-way resumes from it
 
@@ -30,19 +33,39 @@ from typing import Any
 
 import numpy as np
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..atomic import atomic_write_bytes, atomic_write_text, check_output_folder
 from ..constants import VOID_ID
 from ..errors import ExportError, InputError, MissingDependencyError
+from ..folderlock import FolderLock
 from ..types import PanopticResult, Vocabulary
 from .run import ResumePoint, VideoFrameResult
 from .sources import FrameSource
 from .tracks import TrackBook, TrackRecord
 
-__all__ = ["STATE_DIR", "VideoOutput"]
+__all__ = ["STATE_DIR", "VIDEO_FILES", "VideoOutput", "holds_video_run", "remove_video_run"]
 
 #: The work folder inside the output folder.
 STATE_DIR = ".video"
-_OWN = ("panoptic", "panoptic.json", "tracks.csv", "tracks.json", "overlay.mp4", STATE_DIR)
+#: Everything a video run writes into its folder (``--overwrite`` removes these, and nothing else).
+VIDEO_FILES = ("panoptic", "panoptic.json", "tracks.csv", "tracks.json", "overlay.mp4", STATE_DIR)
+#: The manifest of an image batch (:data:`ovpanoptic.engines.manifest.MANIFEST_NAME`; this layer
+#: does not import the engines): a folder holding one is an image batch's.
+_BATCH_MANIFEST = "ovpanoptic-manifest.jsonl"
+
+
+def holds_video_run(outdir: str | Path) -> bool:
+    """Whether ``outdir`` holds a video run (finished or not) of ``segment-video``."""
+    return (Path(outdir) / STATE_DIR / "settings.json").is_file()
+
+
+def remove_video_run(outdir: str | Path) -> None:
+    """Remove the files a video run wrote into ``outdir`` (:data:`VIDEO_FILES`; others are left alone)."""
+    for name in VIDEO_FILES:
+        p = Path(outdir) / name
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
 
 
 def _read_ids(path: Path) -> np.ndarray:
@@ -75,6 +98,24 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [prefix.rstrip(".")] if old != new else []
 
 
+def _draw(image: np.ndarray, ids: np.ndarray, categories: Mapping[int, int], vocabulary: Vocabulary) -> np.ndarray:
+    """``image`` with the id map ``ids`` drawn over it, each segment labelled ``"class id"`` (stuff:
+    ``"class"``) with the class ``categories`` gives it; ids without a class are left undrawn."""
+    from ..demo.render import Overlay, compose, instance_rgb
+
+    labels, colors = {}, {}
+    result_labels: dict[int, tuple[int, float]] = {}
+    present = [int(i) for i in np.unique(ids) if i != VOID_ID and int(i) in categories]
+    for tid in present:
+        category = vocabulary.by_id(categories[tid])
+        labels[tid] = f"{category.name} {tid}" if category.isthing else category.name
+        colors[tid] = instance_rgb(category.display_color, tid % 6 + 1) if category.isthing else category.display_color
+        result_labels[tid] = (category.id, 1.0)
+    ids = np.where(np.isin(ids, present), ids, VOID_ID).astype(np.int32)
+    result = PanopticResult.from_map(ids, result_labels, vocabulary)
+    return compose(image, result, labels, colors, Overlay(opacity=0.5))
+
+
 def _segments(result: PanopticResult) -> list[dict[str, Any]]:
     return [
         {"id": s.id, "category_id": s.category_id, "isthing": s.isthing, "score": round(s.score, 6), "area": s.area, "bbox_xyxy": list(s.bbox_xyxy)}
@@ -89,25 +130,103 @@ class VideoOutput:
     :param settings: what makes two runs the same (source, selection, tracking options, tracker,
         vocabulary, config); a folder holding a run with other settings is refused.
     :param overwrite: replace a previous run's files (only the files this layout names).
-    :raises InputError: the folder holds another run, or image-batch results, and ``overwrite`` is off.
+    :param lock: the folder's :class:`~ovpanoptic.folderlock.FolderLock`, when the caller took it
+        already (the output then owns it); else the output takes it. Released by :meth:`close` (or
+        when the process ends): no other run, image batch or video, writes into the folder meanwhile.
+    :raises InputError: another run is writing into the folder; the folder holds another run, or
+        other results, and ``overwrite`` is off; it holds an image batch (``segment``'s manifest).
     """
 
-    def __init__(self, outdir: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False) -> None:
+    def __init__(
+        self, outdir: str | Path, settings: Mapping[str, Any], *, overwrite: bool = False, lock: FolderLock | None = None
+    ) -> None:
         self.outdir = Path(outdir)
         self.settings = json.loads(json.dumps(settings, sort_keys=True, default=str))
         self.state_dir = self.outdir / STATE_DIR
         self.png_dir = self.outdir / "panoptic"
-        if self.outdir.exists() and not self.outdir.is_dir():
-            raise InputError(f"output {self.outdir} is a file, not a folder: choose another -o")
+        self._overlay_rate: Fraction | None = None
+        self._overlay_failed = False
+        self._encoder: tuple[Any, Any, Path, list[int]] | None = None
+        check_output_folder(self.outdir)
+        self._lock = lock if lock is not None else FolderLock.acquire(self.outdir)
+        try:
+            self._check(overwrite)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Release the folder (when this output took its lock); a folder it created and nothing
+        was written into is removed. An overlay being encoded and not finished is dropped."""
+        self._drop_overlay()
+        self._lock.release(remove_if_empty=True)
+
+    # -- the overlay video, encoded as frames arrive ---------------------------------------------
+
+    def stream_overlay(self, fps: float, every: int = 1) -> None:
+        """Encode ``overlay.mp4`` while frames are written (each frame drawn once, when it arrives:
+        no second pass over the video), at ``fps / every`` frames per second. Call it before the
+        first :meth:`write` of a run that starts at the video's first frame; :meth:`finish` moves
+        the stream into place when it holds every frame written, and otherwise (a resumed run)
+        encodes the overlay from the parts as before."""
+        self._overlay_rate = Fraction(fps / every).limit_denominator(1001)
+
+    def _drop_overlay(self) -> None:
+        encoder = getattr(self, "_encoder", None)
+        self._encoder = None
+        if encoder is not None:
+            container, _, path, _ = encoder
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - a half-written stream is removed below whatever its state
+                pass
+            path.unlink(missing_ok=True)
+
+    def _encode(self, item: VideoFrameResult) -> None:
+        """Draw ``item`` over its frame and add it to the overlay stream (opened at the first frame)."""
+        if getattr(self, "_overlay_rate", None) is None or getattr(self, "_overlay_failed", False):
+            return
+        try:
+            import av
+        except ImportError:
+            self._overlay_failed = True  # finish() says what to install
+            return
+        if self._encoder is None:
+            h, w = item.result.image_size
+            eh, ew = h - h % 2, w - w % 2  # yuv420p needs even sides
+            path = self.state_dir / "overlay.part.mp4"
+            container = av.open(str(path), mode="w")
+            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+            stream = container.add_stream(codec, rate=self._overlay_rate)
+            stream.width, stream.height, stream.pix_fmt = ew, eh, "yuv420p"
+            if codec == "libx264":
+                stream.options = {"crf": "23", "preset": "veryfast"}
+            self._encoder = (container, stream, path, [0])
+        container, stream, _, count = self._encoder
+        categories = {s.id: s.category_id for s in item.result.segments}
+        drawn = _draw(np.asarray(item.image), np.asarray(item.result.panoptic_map), categories, item.book.vocabulary)
+        eh, ew = stream.height, stream.width
+        for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn[:eh, :ew]), format="rgb24")):
+            container.mux(packet)
+        count[0] += 1
+
+    def __enter__(self) -> VideoOutput:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check(self, overwrite: bool) -> None:
+        if (self.outdir / _BATCH_MANIFEST).exists():
+            raise InputError(
+                f"{self.outdir} holds the results of an image batch ('ovpanoptic segment', {_BATCH_MANIFEST}): a video "
+                "run there would mix its files with the batch's. Choose another output folder with -o"
+                + (", or remove the batch's results first" if overwrite else ", or pass --overwrite to replace the batch's results")
+            )
         if overwrite:
-            for name in _OWN:
-                p = self.outdir / name
-                if p.is_dir():
-                    shutil.rmtree(p)
-                elif p.exists():
-                    p.unlink()
+            remove_video_run(self.outdir)
         saved = self._read_json(self.state_dir / "settings.json")
-        foreign = [n for n in _OWN if n != STATE_DIR and (self.outdir / n).exists()]
+        foreign = [n for n in VIDEO_FILES if n != STATE_DIR and (self.outdir / n).exists()]
         if saved is None and foreign and not (foreign == ["panoptic"] and not any((self.outdir / "panoptic").iterdir())):
             raise InputError(
                 f"{self.outdir} already holds results that are not a video run of ovpanoptic ({', '.join(foreign)} without "
@@ -184,6 +303,7 @@ class VideoOutput:
             atomic_write_text(self.state_dir / "frames" / f"{stem}.json", json.dumps(part))
             if item.keyframe:
                 atomic_write_text(self.state_dir / "checkpoint.json", json.dumps({"index": item.index, "book": item.book.state()}))
+            self._encode(item)
         except OSError as exc:
             raise ExportError(f"cannot write frame {item.index} into {self.outdir} ({exc.strerror or exc}); check the disk and permissions") from None
 
@@ -204,8 +324,9 @@ class VideoOutput:
     ) -> list[Path]:
         """Write ``panoptic.json``, the tracks table and (optionally) the overlay video from the parts.
 
-        Each thing segment's category is its track's final vote (a track has one class in every
-        frame of the JSON); PNGs are unchanged (they hold ids only).
+        Each segment's category is the one its frame was written with (its track's vote up to that
+        frame: a later vote never rewrites earlier frames; each change is in the tracks table); its
+        score is the track's mean score. PNGs are unchanged (they hold ids only).
 
         :return: the files written.
         """
@@ -220,7 +341,7 @@ class VideoOutput:
             segments = []
             for s in p["segments"]:
                 rec = records.get(s["id"])
-                category = rec.category_id if rec is not None else s["category_id"]
+                category = s["category_id"]
                 score = rec.score if rec is not None else s["score"]
                 x0, y0, x1, y1 = s["bbox_xyxy"]
                 segments.append(
@@ -247,7 +368,17 @@ class VideoOutput:
         files = [atomic_write_text(self.outdir / "panoptic.json", json.dumps(data))]
         files += self._write_tracks(list(records.values()), vocabulary, parts)
         if overlay:
-            files.append(self._overlay(book, records, source, parts, progress))
+            if self._encoder is not None and self._encoder[3][0] == len(parts):
+                container, stream, path, _ = self._encoder
+                for packet in stream.encode():
+                    container.mux(packet)
+                container.close()
+                self._encoder = None
+                path.replace(self.outdir / "overlay.mp4")
+                files.append(self.outdir / "overlay.mp4")
+            else:
+                self._drop_overlay()
+                files.append(self._overlay(book, source, parts, progress))
         atomic_write_text(self.state_dir / "done.json", json.dumps({"frames": len(parts)}))
         return files
 
@@ -258,6 +389,7 @@ class VideoOutput:
                 "id": r.id, "class": vocabulary.by_id(r.category_id).name, "kind": "thing" if r.isthing else "stuff",
                 "first_frame": r.first_frame, "last_frame": r.last_frame, "first_time_s": times.get(r.first_frame),
                 "last_time_s": times.get(r.last_frame), "frames_seen": r.frames_seen, "mean_score": r.score, "ended": r.ended,
+                "class_changes": len(r.class_changes),
             }
             for r in records
         ]
@@ -266,7 +398,11 @@ class VideoOutput:
         writer.writeheader()
         writer.writerows(rows)
         votes = {r.id: {vocabulary.by_id(c).name: {"keyframes": n, "score": s} for c, (n, s) in r.votes.items()} for r in records}
-        table = [{**row, "votes": votes[row["id"]]} for row in rows]
+        changes = {
+            r.id: [{"frame": f, "from": vocabulary.by_id(a).name, "to": vocabulary.by_id(b).name} for f, a, b in r.class_changes]
+            for r in records
+        }
+        table = [{**row, "votes": votes[row["id"]], "class_changes": changes[row["id"]]} for row in rows]
         return [
             atomic_write_text(self.outdir / "tracks.csv", buf.getvalue()),
             atomic_write_text(self.outdir / "tracks.json", json.dumps(table, indent=1)),
@@ -275,22 +411,20 @@ class VideoOutput:
     def _overlay(
         self,
         book: TrackBook,
-        records: Mapping[int, TrackRecord],
         source: FrameSource,
         parts: list[dict[str, Any]],
         progress: Callable[[str, int, int], None] | None,
     ) -> Path:
-        """Encode the overlay video: the source frames again (streamed), each PNG drawn over its frame."""
+        """Encode the overlay video from the parts (a resumed run): the source frames again
+        (streamed), each PNG drawn over its frame with the classes its part recorded."""
         try:
             import av
         except ImportError:
             raise MissingDependencyError(
                 "the overlay video needs PyAV: pip install 'ovpanoptic[video]' (or pip install av), or pass --no-overlay"
             ) from None
-        from ..demo.render import Overlay, compose, instance_rgb
-
         vocabulary = book.vocabulary
-        wanted = {p["index"] for p in parts}
+        wanted = {p["index"]: {int(s["id"]): int(s["category_id"]) for s in p["segments"]} for p in parts}
         target = self.outdir / "overlay.mp4"
         tmp = self.outdir / f".overlay.{id(self)}.mp4"
         h, w = parts[0]["height"], parts[0]["width"]
@@ -308,18 +442,7 @@ class VideoOutput:
                     if frame.index not in wanted:
                         continue
                     ids = _read_ids(self.png_dir / f"{frame.index:06d}.png")
-                    labels, colors = {}, {}
-                    present = [int(i) for i in np.unique(ids) if i != VOID_ID and int(i) in book.tracks]
-                    result_labels: dict[int, tuple[int, float]] = {}
-                    for tid in present:
-                        rec = records.get(tid)
-                        category = vocabulary.by_id(rec.category_id if rec else book.tracks[tid].category_id)
-                        labels[tid] = f"{category.name} {tid}" if category.isthing else category.name
-                        colors[tid] = instance_rgb(category.display_color, tid % 6 + 1) if category.isthing else category.display_color
-                        result_labels[tid] = (category.id, 1.0)
-                    ids[~np.isin(ids, present)] = VOID_ID
-                    result = PanopticResult.from_map(ids, result_labels, vocabulary)
-                    drawn = compose(np.asarray(frame.image), result, labels, colors, Overlay(opacity=0.5))
+                    drawn = _draw(np.asarray(frame.image), ids, wanted[frame.index], vocabulary)
                     video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(drawn[:eh, :ew]), format="rgb24")
                     for packet in stream.encode(video_frame):
                         container.mux(packet)

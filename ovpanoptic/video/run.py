@@ -25,7 +25,7 @@ from ..errors import InputError, MissingDependencyError
 from ..imageio import resize_longest_side
 from ..types import PanopticResult, TrackMasks, Vocabulary
 from .sources import Frame, FrameSource
-from .tracks import TrackBook, TrackingOptions
+from .tracks import TrackBook, TrackingOptions, segment_embeddings
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
@@ -122,10 +122,17 @@ def segment_video(
         return working_size(image.shape[0], image.shape[1], settings.max_side, settings.min_side)
 
     def keyframe(frame: Frame, predicted: TrackMasks | None) -> tuple[VideoFrameResult, PanopticResult]:
-        run = pipeline.segment_run(frame.image, vocabulary, progress=progress, source=f"{source.name}#{frame.index}")
+        # pipeline.refiners apply to the frames as written (below), not to the keyframe's tracking input.
+        run = pipeline.segment_run(frame.image, vocabulary, progress=progress, source=f"{source.name}#{frame.index}", refine=False)
         size = work_size(frame.image)
-        composed = book.keyframe(frame.index, _small(run.result, size), predicted)
-        full = _small(composed, frame.image.shape[:2]).with_timings(run.result.timings)
+        # The classifier's image features of each thing segment (re-identification evidence), from
+        # the fused result at the proposals' size (the working size).
+        fused = _small(run.result, run.proposals.image_size)
+        features = segment_embeddings(fused, run.proposals.masks, run.scores.embeddings)
+        if run.proposals.image_size != size:
+            features = {}  # cannot happen with the pipeline's own working size; no evidence rather than wrong evidence
+        composed = book.keyframe(frame.index, _small(run.result, size), predicted, features)
+        full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings(run.result.timings)
         return VideoFrameResult(frame.index, frame.time_s, True, full, frame.image, book), composed
 
     if resume is None:
@@ -171,7 +178,7 @@ def segment_video(
                 continue
             composed = book.tracked(frame.index, masks)
             elapsed = time.perf_counter() - started
-            full = _small(composed, frame.image.shape[:2]).with_timings({"track": elapsed, "total": elapsed})
+            full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings({"track": elapsed, "total": elapsed})
             done += 1
             yield VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
             report()

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,25 @@ __all__ = [
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".gif"})
 
 _Indexed = TypeVar("_Indexed", bound=tuple)  # type: ignore[type-arg]
+
+#: The EXIF tag of an image's orientation, and its values that turn the image by a quarter turn.
+_EXIF_ORIENTATION = 0x0112
+_EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})
+
+def _orientation(img: Any) -> int | None:
+    """The EXIF orientation of an opened image, from what its header holds (a PNG's ``eXIf`` chunk
+    after its pixels would need the pixels decoded: not looked for, as Pillow itself does at open)."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(_EXIF_ORIENTATION)
+    return img.getexif().get(_EXIF_ORIENTATION)
+
 
 #: Frame rate assumed for a folder or glob of frames (the overlay video's rate); ``--fps`` sets it.
 DEFAULT_FOLDER_FPS = 10.0
@@ -182,22 +201,41 @@ class FrameSource:
             self._check_folder_sizes()
 
     def _check_folder_sizes(self) -> None:
-        """Refuse frames of different sizes before anything is processed (image headers only)."""
+        """Refuse, before anything is processed, selected frames that are not images or that differ
+        in size (image headers only: the format, the size as EXIF orientation turns it, the pixel
+        limit), so a bad frame never stops a run half-way."""
+        import warnings
+
         from PIL import Image, UnidentifiedImageError
 
         assert self._files is not None
         first: tuple[int, int] | None = None
         for index, f in self.selection.pick(enumerate(self._files)):
+            where = f"frame {index} ({f.name})"
             try:
-                with Image.open(f) as img:
-                    size = (img.width, img.height)
-            except (OSError, UnidentifiedImageError, ValueError):
-                continue  # reported with its name when the frame is read
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+                    with Image.open(f) as img:
+                        size = (img.width, img.height)
+                        if _orientation(img) in _EXIF_TRANSPOSED:
+                            size = (img.height, img.width)  # read upright: rotated by a quarter turn
+            except UnidentifiedImageError:
+                raise ImageReadError(
+                    f"{where} in {f.parent} is not an image file Pillow can read (is it corrupt, or another kind of file "
+                    "with an image name?): remove it from the frames, or select around it with --start/--end; nothing was processed"
+                ) from None
+            except (OSError, SyntaxError, ValueError) as exc:
+                raise ImageReadError(
+                    f"{where} in {f.parent} cannot be read ({exc}): replace or remove it, or select around it with "
+                    "--start/--end; nothing was processed"
+                ) from None
+            check_pixels(size[0], size[1], self.max_pixels, f"{where} in {f.parent}")
             if first is None:
                 first, first_name = size, f.name
             elif size != first:
                 raise InputError(
-                    f"frame {index} ({f.name}) is {size[0]}x{size[1]} but frame {first_name} is {first[0]}x{first[1]}: all "
+                    f"frame {index} ({f.name}) is {size[0]}x{size[1]} but frame {first_name} is {first[0]}x{first[1]}"
+                    f"{' (as its EXIF orientation turns it)' if size == first[::-1] else ''}: all "
                     "frames of a video must have one size; resize them, or split the folder"
                 )
 

@@ -3,16 +3,28 @@
 How ids are kept (see ``docs/video.md``):
 
 * On a keyframe the image pipeline segments the frame. Its thing segments are matched to the
-  live tracks by mask IoU with a Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`).
-  Only pairs with IoU >= ``match_iou`` can match; among them a pair whose detection has the track's
-  class gains 1 over any pair of different classes, then the total IoU decides. So an object passing
-  in front of another of another class does not take its id, while a detection with a wrong class
-  can still continue its track when nothing else fits (the vote below keeps the track's class). A
-  track is compared through its *predicted* mask on that frame (what the
-  tracker carried there), or, when the tracker lost it, its last visible mask (an occluded object
-  that stays in place is recognised again). Pairs with IoU >= ``match_iou`` keep the track's id;
-  other detections start new tracks with fresh ids; live tracks that no detection matched are
-  *missed*: they are drawn where the tracker carries them only on pixels the keyframe left void.
+  live tracks with a Hungarian assignment (:func:`scipy.optimize.linear_sum_assignment`) over the
+  pairs the evidence allows:
+
+  - a track the tracker *carried* to this frame (its predicted mask is not empty) may be continued
+    by a detection whose mask IoU with that mask is >= ``match_iou`` and whose class is the track's;
+    a detection of *another* class continues it only when the classifier's image features of the
+    detection and of the track's last detection agree (cosine similarity >= ``reid_similarity``):
+    the same object, classified differently (the vote below decides its class, and a change of the
+    voted class is recorded). Without features (a classifier that exposes none) another class
+    never continues a track: the detection starts a new one. A lower IoU is enough when all the
+    evidence of a re-identification (below) agrees: an object the keyframe sees much more (or
+    less) of than the tracker carried, e.g. one coming out from behind another.
+  - a track the tracker *lost* (empty or no predicted mask) is *re-identified* only by evidence:
+    the detection covers where the track was last seen (``|det ∩ last| / min(|det|, |last|)`` >=
+    ``match_iou``: the last visible mask of an object that left through the frame's edge is a
+    sliver), it has the track's class, **and** its image features match the track's last
+    detection's (cosine >= ``reid_similarity``). Without features there is no re-identification.
+
+  Among allowed pairs a detection of the track's class gains 1 over any other, then the total
+  overlap decides. Matched detections keep the track's id; other detections start new tracks with
+  fresh ids; live tracks that no detection matched are *missed*: they are drawn where the tracker
+  carries them only on pixels the keyframe left void.
 * A stuff class keeps one segment id for the whole video (COCO-panoptic allows one segment per
   stuff class per image, so the class is the identity). Between keyframes stuff is *held*: the
   keyframe's stuff map, with the pixels its things covered given to the nearest stuff class
@@ -25,7 +37,10 @@ How ids are kept (see ``docs/video.md``):
 * A track's class is a running vote over its keyframe detections: each detection is one vote for
   its class (its score is summed too, and shown). The track changes class only when another class
   has strictly more votes than the current one, so one bad frame never flips it (at worst it
-  ties), and a class seen on most keyframes wins.
+  ties), and a class seen on most keyframes wins. Every frame carries the vote *as of that frame*
+  (the output never rewrites earlier frames with a later vote), and each change is recorded
+  (:attr:`TrackRecord.class_changes`): a change is a decision the record shows, and the temporal
+  consistency check (``eval-video``) reports it.
 
 Thing segment ids in every output frame are track ids (the convention of VIPSeg, KITTI-STEP and
 Cityscapes-VPS: a segment id names the same object in every frame of a video).
@@ -42,21 +57,35 @@ from ..constants import MAX_SEGMENT_ID, VOID_ID
 from ..errors import InputError
 from ..types import PanopticResult, TrackMasks, Vocabulary
 
-__all__ = ["Track", "TrackBook", "TrackRecord", "TrackingOptions"]
+__all__ = ["DEFAULT_REID_SIMILARITY", "MAX_KEYFRAME_EVERY", "Track", "TrackBook", "TrackRecord", "TrackingOptions", "segment_embeddings"]
+
+#: Default cosine similarity of the classifier's image features above which a lost track is
+#: re-identified, or a detection of another class continues a carried track (``--reid-similarity``).
+#: CLIP crop embeddings of one object seen twice are typically >= 0.85 apart from noise; two
+#: objects of one class often reach 0.7-0.8: 0.8 errs towards a new id.
+DEFAULT_REID_SIMILARITY = 0.8
+
+#: The largest keyframe interval K. The tracker gets a keyframe window of K + 1 frames at once, so
+#: a window's frames are all in memory together (decoded, and resized to the working size): K bounds
+#: the memory of a run, whatever the video's length.
+MAX_KEYFRAME_EVERY = 300
 
 
 @dataclass(frozen=True)
 class TrackingOptions:
     """How keyframes, matching and track ends work.
 
-    :param keyframe_every: run the image pipeline on every K-th processed frame (K >= 1); the
-        tracker carries objects in between. K = 1 segments every frame (ids matched by IoU).
+    :param keyframe_every: run the image pipeline on every K-th processed frame (1 <= K <=
+        :data:`MAX_KEYFRAME_EVERY`); the tracker carries objects in between. K = 1 segments every
+        frame (ids matched by IoU).
     :param match_iou: a detection continues a track when their mask IoU is at least this (0..1].
     :param max_unseen: a track ends after being invisible on more than this many processed frames.
     :param max_missed: a track ends after no detection matched it on more than this many
         keyframes in a row.
     :param track_stuff: hand stuff segments to the tracker too (default: stuff is held from the
         keyframe, see the module docstring).
+    :param reid_similarity: cosine similarity (0, 1] of the classifier's image features needed to
+        re-identify a lost track, or to continue a track with a detection of another class.
     :raises InputError: a value out of range, naming the flag.
     """
 
@@ -65,13 +94,22 @@ class TrackingOptions:
     max_unseen: int = 20
     max_missed: int = 1
     track_stuff: bool = False
+    reid_similarity: float = DEFAULT_REID_SIMILARITY
 
     def __post_init__(self) -> None:
         for name, value, low in (("keyframe_every", self.keyframe_every, 1), ("max_unseen", self.max_unseen, 0), ("max_missed", self.max_missed, 0)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InputError(f"--{name.replace('_', '-')} must be an integer >= {low}, got {value!r}")
+        if self.keyframe_every > MAX_KEYFRAME_EVERY:
+            raise InputError(
+                f"--keyframe-every must be at most {MAX_KEYFRAME_EVERY}, got {self.keyframe_every!r}: the tracker holds the "
+                f"K + 1 frames from one keyframe to the next in memory at once, so K bounds a run's memory. Use a K up to "
+                f"{MAX_KEYFRAME_EVERY} (default 10), or split the video"
+            )
         if isinstance(self.match_iou, bool) or not isinstance(self.match_iou, (int, float)) or not 0.0 < self.match_iou <= 1.0:
             raise InputError(f"--match-iou must be a number in (0, 1], got {self.match_iou!r}")
+        if isinstance(self.reid_similarity, bool) or not isinstance(self.reid_similarity, (int, float)) or not 0.0 < self.reid_similarity <= 1.0:
+            raise InputError(f"--reid-similarity must be a number in (0, 1] (a cosine similarity), got {self.reid_similarity!r}")
         if not isinstance(self.track_stuff, bool):
             raise InputError(f"track_stuff must be True or False, got {self.track_stuff!r}")
 
@@ -94,22 +132,26 @@ class Track:
     missed: int = 0
     ended_at: int | None = None
     last_mask: np.ndarray | None = field(default=None, repr=False)
+    embedding: np.ndarray | None = field(default=None, repr=False)
+    class_changes: list[tuple[int, int, int]] = field(default_factory=list)
 
     @property
     def score(self) -> float:
         """Mean score of the track's keyframe detections."""
         return self.score_sum / self.detections if self.detections else 0.0
 
-    def vote(self, category_id: int, score: float) -> None:
-        """Count a keyframe detection of ``category_id`` (with ``score``); the class changes only when
-        another class has strictly more detections than the current one (the higher summed score
-        decides between challengers with equal counts)."""
+    def vote(self, category_id: int, score: float, index: int = -1) -> None:
+        """Count a keyframe detection of ``category_id`` (with ``score``) on frame ``index``; the class
+        changes only when another class has strictly more detections than the current one (the
+        higher summed score decides between challengers with equal counts), and a change is
+        recorded in :attr:`class_changes` as ``(index, old, new)``."""
         self.votes[category_id] = self.votes.get(category_id, 0.0) + float(score)
         self.counts[category_id] = self.counts.get(category_id, 0) + 1
         self.score_sum += float(score)
         self.detections += 1
         best = max(self.counts, key=lambda c: (self.counts[c], self.votes[c]))
-        if self.counts[best] > self.counts.get(self.category_id, 0):
+        if self.counts[best] > self.counts.get(self.category_id, 0) and best != self.category_id:
+            self.class_changes.append((index, self.category_id, best))
             self.category_id = best
 
 
@@ -126,6 +168,8 @@ class TrackRecord:
     :param score: mean score of its keyframe detections.
     :param ended: whether the track ended before the video did.
     :param votes: class id -> (keyframe detections of that class, their summed score).
+    :param class_changes: ``(frame index, old class id, new class id)`` for each change of the voted
+        class (frames from that one on carry the new class).
     """
 
     id: int
@@ -137,19 +181,63 @@ class TrackRecord:
     score: float
     ended: bool
     votes: Mapping[int, tuple[int, float]]
+    class_changes: tuple[tuple[int, int, int], ...] = ()
 
 
-def _iou_matrix(labels: np.ndarray, count: int, refs: list[np.ndarray]) -> np.ndarray:
-    """``(count, len(refs))`` mask IoU of the detections of a label map (``labels``: ``(H, W)`` ints,
-    detection ``i`` is label ``i + 1``, 0 none; detections never overlap) with possibly overlapping
-    ``(H, W)`` bool masks. One ``bincount`` per mask over its own pixels: no ``(N, H*W)`` stack."""
+def _overlap_matrices(labels: np.ndarray, count: int, refs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """``(count, len(refs))`` mask IoU, and intersection over the smaller area, of the detections of
+    a label map (``labels``: ``(H, W)`` ints, detection ``i`` is label ``i + 1``, 0 none; detections
+    never overlap) with possibly overlapping ``(H, W)`` bool masks. One ``bincount`` per mask over
+    its own pixels: no ``(N, H*W)`` stack."""
     areas = np.bincount(labels.ravel(), minlength=count + 1)[1:].astype(np.float64)
     iou = np.zeros((count, len(refs)), np.float64)
+    cover = np.zeros((count, len(refs)), np.float64)
     for j, ref in enumerate(refs):
         inter = np.bincount(labels[ref], minlength=count + 1)[1:].astype(np.float64)
-        union = areas + float(np.count_nonzero(ref)) - inter
+        ref_area = float(np.count_nonzero(ref))
+        union = areas + ref_area - inter
         iou[:, j] = np.where(union > 0, inter / np.maximum(union, 1.0), 0.0)
-    return iou
+        smaller = np.minimum(areas, ref_area)
+        cover[:, j] = np.where(smaller > 0, inter / np.maximum(smaller, 1.0), 0.0)
+    return iou, cover
+
+
+def _unit(vector: np.ndarray | None) -> np.ndarray | None:
+    """``vector`` L2-normalised as float64, or ``None`` (also for a zero or non-finite vector)."""
+    if vector is None:
+        return None
+    v = np.asarray(vector, np.float64).ravel()
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 and np.isfinite(norm) else None
+
+
+def segment_embeddings(result: PanopticResult, proposal_masks: np.ndarray, embeddings: np.ndarray | None) -> dict[int, np.ndarray]:
+    """The classifier's image features of each thing segment of a fused ``result``: the proposals'
+    ``embeddings`` (``(N, D)``, one row per proposal) averaged with weights = how many of the
+    segment's pixels each proposal covers, L2-normalised (a fused thing segment is, in practice,
+    one proposal minus what others took). Empty when ``embeddings`` is ``None``.
+
+    :param result: the fused result, at the proposals' size.
+    :param proposal_masks: ``(N, H, W)`` bool.
+    """
+    if embeddings is None or len(embeddings) == 0:
+        return {}
+    pm = np.asarray(result.panoptic_map)
+    masks = np.asarray(proposal_masks)
+    if masks.shape[1:] != pm.shape:
+        return {}
+    out: dict[int, np.ndarray] = {}
+    for seg in result.segments:
+        if not seg.isthing:
+            continue
+        where = pm == seg.id
+        weights = masks[:, where].sum(axis=1).astype(np.float64)
+        if weights.sum() == 0:
+            continue
+        unit = _unit(weights @ np.asarray(embeddings, np.float64))
+        if unit is not None:
+            out[seg.id] = unit.astype(np.float32)
+    return out
 
 
 def _fill_from_nearest(labels: np.ndarray, where: np.ndarray) -> None:
@@ -203,13 +291,18 @@ class TrackBook:
 
     # -- keyframes ----------------------------------------------------------------------------
 
-    def keyframe(self, index: int, result: PanopticResult, predicted: TrackMasks | None) -> PanopticResult:
-        """Assign track ids to a keyframe's segmentation.
+    def keyframe(
+        self, index: int, result: PanopticResult, predicted: TrackMasks | None, features: Mapping[int, np.ndarray] | None = None
+    ) -> PanopticResult:
+        """Assign track ids to a keyframe's segmentation (module docstring).
 
         :param index: the frame's source index.
         :param result: the image pipeline's result for the frame (any segment ids).
         :param predicted: the tracker's masks of the live tracks on this frame (``None`` on the first
             keyframe, or when the frame was not tracked), at the result's size.
+        :param features: the classifier's image features of the result's thing segments, by
+            segment id (:func:`segment_embeddings`); without them, no re-identification and no
+            continuation by another class.
         :return: the frame's result with thing ids = track ids and stuff ids = the class's id.
         """
         if result.vocabulary != self.vocabulary:
@@ -221,23 +314,37 @@ class TrackBook:
             lookup[s.id] = i + 1
         det_labels = lookup[pm]  # detection i + 1 where thing segment i is, else 0
         pred = predicted.as_dict() if predicted is not None else {}
+        feats = {int(k): _unit(v) for k, v in (features or {}).items()}
         candidates = self.live(True)
-        refs = []
+        refs, carried = [], []
         for t in candidates:
             m = pred.get(t.id)
-            if m is None or not m.any():
+            carried.append(m is not None and bool(m.any()))
+            if not carried[-1]:
                 m = t.last_mask if t.last_mask is not None else np.zeros(pm.shape, bool)
             refs.append(m)
-        iou = _iou_matrix(det_labels, len(things), refs)
+        iou, cover = _overlap_matrices(det_labels, len(things), refs)
         pairs: dict[int, Track] = {}
         if iou.size:
             from scipy.optimize import linear_sum_assignment
 
-            same = np.array([[seg.category_id == t.category_id for t in candidates] for seg in things], dtype=np.float64)
-            gain = np.where(iou >= self.options.match_iou, iou + same, 0.0)
+            same = np.array([[seg.category_id == t.category_id for t in candidates] for seg in things], dtype=bool)
+            similar = np.zeros(iou.shape, bool)
+            for r, seg in enumerate(things):
+                mine = feats.get(seg.id)
+                if mine is None:
+                    continue
+                for c, t in enumerate(candidates):
+                    theirs = _unit(t.embedding)
+                    similar[r, c] = theirs is not None and float(mine @ theirs) >= self.options.reid_similarity
+            now = np.array(carried, bool)[None, :]
+            overlap = np.where(now, iou, cover)
+            evidence = (cover >= self.options.match_iou) & same & similar  # overlap, class and features all agree
+            allowed = np.where(now, ((iou >= self.options.match_iou) & (same | similar)) | evidence, evidence)
+            gain = np.where(allowed, overlap + same, 0.0)
             rows, cols = linear_sum_assignment(gain, maximize=True)
             for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
-                if iou[r, c] >= self.options.match_iou:
+                if allowed[r, c]:
                     pairs[r] = candidates[c]
         matched: set[int] = set()
         track_of = np.zeros(len(things) + 1, np.int32)  # detection label -> track id
@@ -246,15 +353,17 @@ class TrackBook:
             if track is None:
                 tid = self._new_id()
                 track = self.tracks[tid] = Track(tid, True, seg.category_id)
-            track.vote(seg.category_id, seg.score)
+            track.vote(seg.category_id, seg.score, index)
             track.missed = 0
+            if feats.get(seg.id) is not None:
+                track.embedding = feats[seg.id].astype(np.float32)
             matched.add(track.id)
             track_of[r + 1] = track.id
         out = track_of[det_labels]
         for seg in result.segments:
             if not seg.isthing:
                 track = self._stuff_track(seg.category_id)
-                track.vote(seg.category_id, seg.score)
+                track.vote(seg.category_id, seg.score, index)
                 out[pm == seg.id] = track.id
         # Missed tracks: drawn where the tracker carries them only on pixels the keyframe left void (the
         # keyframe's detections, stuff included, win: a tracker that holds a stale mask adds nothing).
@@ -362,6 +471,7 @@ class TrackBook:
                     score=round(t.score, 6),
                     ended=t.ended_at is not None,
                     votes={c: (t.counts.get(c, 0), round(v, 6)) for c, v in t.votes.items()},
+                    class_changes=tuple(t.class_changes),
                 )
             )
         return out
@@ -380,6 +490,8 @@ class TrackBook:
                     "first_frame": t.first_frame,
                     "last_frame": t.last_frame, "frames_seen": t.frames_seen, "score_sum": t.score_sum,
                     "detections": t.detections, "unseen": t.unseen, "missed": t.missed, "ended_at": t.ended_at,
+                    "class_changes": [list(c) for c in t.class_changes],
+                    "embedding": None if t.embedding is None else [float(x) for x in t.embedding],
                 }
                 for t in sorted(self.tracks.values(), key=lambda t: t.id)
             ],
@@ -400,6 +512,8 @@ class TrackBook:
                 last_frame=int(d["last_frame"]), frames_seen=int(d["frames_seen"]), score_sum=float(d["score_sum"]),
                 detections=int(d["detections"]), unseen=int(d["unseen"]), missed=int(d["missed"]),
                 ended_at=None if d["ended_at"] is None else int(d["ended_at"]),
+                class_changes=[(int(a), int(b), int(c)) for a, b, c in d.get("class_changes", [])],
+                embedding=None if d.get("embedding") is None else np.asarray(d["embedding"], np.float32),
             )
             if t.isthing and t.ended_at is None and (pm == t.id).any():
                 t.last_mask = pm == t.id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 from ...components import ComponentContext, Progress
 from ...device import autocast
 from ...errors import ConfigError, InputError
-from ...types import Category, ClassScores, ProposalSet, Vocabulary
+from ...types import Category, ClassScores, ProposalSet, Vocabulary, size_text
 from . import ClipConfig
 from .image import Preprocess, dense_input_size, mask_pooling_weights, masked_crops
 from .loading import WeightsSource, build_model, load_tokenizer, weights_source
@@ -95,6 +96,7 @@ class ClipClassifier:
         self.templates: tuple[str, ...] = tuple(templates)
         self._source: WeightsSource | None = None
         self._checkpoint: Path | None = None
+        self._tokenizer: Any = None
         self._loaded: _Loaded | None = None
 
     # -- loading -------------------------------------------------------------------------------
@@ -112,12 +114,19 @@ class ClipClassifier:
             self._checkpoint = self.source.resolve(self.context.offline)
         return self._checkpoint
 
+    @property
+    def tokenizer(self) -> Any:
+        """open_clip's tokenizer of the architecture, loaded on first use (without the model)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.source.architecture, self.source.fix)
+        return self._tokenizer
+
     def _state(self) -> _Loaded:
         if self._loaded is not None:
             return self._loaded
         source = self.source
         path = self.checkpoint()
-        tokenizer = load_tokenizer(source.architecture, source.fix)
+        tokenizer = self.tokenizer
         model = build_model(source, path, self.context.device)
         if self.config.mode in ("dense", "ensemble"):
             self._check_dense_support(model)
@@ -224,8 +233,8 @@ class ClipClassifier:
             )
         if not isinstance(proposals, ProposalSet) or proposals.image_size != image.shape[:2]:
             raise InputError(
-                f"clip: proposals must be a ProposalSet of masks at the image's size {image.shape[:2]}, got "
-                f"{getattr(proposals, 'image_size', type(proposals).__name__)}"
+                f"clip: proposals must be a ProposalSet of masks at the image's size, {size_text(image.shape[:2])} (width x height); got "
+                f"{size_text(proposals.image_size) if isinstance(proposals, ProposalSet) else type(proposals).__name__}"
             )
         state = self._state()
         mode = self.config.mode
@@ -299,6 +308,16 @@ class ClipClassifier:
 
     # -- text side and scores ------------------------------------------------------------------
 
+    def name_key(self, name: str) -> Hashable:
+        """The token ids the text encoder reads for ``name``: open_clip's own tokenizer, with its own
+        text cleaning (ftfy, HTML entities, case, spaces; ``t-shirt`` and ``t - shirt``, ``man's``
+        and ``man’s``, ``&`` and ``&amp;`` give the same ids, and so the same embedding). Loads the
+        tokenizer only (see :class:`~ovpanoptic.components.NameKeyer`)."""
+        tokenizer = self.tokenizer
+        if callable(getattr(tokenizer, "encode", None)):  # SimpleTokenizer: cleaning + BPE, uncut
+            return tuple(tokenizer.encode(name))
+        return tuple(tokenizer([name])[0].tolist())  # HF tokenizers: their cleaning, padded to the context
+
     def text_embeddings(self, categories: tuple[Category, ...] | list[Category]) -> np.ndarray:
         """``(C, D)`` normalised class embeddings (synonyms averaged), from the cache when possible."""
         return self._state().text.categories(list(categories))
@@ -322,7 +341,8 @@ class ClipClassifier:
         "no object" column (cosine ``no_object_similarity``) and the ``background_prompts``
         columns, the extra columns then dropped, so each row sums to ``1 - P(no object)``. With
         both crop and dense features, the two are combined by a geometric mean of probabilities
-        (a weighted mean of logits).
+        (a weighted mean of logits). ``embeddings`` are the proposals' image features (the same
+        weighting, L2-normalised): ``segment-video`` re-identifies lost tracks with them.
         """
         if not isinstance(prepared, ClipFeatures):
             raise InputError(f"clip: score() needs the ClipFeatures returned by prepare(), got {type(prepared).__name__}")
@@ -353,11 +373,17 @@ class ClipClassifier:
         if cfg.no_object_similarity > -1.0:
             columns.append(np.full((n, 1), scale * cfg.no_object_similarity))
         probs = _softmax(np.concatenate(columns, axis=1))[:, :c]
+        # The image features themselves (weighted like the logits, then L2-normalised; empty masks
+        # stay zero rows): segment-video compares them to re-identify lost tracks.
+        feats = sum(weight * f.astype(np.float64) for weight, f in parts)
+        norms = np.linalg.norm(feats, axis=1, keepdims=True)
+        embeddings = np.where(norms > 0, feats / np.maximum(norms, 1e-12), 0.0).astype(np.float32)
         return ClassScores(
             logits=logits[:, :c].astype(np.float32),
             probs=probs.astype(np.float32),
             category_ids=vocabulary.ids,
             temperature=1.0 / scale,
+            embeddings=embeddings,
         )
 
 

@@ -1,0 +1,168 @@
+"""``ovpanoptic push label-studio``: create or update a Label Studio project from an output folder.
+
+Through the Label Studio SDK (``label-studio-sdk``, the ``labelling`` extra): the project gets the
+folder's labelling config (``label-studio.xml``), a "Local files" source storage for the image
+folder when one is given (not synced: the tasks come from our file, and a sync would add a second
+task per image), and the tasks of ``label-studio.json`` (or its numbered parts), imported in chunks
+under Label Studio's 250 MB import limit, their image URLs pointing into that storage and their
+predictions carrying a model version of their own (one per push), so that a connected ML backend
+is still asked about them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from . import __version__
+from .errors import InputError, MissingDependencyError
+
+__all__ = ["PushResult", "push_label_studio"]
+
+log = logging.getLogger(__name__)
+
+#: Default largest import request, in MB (Label Studio refuses 250 MB or more).
+DEFAULT_CHUNK_MB: float = 200.0
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """What a push did.
+
+    :param project_id: the Label Studio project.
+    :param url: the project's page.
+    :param tasks: tasks imported.
+    :param chunks: import requests made.
+    :param model_version: the imported predictions' model version.
+    :param storage_id: the local-files storage created, if any.
+    """
+
+    project_id: int
+    url: str
+    tasks: int
+    chunks: int
+    model_version: str
+    storage_id: int | None
+
+
+def _local_files_url(url: str, subfolder: str) -> str:
+    """A ``/data/local-files/?d=NAME`` URL with ``subfolder/`` put before ``NAME`` (kept when it is there)."""
+    parts = urlsplit(url)
+    if not parts.path.rstrip("/").endswith("/data/local-files"):
+        return url
+    name = parse_qs(parts.query).get("d", [""])[0]
+    if not subfolder or name.startswith(subfolder + "/"):
+        return url
+    return f"/data/local-files/?d={quote(subfolder + '/' + name, safe='/')}"
+
+
+def push_label_studio(
+    outdir: Path,
+    *,
+    url: str,
+    token: str,
+    title: str | None = None,
+    project_id: int | None = None,
+    images: Path | None = None,
+    local_files_root: Path | None = None,
+    chunk_mb: float = DEFAULT_CHUNK_MB,
+    model_version: str | None = None,
+    json_name: str = "label-studio.json",
+    progress: Callable[[int, int], None] | None = None,
+) -> PushResult:
+    """Create (or, with ``project_id``, update) a project and import the folder's tasks.
+
+    :param outdir: an output folder of the ``label-studio`` exporter.
+    :param url: Label Studio's address (``http://127.0.0.1:8080``).
+    :param token: a personal access token or a legacy token.
+    :param images: the image folder to connect as "Local files" storage; it must lie *inside*
+        ``local_files_root`` (Label Studio refuses a storage at the root itself), and the tasks'
+        local-files URLs get its path below the root.
+    :param local_files_root: Label Studio's ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT``.
+    :param chunk_mb: the largest import request, in MB.
+    :param model_version: the predictions' model version (default ``ovpanoptic-VERSION-push-TIME``).
+    :param progress: called with (tasks imported, all tasks) after each chunk.
+    :raises InputError: a folder without the export, an image folder not under the root, a refusal by
+        Label Studio (its message is given).
+    :raises MissingDependencyError: label-studio-sdk is missing.
+    """
+    try:
+        from label_studio_sdk import LabelStudio
+        from label_studio_sdk.core.api_error import ApiError
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"'ovpanoptic push label-studio' needs label-studio-sdk ({exc}): pip install 'ovpanoptic[labelling]'"
+        ) from None
+    import httpx
+
+    from .builtins.label_studio import split_tasks, task_files
+
+    outdir = Path(outdir)
+    if not chunk_mb > 0:
+        raise InputError(f"--chunk-mb must be a positive number of megabytes, got {chunk_mb}")
+    files = task_files(outdir, json_name)
+    config_path = outdir / (json_name[: -len(".json")] + ".xml")
+    if not files or not config_path.is_file():
+        raise InputError(
+            f"{outdir} holds no label-studio export ({json_name} and {config_path.name}): run 'ovpanoptic segment ... "
+            "--format label-studio -o OUTDIR' first"
+        )
+    subfolder = ""
+    if images is not None:
+        if local_files_root is None:
+            raise InputError("--images needs Label Studio's local-files root: give --local-files-root (or set LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)")
+        images, root = Path(images).expanduser().resolve(), Path(local_files_root).expanduser().resolve()
+        if not images.is_dir():
+            raise InputError(f"--images {images} is not a folder")
+        if images == root or not images.is_relative_to(root):
+            raise InputError(
+                f"--images {images} must be a subfolder of the local-files root {root}: Label Studio refuses a storage at the "
+                "root itself. Start Label Studio with LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT set to the images' parent folder"
+            )
+        subfolder = images.relative_to(root).as_posix()
+    version = model_version or f"ovpanoptic-{__version__}-push-{time.strftime('%Y%m%dT%H%M%S')}"
+    tasks: list[dict[str, Any]] = []
+    for file in files:
+        try:
+            loaded = json.loads(file.read_text("utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read {file}: {exc}") from None
+        tasks.extend(loaded)
+    for task in tasks:
+        data = task.get("data", {})
+        for key, value in data.items():
+            if isinstance(value, str):
+                data[key] = _local_files_url(value, subfolder)
+        for prediction in task.get("predictions", []):
+            prediction["model_version"] = version
+    chunks = split_tasks(tasks, int(chunk_mb * 1_000_000))
+    client = LabelStudio(base_url=url, api_key=token)
+    try:
+        config = config_path.read_text("utf-8")
+        if project_id is None:
+            project = client.projects.create(title=title or outdir.resolve().name[:50].ljust(3, "_"), label_config=config)
+        else:
+            project = client.projects.update(id=project_id, label_config=config, **({"title": title} if title else {}))
+        storage_id = None
+        if images is not None:
+            storage = client.import_storage.local.create(project=project.id, path=str(images), use_blob_urls=True, title=images.name)
+            storage_id = storage.id
+        done = 0
+        for k, chunk in enumerate(chunks, 1):
+            part = json.loads(chunk)
+            client.projects.import_tasks(project.id, request=part)
+            done += len(part)
+            log.info("chunk %d of %d: %d tasks imported", k, len(chunks), len(part))
+            if progress is not None:
+                progress(done, len(tasks))
+    except ApiError as exc:
+        raise InputError(f"Label Studio at {url} refused the push ({exc.status_code}): {exc.body}") from None
+    except (OSError, httpx.HTTPError) as exc:  # connection refused, name not resolved
+        raise InputError(f"cannot reach Label Studio at {url} ({exc}): check the URL and that it runs") from None
+    return PushResult(project.id, f"{url.rstrip('/')}/projects/{project.id}/data", len(tasks), len(chunks), version, storage_id)

@@ -1,0 +1,132 @@
+"""``ovpanoptic package``: each training format read back by its own library (or its spec)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ovpanoptic.cli import main
+from ovpanoptic.evaluation import read_coco_panoptic
+from ovpanoptic.packaging import make_splits
+from ovpanoptic.packaging.yolo import mask_polygons
+
+
+@pytest.fixture
+def packaged(coco_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    out = tmp_path / "dataset"
+    assert main(["package", str(coco_sample), "--images", str(coco_sample / "images"), "--splits", "50,50,0", "-o", str(out)]) == 0
+    assert f"wrote {out}: train 1, val 1, test 0; original images found: 2 of 2" in capsys.readouterr().out
+    return out
+
+
+def test_coco_panoptic_and_instances_round_trip(packaged: Path, coco_sample: Path) -> None:
+    from pycocotools.coco import COCO
+
+    source = read_coco_panoptic(coco_sample / "panoptic.json")
+    splits = json.loads((packaged / "splits.json").read_text())
+    for split, names in splits.items():
+        copy = read_coco_panoptic(packaged / "annotations" / f"panoptic_{split}.json")
+        assert copy.names == tuple(names)
+        for name in names:
+            a, b = source.read(name), copy.read(name)
+            assert np.array_equal(a.panoptic_map, b.panoptic_map)
+        coco = COCO(str(packaged / "annotations" / f"instances_{split}.json"))
+        for ann in coco.loadAnns(coco.getAnnIds()):
+            image = coco.loadImgs(ann["image_id"])[0]
+            ids = copy.read(Path(image["file_name"]).stem).panoptic_map
+            segment = next(s for s in copy.read(Path(image["file_name"]).stem).segments if s["area"] == ann["area"] and s["category_id"] == ann["category_id"])
+            assert np.array_equal(coco.annToMask(ann).astype(bool), ids == segment["id"])
+
+
+def test_datasets_loads_the_parquet_and_masks_round_trip(packaged: Path, coco_sample: Path) -> None:
+    datasets = pytest.importorskip("datasets")
+    from ovpanoptic.evaluation import rgb_to_id
+
+    loaded = datasets.load_dataset(str(packaged))  # through the card's configs
+    assert sorted(loaded) == ["train", "val"] and loaded["train"].num_rows == 1 and loaded["val"].num_rows == 1
+    source = read_coco_panoptic(coco_sample / "panoptic.json")
+    index = {c["id"]: c["index"] for c in json.loads((packaged / "categories.json").read_text())["categories"]}
+    for split in ("train", "val"):
+        row = loaded[split][0]
+        name = Path(row["file_name"]).stem
+        truth = source.read(name)
+        assert np.array_equal(rgb_to_id(np.asarray(row["panoptic"].convert("RGB"))), truth.panoptic_map)
+        semantic = np.asarray(row["semantic"])
+        expected = np.full(truth.panoptic_map.shape, 255)
+        for s in truth.segments:
+            expected[truth.panoptic_map == s["id"]] = index[s["category_id"]]
+        assert np.array_equal(semantic, expected)
+        assert row["image"].size == (truth.panoptic_map.shape[1], truth.panoptic_map.shape[0])
+        assert sorted(s["id"] for s in row["segments_info"]) == sorted(s["id"] for s in truth.segments)
+
+
+def test_yolo_labels_fill_back_to_the_masks_exactly(packaged: Path, coco_sample: Path) -> None:
+    """By the YOLO-seg spec (Ultralytics is not installed here): each line is a class and normalised
+    polygon; filled with OpenCV at the image size, the lines of a segment give its pixels back
+    (holes aside, which the format cannot hold and the packager reports)."""
+    import cv2
+    from scipy.ndimage import binary_fill_holes
+
+    names = json.loads((packaged / "id2label.json").read_text())
+    data_yaml = (packaged / "data.yaml").read_text()
+    assert "train: images/train" in data_yaml and f'  0: "{names["0"]}"' in data_yaml
+    source = read_coco_panoptic(coco_sample / "panoptic.json")
+    index = {c["id"]: c["index"] for c in json.loads((packaged / "categories.json").read_text())["categories"]}
+    for split, members in json.loads((packaged / "splits.json").read_text()).items():
+        for name in members:
+            truth = source.read(name)
+            height, width = truth.panoptic_map.shape
+            painted: dict[int, np.ndarray] = {}
+            for line in (packaged / "labels" / split / f"{name}.txt").read_text().splitlines():
+                cls, *coords = line.split()
+                points = np.round(np.array(coords, float).reshape(-1, 2) * [width, height]).astype(np.int32)
+                canvas = painted.setdefault(int(cls), np.zeros((height, width), np.uint8))
+                cv2.fillPoly(canvas, [points], 1)
+            for cls in {index[s["category_id"]] for s in truth.segments if not s.get("iscrowd")}:
+                expected = np.zeros((height, width), bool)  # each segment with its holes filled (scipy, not our code)
+                for s in truth.segments:
+                    if index[s["category_id"]] == cls and not s.get("iscrowd"):
+                        expected |= binary_fill_holes(truth.panoptic_map == s["id"])
+                assert np.array_equal(painted[cls].astype(bool), expected), (name, cls)
+
+
+def test_polygon_of_a_hole_free_mask_is_exact() -> None:
+    import cv2
+
+    mask = np.zeros((12, 15), bool)
+    mask[2:9, 3:7] = True
+    mask[5, 7:12] = True  # a 1-pixel spur
+    mask[10, 13] = True  # a single pixel
+    polygons, holes = mask_polygons(mask)
+    filled = np.zeros(mask.shape, np.uint8)
+    cv2.fillPoly(filled, polygons, 1)
+    assert holes == 0 and np.array_equal(filled.astype(bool), mask)
+
+
+def test_splits_are_deterministic_and_keep_every_class_where_possible() -> None:
+    classes = {f"img{k:02d}": frozenset({"common"} | ({"rare"} if k in (3, 7, 11) else set()) | ({"single"} if k == 5 else set())) for k in range(20)}
+    first = make_splits(classes, (0.8, 0.1, 0.1), seed=1)
+    assert first == make_splits(classes, (0.8, 0.1, 0.1), seed=1)
+    assert {s: len(n) for s, n in first.images.items()} == {"train": 16, "val": 2, "test": 2}
+    for split in ("train", "val", "test"):
+        assert any("rare" in classes[n] for n in first.images[split])
+    assert sum(1 for s, m in first.missing.items() if "single" in m) == 2  # one image can be in one split only
+    assert make_splits(classes, (0.8, 0.1, 0.1), seed=2).images != first.images
+
+
+def test_card_is_filled_and_errors_leave_nothing(packaged: Path, coco_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    card = (packaged / "README.md").read_text()
+    assert card.startswith("---\npretty_name: \"dataset\"\n")
+    assert "| 19 | horse | thing | 1 / 12 | 0 / 0 | 31728 | ![horse](card/crops/17.png) |" in card  # seed 0: 439180 in train
+    assert "- split val has no image of gravel, horse, truck (too few images hold them)" in card
+    assert Image.open(packaged / "card" / "crops" / "17.png").size[0] > 0
+    assert "How many masks humans changed: *not recorded*" in card
+    assert main(["package", str(coco_sample), "-o", str(packaged)]) == 2
+    assert f"{packaged} is not empty: choose a new folder with -o, or add --overwrite to replace it" in capsys.readouterr().err
+    assert main(["package", str(coco_sample), "--splits", "80,30,10", "-o", str(tmp_path / "x")]) == 2
+    assert "--splits takes three percentages TRAIN,VAL,TEST that sum to 100" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".x")] == []
