@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -164,8 +165,11 @@ def test_label_and_instance_ids_of_a_hand_built_result(cityscapes_vocab, tmp_pat
     pm[:4, :4] = 0  # void
     result = PanopticResult.from_map(pm, {1: (7, 0.9), 2: (26, 0.8), 3: (26, 0.7), 4: (24, 0.6), 5: (23, 0.9)}, cityscapes_vocab)
     paths = exporter("cityscapes").export(result, np.zeros((H, W, 3), np.uint8), tmp_path, "frankfurt_000000_000294_leftImg8bit")
-    folder = tmp_path / "gtFine" / "val" / "frankfurt"
-    assert paths == [folder / "frankfurt_000000_000294_gtFine_labelIds.png", folder / "frankfurt_000000_000294_gtFine_instanceIds.png"]
+    below = Path("gtFine") / "val" / "frankfurt"  # one kind of file per folder
+    assert paths == [
+        tmp_path / "labelIds" / below / "frankfurt_000000_000294_gtFine_labelIds.png",
+        tmp_path / "instanceIds" / below / "frankfurt_000000_000294_gtFine_instanceIds.png",
+    ]
     with Image.open(paths[1]) as handle:
         assert handle.mode == "I;16"  # 16-bit grayscale, as Cityscapes stores instanceIds
     instance, label = png(paths[1]), png(paths[0])
@@ -186,11 +190,11 @@ def test_folders_come_from_the_name_or_the_options(cityscapes_vocab, tmp_path):
     result = PanopticResult.from_map(np.ones((4, 6), np.int32), {1: (7, 1.0)}, cityscapes_vocab)
     image = np.zeros((4, 6, 3), np.uint8)
     paths = exporter("cityscapes").export(result, image, tmp_path, "dashcam-0001")
-    assert paths[0] == tmp_path / "gtFine/val/ovpanoptic/dashcam-0001_gtFine_labelIds.png"
+    assert paths[0] == tmp_path / "labelIds/gtFine/val/ovpanoptic/dashcam-0001_gtFine_labelIds.png"
     paths = exporter("cityscapes", split="test", city="munich").export(result, image, tmp_path, "bonn_000012_000019")
-    assert paths[1] == tmp_path / "gtFine/test/bonn/bonn_000012_000019_gtFine_instanceIds.png"
+    assert paths[1] == tmp_path / "instanceIds/gtFine/test/bonn/bonn_000012_000019_gtFine_instanceIds.png"
     paths = exporter("cityscapes", city="munich").export(result, image, tmp_path, "frame_1_2")
-    assert paths[1] == tmp_path / "gtFine/val/munich/frame_1_2_gtFine_instanceIds.png"
+    assert paths[1] == tmp_path / "instanceIds/gtFine/val/munich/frame_1_2_gtFine_instanceIds.png"
     check_exporter(exporter("cityscapes"), result, image, tmp_path / "kit")
     check_exporter(exporter("cityscapes-panoptic"), result, image, tmp_path / "kit")
     with pytest.raises(ConfigError, match=r"invalid \[exporter.cityscapes\]: city '../x' must be a plain file or folder name"):
@@ -422,7 +426,7 @@ def test_oracle_export_reproduces_the_ground_truth_files(oracle_run):
     for name in GROUND_TRUTH:
         city = name.split("_")[0]
         for suffix in ("instanceIds", "labelIds"):
-            ours = png(out / "gtFine/val" / city / f"{name}_gtFine_{suffix}.png")
+            ours = png(out / suffix / "gtFine/val" / city / f"{name}_gtFine_{suffix}.png")
             np.testing.assert_array_equal(ours, png(tmp / "gt/gtFine/val" / city / f"{name}_gtFine_{suffix}.png"))
 
 
@@ -437,7 +441,7 @@ def test_oracle_panoptic_export_scores_pq_100_with_cityscapesscripts(oracle_run,
 
 def test_convert2panoptic_of_the_gtfine_export_is_the_panoptic_export(oracle_run, tmp_path):
     _, gt_json, out, _ = oracle_run
-    converted = convert2panoptic(out / "gtFine", tmp_path)
+    converted = convert2panoptic(out / "instanceIds" / "gtFine", tmp_path)
     assert json.loads(converted.read_text()) == json.loads((out / "cityscapes_panoptic_val.json").read_text())
     assert json.loads(converted.read_text()) == json.loads(gt_json.read_text())
     for name in GROUND_TRUTH:
@@ -445,9 +449,37 @@ def test_convert2panoptic_of_the_gtfine_export_is_the_panoptic_export(oracle_run
         assert (converted.with_suffix("") / file).read_bytes() == (out / "cityscapes_panoptic_val" / file).read_bytes()
 
 
+def test_pixel_level_evaluator_of_cityscapesscripts_takes_the_export_as_written(oracle_run, tmp_path, monkeypatch):
+    """``evalPixelLevelSemanticLabeling``'s own main, predictions = ``OUTDIR/labelIds`` (it walks
+    the folder for one PNG per image), ground truth = the gtFine folder: every class IoU 1.0. The
+    output folder itself holds several PNGs per image (instanceIds, panoptic): refused, as before."""
+    import cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling as pixel_level
+
+    tmp, _, out, _ = oracle_run
+    scores = tmp_path / "pixel-level.json"
+
+    def evaluate(predictions: Path, ground_truth: Path) -> dict:
+        args = pixel_level.args
+        for key, value in (("predictionPath", str(predictions)), ("predictionWalk", None), ("quiet", True), ("JSONOutput", True),
+                           ("exportFile", str(scores)), ("groundTruthSearch", str(ground_truth / "gtFine/val/*/*_gtFine_labelIds.png")),
+                           ("evalInstLevelScore", (ground_truth / "gtFine").is_dir() and ground_truth.name == "gt")):
+            monkeypatch.setattr(args, key, value)
+        monkeypatch.setattr(sys, "argv", ["csEvalPixelLevelSemanticLabeling"])
+        quiet(pixel_level.main)
+        return json.loads(scores.read_text())
+
+    for ground_truth in (tmp / "gt", out / "labelIds"):  # the real ground truth, and the export read as ground truth
+        result = evaluate(out / "labelIds", ground_truth)  # instance-weighted IoU needs instanceIds beside the ground truth
+        assert result["averageScoreClasses"] == pytest.approx(1.0), result
+        assert result["averageScoreInstClasses"] == pytest.approx(1.0) or ground_truth.name == "labelIds", result
+    with pytest.raises(SystemExit):
+        evaluate(out, tmp / "gt")  # the whole output folder: "Found multiple predictions"
+
+
 def test_readers_of_both_layouts_agree_with_pq_1(oracle_run):
     tmp, _, out, _ = oracle_run
-    gtfine = read_cityscapes(out / "gtFine")
+    gtfine = read_cityscapes(out)  # the output folder as written (both kinds of folder below it)
+    assert read_cityscapes(out / "instanceIds" / "gtFine").names == gtfine.names
     panoptic = read_cityscapes_panoptic(out / "cityscapes_panoptic_val.json")
     assert (gtfine.format, panoptic.format) == ("cityscapes", "cityscapes-panoptic")
     assert gtfine.names == panoptic.names == ("frankfurt_000000_000001", "lindau_000001_000002")
@@ -480,14 +512,14 @@ def test_one_car_missing_gives_the_hand_computed_pq(cityscapes_vocab, tmp_path):
     panoptic.export(result_from_instance_ids(guess, cityscapes_vocab), np.zeros((H, W, 3), np.uint8), tmp_path / "pred", "frankfurt_000000_000001")
     panoptic.finish(tmp_path / "pred", ["frankfurt_000000_000001"])
     pred_json = tmp_path / "pred" / "cityscapes_panoptic_val.json"
-    agreement = evaluate_annotations(read_cityscapes(tmp_path / "gt" / "gtFine"), read_cityscapes_panoptic(pred_json))
+    agreement = evaluate_annotations(read_cityscapes(tmp_path / "gt"), read_cityscapes_panoptic(pred_json))
     report = agreement.report
     assert report.all.pq == pytest.approx(11 / 12) and report.all.n == 4
     assert report.things.pq == pytest.approx(5 / 6) and report.stuff.pq == 1.0
     assert (report.per_category[26].tp, report.per_category[26].fn, report.per_category[26].pq) == (1, 1, pytest.approx(2 / 3))
     assert [(i.name, i.changed) for i in agreement.needs_review] == [] and agreement.images[0].changed == ("car",)
     # cityscapesscripts' own evaluation says the same.
-    results = cityscapes_pq(convert2panoptic(tmp_path / "gt" / "gtFine", tmp_path / "gt-panoptic"), pred_json, tmp_path)
+    results = cityscapes_pq(convert2panoptic(tmp_path / "gt" / "instanceIds" / "gtFine", tmp_path / "gt-panoptic"), pred_json, tmp_path)
     assert results["All"]["pq"] == pytest.approx(11 / 12) and results["Things"]["pq"] == pytest.approx(5 / 6)
     assert results["per_class"][26]["pq"] == pytest.approx(2 / 3)
 

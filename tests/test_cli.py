@@ -131,7 +131,7 @@ def test_vocabularies_and_presets_commands(capsys):
     first = capsys.readouterr().out.splitlines()[0]
     assert first.split()[:3] == ["1", "stuff", "traversable_ground"]
     assert main(["presets"]) == 0
-    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["cpu-fast", "default", "interactive"]
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["clean", "cpu-fast", "default", "interactive"]
     assert main(["presets", "cpu-fast", "--set", "pipeline.max_side=640"]) == 0
     assert json.loads(capsys.readouterr().out)["pipeline"]["max_side"] == 640
 

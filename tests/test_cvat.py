@@ -388,3 +388,40 @@ def test_read_cvat_refuses_an_image_over_the_pixel_limit_before_datumaro_reads_i
     with pytest.raises(EvaluationError, match=rf"^ground-truth CVAT export {re.escape(str(xml))}: image '000001\.\w+' declares an image of {width} x {height} pixels"):
         read_cvat(xml, CATEGORIES, max_pixels=int(width) * int(height) - 1)
     assert read_cvat(xml, CATEGORIES, max_pixels=int(width) * int(height)).size("000001") == (int(width), int(height))
+
+
+def test_eval_reads_a_folder_of_datumaro_named_cvat_files(tmp_path, capsys):
+    """Datumaro writes CVAT XML as ``<subset>.xml`` (``default.xml``); CVAT projects as ``val.xml``
+    etc.: ``ovpanoptic eval`` takes their folder (the one CVAT XML beside it or in ``annotations/``)."""
+    from ovpanoptic.cli import main
+
+    out = tmp_path / "out"
+    export(CvatExporter(CvatConfig()), tiny_result(), out, ["000001"])
+    (out / "images").mkdir()
+    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(out / "images" / "000001.jpg")
+    datumaro_out = tmp_path / "datumaro"
+    dm.Dataset.import_from(str(out), "cvat").export(str(datumaro_out), "cvat", save_media=True)
+    assert sorted(p.name for p in datumaro_out.glob("*.xml")) == ["annotations.xml"]
+    (datumaro_out / "annotations.xml").rename(datumaro_out / "default.xml")  # a subset's file, as Datumaro names it
+    (datumaro_out / "label-studio.xml").write_text("<View><Image name='image' value='$image'/></View>", "utf-8")  # not CVAT's
+
+    gt = tmp_path / "gt"  # the same segments as COCO panoptic: ids and the thing/stuff split
+    export(CocoPanopticExporter(CocoPanopticConfig()), tiny_result(), gt, ["000001"])
+
+    def scored(pred: Path) -> tuple[int, dict]:
+        capsys.readouterr()
+        code = main(["eval", "--gt", str(gt), "--pred", str(pred), "--json"])
+        captured = capsys.readouterr()
+        return code, (json.loads(captured.out) if code == 0 else {"error": captured.err})
+
+    code, report = scored(datumaro_out)
+    assert code == 0, report
+    assert (report["all"]["pq"], report["n_images"]) == (1.0, 1)
+    (datumaro_out / "annotations").mkdir()
+    (datumaro_out / "default.xml").rename(datumaro_out / "annotations" / "val.xml")
+    code, report = scored(datumaro_out)
+    assert code == 0 and report["all"]["pq"] == 1.0, report
+    shutil.copy(datumaro_out / "annotations" / "val.xml", datumaro_out / "annotations" / "train.xml")
+    code, report = scored(datumaro_out)
+    assert code == 2
+    assert "holds 2 CVAT XML files (train.xml, val.xml): pass the file to read" in report["error"]

@@ -99,13 +99,13 @@ def test_a_run_fills_the_page(app):
     assert [(seg.id, segment_labels(result)[seg.id], seg.area) for seg in result.segments] == [
         (1, "car #1", 76800), (2, "street lamp #1", 76800), (3, "sky", 76800), (4, "road", 76800)
     ]
-    error, status, view, shown, klass, table, timings = page(app, s)
+    error, status, view, shown, klass, table, timings, *_ = page(app, s)
     assert error["visible"] is False
     assert status == "**4 segments** (2 things, 2 stuff) · 640 x 480 px · street.jpg · 4 classes"
     assert view.shape == (480, 640, 3) and view.dtype == np.uint8
     assert shown["choices"] == ["car", "street lamp", "sky", "road"] and shown["value"] == shown["choices"]
     assert klass["choices"] == ["car", "street lamp", "sky", "road"]
-    assert table[0] == [1, "car #1", "car", "thing", 0.9, 25.0]
+    assert table[0] == ["", 1, "car #1", "car", "thing", 0.9, 25.0]
     assert "- **4 proposals** from tiles" in timings and "- **4 segments** after fusion by paint" in timings
     assert "| proposals | 0.0" in timings
 
@@ -124,7 +124,7 @@ def test_requery_answers_from_the_cache_and_says_so_only_to_the_session_that_ran
     run(app, a, classes="bus, lamp post", stuff="")
     assert generator.calls == 1 and a.cached
     assert "| proposals | cached |" in page(app, a)[6] and "Same image as before" in page(app, a)[6]
-    assert [r[1] for r in rows_of(app, a)] == ["bus #1", "lamp post #1", "bus #2", "lamp post #2"]
+    assert [r[2] for r in rows_of(app, a)] == ["bus #1", "lamp post #1", "bus #2", "lamp post #2"]
     # Another browser session with the same image reuses the cache but is not told about it.
     run(app, b)
     assert generator.calls == 1 and not b.cached and "Same image as before" not in page(app, b)[6]
@@ -133,7 +133,7 @@ def test_requery_answers_from_the_cache_and_says_so_only_to_the_session_that_ran
 def test_a_trailing_new_line_and_trailing_commas_are_not_classes(app):
     s = app.session("a")
     run(app, s, classes="car, street lamp,\n", stuff="sky, road\n\n")
-    assert [r[2] for r in rows_of(app, s)] == ["car", "street lamp", "sky", "road"]
+    assert [r[3] for r in rows_of(app, s)] == ["car", "street lamp", "sky", "road"]
 
 
 def test_an_empty_class_in_the_middle_says_what_the_parser_read(app):
@@ -184,14 +184,14 @@ def test_progress_names_each_stage_and_cancel_keeps_the_old_result(app):
             handlers.cancel(s)
 
     handlers.image_changed(app, s, str(ROOM))
-    with pytest.raises(Cancelled, match=r"Cancelled after \d+\.\d s, during proposals; the previous result is kept"):
+    with pytest.raises(Cancelled, match=r"Cancelled [\d.]+ s after you pressed Cancel \(\d+\.\d s into the run, during proposals\); the previous result is kept"):
         handlers.segment(app, s, RunRequest("chair", "floor"), progress)
     assert s.result is first
     assert seen[:3] == ["starting", "loading the classifier to encode 2 class names", seen[2]]
     assert seen[2].startswith("proposals: mask proposals of the image")
     seen.clear()
     handlers.segment(app, s, RunRequest("chair", "floor"), lambda m, d, t: seen.append(m))  # the flag was reset
-    assert [m.split(":")[0] for m in seen[2:]] == ["proposals", "tiles", "image features (loads the classifier's weights on first use)", "classification", "fusion"]
+    assert [m.split(":")[0] for m in seen[2:]] == ["proposals", "proposals", "image features (loads the classifier's weights on first use)", "classification", "fusion"]
 
 
 # -- zero segments explained, thresholds -----------------------------------------------------
@@ -282,7 +282,7 @@ def test_click_to_mask_then_add_relabel_merge_delete_undo(app):
     s.selected = [5]
     handlers.relabel(app, s, "car")
     assert s.result.category_of(s.result.segment_by_id(5)).name == "car"
-    handlers.click(app, s, 100, 100, handlers.MODES[0], display)  # select car #1 too (segment 1)
+    handlers.click(app, s, 100, 100, handlers.SELECT_MANY, display)  # select car #1 too (segment 1)
     assert s.selected == [5, 1]
     handlers.merge(app, s)
     assert s.selected == [5] and s.result.segment_by_id(5).area == 76800 and 1 not in {x.id for x in s.result.segments}
@@ -362,8 +362,8 @@ def test_the_zip_holds_image_labels_overlay_and_table_named_by_image_and_result(
     assert first.name.startswith("street-") and len(first.stem) == len("street-") + 10
     with zipfile.ZipFile(first) as zf:
         assert sorted(zf.namelist()) == [
-            "annotations.xml", "instances.json", "label-studio.json", "label-studio.xml", "panoptic.json", "panoptic/street.png",
-            "street.jpg", "street.overlay.jpg", "street.segments.csv",
+            "annotations.xml", "instances.json", "instances_results.json", "label-studio.json", "label-studio.xml", "panoptic.json",
+            "panoptic/street.png", "street.jpg", "street.overlay.jpg", "street.segments.csv",
         ]
         (task,) = json.loads(zf.read("label-studio.json"))
         assert task["data"]["image"] == "/data/local-files/?d=street.jpg" and task["predictions"][0]["result"]
@@ -596,7 +596,7 @@ def test_a_cancel_while_the_run_waits_in_the_queue_stops_it(app):
     handlers.image_changed(app, s, str(STREET))
     handlers.request_run(s)  # the click, before queueing
     handlers.cancel(s)  # pressed while waiting
-    with pytest.raises(Cancelled, match=r"during starting; nothing was segmented\."):
+    with pytest.raises(Cancelled, match=r"during starting\); nothing was segmented\."):
         handlers.segment(app, s, RunRequest("car"), fresh=False)
     assert s.result is None and not s.running
     handlers.segment(app, s, RunRequest("car"))  # a new click runs
@@ -691,3 +691,130 @@ def test_missing_weights_say_how_to_give_the_demo_a_checkpoint():
         "or pass a local checkpoint path: restart the demo with it, e.g. --set \"classifier.clip.pretrained='/path/clip.pt'\" "
         "or --set \"proposal_generator.sam2.model='/path/sam2.pt'\" (`ovpanoptic presets interactive` lists the options)"
     )
+
+
+# -- issue 29: the workbench as an annotator uses it -------------------------------------------
+
+
+def test_a_click_selects_one_segment_and_the_page_says_what_delete_acts_on(app):
+    s = app.session("a")
+    run(app, s)
+    display = (480, 640)
+    handlers.click(app, s, 100, 100, handlers.SELECT, display)  # car #1
+    handlers.click(app, s, 400, 100, handlers.SELECT, display)  # street lamp #1: replaces the selection
+    assert s.selected == [2]
+    handlers.click(app, s, 400, 100, handlers.SELECT, display)  # clicking it again keeps it selected
+    assert s.selected == [2]
+    out = page(app, s)
+    assert "**Selected:** street lamp #1 (id 2)" in out[1]
+    assert [r[0] for r in out[5]] == ["", "✓", "", ""]  # the table marks the selected row
+    assert out[7]["value"] == "Relabel street lamp #1" and out[8]["value"] == "Delete street lamp #1"
+    assert out[9]["interactive"] is False  # Merge needs two
+    handlers.click(app, s, 100, 100, handlers.SELECT_MANY, display)  # "select several" adds car #1
+    assert s.selected == [2, 1] and page(app, s)[9]["value"] == "Merge 2 segments (into street lamp #1)"
+    handlers.click(app, s, 100, 100, handlers.SELECT_MANY, display)  # and toggles it off again
+    handlers.delete(app, s)
+    assert s.notice == "Deleted 1 segment: street lamp #1 (id 2)."
+    handlers.select(s, 1)  # a table row: one selected
+    handlers.select(s, 3)
+    assert s.selected == [3]
+    handlers.select(s, 1, several=True)
+    assert s.selected == [3, 1]
+
+
+def test_a_new_segment_is_selected_and_a_click_on_it_keeps_it_selected(app):
+    s = app.session("a")
+    run(app, s)
+    display = (480, 640)
+    handlers.click(app, s, 5, 5, handlers.BOX, display)
+    handlers.click(app, s, 14, 24, handlers.BOX, display)
+    handlers.accept(app, s, "pallet")
+    assert s.selected == [5]
+    handlers.click(app, s, 10, 10, handlers.SELECT, display)
+    assert s.selected == [5]
+    handlers.relabel(app, s, "car")
+    assert s.notice == "Relabelled 1 segment as car: car #2 (id 5)."
+
+
+def test_the_zip_unzips_readable_by_all_and_the_page_lists_what_it_holds(tmp_path):
+    from ovpanoptic.demo.downloads import zip_contents
+
+    app = DemoApp(fake_pipeline(exporters=["coco-panoptic"]))
+    try:
+        s = app.session("a")
+        run(app, s)
+        path = handlers.download(app, s)
+        with zipfile.ZipFile(path) as zf:
+            modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()}
+            zf.extractall(tmp_path)
+        assert set(modes.values()) == {0o644}, modes
+        listing = zip_contents(path)
+        for line in (
+            "- `street.jpg`: the image",
+            "- `panoptic.json` + `panoptic/street.png`: COCO panoptic",
+            "- `instances.json`: COCO instances (RLE masks of the things)",
+            "- `label-studio.json` + `label-studio.xml`: a Label Studio task with the segments as predictions, and its labelling config",
+            "- `annotations.xml`: CVAT for images 1.1",
+            "- `street.overlay.jpg`: the image as drawn here",
+            "- `street.segments.csv`: the segment table",
+        ):
+            assert line in listing, listing
+    finally:
+        app.close()
+
+
+class CountingTiles:
+    """A plugin: ``counting-tiles``, the tiles generator reporting 10 steps of 0.02 s (a clock to estimate from)."""
+
+    from ovpanoptic.hookspecs import hookimpl
+
+    @hookimpl
+    def register_proposal_generators(self, register):
+        from ovpanoptic.testing import TilesConfig, TilesGenerator
+
+        class Counting(TilesGenerator):
+            def generate(self, image, *, progress=None):
+                for i in range(10):
+                    time.sleep(0.02)
+                    if progress is not None:
+                        progress("points", i + 1, 10)
+                return super().generate(image, progress=progress)
+
+        register("counting-tiles", Counting, config=TilesConfig)
+
+
+def test_each_stage_is_named_with_its_own_progress_and_an_estimate():
+    app = DemoApp(fake_pipeline(CountingTiles(), proposal_generator="counting-tiles"))
+    try:
+        s = app.session("a")
+        handlers.image_changed(app, s, str(STREET))
+        seen = []
+        handlers.segment(app, s, RunRequest("car", "sky"), lambda m, d, t: seen.append((m, d, t)))
+        stages = [m.split(":")[0] for m, _, _ in seen]
+        assert [x for x in dict.fromkeys(stages) if x in ("proposals", "image features (loads the classifier's weights on first use)",
+                                                          "classification", "fusion")] == [
+            "proposals", "image features (loads the classifier's weights on first use)", "classification", "fusion"
+        ]
+        counted = [(m, d, t) for m, d, t in seen if m.startswith("proposals: points")]
+        assert [(d, t) for _, d, t in counted] == [(i, 10) for i in range(1, 11)]
+        assert counted[0][0].startswith("proposals: points 1/10 · about ") and counted[0][0].endswith(" s left")
+        assert counted[-1][0] == "proposals: points 10/10"
+    finally:
+        app.close()
+
+
+def test_cancel_says_how_long_after_the_click_it_landed():
+    app = DemoApp(fake_pipeline(CountingTiles(), proposal_generator="counting-tiles"))
+    try:
+        s = app.session("a")
+        handlers.image_changed(app, s, str(STREET))
+        handlers.request_run(s)
+
+        def progress(message, done, total):
+            if message.startswith("proposals: points 3/"):
+                handlers.cancel(s)
+
+        with pytest.raises(Cancelled, match=r"^Cancelled 0\.0\d s after you pressed Cancel \([\d.]+ s into the run, during proposals\); nothing was segmented"):
+            handlers.segment(app, s, RunRequest("car", "sky"), progress, fresh=False)
+    finally:
+        app.close()

@@ -64,9 +64,9 @@ def test_a_clip_gets_an_overlay_video_a_tracks_table_and_a_zip(app, tmp_path):
     assert clip.overlay.is_file() and clip.overlay.parent.parent == app.session_dir(s)
     with zipfile.ZipFile(clip.download) as zf:
         names = set(zf.namelist())
-        data = json.loads(zf.read("clip/panoptic.json"))
-    assert {"clip/overlay.mp4", "clip/tracks.csv", "clip/tracks.json", "clip/panoptic/000004.png"} <= names
-    assert not any("/.video/" in n for n in names)
+        data = json.loads(zf.read("panoptic.json"))
+    assert {"overlay.mp4", "tracks.csv", "tracks.json", "panoptic/000004.png", "clip/000004.jpg"} <= names
+    assert not any(".video/" in n for n in names)
     assert [(i["frame_index"], i["keyframe"]) for i in data["images"]] == [(0, True), (1, False), (2, True), (3, False), (4, True)]
 
 
@@ -102,10 +102,10 @@ def test_cancel_stops_a_clip_at_its_next_frame(app, tmp_path):
 
     def progress(message, done, total):
         calls.append(message)
-        if message.startswith("frame 2/"):
+        if message == "frame 2/4":  # frame 2 is done
             handlers.cancel(s)
 
-    with pytest.raises(Cancelled, match=r"Cancelled after [\d.]+ s, with 2 of 4 frames done; nothing was segmented"):
+    with pytest.raises(Cancelled, match=r"Cancelled [\d.]+ s after you pressed Cancel \([\d.]+ s into the run, with 2 of 4 frames done\); nothing was segmented"):
         segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 4)), RunRequest("car", "sky"), keyframe_every=1, max_frames=4,
                      progress=progress, fresh=False)
     assert s.video is None and "frame 3/4" not in calls
@@ -126,3 +126,79 @@ def test_a_new_clip_replaces_the_previous_clips_files(app, tmp_path):
     segment_clip(app, s, str(write_mp4(tmp_path / "b.mp4", 4)), RunRequest("car", "sky"), keyframe_every=2, max_frames=4)
     assert not first.download.exists() and s.video.download.exists()
     assert sorted(p.name for p in app.session_dir(s).glob("video-*")) == sorted([s.video.download.name, s.video.download.stem])
+
+
+# -- issue 29: the Video tab's weights, progress and zip ---------------------------------------
+
+
+def test_every_report_of_a_clip_says_which_frame_it_is_on(app, tmp_path):
+    s = app.session("v")
+    calls = []
+    segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 5)), RunRequest("car", "sky"), keyframe_every=2, max_frames=5,
+                 progress=lambda m, d, t: calls.append((m, d, t)))
+    running = calls[calls.index(("starting", 0, 0)) + 1:-1]  # between the start and the overlay video
+    assert running[0] == ("frame 1/5 · proposals", 0, 5)
+    assert all(m.startswith("frame ") and t == 5 for m, d, t in running), running
+    assert ("frame 3/5 · classification", 2, 5) in running and ("frame 5/5", 5, 5) in running
+    assert calls[-1] == ("writing the overlay video", 5, 5)
+
+
+def test_the_video_zip_holds_every_file_its_panoptic_json_names_readable_by_all(app, tmp_path):
+    s = app.session("v")
+    segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 3)), RunRequest("car", "sky"), keyframe_every=2, max_frames=3)
+    with zipfile.ZipFile(s.video.download) as zf:
+        names = set(zf.namelist())
+        data = json.loads(zf.read("panoptic.json"))
+        modes = {info.filename: (info.external_attr >> 16) & 0o777 for info in zf.infolist()}
+    assert [i["file_name"] for i in data["images"]] == ["clip/000000.jpg", "clip/000001.jpg", "clip/000002.jpg"]
+    assert {i["file_name"] for i in data["images"]} <= names
+    assert {f"panoptic/{a['file_name']}" for a in data["annotations"]} <= names
+    assert {"overlay.mp4", "tracks.csv", "tracks.json"} <= names
+    assert set(modes.values()) == {0o644}, modes
+
+
+def sam2_pipeline(tmp_path, **generator):
+    config = Config.from_dict(
+        {
+            "pipeline": {"proposal_generator": "sam2", "classifier": "cycling", "fuser": "paint", "exporters": [],
+                         "tracker": "sam2-video", "device": "cpu"},
+            "proposal_generator": {"sam2": generator},
+        }
+    )
+    return DemoApp(Pipeline(config, registry=registry_with(FakeComponentsPlugin())))
+
+
+def test_the_video_tab_uses_the_sam2_checkpoint_the_demo_was_given(tmp_path):
+    app = sam2_pipeline(tmp_path, model=str(tmp_path / "sam2.1_hiera_tiny.pt"))
+    try:
+        pipe = app.video_pipeline("", "sam2-video")
+        assert pipe.component_config("tracker", "sam2-video").model == str(tmp_path / "sam2.1_hiera_tiny.pt")
+        assert app.video_pipeline("", "hold") is app.pipeline_for("")  # a tracker without weights: the preset's pipeline
+    finally:
+        app.close()
+
+
+def test_missing_tracker_weights_name_the_trackers_own_setting(tmp_path, monkeypatch):
+    pytest.importorskip("sam2")
+    from ovpanoptic.demo.layout import page_message
+    from ovpanoptic.errors import WeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    config = Config.from_dict(
+        {"pipeline": {"proposal_generator": "tiles", "classifier": "cycling", "fuser": "paint", "exporters": [],
+                      "tracker": "sam2-video", "device": "cpu"}}
+    )
+    app = DemoApp(Pipeline(config, registry=registry_with(FakeComponentsPlugin())))
+    try:
+        s = app.session("v")
+        with pytest.raises(WeightsError) as caught:
+            segment_clip(app, s, str(write_mp4(tmp_path / "clip.mp4", 3)), RunRequest("car", "sky"), keyframe_every=2, max_frames=3)
+        message = page_message(caught.value)
+        assert message.endswith(
+            "restart the demo with it: --set \"tracker.sam2-video.model='/path/to/checkpoint.pt'\" "
+            "(`ovpanoptic presets interactive` lists the options)"
+        ), message
+        assert "proposal_generator.sam2.model" not in message and s.video is None
+    finally:
+        app.close()

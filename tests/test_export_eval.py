@@ -114,6 +114,30 @@ def test_instances_load_with_pycocotools(oracle_runs):
     assert {c["id"] for c in coco.loadCats(coco.getCatIds())} <= {c.id for c in results["000000439180"].vocabulary.things}
 
 
+def test_instances_results_list_scores_ap_1_for_the_oracle_in_cocoeval(oracle_runs):
+    """``instances_results.json`` is a COCO results list: ``COCO.loadRes`` takes it as it is
+    written, and ``COCOeval`` scores the oracle's masks against the dataset file AP 1.0."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    out, results = oracle_runs["detectron2"]
+    results_list = json.loads((out / "instances_results.json").read_text())
+    assert isinstance(results_list, list) and len(results_list) == sum(len([s for s in r.segments if s.isthing]) for r in results.values())
+    assert set(results_list[0]) == {"image_id", "category_id", "segmentation", "bbox", "score"}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        gt = COCO(str(out / "instances.json"))
+        dt = gt.loadRes(str(out / "instances_results.json"))
+        for iou_type in ("segm", "bbox"):
+            evaluation = COCOeval(gt, dt, iou_type)
+            evaluation.evaluate()
+            evaluation.accumulate()
+            evaluation.summarize()
+            assert evaluation.stats[0] == pytest.approx(1.0), (iou_type, evaluation.stats)
+
+
 def test_summary_json(oracle_runs):
     out, results = oracle_runs["detectron2"]
     data = json.loads((out / "000000142238.summary.json").read_text())

@@ -17,6 +17,7 @@ with ``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN``), and stops it at the end. Run alo
 from __future__ import annotations
 
 import json
+import re
 import os
 import socket
 import subprocess
@@ -204,7 +205,7 @@ def test_label_studio_asks_our_ml_backend_for_a_new_task(label_studio, exported,
         assert task.data["image"].startswith("/data/upload/")
         client.actions.create(id="retrieve_tasks_predictions", project=project.id, selected_items={"all": False, "included": [task.id]})
         (prediction,) = client.predictions.list(task=task.id)
-        assert prediction.model_version == "ovpanoptic-0.1.0"
+        assert re.fullmatch(r"ovpanoptic-0\.1\.0-serve-\d{8}T\d{6}", prediction.model_version), prediction.model_version
         _masks_equal(prediction.result, results["000000439180"])
         # Label Studio's own JSON export (a snapshot with the predictions' regions), scored against the COCO ground truth.
         snapshot = client.projects.exports.create(project.id, title="qa", serialization_options={"predictions": {"only_id": False}})

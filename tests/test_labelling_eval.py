@@ -93,7 +93,11 @@ def test_label_studio_against_cvat_takes_the_classes_of_ovpanoptic_s_own_tables(
 def test_name_only_sets_without_any_table_ask_for_the_classes(exports, capsys, tmp_path):
     _, out, _ = exports
     copy = tmp_path / "tasks.json"
-    shutil.copy(out / "label-studio.json", copy)  # away from its category table
+    shutil.copy(out / "label-studio.json", copy)  # away from its category table: the table in the tasks' meta is enough
+    code, report = run_eval(capsys, "--gt", str(copy), "--pred", str(copy))
+    assert code == 0 and report["all"]["pq"] == 1.0, report
+    tasks = [{k: v for k, v in t.items() if k != "meta"} for t in json.loads(copy.read_text())]
+    copy.write_text(json.dumps(tasks))  # a Label Studio export of tasks imported without it
     code, report = run_eval(capsys, "--gt", str(copy), "--pred", str(copy))
     assert code == 2
     assert "names its classes but gives no ids or thing/stuff split: give the classes with --classes/--stuff or --vocabulary" in report["error"]

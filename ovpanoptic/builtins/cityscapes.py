@@ -7,12 +7,17 @@ the format is Cityscapes' own (``mcordts/cityscapesScripts``: ``helpers/labels.p
 ``preparation/json2instanceImg.py``, ``json2labelImg.py``, ``createPanopticImgs.py``).
 
 ``cityscapes``
-    Cityscapes' gtFine images, per image:
-    ``OUTDIR/gtFine/<split>/<city>/<name>_gtFine_labelIds.png`` (8-bit grayscale: the pixel's
-    Cityscapes label id, 0 = ``unlabeled`` for void) and ``..._gtFine_instanceIds.png`` (16-bit
-    grayscale: label id * 1000 + k for a thing instance, ``k`` counting that label's instances in
-    the image from 0 in segment-id order; the label id for any other pixel), the encoding of
-    ``json2instanceImg.py`` / ``json2labelImg.py``.
+    Cityscapes' gtFine images, one kind of file per folder, each folder a Cityscapes root of its own:
+    ``OUTDIR/labelIds/gtFine/<split>/<city>/<name>_gtFine_labelIds.png`` (8-bit grayscale: the
+    pixel's Cityscapes label id, 0 = ``unlabeled`` for void) and
+    ``OUTDIR/instanceIds/gtFine/<split>/<city>/<name>_gtFine_instanceIds.png`` (16-bit grayscale:
+    label id * 1000 + k for a thing instance, ``k`` counting that label's instances in the image
+    from 0 in segment-id order; the label id for any other pixel), the encoding of
+    ``json2instanceImg.py`` / ``json2labelImg.py``. ``OUTDIR/labelIds`` is what cityscapesScripts'
+    ``evalPixelLevelSemanticLabeling`` takes as predictions (``--predictionPath``: it wants one PNG
+    per image below it, and stops with "Found multiple predictions" on a folder holding both kinds)
+    or as ground truth (``CITYSCAPES_DATASET``); ``OUTDIR/instanceIds`` is what
+    ``createPanopticImgs`` converts (``--dataset-folder OUTDIR/instanceIds/gtFine``).
 ``cityscapes-panoptic``
     Cityscapes' panoptic format, ``OUTDIR/cityscapes_panoptic_<split>.json`` and
     ``OUTDIR/cityscapes_panoptic_<split>/<name>_gtFine_panoptic.png``, made by cityscapesscripts'
@@ -100,6 +105,10 @@ LEFT_IMAGE_SUFFIX = "_leftImg8bit"
 
 #: A Cityscapes image name: ``<city>_<sequence>_<frame>`` (``frankfurt_000000_000294``).
 _CITYSCAPES_NAME = re.compile(r"([a-z][a-z-]*)_\d{6}_\d{6}")
+
+#: Folders of the ``cityscapes`` export, one per kind of file (each holds ``gtFine/<split>/<city>/``).
+LABEL_IDS_FOLDER = "labelIds"
+INSTANCE_IDS_FOLDER = "instanceIds"
 
 #: Folder of the ``cityscapes-panoptic`` parts (instanceIds PNGs) and its staging folder, in ``OUTDIR/.ovpanoptic``.
 _PANOPTIC_PARTS = "cityscapes-panoptic.parts"
@@ -302,13 +311,16 @@ class CityscapesExporter(_CityscapesBase):
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         instance_ids = self.instance_ids(result, stem)
         name = cityscapes_name(stem)
-        folder = Path(outdir) / "gtFine" / self.config.split / city_of(name, self.config.city)
-        folder.mkdir(parents=True, exist_ok=True)
-        label_ids = label_ids_image(instance_ids)
-        return [
-            atomic_write_bytes(folder / f"{name}{CITYSCAPES_LABEL_IDS_SUFFIX}", _png_bytes(label_ids)),
-            atomic_write_bytes(folder / f"{name}{CITYSCAPES_INSTANCE_IDS_SUFFIX}", _png_bytes(instance_ids)),
-        ]
+        below = Path("gtFine") / self.config.split / city_of(name, self.config.city)
+        written = []
+        for kind, suffix, ids in (
+            (LABEL_IDS_FOLDER, CITYSCAPES_LABEL_IDS_SUFFIX, label_ids_image(instance_ids)),
+            (INSTANCE_IDS_FOLDER, CITYSCAPES_INSTANCE_IDS_SUFFIX, instance_ids),
+        ):
+            folder = Path(outdir) / kind / below
+            folder.mkdir(parents=True, exist_ok=True)
+            written.append(atomic_write_bytes(folder / f"{name}{suffix}", _png_bytes(ids)))
+        return written
 
 
 class CityscapesPanopticExporter(_CityscapesBase):

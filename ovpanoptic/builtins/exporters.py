@@ -397,13 +397,21 @@ def _stable_visualizer_class() -> type:
 class CocoInstancesConfig:
     """Options of the ``coco-instances`` exporter.
 
-    :param json_name: name of the combined JSON in the output folder.
+    :param json_name: name of the combined JSON in the output folder (a COCO dataset file:
+        ``images``, ``annotations``, ``categories``).
+    :param results_name: name of the same detections as a COCO *results* list (``[{"image_id",
+        "category_id", "segmentation", "bbox", "score"}, ...]``, the image ids of ``json_name``),
+        the file ``COCO.loadRes`` and ``COCOeval`` take.
     """
 
     json_name: str = "instances.json"
+    results_name: str = "instances_results.json"
 
     def __post_init__(self) -> None:
         _check_plain_name("json_name", self.json_name)
+        _check_plain_name("results_name", self.results_name)
+        if self.results_name == self.json_name:
+            raise ValueError(f"results_name must differ from json_name ({self.json_name!r})")
 
 
 class CocoInstancesExporter:
@@ -448,13 +456,20 @@ class CocoInstancesExporter:
         return [atomic_write_text(parts / f"{stem}.json", json.dumps(part)), categories]
 
     def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
-        """Write ``instances.json`` from the parts of ``stems`` (annotation ids count from 1)."""
+        """Write ``instances.json`` from the parts of ``stems`` (annotation ids count from 1), and the
+        same detections as the results list ``instances_results.json``."""
 
         def build(data: dict[str, Any], part: dict[str, Any], image_id: int) -> None:
             for annotation in part["annotations"]:
                 data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id, **annotation})
 
-        return _finish_combined(outdir, self.config.json_name, stems, build)
+        written = _finish_combined(outdir, self.config.json_name, stems, build)
+        if not written:
+            return written
+        dataset = json.loads(written[0].read_text("utf-8"))
+        keys = ("image_id", "category_id", "segmentation", "bbox", "score")
+        results = [{k: a[k] for k in keys} for a in dataset["annotations"]]
+        return [*written, atomic_write_text(Path(outdir) / self.config.results_name, json.dumps(results))]
 
 
 #: Bytes of mask stack encoded per pycocotools call by ``coco-instances``.
@@ -494,5 +509,5 @@ def register_exporters(register: RegisterComponent) -> None:
     """Register ``coco-panoptic``, ``overlay``, ``coco-instances`` and ``summary``."""
     register("coco-panoptic", CocoPanopticExporter, config=CocoPanopticConfig, description="COCO-panoptic PNG + panoptic.json")
     register("overlay", OverlayExporter, config=OverlayConfig, description="image with labelled segments (detectron2 Visualizer)")
-    register("coco-instances", CocoInstancesExporter, config=CocoInstancesConfig, description="COCO instances.json with RLE masks (things)")
+    register("coco-instances", CocoInstancesExporter, config=CocoInstancesConfig, description="COCO instances.json with RLE masks (things) + instances_results.json for COCO.loadRes")
     register("summary", SummaryExporter, description="per-image JSON summary")

@@ -12,16 +12,19 @@
 ``flow`` (the default)
     No model, no weights: OpenCV's DIS dense optical flow (Kroeger et al., "Fast Optical Flow using
     Dense Inverse Search", ECCV 2016; ``cv2.DISOpticalFlow_create``) between consecutive frames.
-    Every seed is painted into one label map on the keyframe; for each later frame the backward
-    flow (this frame -> the previous one) is chained into a map from this frame's pixels to the
-    keyframe's (``cv2.remap`` of the coordinates, bilinear), and the keyframe's label map is read
-    through it once (nearest): **one remap of the whole label map per frame, whatever the number of
-    objects**. Occlusions by forward-backward consistency (Sundaram, Brox, Keutzer, ECCV 2010): a
-    pixel whose backward flow and the forward flow at its source do not cancel
-    (``|f + b|² > 0.01 (|f|² + |b|²) + 0.5``) is one the previous frame did not show (uncovered, or
-    covered by the motion of something else): it is given to no object from then on (the held
-    stuff shows there). Pixels whose source lies outside the frame are given to no object either.
-    Stuff is held from the keyframe by the track bookkeeping (``--track-stuff`` warps it too).
+    Every seed is painted into one label map on the keyframe. For each later frame, each object's
+    motion since the previous frame, a similarity (shift, scale, rotation), is fitted by least
+    squares to the forward flow of its *evidence* pixels: pixels well inside it (a 5 x 5
+    neighbourhood of one label: DIS blurs motion over its 8 px patches at boundaries) whose flow
+    passes the forward-backward consistency test of Sundaram, Brox and Keutzer (ECCV 2010,
+    ``|f + b|² <= 0.01 (|f|² + |b|²) + 0.5``; pixels that fail it are occluded or uncovered),
+    refitted once without the pixels the first fit misses by more than 1.5 px. The sums of the fit
+    are per-label ``bincount`` calls and the keyframe's labelled pixels are moved by their object's
+    accumulated motion in **one scatter of the whole label map**: the cost per frame does not grow
+    with the number of objects. Where two objects land on one pixel, the one whose motion agrees
+    with the measured backward flow there is in front (the occluder); an object with too little
+    evidence (hidden) keeps its last motion; a zoomed-in object's gaps are closed. Stuff is held from
+    the keyframe by the track bookkeeping (``--track-stuff`` moves it too, as objects).
 ``hold``
     No model: every object keeps its keyframe mask until the next keyframe. With
     ``--keyframe-every 1`` this is per-frame segmentation whose ids follow by mask IoU between
@@ -233,9 +236,13 @@ class FlowTracker:
         key = np.zeros((h, w), np.int32)  # seed i is label i + 1
         for i, mask in enumerate(seeds.masks):
             key[np.asarray(mask)] = i + 1
-        ky, kx = np.nonzero(key)
-        kl = key[ky, kx]
-        kxy = np.stack([kx, ky]).astype(np.float64)  # the keyframe's labelled pixels
+        # The keyframe's labels continued past the frame's edges (replicated, BORDER_MARGIN of the
+        # longer side): an object the border cuts is carried into the frame as the camera pans.
+        pad = max(1, round(BORDER_MARGIN * max(h, w)))
+        padded = cv2.copyMakeBorder(key, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        ky, kx = np.nonzero(padded)
+        kl = padded[ky, kx]
+        kxy = np.stack([kx - pad, ky - pad]).astype(np.float64)  # the keyframe's labelled pixels
         codes = np.arange(1, n + 1, dtype=np.int32)[:, None, None]
         total = np.tile(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), (n + 1, 1, 1))  # keyframe -> current, per label
         step = total.copy()  # the last frame's motion, per label (kept for objects with no evidence)
@@ -244,6 +251,9 @@ class FlowTracker:
         fh, fw = max(8, round(h * scale)), max(8, round(w * scale))
         dis = self._dis()
         kernel = np.ones((5, 5), np.uint8)
+        # A fixed pseudo-random draw per pixel: each object's fit uses at most FIT_SAMPLES of its
+        # evidence pixels, chosen by it (the same pixels on every run).
+        draw = np.random.default_rng(0).random((h, w))
 
         def gray(image: np.ndarray) -> np.ndarray:
             g = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2GRAY)
@@ -256,23 +266,24 @@ class FlowTracker:
         gx, gy = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
         labels = key
         previous = gray(frames[0])
+        back = None
         for done, frame in enumerate(frames[1:], start=1):
             current = gray(frame)
             fwd = flow(previous, current)  # previous pixel p moved to p + fwd(p)
             # Evidence: pixels well inside a segment (a 5 x 5 neighbourhood of one label: DIS blurs
             # motion over its 8 px patches at boundaries) whose flow passes the forward-backward test.
             lab = labels.astype(np.float32)
-            sure = (cv2.erode(lab, kernel) == cv2.dilate(lab, kernel)) & (labels > 0)
+            inner = (cv2.erode(lab, kernel) == cv2.dilate(lab, kernel)) & (labels > 0)
+            sure = inner
             if self.config.occlusion_check:
                 back = flow(current, previous)
                 back_at = cv2.remap(back, gx + fwd[..., 0], gy + fwd[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
                 err = ((fwd + back_at) ** 2).sum(axis=2)
-                sure &= err <= FB_RELATIVE * ((fwd**2).sum(axis=2) + (back_at**2).sum(axis=2)) + FB_ABSOLUTE_PX2
-            step = _fit_similarity(labels, sure, fwd, n, step)
-            step = _fit_similarity(labels, sure, fwd, n, step, refine=True)
+                sure = inner & (err <= FB_RELATIVE * ((fwd**2).sum(axis=2) + (back_at**2).sum(axis=2)) + FB_ABSOLUTE_PX2)
+            step = _fit_similarity(labels, sure, inner, fwd, draw, n, step, follow=done > 1)
             before = total
             total = _compose(step, total)
-            labels = _splat(kxy, kl, before, total, (h, w), back if self.config.occlusion_check else None)
+            labels = _splat(kxy, kl, before, total, (h, w), back)
             previous = current
             if progress is not None:
                 progress("flow: tracking", done, len(frames) - 1)
@@ -281,46 +292,95 @@ class FlowTracker:
 
 #: Fewest evidence pixels for a segment's motion to be fitted (else its last motion is kept).
 MIN_EVIDENCE = 12
+#: Least share of a segment's inner pixels whose flow passes the forward-backward test for its
+#: motion to be fitted: below it the flow there failed (a frame where DIS locked onto the
+#: background, an object mostly hidden) and the segment keeps its last motion.
+MIN_CONSISTENT = 0.3
+#: Most evidence pixels per segment in a fit (a fixed pseudo-random subsample): the fits' cost
+#: does not grow with the objects' size.
+FIT_SAMPLES = 400
 #: Residual (px) above which an evidence pixel is left out of the refit.
 REFIT_PX = 1.5
+#: Evidence pixels whose flow differs from their segment's median flow by more than this (px, plus
+#: 25 % of the median's length) are left out of the first fit. From a window's second frame on, a
+#: segment with less than half of its evidence within this of its last motion keeps its last
+#: motion (objects move smoothly; flow that jumps is wrong, or belongs to something else).
+FOLLOW_PX = 3.0
+#: The replicated margin of the keyframe's labels around the frame, as a share of its longer side.
+BORDER_MARGIN = 0.08
 
 
 def _fit_similarity(
-    labels: np.ndarray, sure: np.ndarray, fwd: np.ndarray, n: int, last: np.ndarray, refine: bool = False
+    labels: np.ndarray, sure: np.ndarray, inner: np.ndarray, fwd: np.ndarray, draw: np.ndarray, n: int, last: np.ndarray,
+    follow: bool = False,
 ) -> np.ndarray:
     """Per label, the similarity transform (scale, rotation, shift) that best moves its evidence
-    pixels ``p`` to ``p + fwd(p)`` (least squares, from per-label sums: one ``bincount`` per sum,
-    whatever the number of labels); ``refine`` first drops pixels ``last`` misses by > REFIT_PX.
-    Labels with too little evidence keep ``last``. Returns ``(n + 1, 2, 3)``."""
+    pixels ``p`` (``sure``) to ``p + fwd(p)``: least squares from per-label sums (one ``bincount``
+    per sum, whatever the number of labels) over at most FIT_SAMPLES pixels per label (those with
+    the lowest ``draw``): first on the pixels whose flow is near the label's median flow, then
+    refitted without the pixels that fit misses by > REFIT_PX. ``follow``: a label with less than
+    half of its pixels near ``last`` (FOLLOW_PX) keeps ``last``. Labels with fewer than
+    MIN_EVIDENCE evidence pixels, or with less than MIN_CONSISTENT of their ``inner`` pixels as
+    evidence, keep ``last``. Returns ``(n + 1, 2, 3)``."""
     ys, xs = np.nonzero(sure)
     lab = labels[ys, xs]
+    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
+    # Keep each pixel with probability FIT_SAMPLES / count of its label (about FIT_SAMPLES each).
+    pick = draw[ys, xs] * count[lab] < FIT_SAMPLES
+    ys, xs, lab = ys[pick], xs[pick], lab[pick]
     px, py = xs.astype(np.float64), ys.astype(np.float64)
     qx, qy = px + fwd[ys, xs, 0], py + fwd[ys, xs, 1]
-    if refine and len(lab):
-        a = last[lab]
-        rx = a[:, 0, 0] * px + a[:, 0, 1] * py + a[:, 0, 2] - qx
-        ry = a[:, 1, 0] * px + a[:, 1, 1] * py + a[:, 1, 2] - qy
-        keep = rx * rx + ry * ry <= REFIT_PX**2
-        lab, px, py, qx, qy = lab[keep], px[keep], py[keep], qx[keep], qy[keep]
 
-    def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(lab, weights=values, minlength=n + 1)
+    def fit(keep: np.ndarray | None, prior: np.ndarray) -> np.ndarray:
+        l, x, y, u, v = (lab, px, py, qx, qy) if keep is None else (lab[keep], px[keep], py[keep], qx[keep], qy[keep])
 
-    count = np.bincount(lab, minlength=n + 1).astype(np.float64)
-    safe = np.maximum(count, 1.0)
-    mpx, mpy, mqx, mqy = total(px) / safe, total(py) / safe, total(qx) / safe, total(qy) / safe
-    spp = total(px * px + py * py) - count * (mpx * mpx + mpy * mpy)
-    sa = total(px * qx + py * qy) - count * (mpx * mqx + mpy * mqy)
-    sb = total(px * qy - py * qx) - count * (mpx * mqy - mpy * mqx)
-    spread = spp > 1e-6 * np.maximum(count, 1.0)
-    a = np.where(spread, sa / np.where(spread, spp, 1.0), 1.0)
-    b = np.where(spread, sb / np.where(spread, spp, 1.0), 0.0)
-    out = np.empty((n + 1, 2, 3))
-    out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = a, -b, b, a
-    out[:, 0, 2] = mqx - (a * mpx - b * mpy)
-    out[:, 1, 2] = mqy - (b * mpx + a * mpy)
-    enough = count >= MIN_EVIDENCE
-    return np.where(enough[:, None, None], out, last)
+        def total(values: np.ndarray) -> np.ndarray:
+            return np.bincount(l, weights=values, minlength=n + 1)
+
+        c = np.bincount(l, minlength=n + 1).astype(np.float64)
+        safe = np.maximum(c, 1.0)
+        mpx, mpy, mqx, mqy = total(x) / safe, total(y) / safe, total(u) / safe, total(v) / safe
+        spp = total(x * x + y * y) - c * (mpx * mpx + mpy * mpy)
+        sa = total(x * u + y * v) - c * (mpx * mqx + mpy * mqy)
+        sb = total(x * v - y * u) - c * (mpx * mqy - mpy * mqx)
+        spread = spp > 1e-6 * np.maximum(c, 1.0)
+        a = np.where(spread, sa / np.where(spread, spp, 1.0), 1.0)
+        b = np.where(spread, sb / np.where(spread, spp, 1.0), 0.0)
+        out = np.empty((n + 1, 2, 3))
+        out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = a, -b, b, a
+        out[:, 0, 2] = mqx - (a * mpx - b * mpy)
+        out[:, 1, 2] = mqy - (b * mpx + a * mpy)
+        return np.where((c >= MIN_EVIDENCE)[:, None, None], out, prior)
+
+    def misses(model: np.ndarray) -> np.ndarray:
+        m = model[lab]
+        rx = m[:, 0, 0] * px + m[:, 0, 1] * py + m[:, 0, 2] - qx
+        ry = m[:, 1, 0] * px + m[:, 1, 1] * py + m[:, 1, 2] - qy
+        return rx * rx + ry * ry
+
+    # The first fit only on pixels that move like most of their segment (within FOLLOW_PX plus 25 %
+    # of the segment's median flow): flow of a neighbour bleeding into a segment cannot tilt it.
+    fx, fy = qx - px, qy - py
+    sampled = np.bincount(lab, minlength=n + 1)
+    start = np.cumsum(sampled) - sampled
+    middle = np.minimum(start + sampled // 2, max(len(lab) - 1, 0))
+    mx = fx[np.lexsort((fx, lab))][middle] if len(lab) else np.zeros(n + 1)
+    my = fy[np.lexsort((fy, lab))][middle] if len(lab) else np.zeros(n + 1)
+    keep = (fx - mx[lab]) ** 2 + (fy - my[lab]) ** 2 <= (FOLLOW_PX + 0.25 * np.hypot(mx, my)[lab]) ** 2
+    first = fit(keep, last)
+    step = fit(misses(first) <= REFIT_PX**2, first) if len(lab) else first
+    inner_count = np.bincount(labels[inner], minlength=n + 1)
+    enough = (count >= MIN_EVIDENCE) & (count >= MIN_CONSISTENT * inner_count)
+    if follow and len(lab):
+        m = last[lab]
+        moved = np.hypot(m[:, 0, 0] * px + m[:, 0, 1] * py + m[:, 0, 2] - px, m[:, 1, 0] * px + m[:, 1, 1] * py + m[:, 1, 2] - py)
+        near = misses(last) <= (FOLLOW_PX + 0.25 * moved) ** 2
+        share = np.bincount(lab, weights=near, minlength=n + 1) / np.maximum(sampled, 1)
+        # Most of its evidence jumped away from its last motion: the flow failed there, or what the
+        # label covers is now something else (it went behind an object the keyframe had not
+        # seen whole): the segment keeps its last motion.
+        enough &= share >= 0.5
+    return np.where(enough[:, None, None], step, last)
 
 
 def _compose(step: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -354,11 +414,11 @@ def _splat(
     else:
         miss = -lab.astype(np.float64)
     flat = yi * w + xi
-    order = np.lexsort((miss, flat))  # by pixel, then the best-agreeing label first
-    first = np.ones(len(order), bool)
-    first[1:] = flat[order][1:] != flat[order][:-1]
+    best = np.full(h * w, np.inf)
+    np.minimum.at(best, flat, miss)  # per pixel, the best agreement (a z-buffer, no sort)
+    front = miss <= best[flat]
     out = np.zeros(h * w, np.int32)
-    out[flat[order][first]] = lab[order][first]
+    out[flat[front]] = lab[front]
     out = out.reshape(h, w)
     occupied = (out > 0).astype(np.uint8)
     holes = (cv2.morphologyEx(occupied, cv2.MORPH_CLOSE, np.ones((3, 3), np.uint8)) > 0) & (occupied == 0)

@@ -208,7 +208,7 @@ def launch_demo(
         raise InputError(f"the port must be a number from 1 to 65535, got {port!r}: choose one with --port")
     check_file_size(max_file_size)
     app: DemoApp | None = getattr(demo, "ovpanoptic_app", None)
-    from .layout import CSS
+    from .layout import CSS, JS
 
     with contextlib.ExitStack() as stack:
         if block and stop is None:
@@ -225,6 +225,7 @@ def launch_demo(
                     quiet=not block,
                     auth=list(auth) or None,
                     css=CSS,
+                    js=JS,
                 )
             except OSError as exc:
                 raise InputError(

@@ -183,6 +183,8 @@ class DemoApp:
                 self._configs[spec] = load_config(spec)  # a TOML path: read (and checked) now
         self._images: OrderedDict[tuple[Any, ...], LoadedImage] = OrderedDict()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        #: Components whose checkpoints were found (kind, name, settings): the weights stage runs once each.
+        self.weights_ready: set[tuple[str, str, str]] = set()
         #: Model work (segmenting, prompts) runs one request at a time.
         self.lock = threading.Lock()
         self._state_lock = threading.Lock()
@@ -316,6 +318,29 @@ class DemoApp:
         while len(self._tuned) > self.settings.tuned_pipelines:
             self._tuned.popitem(last=False)
         return self._tuned[tkey]
+
+    def video_pipeline(self, preset: str | None, tracker: str) -> Pipeline:
+        """The pipeline the Video tab runs with ``tracker``: the preset's, with the tracker's weights
+        resolved like the Image tab's. When the tracker's config leaves its ``model`` at the default
+        and the proposal generator's names other weights (``--set proposal_generator.sam2.model=PATH``),
+        the tracker loads that same checkpoint (SAM 2's image and video predictors share it).
+
+        :raises ConfigError, ComponentNotFoundError: an unknown preset or tracker.
+        """
+        pipe = self.pipeline_for(preset)
+        name = tracker or pipe.config.pipeline.tracker
+        tracker_config = pipe.component_config("tracker", name)
+        generator_config = pipe.component_config("proposal_generator")
+        if not (hasattr(tracker_config, "model") and hasattr(generator_config, "model")):
+            return pipe
+        tracker_default = {f.name: f.default for f in fields(tracker_config)}
+        generator_default = {f.name: f.default for f in fields(generator_config)}
+        if tracker_config.model != tracker_default["model"] or generator_config.model == generator_default["model"]:
+            return pipe
+        overrides = [f"tracker.{name}.model={generator_config.model!r}"]
+        if getattr(generator_config, "architecture", "") and hasattr(tracker_config, "architecture") and not tracker_config.architecture:
+            overrides.append(f"tracker.{name}.architecture={generator_config.architecture!r}")
+        return self.pipeline_for(preset, overrides)
 
     def check(self) -> None:
         """Validate the initial preset against the registry (loads no model)."""

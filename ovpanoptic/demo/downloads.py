@@ -6,7 +6,8 @@ segments, so each re-query or correction has its own name) holds:
 * ``STEM.jpg``: the image (the uploaded file itself when it was a JPEG), the ``file_name`` that
   ``panoptic.json`` names;
 * ``panoptic/STEM.png`` + ``panoptic.json``: COCO panoptic format (the ``coco-panoptic`` exporter);
-* ``instances.json``: COCO instances with RLE masks of the things (the ``coco-instances`` exporter);
+* ``instances.json`` + ``instances_results.json``: COCO instances with RLE masks of the things,
+  and the same detections as a results list (the ``coco-instances`` exporter);
 * ``label-studio.json`` + ``label-studio.xml``: a Label Studio task with the segments as brush
   predictions and its labelling config (the ``label-studio`` exporter; docs/labelling.md);
 * ``annotations.xml``: CVAT for images 1.1 with one mask shape per segment (the ``cvat`` exporter);
@@ -15,7 +16,9 @@ segments, so each re-query or correction has its own name) holds:
 * ``STEM.segments.csv``: the segment table (id, label, class, kind, score, area in pixels and %,
   box ``x0, y0, x1, y1``);
 
-each exporter's file only when that exporter is installed and enabled.
+each exporter's file only when that exporter is installed and enabled. Every member unzips with
+mode :data:`ZIP_MODE` (0644), as the command line's outputs; :func:`zip_contents` says what each
+file is (the page lists it under the download).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from .render import Overlay, compose, segment_colors, segment_labels
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DOWNLOAD_EXPORTERS", "result_digest", "write_download"]
+__all__ = ["DOWNLOAD_EXPORTERS", "ZIP_MODE", "jpeg_bytes", "result_digest", "write_download", "zip_member", "zip_contents"]
 
 #: Exporters whose files go into the zip, when installed, enabled and their packages present
 #: (``label-studio``: tasks + labelling config; ``cvat``: CVAT for images 1.1 XML).
@@ -51,6 +54,19 @@ DOWNLOAD_EXPORTERS: tuple[str, ...] = ("coco-panoptic", "coco-instances", "label
 JPEG_QUALITY = 92
 #: The overlay is drawn at most this large (long side), whatever the image's size.
 OVERLAY_MAX_SIDE = 2048
+#: Permissions of the zip's members when unzipped: those of the command line's output files
+#: (readable by all, writable by the owner), never the 0600 of Python's temporary files.
+ZIP_MODE = 0o644
+
+
+def zip_member(name: str) -> zipfile.ZipInfo:
+    """A zip entry named ``name``, dated now, unzipping with :data:`ZIP_MODE`."""
+    import time
+
+    info = zipfile.ZipInfo(name, date_time=time.localtime()[:6])
+    info.external_attr = (0o100000 | ZIP_MODE) << 16  # a regular file
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def result_digest(result: PanopticResult, image_digest: str = "") -> str:
@@ -63,7 +79,8 @@ def result_digest(result: PanopticResult, image_digest: str = "") -> str:
     return h.hexdigest()[:10]
 
 
-def _jpeg(rgb: np.ndarray) -> bytes:
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    """``rgb`` as a JPEG file's bytes (:data:`JPEG_QUALITY`)."""
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -116,20 +133,49 @@ def write_download(
         partial = work / archive.name
         with zipfile.ZipFile(partial, "w") as zf:
             if source is not None and source.suffix.lower() in (".jpg", ".jpeg") and _same_size(source, rgb):
-                zf.write(source, f"{stem}.jpg", compress_type=zipfile.ZIP_STORED)
+                zf.writestr(zip_member(f"{stem}.jpg"), source.read_bytes(), compress_type=zipfile.ZIP_STORED)
             else:
-                zf.writestr(f"{stem}.jpg", _jpeg(rgb), compress_type=zipfile.ZIP_STORED)
+                zf.writestr(zip_member(f"{stem}.jpg"), jpeg_bytes(rgb), compress_type=zipfile.ZIP_STORED)
             # The exporters' files, without their bookkeeping (per-image parts in dot-folders).
             shown = [p for p in written if not any(part.startswith(".") for part in p.relative_to(work).parts)]
             for path in sorted(shown, key=lambda p: p.relative_to(work).as_posix()):
                 method = zipfile.ZIP_STORED if path.suffix == ".png" else zipfile.ZIP_DEFLATED
-                zf.write(path, path.relative_to(work).as_posix(), compress_type=method)
-            zf.writestr(f"{stem}.overlay.jpg", _jpeg(overlay), compress_type=zipfile.ZIP_STORED)
-            zf.writestr(f"{stem}.segments.csv", _table_csv(result, labels), compress_type=zipfile.ZIP_DEFLATED)
+                zf.writestr(zip_member(path.relative_to(work).as_posix()), path.read_bytes(), compress_type=method)
+            zf.writestr(zip_member(f"{stem}.overlay.jpg"), jpeg_bytes(overlay), compress_type=zipfile.ZIP_STORED)
+            zf.writestr(zip_member(f"{stem}.segments.csv"), _table_csv(result, labels), compress_type=zipfile.ZIP_DEFLATED)
         partial.replace(archive)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return archive
+
+
+#: What the zip's files are, for the page: ``(pattern, description)``, ``STEM`` standing for the
+#: image's stem; several files of one line are joined with ``+``.
+ZIP_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("STEM.jpg",), "the image"),
+    (("panoptic.json", "panoptic/STEM.png"), "COCO panoptic"),
+    (("instances.json",), "COCO instances (RLE masks of the things)"),
+    (("instances_results.json",), "the same detections as a COCO results list (for COCO.loadRes)"),
+    (("label-studio.json", "label-studio.xml"), "a Label Studio task with the segments as predictions, and its labelling config"),
+    (("annotations.xml",), "CVAT for images 1.1"),
+    (("STEM.overlay.jpg",), "the image as drawn here"),
+    (("STEM.segments.csv",), "the segment table"),
+)
+
+
+def zip_contents(path: Path) -> str:
+    """A Markdown list of the files in a download zip and what each is (the page shows it)."""
+    with zipfile.ZipFile(path) as zf:
+        names = zf.namelist()
+    stem = next((n[: -len(".overlay.jpg")] for n in names if n.endswith(".overlay.jpg")), "")
+    lines, told = [f"**{path.name}** holds:"], set()
+    for patterns, description in ZIP_PARTS:
+        present = [p.replace("STEM", stem) for p in patterns if p.replace("STEM", stem) in names]
+        if present:
+            lines.append(f"- {' + '.join(f'`{n}`' for n in present)}: {description}")
+            told.update(present)
+    lines += [f"- `{n}`" for n in names if n not in told]
+    return "\n".join(lines)
 
 
 def _usable(pipe: Any, name: str) -> bool:

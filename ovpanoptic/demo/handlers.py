@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from ..components import Downloadable
 from ..editing import add_category, add_segment, delete_segment, merge_segments, relabel_segment
-from ..errors import Cancelled, InputError, OvpanopticError
+from ..errors import Cancelled, InputError, OvpanopticError, WeightsError
 from ..pipeline import Pipeline, SegmentationRun
 from ..types import Prompt, normalize_name
 from .app import TUNABLE, DemoApp
@@ -30,8 +31,13 @@ from .render import plural, segment_labels
 from .state import RunRequest, Session
 
 __all__ = [
+    "BOX",
     "CLASS_KINDS",
     "MODES",
+    "NEGATIVE",
+    "POSITIVE",
+    "SELECT",
+    "SELECT_MANY",
     "accept",
     "cancel",
     "click",
@@ -48,10 +54,17 @@ __all__ = [
     "undo",
 ]
 
-#: What a click on the image does.
-MODES: tuple[str, ...] = ("select segment", "add point (+)", "remove point (-)", "box (2 clicks)")
+#: What a click on the image does: select one segment (the default), select several (each click
+#: adds or removes one), SAM 2 prompt points and box corners.
+SELECT = "select segment"
+POSITIVE = "add point (+)"
+NEGATIVE = "remove point (-)"
+BOX = "box (2 clicks)"
+SELECT_MANY = "select several"
+MODES: tuple[str, ...] = (SELECT, POSITIVE, NEGATIVE, BOX, SELECT_MANY)
 #: Stage names of :meth:`Pipeline.segment_run`'s progress, as the page says them.
 STAGES: dict[str, str] = {
+    "weights": "weights: finding the models' checkpoints (first run of a preset only; downloads them when online)",
     "proposals": "proposals: mask proposals of the image (loads the generator's weights on first use)",
     "image features": "image features (loads the classifier's weights on first use)",
     "classification": "classification: scoring proposals against the class names",
@@ -60,33 +73,116 @@ STAGES: dict[str, str] = {
 
 ProgressFn = Callable[[str, int, int], None]
 
+#: Options that name a component's weights (the first one its config has is the setting to give).
+WEIGHT_OPTIONS: tuple[str, ...] = ("model", "pretrained", "checkpoint", "weights")
+#: The component whose weights a stage loads.
+STAGE_KINDS: dict[str, str] = {
+    "starting": "classifier",  # the class names are encoded first
+    "proposals": "proposal_generator",
+    "image features": "classifier",
+    "classification": "classifier",
+}
 
-def _reporter(session: Session, progress: ProgressFn | None, started: float) -> ProgressFn:
+
+def weights_setting(pipe: Pipeline, kind: str, name: str | None = None) -> str | None:
+    """The ``--set`` key that names the weights of the ``kind`` component (``name``: another than
+    the configured one), e.g. ``tracker.sam2-video.model``; ``None`` when it has no such option."""
+    name = name or getattr(pipe.config.pipeline, kind)
+    try:
+        config = pipe.component_config(kind, name)
+    except OvpanopticError:
+        return None
+    option = next((o for o in WEIGHT_OPTIONS if hasattr(config, o)), None)
+    return f"{kind}.{name}.{option}" if option else None
+
+
+def name_weights_setting(exc: WeightsError, setting: str | None) -> WeightsError:
+    """``exc`` with the setting to restart the demo with (the one of the component whose weights
+    are missing, not the one of another component)."""
+    if setting is None or "--set" in str(exc):
+        return exc
+    message = str(exc)
+    if message.endswith("local checkpoint path"):
+        return WeightsError(
+            f"{message}: restart the demo with it: --set \"{setting}='/path/to/checkpoint.pt'\" "
+            "(`ovpanoptic presets interactive` lists the options)"
+        )
+    return WeightsError(f"{message} (the setting that names these weights: {setting})")
+
+
+def find_weights(app: DemoApp, pipe: Pipeline, kinds: Sequence[str], report: ProgressFn, names: Sequence[str] = ()) -> None:
+    """The ``weights`` stage: resolve (find, or download when online) the checkpoints of the
+    pipeline's components of ``kinds`` (``names``: other components than the configured ones) that
+    have weights, once per component and settings for the app.
+
+    :raises WeightsError: naming the setting of the component whose weights are missing.
+    """
+    for i, kind in enumerate(kinds):
+        name = names[i] if i < len(names) and names[i] else getattr(pipe.config.pipeline, kind)
+        key = (kind, name, repr(pipe.component_config(kind, name)))
+        if key in app.weights_ready:
+            continue
+        component = pipe.component(kind, name)
+        if isinstance(component, Downloadable):
+            report("weights", 0, 0)
+            report(f"{kind.replace('_', ' ')} {name}", i, len(kinds))
+            try:
+                component.download()
+            except WeightsError as exc:
+                raise name_weights_setting(exc, weights_setting(pipe, kind, name)) from None
+        app.weights_ready.add(key)
+
+
+class _Reporter:
     """The pipeline's progress callback: forwards to the page, raises :class:`Cancelled` once the
-    session's Cancel was pressed (components call it often, so a cancel lands within a batch)."""
-    stage = ["starting"]
+    session's Cancel was pressed (components call it often, so a cancel lands within a batch).
 
-    def report(message: str, done: int, total: int) -> None:
-        if session.cancel.is_set():
-            kept = "the previous result is kept" if session.result is not None else "nothing was segmented"
-            raise Cancelled(
-                f"Cancelled after {time.perf_counter() - started:.1f} s, during {stage[0]}; {kept}. "
-                "Class names encoded before the cancel stay cached."
-            )
+    Each report says its stage: a component's own counted steps read ``"proposals: points 3/10 ·
+    about 4 s left"`` (the estimate from the stage's pace so far). :attr:`stage` is the stage
+    running (the last of :data:`STAGES` reported)."""
+
+    def __init__(self, session: Session, progress: ProgressFn | None, started: float) -> None:
+        self.session, self.progress, self.started = session, progress, started
+        self.stage = "starting"
+        self.stage_started = started
+
+    def __call__(self, message: str, done: int, total: int) -> None:
+        now = time.perf_counter()
+        if self.session.cancel.is_set():
+            raise Cancelled(cancelled_text(self.session, now - self.started, f"during {self.stage}"))
         if message in STAGES:
-            stage[0] = message
+            self.stage, self.stage_started = message, now
             message = STAGES[message]
-        if progress is not None:
-            progress(message, done, total)
+        else:
+            if self.stage in STAGES:
+                message = f"{self.stage}: {message}"
+            if total and f"{done}/{total}" not in message:
+                message = f"{message} {done}/{total}"
+            if total and 0 < done < total:
+                left = (now - self.stage_started) / done * (total - done)
+                message = f"{message} · about {max(1, round(left))} s left"
+        if self.progress is not None:
+            self.progress(message, done, total)
 
-    return report
+
+def cancelled_text(session: Session, elapsed: float, where: str, kept: str | None = None) -> str:
+    """The notice of a run stopped by Cancel: how long after the click it stopped, where, what is kept."""
+    if kept is None:
+        kept = "the previous result is kept" if session.result is not None else "nothing was segmented"
+    late = time.perf_counter() - session.cancel_at if session.cancel_at else 0.0
+    return (
+        f"Cancelled {late:.2f} s after you pressed Cancel ({elapsed:.1f} s into the run, {where}); {kept}. "
+        "Class names encoded before the cancel stay cached."
+    )
 
 
 def request_run(session: Session) -> None:
     """A Segment click, before the run is queued: forget an earlier Cancel, so that a Cancel
     pressed from now on (while the run waits in the queue, or runs) stops this run."""
     session.cancel.clear()
+    session.cancel_at = 0.0
     session.running = True
+    session.typed_applied = None
 
 
 def cancel(session: Session) -> None:
@@ -97,6 +193,7 @@ def cancel(session: Session) -> None:
     # The notice first: once the flag is set the run may stop at once and write its own "Cancelled
     # after ..." notice, which must not be overwritten by this one (the page then kept "Cancelling").
     session.notice = "Cancelling: the run stops at its next progress report."
+    session.cancel_at = time.perf_counter()
     session.cancel.set()
 
 
@@ -151,24 +248,35 @@ def _segment(app: DemoApp, session: Session, request: RunRequest, progress: Prog
     if session.image is None:
         raise InputError("No image: upload an image (or click one of the examples) first")
     started = time.perf_counter()
-    report = _reporter(session, progress, started)
+    report = _Reporter(session, progress, started)
     report("starting", 0, 0)  # a Cancel pressed while the run was queued stops it here
     with app.lock:
         pipe = app.pipeline_for(request.preset, request.tuning)
-        vocab = app.vocabulary_for(pipe, request)
-        names = sum(len(c.names) for c in vocab)
-        prompts = app.prompt_count(names, request.preset)
-
-        def encoding(message: str, done: int, total: int) -> None:
-            what = f"encoding {plural(total or names, 'class name')}" + (f" ({prompts} prompts)" if prompts else "")
-            report(f"{what} {done}/{total}" if total else what, done, total)
-
-        report(f"loading the classifier to encode {plural(names, 'class name')}", 0, 0)
-        t0 = time.perf_counter()
-        pipe.prepare_vocabulary(vocab, progress=encoding)
-        encode_s = time.perf_counter() - t0
-        run = pipe.segment_run(session.image.rgb, vocab, progress=report, source=f"<demo: {session.image.stem}>")
+        find_weights(app, pipe, ("proposal_generator", "classifier"), report)
+        try:
+            run, encode_s = _run(app, session, pipe, request, report)
+        except WeightsError as exc:
+            raise name_weights_setting(exc, weights_setting(pipe, STAGE_KINDS.get(report.stage, "classifier"))) from None
     _take(app, session, pipe, run, request, encode_s)
+
+
+def _run(app: DemoApp, session: Session, pipe: Pipeline, request: RunRequest, report: ProgressFn) -> tuple[SegmentationRun, float]:
+    """Encode the class names, then segment the session's image (under the app's lock)."""
+    assert session.image is not None
+    vocab = app.vocabulary_for(pipe, request)
+    names = sum(len(c.names) for c in vocab)
+    prompts = app.prompt_count(names, request.preset)
+
+    def encoding(message: str, done: int, total: int) -> None:
+        what = f"encoding {plural(total or names, 'class name')}" + (f" ({prompts} prompts)" if prompts else "")
+        report(f"{what} {done}/{total}" if total else what, done, total)
+
+    report(f"loading the classifier to encode {plural(names, 'class name')}", 0, 0)
+    t0 = time.perf_counter()
+    pipe.prepare_vocabulary(vocab, progress=encoding)
+    encode_s = time.perf_counter() - t0
+    run = pipe.segment_run(session.image.rgb, vocab, progress=report, source=f"<demo: {session.image.stem}>")
+    return run, encode_s
 
 
 def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, request: RunRequest, encode_s: float) -> None:
@@ -268,8 +376,9 @@ def _to_result(session: Session, x: float, y: float, display_size: tuple[int, in
 
 
 def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int]) -> None:
-    """A click at display pixel ``(x, y)``: select (or unselect) the segment there, or add a prompt
-    point or box corner and ask the proposal generator for the mask (:meth:`Pipeline.segment_prompt`).
+    """A click at display pixel ``(x, y)``: select the segment there (:data:`SELECT`: it alone;
+    :data:`SELECT_MANY`: add it to the selection, or take it out), or add a prompt point or box
+    corner and ask the proposal generator for the mask (:meth:`Pipeline.segment_prompt`).
 
     :raises InputError: no (current) result, a click outside the image, or a generator without prompts.
     """
@@ -277,17 +386,16 @@ def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display
     _need_result(session)
     assert session.result is not None and session.image is not None
     rx, ry = _to_result(session, x, y, display_size)
-    if mode == MODES[0]:
+    if mode in (SELECT, SELECT_MANY):
         sid = int(session.result.panoptic_map[int(ry), int(rx)])
         if sid == 0:
             session.notice = "No segment there (void): draw one with a point or box prompt."
             return
-        if sid in session.selected:
-            session.selected.remove(sid)
-        else:
-            session.selected.append(sid)
+        _choose(session, sid, mode == SELECT_MANY)
         return
-    if mode == MODES[3]:
+    if mode not in MODES:
+        raise InputError(f"a click on the image does one of: {', '.join(MODES)}; got {mode!r}")
+    if mode == BOX:
         if session.box_start is None or session.box is not None:
             session.clear_prompt()
             session.box_start = (rx, ry)
@@ -296,7 +404,7 @@ def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display
         (x0, y0), (x1, y1) = session.box_start, (rx, ry)
         session.box = (min(x0, x1) - 0.5, min(y0, y1) - 0.5, max(x0, x1) + 0.5, max(y0, y1) + 0.5)
     else:
-        session.points.append((rx, ry, 1 if mode == MODES[1] else 0))
+        session.points.append((rx, ry, 1 if mode == POSITIVE else 0))
     _predict(app, session)
 
 
@@ -314,7 +422,10 @@ def _predict(app: DemoApp, session: Session) -> None:
     pipe = app.pipeline_for(session.request.preset, session.request.tuning)
     t0 = time.perf_counter()
     with app.lock:
-        masks = pipe.segment_prompt(session.image.rgb, prompt)
+        try:
+            masks = pipe.segment_prompt(session.image.rgb, prompt)
+        except WeightsError as exc:
+            raise name_weights_setting(exc, weights_setting(pipe, "proposal_generator")) from None
     session.timings["prompt"] = time.perf_counter() - t0
     if len(masks) == 0:
         session.candidate = None
@@ -389,7 +500,7 @@ def relabel(app: DemoApp, session: Session, class_name: str, kind: str = "auto")
     session.push(f"relabel {plural(len(ids), 'segment')} to {vocab.by_id(category_id).name}", result)
     session.selected = list(dict.fromkeys(kept))
     session.download = None
-    session.notice = f"Relabelled {plural(len(ids), 'segment')} as {vocab.by_id(category_id).name}."
+    session.notice = f"Relabelled {plural(len(ids), 'segment')} as {vocab.by_id(category_id).name}: {_named(session, session.selected)}."
 
 
 def delete(app: DemoApp, session: Session) -> None:
@@ -397,13 +508,14 @@ def delete(app: DemoApp, session: Session) -> None:
     session.error = session.notice = ""
     ids = _selected(session)
     assert session.result is not None
+    named = _named(session, ids)
     result = session.result
     for sid in ids:
         result = delete_segment(result, sid)
     session.push(f"delete {plural(len(ids), 'segment')}", result)
     session.selected = []
     session.download = None
-    session.notice = f"Deleted {plural(len(ids), 'segment')} ({', '.join(map(str, ids))})."
+    session.notice = f"Deleted {plural(len(ids), 'segment')}: {named}."
 
 
 def merge(app: DemoApp, session: Session) -> None:
@@ -411,11 +523,12 @@ def merge(app: DemoApp, session: Session) -> None:
     session.error = session.notice = ""
     ids = _selected(session, 2)
     assert session.result is not None
+    named = _named(session, ids)
     result, sid = merge_segments(session.result, ids)
     session.push(f"merge {', '.join(map(str, ids))}", result)
     session.selected = [sid]
     session.download = None
-    session.notice = f"Merged segments {', '.join(map(str, ids))} into {sid}."
+    session.notice = f"Merged {named} into segment {sid}."
 
 
 def undo(app: DemoApp, session: Session) -> None:
@@ -432,17 +545,33 @@ def undo(app: DemoApp, session: Session) -> None:
     session.notice = f"Undone: {what}." if what else "Nothing to undo."
 
 
-def select(session: Session, segment_id: int) -> None:
-    """Toggle a segment's selection (a click in the table)."""
+def select(session: Session, segment_id: int, several: bool = False) -> None:
+    """A click on a table row: select that segment alone, or with ``several`` (the mode *select
+    several*) add it to the selection or take it out."""
     session.error = session.notice = ""
     if session.result is None:
         return
     if segment_id not in {s.id for s in session.result.segments}:
         raise InputError(f"no segment {segment_id} in the current result")
-    if segment_id in session.selected:
+    _choose(session, segment_id, several)
+
+
+def _choose(session: Session, segment_id: int, several: bool) -> None:
+    """Select ``segment_id`` alone (a click on a selected segment keeps it selected), or toggle it in
+    a selection of several."""
+    if not several:
+        session.selected = [segment_id]
+    elif segment_id in session.selected:
         session.selected.remove(segment_id)
     else:
         session.selected.append(segment_id)
+
+
+def _named(session: Session, ids: Sequence[int]) -> str:
+    """``"car #1 (id 1), sky (id 3)"``: segments by their labels and ids."""
+    assert session.result is not None
+    labels = segment_labels(session.result)
+    return ", ".join(f"{labels.get(i, '?')} (id {i})" for i in ids)
 
 
 def download(app: DemoApp, session: Session) -> Path | None:

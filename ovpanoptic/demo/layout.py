@@ -12,6 +12,7 @@ import html
 import logging
 import re
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -22,17 +23,29 @@ from . import handlers
 from .app import CUSTOM_VOCABULARY, DemoApp
 from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, plural, segment_colors, segment_labels, table_rows
 from .state import RunRequest, Session
+from .downloads import zip_contents
 from .video import MAX_DEMO_FRAMES, TRACK_HEADERS, segment_clip
 
-__all__ = ["CSS", "build_page", "page", "page_message"]
+__all__ = ["CSS", "JS", "build_page", "page", "page_message"]
 
 log = logging.getLogger(__name__)
+
+#: The page's script (run once when it loads): Enter in a number box applies it (the box loses
+#: focus, which makes Gradio send its value, as a click elsewhere does).
+JS = """
+() => {
+  document.addEventListener("keydown", (e) => {
+    const t = e.target;
+    if (e.key === "Enter" && t instanceof HTMLInputElement && t.type === "number") { t.blur(); }
+  }, true);
+}
+"""
 
 #: The page's style: a visible error box, disabled fields that look disabled, tables that scroll
 #: instead of being clipped on narrow windows.
 CSS = """
-#ovp-error { border: 2px solid #d33; background: #fff1f0; color: #7a1010; padding: 6px 12px; border-radius: 6px; }
-#ovp-error p { margin: 4px 0; }
+#ovp-error, #ovp-clip-error { border: 2px solid #d33; background: #fff1f0; color: #7a1010; padding: 6px 12px; border-radius: 6px; }
+#ovp-error p, #ovp-clip-error p { margin: 4px 0; }
 #ovp-status .ovp-stale { color: #9a5b00; font-weight: 600; }
 textarea:disabled, input:disabled { opacity: 0.55; cursor: not-allowed; background: #eee !important; }
 #ovp-table, .ovp-examples { overflow-x: auto; max-width: 100%; }
@@ -49,7 +62,7 @@ _VOCABULARY_FLAGS = (
 def page_message(exc: OvpanopticError) -> str:
     """The error's message, with CLI flag names replaced by the names of the page's fields."""
     message = str(exc)
-    if isinstance(exc, WeightsError) and "local checkpoint path" in message:
+    if isinstance(exc, WeightsError) and "local checkpoint path" in message and "--set" not in message:
         message += (
             ": restart the demo with it, e.g. --set \"classifier.clip.pretrained='/path/clip.pt'\" or "
             "--set \"proposal_generator.sam2.model='/path/sam2.pt'\" (`ovpanoptic presets interactive` lists the options)"
@@ -101,12 +114,36 @@ def _summary(session: Session) -> str:
             f"{result.image_size[1]} x {result.image_size[0]} px · {text(session.image.name)} · "
             f"{plural(len(vocab), 'class', 'classes')}{f' ({text(vocab.name)})' if vocab.name != 'custom' else ''}{undo}"
         )
+        if not result.segments and session.explanation:  # why, and what to move, right under the count
+            parts.append("\n".join(f"- {line}" for line in session.explanation))
     if session.notice:
         parts.append(text(session.notice))
     if session.selected and session.result is not None and not session.stale:
         labels = segment_labels(session.result)
-        parts.append("Selected: " + ", ".join(f"{text(labels.get(s, '?'))} (id {s})" for s in session.selected))
+        acts = "Relabel and Delete act on it" if len(session.selected) == 1 else "Relabel, Delete and Merge act on these"
+        parts.append(
+            "**Selected:** " + ", ".join(f"{text(labels.get(s, '?'))} (id {s})" for s in session.selected) + f" · {acts}"
+        )
     return "\n\n".join(parts)
+
+
+def _selection_buttons(session: Session) -> tuple[Any, Any, Any]:
+    """Relabel, Delete and Merge, labelled with what they act on (disabled without a selection)."""
+    result = None if session.stale else session.result
+    ids = [s for s in session.selected] if result is not None else []
+    labels = segment_labels(result) if result is not None else {}
+    if len(ids) == 1:
+        what = labels.get(ids[0], "selected")
+    elif ids:
+        what = plural(len(ids), "segment")
+    else:
+        what = "selected"
+    merge = f"Merge {plural(len(ids), 'segment')} (into {labels.get(ids[0], '?')})" if len(ids) >= 2 else "Merge selected"
+    return (
+        gr.update(value=f"Relabel {what}", interactive=bool(ids)),
+        gr.update(value=f"Delete {what}", interactive=bool(ids)),
+        gr.update(value=merge, interactive=len(ids) >= 2),
+    )
 
 
 def _timings(session: Session) -> str:
@@ -141,7 +178,7 @@ def _timings(session: Session) -> str:
 
 def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
     """The outputs of every event, from the session: error box, status, image, classes shown,
-    class menu, table, timings."""
+    class menu, table, timings, and the Relabel, Delete and Merge buttons."""
     error = gr.update(value=f"**Cannot do that.** {text(session.error)}" if session.error else "", visible=bool(session.error))
     view = None
     shown_update = gr.update(choices=[], value=[])
@@ -163,10 +200,10 @@ def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
             )
             shown_update = gr.update(choices=present, value=shown)
             class_update = gr.update(choices=[c.name for c in result.vocabulary])
-            rows = table_rows(result, labels)
+            rows = table_rows(result, labels, session.selected)
         else:
             view = display
-    return (error, _summary(session), view, shown_update, class_update, rows, _timings(session))
+    return (error, _summary(session), view, shown_update, class_update, rows, _timings(session), *_selection_buttons(session))
 
 
 def build_page(app: DemoApp) -> Any:
@@ -224,9 +261,6 @@ def build_page(app: DemoApp) -> Any:
                                 )
                                 for (kind, option), (label, lo, hi, step) in TUNABLE.items()
                             ]
-                        with gr.Row():
-                            run = gr.Button("Segment", variant="primary", elem_id="ovp-run")
-                            stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel")
                         if rows:
                             gr.Examples(
                                 examples=rows, inputs=[image, classes, stuff, things, vocabulary],
@@ -234,15 +268,23 @@ def build_page(app: DemoApp) -> Any:
                                 label="Examples (made by the project, CC0)", elem_id="ovp-examples",
                             )
                     with gr.Column(scale=3, min_width=360):
-                        # The image first: messages appearing below it never move what the user clicks on.
+                        # The run controls and the status by the result: above the fold at 1400x1000, the
+                        # progress of a run and the reason for an empty result next to what they concern.
+                        with gr.Row(elem_id="ovp-run-row"):
+                            run = gr.Button("Segment", variant="primary", elem_id="ovp-run", scale=3)
+                            stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel", interactive=False, size="sm", scale=1)
+                        error = gr.Markdown(visible=False, elem_id="ovp-error")
+                        status = gr.Markdown(elem_id="ovp-status")
+                        # The image below them: a message appearing never moves what the user clicks on.
                         view = gr.Image(
                             label="Panoptic segments", type="numpy", format="jpeg", interactive=False, elem_id="ovp-view",
                             buttons=["fullscreen"],
                         )
-                        error = gr.Markdown(visible=False, elem_id="ovp-error")
-                        status = gr.Markdown(elem_id="ovp-status")
                         with gr.Row():
-                            mode = gr.Radio(list(handlers.MODES), value=handlers.MODES[0], label="A click on the image will", elem_id="ovp-mode")
+                            mode = gr.Radio(
+                                [handlers.SELECT, handlers.SELECT_MANY, handlers.POSITIVE, handlers.NEGATIVE, handlers.BOX],
+                                value=handlers.SELECT, label="A click on the image will", elem_id="ovp-mode",
+                            )
                             opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="ovp-opacity")
                         with gr.Row():
                             klass = gr.Dropdown(
@@ -254,22 +296,23 @@ def build_page(app: DemoApp) -> Any:
                                 info="auto: stuff if it sounds like stuff (sky, floor), else a thing",
                             )
                             add = gr.Button("Add segment", elem_id="ovp-add")
-                            relabel = gr.Button("Relabel selected", elem_id="ovp-relabel")
+                            relabel = gr.Button("Relabel selected", elem_id="ovp-relabel", interactive=False)
                         with gr.Row():
-                            delete = gr.Button("Delete selected", elem_id="ovp-delete")
-                            merge = gr.Button("Merge selected", elem_id="ovp-merge")
+                            delete = gr.Button("Delete selected", elem_id="ovp-delete", interactive=False)
+                            merge = gr.Button("Merge selected", elem_id="ovp-merge", interactive=False)
                             undo = gr.Button("Undo", elem_id="ovp-undo")
                         shown = gr.CheckboxGroup(choices=[], label="Classes shown", elem_id="ovp-shown")
                         table = gr.Dataframe(
-                            headers=list(TABLE_HEADERS), datatype=["number", "str", "str", "str", "number", "number"],
-                            label="Segments (click a row to select it)", interactive=False, elem_id="ovp-table",
-                            column_widths=["7%", "24%", "20%", "16%", "15%", "18%"], wrap=True,
+                            headers=list(TABLE_HEADERS), datatype=["str", "number", "str", "str", "str", "number", "number"],
+                            label="Segments (click a row to select it; ✓ marks the selection)", interactive=False, elem_id="ovp-table",
+                            column_widths=["6%", "7%", "23%", "19%", "14%", "13%", "18%"], wrap=True,
                         )
                         timings = gr.Markdown(elem_id="ovp-timings")
                         download = gr.File(
-                            label="Download: image, COCO-panoptic PNG + JSON, COCO instances, overlay, segment table (zip)",
+                            label="Download (zip): image, COCO panoptic, COCO instances, Label Studio, CVAT, overlay, segment table",
                             interactive=False, elem_id="ovp-download",
                         )
+                        contents = gr.Markdown(elem_id="ovp-download-contents")
 
             with gr.Tab("Video", id="video", elem_id="ovp-video-tab"):
                 gr.Markdown(
@@ -292,8 +335,8 @@ def build_page(app: DemoApp) -> Any:
                             "hold: no model (use K = 1).",
                         )
                         with gr.Row():
-                            clip_run = gr.Button("Segment video", variant="primary", elem_id="ovp-clip-run")
-                            clip_stop = gr.Button("Cancel", variant="stop", elem_id="ovp-clip-cancel")
+                            clip_run = gr.Button("Segment video", variant="primary", elem_id="ovp-clip-run", scale=3)
+                            clip_stop = gr.Button("Cancel", variant="stop", elem_id="ovp-clip-cancel", interactive=False, size="sm", scale=1)
                     with gr.Column(scale=3, min_width=360):
                         clip_view = gr.Video(label="Tracked segments", interactive=False, elem_id="ovp-clip-view")
                         clip_error = gr.Markdown(visible=False, elem_id="ovp-clip-error")
@@ -306,7 +349,7 @@ def build_page(app: DemoApp) -> Any:
                             interactive=False, elem_id="ovp-clip-download",
                         )
 
-        outputs = [error, status, view, shown, klass, table, timings]
+        outputs = [error, status, view, shown, klass, table, timings, relabel, delete, merge]
         # A set of inputs: the handler gets one dict {component: value} (one slider per known option).
         inputs = {image, classes, stuff, things, vocabulary, preset, *sliders}
 
@@ -335,8 +378,11 @@ def build_page(app: DemoApp) -> Any:
                 for key in TUNABLE
             ]
 
-        def on_request(request: gr.Request) -> None:
+        def on_request(request: gr.Request) -> Any:
             handlers.request_run(session_of(request))
+            return gr.update(interactive=True)  # Cancel: active while the run waits or runs
+
+        idle = gr.update(interactive=False)  # Cancel once the run is over
 
         def on_segment(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             s = session_of(request)
@@ -349,7 +395,7 @@ def build_page(app: DemoApp) -> Any:
                 _guard(s, act)
             finally:
                 s.running = False
-            return page(app, s)
+            return (*page(app, s), idle)
 
         def download_of(s: Session) -> str | None:
             """The session's zip (written now if needed); a failure goes into the error box."""
@@ -365,14 +411,19 @@ def build_page(app: DemoApp) -> Any:
                 return None
             return str(path) if path is not None else None
 
-        def on_download(request: gr.Request) -> tuple[Any, Any]:
+        def on_download(request: gr.Request) -> tuple[Any, Any, Any]:
             s = session_of(request)
             path = download_of(s)
-            return path, page(app, s)[0]
+            return path, page(app, s)[0], zip_contents(Path(path)) if path else ""
 
         def on_retune(data: dict[Any, Any], request: gr.Request, progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
             s = session_of(request)
-            _guard(s, lambda: handlers.retune(app, s, request_of(data).tuning, report(progress)))
+            tuning, s.typed_applied, applied = request_of(data).tuning, None, s.typed_applied
+            if applied is not None and set(tuning) == set(applied):
+                # The box's own release of a value a correction already applied (it can reach the
+                # queue after the click that made the box lose focus): the page has moved on.
+                return page(app, s)
+            _guard(s, lambda: handlers.retune(app, s, tuning, report(progress)))
             return page(app, s)
 
         def on_image(image_v: Any, request: gr.Request) -> tuple[Any, ...]:
@@ -380,51 +431,58 @@ def build_page(app: DemoApp) -> Any:
             if image_v is None and s.refused_upload:
                 # The page clearing a refused upload: keep the message that says why.
                 s.refused_upload = False
-                return (*page(app, s), gr.update(), None)
+                return (*page(app, s), gr.update(), None, "")
             _guard(s, lambda: handlers.image_changed(app, s, image_v))
             s.refused_upload = bool(s.error) and s.image is None and image_v is not None
             if s.refused_upload or s.stale or s.result is None:
-                return (*page(app, s), gr.update(value=None) if s.refused_upload else gr.update(), None)
+                return (*page(app, s), gr.update(value=None) if s.refused_upload else gr.update(), None, "")
             # The image of the result is back: so is its download (written already, or now).
             path = download_of(s)
-            return (*page(app, s), gr.update(), path)
+            return (*page(app, s), gr.update(), path, zip_contents(Path(path)) if path else "")
 
-        def on_click(mode_v: str, evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
-            s = session_of(request)
+        # The corrections: each gets the threshold controls' values, so a value typed and not yet applied
+        # (the box still focused when the button was pressed) is applied first; all of them run in the
+        # model's queue, one at a time in the order they were sent, so the box's own "release" (sent as
+        # it loses focus, before the click) is never overtaken. They send the sliders back (an Undo of a
+        # threshold change moves them).
+        edit_inputs = {mode, klass, kind, *sliders}
+        edit_outputs = [*outputs, *sliders]
 
-            def act() -> None:
+        def apply_typed(s: Session, data: dict[Any, Any]) -> None:
+            if s.request is None or s.result is None or s.stale:
+                return
+            values = {key: data.get(slider) for key, slider in zip(TUNABLE, sliders)}
+            tuning = app.tuning_overrides(s.request.preset, values)
+            if set(tuning) != set(s.request.tuning):
+                handlers.retune(app, s, tuning)
+                s.typed_applied = tuning
+
+        def edit(fn: Callable[[Session, dict[Any, Any]], Any]) -> Callable[..., tuple[Any, ...]]:
+            def event(data: dict[Any, Any], request: gr.Request) -> tuple[Any, ...]:
+                s = session_of(request)
+
+                def act() -> None:
+                    apply_typed(s, data)
+                    fn(s, data)
+
+                _guard(s, act)
+                return (*page(app, s), *slider_values(s))
+
+            return event
+
+        def on_click(data: dict[Any, Any], evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            def act(s: Session, data: dict[Any, Any]) -> None:
                 x, y = evt.index[0], evt.index[1]
                 size = s.image.display.shape[:2] if s.image is not None else (1, 1)
-                handlers.click(app, s, float(x), float(y), mode_v, size)
+                handlers.click(app, s, float(x), float(y), data.get(mode) or handlers.SELECT, size)
 
-            _guard(s, act)
-            return page(app, s)
+            return edit(act)(data, request)
 
-        def on_row(evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
-            s = session_of(request)
-            _guard(s, lambda: handlers.select(s, int(evt.row_value[0])))
-            return page(app, s)
-
-        def simple(fn: Callable[[Session], Any]) -> Callable[..., tuple[Any, ...]]:
-            def event(request: gr.Request) -> tuple[Any, ...]:
-                s = session_of(request)
-                _guard(s, lambda: fn(s))
-                return page(app, s)
-
-            return event
-
-        def on_undo(request: gr.Request) -> tuple[Any, ...]:
-            s = session_of(request)
-            _guard(s, lambda: handlers.undo(app, s))
-            return (*page(app, s), *slider_values(s))
+        def on_row(data: dict[Any, Any], evt: gr.SelectData, request: gr.Request) -> tuple[Any, ...]:
+            return edit(lambda s, d: handlers.select(s, int(evt.row_value[1]), several=d.get(mode) == handlers.SELECT_MANY))(data, request)
 
         def with_class(fn: Callable[[Session, str, str], Any]) -> Callable[..., tuple[Any, ...]]:
-            def event(class_v: str, kind_v: str, request: gr.Request) -> tuple[Any, ...]:
-                s = session_of(request)
-                _guard(s, lambda: fn(s, class_v or "", kind_v or "auto"))
-                return page(app, s)
-
-            return event
+            return edit(lambda s, d: fn(s, d.get(klass) or "", d.get(kind) or "auto"))
 
         def on_view_options(opacity_v: float, shown_v: list[str], request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)
@@ -489,7 +547,7 @@ def build_page(app: DemoApp) -> Any:
             if (s.error, s.notice) != errors_before:
                 s.video_error, s.video_notice = s.error if s.error != errors_before[0] else "", s.notice if s.notice != errors_before[1] else ""
                 s.error, s.notice = errors_before
-            return clip_page(s)
+            return (*clip_page(s), idle)
 
         def on_clip_cancel(request: gr.Request) -> tuple[Any, ...]:
             s = session_of(request)
@@ -504,32 +562,33 @@ def build_page(app: DemoApp) -> Any:
         raw = {"preprocess": False}
         # A Segment first marks the run requested (not queued: at once), so a Cancel pressed while
         # it waits in the queue stops it too; then the run, then the download.
+        # The progress of a run shows in the status line only (not over every output).
         for trigger in (run.click, classes.submit, stuff.submit, things.submit):
-            trigger(on_request, None, None, queue=False, **private).then(
-                on_segment, inputs, outputs, **raw, **model, **private
-            ).then(on_download, None, [download, error], **private)
+            trigger(on_request, None, stop, queue=False, **private).then(
+                on_segment, inputs, [*outputs, stop], **raw, **model, **private, show_progress_on=[status]
+            ).then(on_download, None, [download, error, contents], **private)
         for slider in sliders:
-            slider.release(on_retune, inputs, outputs, **private, **model).then(on_download, None, [download, error], **private)
-        image.change(on_image, [image], [*outputs, image, download], queue=False, **raw, **private)
-        view.select(on_click, [mode], outputs, **private, **model)
-        table.select(on_row, None, outputs, **private)
-        for button, fn in ((delete, handlers.delete), (merge, handlers.merge)):
-            button.click(simple(lambda s, fn=fn: fn(app, s)), None, outputs, **private).then(
-                on_download, None, [download, error], **private
+            slider.release(on_retune, inputs, outputs, **private, **model, show_progress_on=[status]).then(on_download, None, [download, error, contents], **private)
+        image.change(on_image, [image], [*outputs, image, download, contents], queue=False, **raw, **private)
+        view.select(on_click, edit_inputs, edit_outputs, **private, **model)
+        table.select(on_row, edit_inputs, edit_outputs, **private, **model)
+        for button, fn in ((delete, handlers.delete), (merge, handlers.merge), (undo, handlers.undo)):
+            button.click(edit(lambda s, d, fn=fn: fn(app, s)), edit_inputs, edit_outputs, **private, **model).then(
+                on_download, None, [download, error, contents], **private
             )
-        undo.click(on_undo, None, [*outputs, *sliders], **private).then(on_download, None, [download, error], **private)
-        add.click(with_class(lambda s, c, k: handlers.accept(app, s, c, k)), [klass, kind], outputs, **private, **model).then(
-            on_download, None, [download, error], **private
+        add.click(with_class(lambda s, c, k: handlers.accept(app, s, c, k)), edit_inputs, edit_outputs, **private, **model).then(
+            on_download, None, [download, error, contents], **private
         )
-        relabel.click(with_class(lambda s, c, k: handlers.relabel(app, s, c, k)), [klass, kind], outputs, **private).then(
-            on_download, None, [download, error], **private
+        relabel.click(with_class(lambda s, c, k: handlers.relabel(app, s, c, k)), edit_inputs, edit_outputs, **private, **model).then(
+            on_download, None, [download, error, contents], **private
         )
         opacity.release(on_view_options, [opacity, shown], outputs, **private)
         shown.input(on_view_options, [opacity, shown], outputs, **private)
         vocabulary.input(on_vocabulary, vocabulary, [classes, stuff, things, vocabulary], queue=False, **private)
         stop.click(on_cancel, None, [error, status], queue=False, **private)
-        clip_run.click(on_request, None, None, queue=False, **private).then(
-            on_clip, [clip, clip_classes, clip_stuff, clip_k, clip_frames, clip_tracker, preset], clip_outputs, **model, **private
+        clip_run.click(on_request, None, clip_stop, queue=False, **private).then(
+            on_clip, [clip, clip_classes, clip_stuff, clip_k, clip_frames, clip_tracker, preset], [*clip_outputs, clip_stop],
+            **model, **private, show_progress_on=[clip_status],
         )
         clip_stop.click(on_clip_cancel, None, clip_outputs, queue=False, **private)
         preset.input(on_preset, preset, sliders, queue=False, **private)

@@ -27,8 +27,11 @@ __all__ = [
     "table_rows",
 ]
 
-#: Columns of the segment table (``id`` is the segment id of the COCO-panoptic PNG and JSON).
-TABLE_HEADERS: tuple[str, ...] = ("id", "segment", "class", "kind", "score", "area %")
+#: Columns of the segment table: a mark on the selected rows, then ``id`` (the segment id of the
+#: COCO-panoptic PNG and JSON), label, class, kind, score, area.
+TABLE_HEADERS: tuple[str, ...] = ("✓", "id", "segment", "class", "kind", "score", "area %")
+#: The mark of a selected row.
+SELECTED_MARK = "✓"
 #: Colour of the mask a prompt proposes (not yet a segment).
 CANDIDATE_RGB = (255, 215, 0)
 #: Colours of positive / negative clicks.
@@ -95,11 +98,12 @@ def nearest(panoptic_map: np.ndarray, height: int, width: int) -> np.ndarray:
     return panoptic_map[nearest_indices(height, h)[:, None], nearest_indices(width, w)[None, :]]
 
 
-def table_rows(result: PanopticResult, labels: Mapping[int, str]) -> list[list[Any]]:
-    """Rows of :data:`TABLE_HEADERS`, largest segment first."""
+def table_rows(result: PanopticResult, labels: Mapping[int, str], selected: Collection[int] = ()) -> list[list[Any]]:
+    """Rows of :data:`TABLE_HEADERS`, largest segment first; the ``selected`` ids marked."""
     total = float(result.image_size[0] * result.image_size[1])
     return [
         [
+            SELECTED_MARK if seg.id in selected else "",
             seg.id,
             labels[seg.id],
             result.category_of(seg).name,
@@ -139,6 +143,17 @@ def _boundaries(ids: np.ndarray) -> np.ndarray:
     edge[1:, :] |= dy
     edge[:-1, :] |= dy
     return edge
+
+
+def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
+    """``mask`` dilated by ``radius`` pixels (a square)."""
+    out = mask.copy()
+    h, w = mask.shape
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy or dx:
+                out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= mask[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
+    return out
 
 
 @lru_cache(maxsize=4)
@@ -209,8 +224,12 @@ def compose(
             edge = _boundaries(ids) & (alpha[ids] > 0)
             out[edge] = lut[ids][edge]
             if overlay.selected:
-                sel = _boundaries(np.isin(ids, overlay.selected)) & np.isin(ids, overlay.selected)
-                out[sel] = (255, 255, 255)
+                # A white band inside the selection's edge with a black one outside it: seen on any colour.
+                inside = np.isin(ids, overlay.selected)
+                edge = _boundaries(inside.astype(np.int8))
+                band = _grow(edge, max(1, min(h, w) // 240))
+                out[band & ~inside] = (0, 0, 0)
+                out[band & inside] = (255, 255, 255)
     if candidate is not None:
         cand = nearest(candidate.astype(np.uint8), h, w).astype(bool)
         out[cand] = out[cand] * 0.45 + np.array(CANDIDATE_RGB, np.float32) * 0.55

@@ -127,12 +127,17 @@ class Session:
     selected: list[int] = field(default_factory=list)
     shown: tuple[str, ...] | None = None
     opacity: float = 0.55
+    #: Thresholds typed into a box and applied by the correction clicked next (the box's own late
+    #: "release" of the same values is then ignored).
+    typed_applied: tuple[str, ...] | None = None
     error: str = ""
     #: The last upload was refused (the page clears it; that clearing keeps the error shown).
     refused_upload: bool = False
     notice: str = ""
     download: Path | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    #: When Cancel was pressed (``time.perf_counter()``; 0: not pressed).
+    cancel_at: float = 0.0
     #: The Video tab: its last result, error and notice (kept apart from the image's).
     video: VideoClip | None = None
     video_error: str = ""

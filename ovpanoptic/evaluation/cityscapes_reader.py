@@ -123,8 +123,9 @@ def read_cityscapes(
 ) -> PanopticAnnotations:
     """Read a Cityscapes gtFine folder: every ``*_gtFine_instanceIds.png`` below ``folder``.
 
-    :param folder: ``gtFine``, one split (``gtFine/val``) or one city folder; searched recursively,
-        images in path order (as ``convert2panoptic`` orders them).
+    :param folder: ``gtFine``, one split (``gtFine/val``) or one city folder, or an output folder of
+        the ``cityscapes`` exporter (``OUTDIR/instanceIds/gtFine/...``); searched recursively (hidden
+        folders left out), images in path order (as ``convert2panoptic`` orders them).
     :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
     :param max_pixels: a PNG with more pixels is refused from its header, before it is decoded
         (``None`` or 0: no limit).
@@ -138,9 +139,12 @@ def read_cityscapes(
     root = Path(folder)
     if not root.is_dir():
         raise EvaluationError(
-            f"{role} Cityscapes folder {root} does not exist (give the gtFine folder, or one split of it)"
+            f"{role} Cityscapes folder {root} does not exist (give the gtFine folder, one split of it, or the cityscapes export's folder)"
         )
-    files = sorted(root.rglob(f"*{CITYSCAPES_INSTANCE_IDS_SUFFIX}"))
+    # hidden folders (ovpanoptic's own .ovpanoptic/ working files) are not part of the layout
+    files = sorted(
+        f for f in root.rglob(f"*{CITYSCAPES_INSTANCE_IDS_SUFFIX}") if not any(d.startswith(".") for d in f.relative_to(root).parts[:-1])
+    )
     if not files:
         raise EvaluationError(
             f"{role} Cityscapes folder {root} holds no *{CITYSCAPES_INSTANCE_IDS_SUFFIX} files: give the gtFine "

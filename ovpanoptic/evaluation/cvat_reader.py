@@ -88,14 +88,21 @@ def _import_datumaro() -> tuple[Any, Any]:
 
 
 def _xml_path(path: str | Path) -> Path:
-    """The XML of a CVAT export given as the folder (``annotations.xml`` inside) or the file."""
+    """The XML of a CVAT export given as the folder or the file; a folder stands for its
+    ``annotations.xml``, else its one CVAT XML (Datumaro's ``default.xml``, ``val.xml``, ...),
+    beside or in ``annotations/`` (:func:`~.readers.cvat_file`)."""
+    from .readers import cvat_file
+
     path = Path(path)
     if path.is_dir():
-        xml = path / CVAT_XML_NAME
-        if not xml.is_file():
+        xml = cvat_file(path)
+        if xml is None:
             found = sorted(p.name for p in path.glob("*.xml"))
-            hint = f" (it has {', '.join(found[:5])}: pass that file)" if found else ""
-            raise EvaluationError(f"CVAT export folder {path} has no {CVAT_XML_NAME}{hint}")
+            hint = f" (it has {', '.join(found[:5])}, none with CVAT's <annotations> root)" if found else ""
+            raise EvaluationError(
+                f"CVAT export folder {path} has no {CVAT_XML_NAME} nor other CVAT XML (beside it or in annotations/){hint}: "
+                "pass the export's XML file"
+            )
         return xml
     if not path.is_file():
         raise EvaluationError(f"CVAT export {path} does not exist: pass the export folder or its {CVAT_XML_NAME}")

@@ -9,7 +9,9 @@ Formats (``ovpanoptic eval --gt-format/--pred-format``; ``auto`` detects them):
 ``cityscapes-panoptic``  Cityscapes' panoptic JSON (``cityscapes_panoptic_val.json``) or its folder
 ``cityscapes``           a Cityscapes ``gtFine`` folder (``*_gtFine_instanceIds.png``)
 ``label-studio``         a Label Studio JSON export (or ovpanoptic's ``label-studio.json``)
-``cvat``                 a CVAT for images 1.1 export (``annotations.xml`` or its folder)
+``cvat``                 a CVAT for images 1.1 export (``annotations.xml`` or its folder; in a folder
+                         also Datumaro's names, ``default.xml``, ``val.xml``, ...: the one XML with
+                         CVAT's ``<annotations>`` root, beside or in ``annotations/``)
 =======================  =======================================================================
 
 Label Studio and CVAT name classes without ids or a thing/stuff split (*name-only* formats): their
@@ -60,6 +62,40 @@ def _json_kind(path: Path) -> str | None:
     return None
 
 
+def _is_cvat_xml(path: Path) -> bool:
+    """Whether ``path`` is an XML file whose root element is CVAT's ``<annotations>``."""
+    from xml.etree import ElementTree
+
+    try:
+        with path.open("rb") as handle:
+            _, root = next(ElementTree.iterparse(handle, events=("start",)))
+    except (OSError, ElementTree.ParseError, StopIteration):
+        return False
+    return root.tag == "annotations"
+
+
+def cvat_file(folder: Path) -> Path | None:
+    """The CVAT XML a folder stands for, or ``None`` when it holds none.
+
+    ``annotations.xml`` (CVAT's and ovpanoptic's name), else the one XML with CVAT's
+    ``<annotations>`` root in the folder, else in its ``annotations/`` folder (Datumaro writes
+    ``default.xml``, ``val.xml``, ... one per subset).
+
+    :raises EvaluationError: several CVAT XML files where one is looked for (they are named).
+    """
+    if (folder / "annotations.xml").is_file():
+        return folder / "annotations.xml"
+    for where in (folder, folder / "annotations"):
+        found = sorted(x for x in where.glob("*.xml") if x.is_file() and _is_cvat_xml(x)) if where.is_dir() else []
+        if len(found) > 1:
+            raise EvaluationError(
+                f"{where} holds {len(found)} CVAT XML files ({', '.join(x.name for x in found)}): pass the file to read"
+            )
+        if found:
+            return found[0]
+    return None
+
+
 def detect_format(path: str | Path) -> str:
     """The annotation format of a file or folder (see the module docstring).
 
@@ -78,7 +114,7 @@ def detect_format(path: str | Path) -> str:
         # An ovpanoptic output folder may hold several exports: COCO panoptic first (ids, scores, crowd flags).
         if (p / "panoptic.json").is_file():
             kind = "coco-panoptic"
-        elif (p / "annotations.xml").is_file():
+        elif cvat_file(p) is not None:
             kind = "cvat"
         elif any(p.glob("cityscapes_panoptic_*.json")):
             kind = "cityscapes-panoptic"
@@ -99,6 +135,8 @@ def _resolve_file(path: Path, fmt: str) -> Path:
     if not path.is_dir():
         return path
     names = {"coco-panoptic": "panoptic.json", "label-studio": "label-studio.json", "cvat": "annotations.xml"}
+    if fmt == "cvat":
+        return cvat_file(path) or path / names[fmt]
     if fmt == "cityscapes-panoptic":
         found = sorted(path.glob("cityscapes_panoptic_*.json"))
         if len(found) != 1:

@@ -5,7 +5,8 @@
 * :mod:`.tracks`: track bookkeeping: Hungarian matching of keyframe detections to tracked objects,
   class votes, track ends, per-frame composition (:class:`~.tracks.TrackBook`);
 * :mod:`.run`: the loop, keyframes through the image pipeline and the frames between through the
-  configured tracker component (``register_trackers``; ``sam2-video`` is SAM 2's video predictor);
+  configured tracker component (``register_trackers``; ``flow``, the default, is optical flow;
+  ``sam2-video`` is SAM 2's video predictor);
 * :mod:`.output`: the resumable output folder (per-frame PNGs, one JSON, tracks table, overlay video).
 
 May import the core modules (pipeline, config, types, boundary, imageio, atomic, errors,
