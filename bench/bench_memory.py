@@ -10,6 +10,15 @@ Then it times each exporter's ``export()`` in-process on the same result at each
 disk) is run through the CLI to check that it is refused from its header, before any decoding.
 
     .venv/bin/python bench/bench_memory.py [--sizes 12,24,50] [--exporters coco-panoptic,coco-instances,overlay,summary]
+    .venv/bin/python bench/bench_memory.py --readme [--readme-size 1024x768]   # issue 25: the README command
+
+``--readme`` (issue 25) instead runs the README's command (``segment IMAGE --classes ... --stuff ...
+-o OUT``, ``default`` preset, its real SAM 2 and CLIP architectures at random initialisation from
+``bench/.weights``, as ``bench/run.py`` writes them) on the COCO fixture photo resized to
+``--readme-size``, each run in its own process: with a cold text cache and with a warm one, each
+with the text tower released after the vocabulary (today's default) and kept
+(``classifier.clip.keep_text_tower=true``, the behaviour before issue 25). Goal: peak RSS <= 2 GB.
+Results: ``bench/results/memory_readme.json``.
 
 The orchestrating process stays small (images are made and exports timed in worker processes):
 Linux records the spawning process's peak memory as the child's at ``exec`` (vfork), so a large
@@ -129,6 +138,63 @@ def run_worker(*args: str, env: dict[str, str]) -> Any:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+README_CLASSES = ("person, car, bus, bicycle, dog, sports ball", "grass, sky, road, tree, building")
+
+
+def readme_runs(size: str, weights: Path, out: Path) -> int:
+    """Peak RSS of the README command (see the module docstring)."""
+    from PIL import Image
+
+    sample = Path(os.environ.get("OVPANOPTIC_BENCH_SAMPLE", ROOT.parent / "shared" / "fixtures" / "coco_panoptic_sample"))
+    w, h = (int(v) for v in size.split("x"))
+    missing = [f for f in ("sam2.1_hiera_tiny.pt", "convnext_base_w.pt") if not (weights / f).is_file()]
+    if missing:
+        print(f"missing {missing} in {weights}: run bench/run.py once (it writes them)", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "load_average_at_start": [round(v, 2) for v in os.getloadavg()]},
+        "command": "segment IMAGE --classes ... --stuff ... -o OUT (default preset)", "size": size, "runs": {},
+    }
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        image = tmp / "photo.jpg"
+        Image.open(sample / "images" / "000000142238.jpg").convert("RGB").resize((w, h)).save(image, quality=92)
+        for cache in ("cold", "warm"):
+            for tower in ("released", "kept"):
+                cache_dir = tmp / f"cache-{tower}"
+                if cache == "cold" and cache_dir.exists():
+                    import shutil
+
+                    shutil.rmtree(cache_dir)
+                env = {**os.environ, "OVPANOPTIC_CACHE_DIR": str(cache_dir), "HF_HUB_OFFLINE": "1"}
+                cmd = [
+                    sys.executable, "-m", "ovpanoptic", "segment", str(image), "--classes", README_CLASSES[0],
+                    "--stuff", README_CLASSES[1], "-o", str(tmp / "out"), "--no-progress", "--overwrite",
+                    "--set", f"proposal_generator.sam2.model='{weights / 'sam2.1_hiera_tiny.pt'}'",
+                    "--set", f"classifier.clip.pretrained='{weights / 'convnext_base_w.pt'}'",
+                    "--set", f"classifier.clip.keep_text_tower={'true' if tower == 'kept' else 'false'}",
+                ]
+                start = time.perf_counter()
+                proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                _, status, usage = os.wait4(proc.pid, 0)
+                stderr = proc.stderr.read().decode()  # type: ignore[union-attr]
+                proc.stdout.close()  # type: ignore[union-attr]
+                proc.stderr.close()  # type: ignore[union-attr]
+                run = {
+                    "exit_code": os.waitstatus_to_exitcode(status),
+                    "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+                    "wall_s": round(time.perf_counter() - start, 2),
+                    "stderr_tail": stderr.strip().splitlines()[-2:],
+                }
+                results["runs"][f"{cache} cache, text tower {tower}"] = run
+                print(f"{cache} cache, text tower {tower}: exit {run['exit_code']}, peak {run['peak_rss_mb']:.0f} MB, {run['wall_s']} s", flush=True)
+    results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--worker"]:
@@ -138,7 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--exporters", default="coco-panoptic,coco-instances,overlay,summary")
     parser.add_argument("--runs", type=int, default=3, help="in-process export timings per exporter (median)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "memory.json")
+    parser.add_argument("--readme", action="store_true", help="issue 25: peak RSS of the README command instead")
+    parser.add_argument("--readme-size", default="1024x768", help="WIDTHxHEIGHT of the --readme photo")
+    parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights", help="random-init checkpoints (bench/run.py)")
     args = parser.parse_args(argv)
+    if args.readme:
+        out = args.out if args.out != ROOT / "bench" / "results" / "memory.json" else ROOT / "bench" / "results" / "memory_readme.json"
+        return readme_runs(args.readme_size, args.weights, out)
     sizes = [float(s) for s in args.sizes.split(",")]
     exporters = [e.strip() for e in args.exporters.split(",")]
     results: dict[str, Any] = {

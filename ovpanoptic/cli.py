@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[config_opts, engine_opts, plugin_opts],
         help="segment a video with ids that stay the same across frames",
         description="Segment a video file, a folder of frames or a glob of frames: keyframes go through the image "
-        "pipeline, the tracker (SAM 2's video predictor by default) carries the segments between them, and a thing "
+        "pipeline, the tracker (optical flow on a CPU, SAM 2's video predictor on CUDA: the device profile chooses) "
+        "carries the segments between them, and a thing "
         "keeps its id (its segment id in every frame's PNG) while it is tracked. Example: ovpanoptic segment-video "
         "clip.mp4 --classes \"person, forklift, pallet\" --stuff \"floor, shelf\" -o out/",
     )
@@ -1027,8 +1028,10 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if setting not in ("auto", "none"):
             profile = Pipeline(config, registry=registry).device_profile  # validated against the components
         data = config.to_dict()
+        if profile is not None and "tracker" not in config.stated and profile.pipeline.get("tracker"):
+            data["pipeline"]["tracker"] = profile.pipeline["tracker"]  # the profile's, as a run would use it
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
-            name = getattr(config.pipeline, kind)
+            name = data["pipeline"][kind]
             data.setdefault(kind, {})[name] = {}
         for name in config.pipeline.exporters:
             data.setdefault("exporter", {})[name] = {}

@@ -17,7 +17,9 @@ Device profiles (``configs/devices/NAME.toml``) hold the speed settings that sui
 (grid size, adaptive sampling, bfloat16). With ``pipeline.device_profile = "auto"`` the profile of
 the device ``pipeline.device`` resolves to is chosen (:attr:`ovpanoptic.device.DeviceInfo.profile`).
 A component's options are layered: its dataclass defaults, then the profile, then the preset or
-file, then ``--set``: anything a preset or ``--set`` states wins over the profile.
+file, then ``--set``: anything a preset or ``--set`` states wins over the profile. A profile's
+``[pipeline]`` may set ``pipeline.tracker`` only (the CUDA profiles choose ``sam2-video``), under the
+same rule: a tracker the preset, file, ``--set`` or ``--tracker`` names wins.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "Config",
     "DeviceProfile",
     "check_component_tables",
+    "PROFILE_PIPELINE_KEYS",
     "PipelineSettings",
     "build_dataclass",
     "describe_fields",
@@ -381,6 +384,10 @@ def list_device_profiles() -> dict[str, Path]:
     return profiles
 
 
+#: The ``[pipeline]`` keys a device profile may set (under the preset: a stated value wins).
+PROFILE_PIPELINE_KEYS = ("tracker",)
+
+
 @dataclass(frozen=True)
 class DeviceProfile:
     """Speed defaults for one kind of device: component tables applied under the preset's.
@@ -389,12 +396,15 @@ class DeviceProfile:
     :param source: the file it was read from.
     :param tables: ``{kind: {component: {option: value}}}``, as in a preset.
     :param reason: why this profile was chosen (the device, its bf16 support), for ``-v``.
+    :param pipeline: its ``[pipeline]`` settings: only :data:`PROFILE_PIPELINE_KEYS` (``tracker``),
+        used where the config does not state them.
     """
 
     name: str
     source: str
     tables: Mapping[str, Mapping[str, Mapping[str, Any]]]
     reason: str = ""
+    pipeline: Mapping[str, Any] = field(default_factory=dict)
 
     def table(self, kind: str, name: str) -> Mapping[str, Any]:
         """The profile's options of one component (empty when it has none)."""
@@ -404,19 +414,24 @@ class DeviceProfile:
 def load_device_profile(spec: str | Path, reason: str = "") -> DeviceProfile:
     """Read a device profile by name (:func:`list_device_profiles`) or path.
 
-    :raises ConfigError: no such profile, unreadable TOML, a ``[pipeline]`` section (profiles set
-        component options only), or an unknown section.
+    :raises ConfigError: no such profile, unreadable TOML, a ``[pipeline]`` key other than
+        :data:`PROFILE_PIPELINE_KEYS` or an invalid value there, or an unknown section.
     """
     path = _find_toml(str(spec), list_device_profiles(), "device profile", "pipeline.device_profile", "'auto', 'none' or ")
     data = _read_toml(path, "device profile")
-    if "pipeline" in data:
-        raise ConfigError(
-            f"device profile {path} has a [pipeline] section: profiles set component options only "
-            "(e.g. [proposal_generator.sam2]); put pipeline settings in a preset"
-        )
     _check_sections(data, str(path))
+    pipeline = dict(data.get("pipeline", {}))
+    for key in pipeline:
+        if key not in PROFILE_PIPELINE_KEYS:
+            close = difflib.get_close_matches(key, PROFILE_PIPELINE_KEYS, n=1)
+            hint = f"Did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(
+                f"device profile {path}: [pipeline] key {key!r} cannot be set by a device profile. {hint}"
+                f"A profile's [pipeline] may set only {', '.join(PROFILE_PIPELINE_KEYS)}; put other pipeline settings in a preset"
+            )
+    build_dataclass(PipelineSettings, pipeline, f"pipeline (device profile {path})")  # the values' types and checks
     tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS if kind in data}
-    return DeviceProfile(name=path.stem, source=str(path), tables=tables, reason=reason)
+    return DeviceProfile(name=path.stem, source=str(path), tables=tables, reason=reason, pipeline=pipeline)
 
 
 def parse_override(text: str) -> tuple[tuple[str, ...], Any]:
@@ -471,6 +486,9 @@ class Config:
     pipeline: PipelineSettings = field(default_factory=PipelineSettings)
     tables: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
     source: str = "(defaults)"
+    #: The ``[pipeline]`` keys the preset, file or ``--set`` states (the others are defaults, which
+    #: a device profile's ``[pipeline]`` may replace: :data:`PROFILE_PIPELINE_KEYS`).
+    stated: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "(dict)") -> Config:
@@ -478,7 +496,7 @@ class Config:
         _check_sections(data, source)
         pipeline = build_dataclass(PipelineSettings, data.get("pipeline", {}), "pipeline")
         tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS}
-        return cls(pipeline=pipeline, tables=tables, source=source)
+        return cls(pipeline=pipeline, tables=tables, source=source, stated=frozenset(data.get("pipeline", {})))
 
     def to_dict(self) -> dict[str, Any]:
         """The config as a nested dict (pipeline settings expanded, tables as given)."""
@@ -491,7 +509,7 @@ class Config:
     def with_overrides(self, overrides: Sequence[str]) -> Config:
         """Apply ``--set`` overrides (``pipeline.KEY=V`` or ``KIND.NAME.KEY=V``)."""
         data: dict[str, Any] = {"pipeline": {}}
-        raw_pipeline = {k: v for k, v in dataclasses.asdict(self.pipeline).items()}
+        raw_pipeline = {k: v for k, v in dataclasses.asdict(self.pipeline).items() if k in self.stated}
         for text in overrides:
             parts, value = parse_override(text)
             if parts[0] == "pipeline":

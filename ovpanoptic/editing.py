@@ -1,5 +1,5 @@
 """Corrections of a panoptic result, as a labelling tool makes them: add a segment from a mask,
-relabel, delete, merge.
+relabel, delete, merge, and brush or erase pixels of a segment.
 
 Every function is pure: it takes a :class:`~ovpanoptic.types.PanopticResult` and returns a new
 one (validated by its constructor), so an editor keeps the old results for undo. The rules are
@@ -27,7 +27,16 @@ from .errors import InputError
 from .types import Category, PanopticResult, Vocabulary, normalize_name, size_text
 from .vocabulary import StuffLexicon
 
-__all__ = ["CORRECTED_SCORE", "add_category", "add_segment", "delete_segment", "merge_segments", "relabel_segment"]
+__all__ = [
+    "CORRECTED_SCORE",
+    "add_category",
+    "add_segment",
+    "delete_segment",
+    "erase_segment",
+    "merge_segments",
+    "paint_segment",
+    "relabel_segment",
+]
 
 #: Score of a segment a person drew or relabelled.
 CORRECTED_SCORE = 1.0
@@ -139,6 +148,42 @@ def relabel_segment(
         del labels[segment_id]
     labels[target] = (cat.id, CORRECTED_SCORE)
     return PanopticResult.from_map(panoptic_map, labels, vocab, result.timings), target
+
+
+def _brush_mask(result: PanopticResult, mask: np.ndarray) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.shape != result.image_size or mask.dtype != bool:
+        raise InputError(
+            f"the brush mask must be a bool array of the result's size, {size_text(result.image_size)} (width x height); "
+            f"got {mask.dtype} of shape {mask.shape}"
+        )
+    return mask
+
+
+def paint_segment(result: PanopticResult, segment_id: int, mask: np.ndarray) -> PanopticResult:
+    """A brush stroke: the pixels of ``mask`` join segment ``segment_id`` (taken from whatever held
+    them; a segment left without pixels is gone). The segment keeps its class and score.
+
+    :raises InputError: unknown segment, or a mask of another size.
+    """
+    _segment(result, segment_id)
+    mask = _brush_mask(result, mask)
+    panoptic_map = np.array(result.panoptic_map, dtype=np.int32)
+    panoptic_map[mask] = segment_id
+    return PanopticResult.from_map(panoptic_map, _labels(result), result.vocabulary, result.timings)
+
+
+def erase_segment(result: PanopticResult, segment_id: int, mask: np.ndarray) -> PanopticResult:
+    """An eraser stroke: the pixels of segment ``segment_id`` under ``mask`` become void; other
+    segments' pixels stay (a segment erased entirely is gone).
+
+    :raises InputError: unknown segment, or a mask of another size.
+    """
+    _segment(result, segment_id)
+    mask = _brush_mask(result, mask)
+    panoptic_map = np.array(result.panoptic_map, dtype=np.int32)
+    panoptic_map[mask & (panoptic_map == segment_id)] = VOID_ID
+    return PanopticResult.from_map(panoptic_map, _labels(result), result.vocabulary, result.timings)
 
 
 def delete_segment(result: PanopticResult, segment_id: int) -> PanopticResult:

@@ -183,6 +183,24 @@ class Pipeline:
             self._check_profile(self._profile)
         return self._profile
 
+    @property
+    def tracker(self) -> str:
+        """The video tracker's name: ``pipeline.tracker`` where the config states it (preset, file,
+        ``--set``, ``--tracker``), else the device profile's ``[pipeline] tracker`` if it has one
+        (the CUDA profiles: ``sam2-video``), else the default (``flow``).
+
+        :raises ConfigError: the device profile does not exist or is invalid.
+        """
+        settings = self.config.pipeline
+        if "tracker" in self.config.stated or settings.device_profile.strip() == "none":
+            return settings.tracker
+        profile = self.device_profile
+        chosen = profile.pipeline.get("tracker") if profile is not None else None
+        if chosen:
+            log.info("pipeline.tracker = %r from device profile %r (%s)", chosen, profile.name, profile.source)
+            return str(chosen)
+        return settings.tracker
+
     def _check_profile(self, profile: DeviceProfile) -> None:
         """A profile's component names must be registered (or far from any registered name, like
         a preset's tables for plugins not installed here), and its options valid.
@@ -256,7 +274,8 @@ class Pipeline:
         self._checked = True
 
     def component(self, kind: str, name: str | None = None) -> Any:
-        """The component of ``kind`` (the configured one unless ``name`` is given), created once.
+        """The component of ``kind`` (the configured one unless ``name`` is given; the tracker:
+        :attr:`tracker`), created once.
 
         Built through its registered factory and validated config (see
         :func:`ovpanoptic.boundary.build_component`).
@@ -270,7 +289,7 @@ class Pipeline:
         if name is None:
             if kind in ("exporter", "refiner"):
                 raise ValueError(f"{kind}s are chosen by name: component({kind!r}, NAME)")
-            name = getattr(self.config.pipeline, kind)
+            name = self.tracker if kind == "tracker" else getattr(self.config.pipeline, kind)
         key = (kind, name)
         if key not in self._components:
             spec = self.registry.component(kind, name)
@@ -369,7 +388,7 @@ class Pipeline:
         return vocabulary
 
     def _target(self, kind: str, name: str | None = None) -> boundary.Target:
-        spec = self.registry.component(kind, name or getattr(self.config.pipeline, kind))
+        spec = self.registry.component(kind, name or (self.tracker if kind == "tracker" else getattr(self.config.pipeline, kind)))
         return self.registry.target(spec)
 
     def vocabulary(
@@ -568,7 +587,7 @@ class Pipeline:
         """Segment a video with ids that stay the same across frames (see :mod:`ovpanoptic.video`).
 
         Keyframes (every ``keyframe_every``-th processed frame) go through :meth:`segment_run`; the
-        tracker component (``pipeline.tracker``, or ``tracker``) carries their segments through the
+        tracker component (``tracker``, else :attr:`tracker`) carries their segments through the
         frames between; keyframe detections continue the tracks they overlap by at least
         ``match_iou`` (Hungarian assignment). Frames are decoded one at a time.
 

@@ -273,3 +273,73 @@ def test_nan_pixels_and_int32_images_name_their_problem(tmp_path):
     Image.fromarray(np.full((4, 4), 70000, np.int32), mode="I").save(tmp_path / "big.tif")
     with pytest.raises(InputError, match="this int32 image has 70000..70000"):
         read_image(tmp_path / "big.tif")
+
+
+def _batch_files(out: Path) -> dict[str, bytes]:
+    """Every file of a batch folder; the manifest and summaries without their stage timings
+    (seconds differ between any two runs)."""
+    files = {}
+    for path in sorted(p for p in out.rglob("*") if p.is_file() and ".lock" not in p.name):
+        data = path.read_bytes()
+        if path.name == MANIFEST:
+            lines = [json.loads(line) for line in data.decode().splitlines()]
+            for line in lines:
+                line.pop("timings", None)
+                for key in [k for k in line if "time" in k or k in ("created", "started", "pid", "host")]:
+                    line.pop(key)
+            data = json.dumps(lines, sort_keys=True).encode()
+        elif path.name.endswith(".summary.json"):
+            summary = json.loads(data)
+            assert summary.pop("timings")
+            data = json.dumps(summary, sort_keys=True).encode()
+        files[str(path.relative_to(out))] = data
+    return files
+
+
+def test_overlapped_batch_writes_the_sequential_files_byte_for_byte(tmp_path):
+    """Reading ahead and exporting behind (the local engine's default) changes no byte: the
+    images' files, the combined files and the manifest's records (in input order) are those of
+    the sequential order, with an unreadable image and a skipped one among them."""
+    from ovpanoptic.engines.local import run_local
+    from ovpanoptic.pipeline import Pipeline
+    from ovpanoptic.testing import FakeComponentsPlugin, registry_with
+
+    data = images(tmp_path / "in", 7)
+    (data / "img003.png").write_bytes(b"not an image")
+    inputs = sorted(data.iterdir())
+    formats = ["coco-panoptic", "overlay", "summary"]
+    folders = {}
+    for overlap in (False, True):
+        pipe = Pipeline(overrides=list(FAKE_OVERRIDES[:3]), device="cpu", registry=registry_with(FakeComponentsPlugin()))
+        vocabulary = pipe.vocabulary("person, car, road")
+        pipe.build_components(formats)
+        out = tmp_path / f"out-{overlap}"
+        run_local(pipe, vocabulary, inputs[:2], out, formats, overlap=overlap)  # a resumed folder: 2 skipped
+        seen = []
+        report = run_local(pipe, vocabulary, inputs, out, formats, overlap=overlap, on_image=lambda o: seen.append((o.path.name, o.status)))
+        assert seen == [(p.name, "skipped" if i < 2 else "failed" if p.name == "img003.png" else "done") for i, p in enumerate(inputs)]
+        assert report.done == 4 and len(report.failed) == 1
+        folders[overlap] = _batch_files(out)
+    assert list(folders[True]) == list(folders[False])
+    for name, content in folders[False].items():
+        assert folders[True][name] == content, name
+    assert len(folders[True]) >= 3 * 6
+
+
+def test_an_overlapped_batch_stopped_early_records_only_exported_images(tmp_path, capsys, monkeypatch):
+    """A full disk at the second export stops the batch: the image segmented ahead is not
+    written or recorded (test_a_full_disk_stops_the_batch_with_a_clear_message checks the message)."""
+    import ovpanoptic.pipeline as pipeline_module
+    from ovpanoptic.plugins import Registry, make_plugin_manager
+    from ovpanoptic.testing import FakeComponentsPlugin
+
+    monkeypatch.setattr(
+        pipeline_module.Registry, "create",
+        lambda disable=(), **kw: Registry(make_plugin_manager(disable, plugins=[("fakes", FakeComponentsPlugin()), ("full", DiskFull())], env={})),
+    )
+    DiskFullOnSecond.calls = 0
+    out = tmp_path / "out"
+    assert segment(str(images(tmp_path / "in", 5)), "-o", str(out), "--format", "disk-full") == 1
+    assert outputs(out) == ["img000.fake.json"]
+    records = [r for line in (out / MANIFEST).read_text().splitlines() if "status" in (r := json.loads(line))]
+    assert [(Path(r["input"]).name, r["status"]) for r in records] == [("img000.png", "done")]

@@ -607,7 +607,7 @@ def test_towers_that_are_not_causal_or_pool_elsewhere_run_the_full_context(check
     model.encode_text = lambda t, *a, **k: lengths.append(t.shape[1]) or original(t, *a, **k)
     trimmed = clf._encode_text(["a red square"])
     assert lengths == []
-    clf._loaded = dataclasses.replace(clf._state(), text_tower=None)
+    clf._text = dataclasses.replace(clf._text, tower=None)
     np.testing.assert_allclose(clf._encode_text(["a red square"]), trimmed, atol=2e-5)
     assert lengths == [clf._state().tokenizer.context_length]
 
@@ -727,3 +727,82 @@ def test_scores_carry_the_proposals_image_features_for_reidentification(checkpoi
     assert checked.embeddings is not None and np.array_equal(checked.embeddings, scores.embeddings)
     with pytest.raises(ValueError, match=r"ClassScores.embeddings must be None or an \(3, D\) float32 array, got \(2, 4\) float32"):
         ClassScores(scores.logits, scores.probs, scores.category_ids, embeddings=np.zeros((2, 4), np.float32))
+
+
+# -- the text tower: loaded only for names the cache lacks, released after ------------------------
+
+
+def _text_parameters(model) -> int:
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith(("visual.", "logit_")))
+
+
+def test_text_tower_is_released_after_the_vocabulary_and_reloaded_only_for_new_names(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path)
+    model = clf.load()
+    assert _text_parameters(model) > 0 and clf.text_tower_loaded
+    before = clf.text_embeddings(list(vocab("cat", "dog").categories)).copy()
+    clf.prepare_vocabulary(vocab("cat", "dog"))
+    assert not clf.text_tower_loaded
+    assert _text_parameters(model) == 0  # the image model no longer holds the text tower
+    image, proposals = make_shapes_image(), shapes_proposals()
+    features = clf.prepare(image, proposals)
+    calls = count_text_prompts(clf)
+    scores = clf.score(features, vocab("cat", "dog"))  # cached names: the tower stays released
+    assert calls == [] and not clf.text_tower_loaded
+    assert scores.probs.shape == (3, 2)
+    clf.prepare_vocabulary(vocab("cat", "dog"))  # a new process's cached vocabulary: nothing loads
+    assert not clf.text_tower_loaded
+
+    # A name the cache lacks loads the tower again, from the checkpoint: the same embeddings.
+    fresh = make_classifier(checkpoints, tmp_path / "other-cache")
+    expected = fresh.text_embeddings(list(vocab("red square", "cat").categories))
+    clf.prepare_vocabulary(vocab("red square", "cat"))
+    assert calls == [1] * 7  # one new name, one call per short template
+    assert not clf.text_tower_loaded  # released again
+    # (fresh encoded both names in one batch: batch composition moves float rounding only)
+    np.testing.assert_allclose(clf.text_embeddings(list(vocab("red square", "cat").categories)), expected, atol=1e-6)
+    np.testing.assert_array_equal(clf.text_embeddings(list(vocab("cat", "dog").categories)), before)
+    np.testing.assert_allclose(clf.score(features, vocab("cat", "dog")).probs, scores.probs, rtol=0, atol=0)
+
+
+def test_keep_text_tower_keeps_it(checkpoints, tmp_path):
+    clf = make_classifier(checkpoints, tmp_path, keep_text_tower=True)
+    clf.prepare_vocabulary(vocab("cat"))
+    assert clf.text_tower_loaded and _text_parameters(clf.load()) > 0
+
+
+def test_interactive_preset_keeps_the_text_tower_and_batch_presets_release_it():
+    spec = registry_with(FakeComponentsPlugin()).component("classifier", "clip")
+    for preset, keep in (("interactive", True), ("default", False), ("cpu-fast", False)):
+        assert load_config(preset).component_config(spec).keep_text_tower is keep
+
+
+@pytest.mark.parametrize("arch", [VIT, CONVNEXT, RESNET])
+def test_shared_template_start_and_length_groups_give_the_full_context_embeddings(checkpoints, tmp_path, arch):
+    """One template's prompts share their start ("a photo of a"), computed once; rows of each
+    length run together: the same embeddings as the model's encode_text on the full context."""
+    from ovpanoptic.builtins.clip.text_tower import causal_text_tower, encode_trimmed
+
+    clf = make_classifier(checkpoints, tmp_path, arch, mode="crop")
+    model = clf.load()
+    tower = causal_text_tower(model)
+    names = ["cat", "fire hydrant", "traffic light near a wall", "tv", "wall-other-merged", "person"]
+    for template in ("a photo of a small {}.", "there is a {} in the scene.", "{}"):
+        tokens = clf._state().tokenizer([template.format(n) for n in names])
+        with torch.inference_mode():
+            torch.testing.assert_close(encode_trimmed(tower, tokens), model.encode_text(tokens), atol=2e-5, rtol=1e-5)
+
+
+def test_cold_vocabulary_embeddings_are_unchanged_by_template_batches(checkpoints, tmp_path):
+    """Embeddings as the cache held them before (each prompt on the full context, templates
+    averaged) to 2e-5."""
+    clf = make_classifier(checkpoints, tmp_path, VIT, templates="short", text_cache=False)
+    names = ["cat", "fire hydrant", "tv", "wall-other-merged", "person", "sky"]
+    got = clf._state().text.names(names)
+    model = clf.load()
+    with torch.inference_mode():
+        full = model.encode_text(clf._state().tokenizer([t.format(n) for n in names for t in clf.templates])).numpy()
+    full /= np.linalg.norm(full, axis=1, keepdims=True)
+    expected = full.reshape(len(names), len(clf.templates), -1).sum(axis=1)
+    expected /= np.linalg.norm(expected, axis=1, keepdims=True)
+    np.testing.assert_allclose(got, expected, atol=2e-5, rtol=0)

@@ -64,7 +64,7 @@ def test_cvat_xml_imports_in_datumaro_pixel_for_pixel(tmp_path):
     result = tiny_result()
     out = tmp_path / "out"
     export(CvatExporter(CvatConfig()), result, out, ["000001"])
-    root = ET.parse(out / "annotations.xml").getroot()
+    root = ET.parse(out / "cvat" / "annotations.xml").getroot()
     assert root.findtext("version") == "1.1"
     labels = root.findall("meta/task/labels/label")
     assert [label.findtext("name") for label in labels] == ["person", ODD, "grass"]
@@ -79,16 +79,15 @@ def test_cvat_xml_imports_in_datumaro_pixel_for_pixel(tmp_path):
     assert [(m.get("source"), m.get("occluded"), m.get("z_order")) for m in masks] == [("auto", "0", "1")] * 3 + [("auto", "0", "0")]
     assert masks[0].get("rle").startswith("0, ")  # first box pixel is the mask's
     assert (masks[1].get("left"), masks[1].get("top"), masks[1].get("width"), masks[1].get("height")) == ("12", "3", "3", "7")
-    text = (out / "annotations.xml").read_text("utf-8")
+    text = (out / "cvat" / "annotations.xml").read_text("utf-8")
     assert 'label="a &amp; &lt;b&gt; &quot;c&quot;"' in text and "<name>a &amp; &lt;b&gt; \"c\"</name>" in text
 
-    # Datumaro's CVAT importer wants the images beside the XML, as in CVAT's export with images.
-    (out / "images").mkdir()
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(out / "images" / "000001.jpg")
-    dataset = dm.Dataset.import_from(str(out), "cvat")
+    # The folder is CVAT's export with images, as written: Datumaro's CVAT importer takes it.
+    assert sorted(p.relative_to(out / "cvat").as_posix() for p in (out / "cvat").rglob("*")) == ["annotations.xml", "images", "images/000001.jpg"]
+    dataset = dm.Dataset.import_from(str(out / "cvat"), "cvat")
     names = dataset.categories()[dm.AnnotationType.label]
     (item,) = list(dataset)
-    assert (item.id, item.media.size) == ("000001", (24, 32))
+    assert (item.id, item.media.size, item.media.data.shape) == ("000001", (24, 32), (24, 32, 3))
     assert len(item.annotations) == len(result.segments) == 4
     for annotation, segment in zip(item.annotations, result.segments):
         assert annotation.type == dm.AnnotationType.mask
@@ -142,17 +141,20 @@ def test_finish_follows_stems_and_reports_a_missing_part(tmp_path):
     for stem in ("b", "a", "c"):
         exporter.export(result, image, tmp_path, stem)
     exporter.finish(tmp_path, ["b", "a"])
-    images = ET.parse(tmp_path / "annotations.xml").getroot().findall("image")
+    assert sorted(p.name for p in (tmp_path / "cvat" / "images" / "train").iterdir()) == ["a.png", "b.png", "c.png"]
+    with Image.open(tmp_path / "cvat" / "images" / "train" / "a.png") as written:  # lossless: the pixels as given
+        assert (written.format, written.size) == ("PNG", (32, 24)) and not np.asarray(written).any()
+    images = ET.parse(tmp_path / "cvat" / "annotations.xml").getroot().findall("image")
     assert [(i.get("id"), i.get("name")) for i in images] == [("0", "train/b.png"), ("1", "train/a.png")]
     exporter.finish(tmp_path, None)  # every part, by name
-    images = ET.parse(tmp_path / "annotations.xml").getroot().findall("image")
+    images = ET.parse(tmp_path / "cvat" / "annotations.xml").getroot().findall("image")
     assert [i.get("name") for i in images] == ["train/a.png", "train/b.png", "train/c.png"]
-    assert ET.parse(tmp_path / "annotations.xml").getroot().findtext("meta/task/size") == "3"
-    (tmp_path / ".ovpanoptic" / "annotations.xml.parts" / "a.json").unlink()
-    before = (tmp_path / "annotations.xml").read_bytes()
+    assert ET.parse(tmp_path / "cvat" / "annotations.xml").getroot().findtext("meta/task/size") == "3"
+    (tmp_path / ".ovpanoptic" / "cvat.annotations.xml.parts" / "a.json").unlink()
+    before = (tmp_path / "cvat" / "annotations.xml").read_bytes()
     with pytest.raises(ExportError, match=r"a\.json is missing: run the batch again to redo image 'a'"):
         exporter.finish(tmp_path, ["b", "a"])
-    assert (tmp_path / "annotations.xml").read_bytes() == before
+    assert (tmp_path / "cvat" / "annotations.xml").read_bytes() == before
     exporter.export(result, image, tmp_path, "a")  # the resumed batch redoes it
     assert len(exporter.finish(tmp_path, ["b", "a"])) == 1
     assert not list(tmp_path.rglob("*.tmp"))
@@ -179,11 +181,19 @@ def test_another_vocabulary_is_refused(tmp_path):
         ({"image_name": "{stem"}, "not a valid template"),
         ({"label_type": "polygon"}, "label_type must be one of mask, any"),
         ({"xml_name": "a/b.xml"}, "plain file or folder name"),
+        ({"folder": "../cvat"}, "folder '../cvat' must be a plain file or folder name"),
+        ({"image_name": "{stem}"}, r"image_name '\{stem\}' must end with an image extension .*\.jpg, \.jpeg, \.png.*or set images = false"),
     ],
 )
 def test_config_is_checked(options, message):
     with pytest.raises(ValueError, match=message):
         CvatConfig(**options)
+    assert CvatConfig(image_name="{stem}", images=False).image_name == "{stem}"  # the XML alone: any name
+
+
+def test_images_false_writes_the_xml_alone(tmp_path):
+    export(CvatExporter(CvatConfig(images=False)), tiny_result(), tmp_path, ["000001"])
+    assert sorted(p.name for p in (tmp_path / "cvat").iterdir()) == ["annotations.xml"]
 
 
 def test_cvat_is_a_builtin_exporter_that_passes_the_kit(tmp_path):
@@ -199,9 +209,9 @@ def _coco_panoptic(result: PanopticResult, out: Path) -> Path:
 
 def test_read_cvat_of_our_export_scores_pq_1(tmp_path):
     result = tiny_result()
-    export(CvatExporter(CvatConfig()), result, tmp_path / "cvat", ["000001"])
+    export(CvatExporter(CvatConfig()), result, tmp_path / "out", ["000001"])
     truth = read_coco_panoptic(_coco_panoptic(result, tmp_path / "coco"))
-    read = read_cvat(tmp_path / "cvat", CATEGORIES)  # no images folder: an annotations-only export
+    read = read_cvat(tmp_path / "out", CATEGORIES)  # ovpanoptic's output folder: its cvat/ folder
     assert (read.format, read.names) == ("cvat", ("000001",))
     image = read.read("000001")
     assert sorted(s["area"] for s in image.segments) == sorted(s.area for s in result.segments)
@@ -211,7 +221,7 @@ def test_read_cvat_of_our_export_scores_pq_1(tmp_path):
     assert (report.all.tp, report.all.fp, report.all.fn) == (4, 0, 0)
     # A job's export has <meta><job> where a task's has <meta><task>: read alike.
     job = tmp_path / "job.xml"
-    job.write_text((tmp_path / "cvat" / "annotations.xml").read_text("utf-8").replace("task>", "job>"), "utf-8")
+    job.write_text((tmp_path / "out" / "cvat" / "annotations.xml").read_text("utf-8").replace("task>", "job>"), "utf-8")
     np.testing.assert_array_equal(read_cvat(job, CATEGORIES).read("000001").panoptic_map, image.panoptic_map)
 
 
@@ -240,8 +250,8 @@ def test_oracle_pipeline_on_coco_round_trips_through_cvat(tmp_path):
 
 def test_read_cvat_of_a_hand_edited_export(tmp_path):
     result = tiny_result()
-    export(CvatExporter(CvatConfig()), result, tmp_path / "cvat", ["000001"])
-    xml = tmp_path / "cvat" / "annotations.xml"
+    export(CvatExporter(CvatConfig()), result, tmp_path / "out", ["000001"])
+    xml = tmp_path / "out" / "cvat" / "annotations.xml"
     tree = ET.parse(xml)
     image = tree.getroot().find("image")
     masks = image.findall("mask")
@@ -322,7 +332,7 @@ def test_read_cvat_without_datumaro_says_what_to_install(tmp_path, monkeypatch):
 
 def test_parts_are_json_with_the_segments_boxes(tmp_path):
     export(CvatExporter(CvatConfig()), tiny_result(), tmp_path, ["x"])
-    part = json.loads((tmp_path / ".ovpanoptic" / "annotations.xml.parts" / "x.json").read_text())
+    part = json.loads((tmp_path / ".ovpanoptic" / "cvat.annotations.xml.parts" / "x.json").read_text())
     assert (part["name"], part["height"], part["width"]) == ("x.jpg", 24, 32)
     assert [(s["category_id"], s["score"], s["left"], s["top"], s["width"], s["height"]) for s in part["shapes"]] == [
         (1, 90, 3, 2, 6, 6), (1, 42, 12, 3, 3, 7), (2, 78, 20, 14, 10, 6), (3, 50, 0, 12, 32, 12),
@@ -331,11 +341,11 @@ def test_parts_are_json_with_the_segments_boxes(tmp_path):
 
 def test_read_cvat_reads_a_project_export_s_subsets_and_names_labels_outside_meta(tmp_path):
     result = tiny_result()
-    export(CvatExporter(CvatConfig()), result, tmp_path / "cvat", ["000001"])
-    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    export(CvatExporter(CvatConfig()), result, tmp_path / "out", ["000001"])
+    xml = (tmp_path / "out" / "cvat" / "annotations.xml").read_text("utf-8")
     project = tmp_path / "project.xml"
     project.write_text(xml.replace("<image ", '<image subset="Train" task_id="3" '), "utf-8")
-    expected = read_cvat(tmp_path / "cvat", CATEGORIES).read("000001").panoptic_map
+    expected = read_cvat(tmp_path / "out", CATEGORIES).read("000001").panoptic_map
     read = read_cvat(project, CATEGORIES)
     assert read.names == ("000001",)
     np.testing.assert_array_equal(read.read("000001").panoptic_map, expected)
@@ -346,8 +356,8 @@ def test_read_cvat_reads_a_project_export_s_subsets_and_names_labels_outside_met
 
 
 def test_read_cvat_refuses_a_mask_whose_rle_does_not_cover_its_box(tmp_path):
-    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
-    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "out", ["000001"])
+    xml = (tmp_path / "out" / "cvat" / "annotations.xml").read_text("utf-8")
     damaged = tmp_path / "damaged.xml"
     damaged.write_text(re.sub(r'rle="[^"]*"', 'rle="1, 2, 3"', xml, count=1), "utf-8")
     with pytest.raises(EvaluationError, match=r"mask's rle covers 6 pixels, not its box's \d+ x \d+ = \d+: the mask is damaged"):
@@ -367,8 +377,8 @@ ENTITY_REFUSED = (
     ('<!ENTITY ext SYSTEM "file:///etc/passwd">', "&ext;"),  # external
 ])
 def test_read_cvat_refuses_xml_entities_with_a_message(tmp_path, dtd, use):
-    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
-    xml = (tmp_path / "cvat" / "annotations.xml").read_text("utf-8")
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "out", ["000001"])
+    xml = (tmp_path / "out" / "cvat" / "annotations.xml").read_text("utf-8")
     head, _, body = xml.partition("?>")
     hostile = tmp_path / "entity.xml"
     body = body.replace("<version>1.1</version>", f"<version>1.1</version><note>{use}</note>", 1)
@@ -381,8 +391,8 @@ def test_read_cvat_refuses_xml_entities_with_a_message(tmp_path, dtd, use):
 
 
 def test_read_cvat_refuses_an_image_over_the_pixel_limit_before_datumaro_reads_it(tmp_path):
-    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "cvat", ["000001"])
-    xml = tmp_path / "cvat" / "annotations.xml"
+    export(CvatExporter(CvatConfig()), tiny_result(), tmp_path / "out", ["000001"])
+    xml = tmp_path / "out" / "cvat" / "annotations.xml"
     width = re.search(r'<image [^>]*width="(\d+)"', xml.read_text("utf-8")).group(1)
     height = re.search(r'<image [^>]*height="(\d+)"', xml.read_text("utf-8")).group(1)
     with pytest.raises(EvaluationError, match=rf"^ground-truth CVAT export {re.escape(str(xml))}: image '000001\.\w+' declares an image of {width} x {height} pixels"):
@@ -397,10 +407,8 @@ def test_eval_reads_a_folder_of_datumaro_named_cvat_files(tmp_path, capsys):
 
     out = tmp_path / "out"
     export(CvatExporter(CvatConfig()), tiny_result(), out, ["000001"])
-    (out / "images").mkdir()
-    Image.fromarray(np.zeros((24, 32, 3), np.uint8)).save(out / "images" / "000001.jpg")
     datumaro_out = tmp_path / "datumaro"
-    dm.Dataset.import_from(str(out), "cvat").export(str(datumaro_out), "cvat", save_media=True)
+    dm.Dataset.import_from(str(out / "cvat"), "cvat").export(str(datumaro_out), "cvat", save_media=True)
     assert sorted(p.name for p in datumaro_out.glob("*.xml")) == ["annotations.xml"]
     (datumaro_out / "annotations.xml").rename(datumaro_out / "default.xml")  # a subset's file, as Datumaro names it
     (datumaro_out / "label-studio.xml").write_text("<View><Image name='image' value='$image'/></View>", "utf-8")  # not CVAT's
@@ -425,3 +433,46 @@ def test_eval_reads_a_folder_of_datumaro_named_cvat_files(tmp_path, capsys):
     code, report = scored(datumaro_out)
     assert code == 2
     assert "holds 2 CVAT XML files (train.xml, val.xml): pass the file to read" in report["error"]
+
+
+def test_segment_s_cvat_folder_imports_in_datumaro_as_written_beside_label_studio(tmp_path, capsys):
+    """``ovpanoptic segment --format cvat --format label-studio``: ``OUTDIR/cvat`` is CVAT's export
+    with images (``annotations.xml`` + ``images/``, no other XML beside it). Datumaro imports it as
+    written, image for image and mask for mask equal to the COCO panoptic export of the same run, and
+    ``ovpanoptic eval`` reads the output folder as the CVAT export."""
+    pytest.importorskip("label_studio_sdk")
+    from conftest import COCO_SAMPLE
+    from test_export_eval import oracle_config
+
+    from ovpanoptic.cli import main
+
+    if not COCO_SAMPLE.is_dir():
+        pytest.skip("COCO sample fixture not found")
+    out = tmp_path / "out"
+    args = ["segment", str(COCO_SAMPLE / "images"), "--vocabulary", "coco", "--config", str(oracle_config(COCO_SAMPLE, tmp_path, "detectron2")),
+            "-o", str(out), "--format", "cvat", "--format", "label-studio", "--format", "coco-panoptic", "--no-progress"]
+    assert main(args) == 0, capsys.readouterr().err
+    stems = ["000000142238", "000000439180"]
+    assert sorted(p.name for p in out.glob("*.xml")) == ["label-studio.xml"]  # Label Studio's config stays beside its tasks
+    assert sorted(p.relative_to(out / "cvat").as_posix() for p in (out / "cvat").rglob("*")) == [
+        "annotations.xml", "images", *(f"images/{s}.jpg" for s in stems)
+    ]
+    dataset = dm.Dataset.import_from(str(out / "cvat"), "cvat")
+    names = dataset.categories()[dm.AnnotationType.label]
+    ours = read_coco_panoptic(out / "panoptic.json")
+    items = {item.id: item for item in dataset}
+    assert sorted(items) == stems
+    for stem in stems:
+        item, truth = items[stem], ours.read(stem)
+        with Image.open(COCO_SAMPLE / "images" / f"{stem}.jpg") as source:
+            assert item.media.size == (source.height, source.width) == truth.panoptic_map.shape
+        assert item.media.data.shape == (*truth.panoptic_map.shape, 3)  # the image itself, decoded
+        masks = [a for a in item.annotations if a.type == dm.AnnotationType.mask]
+        assert len(masks) == len(item.annotations) == len(truth.segments)
+        for mask, segment in zip(masks, truth.segments):
+            np.testing.assert_array_equal(mask.image.astype(bool), truth.panoptic_map == segment["id"])
+            assert names[mask.label].name == ours.categories[segment["category_id"]].name
+    # eval takes the output folder's CVAT export (its classes from ovpanoptic's own table)
+    capsys.readouterr()
+    assert main(["eval", "--gt", str(out / "panoptic.json"), "--pred", str(out / "cvat"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["all"]["pq"] == 1.0

@@ -105,7 +105,7 @@ def test_a_run_fills_the_page(app):
     assert view.shape == (480, 640, 3) and view.dtype == np.uint8
     assert shown["choices"] == ["car", "street lamp", "sky", "road"] and shown["value"] == shown["choices"]
     assert klass["choices"] == ["car", "street lamp", "sky", "road"]
-    assert table[0] == ["", 1, "car #1", "car", "thing", 0.9, 25.0]
+    assert table[0] == ["", 1, "car #1", "car", "thing", 0.9, "25.00 %"]
     assert "- **4 proposals** from tiles" in timings and "- **4 segments** after fusion by paint" in timings
     assert "| proposals | 0.0" in timings
 
@@ -247,7 +247,7 @@ def test_a_new_image_marks_the_result_stale_and_the_same_image_does_not(app):
     run(app, s)
     handlers.image_changed(app, s, {"path": str(ROOM), "orig_name": "room.jpg"})
     status = page(app, s)[1]
-    assert "Not segmented yet: this result is for the previous image; press Segment to segment room.jpg." in status
+    assert "Not segmented yet: press Segment to segment room.jpg (the result of the previous image is kept: open that image again to go back)." in status
     assert page(app, s)[5] == [] and handlers.download(app, s) is None
     with pytest.raises(InputError, match="The result is stale"):
         handlers.click(app, s, 10, 10, handlers.MODES[0], (480, 640))
@@ -362,8 +362,8 @@ def test_the_zip_holds_image_labels_overlay_and_table_named_by_image_and_result(
     assert first.name.startswith("street-") and len(first.stem) == len("street-") + 10
     with zipfile.ZipFile(first) as zf:
         assert sorted(zf.namelist()) == [
-            "annotations.xml", "instances.json", "instances_results.json", "label-studio.json", "label-studio.xml", "panoptic.json",
-            "panoptic/street.png", "street.jpg", "street.overlay.jpg", "street.segments.csv",
+            "cvat/annotations.xml", "cvat/images/street.jpg", "instances.json", "instances_results.json", "label-studio.json",
+            "label-studio.xml", "panoptic.json", "panoptic/street.png", "street.jpg", "street.overlay.jpg", "street.segments.csv",
         ]
         (task,) = json.loads(zf.read("label-studio.json"))
         assert task["data"]["image"] == "/data/local-files/?d=street.jpg" and task["predictions"][0]["result"]
@@ -754,7 +754,7 @@ def test_the_zip_unzips_readable_by_all_and_the_page_lists_what_it_holds(tmp_pat
             "- `panoptic.json` + `panoptic/street.png`: COCO panoptic",
             "- `instances.json`: COCO instances (RLE masks of the things)",
             "- `label-studio.json` + `label-studio.xml`: a Label Studio task with the segments as predictions, and its labelling config",
-            "- `annotations.xml`: CVAT for images 1.1",
+            "- `cvat/annotations.xml` + `cvat/images/street.jpg`: CVAT for images 1.1",
             "- `street.overlay.jpg`: the image as drawn here",
             "- `street.segments.csv`: the segment table",
         ):
@@ -818,3 +818,173 @@ def test_cancel_says_how_long_after_the_click_it_landed():
             handlers.segment(app, s, RunRequest("car", "sky"), progress, fresh=False)
     finally:
         app.close()
+
+
+def many_things(n: int = 8, size: int = 40):
+    """A result with ``n`` cars in a row of ``size`` px squares, and a 1-pixel car in a corner."""
+    from ovpanoptic.types import PanopticResult
+
+    vocab = fake_pipeline().vocabulary("car", "sky")
+    car = next(c for c in vocab if c.name == "car")
+    panoptic_map = np.zeros((100, 400), np.int32)
+    labels = {}
+    for i in range(n):
+        panoptic_map[10:10 + size, i * 45:i * 45 + size] = i + 1
+        labels[i + 1] = (car.id, 0.9)
+    panoptic_map[99, 399] = n + 1
+    labels[n + 1] = (car.id, 0.9)
+    return PanopticResult.from_map(panoptic_map, labels, vocab, {})
+
+
+def test_instances_of_one_class_get_clearly_different_colours():
+    from ovpanoptic.demo.render import segment_colors
+
+    colors = list(segment_colors(many_things()).values())
+    distances = [np.linalg.norm(np.subtract(a, b)) for i, a in enumerate(colors) for b in colors[i + 1:]]
+    assert min(distances) >= 60, min(distances)
+
+
+def test_labels_stay_inside_the_image_and_never_overlap():
+    from ovpanoptic.demo.render import label_boxes, segment_labels
+
+    result = many_things()
+    image = np.zeros((100, 400, 3), np.uint8)
+    boxes = label_boxes(image.shape[:2], result, segment_labels(result), list(segment_labels(result)))
+    assert boxes, "no label placed"
+    for x0, y0, x1, y1 in boxes.values():
+        assert 0 <= x0 < x1 <= 400 and 0 <= y0 < y1 <= 100
+    placed = list(boxes.values())
+    for i, a in enumerate(placed):
+        for b in placed[i + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
+    assert 9 in boxes  # the tiny car in the bottom-right corner: its label is pulled inside
+
+
+def test_instance_numbers_stay_with_their_segment_through_edits_and_undo(app):
+    s = app.session("a")
+    run(app, s, classes="car", stuff="")  # 4 cars
+    assert [r[2] for r in rows_of(app, s)] == ["car #1", "car #2", "car #3", "car #4"]
+    s.selected = [1]
+    handlers.delete(app, s)
+    assert [r[2] for r in rows_of(app, s)] == ["car #2", "car #3", "car #4"]
+    display = (480, 640)
+    handlers.click(app, s, 5, 5, handlers.BOX, display)
+    handlers.click(app, s, 14, 24, handlers.BOX, display)
+    handlers.accept(app, s, "car")
+    assert s.notice == "Added segment 5 (car #5, 200 pixels)."
+    handlers.undo(app, s)
+    handlers.undo(app, s)
+    assert sorted(r[2] for r in rows_of(app, s)) == ["car #1", "car #2", "car #3", "car #4"]
+
+
+def test_tiny_areas_are_given_in_pixels_and_the_legend_has_a_swatch_per_class_shown(app):
+    from ovpanoptic.demo.render import legend_html, segment_labels, table_rows
+
+    result = many_things()
+    rows = table_rows(result, segment_labels(result))
+    assert rows[-1][2] == "car #9" and rows[-1][6] == "1 px"
+    assert rows[0][6] == "4.00 %"
+    s = app.session("a")
+    run(app, s)
+    legend = page(app, s)[10]
+    assert legend.count("class='ovp-swatch'") == 4
+    assert "car (1)" in legend and "background:rgb(" in legend
+    assert legend_html(result, frozenset({"car"})) == ""
+
+
+# -- keep and continue work -------------------------------------------------------------------
+
+
+def test_each_images_corrected_result_is_kept_when_another_image_comes(app):
+    s = app.session("a")
+    run(app, s)
+    s.selected = [1]
+    handlers.delete(app, s)  # a correction of street.jpg
+    street = s.result
+    handlers.image_changed(app, s, str(ROOM))  # a wrong drop, or the next image
+    out = page(app, s)
+    assert "Not segmented yet" in out[1] and "segments" not in out[1] and out[6] == ""  # no old counts, no old explanation
+    handlers.segment(app, s, RunRequest("chair", "floor"))
+    room = s.result
+    handlers.image_changed(app, s, str(STREET))  # back: its corrected result, undo history and all
+    assert s.result is street and [h.what for h in s.history] == ["delete 1 segment"] and s.stale == ""
+    assert "street.jpg" in page(app, s)[1]
+    handlers.image_changed(app, s, str(ROOM))
+    assert s.result is room and s.history == [] and s.stale == ""
+    handlers.image_changed(app, s, str(STREET))
+    handlers.undo(app, s)
+    assert len(s.result.segments) == 4
+
+
+def test_a_list_of_images_is_walked_with_next_and_previous(app):
+    s = app.session("a")
+    handlers.set_images(app, s, [str(STREET), str(ROOM), str(EXAMPLES / "tabletop.jpg")])
+    assert s.image.name == "street.jpg" and handlers.position(s) == "image 1 of 3: street.jpg (not segmented yet)"
+    handlers.segment(app, s, RunRequest("car", "sky"))
+    handlers.step(app, s, +1)
+    assert s.image.name == "room.jpg" and handlers.position(s) == "image 2 of 3: room.jpg (not segmented yet)"
+    assert "Not segmented yet" in page(app, s)[1]
+    handlers.step(app, s, -1)
+    assert s.image.name == "street.jpg" and len(s.result.segments) == 3 and not s.stale
+    handlers.step(app, s, -1)
+    assert s.image.name == "street.jpg" and s.notice == "This is the first image."
+    with pytest.raises(InputError, match="No images to walk: upload several images"):
+        handlers.step(app, app.session("b"), +1)
+
+
+def test_labels_from_the_demos_own_zip_or_a_label_studio_export_are_loaded_for_the_image(app, tmp_path):
+    s = app.session("a")
+    run(app, s)
+    s.selected = [2]
+    handlers.delete(app, s)
+    handlers.download(app, s)
+    with zipfile.ZipFile(s.download) as zf:
+        zf.extractall(tmp_path / "unzipped")
+    expected = s.result
+    other = app.session("b")
+    handlers.image_changed(app, other, str(STREET))
+    handlers.load_labels(app, other, [str(s.download)])
+    assert other.result is not None and np.array_equal(other.result.panoptic_map, expected.panoptic_map)
+    assert [(x.id, other.result.category_of(x).name) for x in other.result.segments] == [(1, "car"), (3, "sky"), (4, "road")]
+    assert other.notice == "Loaded 3 segments for street.jpg from the COCO panoptic file panoptic.json: correct them as usual."
+    third = app.session("c")
+    handlers.image_changed(app, third, str(STREET))
+    handlers.load_labels(app, third, [str(tmp_path / "unzipped" / "label-studio.json")])
+    assert np.array_equal(third.result.panoptic_map > 0, expected.panoptic_map > 0)
+    assert sorted(third.result.category_of(x).name for x in third.result.segments) == ["car", "road", "sky"]
+    handlers.image_changed(app, third, str(ROOM))
+    with pytest.raises(InputError, match=r"panoptic\.json has no labels for room\.jpg \(it has: street\)"):
+        handlers.load_labels(app, third, [str(s.download)])
+
+
+# -- brush and eraser --------------------------------------------------------------------------
+
+
+def disc(shape, cx, cy, r):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+
+
+def test_the_brush_paints_exactly_a_disc_into_the_selected_segment_and_the_eraser_clears_only_its_pixels(app):
+    s = app.session("a")
+    run(app, s)  # car #1 = tile 0 (x < 320, y < 240), street lamp #1 = tile 1
+    display = (480, 640)
+    before = s.result.panoptic_map.copy()
+    handlers.click(app, s, 100, 100, handlers.SELECT, display)
+    handlers.click(app, s, 320, 120, handlers.BRUSH, display, radius=10)  # across the border of tiles 0 and 1
+    after = s.result.panoptic_map
+    painted = disc(before.shape, 320.5, 120.5, 10)
+    assert np.array_equal(after != before, painted & (before != 1))
+    assert np.all(after[painted] == 1)
+    assert s.notice == "Brush: 169 pixels of car #1 (id 1) painted (radius 10 px); Undo takes them back."
+    handlers.click(app, s, 100, 100, handlers.ERASER, display, radius=4)
+    erased = disc(before.shape, 100.5, 100.5, 4)
+    assert np.all(s.result.panoptic_map[erased] == 0) and np.array_equal(s.result.panoptic_map[~erased], after[~erased])
+    handlers.click(app, s, 400, 100, handlers.ERASER, display, radius=4)  # on street lamp: not the selected segment
+    assert s.notice == "The eraser only clears pixels of the selected segment (car #1 (id 1)): none under the click."
+    handlers.undo(app, s)
+    handlers.undo(app, s)
+    assert np.array_equal(s.result.panoptic_map, before)
+    s.selected = []
+    with pytest.raises(InputError, match="Select one segment for the brush"):
+        handlers.click(app, s, 100, 100, handlers.BRUSH, display)

@@ -300,7 +300,7 @@ def test_a_box_prompt_becomes_a_segment_in_the_downloaded_zip(page, served, shot
     for name in names:  # the page lists every file of the zip
         expect(contents).to_contain_text(name)
     expect(contents).to_contain_text("label-studio.json + label-studio.xml: a Label Studio task")
-    expect(contents).to_contain_text("annotations.xml: CVAT for images 1.1")
+    expect(contents).to_contain_text("cvat/annotations.xml + cvat/images/street.jpg: CVAT for images 1.1")
     page.screenshot(path=str(shots / "04-corrected.png"), full_page=True)
 
 
@@ -634,3 +634,120 @@ def test_segment_and_the_empty_result_explanation_sit_by_the_result_at_1400x1000
         expect(status).to_contain_text("Nothing survived: lower the class probability or the fusion thresholds (Thresholds)")
     finally:
         context.close()
+
+
+#: The lines the text of an element takes (the tops of its text's boxes).
+LINES_JS = """e => {
+  const tops = new Set(), walk = document.createTreeWalker(e, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    if (!n.textContent.trim()) continue;
+    const r = document.createRange(); r.selectNodeContents(n);
+    for (const b of r.getClientRects()) if (b.width > 0) tops.add(Math.round(b.top));
+  }
+  return tops.size;
+}"""
+
+
+def test_on_a_phone_the_table_breaks_no_word_and_the_legend_shows_each_class(browser, served, shots):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(served[0])
+        upload(page)
+        segment(page, "car, street lamp", "sky, road")
+        expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+        legend = page.locator("#ovp-legend")
+        expect(legend.locator(".ovp-swatch")).to_have_count(4)
+        expect(legend).to_contain_text("street lamp (1)")
+        cells = page.locator("#ovp-table [role=gridcell], #ovp-table th")
+        expect(cells.first).to_be_visible()
+        for i in range(cells.count()):
+            cell = cells.nth(i)
+            words = len(cell.inner_text().split()) or 1
+            assert cell.evaluate(LINES_JS) <= words, f"{cell.inner_text()!r} is broken inside a word"
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+        page.screenshot(path=str(shots / "13-phone.png"), full_page=True)
+    finally:
+        context.close()
+
+
+ROOM = ROOT / "demo" / "examples" / "room.jpg"
+TABLETOP = ROOT / "demo" / "examples" / "tabletop.jpg"
+
+
+def test_a_reload_restores_the_corrected_result_and_images_are_walked_with_next(page, shots):
+    from playwright.sync_api import expect
+
+    page.locator("#ovp-more").click()
+    page.locator("#ovp-images input[type=file]").set_input_files([str(STREET), str(ROOM), str(TABLETOP)])
+    expect(page.locator("#ovp-position")).to_contain_text("image 1 of 3: street.jpg (not segmented yet)")
+    page.locator("#ovp-image img").first.wait_for(state="visible")
+    segment(page, "car, street lamp", "sky, road")
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+    click_image(page, 100, 100)
+    expect(page.locator("#ovp-delete")).to_have_text("Delete car #1")
+    page.locator("#ovp-delete").click()
+    expect(page.locator("#ovp-status")).to_contain_text("3 segments")
+    page.locator("#ovp-next").click()
+    expect(page.locator("#ovp-position")).to_contain_text("image 2 of 3: room.jpg (not segmented yet)")
+    expect(page.locator("#ovp-status")).to_contain_text("Not segmented yet")
+    page.locator("#ovp-previous").click()
+    expect(page.locator("#ovp-position")).to_contain_text("image 1 of 3: street.jpg")
+    expect(page.locator("#ovp-status")).to_contain_text("3 segments")
+    page.reload()
+    expect(page.locator("#ovp-status")).to_contain_text("3 segments (1 thing, 2 stuff) · 640 x 480 px · street.jpg")
+    expect(page.locator("#ovp-status")).to_contain_text("1 step to undo")
+    expect(page.locator("#ovp-position")).to_contain_text("image 1 of 3: street.jpg")
+    assert table_column(page, 2) == ["street lamp #1", "sky", "road"]
+    page.screenshot(path=str(shots / "14-restored.png"), full_page=True)
+    page.locator("#ovp-undo").click()
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+
+
+def test_keyboard_shortcuts_act_and_the_page_lists_them(page):
+    from playwright.sync_api import expect
+
+    upload(page)
+    segment(page, "car, street lamp", "sky, road")
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+    click_image(page, 100, 100)
+    expect(page.locator("#ovp-delete")).to_have_text("Delete car #1")
+    page.locator("body").press("Delete")
+    expect(page.locator("#ovp-status")).to_contain_text("Deleted 1 segment: car #1 (id 1).")
+    page.locator("body").press("u")
+    expect(page.locator("#ovp-status")).to_contain_text("Undone: delete 1 segment.")
+    page.locator("body").press("b")
+    expect(page.locator("#ovp-mode input[value='brush']")).to_be_checked()
+    page.locator("#ovp-classes textarea").press("u")  # typing in a box is typing
+    expect(page.locator("#ovp-classes textarea")).to_have_value(re.compile(r"u$"))
+    page.locator("#ovp-shortcuts").click()
+    expect(page.locator("#ovp-shortcuts")).to_contain_text("Delete / Backspace")
+    expect(page.locator("#ovp-shortcuts")).to_contain_text("b / e")
+
+
+def test_the_brush_changes_exactly_the_painted_pixels(page, served):
+    from playwright.sync_api import expect
+
+    upload(page)
+    segment(page, "car, street lamp", "sky, road")
+    expect(page.locator("#ovp-status")).to_contain_text("4 segments")
+    app = served[1].ovpanoptic_app
+    click_image(page, 100, 100)
+    expect(page.locator("#ovp-status")).to_contain_text("Selected: car #1 (id 1)")
+    session = next(s for s in app._sessions.values() if s.selected == [1] and s.result is not None and not s.history)
+    before = session.result.panoptic_map.copy()
+    page.get_by_label("brush", exact=True).check()
+    click_image(page, 320, 120)
+    yy, xx = np.mgrid[:480, :640]
+    painted = (xx + 0.5 - 320.5) ** 2 + (yy + 0.5 - 120.5) ** 2 <= 8 * 8
+    expect(page.locator("#ovp-status")).to_contain_text(
+        f"Brush: {int((painted & (before != 1)).sum())} pixels of car #1 (id 1) painted (radius 8 px)"
+    )
+    assert np.array_equal(session.result.panoptic_map != before, painted & (before != 1))
+    page.locator("#ovp-undo").click()
+    expect(page.locator("#ovp-status")).to_contain_text("Undone: paint")
+    assert np.array_equal(session.result.panoptic_map, before)

@@ -82,11 +82,52 @@ def test_bad_profiles_are_clear_errors(tmp_path):
         load_device_profile("cpu-bf")
     bad = tmp_path / "mine.toml"
     bad.write_text("[pipeline]\ndevice = 'cpu'\n")
-    with pytest.raises(ConfigError, match=r"has a \[pipeline\] section: profiles set component options only"):
+    with pytest.raises(ConfigError, match=r": \[pipeline\] key 'device' cannot be set by a device profile\. A profile's \[pipeline\] may set only tracker; put other pipeline settings in a preset$"):
+        load_device_profile(bad)
+    bad.write_text("[pipeline]\ntrackr = 'hold'\n")
+    with pytest.raises(ConfigError, match=r"key 'trackr' cannot be set by a device profile\. Did you mean 'tracker'\? "):
+        load_device_profile(bad)
+    bad.write_text("[pipeline]\ntracker = ''\n")
+    with pytest.raises(ConfigError, match=r"^pipeline\.tracker must name a component$"):
         load_device_profile(bad)
     bad.write_text("[proposal_generators.sam2]\npoints_per_side = 8\n")
     with pytest.raises(ConfigError, match=r"unknown section \[proposal_generators\].*Did you mean \[proposal_generator\]"):
         load_device_profile(bad)
+
+
+def test_device_profiles_choose_the_tracker_unless_the_config_states_one():
+    """Issue 26: the CUDA profiles pick sam2-video, the CPU ones flow; a tracker the preset, file,
+    --set or --tracker states wins, even when it is the default's own name."""
+    assert {name: dict(load_device_profile(name).pipeline) for name in list_device_profiles()} == {
+        "cpu": {"tracker": "flow"}, "cpu-bf16": {}, "cuda": {"tracker": "sam2-video"},
+        "cuda-fp32": {"tracker": "sam2-video"}, "mps": {},
+    }
+
+    def tracker(*overrides: str) -> str:
+        return Pipeline("default", overrides=list(overrides), device="cpu").tracker
+
+    assert tracker("pipeline.device_profile=cuda") == "sam2-video"
+    assert tracker("pipeline.device_profile=cuda-fp32") == "sam2-video"
+    assert tracker("pipeline.device_profile=cpu") == "flow"
+    assert tracker("pipeline.device_profile=mps") == "flow"  # no [pipeline]: the default
+    assert tracker("pipeline.device_profile=none") == "flow"
+    assert tracker("pipeline.device_profile=cuda", "pipeline.tracker=hold") == "hold"
+    assert tracker("pipeline.tracker=flow", "pipeline.device_profile=cuda") == "flow"
+    stated = Config.from_dict({"pipeline": {"tracker": "flow"}}, "mine.toml")
+    pipe = Pipeline(stated.with_overrides(["pipeline.device_profile=cuda"]), device="cpu")
+    assert (pipe.config.stated, pipe.tracker) == ({"tracker", "device_profile", "device"}, "flow")
+
+
+def test_presets_command_shows_the_tracker_a_named_profile_chooses(capsys):
+    import json
+
+    from ovpanoptic.cli import main
+
+    assert main(["presets", "default", "--set", "pipeline.device_profile=cuda"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert (data["pipeline"]["tracker"], "sam2-video" in data["tracker"]) == ("sam2-video", True)
+    assert main(["presets", "default", "--set", "pipeline.device_profile=cuda", "--set", "pipeline.tracker=flow"]) == 0
+    assert json.loads(capsys.readouterr().out)["pipeline"]["tracker"] == "flow"
 
 
 def sam2_config(*overrides: str, device: str = "cpu"):

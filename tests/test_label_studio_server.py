@@ -1,7 +1,8 @@
 """A real Label Studio server (label-studio==1.23.2, its own virtualenv) takes our exports and our ML backend.
 
 Set-up: ``scripts/install-label-studio.sh`` (run by ``bin/test``) installs Label Studio into
-``$OVPANOPTIC_LABEL_STUDIO_VENV`` (default ``~/.cache/ovpanoptic/label-studio-1.23.2``); this module
+``$OVPANOPTIC_LABEL_STUDIO_VENV`` (default ``~/.cache/ovpanoptic/label-studio-1.23.2``); this module (through
+``tests/label_studio_server.py``, the start-up the guide test shares)
 starts it on 127.0.0.1 with a temporary data folder, a test user and a legacy API token (enabled
 with ``LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN``), and stops it at the end. Run alone with
 ``bin/test tests/test_label_studio_server.py``. Without the venv the tests skip (in CI they fail).
@@ -19,7 +20,6 @@ from __future__ import annotations
 import json
 import re
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -35,66 +35,20 @@ from ovpanoptic.pipeline import Pipeline
 sdk = pytest.importorskip("label_studio_sdk")
 from conftest import COCO_SAMPLE
 from label_studio_sdk.converter.brush import decode_rle
+from label_studio_server import free_port, require_label_studio, start_label_studio, stop, wait_until_up
 from test_label_studio import oracle_config
 
-VERSION = "1.23.2"
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
-#: Seconds to wait for Label Studio's /health (about 30 s here; first start migrates its database).
-START_TIMEOUT_S = 240
-
-
-def _venv() -> Path:
-    given = os.environ.get("OVPANOPTIC_LABEL_STUDIO_VENV")
-    if given:
-        return Path(given)
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "ovpanoptic" / f"label-studio-{VERSION}"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(url: str, process: subprocess.Popen, log: Path, timeout: float, auth: tuple[str, str] | None = None) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"{url} exited with {process.returncode} before it answered; its log:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url, timeout=2, auth=auth).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    pytest.fail(f"{url} did not answer within {timeout} s; log:\n{log.read_text()[-3000:]}")
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
 def label_studio(tmp_path_factory):
     """``(url, client)`` of a running Label Studio with a test user and token."""
-    binary = _venv() / "bin" / "label-studio"
-    if not binary.exists():
-        message = f"Label Studio is not installed at {binary}: run scripts/install-label-studio.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_label_studio()
     if not COCO_SAMPLE.is_dir():
         pytest.skip("COCO sample fixture not found")
     tmp = tmp_path_factory.mktemp("label-studio")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
@@ -106,21 +60,11 @@ def label_studio(tmp_path_factory):
         "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT": str(COCO_SAMPLE),
         "HOME": str(tmp),
     }
-    env.pop("PYTHONPATH", None)
-    log = tmp / "label-studio.log"
-    with log.open("w") as handle:
-        process = subprocess.Popen(
-            [str(binary), "start", "--no-browser", "--host", "127.0.0.1", "--port", str(port), "--data-dir", str(tmp / "data"),
-             "--username", "test@example.com", "--password", "ovpanoptic-test-1", "--user-token", TOKEN],
-            stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=tmp,
-        )
-    url = f"http://127.0.0.1:{port}"
+    process = start_label_studio(tmp, port, env=env, username="test@example.com", password="ovpanoptic-test-1", extra=["--user-token", TOKEN])
     try:
-        _wait(f"{url}/health", process, log, START_TIMEOUT_S)
-        client = sdk.LabelStudio(base_url=url, api_key=TOKEN)
-        yield url, client
+        yield f"http://127.0.0.1:{port}", sdk.LabelStudio(base_url=f"http://127.0.0.1:{port}", api_key=TOKEN)
     finally:
-        _stop(process)
+        stop(process)
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +119,7 @@ def test_label_studio_asks_our_ml_backend_for_a_new_task(label_studio, exported,
     url, client = label_studio
     out, results, tmp = exported
     project = client.projects.create(title="ovpanoptic backend", label_config=(out / "label-studio.xml").read_text())
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "backend.log"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")])}
     with log.open("w") as handle:
@@ -186,7 +130,7 @@ def test_label_studio_asks_our_ml_backend_for_a_new_task(label_studio, exported,
             stdout=handle, stderr=subprocess.STDOUT, env=env,
         )
     try:
-        _wait(f"http://127.0.0.1:{port}/health", backend, log, 120, auth=("ls", "secret-pass"))
+        wait_until_up(f"http://127.0.0.1:{port}/health", backend, log, 120, auth=("ls", "secret-pass"))
         backend_url = f"http://127.0.0.1:{port}"
         ml = client.ml.create(
             project=project.id, url=backend_url, title="ovpanoptic", auth_method="BASIC_AUTH",
@@ -225,5 +169,5 @@ def test_label_studio_asks_our_ml_backend_for_a_new_task(label_studio, exported,
         report = json.loads(capsys.readouterr().out)
         assert code == 0 and report["all"]["pq"] == 1.0 and report["n_images"] == 1, report
     finally:
-        _stop(backend)
+        stop(backend)
 

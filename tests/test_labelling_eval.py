@@ -63,7 +63,7 @@ def run_eval(capsys, *args: str) -> tuple[int, dict]:
     return code, (json.loads(captured.out) if code == 0 else {"error": captured.err})
 
 
-@pytest.mark.parametrize("pred", ["out", "out/panoptic.json", "out/label-studio.json", "out/annotations.xml"])
+@pytest.mark.parametrize("pred", ["out", "out/panoptic.json", "out/label-studio.json", "out/cvat/annotations.xml", "out/cvat"])
 def test_every_export_scores_pq_100_against_the_coco_ground_truth(exports, capsys, pred):
     sample, out, tmp = exports
     code, report = run_eval(capsys, "--gt", str(sample / "panoptic.json"), "--pred", str(tmp / pred))
@@ -76,7 +76,8 @@ def test_formats_are_detected_and_unknown_ones_named(exports, tmp_path):
     sample, out, _ = exports
     assert detect_format(out) == "coco-panoptic"
     assert detect_format(out / "label-studio.json") == "label-studio"
-    assert detect_format(out / "annotations.xml") == "cvat"
+    assert detect_format(out / "cvat" / "annotations.xml") == "cvat"
+    assert detect_format(out / "cvat") == "cvat"
     assert detect_format(sample / "panoptic.json") == "coco-panoptic"
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(EvaluationError, match="cannot tell the annotation format of .*notes.txt: give it with --gt-format/--pred-format, one of coco-panoptic, cityscapes-panoptic, cityscapes, label-studio, cvat"):
@@ -85,7 +86,7 @@ def test_formats_are_detected_and_unknown_ones_named(exports, tmp_path):
 
 def test_label_studio_against_cvat_takes_the_classes_of_ovpanoptic_s_own_tables(exports, capsys):
     _, out, _ = exports
-    code, report = run_eval(capsys, "--gt", str(out / "annotations.xml"), "--pred", str(out / "label-studio.json"))
+    code, report = run_eval(capsys, "--gt", str(out / "cvat" / "annotations.xml"), "--pred", str(out / "label-studio.json"))
     assert code == 0, report
     assert report["all"]["pq"] == 1.0
 
@@ -178,7 +179,7 @@ def test_label_studio_sets_say_what_they_could_not_read(exports, capsys, tmp_pat
 
 def test_use_options_apply_to_label_studio_sets_only(exports, capsys):
     sample, out, _ = exports
-    code, report = run_eval(capsys, "--gt", str(out / "annotations.xml"), "--gt-use", "annotations", "--pred", str(out))
+    code, report = run_eval(capsys, "--gt", str(out / "cvat" / "annotations.xml"), "--gt-use", "annotations", "--pred", str(out))
     assert code == 2 and "--gt-use applies to Label Studio exports;" in report["error"] and "is cvat" in report["error"]
 
 

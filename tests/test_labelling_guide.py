@@ -33,7 +33,7 @@ import pytest
 
 sdk = pytest.importorskip("label_studio_sdk")
 from conftest import COCO_SAMPLE
-from test_label_studio_server import _free_port, _stop, _venv, _wait
+from label_studio_server import free_port, require_label_studio, start_label_studio, stop, wait_until_up
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "labelling.md"
@@ -42,7 +42,6 @@ BLOCK = re.compile(r"<!-- run(?:: (?P<kind>[\w-]+))? -->\n\s*```\w*\n(?P<body>.*
 EMAIL, PASSWORD = "annotator@example.com", "ovpanoptic-guide-1"
 #: What the test gives ``ovpanoptic segment`` and ``serve``: the fake components (no weights here).
 FAKES = ["--set", "pipeline.proposal_generator=tiles", "--set", "pipeline.classifier=cycling", "--set", "pipeline.fuser=paint", "--device", "cpu"]
-START_TIMEOUT_S = 300
 
 
 def guide_blocks() -> list[tuple[str, str]]:
@@ -84,12 +83,7 @@ def _session_token(url: str) -> str:
 @pytest.fixture(scope="module")
 def walked(tmp_path_factory):
     """Run the guide's steps; yields what a test needs to look at (and stops the servers)."""
-    binary = _venv() / "bin" / "label-studio"
-    if not binary.exists():
-        message = f"Label Studio is not installed at {binary}: run scripts/install-label-studio.sh"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_label_studio()
     if not COCO_SAMPLE.is_dir():
         pytest.skip("COCO sample fixture not found")
     work = tmp_path_factory.mktemp("guide")
@@ -99,7 +93,7 @@ def walked(tmp_path_factory):
     bin_dir = work / "bin"
     bin_dir.mkdir()
     _ovpanoptic_shim(bin_dir)
-    port, backend_port = _free_port(), _free_port()
+    port, backend_port = free_port(), free_port()
     fake_site = tmp_path_factory.mktemp("fakes")
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
@@ -130,17 +124,9 @@ def walked(tmp_path_factory):
         settings = dict(w.split("=", 1) for w in words if "=" in w and not w.startswith("-"))
         argv = [w for w in words if w not in {f"{k}={v}" for k, v in settings.items()}]
         assert argv[:2] == ["label-studio", "start"] and argv[2:] == ["--port", "8080"], argv
-        ls_env = {k: v for k, v in env.items() if k != "PYTHONPATH"} | settings
-        log = work / "label-studio.log"
         started = time.monotonic()
-        with log.open("w") as handle:
-            processes.append(subprocess.Popen(
-                [str(binary), "start", "--port", str(port), "--no-browser", "--host", "127.0.0.1", "--data-dir", str(work / "ls-data"),
-                 "--username", EMAIL, "--password", PASSWORD],
-                stdout=handle, stderr=subprocess.STDOUT, env=ls_env, cwd=work,
-            ))
+        processes.append(start_label_studio(work, port, env=env | settings, username=EMAIL, password=PASSWORD))
         url = f"http://127.0.0.1:{port}"
-        _wait(f"{url}/health", processes[0], log, START_TIMEOUT_S)
         times["start Label Studio"] = time.monotonic() - started
         token = _session_token(url)
         state.update(url=url, token=token)
@@ -170,7 +156,7 @@ def walked(tmp_path_factory):
             processes.append(subprocess.Popen(
                 [str(bin_dir / "ovpanoptic"), *words[1:], "--port", str(backend_port)], stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=work,
             ))
-        _wait(f"http://127.0.0.1:{backend_port}/health", processes[1], backend_log, 120)
+        wait_until_up(f"http://127.0.0.1:{backend_port}/health", processes[1], backend_log, 120)
         # 6. Connect Model, interactive on (the page's call)
         ml = client.ml.create(project=project_id, url=f"http://127.0.0.1:{backend_port}", title="ovpanoptic", is_interactive=True)
         assert ml.state in ("CO", "CONNECTED"), ml
@@ -208,7 +194,7 @@ def walked(tmp_path_factory):
         yield state
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop(process)
         RESULTS.mkdir(parents=True, exist_ok=True)
         (RESULTS / "labelling-guide-times.json").write_text(json.dumps({k: round(v, 2) for k, v in times.items()}, indent=1) + "\n")
 
@@ -234,7 +220,7 @@ def test_the_guide_runs_as_written_against_label_studio(walked):
     assert re.search(r"^All\s+\| 100\.000  100\.000  100\.000 ", qa, re.M), qa
 
 
-def test_the_annotator_sees_the_image_and_our_regions(walked):
+def test_the_annotator_sees_the_image_and_our_regions(walked, tmp_path):
     from test_demo_browser import CHROMIUM, CHROMIUM_FLAGS, require
 
     require(CHROMIUM.is_file(), f"Debian's chromium is not installed ({CHROMIUM}): run scripts/install-test-deps.sh")
@@ -251,55 +237,85 @@ def test_the_annotator_sees_the_image_and_our_regions(walked):
             page.set_default_timeout(60_000)
             images: list = []
             page.on("response", lambda r: images.append(r) if "/data/local-files/" in r.url else None)
+            calls: list[str] = []  # the page's task requests, in the order they were answered (for a failure's message)
+            page.on("response", lambda r: calls.append(f"{r.request.method} {r.url.removeprefix(url)} {r.status}") if "/api/tasks" in r.url else None)
             # nothing leaves this machine (Label Studio's page asks analytics and Sentry hosts)
             page.route("**/*", lambda route: route.continue_() if route.request.url.startswith((url, "data:", "blob:")) else route.abort())
-            page.goto(f"{url}/user/login/")
-            page.fill("input[name=email]", EMAIL)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit], input[type=submit]")
-            page.wait_for_url(lambda u: "/user/login" not in u, wait_until="commit")
-            page.goto(f"{url}/projects/{walked['project_id']}/data?task={task.id}", wait_until="commit")
-            shown = "img[src$='photos/000000439180.jpg']"  # the task's image (the list beside it shows thumbnails)
-            page.wait_for_selector(shown, state="attached")
-            page.wait_for_function(f"() => [...document.querySelectorAll({shown!r})].every(i => i.complete && i.naturalWidth > 0)")
-            sizes = page.eval_on_selector_all(shown, "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
-            # the annotation accepted from our prediction is selected: its brush regions fill the region list
-            page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][0].result))
-            tabs = page.locator(".lsf-annotation-button")
-            # one tab per annotation and per prediction (the imported one and the backend's); the page shortens
-            # a prediction's model version to its first 8 and last 6 characters
-            tabs.nth(len(walked["predictions"][task.id])).wait_for()
-            names = page.eval_on_selector_all(".lsf-annotation-button__name", "names => names.map(n => n.textContent)")
-            drawn = {"annotation": _region_titles(page)}
-            backend = walked["predictions"][task.id][1].model_version
-            tabs.filter(has_text=_shortened(backend)).click()
-            page.wait_for_selector(".lsf-annotation-button_selected:has-text('%s')" % _shortened(backend))
-            page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][1].result))
-            page.get_by_text(backend, exact=True).wait_for()  # the tab's tooltip: the whole model version
-            drawn["backend"] = _region_titles(page)
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            shot = RESULTS / "label-studio-task.png"
-            page.screenshot(path=str(shot))
-            from PIL import Image
+            try:
+                page.goto(f"{url}/user/login/")
+                page.fill("input[name=email]", EMAIL)
+                page.fill("input[name=password]", PASSWORD)
+                page.click("button[type=submit], input[type=submit]")
+                page.wait_for_url(lambda u: "/user/login" not in u, wait_until="commit")
+                # Open the task as a person does: the project's task list first, then a click on the task's row.
+                # (Opening /data?task=ID directly races: the page asks for the task, with its annotations and
+                # predictions, and for the task list at once, and when the list answers last, its light copy of
+                # the task, without them, replaces the full one: an empty region list and no prediction tabs.)
+                page.goto(f"{url}/projects/{walked['project_id']}/data", wait_until="commit")
+                thumbnail = "img[src$='photos/000000439180.jpg']"
+                row = page.get_by_test_id("table-row-wrapper").filter(has=page.locator(thumbnail))
+                row.wait_for()  # the list has answered and is drawn
+                with page.expect_response(lambda r: r.request.method == "GET" and f"/api/tasks/{task.id}?" in r.url) as opened:
+                    row.click()
+                assert opened.value.status == 200, calls
+                shown = thumbnail  # the task's image and the list's thumbnail of it: the same file
+                page.wait_for_selector(shown, state="attached")
+                page.wait_for_function(f"() => [...document.querySelectorAll({shown!r})].every(i => i.complete && i.naturalWidth > 0)")
+                sizes = page.eval_on_selector_all(shown, "imgs => imgs.map(i => [i.naturalWidth, i.naturalHeight])")
+                # the annotation accepted from our prediction is selected: its brush regions fill the region list
+                page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][0].result))
+                tabs = page.locator(".lsf-annotation-button")
+                # one tab per annotation and per prediction (the imported one and the backend's); the page shortens
+                # a prediction's model version to its first 8 and last 6 characters
+                tabs.nth(len(walked["predictions"][task.id])).wait_for()
+                names = page.eval_on_selector_all(".lsf-annotation-button__name", "names => names.map(n => n.textContent)")
+                drawn = {"annotation": _region_titles(page)}
+                backend = walked["predictions"][task.id][1].model_version
+                tabs.filter(has_text=_shortened(backend)).click()
+                page.wait_for_selector(".lsf-annotation-button_selected:has-text('%s')" % _shortened(backend))
+                page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][1].result))
+                page.get_by_text(backend, exact=True).wait_for()  # the tab's tooltip: the whole model version
+                drawn["backend"] = _region_titles(page)
+                RESULTS.mkdir(parents=True, exist_ok=True)
+                shot = RESULTS / "label-studio-task.png"
+                page.screenshot(path=str(shot))
+                from PIL import Image
 
-            with Image.open(shot) as full:  # a small PNG for the repository: half size, 64 colours
-                small = full.convert("RGB").resize((full.width // 2, full.height // 2)).quantize(64)
-            small.save(shot, optimize=True)
-            body = page.inner_text("body")
+                with Image.open(shot) as full:  # a small PNG for the repository: half size, 64 colours
+                    small = full.convert("RGB").resize((full.width // 2, full.height // 2)).quantize(64)
+                small.save(shot, optimize=True)
+                body = page.inner_text("body")
+                # what the annotator sees, checked while the page is open (a failure shows the page)
+                assert [r.status for r in images if "photos/000000439180.jpg" in r.url][:1] == [200]
+                h, w = walked["predictions"][task.id][0].result[0]["original_height"], walked["predictions"][task.id][0].result[0]["original_width"]
+                assert sizes and all(size == [w, h] for size in sizes), sizes
+                # our brush regions are in the region list, one entry per region, with their labels
+                assert "Labeled regions will appear here" not in body
+                for which, k in (("annotation", 0), ("backend", 1)):
+                    expected = [r["value"]["brushlabels"][0] for r in walked["predictions"][task.id][k].result]
+                    assert sorted(drawn[which]) == sorted(expected), (which, drawn[which], expected)
+                assert set(labels) <= set(drawn["annotation"])
+                # the imported prediction and the backend's are both offered in the task's tabs
+                versions = [p.model_version for p in walked["predictions"][task.id]]
+                assert sorted(_shortened(v) for v in versions) == sorted(n for n in names if n.startswith("ovpanopt")), names
+            except Exception as exc:  # Playwright's timeouts name the selector, not what the page showed
+                raise AssertionError(_page_state(page, tmp_path, exc, calls)) from exc
         finally:
             browser.close()
-    assert [r.status for r in images if "photos/000000439180.jpg" in r.url][:1] == [200]
-    h, w = walked["predictions"][task.id][0].result[0]["original_height"], walked["predictions"][task.id][0].result[0]["original_width"]
-    assert sizes and all(size == [w, h] for size in sizes), sizes
-    # our brush regions are in the region list, one entry per region, with their labels
-    assert "Labeled regions will appear here" not in body
-    for which, k in (("annotation", 0), ("backend", 1)):
-        expected = [r["value"]["brushlabels"][0] for r in walked["predictions"][task.id][k].result]
-        assert sorted(drawn[which]) == sorted(expected), (which, drawn[which], expected)
-    assert set(labels) <= set(drawn["annotation"])
-    # the imported prediction and the backend's are both offered in the task's tabs
-    versions = [p.model_version for p in walked["predictions"][task.id]]
-    assert sorted(_shortened(v) for v in versions) == sorted(n for n in names if n.startswith("ovpanopt")), names
+
+
+def _page_state(page, folder: Path, exc: BaseException, calls: list[str]) -> str:
+    """What the page showed when a step failed: a screenshot and the page's text saved under
+    ``folder``, and a message naming both, the page's URL, its task requests in the order they were
+    answered, and its text (the last 3000 characters)."""
+    shot, text_file = folder / "failure.png", folder / "failure.txt"
+    try:
+        page.screenshot(path=str(shot), full_page=True)
+        text = page.inner_text("body", timeout=10_000)
+    except Exception as again:  # the page itself is gone (browser crashed): say so
+        text = f"(the page could not be read: {again})"
+    text_file.write_text(f"{page.url}\n{text}\n", "utf-8")
+    return f"{exc}\nURL: {page.url}\ntask requests, as answered: {calls}\nscreenshot: {shot}\npage text ({text_file}):\n{text[-3000:]}"
 
 
 #: True once the region list holds N entries (the brush masks are decoded and listed).

@@ -45,6 +45,25 @@ def test_flow_carries_every_object_of_a_panning_zooming_clip():
     assert min(ious[-4:]) >= 0.8  # the pasted objects, which move across each other
 
 
+def test_flow_brings_an_object_the_frame_edge_cuts_into_view_as_the_camera_pans():
+    """The keyframe (320 x 120) sees 30 px of an object the right edge cuts (world x 290..); the
+    camera pans 4 px a frame to the right, so after 5 frames the object covers frame x 270..319.
+    Its labels are continued past the edge (8 % of 320 = 26 px): the carried mask covers what came
+    into view (IoU 0.6 without)."""
+    import cv2
+
+    rng = np.random.default_rng(3)
+    world = cv2.GaussianBlur((rng.random((120, 420, 3)) * 255).astype(np.uint8), (5, 5), 0)
+    frames = [np.ascontiguousarray(world[:, 4 * t : 4 * t + 320]) for t in range(6)]
+    seed = np.zeros((120, 320), bool)
+    seed[30:90, 290:] = True
+    out = list(FlowTracker(FlowConfig()).track(frames, TrackMasks(np.array([7], np.int64), seed[None])))
+    truth = np.zeros_like(seed)
+    truth[30:90, 270:] = True
+    mask = out[-1].masks[0]
+    assert (mask & truth).sum() / (mask | truth).sum() >= 0.95
+
+
 def run_tracker(clip, tracker: str, outdir):
     pipe = oracle_pipeline(clip, tracker=tracker)
     vocab = pipe.vocabulary(clip["classes"], clip["stuff"])
@@ -68,11 +87,15 @@ def test_vpq_and_stq_of_each_tracker_on_the_camera_motion_clip(tmp_path):
     for tracker in ("ground-truth", "flow", "hold"):
         report = run_tracker(clip, tracker, tmp_path / tracker)
         scores[tracker] = (report.vpq.all, report.vpq.things, report.stq.overall.stq)
-    # (VPQ all, VPQ things, STQ); measured: 0.892 / 0.997 / 0.916, 0.776 / 0.844 / 0.797, 0.161 / 0.077 / 0.155.
+    # (VPQ all, VPQ things, STQ); measured: 0.892 / 0.997 / 0.916, 0.801 / 0.876 / 0.814, 0.161 / 0.077 / 0.155.
     assert scores["ground-truth"] == pytest.approx((0.892, 0.997, 0.916), abs=0.005)
-    assert scores["flow"] == pytest.approx((0.776, 0.844, 0.797), abs=0.01)
+    assert scores["flow"] == pytest.approx((0.801, 0.876, 0.814), abs=0.005)
     assert scores["hold"] == pytest.approx((0.161, 0.077, 0.155), abs=0.01)
-    # Not met: the issue's goal of flow within 0.05 VPQ of the perfect tracker (the gap is 0.116):
-    # parts of objects the keyframe did not see (coming out from behind another) appear only at the
-    # next keyframe.
-    assert scores["ground-truth"][0] - scores["flow"][0] == pytest.approx(0.116, abs=0.01)
+    # Not met: the issue's goal of flow within 0.05 VPQ of the perfect tracker. The gap was 0.116;
+    # robust motion fits (median-flow inliers, no implausible scale or rotation, a segment keeps its
+    # last motion where its flow jumps) and the keyframe's labels continued past the frame's edges
+    # made it 0.091. What is left, per class (perfect -> flow): car 1.00 -> 0.68 (it goes wholly
+    # behind the dog, which the keyframe saw only in part), dog 1.00 -> 0.86 and horse 1.00 -> 0.91
+    # (parts hidden on the keyframe, uncovered as the others move away), person 0.98 -> 0.89 (one
+    # behind the pasted horse: IoU 0.56 -> 0.17 over a window), grass 0.94 -> 0.87.
+    assert scores["ground-truth"][0] - scores["flow"][0] == pytest.approx(0.091, abs=0.005)

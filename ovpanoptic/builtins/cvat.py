@@ -1,8 +1,23 @@
 """Built-in plugin: the ``cvat`` exporter, "CVAT for images 1.1" XML with one mask shape per segment.
 
-``OUTDIR/annotations.xml`` is the file CVAT reads with *Upload annotations* -> "CVAT for images 1.1"
-(task or job menu). The layout follows CVAT's own writer (``cvat/apps/dataset_manager/formats/cvat.py``)
-and its format page ("CVAT for images 1.1"):
+The export is a folder of its own, ``OUTDIR/cvat/``, laid out as CVAT's own "CVAT for images 1.1"
+export with images (CVAT's format page: ``taskname.zip/`` holding ``images/`` and ``annotations.xml``):
+
+* ``OUTDIR/cvat/annotations.xml``: the file CVAT reads with *Upload annotations* -> "CVAT for images
+  1.1" (task or job menu);
+* ``OUTDIR/cvat/images/NAME``: each image under the name ``annotations.xml`` gives it (the
+  ``image_name`` option; JPEG at quality :data:`JPEG_QUALITY` for ``.jpg``/``.jpeg``, else the
+  format of the name's extension), as the pipeline saw it, so its size is the XML's.
+
+That folder is what Datumaro's CVAT importer takes as it is (``datumaro.Dataset.import_from("OUTDIR/cvat",
+"cvat")``: the XML and the images it names under ``images/``, no other XML beside it; the output
+folder itself is no CVAT dataset, since other exporters' files such as ``label-studio.xml`` lie
+there), and, zipped (``cd OUTDIR/cvat && zip -r ../cvat.zip .``), what CVAT's *Import dataset*
+takes. ``images = false`` writes the XML alone (to upload onto a task that has the images).
+The folder's and the XML's names are the ``folder`` and ``xml_name`` options.
+
+The XML follows CVAT's own writer (``cvat/apps/dataset_manager/formats/cvat.py``) and its format
+page ("CVAT for images 1.1"):
 
 * ``<meta><task>`` with ``<labels>``: per class its ``<name>``, ``<color>`` (``#rrggbb``, the class's
   display colour), ``<type>`` (``mask``; the ``label_type`` option) and one attribute, ``score``:
@@ -25,10 +40,12 @@ What CVAT does on upload: the task must have labels of the same names (CVAT refu
 label); ``score`` is kept only when the task's label has a ``score`` attribute (CVAT drops
 undeclared attributes silently); the shapes' ``source`` becomes ``file`` whatever the XML says.
 
-Resumable like the COCO exporters: ``export()`` writes the image's part
-(``OUTDIR/.ovpanoptic/annotations.xml.parts/STEM.json``: the image's name and size and each
-segment's box, RLE, class id and score) and the folder's category table, and ``finish(outdir,
-stems)`` assembles ``annotations.xml`` from the parts of ``stems`` in that order. A folder whose
+Resumable like the COCO exporters: ``export()`` writes the image (``images/NAME``), the image's part
+(``OUTDIR/.ovpanoptic/cvat.annotations.xml.parts/STEM.json``: the image's name and size and each
+segment's box, RLE, class id and score) and the folder's category table
+(``OUTDIR/.ovpanoptic/cvat.annotations.xml.categories.json``, which ``ovpanoptic eval`` reads), and
+``finish(outdir, stems)`` assembles ``cvat/annotations.xml`` from the parts of ``stems`` in that
+order. The bookkeeping stays outside ``OUTDIR/cvat/``, so the folder zips as it is. A folder whose
 category table or ``annotations.xml`` holds another vocabulary's classes is refused.
 
 Class names and image names must be XML 1.0 characters (no control characters, no U+FFFE/U+FFFF);
@@ -37,6 +54,7 @@ Class names and image names must be XML 1.0 characters (no control characters, n
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import string
@@ -78,6 +96,18 @@ SCORE_VALUES: tuple[int, int, int] = (0, 100, 1)
 THING_Z_ORDER = 1
 STUFF_Z_ORDER = 0
 
+#: The folder of the export in the output folder (the ``folder`` option's default).
+CVAT_FOLDER = "cvat"
+
+#: The images' folder inside the export's folder, where Datumaro's importer and CVAT look for them.
+IMAGES_FOLDER = "images"
+
+#: Pillow's format for each image extension the ``images`` option can write.
+IMAGE_FORMATS: dict[str, str] = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+
+#: JPEG quality of the images written under ``images/``.
+JPEG_QUALITY = 95
+
 #: Label types this exporter may declare: ``mask`` (annotators draw masks only) or ``any``.
 LABEL_TYPES: tuple[str, ...] = ("mask", "any")
 
@@ -107,20 +137,27 @@ def _check_label_names(vocabulary: Vocabulary) -> None:
 class CvatConfig:
     """Options of the ``cvat`` exporter.
 
-    :param xml_name: name of the XML file in the output folder.
+    :param folder: the export's folder in the output folder (``OUTDIR/cvat``): the XML and ``images/``.
+    :param xml_name: name of the XML file in that folder.
     :param image_name: the ``name`` of each ``<image>``: a template with ``{stem}`` (the input
         image's file name without extension). CVAT matches the file's images to the task's by this
         name (and by the name without extension), so give the task's names when they differ, e.g.
         ``"{stem}.png"`` or ``"train/{stem}.jpg"``.
     :param label_type: the labels' ``<type>``: ``"mask"`` (annotators draw masks with them) or
         ``"any"`` (any shape, e.g. polygons too).
+    :param images: write each image as ``images/NAME`` beside the XML (what Datumaro's importer and
+        CVAT's *Import dataset* need); ``False``: the XML alone, for *Upload annotations* onto a task
+        that has the images.
     """
 
+    folder: str = CVAT_FOLDER
     xml_name: str = "annotations.xml"
     image_name: str = "{stem}.jpg"
     label_type: str = "mask"
+    images: bool = True
 
     def __post_init__(self) -> None:
+        _check_plain_name("folder", self.folder)
         _check_plain_name("xml_name", self.xml_name)
         try:
             fields = {name for _, name, _, _ in string.Formatter().parse(self.image_name) if name is not None}
@@ -136,6 +173,16 @@ class CvatConfig:
             raise ValueError(f"image_name {self.image_name!r} must be a relative name with '/' folders and no '..'")
         if self.label_type not in LABEL_TYPES:
             raise ValueError(f"label_type must be one of {', '.join(LABEL_TYPES)}, got {self.label_type!r}")
+        if self.images and example.suffix.lower() not in IMAGE_FORMATS:
+            raise ValueError(
+                f"image_name {self.image_name!r} must end with an image extension the images/ folder can be written "
+                f"in ({', '.join(IMAGE_FORMATS)}), or set images = false to write the XML alone"
+            )
+
+    @property
+    def key(self) -> str:
+        """The name of this export's bookkeeping in ``OUTDIR/.ovpanoptic/`` (``cvat.annotations.xml``)."""
+        return f"{self.folder}.{self.xml_name}"
 
 
 def mask_rle(crop: np.ndarray) -> list[int]:
@@ -188,6 +235,10 @@ class CvatExporter:
     def __init__(self, config: CvatConfig, context: ComponentContext | None = None) -> None:
         self.config = config
 
+    def folder(self, outdir: Path) -> Path:
+        """The export's folder, ``OUTDIR/cvat``: the XML and ``images/``."""
+        return Path(outdir) / self.config.folder
+
     def image_name(self, stem: str) -> str:
         """The ``<image name>`` of an input stem (the ``image_name`` template).
 
@@ -206,8 +257,8 @@ class CvatExporter:
         """Refuse class names XML cannot hold, and a folder whose category table or XML holds other classes."""
         _check_label_names(vocabulary)
         categories = _coco_categories(vocabulary)
-        _check_combined(_categories_file(outdir, self.config.xml_name), categories)
-        path = Path(outdir) / self.config.xml_name
+        _check_combined(_categories_file(outdir, self.config.key), categories)
+        path = self.folder(outdir) / self.config.xml_name
         old = _label_names_in_xml(path)
         if old is not None and set(old) != set(vocabulary.names):
             gone = [n for n in old if n not in vocabulary.names]
@@ -219,11 +270,13 @@ class CvatExporter:
             )
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
-        """Write the image's part (name, size, each segment's box, RLE, class id, score in percent)."""
+        """Write the image (``images/NAME``, unless ``images = false``) and the image's part (name,
+        size, each segment's box, RLE, class id, score in percent)."""
         _check_label_names(result.vocabulary)
         name = self.image_name(stem)
         outdir = Path(outdir)
-        categories = _write_categories(outdir, self.config.xml_name, _coco_categories(result.vocabulary))
+        written = [self._write_image(image, outdir, name)] if self.config.images else []
+        categories = _write_categories(outdir, self.config.key, _coco_categories(result.vocabulary))
         h, w = result.image_size
         shapes = []
         for s in result.segments:
@@ -242,22 +295,33 @@ class CvatExporter:
                 }
             )
         part = {"name": name, "height": h, "width": w, "shapes": shapes}
-        parts = _parts_dir(outdir, self.config.xml_name)
+        parts = _parts_dir(outdir, self.config.key)
         parts.mkdir(parents=True, exist_ok=True)
-        return [atomic_write_text(parts / f"{stem}.json", json.dumps(part)), categories]
+        return [*written, atomic_write_text(parts / f"{stem}.json", json.dumps(part)), categories]
+
+    def _write_image(self, image: np.ndarray, outdir: Path, name: str) -> Path:
+        """``OUTDIR/cvat/images/NAME``: the image in the format of the name's extension."""
+        from PIL import Image
+
+        path = self.folder(outdir) / IMAGES_FOLDER / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kind = IMAGE_FORMATS[path.suffix.lower()]
+        buffer = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(image)).save(buffer, kind, **({"quality": JPEG_QUALITY} if kind == "JPEG" else {}))
+        return atomic_write_bytes(path, buffer.getvalue())
 
     def finish(self, outdir: Path, stems: Sequence[str] | None = None) -> list[Path]:
-        """Write ``annotations.xml`` from the parts of ``stems``, in that order (``None``: all
-        parts, by name).
+        """Write ``OUTDIR/cvat/annotations.xml`` from the parts of ``stems``, in that order (``None``:
+        all parts, by name).
 
         :raises ExportError: a part of ``stems`` is missing (run the batch again to redo it).
         """
         outdir = Path(outdir)
-        categories_path = _categories_file(outdir, self.config.xml_name)
+        categories_path = _categories_file(outdir, self.config.key)
         if not categories_path.exists():
             return []
         categories = json.loads(categories_path.read_text("utf-8"))["categories"]
-        read = _read_parts(outdir, self.config.xml_name, stems)
+        read = _read_parts(outdir, self.config.key, stems)
         root = ET.Element("annotations")
         ET.SubElement(root, "version").text = CVAT_XML_VERSION
         root.append(self._meta(categories, len(read)))
@@ -287,7 +351,9 @@ class CvatExporter:
                 ET.SubElement(mask, "attribute", {"name": SCORE_ATTRIBUTE}).text = str(shape["score"])
         ET.indent(root, space="  ")
         data = ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
-        return [atomic_write_bytes(outdir / self.config.xml_name, data)]
+        folder = self.folder(outdir)
+        folder.mkdir(parents=True, exist_ok=True)
+        return [atomic_write_bytes(folder / self.config.xml_name, data)]
 
     def _meta(self, categories: Sequence[dict[str, Any]], size: int) -> ET.Element:
         """``<meta><task>`` with the task's size and labels (name, colour, type, the score attribute)."""
@@ -324,4 +390,4 @@ class CvatExporter:
 @hookimpl
 def register_exporters(register: RegisterComponent) -> None:
     """Register ``cvat``."""
-    register("cvat", CvatExporter, config=CvatConfig, description="CVAT for images 1.1 annotations.xml (mask shapes, scores in %)")
+    register("cvat", CvatExporter, config=CvatConfig, description="CVAT for images 1.1: cvat/annotations.xml (mask shapes, scores in %) + cvat/images/")

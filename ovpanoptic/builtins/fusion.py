@@ -6,9 +6,11 @@ probabilities) and a score (that probability, times the proposal's own score whe
 no category and are dropped (their pixels stay void unless another proposal covers them).
 
 ``detectron2``
-    Things become a detectron2 ``Instances`` (masks, boxes, scores, classes) and stuff a semantic
-    map (each pixel takes the stuff class of the highest-scoring stuff proposal covering it); they
-    are merged by detectron2's own ``combine_semantic_and_instance_outputs``: things are pasted in
+    Things become instances (masks, scores, classes) and stuff a semantic map (each pixel takes the
+    stuff class of the highest-scoring stuff proposal covering it); they are merged by the rule of
+    detectron2's ``combine_semantic_and_instance_outputs`` (the same answer, instances ordered by the
+    same ``torch.argsort``, each pasted inside its box; on the pipeline's CUDA device when it has
+    one; ``tests/test_fusion.py`` checks it against detectron2's function): things are pasted in
     descending score, an instance whose overlap with already pasted ones exceeds
     ``overlap_threshold`` of its area is dropped (otherwise only its free pixels are kept), then
     stuff fills the pixels still free, a stuff class covering fewer free pixels than
@@ -29,10 +31,11 @@ they agree exactly). Where masks overlap, ``detectron2`` lets every thing beat e
 and drops stuff only by area, while ``maskformer`` lets scores decide between things and stuff and
 drops any proposal left with less than ``overlap_threshold`` of its mask.
 
-Cost (100 proposals at 1024x768, 2-core CPU, ``bench/bench_demo.py``): ``detectron2`` ~0.54 s, as
-its combine step makes several full-image passes per instance; ``maskformer`` ~0.05-0.08 s, as it
-paints each proposal inside its box only. Both paint stuff/proposals inside each mask's tight box
-(:attr:`ProposalSet.windows`).
+Cost (640x480, 2-core CPU, ``bench/bench_fusion.py``, ``bench/results/fusion.json``): ``detectron2``
+0.01-0.02 s at 100 to 800 proposals (it pastes each instance inside its tight box; handing the same
+inputs to detectron2's own function, which makes several full-image passes per instance, took
+0.26-0.38 s at 100 and 1.5-5.1 s at 800), ``maskformer`` 0.02-0.06 s. Both paint stuff/proposals
+inside each mask's tight box (:attr:`ProposalSet.windows`).
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from ..constants import VOID_ID
 from ..errors import MissingDependencyError
 from ..hookspecs import hookimpl
 from ..types import ClassScores, PanopticResult, ProposalSet, Vocabulary
-from ._quiet import import_quietly, require
+from ._quiet import require
 
 
 def _check_fraction(name: str, value: float) -> None:
@@ -123,19 +126,29 @@ def label_proposals(
 
 
 class Detectron2Fuser:
-    """Panoptic fusion with detectron2's ``combine_semantic_and_instance_outputs``."""
+    """Panoptic fusion with the rule of detectron2's ``combine_semantic_and_instance_outputs``.
+
+    The rule is detectron2's, step for step (and checked against detectron2's own function by
+    ``tests/test_fusion.py``), but each instance is pasted inside its tight box instead of with
+    several full-image passes, so the cost grows with the proposals' areas, not with their number
+    times the image: on the CPU in numpy (no OpenMP barriers between the many small steps), on a
+    CUDA device in torch when the pipeline runs there.
+    """
 
     def __init__(self, config: Detectron2FuserConfig, context: ComponentContext | None = None) -> None:
         require("detectron2", "the detectron2 fuser", "run scripts/bootstrap.sh (it installs detectron2), or choose --set pipeline.fuser=maskformer")
         self.config = config
+        self._context = context
+
+    @property
+    def device(self) -> str:
+        """Where the combine step runs: the pipeline's device when it is CUDA, else ``"cpu"``."""
+        device = self._context.device if self._context is not None else "cpu"
+        return device if device.startswith("cuda") else "cpu"
 
     def fuse(self, proposals: ProposalSet, scores: ClassScores, vocabulary: Vocabulary) -> PanopticResult:
         try:
             import torch
-
-            import_quietly("detectron2.modeling.meta_arch.panoptic_fpn")
-            from detectron2.modeling.meta_arch.panoptic_fpn import combine_semantic_and_instance_outputs
-            from detectron2.structures import Boxes, Instances
         except ImportError as exc:
             raise MissingDependencyError(
                 f"the detectron2 fuser needs torch and detectron2 ({exc}); run scripts/bootstrap.sh, or "
@@ -147,42 +160,155 @@ class Detectron2Fuser:
         cats = [vocabulary.categories[c] for c in cols]
         thing_idx = [i for i, c in enumerate(cats) if c.isthing]
         stuff_idx = [i for i, c in enumerate(cats) if not c.isthing]
-        thing_ids = sorted({cats[i].id for i in thing_idx})
-        thing_contig = {cid: k for k, cid in enumerate(thing_ids)}
-
-        instances = Instances((h, w))
-        t_keep = keep[thing_idx]
-        instances.pred_masks = torch.from_numpy(np.ascontiguousarray(proposals.masks[t_keep])).reshape(len(t_keep), h, w)
-        instances.pred_boxes = Boxes(torch.from_numpy(np.ascontiguousarray(proposals.boxes_xyxy[t_keep])).reshape(-1, 4))
-        instances.scores = torch.from_numpy(sc[thing_idx].astype(np.float32))
-        instances.pred_classes = torch.tensor([thing_contig[cats[i].id] for i in thing_idx], dtype=torch.int64)
 
         # Semantic map: 0 = "no stuff" (detectron2's reserved label); stuff class k -> k + 1.
         stuff_ids = sorted({cats[i].id for i in stuff_idx})
         stuff_label = {cid: k + 1 for k, cid in enumerate(stuff_ids)}
-        # The smallest dtype that holds the labels: detectron2 runs torch.unique over this map.
-        semantic = np.zeros((h, w), np.uint8 if len(stuff_ids) < 255 else np.int32)
+        semantic = np.zeros((h, w), np.int32)
         stuff_score: dict[int, float] = {}
         for i in sorted(stuff_idx, key=lambda i: (sc[i], -i)):  # ascending: the best proposal paints last
             window = proposals.windows[keep[i]]
             semantic[window][proposals.masks[keep[i]][window]] = stuff_label[cats[i].id]
             stuff_score[cats[i].id] = max(stuff_score.get(cats[i].id, 0.0), float(sc[i]))
 
-        panoptic, infos = combine_semantic_and_instance_outputs(
-            instances,
-            torch.from_numpy(semantic),
+        t_keep = keep[thing_idx]
+        t_scores = sc[thing_idx].astype(np.float32)
+        # detectron2 orders instances with torch.argsort(-scores), which is not stable: ties take
+        # torch's order, so the same call decides it here.
+        order = torch.argsort(-torch.from_numpy(t_scores)).numpy()
+        combine = _combine_torch if self.device != "cpu" else _combine_numpy
+        panoptic, things, stuff = combine(
+            proposals,
+            t_keep,
+            t_scores,
+            order,
+            semantic,
+            len(stuff_ids),
             overlap_threshold=cfg.overlap_threshold,
             stuff_area_thresh=min(cfg.stuff_area_thresh, math.ceil(cfg.stuff_area_fraction * h * w)),
             instances_score_thresh=cfg.instances_score_thresh,
+            device=self.device,
         )
         labels: dict[int, tuple[int, float]] = {}
-        for info in infos:
-            if info["isthing"]:
-                labels[info["id"]] = (thing_ids[info["category_id"]], float(info["score"]))
-            else:
-                cid = stuff_ids[info["category_id"] - 1]
-                labels[info["id"]] = (cid, stuff_score[cid])
-        return PanopticResult.from_map(panoptic.numpy().astype(np.int32), labels, vocabulary)
+        for sid, t in things:
+            labels[sid] = (cats[thing_idx[t]].id, float(t_scores[t]))
+        for sid, label in stuff:
+            cid = stuff_ids[label - 1]
+            labels[sid] = (cid, stuff_score[cid])
+        return PanopticResult.from_map(panoptic, labels, vocabulary)
+
+
+_Combined = tuple[np.ndarray, list[tuple[int, int]], list[tuple[int, int]]]
+
+
+def _combine_numpy(
+    proposals: ProposalSet,
+    t_keep: np.ndarray,
+    t_scores: np.ndarray,
+    order: np.ndarray,
+    semantic: np.ndarray,
+    n_stuff: int,
+    *,
+    overlap_threshold: float,
+    stuff_area_thresh: int,
+    instances_score_thresh: float,
+    device: str,
+) -> _Combined:
+    """detectron2's combine rule, each instance inside its tight box (``device`` is unused: numpy on the CPU).
+
+    :returns: the panoptic map (H, W) int32, ``[(segment id, thing index)]`` and
+        ``[(segment id, semantic label)]``, in detectron2's id order.
+    """
+    panoptic = np.zeros(semantic.shape, np.int32)
+    things: list[tuple[int, int]] = []
+    sid = 0
+    for t in order.tolist():
+        score = float(t_scores[t])
+        if score < instances_score_thresh:
+            break
+        p = int(t_keep[t])
+        mask_area = int(proposals.areas[p])
+        if mask_area == 0:
+            continue
+        window = proposals.windows[p]
+        owned = panoptic[window]
+        free = proposals.masks[p][window] & (owned == 0)
+        intersect_area = mask_area - int(np.count_nonzero(free))
+        if intersect_area * 1.0 / mask_area > overlap_threshold:
+            continue
+        sid += 1
+        owned[free] = sid
+        things.append((sid, t))
+    stuff: list[tuple[int, int]] = []
+    if n_stuff:
+        present = np.bincount(semantic.ravel(), minlength=n_stuff + 1) > 0
+        free_px = panoptic == 0
+        free_labels = semantic[free_px]
+        free_counts = np.bincount(free_labels, minlength=n_stuff + 1)
+        lut = np.zeros(n_stuff + 1, np.int32)
+        for label in range(1, n_stuff + 1):
+            if not present[label] or free_counts[label] < stuff_area_thresh:
+                continue
+            sid += 1
+            lut[label] = sid
+            stuff.append((sid, label))
+        panoptic[free_px] = lut[free_labels]
+    return panoptic, things, stuff
+
+
+def _combine_torch(
+    proposals: ProposalSet,
+    t_keep: np.ndarray,
+    t_scores: np.ndarray,
+    order: np.ndarray,
+    semantic: np.ndarray,
+    n_stuff: int,
+    *,
+    overlap_threshold: float,
+    stuff_area_thresh: int,
+    instances_score_thresh: float,
+    device: str,
+) -> _Combined:
+    """:func:`_combine_numpy` in torch on ``device`` (the CUDA path; runs on any device)."""
+    import torch
+
+    h, w = semantic.shape
+    # Only the instances that will be looked at travel to the device.
+    live = [t for t in order.tolist() if float(t_scores[t]) >= instances_score_thresh]
+    masks = torch.from_numpy(np.ascontiguousarray(proposals.masks[t_keep[live]])).reshape(len(live), h, w).to(device)
+    panoptic = torch.zeros((h, w), dtype=torch.int32, device=device)
+    things: list[tuple[int, int]] = []
+    sid = 0
+    for k, t in enumerate(live):
+        p = int(t_keep[t])
+        mask_area = int(proposals.areas[p])
+        if mask_area == 0:
+            continue
+        window = proposals.windows[p]
+        owned = panoptic[window]
+        free = masks[k][window] & (owned == 0)
+        intersect_area = mask_area - int(free.sum().item())
+        if intersect_area * 1.0 / mask_area > overlap_threshold:
+            continue
+        sid += 1
+        owned[free] = sid
+        things.append((sid, t))
+    stuff: list[tuple[int, int]] = []
+    if n_stuff:
+        sem = torch.from_numpy(semantic).to(device)
+        present = torch.bincount(sem.reshape(-1), minlength=n_stuff + 1).cpu().numpy() > 0
+        free_px = panoptic == 0
+        free_labels = sem[free_px]
+        free_counts = torch.bincount(free_labels, minlength=n_stuff + 1).cpu().numpy()
+        lut = np.zeros(n_stuff + 1, np.int32)
+        for label in range(1, n_stuff + 1):
+            if not present[label] or free_counts[label] < stuff_area_thresh:
+                continue
+            sid += 1
+            lut[label] = sid
+            stuff.append((sid, label))
+        panoptic[free_px] = torch.from_numpy(lut).to(device)[free_labels.long()]
+    return panoptic.cpu().numpy(), things, stuff
 
 
 class MaskFormerFuser:

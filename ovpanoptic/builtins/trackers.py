@@ -17,14 +17,20 @@
     squares to the forward flow of its *evidence* pixels: pixels well inside it (a 5 x 5
     neighbourhood of one label: DIS blurs motion over its 8 px patches at boundaries) whose flow
     passes the forward-backward consistency test of Sundaram, Brox and Keutzer (ECCV 2010,
-    ``|f + b|² <= 0.01 (|f|² + |b|²) + 0.5``; pixels that fail it are occluded or uncovered),
-    refitted once without the pixels the first fit misses by more than 1.5 px. The sums of the fit
+    ``|f + b|² <= 0.01 (|f|² + |b|²) + 0.5``; pixels that fail it are occluded or uncovered), at
+    most ``FIT_SAMPLES`` of them per object (a fixed pseudo-random subsample). The first fit uses
+    only pixels whose flow is near the object's median flow (a neighbour's motion bleeding over the
+    boundary cannot tilt it), the refit drops the pixels it misses by more than 1.5 px. The sums
     are per-label ``bincount`` calls and the keyframe's labelled pixels are moved by their object's
-    accumulated motion in **one scatter of the whole label map**: the cost per frame does not grow
-    with the number of objects. Where two objects land on one pixel, the one whose motion agrees
-    with the measured backward flow there is in front (the occluder); an object with too little
-    evidence (hidden) keeps its last motion; a zoomed-in object's gaps are closed. Stuff is held from
-    the keyframe by the track bookkeeping (``--track-stuff`` moves it too, as objects).
+    *accumulated* motion (keyframe -> frame) in **one scatter of the whole label map** (a z-buffer,
+    no sort): masks are never resampled frame after frame, and the cost per frame does not grow
+    with the number of objects. The keyframe's labels are continued ``BORDER_MARGIN`` past the
+    frame's edges (replicated), so an object the edge cuts comes in as the camera pans. Where two
+    objects land on one pixel, the one whose motion agrees with the measured backward flow there
+    is in front (the occluder); an object with too little consistent evidence (hidden, or a frame
+    where DIS failed on it), or most of whose evidence jumped away from its last motion, keeps its
+    last motion; a zoomed-in object's gaps are closed. Stuff is held from the keyframe by the track
+    bookkeeping (``--track-stuff`` moves it too, as objects).
 ``hold``
     No model: every object keeps its keyframe mask until the next keyframe. With
     ``--keyframe-every 1`` this is per-frame segmentation whose ids follow by mask IoU between
@@ -306,6 +312,10 @@ REFIT_PX = 1.5
 #: segment with less than half of its evidence within this of its last motion keeps its last
 #: motion (objects move smoothly; flow that jumps is wrong, or belongs to something else).
 FOLLOW_PX = 3.0
+#: Largest change of scale (share) and rotation (radians) of a segment between two frames; a fit
+#: beyond either is replaced by a shift.
+MAX_STEP_SCALE = 0.05
+MAX_STEP_ROTATION = 0.05
 #: The replicated margin of the keyframe's labels around the frame, as a share of its longer side.
 BORDER_MARGIN = 0.08
 
@@ -346,6 +356,10 @@ def _fit_similarity(
         spread = spp > 1e-6 * np.maximum(c, 1.0)
         a = np.where(spread, sa / np.where(spread, spp, 1.0), 1.0)
         b = np.where(spread, sb / np.where(spread, spp, 1.0), 0.0)
+        # A scale or rotation no object makes between two frames is flow converging on an
+        # occlusion boundary: the segment is shifted only.
+        wild = (np.abs(np.hypot(a, b) - 1.0) > MAX_STEP_SCALE) | (np.abs(np.arctan2(b, a)) > MAX_STEP_ROTATION)
+        a, b = np.where(wild, 1.0, a), np.where(wild, 0.0, b)
         out = np.empty((n + 1, 2, 3))
         out[:, 0, 0], out[:, 0, 1], out[:, 1, 0], out[:, 1, 1] = a, -b, b, a
         out[:, 0, 2] = mqx - (a * mpx - b * mpy)

@@ -183,6 +183,8 @@ class DemoApp:
                 self._configs[spec] = load_config(spec)  # a TOML path: read (and checked) now
         self._images: OrderedDict[tuple[Any, ...], LoadedImage] = OrderedDict()
         self._sessions: OrderedDict[str, Session] = OrderedDict()
+        #: Browser tab (Gradio's session hash) -> the workbench key its browser keeps.
+        self._tabs: OrderedDict[str, str] = OrderedDict()
         #: Components whose checkpoints were found (kind, name, settings): the weights stage runs once each.
         self.weights_ready: set[tuple[str, str, str]] = set()
         #: Model work (segmenting, prompts) runs one request at a time.
@@ -466,9 +468,26 @@ class DemoApp:
         for session in sessions:
             session.cancel.set()
 
-    def end_session(self, key: str | None) -> None:
-        """Forget a session that closed its page, and delete its downloads."""
+    def bind(self, tab: str | None, workbench: str) -> None:
+        """Let browser tab ``tab`` (Gradio's session hash) work on the session ``workbench`` (a random
+        key the browser keeps, so a reload or a second tab of that browser finds its work again)."""
         with self._state_lock:
+            self._tabs[tab or "default"] = workbench
+            while len(self._tabs) > 4 * self.settings.max_sessions:
+                self._tabs.popitem(last=False)
+
+    def session_of_tab(self, tab: str | None) -> Session:
+        """The session of browser tab ``tab``: its workbench's (see :meth:`bind`), else its own."""
+        with self._state_lock:
+            key = self._tabs.get(tab or "default", tab)
+        return self.session(key)
+
+    def end_session(self, key: str | None) -> None:
+        """Forget a session that closed its page, and delete its downloads; a tab bound to a
+        workbench (:meth:`bind`) only lets go of it: the work stays for a reload."""
+        with self._state_lock:
+            if self._tabs.pop(key or "default", None) is not None:
+                return
             self._sessions.pop(key or "default", None)
         if self._workdir is not None:
             shutil.rmtree(self._workdir / "sessions" / _stem(key or "default"), ignore_errors=True)

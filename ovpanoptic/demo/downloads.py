@@ -10,7 +10,8 @@ segments, so each re-query or correction has its own name) holds:
   and the same detections as a results list (the ``coco-instances`` exporter);
 * ``label-studio.json`` + ``label-studio.xml``: a Label Studio task with the segments as brush
   predictions and its labelling config (the ``label-studio`` exporter; docs/labelling.md);
-* ``annotations.xml``: CVAT for images 1.1 with one mask shape per segment (the ``cvat`` exporter);
+* ``cvat/annotations.xml`` + ``cvat/images/STEM.jpg``: CVAT for images 1.1 with one mask shape per
+  segment, and the image it names (the ``cvat`` exporter; the folder Datumaro and CVAT import);
 * ``STEM.overlay.jpg``: the image with segments, outlines and names as the page draws them (at
   most :data:`OVERLAY_MAX_SIDE` pixels on its long side);
 * ``STEM.segments.csv``: the segment table (id, label, class, kind, score, area in pixels and %,
@@ -110,6 +111,7 @@ def write_download(
     *,
     source: Path | None = None,
     image_digest: str = "",
+    labels: Mapping[int, str] | None = None,
 ) -> Path:
     """Write the zip described in the module docstring into ``folder`` (created; its working files
     are removed, only the zip stays).
@@ -117,6 +119,7 @@ def write_download(
     :param rgb: the image at the result's size.
     :param source: the uploaded file; copied as it is when it is an RGB JPEG of the same size.
     :param image_digest: the image's content digest (part of the name: two images never share a zip).
+    :param labels: segment id -> label as the page shows them (default: instances numbered in id order).
     :raises ComponentError: an exporter failed (nothing is left behind).
     """
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,9 +130,9 @@ def write_download(
     formats = [name for name in DOWNLOAD_EXPORTERS if _usable(pipe, name)]
     try:
         written = pipe.export(result, rgb, work, stem, formats=formats) if formats else []
-        labels = segment_labels(result)
+        labels = dict(labels) if labels is not None else segment_labels(result)
         small = resize_longest_side(rgb, OVERLAY_MAX_SIDE)
-        overlay = compose(small, result, labels, segment_colors(result), Overlay())
+        overlay = compose(small, result, labels, segment_colors(result, labels), Overlay())
         partial = work / archive.name
         with zipfile.ZipFile(partial, "w") as zf:
             if source is not None and source.suffix.lower() in (".jpg", ".jpeg") and _same_size(source, rgb):
@@ -157,7 +160,7 @@ ZIP_PARTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("instances.json",), "COCO instances (RLE masks of the things)"),
     (("instances_results.json",), "the same detections as a COCO results list (for COCO.loadRes)"),
     (("label-studio.json", "label-studio.xml"), "a Label Studio task with the segments as predictions, and its labelling config"),
-    (("annotations.xml",), "CVAT for images 1.1"),
+    (("cvat/annotations.xml", "cvat/images/STEM.jpg"), "CVAT for images 1.1"),
     (("STEM.overlay.jpg",), "the image as drawn here"),
     (("STEM.segments.csv",), "the segment table"),
 )

@@ -13,7 +13,11 @@ so each is tested by calling it.
 from __future__ import annotations
 
 import dataclasses
+import math
+import shutil
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,18 +25,21 @@ from typing import Any
 import numpy as np
 
 from ..components import Downloadable
-from ..editing import add_category, add_segment, delete_segment, merge_segments, relabel_segment
+from ..editing import add_category, add_segment, delete_segment, erase_segment, merge_segments, paint_segment, relabel_segment
 from ..errors import Cancelled, InputError, OvpanopticError, WeightsError
 from ..pipeline import Pipeline, SegmentationRun
-from ..types import Prompt, normalize_name
+from ..types import PanopticResult, Prompt, normalize_name
 from .app import TUNABLE, DemoApp
 from .downloads import write_download
-from .render import plural, segment_labels
+from .render import plural
 from .state import RunRequest, Session
 
 __all__ = [
     "BOX",
+    "BRUSH",
+    "BRUSH_RADIUS",
     "CLASS_KINDS",
+    "ERASER",
     "MODES",
     "NEGATIVE",
     "POSITIVE",
@@ -46,7 +53,11 @@ __all__ = [
     "download",
     "explain",
     "image_changed",
+    "load_labels",
     "merge",
+    "position",
+    "set_images",
+    "step",
     "relabel",
     "retune",
     "segment",
@@ -61,7 +72,13 @@ POSITIVE = "add point (+)"
 NEGATIVE = "remove point (-)"
 BOX = "box (2 clicks)"
 SELECT_MANY = "select several"
-MODES: tuple[str, ...] = (SELECT, POSITIVE, NEGATIVE, BOX, SELECT_MANY)
+#: The brush paints a disc into the selected segment; the eraser clears the selected segment's
+#: pixels in the disc (pixel edits, undoable).
+BRUSH = "brush"
+ERASER = "eraser"
+MODES: tuple[str, ...] = (SELECT, POSITIVE, NEGATIVE, BOX, SELECT_MANY, BRUSH, ERASER)
+#: The brush's radius (image pixels) unless the page says otherwise.
+BRUSH_RADIUS = 8
 #: Stage names of :meth:`Pipeline.segment_run`'s progress, as the page says them.
 STAGES: dict[str, str] = {
     "weights": "weights: finding the models' checkpoints (first run of a preset only; downloads them when online)",
@@ -216,9 +233,13 @@ def image_changed(app: DemoApp, session: Session, image: Any) -> None:
         raise
     session.image = loaded
     session.clear_prompt()
-    if session.result is not None:
+    if session.result_image != loaded.digest and session.resume(loaded.digest):
+        session.notice = f"Back to {loaded.name}: its result as you left it (Undo too)."
+    elif session.result is not None:
         same = session.result_image == loaded.digest
-        session.stale = "" if same else f"this result is for the previous image; press Segment to segment {loaded.name}"
+        session.stale = "" if same else (
+            f"press Segment to segment {loaded.name} (the result of the previous image is kept: open that image again to go back)"
+        )
 
 
 def segment(
@@ -281,6 +302,8 @@ def _run(app: DemoApp, session: Session, pipe: Pipeline, request: RunRequest, re
 
 def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, request: RunRequest, encode_s: float) -> None:
     assert session.image is not None
+    if session.result is not None and session.result_image != session.image.digest:
+        session.keep()  # the previous image's work stays for when it comes back
     seen_before = session.image.digest in session.seen
     session.seen.add(session.image.digest)
     session.result = run.result
@@ -289,6 +312,7 @@ def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, 
     session.history.clear()
     session.clear_prompt()
     session.selected = []
+    session.numbers = {}
     session.shown = None
     session.stale = ""
     session.download = None
@@ -375,7 +399,9 @@ def _to_result(session: Session, x: float, y: float, display_size: tuple[int, in
     return rx, ry
 
 
-def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int]) -> None:
+def click(
+    app: DemoApp, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int], *, radius: float = BRUSH_RADIUS
+) -> None:
     """A click at display pixel ``(x, y)``: select the segment there (:data:`SELECT`: it alone;
     :data:`SELECT_MANY`: add it to the selection, or take it out), or add a prompt point or box
     corner and ask the proposal generator for the mask (:meth:`Pipeline.segment_prompt`).
@@ -393,6 +419,9 @@ def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display
             return
         _choose(session, sid, mode == SELECT_MANY)
         return
+    if mode in (BRUSH, ERASER):
+        _brush(session, rx, ry, radius, erase=mode == ERASER)
+        return
     if mode not in MODES:
         raise InputError(f"a click on the image does one of: {', '.join(MODES)}; got {mode!r}")
     if mode == BOX:
@@ -406,6 +435,44 @@ def click(app: DemoApp, session: Session, x: float, y: float, mode: str, display
     else:
         session.points.append((rx, ry, 1 if mode == POSITIVE else 0))
     _predict(app, session)
+
+
+def _brush(session: Session, cx: float, cy: float, radius: float, *, erase: bool) -> None:
+    """Paint (or erase) the disc of ``radius`` image pixels around ``(cx, cy)`` for the one selected segment."""
+    assert session.result is not None
+    if len(session.selected) != 1:
+        tool = "eraser" if erase else "brush"
+        raise InputError(f"Select one segment for the {tool} first (mode 'select segment'), then paint with it")
+    try:
+        r = float(radius)
+    except (TypeError, ValueError):
+        r = math.nan
+    if not math.isfinite(r) or not 1 <= r <= 200:
+        raise InputError(f"the brush radius must be a number of pixels from 1 to 200, got {radius!r}")
+    sid = session.selected[0]
+    h, w = session.result.image_size
+    yy, xx = np.ogrid[:h, :w]
+    disc = (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+    current = session.result.panoptic_map
+    name = _named(session, [sid])
+    if erase:
+        changed = int((disc & (current == sid)).sum())
+        if not changed:
+            session.notice = f"The eraser only clears pixels of the selected segment ({name}): none under the click."
+            return
+        new = erase_segment(session.result, sid, disc)
+        session.push(f"erase {changed} pixels of {name}", new)
+        session.notice = f"Eraser: {changed} pixels of {name} cleared (radius {r:g} px); Undo takes them back."
+    else:
+        changed = int((disc & (current != sid)).sum())
+        if not changed:
+            session.notice = f"Those pixels are {name}'s already."
+            return
+        new = paint_segment(session.result, sid, disc)
+        session.push(f"paint {changed} pixels of {name}", new)
+        session.notice = f"Brush: {changed} pixels of {name} painted (radius {r:g} px); Undo takes them back."
+    session.selected = [sid] if sid in {s.id for s in new.segments} else []
+    session.download = None
 
 
 def _predict(app: DemoApp, session: Session) -> None:
@@ -470,7 +537,7 @@ def accept(app: DemoApp, session: Session, class_name: str, kind: str = "auto") 
     assert session.result is not None
     vocab, category_id = _category(session, class_name, kind)
     new, sid = add_segment(session.result, session.candidate, category_id, vocabulary=vocab)
-    label = segment_labels(new)[sid]
+    label = session.labels(new)[sid]
     session.push(f"add {label}", new)
     session.clear_prompt()
     session.selected = [sid]
@@ -570,8 +637,128 @@ def _choose(session: Session, segment_id: int, several: bool) -> None:
 def _named(session: Session, ids: Sequence[int]) -> str:
     """``"car #1 (id 1), sky (id 3)"``: segments by their labels and ids."""
     assert session.result is not None
-    labels = segment_labels(session.result)
+    labels = session.labels()
     return ", ".join(f"{labels.get(i, '?')} (id {i})" for i in ids)
+
+
+def set_images(app: DemoApp, session: Session, files: Sequence[Any]) -> None:
+    """Several images uploaded together (or a folder's): the session walks them with :func:`step`,
+    starting with the first; each image's result is kept while another is shown.
+
+    :raises InputError: no file; :raises ImageReadError: the first file is not an image.
+    """
+    session.error = session.notice = ""
+    paths = [f for f in files or () if f]
+    if not paths:
+        raise InputError("No images: choose several image files (or a folder's) to walk them with Previous and Next")
+    session.images, session.position = list(paths), 0
+    image_changed(app, session, session.images[0])
+
+
+def step(app: DemoApp, session: Session, delta: int) -> None:
+    """Show the next (``+1``) or previous (``-1``) image of the list; its kept result comes back.
+
+    :raises InputError: no list of images.
+    """
+    session.error = session.notice = ""
+    if not session.images:
+        raise InputError("No images to walk: upload several images (or a folder) in the Images box first")
+    target = session.position + delta
+    if not 0 <= target < len(session.images):
+        session.notice = "This is the first image." if target < 0 else "This is the last image."
+        return
+    session.position = target
+    image_changed(app, session, session.images[target])
+
+
+def position(session: Session) -> str:
+    """``"image 2 of 3: room.jpg"`` (``(not segmented yet)`` when it has no result); ``""`` without a list."""
+    if not session.images or session.image is None:
+        return ""
+    done = session.result is not None and not session.stale
+    return f"image {session.position + 1} of {len(session.images)}: {session.image.name}{'' if done else ' (not segmented yet)'}"
+
+
+def load_labels(app: DemoApp, session: Session, files: Sequence[Any]) -> None:
+    """Continue correcting existing labels of the session's image: the demo's own zip, a
+    COCO-panoptic ``panoptic.json`` with its PNG, or a Label Studio JSON export (the
+    ``label-studio`` exporter's tasks, or a project export with the classes named in the current
+    boxes). The labels of the image with the same name are loaded as the result (Undo goes back).
+
+    :raises InputError: no image, no labels for it in the file, or labels of another size.
+    :raises EvaluationError: the file is not a readable annotation file (the reader says why).
+    """
+    from ..evaluation import image_name
+    from ..evaluation.readers import read_annotations
+
+    session.error = session.notice = ""
+    if session.image is None:
+        raise InputError("No image: upload the image first, then its labels")
+    paths = [Path(f["path"] if isinstance(f, dict) else f) for f in files or () if f]
+    if not paths:
+        raise InputError("No labels file: choose the demo's zip, a panoptic.json with its PNG, or a Label Studio JSON export")
+    folder = Path(tempfile.mkdtemp(prefix=".labels-", dir=app.session_dir(session).parent))
+    try:
+        for path in paths:
+            if path.suffix.lower() == ".zip":
+                with zipfile.ZipFile(path) as zf:
+                    zf.extractall(folder)
+            else:
+                target = folder / ("panoptic" if path.suffix.lower() == ".png" else "") / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
+        candidates = [folder / "panoptic.json"] + sorted(folder.glob("*.json"))
+        found = next((c for c in candidates if c.is_file() and c.name not in ("instances.json", "instances_results.json")), None)
+        if found is None:
+            raise InputError("No labels in what was given: choose the demo's zip, a panoptic.json with its PNG, or a Label Studio JSON export")
+        fmt = "coco-panoptic" if found.name == "panoptic.json" else "auto"
+        categories = None
+        if session.result is not None:
+            from ..evaluation import CategoryInfo
+
+            categories = [CategoryInfo(c.id, c.name, c.isthing) for c in session.result.vocabulary]
+        annotations = read_annotations(found, fmt, fallback=categories)
+        # The image's own name, or the file-name-safe stem the demo's zip names it by.
+        name = next((n for n in (image_name(session.image.name), session.image.stem) if n in annotations.names), None)
+        if name is None:
+            raise InputError(
+                f"{found.name} has no labels for {session.image.name} (it has: {', '.join(annotations.names[:10]) or 'none'}): "
+                "load the file made for this image"
+            )
+        annotated = annotations.read(name)
+        result = _as_result(annotated, annotations.categories, session.image.rgb.shape[:2], found.name)
+        kind = "COCO panoptic" if annotations.format == "coco-panoptic" else annotations.format.replace("-", " ").title()
+        if session.result is not None and session.result_image != session.image.digest:
+            session.keep()  # another image's work: kept for it
+            session.history = []
+        else:
+            session.remember("load labels")  # Undo goes back to the result before the loading
+        session.result, session.result_image, session.stale = result, session.image.digest, ""
+        session.request = session.request or RunRequest()
+        session.explanation = (f"labels loaded from {found.name} ({annotations.format})",)
+        session.timings, session.cached, session.selected, session.numbers = {}, False, [], {}
+        session.download = None
+        session.notice = (
+            f"Loaded {plural(len(result.segments), 'segment')} for {session.image.name} from the {kind} file {found.name}: "
+            "correct them as usual."
+        )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _as_result(annotated: Any, categories: Any, size: tuple[int, int], source: str) -> PanopticResult:
+    """An annotation read by :mod:`ovpanoptic.evaluation` as a result for an image of ``size``."""
+    from ..types import Category, Vocabulary
+
+    panoptic_map = np.asarray(annotated.panoptic_map)
+    if panoptic_map.shape != size:
+        raise InputError(
+            f"the labels in {source} are {panoptic_map.shape[1]} x {panoptic_map.shape[0]} pixels, the image "
+            f"{size[1]} x {size[0]}: load the labels made for this image"
+        )
+    vocab = Vocabulary(tuple(Category(c.id, c.name, c.isthing) for c in categories.values()), name="loaded")
+    labels = {int(s["id"]): (int(s["category_id"]), float(s.get("score", 1.0))) for s in annotated.segments}
+    return PanopticResult.from_map(panoptic_map.astype(np.int32), labels, vocab, {})
 
 
 def download(app: DemoApp, session: Session) -> Path | None:
@@ -586,6 +773,7 @@ def download(app: DemoApp, session: Session) -> Path | None:
     if rgb.shape[:2] != result.image_size:
         raise InputError("the result does not match the image: press Segment again")
     session.download = write_download(
-        pipe, result, rgb, session.image.stem, app.session_dir(session), source=session.image.path, image_digest=session.image.digest
+        pipe, result, rgb, session.image.stem, app.session_dir(session), source=session.image.path, image_digest=session.image.digest,
+        labels=session.labels(result),
     )
     return session.download

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from ..errors import Cancelled, OvpanopticError, VocabularyError, WeightsError
 from ..vocabulary import format_class_lists
 from . import handlers
 from .app import CUSTOM_VOCABULARY, DemoApp
-from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, plural, segment_colors, segment_labels, table_rows
+from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, legend_html, plural, segment_colors, table_rows
 from .state import RunRequest, Session
 from .downloads import zip_contents
 from .video import MAX_DEMO_FRAMES, TRACK_HEADERS, segment_clip
@@ -30,16 +31,49 @@ __all__ = ["CSS", "JS", "build_page", "page", "page_message"]
 
 log = logging.getLogger(__name__)
 
+#: Keyboard shortcuts (outside text boxes): key -> the button clicked or the click mode chosen.
+SHORTCUTS: tuple[tuple[str, str, str], ...] = (
+    ("Delete / Backspace", "#ovp-delete", "delete the selected segment(s)"),
+    ("u / Ctrl+Z", "#ovp-undo", "undo"),
+    ("a", "#ovp-add", "add the proposed mask as a segment (of the Class menu's class)"),
+    ("m", "#ovp-merge", "merge the selected segments"),
+    ("n / p", "#ovp-next", "next / previous image of the list"),
+    ("s / S", handlers.SELECT, "click mode: select one segment / select several"),
+    ("+ / -", handlers.POSITIVE, "click mode: add a positive / negative point"),
+    ("x", handlers.BOX, "click mode: box (2 clicks)"),
+    ("b / e", handlers.BRUSH, "click mode: brush / eraser (for the selected segment)"),
+    ("Enter in a number box", "", "apply the value typed"),
+)
+SHORTCUTS_MD = "| key | does |\n|---|---|\n" + "\n".join(f"| {key} | {does} |" for key, _, does in SHORTCUTS)
+
 #: The page's script (run once when it loads): Enter in a number box applies it (the box loses
-#: focus, which makes Gradio send its value, as a click elsewhere does).
+#: focus, which makes Gradio send its value, as a click elsewhere does); the keyboard shortcuts of
+#: :data:`SHORTCUTS` outside text boxes.
 JS = """
 () => {
+  const buttons = {"Delete": "#ovp-delete", "Backspace": "#ovp-delete", "u": "#ovp-undo", "a": "#ovp-add",
+                   "m": "#ovp-merge", "n": "#ovp-next", "p": "#ovp-previous"};
+  const modes = {"s": "%(select)s", "S": "%(many)s", "+": "%(positive)s", "-": "%(negative)s", "x": "%(box)s",
+                 "b": "%(brush)s", "e": "%(eraser)s"};
   document.addEventListener("keydown", (e) => {
     const t = e.target;
-    if (e.key === "Enter" && t instanceof HTMLInputElement && t.type === "number") { t.blur(); }
+    if (e.key === "Enter" && t instanceof HTMLInputElement && t.type === "number") { t.blur(); return; }
+    if (t instanceof HTMLElement && (t.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(t.tagName))) return;
+    if (e.altKey || e.metaKey || (e.ctrlKey && !(e.key === "z" || e.key === "Z"))) return;
+    const key = e.ctrlKey ? "u" : e.key;
+    if (buttons[key]) {
+      const b = document.querySelector(buttons[key]);
+      if (b && !b.disabled) { e.preventDefault(); b.click(); }
+    } else if (modes[key]) {
+      const r = document.querySelector('#ovp-mode input[value="' + modes[key] + '"]');
+      if (r) { e.preventDefault(); r.click(); }
+    }
   }, true);
 }
-"""
+""" % {
+    "select": handlers.SELECT, "many": handlers.SELECT_MANY, "positive": handlers.POSITIVE, "negative": handlers.NEGATIVE,
+    "box": handlers.BOX, "brush": handlers.BRUSH, "eraser": handlers.ERASER,
+}
 
 #: The page's style: a visible error box, disabled fields that look disabled, tables that scroll
 #: instead of being clipped on narrow windows.
@@ -49,6 +83,12 @@ CSS = """
 #ovp-status .ovp-stale { color: #9a5b00; font-weight: 600; }
 textarea:disabled, input:disabled { opacity: 0.55; cursor: not-allowed; background: #eee !important; }
 #ovp-table, .ovp-examples { overflow-x: auto; max-width: 100%; }
+#ovp-table * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none; }
+@media (max-width: 640px) { #ovp-table table { min-width: 540px; } }
+.ovp-legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.92em; }
+.ovp-legend-item { white-space: nowrap; }
+.ovp-swatch { display: inline-block; width: 13px; height: 13px; border: 1px solid #222; margin-right: 2px; vertical-align: -2px; }
+#ovp-run-row { align-items: stretch; }
 """
 
 _VOCABULARY_FLAGS = (
@@ -119,7 +159,7 @@ def _summary(session: Session) -> str:
     if session.notice:
         parts.append(text(session.notice))
     if session.selected and session.result is not None and not session.stale:
-        labels = segment_labels(session.result)
+        labels = session.labels()
         acts = "Relabel and Delete act on it" if len(session.selected) == 1 else "Relabel, Delete and Merge act on these"
         parts.append(
             "**Selected:** " + ", ".join(f"{text(labels.get(s, '?'))} (id {s})" for s in session.selected) + f" · {acts}"
@@ -131,7 +171,7 @@ def _selection_buttons(session: Session) -> tuple[Any, Any, Any]:
     """Relabel, Delete and Merge, labelled with what they act on (disabled without a selection)."""
     result = None if session.stale else session.result
     ids = [s for s in session.selected] if result is not None else []
-    labels = segment_labels(result) if result is not None else {}
+    labels = session.labels() if result is not None else {}
     if len(ids) == 1:
         what = labels.get(ids[0], "selected")
     elif ids:
@@ -184,17 +224,20 @@ def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
     shown_update = gr.update(choices=[], value=[])
     class_update = gr.update()
     rows: list[list[Any]] = []
+    legend = ""
     if session.image is not None:
         display = session.image.display
         result = None if session.stale else session.result
         if result is not None:
-            labels = segment_labels(result)
+            labels = session.labels()
             present = list(dict.fromkeys(result.category_of(s).name for s in result.segments))
             shown = [c for c in (session.shown if session.shown is not None else present) if c in present]
             overlay = Overlay(opacity=session.opacity, hidden=hidden_classes(result, shown), selected=tuple(session.selected))
+            colors = segment_colors(result, labels)
+            legend = legend_html(result, overlay.hidden, colors)
             h, w = result.image_size
             view = compose(
-                display, result, labels, segment_colors(result), overlay, candidate=session.candidate,
+                display, result, labels, colors, overlay, candidate=session.candidate,
                 points=session.points, box=session.box,
                 scale=(display.shape[1] / w, display.shape[0] / h),
             )
@@ -203,7 +246,7 @@ def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
             rows = table_rows(result, labels, session.selected)
         else:
             view = display
-    return (error, _summary(session), view, shown_update, class_update, rows, _timings(session), *_selection_buttons(session))
+    return (error, _summary(session), view, shown_update, class_update, rows, _timings(session), *_selection_buttons(session), legend)
 
 
 def build_page(app: DemoApp) -> Any:
@@ -214,7 +257,7 @@ def build_page(app: DemoApp) -> Any:
     rows = app.example_rows()
 
     def session_of(request: gr.Request | None) -> Session:
-        return app.session(getattr(request, "session_hash", None))
+        return app.session_of_tab(getattr(request, "session_hash", None))
 
     with gr.Blocks(title="ovpanoptic demo", analytics_enabled=False, delete_cache=(3600, 7200)) as demo:
         gr.Markdown(
@@ -231,6 +274,18 @@ def build_page(app: DemoApp) -> Any:
                         image = gr.Image(
                             type="filepath", image_mode=None, label="Image", sources=["upload", "clipboard"], elem_id="ovp-image",
                         )
+                        with gr.Accordion("Several images, existing labels", open=False, elem_id="ovp-more"):
+                            images = gr.File(
+                                file_count="multiple", file_types=["image"], elem_id="ovp-images",
+                                label="Images to walk (select several, or all of a folder's)",
+                            )
+                            with gr.Row():
+                                previous = gr.Button("← Previous", size="sm", elem_id="ovp-previous")
+                                following = gr.Button("Next →", size="sm", elem_id="ovp-next")
+                            labels_in = gr.File(
+                                file_count="multiple", elem_id="ovp-labels-in", file_types=[".zip", ".json", ".png"],
+                                label="Continue from labels of this image: the demo's zip, panoptic.json + its PNG, or a Label Studio JSON",
+                            )
                         vocabulary = gr.Dropdown(
                             choices=app.vocabulary_choices(), value=CUSTOM_VOCABULARY, label="Named vocabulary",
                             elem_id="ovp-vocabulary", info=app.vocabulary_info(CUSTOM_VOCABULARY),
@@ -274,16 +329,22 @@ def build_page(app: DemoApp) -> Any:
                             run = gr.Button("Segment", variant="primary", elem_id="ovp-run", scale=3)
                             stop = gr.Button("Cancel", variant="stop", elem_id="ovp-cancel", interactive=False, size="sm", scale=1)
                         error = gr.Markdown(visible=False, elem_id="ovp-error")
+                        position = gr.Markdown(elem_id="ovp-position")
                         status = gr.Markdown(elem_id="ovp-status")
                         # The image below them: a message appearing never moves what the user clicks on.
                         view = gr.Image(
                             label="Panoptic segments", type="numpy", format="jpeg", interactive=False, elem_id="ovp-view",
-                            buttons=["fullscreen"],
+                            buttons=["fullscreen"], show_label=False,  # no label chip over the image's top edge
                         )
                         with gr.Row():
                             mode = gr.Radio(
-                                [handlers.SELECT, handlers.SELECT_MANY, handlers.POSITIVE, handlers.NEGATIVE, handlers.BOX],
+                                [handlers.SELECT, handlers.SELECT_MANY, handlers.POSITIVE, handlers.NEGATIVE, handlers.BOX,
+                                 handlers.BRUSH, handlers.ERASER],
                                 value=handlers.SELECT, label="A click on the image will", elem_id="ovp-mode",
+                            )
+                            radius = gr.Slider(
+                                1, 64, value=handlers.BRUSH_RADIUS, step=1, label="Brush / eraser radius (image pixels)",
+                                elem_id="ovp-radius",
                             )
                             opacity = gr.Slider(0.0, 1.0, value=0.55, step=0.05, label="Opacity", elem_id="ovp-opacity")
                         with gr.Row():
@@ -301,13 +362,16 @@ def build_page(app: DemoApp) -> Any:
                             delete = gr.Button("Delete selected", elem_id="ovp-delete", interactive=False)
                             merge = gr.Button("Merge selected", elem_id="ovp-merge", interactive=False)
                             undo = gr.Button("Undo", elem_id="ovp-undo")
+                        legend = gr.HTML(elem_id="ovp-legend")
                         shown = gr.CheckboxGroup(choices=[], label="Classes shown", elem_id="ovp-shown")
                         table = gr.Dataframe(
-                            headers=list(TABLE_HEADERS), datatype=["str", "number", "str", "str", "str", "number", "number"],
+                            headers=list(TABLE_HEADERS), datatype=["str", "number", "str", "str", "str", "number", "str"],
                             label="Segments (click a row to select it; ✓ marks the selection)", interactive=False, elem_id="ovp-table",
                             column_widths=["6%", "7%", "23%", "19%", "14%", "13%", "18%"], wrap=True,
                         )
                         timings = gr.Markdown(elem_id="ovp-timings")
+                        with gr.Accordion("Keyboard shortcuts", open=False, elem_id="ovp-shortcuts"):
+                            gr.Markdown(SHORTCUTS_MD)
                         download = gr.File(
                             label="Download (zip): image, COCO panoptic, COCO instances, Label Studio, CVAT, overlay, segment table",
                             interactive=False, elem_id="ovp-download",
@@ -349,7 +413,7 @@ def build_page(app: DemoApp) -> Any:
                             interactive=False, elem_id="ovp-clip-download",
                         )
 
-        outputs = [error, status, view, shown, klass, table, timings, relabel, delete, merge]
+        outputs = [error, status, view, shown, klass, table, timings, relabel, delete, merge, legend]
         # A set of inputs: the handler gets one dict {component: value} (one slider per known option).
         inputs = {image, classes, stuff, things, vocabulary, preset, *sliders}
 
@@ -445,7 +509,7 @@ def build_page(app: DemoApp) -> Any:
         # model's queue, one at a time in the order they were sent, so the box's own "release" (sent as
         # it loses focus, before the click) is never overtaken. They send the sliders back (an Undo of a
         # threshold change moves them).
-        edit_inputs = {mode, klass, kind, *sliders}
+        edit_inputs = {mode, klass, kind, radius, *sliders}
         edit_outputs = [*outputs, *sliders]
 
         def apply_typed(s: Session, data: dict[Any, Any]) -> None:
@@ -474,7 +538,9 @@ def build_page(app: DemoApp) -> Any:
             def act(s: Session, data: dict[Any, Any]) -> None:
                 x, y = evt.index[0], evt.index[1]
                 size = s.image.display.shape[:2] if s.image is not None else (1, 1)
-                handlers.click(app, s, float(x), float(y), data.get(mode) or handlers.SELECT, size)
+                handlers.click(
+                    app, s, float(x), float(y), data.get(mode) or handlers.SELECT, size, radius=data.get(radius) or handlers.BRUSH_RADIUS
+                )
 
             return edit(act)(data, request)
 
@@ -513,6 +579,38 @@ def build_page(app: DemoApp) -> Any:
             s = session_of(request)
             handlers.cancel(s)
             return (gr.update(), _summary(s))
+
+        workbench = gr.BrowserState("", storage_key="ovpanoptic-workbench")
+        walk_outputs = [*outputs, image, position]
+
+        def shown_image(s: Session) -> Any:
+            return str(s.image.path) if s.image is not None and s.image.path is not None else gr.update()
+
+        def on_images(files: Any, request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            _guard(s, lambda: handlers.set_images(app, s, [f["path"] if isinstance(f, dict) else f for f in files or ()]))
+            return (*page(app, s), shown_image(s), handlers.position(s))
+
+        def walker(delta: int) -> Callable[..., tuple[Any, ...]]:
+            def event(request: gr.Request) -> tuple[Any, ...]:
+                s = session_of(request)
+                _guard(s, lambda: handlers.step(app, s, delta))
+                return (*page(app, s), shown_image(s), handlers.position(s))
+
+            return event
+
+        def on_labels(files: Any, request: gr.Request) -> tuple[Any, ...]:
+            s = session_of(request)
+            _guard(s, lambda: handlers.load_labels(app, s, list(files or ())))
+            return (*page(app, s), gr.update(), handlers.position(s))
+
+        def on_load(key: str, request: gr.Request) -> tuple[Any, ...]:
+            """A page (re)opened: bind it to its browser's workbench and show what is there."""
+            key = key if isinstance(key, str) and re.fullmatch(r"[0-9a-f]{32}", key) else secrets.token_hex(16)
+            app.bind(getattr(request, "session_hash", None), key)
+            s = app.session(key)
+            path = download_of(s) if s.result is not None and not s.stale else None
+            return (*page(app, s), shown_image(s), handlers.position(s), path, zip_contents(Path(path)) if path else "", key)
 
         def on_unload(request: gr.Request) -> None:
             app.end_session(getattr(request, "session_hash", None))
@@ -592,6 +690,11 @@ def build_page(app: DemoApp) -> Any:
         )
         clip_stop.click(on_clip_cancel, None, clip_outputs, queue=False, **private)
         preset.input(on_preset, preset, sliders, queue=False, **private)
+        images.upload(on_images, images, walk_outputs, **private, **model).then(on_download, None, [download, error, contents], **private)
+        previous.click(walker(-1), None, walk_outputs, **private, **model).then(on_download, None, [download, error, contents], **private)
+        following.click(walker(+1), None, walk_outputs, **private, **model).then(on_download, None, [download, error, contents], **private)
+        labels_in.upload(on_labels, labels_in, walk_outputs, **private, **model).then(on_download, None, [download, error, contents], **private)
+        demo.load(on_load, workbench, [*walk_outputs, download, contents, workbench], queue=False, **private)
         demo.unload(on_unload)
     demo.queue(default_concurrency_limit=4)
     return demo

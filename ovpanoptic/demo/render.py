@@ -21,6 +21,9 @@ __all__ = [
     "Overlay",
     "compose",
     "nearest",
+    "area_text",
+    "label_boxes",
+    "legend_html",
     "plural",
     "segment_colors",
     "segment_labels",
@@ -29,7 +32,7 @@ __all__ = [
 
 #: Columns of the segment table: a mark on the selected rows, then ``id`` (the segment id of the
 #: COCO-panoptic PNG and JSON), label, class, kind, score, area.
-TABLE_HEADERS: tuple[str, ...] = ("✓", "id", "segment", "class", "kind", "score", "area %")
+TABLE_HEADERS: tuple[str, ...] = ("✓", "id", "segment", "class", "kind", "score", "area")
 #: The mark of a selected row.
 SELECTED_MARK = "✓"
 #: Colour of the mask a prompt proposes (not yet a segment).
@@ -44,28 +47,45 @@ def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
 
 
+#: Instance k of a thing class turns the class's hue by ``(k - 1) *`` this (of the colour wheel)...
+INSTANCE_HUE_STEP = 0.3
+#: ... at least this saturated, alternately this bright: any two of a class's first 9 instances
+#: differ by 90+ in RGB (tests/test_demo.py checks it on random class colours).
+INSTANCE_MIN_SATURATION = 0.8
+INSTANCE_VALUES = (0.95, 0.6)
+
+
 def instance_rgb(base: tuple[int, int, int], instance: int) -> tuple[int, int, int]:
-    """Instance ``k`` (1-based) of a thing class: the class colour, shifted in hue and value."""
-    if instance <= 1:
-        return base
-    h, s, v = colorsys.rgb_to_hsv(*(c / 255 for c in base))
-    shift = ((instance - 1) % 5 + 1) * 0.09 * (1 if instance % 2 else -1)
-    h = (h + shift / 3) % 1.0
-    v = min(1.0, max(0.35, v + shift))
-    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h, s, v))  # type: ignore[return-value]
+    """Instance ``k`` (1-based) of a thing class: the class colour turned around the colour wheel
+    (see :data:`INSTANCE_HUE_STEP`), so neighbouring objects of one class never share a shade."""
+    h, s, _ = colorsys.rgb_to_hsv(*(c / 255 for c in base))
+    k = max(1, instance)
+    h = (h + (k - 1) * INSTANCE_HUE_STEP) % 1.0
+    v = INSTANCE_VALUES[(k - 1) % len(INSTANCE_VALUES)]
+    return tuple(int(round(c * 255)) for c in colorsys.hsv_to_rgb(h, max(s, INSTANCE_MIN_SATURATION), v))  # type: ignore[return-value]
 
 
-def segment_labels(result: PanopticResult) -> dict[int, str]:
-    """Segment id -> label: the class name for stuff, ``"name #k"`` for the k-th instance of a thing
-    (in id order)."""
-    counts: dict[int, int] = {}
+def segment_labels(result: PanopticResult, numbers: dict[tuple[int, int], int] | None = None) -> dict[int, str]:
+    """Segment id -> label: the class name for stuff, ``"name #k"`` for instance ``k`` of a thing.
+
+    :param numbers: ``(segment id, category id) -> k`` kept by the caller (the demo's session):
+        a thing keeps its number through edits (deleting ``car #1`` leaves ``car #2`` as it is) and
+        a new one gets the class's highest number so far + 1; new numbers are added to it. Without
+        it, instances are numbered in id order.
+    """
+    numbers = {} if numbers is None else numbers
+    highest: dict[int, int] = {}
+    for (_, cid), k in numbers.items():
+        highest[cid] = max(highest.get(cid, 0), k)
     labels: dict[int, str] = {}
     used: set[str] = set()
     for seg in result.segments:
         name = result.category_of(seg).name
         if seg.isthing:
-            counts[seg.category_id] = counts.get(seg.category_id, 0) + 1
-            label = f"{name} #{counts[seg.category_id]}"
+            key = (seg.id, seg.category_id)
+            if key not in numbers:
+                highest[seg.category_id] = numbers[key] = highest.get(seg.category_id, 0) + 1
+            label = f"{name} #{numbers[key]}"
         else:
             label = name
         if label in used:  # a class literally named like another's instance label
@@ -75,18 +95,49 @@ def segment_labels(result: PanopticResult) -> dict[int, str]:
     return labels
 
 
-def segment_colors(result: PanopticResult) -> dict[int, tuple[int, int, int]]:
-    """Segment id -> RGB: the class's display colour, varied per instance of a thing."""
+def segment_colors(result: PanopticResult, labels: Mapping[int, str] | None = None) -> dict[int, tuple[int, int, int]]:
+    """Segment id -> RGB: the class's display colour for stuff, and for instance ``k`` of a thing
+    (its number in ``labels``, else its rank in id order) :func:`instance_rgb`."""
     colors: dict[int, tuple[int, int, int]] = {}
     counts: dict[int, int] = {}
     for seg in result.segments:
         base = result.category_of(seg).display_color
         if seg.isthing:
             counts[seg.category_id] = counts.get(seg.category_id, 0) + 1
-            colors[seg.id] = instance_rgb(base, counts[seg.category_id])
+            k = counts[seg.category_id]
+            if labels is not None and "#" in labels.get(seg.id, ""):
+                try:
+                    k = int(labels[seg.id].rsplit("#", 1)[1].split()[0])
+                except ValueError:
+                    pass
+            colors[seg.id] = instance_rgb(base, k)
         else:
             colors[seg.id] = tuple(base)  # type: ignore[assignment]
     return colors
+
+
+def legend_html(result: PanopticResult, hidden: Collection[str] = frozenset(), colors: Mapping[int, tuple[int, int, int]] | None = None) -> str:
+    """The colour legend of the classes shown: one swatch per class (per instance for things),
+    the class name and how many segments it has; ``""`` when no class is shown."""
+    import html
+
+    colors = colors if colors is not None else segment_colors(result)
+    by_class: dict[str, list[int]] = {}
+    for seg in result.segments:
+        name = result.category_of(seg).name
+        if name not in hidden:
+            by_class.setdefault(name, []).append(seg.id)
+    items = []
+    for name, ids in by_class.items():
+        swatches = "".join(
+            f"<span class='ovp-swatch' style='background:rgb{colors[i]}'></span>" for i in ids[:LEGEND_SWATCHES]
+        )
+        items.append(f"<span class='ovp-legend-item'>{swatches} {html.escape(name)} ({len(ids)})</span>")
+    return f"<div class='ovp-legend'>{''.join(items)}</div>" if items else ""
+
+
+#: Swatches per class in the legend (a class with more instances shows the first ones).
+LEGEND_SWATCHES = 6
 
 
 def nearest(panoptic_map: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -96,6 +147,12 @@ def nearest(panoptic_map: np.ndarray, height: int, width: int) -> np.ndarray:
     if (h, w) == (height, width):
         return panoptic_map
     return panoptic_map[nearest_indices(height, h)[:, None], nearest_indices(width, w)[None, :]]
+
+
+def area_text(area: int, total: float) -> str:
+    """``"12.50 %"``, or the pixels where the percentage would round to 0 (``"37 px"``)."""
+    percent = 100.0 * area / total if total else 0.0
+    return f"{percent:.2f} %" if round(percent, 2) > 0 else f"{area} px"
 
 
 def table_rows(result: PanopticResult, labels: Mapping[int, str], selected: Collection[int] = ()) -> list[list[Any]]:
@@ -109,7 +166,7 @@ def table_rows(result: PanopticResult, labels: Mapping[int, str], selected: Coll
             result.category_of(seg).name,
             "thing" if seg.isthing else "stuff",
             round(seg.score, 3),
-            round(100.0 * seg.area / total, 2),
+            area_text(seg.area, total),
         ]
         for seg in sorted(result.segments, key=lambda s: (-s.area, s.id))
     ]
@@ -154,6 +211,56 @@ def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
             if dy or dx:
                 out[max(0, dy):h + min(0, dy), max(0, dx):w + min(0, dx)] |= mask[max(0, -dy):h - max(0, dy), max(0, -dx):w - max(0, dx)]
     return out
+
+
+def _font_size(width: int) -> int:
+    return max(11, min(18, width // 50))
+
+
+def label_boxes(
+    size: tuple[int, int],
+    result: PanopticResult,
+    labels: Mapping[int, str],
+    ids: Sequence[int],
+    selected: Collection[int] = (),
+) -> dict[int, tuple[int, int, int, int]]:
+    """Where the names of segments ``ids`` go on an image of ``size`` ``(h, w)``: a box
+    ``(x0, y0, x1, y1)`` per named segment, centred on a point inside it, kept inside the image,
+    never overlapping another (moved up or down by a line when it would; left out when no place is
+    free: the table and the selection name it). Selected segments are placed first, then the
+    largest.
+    """
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    font = _font(_font_size(w))
+    draw = ImageDraw.Draw(Image.new("L", (1, 1)))
+    ids_map = nearest(np.asarray(result.panoptic_map), h, w)
+    small = nearest(np.asarray(result.panoptic_map), max(1, h // 4), max(1, w // 4))
+    area = {seg.id: seg.area for seg in result.segments}
+    order = sorted(ids, key=lambda i: (i not in selected, -area.get(i, 0), i))
+    placed: dict[int, tuple[int, int, int, int]] = {}
+    for sid in order:
+        at = _anchor(small == sid)
+        if at is not None:
+            cx, cy = at[0] * 4 + 2, at[1] * 4 + 2
+        else:  # too small for the coarse grid
+            exact = _anchor(ids_map == sid)
+            if exact is None:
+                continue
+            cx, cy = exact
+        left, top, right, bottom = draw.textbbox((0, 0), labels[sid], font=font, stroke_width=2)
+        tw, th = right - left, bottom - top
+        if tw > w or th > h:
+            continue
+        for shift in (0, 1, -1, 2, -2):
+            x0 = min(max(0, cx - tw // 2), w - tw)
+            y0 = min(max(0, cy - th // 2 + shift * (th + 2)), h - th)
+            box = (x0, y0, x0 + tw, y0 + th)
+            if all(box[2] <= o[0] or o[2] <= box[0] or box[3] <= o[1] or o[3] <= box[1] for o in placed.values()):
+                placed[sid] = box
+                break
+    return placed
 
 
 @lru_cache(maxsize=4)
@@ -237,14 +344,10 @@ def compose(
     canvas = Image.fromarray(np.clip(out + 0.5, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(canvas)
     if result is not None and overlay.names and shown:
-        font = _font(max(11, min(18, w // 50)))
-        small = nearest(np.asarray(result.panoptic_map), max(1, h // 4), max(1, w // 4))
-        for sid in shown:
-            at = _anchor(small == sid)
-            if at is None:
-                continue
-            x, y = at[0] * 4 + 2, at[1] * 4 + 2
-            draw.text((x, y), labels[sid], fill=(255, 255, 255), font=font, anchor="mm", stroke_width=2, stroke_fill=(0, 0, 0))
+        font = _font(_font_size(w))
+        for sid, (x0, y0, _, _) in label_boxes((h, w), result, labels, shown, overlay.selected).items():
+            left, top, _, _ = draw.textbbox((0, 0), labels[sid], font=font, stroke_width=2)
+            draw.text((x0 - left, y0 - top), labels[sid], fill=(255, 255, 255), font=font, stroke_width=2, stroke_fill=(0, 0, 0))
     sx, sy = scale
     if box is not None:
         x0, y0, x1, y1 = box

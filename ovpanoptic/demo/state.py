@@ -17,8 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..types import PanopticResult
+from .render import segment_labels
 
-__all__ = ["MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session", "Snapshot"]
+__all__ = ["MAX_KEPT_IMAGES", "MAX_UNDO", "MAX_UNDO_BYTES", "LoadedImage", "RunRequest", "Session", "Snapshot", "Work"]
 
 #: Corrections kept for undo, per session...
 MAX_UNDO = 50
@@ -82,6 +83,27 @@ class Snapshot:
     cached: bool
 
 
+#: Images whose corrected results a session keeps while it works on others (oldest dropped first).
+MAX_KEPT_IMAGES = 64
+
+
+@dataclass
+class Work:
+    """One image's work, kept while the session is on another image: the result with its undo
+    history, what produced it, the instance numbers, the selection and the display options."""
+
+    result: PanopticResult
+    request: RunRequest | None
+    explanation: tuple[str, ...]
+    timings: dict[str, float]
+    cached: bool
+    history: list[Snapshot]
+    numbers: dict[tuple[int, int], int]
+    selected: list[int]
+    shown: tuple[str, ...] | None
+    download: Path | None
+
+
 @dataclass(frozen=True)
 class VideoClip:
     """The Video tab's last result.
@@ -125,6 +147,9 @@ class Session:
     box: tuple[float, float, float, float] | None = None
     candidate: np.ndarray | None = None
     selected: list[int] = field(default_factory=list)
+    #: Instance numbers of things, ``(segment id, category id) -> k``: kept through edits and undo
+    #: (see :func:`~.render.segment_labels`), reset by a new run.
+    numbers: dict[tuple[int, int], int] = field(default_factory=dict)
     shown: tuple[str, ...] | None = None
     opacity: float = 0.55
     #: Thresholds typed into a box and applied by the correction clicked next (the box's own late
@@ -138,10 +163,46 @@ class Session:
     cancel: threading.Event = field(default_factory=threading.Event)
     #: When Cancel was pressed (``time.perf_counter()``; 0: not pressed).
     cancel_at: float = 0.0
+    #: Other images' work, by image digest (see :meth:`keep` and :meth:`resume`).
+    works: dict[str, Work] = field(default_factory=dict)
+    #: Images uploaded together (walked with Previous / Next) and the one shown.
+    images: list[Any] = field(default_factory=list)
+    position: int = 0
     #: The Video tab: its last result, error and notice (kept apart from the image's).
     video: VideoClip | None = None
     video_error: str = ""
     video_notice: str = ""
+
+    def keep(self) -> None:
+        """Keep the current result's work under its image (the session moves to another image)."""
+        if self.result is None or not self.result_image:
+            return
+        self.works.pop(self.result_image, None)
+        self.works[self.result_image] = Work(
+            self.result, self.request, self.explanation, dict(self.timings), self.cached, list(self.history),
+            dict(self.numbers), list(self.selected), self.shown, self.download,
+        )
+        while len(self.works) > MAX_KEPT_IMAGES:
+            del self.works[next(iter(self.works))]
+
+    def resume(self, digest: str) -> bool:
+        """Make the kept work of image ``digest`` current (the current one is kept first); ``False``
+        when that image has none."""
+        work = self.works.pop(digest, None)
+        if work is None:
+            return False
+        self.keep()
+        self.result, self.result_image, self.request = work.result, digest, work.request
+        self.explanation, self.timings, self.cached = work.explanation, work.timings, work.cached
+        self.history, self.numbers, self.selected = work.history, work.numbers, work.selected
+        self.shown, self.download, self.stale = work.shown, work.download, ""
+        return True
+
+    def labels(self, result: PanopticResult | None = None) -> dict[int, str]:
+        """Segment id -> label of ``result`` (default: the current result), with the session's
+        stable instance numbers."""
+        result = result if result is not None else self.result
+        return segment_labels(result, self.numbers) if result is not None else {}
 
     def clear_prompt(self) -> None:
         """Forget the clicks, the box and the mask they proposed."""

@@ -46,10 +46,14 @@ __all__ = [
     "ImageOutcome",
     "check_folder",
     "component_origins",
+    "export_image",
+    "guarded",
     "process_image",
     "remove_stale_temporaries",
     "resolved_settings",
     "run_batch",
+    "segment_and_export",
+    "segment_image",
 ]
 
 log = logging.getLogger(__name__)
@@ -236,10 +240,44 @@ def process_image(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outd
         unreadable image, a plugin component that failed on it), or a :class:`BatchStop` for an
         error every further image would hit too.
     """
+    image = guarded(path, stem, outdir, read_image, path, pipe.config.pipeline.max_pixels)
+    if isinstance(image, (ImageOutcome, BatchStop)):
+        return image
+    return segment_and_export(pipe, vocabulary, image, path, stem, outdir, formats)
+
+
+def segment_and_export(
+    pipe: Any, vocabulary: Vocabulary, image: Any, path: Path, stem: str, outdir: Path, formats: Sequence[str]
+) -> ImageOutcome | BatchStop:
+    """:func:`process_image` after the read: :func:`segment_image`, then :func:`export_image`."""
+    result = segment_image(pipe, vocabulary, image, path, stem, outdir)
+    if isinstance(result, (ImageOutcome, BatchStop)):
+        return result
+    return export_image(pipe, result, image, path, stem, outdir, formats)
+
+
+def segment_image(pipe: Any, vocabulary: Vocabulary, image: Any, path: Path, stem: str, outdir: Path) -> PanopticResult | ImageOutcome | BatchStop:
+    """The segmentation of a read image, or the outcome of its failure (see :func:`guarded`)."""
+    return guarded(path, stem, outdir, lambda: pipe.segment(image, vocabulary, source=str(path)))
+
+
+def export_image(pipe: Any, result: PanopticResult, image: Any, path: Path, stem: str, outdir: Path, formats: Sequence[str]) -> ImageOutcome | BatchStop:
+    """Export one image's own files; its ``"done"`` outcome, or that of its failure."""
+    written = guarded(path, stem, outdir, pipe.export, result, image, outdir, stem, formats, finish=False)
+    if isinstance(written, (ImageOutcome, BatchStop)):
+        return written
+    return ImageOutcome(
+        path, stem, "done", result=result, files=tuple(dict.fromkeys(written)), segments=len(result.segments),
+        timings=dict(result.timings),
+    )
+
+
+def guarded(path: Path, stem: str, outdir: Path, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``, or the outcome its error means: ``"failed"`` for a fault of this
+    image only (unreadable, bad input, a plugin component that failed on it), :class:`BatchStop`
+    for one every further image would hit too (a disk that cannot be written, missing weights)."""
     try:
-        image = read_image(path, pipe.config.pipeline.max_pixels)
-        result = pipe.segment(image, vocabulary, source=str(path))
-        written = pipe.export(result, image, outdir, stem, formats, finish=False)
+        return fn(*args, **kwargs)
     except (ImageReadError, InputError, ComponentError) as exc:  # this image only; the batch goes on
         if isinstance(exc, ComponentError):
             log.debug("%s: the plugin's traceback", path, exc_info=exc)
@@ -253,10 +291,6 @@ def process_image(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outd
         return BatchStop(error, disk=True, exc=exc)
     except OvpanopticError as exc:
         return BatchStop(str(exc), exc=exc)
-    return ImageOutcome(
-        path, stem, "done", result=result, files=tuple(dict.fromkeys(written)), segments=len(result.segments),
-        timings=dict(result.timings),
-    )
 
 
 def run_batch(

@@ -90,7 +90,7 @@ def _import_datumaro() -> tuple[Any, Any]:
 def _xml_path(path: str | Path) -> Path:
     """The XML of a CVAT export given as the folder or the file; a folder stands for its
     ``annotations.xml``, else its one CVAT XML (Datumaro's ``default.xml``, ``val.xml``, ...),
-    beside or in ``annotations/`` (:func:`~.readers.cvat_file`)."""
+    beside, in ``annotations/`` or in ``cvat/`` (:func:`~.readers.cvat_file`)."""
     from .readers import cvat_file
 
     path = Path(path)
@@ -100,7 +100,7 @@ def _xml_path(path: str | Path) -> Path:
             found = sorted(p.name for p in path.glob("*.xml"))
             hint = f" (it has {', '.join(found[:5])}, none with CVAT's <annotations> root)" if found else ""
             raise EvaluationError(
-                f"CVAT export folder {path} has no {CVAT_XML_NAME} nor other CVAT XML (beside it or in annotations/){hint}: "
+                f"CVAT export folder {path} has no {CVAT_XML_NAME} nor other CVAT XML (beside it, in annotations/ or in cvat/){hint}: "
                 "pass the export's XML file"
             )
         return xml

@@ -11,12 +11,14 @@ Formats (``ovpanoptic eval --gt-format/--pred-format``; ``auto`` detects them):
 ``label-studio``         a Label Studio JSON export (or ovpanoptic's ``label-studio.json``)
 ``cvat``                 a CVAT for images 1.1 export (``annotations.xml`` or its folder; in a folder
                          also Datumaro's names, ``default.xml``, ``val.xml``, ...: the one XML with
-                         CVAT's ``<annotations>`` root, beside or in ``annotations/``)
+                         CVAT's ``<annotations>`` root, beside or in ``annotations/``; in
+                         ovpanoptic's output folder its ``cvat/`` folder)
 =======================  =======================================================================
 
 Label Studio and CVAT name classes without ids or a thing/stuff split (*name-only* formats): their
 readers take the categories from the caller (a vocabulary, or the other set's table), or from the
-category table ovpanoptic writes beside its own exports (``.ovpanoptic/NAME.categories.json``).
+category table ovpanoptic writes beside its own exports (``.ovpanoptic/NAME.categories.json``; for an
+export in a folder of its own, ``OUTDIR/cvat/annotations.xml``, ``OUTDIR/.ovpanoptic/cvat.annotations.xml.categories.json``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ NAME_ONLY_FORMATS: frozenset[str] = frozenset({"label-studio", "cvat"})
 
 #: Folder in an ovpanoptic output folder that holds the exporters' category tables.
 _OWN_TABLES = ".ovpanoptic"
+
+#: The ``cvat`` exporter's folder in an ovpanoptic output folder (its ``folder`` option's default).
+_OWN_CVAT_FOLDER = "cvat"
 
 
 def _json_kind(path: Path) -> str | None:
@@ -77,15 +82,16 @@ def _is_cvat_xml(path: Path) -> bool:
 def cvat_file(folder: Path) -> Path | None:
     """The CVAT XML a folder stands for, or ``None`` when it holds none.
 
-    ``annotations.xml`` (CVAT's and ovpanoptic's name), else the one XML with CVAT's
-    ``<annotations>`` root in the folder, else in its ``annotations/`` folder (Datumaro writes
-    ``default.xml``, ``val.xml``, ... one per subset).
+    ``annotations.xml`` (CVAT's name), else the one XML with CVAT's ``<annotations>`` root in the
+    folder, else in its ``annotations/`` folder (Datumaro writes ``default.xml``, ``val.xml``, ...
+    one per subset), else ``cvat/annotations.xml`` (the ``cvat`` exporter's folder in an
+    ovpanoptic output folder).
 
     :raises EvaluationError: several CVAT XML files where one is looked for (they are named).
     """
     if (folder / "annotations.xml").is_file():
         return folder / "annotations.xml"
-    for where in (folder, folder / "annotations"):
+    for where in (folder, folder / "annotations", folder / _OWN_CVAT_FOLDER):
         found = sorted(x for x in where.glob("*.xml") if x.is_file() and _is_cvat_xml(x)) if where.is_dir() else []
         if len(found) > 1:
             raise EvaluationError(
@@ -148,11 +154,15 @@ def _resolve_file(path: Path, fmt: str) -> Path:
 
 
 def own_categories(path: str | Path) -> dict[int, CategoryInfo] | None:
-    """The category table ovpanoptic wrote beside its own export ``path`` (``label-studio.json``,
-    ``annotations.xml``), or ``None`` when there is none."""
+    """The category table ovpanoptic wrote beside its own export ``path`` (``label-studio.json``:
+    ``.ovpanoptic/label-studio.json.categories.json``), or above an export in a folder of its own
+    (``cvat/annotations.xml``: ``.ovpanoptic/cvat.annotations.xml.categories.json``), or ``None``
+    when there is none."""
     p = Path(path)
-    table = p.parent / _OWN_TABLES / f"{p.name}.categories.json"
-    if not table.is_file():
+    beside = p.parent / _OWN_TABLES / f"{p.name}.categories.json"
+    above = p.parent.parent / _OWN_TABLES / f"{p.parent.name}.{p.name}.categories.json"
+    table = next((t for t in (beside, above) if t.is_file()), None)
+    if table is None:
         return None
     try:
         return _categories_from_json(json.loads(table.read_text("utf-8")), table)

@@ -88,7 +88,8 @@ def segment_video(
     :param source: the frames (:func:`~ovpanoptic.video.sources.open_frames`).
     :param vocabulary: the classes.
     :param options: keyframe interval, match threshold, track ends (:class:`TrackingOptions`).
-    :param tracker: the tracker component's name (default ``pipeline.tracker``).
+    :param tracker: the tracker component's name (default :attr:`Pipeline.tracker`: ``pipeline.tracker``,
+        or the device profile's where the config does not state one).
     :param progress: ``progress(message, done, total)``: ``"frame"`` with the frames done and the
         expected total (0 when unknown), plus the components' own messages.
     :param resume: start after a saved keyframe instead of at the first frame.
@@ -102,7 +103,7 @@ def segment_video(
             "segment-video matches ids with scipy's Hungarian assignment, and scipy is not installed: "
             "pip install 'ovpanoptic[video]' (or pip install scipy)"
         )
-    name = tracker or pipeline.config.pipeline.tracker
+    name = tracker or pipeline.tracker  # the config's, else the device profile's (Pipeline.tracker)
     component = pipeline.component("tracker", name)
     target = pipeline._target("tracker", name)
     settings = pipeline.config.pipeline

@@ -78,6 +78,11 @@ class ClipConfig:
         softmax and are then dropped: probability they win counts as "no object".
     :param text_batch_size: prompts per text-encoder batch (bounds memory for huge vocabularies).
     :param text_cache: keep text embeddings on disk under the cache directory (always in memory).
+    :param keep_text_tower: keep the text tower in memory once the vocabulary is prepared. Off
+        (batch presets), ``prepare_vocabulary`` releases it (about 0.36 GB for ``convnext_base_w``):
+        it is used only for names the cache does not hold, and a later new name loads it again
+        from the checkpoint (seconds). On (the ``interactive`` preset): new names in a session are
+        encoded without that reload.
     :param precision: ``float32``, or ``bfloat16``: the image encoder runs under ``torch.autocast``
         (CUDA tensor cores, CPUs with native bf16: see ``configs/devices/``). Text embeddings are
         always computed in float32, so the text cache does not depend on the device.
@@ -96,6 +101,7 @@ class ClipConfig:
     background_prompts: tuple[str, ...] = ()
     text_batch_size: int = 256
     text_cache: bool = True
+    keep_text_tower: bool = False
     precision: Literal["float32", "bfloat16"] = "float32"
 
     def __post_init__(self) -> None:

@@ -58,7 +58,20 @@ class _Loaded:
     key: str
     embed_dim: int
     logit_scale: float
-    text_tower: CausalTextTower | None
+
+
+#: Attributes of an open_clip model that make up its text tower (``CLIP``: its own attributes;
+#: ``CustomTextCLIP``: ``text``).
+_TEXT_PARTS = ("text", "transformer", "token_embedding", "positional_embedding", "ln_final", "text_projection", "attn_mask")
+
+
+@dataclass(frozen=True, eq=False)
+class _TextModel:
+    """The model holding the text tower (the loaded model itself, or a text-only reload) and its
+    causal parts (``None``: run ``encode_text`` on the full context)."""
+
+    model: Any
+    tower: CausalTextTower | None
 
 
 def _normalised_rows(x: Any) -> Any:
@@ -98,6 +111,7 @@ class ClipClassifier:
         self._checkpoint: Path | None = None
         self._tokenizer: Any = None
         self._loaded: _Loaded | None = None
+        self._text: _TextModel | None = None
 
     # -- loading -------------------------------------------------------------------------------
 
@@ -153,11 +167,40 @@ class ClipClassifier:
             key=f"{source.architecture}|{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}",
             embed_dim=int(get_model_config(source.architecture)["embed_dim"]),
             logit_scale=float(model.logit_scale.detach().exp().reshape(-1)[0]),
-            text_tower=causal_text_tower(model),
         )
-        if self._loaded.text_tower is None:
+        self._text = _TextModel(model, causal_text_tower(model))
+        if self._text.tower is None:
             log.info("%s: the text tower is not causal with end-token pooling; prompts run on the full context", source.architecture)
         return self._loaded
+
+    @property
+    def text_tower_loaded(self) -> bool:
+        """Whether the text tower is in memory (it is loaded with the model, released by
+        :meth:`release_text_tower`, and loaded again when a name the cache lacks is encoded)."""
+        return self._text is not None
+
+    def release_text_tower(self) -> None:
+        """Drop the text tower from memory (the image tower stays); the text cache keeps every
+        encoded name, and a name it lacks loads the tower again from the checkpoint."""
+        if self._text is None or self._loaded is None:
+            return
+        model = self._loaded.model
+        if self._text.model is model:
+            for name in _TEXT_PARTS:
+                if name in model._modules or name in model._parameters or name in model._buffers:
+                    delattr(model, name)
+        self._text = None
+        log.info("released the text tower of %s", self.source.architecture)
+
+    def _text_model(self) -> _TextModel:
+        """The text tower, loaded again from the checkpoint when it was released."""
+        self._state()
+        if self._text is None:
+            model = build_model(self.source, self.checkpoint(), self.context.device)
+            del model.visual  # only the text side is kept
+            self._text = _TextModel(model, causal_text_tower(model))
+            log.info("loaded the text tower of %s again (a class name not in the text cache)", self.source.architecture)
+        return self._text
 
     def load(self) -> Any:
         """Build the model and tokenizer now (otherwise done on first use); returns the torch model."""
@@ -207,12 +250,12 @@ class ClipClassifier:
         import torch
 
         state = self._state()
-        model = state.model
-        tokens = state.tokenizer(prompts).to(next(model.parameters()).device)
+        text = self._text_model()
+        tokens = state.tokenizer(prompts).to(next(text.model.parameters()).device)
         with torch.inference_mode():
-            if state.text_tower is not None:
-                return encode_trimmed(state.text_tower, tokens).float().cpu().numpy()
-            return model.encode_text(tokens).float().cpu().numpy()
+            if text.tower is not None:
+                return encode_trimmed(text.tower, tokens).float().cpu().numpy()
+            return text.model.encode_text(tokens).float().cpu().numpy()
 
     def _encode_images(self, batch: np.ndarray) -> np.ndarray:
         import torch
@@ -333,6 +376,8 @@ class ClipClassifier:
         state.text.categories(list(vocabulary.categories), progress)
         if self.config.background_prompts:
             state.text.names(list(self.config.background_prompts))
+        if not self.config.keep_text_tower:
+            self.release_text_tower()
 
     def score(self, prepared: ClipFeatures, vocabulary: Vocabulary) -> ClassScores:
         """Logits and "no object"-aware probabilities of each prepared proposal for each category.

@@ -100,9 +100,10 @@ def text_cache_dir(root: Path, architecture: str, weights_digest: str, template_
 class TextEmbeddings:
     """Template-averaged, normalised text embeddings of names, cached in memory and on disk.
 
-    :param encode: the text encoder, called with at most ``batch_size`` prompts at a time.
+    :param encode: the text encoder, called with at most ``batch_size`` prompts at a time, all of
+        one template.
     :param templates: prompt templates, each with one ``{}``.
-    :param batch_size: prompts per ``encode`` call.
+    :param batch_size: prompts (names of one template) per ``encode`` call.
     :param directory: on-disk cache folder (see :func:`text_cache_dir`); ``None`` for memory only.
     :param count_tokens: counts a prompt's tokens (see :func:`token_counter`); with
         ``context_length``, a name whose longest prompt does not fit is refused instead of being
@@ -222,20 +223,24 @@ class TextEmbeddings:
         )
         if not self.templates:
             return
-        per_chunk = max(1, self.batch_size // len(self.templates))  # whole names per encode call
+        # One encode call per template, for up to batch_size names: the prompts of a call share
+        # the template's words before the name, which a causal text tower computes once (see
+        # text_tower); a name's embedding is the normalised sum over its templates.
+        per_chunk = max(1, self.batch_size)
         if lengths:
-            # Names of similar length share a chunk, so a text encoder that stops at the chunk's
-            # longest prompt (see text_tower) does little work on padding.
+            # Names of similar length share a chunk, so a text encoder that stops at each prompt's
+            # end (see text_tower) groups them with little padding.
             names = sorted(names, key=lambda n: lengths[n])
         message = "encoding class names"
         if progress is not None:
             progress(message, 0, len(names))
         for start in range(0, len(names), per_chunk):
             chunk = names[start : start + per_chunk]
-            prompts = [template.format(name) for name in chunk for template in self.templates]
-            emb = _l2_normalise(np.asarray(self._encode(prompts), np.float32))
-            sums = emb.reshape(len(chunk), len(self.templates), emb.shape[1]).sum(axis=1)
-            vectors = _l2_normalise(sums)
+            per_template = [
+                _l2_normalise(np.asarray(self._encode([template.format(name) for name in chunk]), np.float32))
+                for template in self.templates
+            ]
+            vectors = _l2_normalise(np.sum(per_template, axis=0))
             self.dim = vectors.shape[1]
             for name, vec in zip(chunk, vectors):
                 self._memory[name] = vec

@@ -88,7 +88,13 @@ def end_positions(tower: CausalTextTower, tokens: Any) -> Any:
 
 
 def encode_trimmed(tower: CausalTextTower, tokens: Any) -> Any:
-    """Text embeddings of ``tokens`` computed on the positions up to the batch's last end token.
+    """Text embeddings of ``tokens`` computed on the positions up to each row's end token.
+
+    Two more savings that causality allows: the positions the rows share at their start (the
+    start token and a template's words before the class name, e.g. "a photo of a") are computed
+    once, and rows are run in groups of equal length, so no row does work on padding
+    (:func:`_blocks_with_prefix`; a tower whose blocks are not plain open_clip
+    ``ResidualAttentionBlock`` self-attention runs the batch at its longest row instead).
 
     :param tower: from :func:`causal_text_tower`.
     :param tokens: ``(B, context_length)`` int64 token ids, as the model's tokenizer returns them.
@@ -96,20 +102,143 @@ def encode_trimmed(tower: CausalTextTower, tokens: Any) -> Any:
         up to float rounding.
     """
     import torch
-    from open_clip.transformer import text_global_pool
 
     ends = end_positions(tower, tokens)
-    length = int(ends.max()) + 1 if len(tokens) else 1
-    text = tokens[:, :length]
+    if len(tokens) == 0 or not _plain_blocks(tower):
+        return _encode_padded(tower, tokens, ends)
+    unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+    if len(unique) < len(tokens):  # rows the tokenizer made alike get one (the same) embedding
+        return encode_trimmed(tower, unique)[inverse]
+    # The shared start: positions where every row has the first row's token, before any row's end.
+    same = (tokens == tokens[:1]).all(dim=0).int().cumprod(dim=0)
+    prefix = min(int(same.sum()), int(ends.min()))
     cast_dtype = tower.transformer.get_cast_dtype()
-    x = tower.token_embedding(text).to(cast_dtype)
-    x = x + tower.positional_embedding[:length].to(cast_dtype)
-    x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
-    x = tower.ln_final(x)
-    pooled = text_global_pool(x, text, tower.pool_type, eos_token_id=tower.eos_id)
+    shared_states = None  # each block's keys and values at the shared positions
+    if prefix > 0:
+        shared_states = _run_blocks(tower, _embed(tower, tokens[:1, :prefix], 0, cast_dtype), None)
+    # Rows run together up to their group's last end token (padding after a row's end cannot change
+    # its embedding); a row much shorter than the longest would do mostly padding, so rows are
+    # split where the length grows by more than MAX_PADDING positions.
+    pooled_rows, order = [], []
+    for rows, end in _length_groups(ends):
+        x = _embed(tower, tokens[rows, prefix : end + 1], prefix, cast_dtype)
+        x = _run_blocks(tower, x, shared_states[:-1] if shared_states else None)[-1]
+        picked = x[torch.arange(len(rows)), ends[rows] - prefix]
+        pooled_rows.append(tower.ln_final(picked))
+        order.append(rows)
+    pooled = torch.cat(pooled_rows)
+    result = torch.empty_like(pooled)
+    result[torch.cat(order)] = pooled
+    return _project(tower, result)
+
+
+#: Padding positions a row may carry in a group before the group is split (see encode_trimmed).
+MAX_PADDING = 2
+
+
+def _length_groups(ends: Any) -> list[tuple[Any, int]]:
+    """Rows grouped by end position, ascending, a group's rows ending at most
+    :data:`MAX_PADDING` positions before its last: ``[(row indices, last end)]``."""
+    import torch
+
+    order = torch.argsort(ends, stable=True)
+    groups: list[tuple[Any, int]] = []
+    start = 0
+    sorted_ends = ends[order].tolist()
+    for i in range(1, len(sorted_ends) + 1):
+        if i == len(sorted_ends) or sorted_ends[i] - sorted_ends[start] > MAX_PADDING:
+            groups.append((order[start:i], sorted_ends[i - 1]))
+            start = i
+    return groups
+
+
+def _project(tower: CausalTextTower, pooled: Any) -> Any:
+    import torch
+
     projection = tower.text_projection
     if projection is None:
         return pooled
     if isinstance(projection, torch.nn.Linear):
         return projection(pooled)
     return pooled @ projection
+
+
+def _embed(tower: CausalTextTower, text: Any, start: int, cast_dtype: Any) -> Any:
+    """Token plus positional embeddings of ``text`` placed at positions ``start...``: ``(B, L, D)``."""
+    x = tower.token_embedding(text).to(cast_dtype)
+    return x + tower.positional_embedding[start : start + text.shape[1]].to(cast_dtype)
+
+
+def _plain_blocks(tower: CausalTextTower) -> bool:
+    """Whether every block is open_clip's ``ResidualAttentionBlock`` with a plain
+    ``nn.MultiheadAttention`` (one packed input projection, no extra key/value biases), which
+    :func:`_run_blocks` computes step by step so that the shared positions' keys and values are
+    computed once."""
+    import torch
+    from open_clip.transformer import ResidualAttentionBlock
+
+    blocks = getattr(tower.transformer, "resblocks", None)
+    return (
+        blocks is not None
+        and len(blocks) > 0
+        and all(
+            type(b) is ResidualAttentionBlock
+            and not hasattr(b, "ln_1_kv")
+            and type(b.attn) is torch.nn.MultiheadAttention
+            and b.attn.in_proj_weight is not None
+            and b.attn.bias_k is None
+            and not b.attn.add_zero_attn
+            and b.attn.dropout == 0.0
+            for b in blocks
+        )
+    )
+
+
+def _run_blocks(tower: CausalTextTower, x: Any, shared: list[Any] | None) -> list[Any]:
+    """Run the blocks on ``x`` ``(B, S, D)``, whose positions follow the shared ones.
+
+    :param shared: for each block, the keys and values of the shared positions ``(1, P, 2D)``
+        (what this function returns for them), or ``None`` when ``x`` starts at position 0.
+    :return: for each block, the keys and values of ``x``'s positions ``(B, S, 2D)``, then the
+        last block's output ``(B, S, D)``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    p = 0 if shared is None else int(shared[0].shape[1])
+    b, s, d = x.shape
+    mask = tower.attn_mask[p : p + s, : p + s].to(x.dtype)
+    keys_values = []
+    for k, block in enumerate(tower.transformer.resblocks):
+        attn = block.attn
+        heads = attn.num_heads
+        qkv = F.linear(block.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # (B, S, 3D)
+        q, kv = qkv[..., :d], qkv[..., d:]
+        keys_values.append(kv)
+        if shared is not None:
+            kv = torch.cat([shared[k].expand(b, -1, -1), kv], dim=1)
+        key, value = kv[..., :d], kv[..., d:]
+
+        def split(t: Any) -> Any:
+            return t.reshape(b, t.shape[1], heads, d // heads).transpose(1, 2)
+
+        out = F.scaled_dot_product_attention(split(q), split(key), split(value), attn_mask=mask)
+        out = F.linear(out.transpose(1, 2).reshape(b, s, d), attn.out_proj.weight, attn.out_proj.bias)
+        x = x + block.ls_1(out)
+        x = x + block.ls_2(block.mlp(block.ln_2(x)))
+    keys_values.append(x)
+    return keys_values
+
+
+def _encode_padded(tower: CausalTextTower, tokens: Any, ends: Any) -> Any:
+    """The whole batch up to its last end token (towers :func:`_plain_blocks` refuses)."""
+    from open_clip.transformer import text_global_pool
+
+    length = int(ends.max()) + 1 if len(tokens) else 1
+    text = tokens[:, :length]
+    cast_dtype = tower.transformer.get_cast_dtype()
+    x = _embed(tower, text, 0, cast_dtype)
+    x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])
+    x = tower.ln_final(x)
+    pooled = text_global_pool(x, text, tower.pool_type, eos_token_id=tower.eos_id)
+    return _project(tower, pooled)
