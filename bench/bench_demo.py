@@ -266,6 +266,7 @@ def in_browser_workbench(demo: Any, paths: list[Path], lists: Any, runs: int) ->
 
         def click_at(fx: float, fy: float) -> None:
             """Click the shown image at fraction (fx, fy) of its width and height (Playwright scrolls it into view)."""
+            page.wait_for_function("() => (document.querySelector('#ovp-view img')?.naturalWidth || 0) > 0", polling=10)
             view = page.locator("#ovp-view img")
             box = view.bounding_box()
             natural = view.evaluate("img => [img.naturalWidth, img.naturalHeight]")
@@ -296,20 +297,22 @@ def in_browser_workbench(demo: Any, paths: list[Path], lists: Any, runs: int) ->
             step(f"run {i + 1}")
             # select: a segment near the middle (another spot each run)
             page.get_by_label("select segment", exact=True).check()
-            t0 = time.perf_counter()
-            click_at(0.3 + 0.05 * (i % 4), 0.6)
-            wait_text("#ovp-status", "Selected:|No segment there")
-            times["select_s"].append(time.perf_counter() - t0)
-            # brush: one click of radius 8 for the selected segment
-            page.get_by_label("brush", exact=True).check()
-            before = status.inner_text()
-            t0 = time.perf_counter()
-            click_at(0.5 + 0.03 * (i % 4), 0.3)
-            page.wait_for_function(
-                "before => { const t = document.querySelector('#ovp-status')?.innerText || ''; return t !== before && /Brush: |Those pixels/.test(t); }",
-                arg=before, polling=10,
-            )
-            times["brush_s"].append(time.perf_counter() - t0)
+            for spot in range(6):  # a click on void says "No segment there": try the next spot
+                fx, fy = 0.2 + 0.1 * ((i + spot) % 7), 0.35 + 0.1 * (spot % 4)
+                t0 = time.perf_counter()
+                click_at(fx, fy)
+                wait_text("#ovp-status", "Selected:|No segment there")
+                if "Selected:" in status.inner_text():
+                    times["select_s"].append(time.perf_counter() - t0)
+                    break
+            # brush: one click of radius 8 for the selected segment, just beside the click that selected it
+            if "Selected:" in status.inner_text():
+                page.get_by_label("brush", exact=True).check()
+                t0 = time.perf_counter()
+                click_at(fx + 0.01, fy)
+                wait_text("#ovp-status", "Brush: |Those pixels")
+                times["brush_s"].append(time.perf_counter() - t0)
+            step(f"timed so far {({k: len(v) for k, v in times.items()})}")
             # add: a SAM 2 point (untimed), then Add segment
             page.get_by_label("add point (+)", exact=True).check()
             click_at(0.2 + 0.05 * (i % 4), 0.7)
@@ -333,14 +336,17 @@ def in_browser_workbench(demo: Any, paths: list[Path], lists: Any, runs: int) ->
             page.reload()
             wait_text("#ovp-status", r"\d+ segments? \(")
             times["reload_restore_s"].append(time.perf_counter() - t0)
+            page.locator("#ovp-more").click()  # the reloaded page's accordion is closed again
+            page.locator("#ovp-next").wait_for(state="visible")
             page.locator("#ovp-view img").first.wait_for(state="visible")
             page.locator("#ovp-view img").scroll_into_view_if_needed()
         browser.close()
     demo.close()
-    out: dict[str, Any] = {key: median(values) for key, values in times.items()}
+    out: dict[str, Any] = {key: median(values) if values else None for key, values in times.items()}
     out["runs_s"] = {key: [round(v, 4) for v in values] for key, values in times.items()}
+    measured = {k: v for k, v in out.items() if k.endswith("_s") and k != "runs_s"}
     out["goal_s"] = GOAL_WORKBENCH_S
-    out["all_under_goal"] = all(v < GOAL_WORKBENCH_S for k, v in out.items() if k.endswith("_s") and isinstance(v, float))
+    out["all_under_goal"] = all(v is not None and v < GOAL_WORKBENCH_S for v in measured.values())
     return out
 
 

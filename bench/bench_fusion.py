@@ -5,7 +5,10 @@ CUDA) and ``maskformer``, at 100 / 400 / 800 fixed realistic proposals (``bench/
 the COCO fixture's ground-truth segments and their parts) at 640x480, scores decisive (each mask's
 true class at 0.9, ties everywhere) and varied (the true class at a random probability). Every timing checks that the new fuser's answer equals the old one's.
 
-    .venv/bin/python bench/bench_fusion.py [--counts 100,400,800] [--runs 3] [--device cpu|cuda]
+    .venv/bin/python bench/bench_fusion.py [--counts 100,400,800] [--runs 3] [--device cpu|cuda] [--busy 2]
+
+``--busy 2`` also times every row with two single-threaded busy processes beside it (the issue's
+contention load: the old path's torch operations wait at OpenMP barriers for descheduled threads).
 
 Results: ``bench/results/fusion.json``.
 """
@@ -32,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--device", default="cpu", help="where the new detectron2 fuser combines (cpu or cuda)")
     parser.add_argument("--skip-old", action="store_true", help="do not time the old detectron2 path")
+    parser.add_argument("--busy", type=int, default=0, help="also time every row with this many single-threaded busy processes beside it")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "fusion.json")
     args = parser.parse_args(argv)
     sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
@@ -63,10 +67,14 @@ def main(argv: list[str] | None = None) -> int:
                     "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None},
         "size": args.size, "device": args.device, "runs": args.runs, "seconds": {},
     }
-    for count, kind in [(c, k) for c in counts for k in ("decisive", "varied")]:
+    import subprocess
+
+    for count, kind, busy in [(c, k, b) for c in counts for k in ("decisive", "varied") for b in sorted({0, args.busy})]:
         ps, cs, vocab = tf._realistic(count, kind == "decisive", h=h, w=w)
+        procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(busy)]
+        time.sleep(0.5 if busy else 0.0)
         ps.areas, ps.windows  # measured once per proposal set, as the pipeline's proposals are
-        row: dict[str, Any] = {"proposals": len(ps), "scores": kind}
+        row: dict[str, Any] = {"proposals": len(ps), "scores": kind, "busy_processes": busy}
         new.fuse(ps, cs, vocab)  # warm-up (CUDA context, imports)
         row["detectron2_new_s"], got = timed(new.fuse, ps, cs, vocab)
         if not args.skip_old:
@@ -75,8 +83,11 @@ def main(argv: list[str] | None = None) -> int:
             row["same_output"] = True
             row["speedup"] = round(row["detectron2_old_s"] / row["detectron2_new_s"], 1)
         row["maskformer_s"], _ = timed(mf.fuse, ps, cs, vocab)
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         row["segments"] = len(got.segments)
-        results["seconds"][f"{count} {kind}"] = row
+        results["seconds"][f"{count} {kind}" + (f" busy {busy}" if busy else "")] = row
         print(count, row, flush=True)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)

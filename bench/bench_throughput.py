@@ -78,9 +78,13 @@ def folder_bytes(out: Path) -> dict[str, bytes]:
     return files
 
 
-def run_path(pipe: Any, vocab: Any, inputs: list[Path], out: Path, overlap: bool) -> dict[str, Any]:
+def run_path(pipe: Any, vocab: Any, inputs: list[Path], out: Path, overlap: bool, reset: Any = None) -> dict[str, Any]:
+    """One batch into ``out``; ``reset()`` first empties the pipelines' caches (every pass must
+    compute every image: the caches are keyed by content)."""
     from ovpanoptic.engines.local import run_local
 
+    if reset is not None:
+        reset()
     stages: dict[str, list[float]] = {}
 
     def on_image(outcome: Any) -> None:
@@ -139,6 +143,13 @@ def main(argv: list[str] | None = None) -> int:
         device=args.device, registry=registry,
     )
     pipe.build_components(list(FORMATS))
+    generator = inner.component("proposal_generator")
+
+    def reset() -> None:
+        pipe.clear_cache()
+        inner.clear_cache()
+        getattr(generator, "_cache", {}).clear()
+
     vocab = pipe.vocabulary(name="coco")
     pipe.prepare_vocabulary(vocab)
     inner.prepare_vocabulary(vocab)
@@ -154,22 +165,22 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         inputs = make_images(tmp / "in", count, size, run.SAMPLE)
         warm = make_images(tmp / "warm", 2, (size[0] - 8, size[1]), run.SAMPLE)
-        run_path(pipe, vocab, warm, tmp / "out-warm", overlap=False)  # weights, first-call costs
+        run_path(pipe, vocab, warm, tmp / "out-warm", overlap=False, reset=reset)  # weights, first-call costs
         if "throughput" in scenarios:
-            seq = run_path(pipe, vocab, inputs, tmp / "out-seq", overlap=False)
+            seq = run_path(pipe, vocab, inputs, tmp / "out-seq", overlap=False, reset=reset)
             print("sequential:", seq, flush=True)
-            ovl = run_path(pipe, vocab, inputs, tmp / "out-ovl", overlap=True)
+            ovl = run_path(pipe, vocab, inputs, tmp / "out-ovl", overlap=True, reset=reset)
             print("overlapped:", ovl, flush=True)
             same = folder_bytes(tmp / "out-seq") == folder_bytes(tmp / "out-ovl")
             results["throughput"] = {"sequential": seq, "overlapped": ovl, "speedup": round(seq["wall_s"] / ovl["wall_s"], 3),
                                      "files_identical": same}
             print("throughput speedup", results["throughput"]["speedup"], "identical", same, flush=True)
         if "contention" in scenarios:
-            quiet = results.get("throughput", {}).get("overlapped") or run_path(pipe, vocab, inputs, tmp / "out-quiet", overlap=True)
+            quiet = results.get("throughput", {}).get("overlapped") or run_path(pipe, vocab, inputs, tmp / "out-quiet", overlap=True, reset=reset)
             busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(args.busy)]
             try:
                 time.sleep(1.0)  # let the busy processes be scheduled
-                loaded = run_path(pipe, vocab, inputs, tmp / "out-busy", overlap=True)
+                loaded = run_path(pipe, vocab, inputs, tmp / "out-busy", overlap=True, reset=reset)
             finally:
                 for proc in busy:
                     proc.kill()

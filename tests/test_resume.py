@@ -95,7 +95,7 @@ def test_killed_batch_resumes_to_the_bytes_of_an_uninterrupted_run(tmp_path, plu
     assert tree(out) == tree(reference)  # byte for byte
     stems = [p.stem for p in images.iterdir()]
     assert sorted(tree(out)) == sorted(
-        [f"panoptic/{s}.png" for s in stems] + [f"{s}.slow.json" for s in stems] + ["instances.json", "panoptic.json"]
+        [f"panoptic/{s}.png" for s in stems] + [f"{s}.slow.json" for s in stems] + ["instances.json", "instances_results.json", "panoptic.json"]
         + [f".ovpanoptic/{j}.parts/{s}.json" for s in stems for j in ("panoptic.json", "instances.json")]
         + [".ovpanoptic/panoptic.json.categories.json", ".ovpanoptic/instances.json.categories.json"]
     )
@@ -132,7 +132,7 @@ def test_rerun_skips_done_images_redoes_changed_ones_and_overwrite_redoes_all(tm
     assert lines[1] == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out} ({N_IMAGES - 1} done by an earlier run)"
     proc = subprocess.run([*command(images, out), "--overwrite"], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.splitlines()[-1] == f"{N_IMAGES} of {N_IMAGES} image(s) segmented into {out}"
-    assert len(outputs(out)) == N_IMAGES + 4  # slow-json files, panoptic.json, instances.json, panoptic/, .ovpanoptic/
+    assert len(outputs(out)) == N_IMAGES + 5  # slow-json files, panoptic.json, instances.json, instances_results.json, panoptic/, .ovpanoptic/
 
 
 def video_command(frames: Path, out: Path, k: int) -> list[str]:

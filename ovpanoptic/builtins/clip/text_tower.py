@@ -133,7 +133,7 @@ def encode_trimmed(tower: CausalTextTower, tokens: Any) -> Any:
 
 
 #: Padding positions a row may carry in a group before the group is split (see encode_trimmed).
-MAX_PADDING = 2
+MAX_PADDING = 8
 
 
 def _length_groups(ends: Any) -> list[tuple[Any, int]]:
