@@ -597,6 +597,9 @@ def test_a_slow_run_names_its_stage_with_an_estimate_in_the_status_only_and_canc
         segment(page, "car")
         status = page.locator("#ovp-status")
         expect(status).to_contain_text(re.compile(r"proposals: slow tiles \d+/100 · about \d+ s left"))
+        stage = page.get_by_text(re.compile(r"proposals: slow tiles \d+/100")).first
+        expect(stage).to_be_visible()  # on screen, not in a status line of no height
+        assert stage.bounding_box()["height"] >= 10
         expect(page.locator("#ovp-cancel")).to_be_enabled()
         # The progress shows in the status line only: the image, the table and the rest keep their content.
         for other in ("#ovp-view", "#ovp-table", "#ovp-timings", "#ovp-error"):

@@ -301,5 +301,8 @@ def test_a_cli_run_prints_no_library_warnings(tmp_path, plugin_site):
     )
     assert proc.returncode == 0, proc.stderr
     assert "Warning" not in proc.stderr  # detectron2's import-time FutureWarnings are silenced at the source
-    assert [line.split(":")[0] for line in proc.stderr.splitlines()] == ["INFO ovpanoptic.cli"]  # -v: ovpanoptic's loggers only
+    # -v: ovpanoptic's loggers only
+    lines = proc.stderr.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["INFO ovpanoptic.pipeline", "INFO ovpanoptic.cli"], proc.stderr
+    assert lines[0] == "INFO ovpanoptic.pipeline: device cpu (pipeline.device = 'cpu')"  # resolved once, for the name check
     assert json.loads((tmp_path / "out" / "ovpanoptic-manifest.jsonl").read_text().splitlines()[1])["status"] == "done"

@@ -236,7 +236,7 @@ class DemoApp:
         """Registered trackers, the initial preset's ``pipeline.tracker`` first."""
         names = sorted(self.registry.components.get("tracker", {}))
         try:
-            first = self.pipeline_for().config.pipeline.tracker
+            first = self.pipeline_for().tracker
         except OvpanopticError:
             first = ""
         return sorted(names, key=lambda n: n != first)
@@ -330,7 +330,7 @@ class DemoApp:
         :raises ConfigError, ComponentNotFoundError: an unknown preset or tracker.
         """
         pipe = self.pipeline_for(preset)
-        name = tracker or pipe.config.pipeline.tracker
+        name = tracker or pipe.tracker
         tracker_config = pipe.component_config("tracker", name)
         generator_config = pipe.component_config("proposal_generator")
         if not (hasattr(tracker_config, "model") and hasattr(generator_config, "model")):

@@ -84,11 +84,11 @@ CSS = """
 textarea:disabled, input:disabled { opacity: 0.55; cursor: not-allowed; background: #eee !important; }
 #ovp-table, .ovp-examples { overflow-x: auto; max-width: 100%; }
 #ovp-table * { word-break: keep-all !important; overflow-wrap: normal !important; hyphens: none; }
-@media (max-width: 640px) { #ovp-table table { min-width: 540px; } }
 .ovp-legend { display: flex; flex-wrap: wrap; gap: 4px 14px; font-size: 0.92em; }
 .ovp-legend-item { white-space: nowrap; }
 .ovp-swatch { display: inline-block; width: 13px; height: 13px; border: 1px solid #222; margin-right: 2px; vertical-align: -2px; }
 #ovp-run-row { align-items: stretch; }
+#ovp-status, #ovp-clip-status { min-height: 3.2em; }  /* room for a run's progress (stage, count, estimate) */
 """
 
 _VOCABULARY_FLAGS = (
@@ -264,7 +264,9 @@ def build_page(app: DemoApp) -> Any:
             "# ovpanoptic: open-vocabulary panoptic segmentation\n"
             "Upload an image, type the class names to look for, and every pixel gets a class and every object "
             "its own id. Then correct it: click a segment to select it, relabel, delete or merge; draw a point or "
-            "a box to add a segment with SAM 2; download the labels (COCO panoptic, COCO instances, CSV). "
+            "a box to add a segment with SAM 2, or brush and erase pixels; download the labels (COCO panoptic, COCO "
+            "instances, Label Studio, CVAT, CSV). Several images, a reload and existing labels: see the accordion under "
+            "the image; keyboard shortcuts: under the table. "
             "The first run on an image is slow on a CPU; re-queries and threshold changes answer from the cache."
         )
         with gr.Tabs():
@@ -367,7 +369,9 @@ def build_page(app: DemoApp) -> Any:
                         table = gr.Dataframe(
                             headers=list(TABLE_HEADERS), datatype=["str", "number", "str", "str", "str", "number", "str"],
                             label="Segments (click a row to select it; ✓ marks the selection)", interactive=False, elem_id="ovp-table",
-                            column_widths=["6%", "7%", "23%", "19%", "14%", "13%", "18%"], wrap=True,
+                            # Widths in pixels that fit the words: the table scrolls sideways on a phone
+                            # (percentages of a phone's width broke words letter by letter).
+                            column_widths=["34px", "46px", "132px", "112px", "64px", "60px", "86px"], wrap=True,
                         )
                         timings = gr.Markdown(elem_id="ovp-timings")
                         with gr.Accordion("Keyboard shortcuts", open=False, elem_id="ovp-shortcuts"):

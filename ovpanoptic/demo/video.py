@@ -128,7 +128,7 @@ def _segment_clip(
     report("starting", 0, 0)
     with app.lock:
         pipe = app.video_pipeline(request.preset, tracker)
-        name = tracker or pipe.config.pipeline.tracker
+        name = tracker or pipe.tracker
         pipe.component("tracker", name)  # an unknown or broken tracker is refused before decoding
         # Missing weights are named (with their setting) before any frame runs.
         find_weights(app, pipe, ("proposal_generator", "classifier", "tracker"), report, ("", "", name))
