@@ -568,7 +568,10 @@ def _add_package_parser(sub: Any) -> None:
     pk.add_argument("--format", dest="source_format", choices=("auto", *ANNOTATION_FORMATS), default="auto", help="SOURCE's format (default: detected)")
     pk.add_argument("--use", choices=("auto", "annotations", "predictions"), default="auto", help="Label Studio: annotations or predictions")
     pk.add_argument("--images", metavar="DIR", default=None,
-                    help="folder of the original images, found by name (default: the inputs the output folder's manifest records)")
+                    help="folder of the original images, found by name; it wins over the inputs the output folder's manifest "
+                    "records (the default), and a CVAT export's own images/ folder. Every labelled image needs its original")
+    pk.add_argument("--no-images", action="store_true",
+                    help="package the labels only: no images/, no data.yaml (YOLO needs the images), Parquet 'image' column null")
     _add_vocabulary_options(pk.add_argument_group("classes of Label Studio and CVAT exports"))
     pk.add_argument("--splits", default="80,10,10", metavar="TRAIN,VAL,TEST", help="split percentages (default: %(default)s)")
     pk.add_argument("--seed", type=int, default=0, help="seed of the split assignment (default: %(default)s; same seed, same splits)")
@@ -1022,7 +1025,7 @@ def _cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         config = load_config(args.name, args.overrides)
         registry = Registry.create(args.disable_plugin)
         config.selected(registry.components)
-        config.check_tables(registry.components)
+        config.check_tables(registry.components, registry.blocked_components())
         setting = config.pipeline.device_profile.strip()
         profile = None
         if setting not in ("auto", "none"):
@@ -1155,7 +1158,8 @@ def _qa_vocabulary(args: argparse.Namespace) -> Any:
 def _cmd_qa(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from tqdm import tqdm
 
-    from .evaluation.qa import run_qa
+    from .atomic import CLI_OUTPUT_FIX, check_output_folder
+    from .evaluation.qa import REPORT_FILES, run_qa
     from .evaluation.report import write_html_report
     from .evaluation.targets import Targets, load_targets
 
@@ -1167,6 +1171,7 @@ def _cmd_qa(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
     if args.max_pixels < 0:
         raise InputError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
+    outdir = check_output_folder(args.output, CLI_OUTPUT_FIX)  # before anything is read
     targets = load_targets(args.targets) if args.targets else Targets()
     vocab = _qa_vocabulary(args)
     if vocab is not None:
@@ -1175,6 +1180,13 @@ def _cmd_qa(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.agreement:
         sides.gt, sides.pred = args.agreement
     first, second = _read_eval_sets(sides)
+    for side, role in ((first, "the first set (A)" if args.agreement else "the ground truth (--gt)"),
+                       (second, "the second set (B)" if args.agreement else "the labels to check (--pred)")):
+        if not side.names:
+            raise InputError(f"{role} {side.source} holds no image: give a file or folder with labelled images")
+    targets.check_classes(
+        [c.name for c in first.categories.values()] + [c.name for c in second.categories.values()], f"{first.source} or {second.source}"
+    )
     with tqdm(unit="img", disable=not err.isatty(), file=err) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -1186,12 +1198,12 @@ def _cmd_qa(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             first, second, agreement=bool(args.agreement), targets=targets, match_categories=args.match_categories,
             review_below=args.review_below / 100.0, progress=progress,
         )
-    outdir = Path(args.output)
-    if outdir.exists() and not outdir.is_dir():
-        raise InputError(f"{outdir} is a file: choose an output folder with -o")
+    earlier = [n for n in REPORT_FILES if (outdir / n).is_file() and not (n == "report.html" and args.no_html)]
     report.write(outdir)
     if not args.no_html:
         write_html_report(report, outdir / "report.html", first, second, match_categories=args.match_categories)
+    if earlier:
+        print(f"replaced the earlier report's {', '.join(earlier)} in {outdir} (other files there are left alone)", file=err)
     if args.json:
         print(json.dumps(report.to_dict(), indent=2), file=out)
     else:
@@ -1215,13 +1227,18 @@ def _cmd_package(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
         options = PackageOptions.from_text(
             splits=args.splits, seed=args.seed, name=args.name, overwrite=args.overwrite, max_pixels=args.max_pixels,
+            labels_only=args.no_images,
         )
         refine = None
         if args.refine:
             from .pipeline import Pipeline
 
+            twice = sorted({n for n in args.refine if args.refine.count(n) > 1})
+            if twice:
+                raise InputError(f"--refine {twice[0]} is given twice: name each refiner once (they run in the order given)")
             pipe = Pipeline(args.config, overrides=args.overrides, disable_plugins=args.disable_plugin)
             for name in args.refine:  # an unknown or broken refiner is refused before anything is read
+                pipe.registry.component("refiner", name, option="--refine NAME")
                 pipe.component("refiner", name)
 
             def refine(result: Any) -> Any:

@@ -31,7 +31,7 @@ import os
 import sys
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,15 +347,20 @@ def check_component_tables(
     registered: Mapping[str, Mapping[str, ComponentSpec]],
     source: str,
     label: str = "",
+    *,
+    blocked: Mapping[str, Collection[str]] | None = None,
 ) -> None:
     """Validate ``{kind: {component: options}}`` tables (a preset's or a device profile's) against
     the registered components' config dataclasses.
 
     :param source: where the tables come from, for messages.
     :param label: added after ``kind.component`` in messages about bad options.
-    :raises ConfigError: bad options, or a table for an unregistered component whose name is close
-        to a registered one (a typo); tables for components far from any (a plugin not installed
-        here) are only logged.
+    :param blocked: ``{kind: names}`` of the components of plugins blocked with ``--disable-plugin``
+        (see :meth:`~ovpanoptic.plugins.Registry.blocked_components`): their tables are kept
+        unchecked (a preset configures ``clip`` even when the ``clip`` plugin is blocked).
+    :raises ConfigError: bad options, or a table for a component no plugin registers (the message
+        names the close match, or lists the registered names); only a blocked plugin's component
+        is excused.
     """
     for kind, by_name in tables.items():
         names = registered.get(kind, {})
@@ -372,7 +377,16 @@ def check_component_tables(
                 raise ConfigError(
                     f"[{kind}.{name}] in {source} configures no installed {KINDS[kind]}. Did you mean [{kind}.{close[0]}]?"
                 )
-            log.info("ignoring [%s.%s] in %s: no installed plugin provides that %s", kind, name, source, KINDS[kind])
+            bare = name.split(QUALIFIER, 1)[-1]
+            if blocked is not None and (name in blocked.get(kind, ()) or bare in blocked.get(kind, ())):
+                log.info("ignoring [%s.%s] in %s: its plugin is blocked (--disable-plugin)", kind, name, source)
+                continue
+            known = ", ".join(sorted(names)) or "(none)"
+            raise ConfigError(
+                f"[{kind}.{name}] in {source} configures no registered {KINDS[kind]}: the registered {KINDS[kind]}s are "
+                f"{known}. Fix the name or remove the table (install the plugin that provides {name!r} to keep it; "
+                "--disable-plugin excuses only a table for a component of the blocked plugin)"
+            )
 
 
 def list_device_profiles() -> dict[str, Path]:
@@ -545,13 +559,16 @@ class Config:
         """The options of a component this config states (preset, file or ``--set``)."""
         return frozenset(self.tables.get(kind, {}).get(name, {}))
 
-    def check_tables(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
+    def check_tables(
+        self, registered: Mapping[str, Mapping[str, ComponentSpec]], blocked: Mapping[str, Collection[str]] | None = None
+    ) -> None:
         """Validate every component table against the registry.
 
-        A table for an unregistered component is an error when a registered name is close (a
-        typo), and only logged otherwise (a preset may configure plugins you have not installed).
+        A table for a component no plugin registers is an error (naming the close match or the
+        registered names), unless it names a component of a plugin blocked with
+        ``--disable-plugin`` (``blocked``, see :func:`check_component_tables`).
         """
-        check_component_tables(self.tables, registered, self.source)
+        check_component_tables(self.tables, registered, self.source, blocked=blocked)
 
     def selected(self, registered: Mapping[str, Mapping[str, ComponentSpec]]) -> None:
         """Raise :class:`ComponentNotFoundError` for a selected component nobody provides, and

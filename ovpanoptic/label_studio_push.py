@@ -62,6 +62,55 @@ def _local_files_url(url: str, subfolder: str) -> str:
     return f"/data/local-files/?d={quote(subfolder + '/' + name, safe='/')}"
 
 
+#: The longest server message quoted in an error (one line).
+_MESSAGE_CHARS: int = 200
+
+
+def _one_line(body: Any) -> str:
+    """A server's answer as one short line: JSON as JSON, HTML without its tags, truncated."""
+    import re
+
+    if body is None or body == "":
+        return "(no message)"
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", "replace")
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    if re.search(r"<\s*(html|body|head|title|h1|p|div|!doctype)\b", text, re.IGNORECASE):
+        title = re.search(r"<title[^>]*>(.*?)</title>", text, re.IGNORECASE | re.DOTALL)
+        text = title.group(1) if title else re.sub(r"<[^>]*>", " ", re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text))
+        text = "an HTML page: " + " ".join(text.split())
+    text = " ".join(text.split()) or "(no message)"
+    return text if len(text) <= _MESSAGE_CHARS else text[: _MESSAGE_CHARS - 3] + "..."
+
+
+def _check_label_studio(url: str) -> None:
+    """``GET /api/version`` (public in Label Studio): refuse an address that answers it with a 404,
+    a server error or something that is not JSON before anything is created.
+
+    :raises InputError: naming the request, the status and the fix.
+    """
+    import httpx
+
+    where = f"{url.rstrip('/')}/api/version"
+    try:
+        answer = httpx.get(where, timeout=10.0, follow_redirects=False)
+    except (OSError, httpx.HTTPError) as exc:
+        raise InputError(f"cannot reach Label Studio at {url} (GET /api/version: {exc}): check the URL and that it runs") from None
+    if 300 <= answer.status_code < 500 and answer.status_code != 404:
+        return  # a login redirect or an auth answer: the push requests say more
+    looks = answer.status_code == 200
+    if looks:
+        try:
+            looks = isinstance(answer.json(), dict)
+        except ValueError:
+            looks = False
+    if not looks:
+        raise InputError(
+            f"{url} does not look like Label Studio: GET /api/version answered {answer.status_code} ({_one_line(answer.text)}). "
+            "Give Label Studio's address with --label-studio-url (e.g. http://127.0.0.1:8080, no path)"
+        )
+
+
 def push_label_studio(
     outdir: Path,
     *,
@@ -142,27 +191,39 @@ def push_label_studio(
         for prediction in task.get("predictions", []):
             prediction["model_version"] = version
     chunks = split_tasks(tasks, int(chunk_mb * 1_000_000))
+    _check_label_studio(url)
     client = LabelStudio(base_url=url, api_key=token)
+    request = ""
     try:
         config = config_path.read_text("utf-8")
         if project_id is None:
+            request = "POST /api/projects/ (create the project)"
             project = client.projects.create(title=title or outdir.resolve().name[:50].ljust(3, "_"), label_config=config)
         else:
+            request = f"PATCH /api/projects/{project_id}/ (update the project)"
             project = client.projects.update(id=project_id, label_config=config, **({"title": title} if title else {}))
         storage_id = None
         if images is not None:
+            request = "POST /api/storages/localfiles/ (connect --images)"
             storage = client.import_storage.local.create(project=project.id, path=str(images), use_blob_urls=True, title=images.name)
             storage_id = storage.id
         done = 0
         for k, chunk in enumerate(chunks, 1):
             part = json.loads(chunk)
+            request = f"POST /api/projects/{project.id}/import (tasks, request {k} of {len(chunks)})"
             client.projects.import_tasks(project.id, request=part)
             done += len(part)
             log.info("chunk %d of %d: %d tasks imported", k, len(chunks), len(part))
             if progress is not None:
                 progress(done, len(tasks))
     except ApiError as exc:
-        raise InputError(f"Label Studio at {url} refused the push ({exc.status_code}): {exc.body}") from None
+        body = _one_line(exc.body)
+        hint = (
+            ": the URL does not look like Label Studio; check --label-studio-url" if exc.status_code == 404 or body.startswith("an HTML page")
+            else ": check the token (--label-studio-token) and the project id" if exc.status_code in (401, 403)
+            else ""
+        )
+        raise InputError(f"Label Studio at {url} refused the push: {request} answered {exc.status_code} ({body}){hint}") from None
     except (OSError, httpx.HTTPError) as exc:  # connection refused, name not resolved
-        raise InputError(f"cannot reach Label Studio at {url} ({exc}): check the URL and that it runs") from None
+        raise InputError(f"cannot reach Label Studio at {url} ({request}: {exc}): check the URL and that it runs") from None
     return PushResult(project.id, f"{url.rstrip('/')}/projects/{project.id}/data", len(tasks), len(chunks), version, storage_id)

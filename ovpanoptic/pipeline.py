@@ -208,7 +208,7 @@ class Pipeline:
         :raises ConfigError: naming the profile file.
         """
         where = f"device profile {profile.source}"
-        check_component_tables(profile.tables, self.registry.components, where, f" of {where}")
+        check_component_tables(profile.tables, self.registry.components, where, f" of {where}", blocked=self.registry.blocked_components())
 
     def _profile_defaults(self, kind: str, name: str) -> dict[str, Any]:
         """The device profile's options for one component, logged with where each value comes from.
@@ -262,7 +262,7 @@ class Pipeline:
         if self._checked:
             return
         self.config.selected(self.registry.components)
-        self.config.check_tables(self.registry.components)
+        self.config.check_tables(self.registry.components, self.registry.blocked_components())
         if self.config.pipeline.device not in ("auto", "cpu"):
             self.device  # noqa: B018 - an accelerator asked for by name must exist, model or not ("auto" stays lazy)
         if self.config.pipeline.device_profile.strip() not in ("auto", "none"):  # auto: known once the device is

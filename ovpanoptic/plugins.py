@@ -532,6 +532,43 @@ class Registry:
         registry.problems = {**load_problems, **registry.problems}
         return registry
 
+    def blocked_components(self) -> dict[str, frozenset[str]]:
+        """``{kind: names}`` of the components the blocked plugins (``--disable-plugin``) would
+        register: a config table for one of them is kept unchecked (see
+        :func:`~ovpanoptic.config.check_component_tables`). A blocked built-in's names are read from
+        its registration hooks (which import no model code); a blocked third-party plugin is never
+        imported, so its names are unknown and its tables are not excused.
+        """
+        import importlib
+
+        blocked = {n for n, p in self.pm.list_name_plugin() if p is None and n is not None}
+        blocked |= {o.plugin for o in self.pm.skipped}
+        names: dict[str, set[str]] = {kind: set() for kind in _REGISTER_HOOKS}
+        for plugin, module_name in BUILTIN_PLUGINS:
+            if plugin not in blocked and not self.pm.is_blocked(plugin):
+                continue
+            try:
+                module = importlib.import_module(module_name)
+            except Exception:  # noqa: BLE001 - a blocked plugin may be broken; it excuses nothing then
+                log.debug("cannot import blocked built-in %s", module_name, exc_info=True)
+                continue
+            for kind, hook_name in _REGISTER_HOOKS.items():
+                hook = getattr(module, hook_name, None)
+                if not callable(hook):
+                    continue
+
+                def register(*args: Any, _kind: str = kind, **kwargs: Any) -> None:
+                    name = kwargs.get("name", args[0] if args else None)
+                    if isinstance(name, str):
+                        names[_kind].add(name)
+                        names[_kind].add(f"{plugin}:{name}")
+
+                try:
+                    hook(register=register)
+                except Exception:  # noqa: BLE001 - as above
+                    log.debug("cannot read the components of blocked built-in %s", module_name, exc_info=True)
+        return {kind: frozenset(v) for kind, v in names.items()}
+
     def template_sets(self) -> NameTable[tuple[str, ...]]:
         """Template-set name -> templates, for :attr:`ComponentContext.prompt_templates
         <ovpanoptic.components.ComponentContext.prompt_templates>`: a set several plugins register
@@ -620,8 +657,11 @@ class Registry:
 
         return register
 
-    def component(self, kind: str, name: str) -> ComponentSpec:
+    def component(self, kind: str, name: str, option: str | None = None) -> ComponentSpec:
         """The component of ``kind`` registered as ``name`` (or ``PLUGIN:NAME``).
+
+        :param option: how the user of the command in use chooses another (``--refine NAME``);
+            default: the config setting (``--set pipeline.KIND=NAME``).
 
         :raises ComponentNotFoundError: nothing has that name (the message lists the available ones).
         :raises AmbiguousNameError: several plugins registered ``name``: the message names them and
@@ -634,7 +674,7 @@ class Registry:
         available = sorted(self.components.get(kind, {}))
         close = difflib.get_close_matches(name, available, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        how = {"exporter": "--format NAME", "refiner": "--set pipeline.refiners=NAME"}.get(kind, f"--set pipeline.{kind}=NAME")
+        how = option or {"exporter": "--format NAME", "refiner": "--set pipeline.refiners=NAME"}.get(kind, f"--set pipeline.{kind}=NAME")
         raise ComponentNotFoundError(
             f"{KINDS.get(kind, kind)} {name!r} is not provided by any installed, enabled plugin.{hint} "
             f"Available: {', '.join(available) or '(none)'}. Install the plugin that provides it, or "

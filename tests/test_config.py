@@ -105,7 +105,9 @@ def test_build_dataclass_checks_types_literals_and_own_validation():
 def test_component_tables_are_checked_against_the_registry():
     reg = registry_with(FakeComponentsPlugin())
     config = Config.from_dict({"fuser": {"paint": {"min_score": 0.3}}, "classifier": {"not-installed": {"a": 1}}})
-    config.check_tables(reg.components)  # unrelated, uninstalled component: ignored
+    with pytest.raises(ConfigError, match=r"\[classifier.not-installed\] in \(dict\) configures no registered classifier: the registered classifiers are clip, cycling, oracle"):
+        config.check_tables(reg.components)
+    config.check_tables(reg.components, {"classifier": frozenset({"not-installed"})})  # a blocked plugin's component: kept
     assert config.component_config(reg.component("fuser", "paint")).min_score == 0.3
     with pytest.raises(ConfigError, match=r"unknown key 'min_scor' in \[fuser.paint\]. Did you mean 'min_score'"):
         Config.from_dict({"fuser": {"paint": {"min_scor": 0.3}}}).check_tables(reg.components)
@@ -170,3 +172,17 @@ def test_a_built_wheel_carries_the_presets(tmp_path):
     assert eval(profiles) == ["cpu", "cpu-bf16", "cuda", "cuda-fp32", "mps"]
     assert first.startswith(str(tmp_path / "site"))
     assert eval(presets) == sorted(str(tmp_path / "site" / "ovpanoptic" / "configs" / p.name) for p in CONFIGS.glob("*.toml"))
+
+
+def test_a_table_for_no_registered_component_is_an_error_unless_its_plugin_is_blocked(capsys) -> None:
+    from ovpanoptic.cli import main
+    from ovpanoptic.plugins import Registry
+
+    for kind, what in (("refiner", "refiners are cleanup"), ("fuser", "fusers are ")):
+        assert main(["presets", "default", "--set", f"{kind}.nope.x=5"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: [{kind}.nope] in ") and f"configures no registered {kind}: the registered {what}" in err
+        assert "--disable-plugin excuses only a table for a component of the blocked plugin" in err
+    blocked = Registry.create(["refiners"]).blocked_components()
+    assert "cleanup" in blocked["refiner"] and "refiners:cleanup" in blocked["refiner"]
+    assert main(["presets", "default", "--disable-plugin", "refiners", "--set", "refiner.cleanup.x=5"]) == 0

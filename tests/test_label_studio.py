@@ -289,3 +289,42 @@ def test_the_category_table_travels_in_the_tasks_meta_and_eval_reads_it(ls_run, 
     export.write_text(json.dumps(other))
     assert main(["eval", "--gt", str(export), "--gt-use", "predictions", "--pred", str(export), "--pred-use", "predictions"]) == 2
     assert "tasks carry different category tables in meta.ovpanoptic" in capsys.readouterr().err
+
+
+def test_push_to_a_server_that_is_not_label_studio_names_the_request(tmp_path, capsys) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from ovpanoptic.cli import main
+    from ovpanoptic.label_studio_push import _one_line
+
+    class NotLabelStudio(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            body = b"<!DOCTYPE html><html><head><title>404 Not Found</title></head><body><h1>Nope</h1>" + b"x" * 5000 + b"</body></html>"
+            self.send_response(404)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), NotLabelStudio)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        (tmp_path / "label-studio.json").write_text("[]")
+        (tmp_path / "label-studio.xml").write_text("<View/>")
+        url = f"http://127.0.0.1:{server.server_port}"
+        assert main(["push", "label-studio", str(tmp_path), "--label-studio-url", url, "--label-studio-token", "t"]) == 2
+        assert capsys.readouterr().err == (
+            f"error: {url} does not look like Label Studio: GET /api/version answered 404 (an HTML page: 404 Not Found). "
+            "Give Label Studio's address with --label-studio-url (e.g. http://127.0.0.1:8080, no path)\n"
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _one_line("") == "(no message)"
+    assert _one_line("<html><body><p>bad</p>\n<p>gateway</p></body></html>") == "an HTML page: bad gateway"
+    assert _one_line({"detail": "no"}) == '{"detail": "no"}' and len(_one_line("y" * 900)) == 200

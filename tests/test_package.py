@@ -130,3 +130,95 @@ def test_card_is_filled_and_errors_leave_nothing(packaged: Path, coco_sample: Pa
     assert main(["package", str(coco_sample), "--splits", "80,30,10", "-o", str(tmp_path / "x")]) == 2
     assert "--splits takes three percentages TRAIN,VAL,TEST that sum to 100" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".x")] == []
+
+
+def _small_coco(folder: Path, width: int = 24, height: int = 20) -> Path:
+    """A one-image COCO panoptic set (image ``a``, ``width`` x ``height``) of two classes."""
+    pm = np.full((height, width), 2, np.int64)
+    pm[2:8, 2:8] = 1
+    (folder / "panoptic").mkdir(parents=True)
+    Image.fromarray(np.stack([pm % 256, pm // 256, pm * 0], axis=-1).astype(np.uint8)).save(folder / "panoptic" / "a.png")
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": int((pm == 1).sum())},
+                {"id": 2, "category_id": 2, "iscrowd": 0, "area": int((pm == 2).sum())}]
+    (folder / "panoptic.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": width, "height": height}],
+        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
+        "categories": [{"id": 1, "name": "box", "isthing": 1}, {"id": 2, "name": "floor", "isthing": 0}],
+    }))
+    return folder / "panoptic.json"
+
+
+def test_package_output_under_a_file_is_refused_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _small_coco(tmp_path / "src")
+    (tmp_path / "notadir").write_text("x")
+    assert main(["package", str(source), "--no-images", "-o", str(tmp_path / "notadir" / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: cannot create the output folder {tmp_path / 'notadir' / 'sub'}: {tmp_path / 'notadir'} is a file; "
+                   "choose another output folder with -o\n")
+
+
+def test_package_checks_every_original_image_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _small_coco(tmp_path / "src")
+    images = tmp_path / "images"
+    images.mkdir()
+    out = tmp_path / "dataset"
+    (images / "a.png").write_text("not an image")
+    assert main(["package", str(source), "--images", str(images), "--splits", "100,0,0", "-o", str(out)]) == 2
+    assert (f"error: original image {images / 'a.png'} is not an image file Pillow can read: replace it with the original image, "
+            "or remove it from --images") in capsys.readouterr().err
+    Image.new("RGB", (100, 100)).save(images / "a.png")
+    assert main(["package", str(source), "--images", str(images), "--splits", "100,0,0", "-o", str(out)]) == 2
+    assert (f"error: original image {images / 'a.png'} is 100x100 but its labels (a) are 24x20 (width x height, EXIF orientation "
+            "applied): give the image the labels were made on (--images DIR)") in capsys.readouterr().err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".dataset")]
+    rotated = Image.new("RGB", (20, 24))  # stored portrait, EXIF 6: upright it is 24x20 like its labels
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    (images / "a.png").unlink()
+    rotated.save(images / "a.jpg", exif=exif)
+    assert main(["package", str(source), "--images", str(images), "--splits", "100,0,0", "-o", str(out)]) == 0
+    assert "original images found: 1 of 1" in capsys.readouterr().out
+
+
+def test_package_missing_originals_are_refused_unless_no_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _small_coco(tmp_path / "src")
+    out = tmp_path / "dataset"
+    assert main(["package", str(source), "--splits", "100,0,0", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        "error: 1 of 1 original image(s) not found (no --images DIR given and no manifest input found): a. Give the folder of the "
+        "original images with --images DIR, or add --no-images to package the labels only (no images/, no data.yaml)\n"
+    )
+    assert not out.exists()
+    assert main(["package", str(source), "--images", str(tmp_path), "--no-images", "-o", str(out)]) == 2
+    assert "--images and --no-images contradict each other" in capsys.readouterr().err
+    assert main(["package", str(source), "--splits", "100,0,0", "--no-images", "-o", str(out)]) == 0
+    assert "note: labels only (--no-images): no images/, no data.yaml" in capsys.readouterr().out
+    assert (out / "labels" / "train" / "a.txt").is_file()
+    assert not (out / "data.yaml").exists() and not (out / "images").exists()
+
+
+def test_package_images_option_wins_over_the_manifest_and_cvat_ships_its_images(tmp_path: Path) -> None:
+    from ovpanoptic.packaging.build import _cvat_images, _image_files
+
+    given, recorded = tmp_path / "given", tmp_path / "recorded"
+    given.mkdir()
+    recorded.mkdir()
+    (given / "a.png").write_bytes(b"")
+    (recorded / "a.png").write_bytes(b"")
+    assert _image_files(given, {"a": str(recorded / "a.png")}) == {"a": given / "a.png"}
+    assert _image_files(None, {"a": str(recorded / "a.png")}) == {"a": recorded / "a.png"}
+    cvat = tmp_path / "out1" / "cvat"
+    (cvat / "images").mkdir(parents=True)
+    (cvat / "annotations.xml").write_text("<annotations/>")
+    assert _cvat_images(cvat) == cvat / "images" and _cvat_images(cvat / "annotations.xml") == cvat / "images"
+
+
+def test_package_refine_names_its_option_and_refuses_a_name_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source = _small_coco(tmp_path / "src")
+    out = tmp_path / "dataset"
+    assert main(["package", str(source), "--no-images", "--refine", "nope", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "refiner 'nope' is not provided by any installed, enabled plugin." in err and err.endswith("choose another with --refine NAME\n")
+    assert main(["package", str(source), "--no-images", "--refine", "cleanup", "--refine", "cleanup", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == "error: --refine cleanup is given twice: name each refiner once (they run in the order given)\n"
+    assert not out.exists()

@@ -217,3 +217,58 @@ def test_vocabulary_kinds_set_the_targets(tmp_path: Path) -> None:
     assert targets.for_class("box").to_dict() == {"kind": "rigid", "target": 0.85, "source": "vocabulary"}
     with pytest.raises(VocabularyError, match=r"kind of 'box' must be rigid, deformable, thin or a target IoU in percent \(1 to 100\), got 'stiff'"):
         Category(1, "box", True, kind="stiff")
+
+
+def _one_image_coco(folder: Path) -> Path:
+    pm = np.full((20, 24), 2, np.int64)
+    pm[2:8, 2:8] = 1
+    (folder / "panoptic").mkdir(parents=True)
+    Image.fromarray(np.stack([pm % 256, pm // 256, pm * 0], axis=-1).astype(np.uint8)).save(folder / "panoptic" / "a.png")
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 36}, {"id": 2, "category_id": 2, "iscrowd": 0, "area": 444}]
+    (folder / "panoptic.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 24, "height": 20}],
+        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
+        "categories": [{"id": 1, "name": "box", "isthing": 1}, {"id": 2, "name": "floor", "isthing": 0}],
+    }))
+    return folder / "panoptic.json"
+
+
+def test_cli_qa_output_targets_and_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt = _one_image_coco(tmp_path / "gt")
+    (tmp_path / "notadir").write_text("x")
+    sub = tmp_path / "notadir" / "sub"
+    assert main(["qa", "--gt", str(gt), "--pred", str(gt), "-o", str(sub)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: cannot create the output folder {sub}: {tmp_path / 'notadir'} is a file; choose another output folder with -o\n"
+    )
+    targets = tmp_path / "targets.toml"
+    targets.write_text('[classes]\nunicorn = "rigid"\nbax = "thin"\n')
+    out = tmp_path / "qa"
+    assert main(["qa", "--gt", str(gt), "--pred", str(gt), "--targets", str(targets), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: targets file {targets}: [classes] 'unicorn' is not a class of {gt} or {gt}. The classes are: box, floor. "
+        "Fix the name in the targets file or remove it\n"
+    )
+    targets.write_text('[classes]\nbax = "thin"\n')
+    assert main(["qa", "--gt", str(gt), "--pred", str(gt), "--targets", str(targets), "-o", str(out)]) == 2
+    assert f"[classes] 'bax' is not a class of {gt} or {gt}. Did you mean 'box'? The classes are: box, floor." in capsys.readouterr().err
+    assert not out.exists()
+    assert main(["qa", "--gt", str(gt), "--pred", str(gt), "--no-html", "-o", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    (out / "mine.txt").write_text("kept")
+    assert main(["qa", "--gt", str(gt), "--pred", str(gt), "--no-html", "-o", str(out)]) == 0
+    assert capsys.readouterr().err == (
+        f"replaced the earlier report's qa.json, classes.csv, images.csv, confusion_pixels.csv, confusion_segments.csv in {out} "
+        "(other files there are left alone)\n"
+    )
+    assert (out / "mine.txt").read_text() == "kept"
+
+
+def test_cli_qa_ground_truth_without_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    gt = _one_image_coco(tmp_path / "gt")
+    empty = tmp_path / "empty.json"
+    (tmp_path / "empty").mkdir()
+    empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "box", "isthing": 1}]}))
+    assert main(["qa", "--gt", str(empty), "--pred", str(gt), "-o", str(tmp_path / "qa")]) == 2
+    assert capsys.readouterr().err == f"error: the ground truth (--gt) {empty} holds no image: give a file or folder with labelled images\n"
+    assert not (tmp_path / "qa").exists()

@@ -35,7 +35,12 @@ from .iou import VOID_INDEX, ConfusionAccumulator, class_iou, compare_image
 from .pq import EvaluationError, _match_categories, _remap_segments
 from .targets import LOW_IOU, ClassTarget, Targets
 
-__all__ = ["ClassQA", "ImageQA", "QAReport", "class_maps", "run_qa"]
+__all__ = ["REPORT_FILES", "ClassQA", "ImageQA", "QAReport", "class_maps", "run_qa"]
+
+#: The files ``ovpanoptic qa`` writes into its folder (and replaces there on a rerun; others are left alone).
+REPORT_FILES: tuple[str, ...] = (
+    "report.html", "qa.json", "classes.csv", "images.csv", "confusion_pixels.csv", "confusion_segments.csv",
+)
 
 #: How many images of a failing class go to its calibration list.
 CALIBRATION_IMAGES: int = 5
@@ -214,10 +219,17 @@ class QAReport:
 
     def write(self, folder: str | Path) -> dict[str, Path]:
         """Write ``qa.json``, ``classes.csv``, ``images.csv``, ``confusion_pixels.csv`` and
-        ``confusion_segments.csv`` into ``folder`` (created); returns ``{name: path}``."""
+        ``confusion_segments.csv`` into ``folder`` (created; checked by
+        :func:`~ovpanoptic.atomic.check_output_folder`); an earlier report's files of these names are
+        replaced, other files are left alone. Returns ``{name: path}``.
+
+        :raises InputError: a folder nothing can be written into.
+        """
         import json
 
-        out = Path(folder)
+        from ..atomic import CLI_OUTPUT_FIX, check_output_folder
+
+        out = check_output_folder(folder, CLI_OUTPUT_FIX)
         out.mkdir(parents=True, exist_ok=True)
         files = {
             "qa.json": json.dumps(self.to_dict(), indent=2),

@@ -20,9 +20,10 @@ Class names compare ignoring case and repeated spaces.
 
 from __future__ import annotations
 
+import difflib
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -89,6 +90,8 @@ class Targets:
     classes: Mapping[str, str | float] = field(default_factory=dict)
     vocabulary: Mapping[str, str | float] = field(default_factory=dict)
     default: str | float = DEFAULT_KIND
+    #: the targets file, for messages
+    source: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kinds", MappingProxyType(dict(self.kinds)))
@@ -109,10 +112,28 @@ class Targets:
             return self._resolve(self.vocabulary[key], "vocabulary")
         return self._resolve(self.default, "default")
 
+    def check_classes(self, names: Iterable[str], where: str) -> None:
+        """Refuse a ``[classes]`` entry that names none of ``names`` (the classes of the labels).
+
+        :param where: the labels, for the message.
+        :raises EvaluationError: naming the entry, the close match and the classes.
+        """
+        known = {_key(n): str(n) for n in names}
+        for key in self.classes:
+            if key in known:
+                continue
+            close = difflib.get_close_matches(key, list(known), n=1)
+            hint = f" Did you mean {known[close[0]]!r}?" if close else ""
+            shown = ", ".join(sorted(known.values())[:20]) + (" ..." if len(known) > 20 else "")
+            raise EvaluationError(
+                f"targets file {self.source or '(--targets)'}: [classes] {key!r} is not a class of {where}.{hint} "
+                f"The classes are: {shown or '(none)'}. Fix the name in the targets file or remove it"
+            )
+
     def with_vocabulary(self, kinds: Mapping[str, object]) -> Targets:
         """These targets with the vocabulary's ``{class name: kind}`` (``None`` kinds skipped)."""
         checked = {name: check_kind(kind, f"vocabulary class {name!r}") for name, kind in kinds.items() if kind is not None}
-        return Targets(self.kinds, self.classes, checked, self.default)
+        return Targets(self.kinds, self.classes, checked, self.default, self.source)
 
 
 def load_targets(path: str | Path) -> Targets:
@@ -151,4 +172,4 @@ def load_targets(path: str | Path) -> Targets:
     if not isinstance(classes, dict):
         raise EvaluationError(f"targets file {p}: 'classes' must be a table of class name = kind or percent")
     default = check_kind(data.get("default", DEFAULT_KIND), f"targets file {p} default")
-    return Targets(kinds, {name: check_kind(v, f"targets file {p} class {name!r}") for name, v in classes.items()}, {}, default)
+    return Targets(kinds, {name: check_kind(v, f"targets file {p} class {name!r}") for name, v in classes.items()}, {}, default, str(p))

@@ -6,11 +6,11 @@ Layout of ``DATASET_DIR`` (``SPLIT`` is ``train``, ``val``, ``test``)::
     id2label.json                     training index -> class name (semantic PNGs, YOLO classes)
     categories.json                   the COCO category table (id, name, isthing) and each class's index
     splits.json                       {split: [image names]}
-    images/SPLIT/NAME.EXT             the original images (when found)
+    images/SPLIT/NAME.EXT             the original images (all required, unless --no-images: labels only)
     annotations/panoptic_SPLIT.json   + annotations/panoptic_SPLIT/NAME.png   COCO panoptic
     annotations/instances_SPLIT.json  COCO instances (things, RLE)
     semantic/SPLIT/NAME.png           class-index PNGs (void = 255, or 65535 for > 255 classes)
-    labels/SPLIT/NAME.txt + data.yaml YOLO segmentation
+    labels/SPLIT/NAME.txt + data.yaml YOLO segmentation (no data.yaml with --no-images)
     data/SPLIT-00000-of-00001.parquet Hugging Face datasets
     card/crops/INDEX.png              one example crop per class (from an original image)
 
@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from ..atomic import CLI_OUTPUT_FIX, check_output_folder
 from ..errors import InputError
 from ..evaluation import CategoryInfo, image_name
 from ..evaluation.readers import read_annotations
@@ -65,10 +66,15 @@ class PackageOptions:
     name: str | None = None
     overwrite: bool = False
     max_pixels: int | None = None
+    #: package the labels only (``--no-images``): no ``images/``, no ``data.yaml``, no crops, and the
+    #: Parquet ``image`` column null; without it, labels whose original image is missing are refused.
+    labels_only: bool = False
 
     @classmethod
-    def from_text(cls, *, splits: str, seed: int, name: str | None, overwrite: bool, max_pixels: int | None) -> PackageOptions:
-        return cls(parse_fractions(splits), seed, name, overwrite, max_pixels)
+    def from_text(
+        cls, *, splits: str, seed: int, name: str | None, overwrite: bool, max_pixels: int | None, labels_only: bool = False
+    ) -> PackageOptions:
+        return cls(parse_fractions(splits), seed, name, overwrite, max_pixels, labels_only)
 
 
 @dataclass(frozen=True)
@@ -88,17 +94,59 @@ class PackageSummary:
 
 
 def _image_files(folder: Path | None, manifest_inputs: Mapping[str, str]) -> dict[str, Path]:
+    """The original images by name: those of ``folder`` (``--images``, explicit, so it wins over the
+    manifest and is the only place looked in), else the manifest's inputs that still exist."""
     found: dict[str, Path] = {}
-    for stem, path in manifest_inputs.items():
-        if Path(path).is_file():
-            found[stem] = Path(path)
     if folder is not None:
         if not folder.is_dir():
             raise InputError(f"--images {folder} is not a folder: give the folder of the original images")
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith("."):
                 found.setdefault(image_name(path.name), path)
+        return found
+    for stem, path in manifest_inputs.items():
+        if Path(path).is_file():
+            found[stem] = Path(path)
     return found
+
+
+def _cvat_images(source: Path) -> Path | None:
+    """The ``images/`` folder a CVAT export ships beside its XML (CVAT's and the ``cvat`` exporter's layout)."""
+    from ..evaluation.readers import cvat_file
+
+    xml = cvat_file(source) if source.is_dir() else source
+    folder = xml.parent / "images" if xml is not None else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def _image_size(path: Path, max_pixels: int | None) -> tuple[int, int]:
+    """``(width, height)`` of an original image as :func:`~ovpanoptic.imageio.read_image` reads it
+    (upright per its EXIF orientation), from the file's header.
+
+    :raises InputError: not a readable image, naming the file and the fix.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    from ..imageio import check_pixels
+
+    fix = "replace it with the original image, or remove it from --images"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            img_cm = Image.open(path)
+        with img_cm as img:
+            check_pixels(img.width, img.height, max_pixels, str(path))
+            width, height = img.size
+            orientation = img.getexif().get(0x0112, 1)
+    except UnidentifiedImageError:
+        raise InputError(f"original image {path} is not an image file Pillow can read: {fix}") from None
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise InputError(f"original image {path} cannot be read ({exc}): {fix}") from None
+    if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees: read_image turns the image upright
+        width, height = height, width
+    return width, height
 
 
 def _manifest(source: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
@@ -109,11 +157,16 @@ def _manifest(source: Path) -> tuple[dict[str, Any] | None, dict[str, str]]:
     return header, {r.stem: r.input for r in records.values() if r.status == "done"}
 
 
-def _prepare_output(output: Path, overwrite: bool) -> Path:
-    if output.exists() and not output.is_dir():
-        raise InputError(f"{output} is a file: choose a new folder with -o")
+def _check_output(output: Path, overwrite: bool) -> None:
+    """The one output-folder check (:func:`~ovpanoptic.atomic.check_output_folder`), then a
+    non-empty folder without ``overwrite``: before anything is read or written."""
+    check_output_folder(output, CLI_OUTPUT_FIX)
     if output.is_dir() and any(output.iterdir()) and not overwrite:
         raise InputError(f"{output} is not empty: choose a new folder with -o, or add --overwrite to replace it")
+
+
+def _prepare_output(output: Path, overwrite: bool) -> Path:
+    _check_output(output, overwrite)
     output.parent.mkdir(parents=True, exist_ok=True)
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
 
@@ -176,6 +229,9 @@ def package_dataset(
     options = options or PackageOptions()
     src = Path(source)
     out = Path(output)
+    _check_output(out, options.overwrite)
+    if options.labels_only and images is not None:
+        raise InputError("--images and --no-images contradict each other: give the originals with --images DIR, or package the labels only with --no-images")
     annotations = read_annotations(src, fmt, categories=categories, use=use, max_pixels=options.max_pixels)
     if not annotations.names:
         raise InputError(f"{src} holds no image: nothing to package")
@@ -191,18 +247,39 @@ def package_dataset(
         if not isinstance(qa_data, dict) or "classes" not in qa_data:
             raise InputError(f"{qa} is not a qa.json of 'ovpanoptic qa' (no 'classes'): give the file 'ovpanoptic qa' wrote")
     header, inputs = _manifest(src) if src.exists() else (None, {})
-    originals = _image_files(Path(images) if images is not None else None, inputs)
+    folder = Path(images) if images is not None else (_cvat_images(src) if annotations.format == "cvat" else None)
+    originals = {} if options.labels_only else _image_files(folder, inputs)
+    missing = [n for n in annotations.names if n not in originals]
+    if missing and not options.labels_only:
+        where = f"in --images {folder}" if images is not None else (f"in {folder}" if folder is not None else "(no --images DIR given and no manifest input found)")
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(
+            f"{len(missing)} of {len(annotations.names)} original image(s) not found {where}: {shown}. Give the folder of the "
+            "original images with --images DIR, or add --no-images to package the labels only (no images/, no data.yaml)"
+        )
     cats = [annotations.categories[c] for c in sorted(annotations.categories)]
     train_index = {c.id: k for k, c in enumerate(cats)}
     names_of = {c.id: c.name for c in cats}
     things = {c.id for c in cats if c.isthing}
-    classes_of = {
-        name: frozenset(
-            names_of[int(s["category_id"])] for s in annotations.read(name).segments
+    classes_of: dict[str, frozenset[str]] = {}
+    for name in annotations.names:
+        image = annotations.read(name)
+        classes_of[name] = frozenset(
+            names_of[int(s["category_id"])] for s in image.segments
             if int(s.get("category_id", -1)) in names_of and int(s.get("area", 1) or 0) > 0
         )
-        for name in annotations.names
-    }
+        original = originals.get(name)
+        if original is not None:  # every original is checked before anything is written
+            if image.panoptic_map.size:
+                labels = (image.panoptic_map.shape[1], image.panoptic_map.shape[0])
+            else:
+                labels = annotations.size(name)
+            size = _image_size(original, options.max_pixels)
+            if labels is not None and tuple(labels) != size:
+                raise InputError(
+                    f"original image {original} is {size[0]}x{size[1]} but its labels ({name}) are {labels[0]}x{labels[1]} "
+                    "(width x height, EXIF orientation applied): give the image the labels were made on (--images DIR)"
+                )
     splits = make_splits(classes_of, options.fractions, seed=options.seed)
     tmp = _prepare_output(out, options.overwrite)
     notes: list[str] = []
@@ -276,15 +353,17 @@ def package_dataset(
             "categories": [{"index": train_index[c.id], "id": c.id, "name": c.name, "isthing": c.isthing} for c in cats],
         }, indent=2))
         _write(tmp / "splits.json", json.dumps({s: list(splits.images.get(s, ())) for s in used}, indent=2))
-        _write(tmp / "data.yaml", data_yaml([c.name for c in cats], used))
+        if not options.labels_only:  # YOLO needs images/SPLIT beside labels/SPLIT
+            _write(tmp / "data.yaml", data_yaml([c.name for c in cats], used))
         for split, missing in splits.missing.items():
             notes.append(f"split {split} has no image of {', '.join(missing)} (too few images hold them)")
         if holes:
             notes.append(f"YOLO-seg polygons cannot hold holes: {holes} hole pixels are filled in labels/ (the other formats keep them)")
-        if len(originals) == 0:
-            notes.append("no original image was found (give --images DIR): images/ is empty and the Parquet 'image' column is null")
-        elif sum(1 for n in annotations.names if n in originals) < len(annotations.names):
-            notes.append(f"{len(annotations.names) - sum(1 for n in annotations.names if n in originals)} original image(s) not found")
+        if options.labels_only:
+            notes.append(
+                "labels only (--no-images): no images/, no data.yaml (YOLO cannot load labels/ without images/), "
+                "no example crops, and the Parquet 'image' column is null"
+            )
         if qa_data is not None:
             below = [c["name"] for c in qa_data.get("classes", []) if c.get("passed") is False]
             if below:
@@ -297,9 +376,10 @@ def package_dataset(
             ("annotations/panoptic_SPLIT.json", "COCO panoptic (+ PNG folder of the same name)"),
             ("annotations/instances_SPLIT.json", "COCO instances, things as RLE"),
             ("semantic/SPLIT/*.png + id2label.json", f"class-index PNGs, void = {ignore_index(len(cats))}"),
-            ("labels/SPLIT/*.txt + data.yaml", "YOLO segmentation polygons"),
+            ("labels/SPLIT/*.txt" + ("" if options.labels_only else " + data.yaml"),
+             "YOLO segmentation polygons" + (" (labels only: no images/, no data.yaml)" if options.labels_only else "")),
             ("data/SPLIT-*.parquet", "Hugging Face datasets (image, panoptic, semantic, segments_info)"),
-            ("images/SPLIT/", "original images"),
+            *([] if options.labels_only else [("images/SPLIT/", "original images")]),
         ]
         card = CardFacts(
             name=options.name or out.name, source=str(src), source_format=annotations.format, splits={s: split_sizes[s] for s in used},
