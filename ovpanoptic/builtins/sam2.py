@@ -123,7 +123,7 @@ class Sam2Config:
             raise ValueError("crop_n_layers must be >= 0 and crop_n_points_downscale_factor >= 1")
         if self.min_area < 0 or self.max_proposals < 0:
             raise ValueError("min_area and max_proposals must be >= 0")
-        if self.architecture and _size_name(self.architecture) is None:
+        if self.architecture and size_name(self.architecture) is None:
             raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(SIZES)}")
 
 
@@ -152,7 +152,8 @@ class Sam2FastConfig(Sam2Config):
             raise ValueError(f"decoder_batch must be >= 1, got {self.decoder_batch}")
 
 
-def _size_name(text: str) -> str | None:
+def size_name(text: str) -> str | None:
+    """The SAM 2 size (a key of :data:`SIZES`) a name or alias spells (``"L"``, ``"large"``, ...), or ``None``."""
     key = text.strip().lower()
     key = _SIZE_ALIASES.get(key, key)
     return key if key in SIZES else None
@@ -166,8 +167,8 @@ def _architecture_of(config: Sam2Config) -> str:
         path nor a hub id, or a checkpoint whose name does not say its size.
     """
     if config.architecture:
-        return _size_name(config.architecture) or config.architecture
-    size = _size_name(config.model)
+        return size_name(config.architecture) or config.architecture
+    size = size_name(config.model)
     if size is not None:
         return size
     text = config.model.strip()
@@ -227,13 +228,13 @@ class Sam2Model:
     @property
     def fix(self) -> str:
         """The command that fetches the configured weights."""
-        if _size_name(self.config.model):
+        if size_name(self.config.model):
             return f"ovpanoptic download sam2 --size {self._size}"  # the video predictor uses the same file
         return f"ovpanoptic download sam2 --model {self.config.model}"
 
     def checkpoint(self) -> Path:
         """Resolve the checkpoint file (downloading into the hub cache unless offline)."""
-        size = _size_name(self.config.model)
+        size = size_name(self.config.model)
         known = {size: SIZES[size][1]} if size else {}
         return resolve_weights(
             size or self.config.model,

@@ -56,7 +56,7 @@ from ..device import autocast
 from ..hookspecs import hookimpl
 from ..types import TrackMasks
 from ._quiet import require
-from .sam2 import SIZES, Sam2Model, _size_name
+from .sam2 import SIZES, Sam2Model, size_name
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Sam2VideoConfig:
             self.image_size and (self.image_size % 64 or not 256 <= self.image_size <= 1024)
         ):
             raise ValueError(f"image_size must be 0 (the model's 1024) or a multiple of 64 in 256..1024, got {self.image_size!r}")
-        if self.architecture and _size_name(self.architecture) is None:
+        if self.architecture and size_name(self.architecture) is None:
             raise ValueError(f"architecture {self.architecture!r} is not one of {', '.join(SIZES)}")
 
 
