@@ -341,7 +341,7 @@ class Pipeline:
         classifier = self.component("classifier")
         if isinstance(classifier, VocabularyPreparer):
             boundary.call(
-                self._target("classifier"),
+                self.target("classifier"),
                 "prepare_vocabulary()",
                 classifier.prepare_vocabulary,
                 vocabulary,
@@ -367,7 +367,7 @@ class Pipeline:
             return vocabulary
         classifier = self.component("classifier")
         if isinstance(classifier, NameKeyer):
-            target = self._target("classifier")
+            target = self.target("classifier")
             names = [n for category in vocabulary for n in category.names]
             keys = boundary.call(
                 target, "name_key()", lambda: {n: classifier.name_key(n) for n in names}, user_errors=boundary.VOCABULARY_ERRORS
@@ -387,7 +387,13 @@ class Pipeline:
             self._names_checked.popitem(last=False)
         return vocabulary
 
-    def _target(self, kind: str, name: str | None = None) -> boundary.Target:
+    def target(self, kind: str, name: str | None = None) -> boundary.Target:
+        """The plugin code behind a component, for messages and guarded calls (:func:`ovpanoptic.boundary.call`).
+
+        :param kind: the component kind (``"classifier"``, ``"tracker"``, ...; see :data:`~ovpanoptic.components.KINDS`).
+        :param name: the component's name; by default the configured one (for ``"tracker"``, :attr:`tracker`).
+        :raises ComponentNotFoundError: no component of that kind has that name.
+        """
         spec = self.registry.component(kind, name or (self.tracker if kind == "tracker" else getattr(self.config.pipeline, kind)))
         return self.registry.target(spec)
 
@@ -433,7 +439,7 @@ class Pipeline:
         generator = self.component("proposal_generator")
         classifier = self.component("classifier")
         view = readonly_image(work)
-        target = self._target("proposal_generator")
+        target = self.target("proposal_generator")
         # The model stages' temporaries are large (SAM 2's image encoder peaks ~0.5 GB above its
         # weights at 1024 px) and glibc keeps freed blocks for reuse, so each stage would start on
         # top of the last one's leftovers: hand them back to the OS between stages (measured: peak
@@ -448,7 +454,7 @@ class Pipeline:
         release_freed_memory()
         if progress is not None:
             progress("image features", 0, 0)
-        prepared = boundary.call(self._target("classifier"), "prepare()", classifier.prepare, view, proposals)
+        prepared = boundary.call(self.target("classifier"), "prepare()", classifier.prepare, view, proposals)
         release_freed_memory()
         t2 = time.perf_counter()
         entry = _ImageEntry(proposals, prepared, {"proposals": t1 - t0, "features": t2 - t1})
@@ -508,7 +514,7 @@ class Pipeline:
         if progress is not None:
             progress("classification", 0, 0)
         t0 = time.perf_counter()
-        classifier_target = self._target("classifier")
+        classifier_target = self.target("classifier")
         scores = boundary.call(
             classifier_target, "score()", self.component("classifier").score, entry.prepared, vocab, user_errors=boundary.VOCABULARY_ERRORS
         )
@@ -516,7 +522,7 @@ class Pipeline:
         if progress is not None:
             progress("fusion", 0, 0)
         t1 = time.perf_counter()
-        fuser_target = self._target("fuser")
+        fuser_target = self.target("fuser")
         result = boundary.call(fuser_target, "fuse()", self.component("fuser").fuse, entry.proposals, scores, vocab)
         boundary.check_result(fuser_target, result, vocab, entry.proposals.image_size)
         t2 = time.perf_counter()
@@ -562,7 +568,7 @@ class Pipeline:
                 )
             view = readonly_image(rgb)
         for name in chosen:
-            target = self._target("refiner", name)
+            target = self.target("refiner", name)
             refined = boundary.call(target, "refine()", self.component("refiner", name).refine, result, view)
             result = boundary.check_refined(target, refined, result)
         return result
@@ -647,7 +653,7 @@ class Pipeline:
         prompt.check_inside(rgb.shape[0], rgb.shape[1])
         work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         h, w = work.shape[:2]
-        target = self._target("proposal_generator")
+        target = self.target("proposal_generator")
         masks = boundary.call(
             target, "segment_prompt()", generator.segment_prompt, readonly_image(work), prompt.scaled(w / rgb.shape[1], h / rgb.shape[0])
         )
@@ -699,7 +705,7 @@ class Pipeline:
         paths: list[Path] = []
         try:
             for name, exporter in exporters:
-                target = self._target("exporter", name)
+                target = self.target("exporter", name)
                 returned = boundary.call(target, "export()", exporter.export, result, view, out, stem, user_errors=boundary.EXPORT_ERRORS)
                 paths.extend(p for p in boundary.check_export(target, returned, out) if p not in paths)
         except BaseException as exc:
@@ -732,7 +738,7 @@ class Pipeline:
         for name in names:
             exporter = self.component("exporter", name)
             if isinstance(exporter, Finisher):
-                target = self._target("exporter", name)
+                target = self.target("exporter", name)
                 returned = boundary.call(target, "finish()", exporter.finish, out, None if stems is None else list(stems), user_errors=boundary.EXPORT_ERRORS)
                 written.extend(boundary.check_export(target, returned, out, "finish()"))
         return written

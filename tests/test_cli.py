@@ -148,6 +148,35 @@ def test_segment_help_documents_every_option():
         assert word in text
 
 
+def test_each_command_is_run_by_the_module_that_defines_its_options():
+    """Issue 28: a command's options are defined beside the function that runs it; ``build_parser`` only
+    assembles the commands, in the order of ``cli.COMMANDS``."""
+    import argparse
+
+    from ovpanoptic import cli
+
+    names = []
+    for add in cli.COMMANDS:
+        sub = argparse.ArgumentParser().add_subparsers()
+        add(sub)
+        [(name, parser)] = sub.choices.items()
+        handler = parser.get_default("handler")
+        assert callable(handler), name
+        assert (handler.__module__, add.__module__.startswith("ovpanoptic.cli.")) == (add.__module__, True), name
+        names.append(name)
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert names == list(commands) and len(set(names)) == 16
+    assert {name: parser.get_default("handler").__module__ for name, parser in commands.items()} == {
+        "segment": "ovpanoptic.cli.segment", "segment-video": "ovpanoptic.cli.segment",
+        "eval": "ovpanoptic.cli.evaluate", "eval-video": "ovpanoptic.cli.evaluate", "evaluate": "ovpanoptic.cli.evaluate",
+        "qa": "ovpanoptic.cli.qa", "package": "ovpanoptic.cli.qa",
+        "push": "ovpanoptic.cli.labelling", "serve": "ovpanoptic.cli.labelling",
+        "plugins": "ovpanoptic.cli.info", "doctor": "ovpanoptic.cli.info", "new-plugin": "ovpanoptic.cli.info",
+        "vocabularies": "ovpanoptic.cli.info", "download": "ovpanoptic.cli.info", "presets": "ovpanoptic.cli.info",
+        "demo": "ovpanoptic.cli.demo",
+    }
+
+
 def test_version_and_help_in_a_subprocess():
     proc = subprocess.run([sys.executable, "-m", "ovpanoptic", "--version"], capture_output=True, text=True, timeout=120)
     assert proc.stdout.strip() == f"ovpanoptic {__version__}"

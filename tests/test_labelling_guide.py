@@ -10,9 +10,11 @@ are made through the API calls the page makes. A step that needs a workaround fa
 
 The browser test then signs in with Chromium, opens a pre-annotated task and checks what the
 annotator sees: the image (HTTP 200, decoded at its size), our brush regions with their labels, and
-the backend's prediction; its screenshot goes to ``bench/results/label-studio-task.png``.
+the backend's prediction; its screenshot goes to ``label-studio-task.png``.
 
-Times of the steps are written to ``bench/results/labelling-guide-times.json``.
+Times of the steps are written to ``labelling-guide-times.json``. Both go to ``$OVPANOPTIC_SCREENSHOTS`` when set
+(CI keeps them as artefacts; ``OVPANOPTIC_SCREENSHOTS=bench/results`` refreshes the committed copies), else to a
+temporary folder: a test run never rewrites tracked files.
 """
 
 from __future__ import annotations
@@ -37,7 +39,12 @@ from label_studio_server import free_port, require_label_studio, start_label_stu
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "labelling.md"
-RESULTS = ROOT / "bench" / "results"
+
+
+def _results_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``$OVPANOPTIC_SCREENSHOTS`` when set, else a fresh temporary folder (see the module docstring)."""
+    folder = os.environ.get("OVPANOPTIC_SCREENSHOTS")
+    return Path(folder) if folder else tmp_path_factory.mktemp("guide-results")
 BLOCK = re.compile(r"<!-- run(?:: (?P<kind>[\w-]+))? -->\n\s*```\w*\n(?P<body>.*?)\n\s*```", re.S)
 EMAIL, PASSWORD = "annotator@example.com", "ovpanoptic-guide-1"
 #: What the test gives ``ovpanoptic segment`` and ``serve``: the fake components (no weights here).
@@ -195,8 +202,9 @@ def walked(tmp_path_factory):
     finally:
         for process in reversed(processes):
             stop(process)
-        RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "labelling-guide-times.json").write_text(json.dumps({k: round(v, 2) for k, v in times.items()}, indent=1) + "\n")
+        results = _results_folder(tmp_path_factory)
+        results.mkdir(parents=True, exist_ok=True)
+        (results / "labelling-guide-times.json").write_text(json.dumps({k: round(v, 2) for k, v in times.items()}, indent=1) + "\n")
 
 
 def test_the_guide_runs_as_written_against_label_studio(walked):
@@ -220,7 +228,7 @@ def test_the_guide_runs_as_written_against_label_studio(walked):
     assert re.search(r"^All\s+\| 100\.000  100\.000  100\.000 ", qa, re.M), qa
 
 
-def test_the_annotator_sees_the_image_and_our_regions(walked, tmp_path):
+def test_the_annotator_sees_the_image_and_our_regions(walked, tmp_path, tmp_path_factory):
     from test_demo_browser import CHROMIUM, CHROMIUM_FLAGS, require
 
     require(CHROMIUM.is_file(), f"Debian's chromium is not installed ({CHROMIUM}): run scripts/install-test-deps.sh")
@@ -276,8 +284,9 @@ def test_the_annotator_sees_the_image_and_our_regions(walked, tmp_path):
                 page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][1].result))
                 page.get_by_text(backend, exact=True).wait_for()  # the tab's tooltip: the whole model version
                 drawn["backend"] = _region_titles(page)
-                RESULTS.mkdir(parents=True, exist_ok=True)
-                shot = RESULTS / "label-studio-task.png"
+                results = _results_folder(tmp_path_factory)
+                results.mkdir(parents=True, exist_ok=True)
+                shot = results / "label-studio-task.png"
                 page.screenshot(path=str(shot))
                 from PIL import Image
 

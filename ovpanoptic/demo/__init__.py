@@ -10,15 +10,23 @@ download the labels.
 :func:`launch_demo`). Importing this package imports neither gradio nor torch; models load on the
 first request. The package:
 
-* :mod:`.app`: :class:`DemoApp`, the shared resources (registry, pipelines per preset and
-  threshold setting, decoded uploads, sessions, the temporary folder);
-* :mod:`.state`: the per-browser-session :class:`~.state.Session` and the inputs of a run;
-* :mod:`.handlers`: the handlers as plain functions of ``(app, session, ...)``;
 * :mod:`.render`: labels, colours, the composite image, the table;
+* :mod:`.state`: the per-browser-session :class:`~.state.Session` and the inputs of a run;
+* :mod:`.resources`: :class:`~.resources.DemoResources`, the shared resources (registry, pipelines
+  per preset and threshold setting, decoded uploads, sessions, the temporary folder), and the
+  page's constants and :class:`DemoSettings`;
 * :mod:`.downloads`: the zip;
-* :mod:`.layout`: the Gradio page and its events.
+* :mod:`.handlers`: the handlers as plain functions of ``(app, session, ...)``;
+* :mod:`.video`: the Video tab's handler;
+* :mod:`.layout`: the Gradio page and its events (imports gradio);
+* :mod:`.app`: :class:`DemoApp`, the wiring class: the resources plus :meth:`DemoApp.build`.
 
-It imports the core (pipeline, editing, types, vocabulary), never :mod:`ovpanoptic.builtins`.
+The list goes from the bottom up: each module imports only modules listed before it (``layout``
+imports ``handlers`` and ``video``; ``handlers``, ``video`` and ``layout`` take the app as a
+:class:`~.resources.DemoResources`, so only this ``__init__`` imports :mod:`.app`); no module of the
+demo imports this ``__init__``. The package imports the core (pipeline, config, components, editing,
+types, vocabulary, imageio, errors, stopping), :mod:`ovpanoptic.video` and :mod:`ovpanoptic.evaluation`
+(label files), never :mod:`ovpanoptic.builtins` or the CLI.
 """
 
 from __future__ import annotations
@@ -99,8 +107,8 @@ def build_demo(
 ) -> gradio.Blocks:
     """Build the demo page (a ``gr.Blocks`` with the queue on); loads no model.
 
-    The :class:`DemoApp` behind it is ``demo.ovpanoptic_app``. See :class:`DemoApp` for the
-    other parameters.
+    The :class:`DemoApp` behind it is ``demo.ovpanoptic_app``. See
+    :class:`~.resources.DemoResources` (which :class:`DemoApp` extends) for the other parameters.
 
     :param private_uploads: keep Gradio's uploads and cache in the app's temporary folder (sets
         ``GRADIO_TEMP_DIR`` for this process), so they are deleted with it; the CLI sets it.

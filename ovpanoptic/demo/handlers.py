@@ -29,7 +29,7 @@ from ..editing import add_category, add_segment, delete_segment, erase_segment, 
 from ..errors import Cancelled, InputError, OvpanopticError, WeightsError
 from ..pipeline import Pipeline, SegmentationRun
 from ..types import PanopticResult, Prompt, normalize_name
-from .app import TUNABLE, DemoApp
+from .resources import TUNABLE, DemoResources
 from .downloads import write_download
 from .render import plural
 from .state import RunRequest, Session
@@ -127,7 +127,7 @@ def name_weights_setting(exc: WeightsError, setting: str | None) -> WeightsError
     return WeightsError(f"{message} (the setting that names these weights: {setting})")
 
 
-def find_weights(app: DemoApp, pipe: Pipeline, kinds: Sequence[str], report: ProgressFn, names: Sequence[str] = ()) -> None:
+def find_weights(app: DemoResources, pipe: Pipeline, kinds: Sequence[str], report: ProgressFn, names: Sequence[str] = ()) -> None:
     """The ``weights`` stage: resolve (find, or download when online) the checkpoints of the
     pipeline's components of ``kinds`` (``names``: other components than the configured ones) that
     have weights, once per component and settings for the app.
@@ -214,7 +214,7 @@ def cancel(session: Session) -> None:
     session.cancel.set()
 
 
-def image_changed(app: DemoApp, session: Session, image: Any) -> None:
+def image_changed(app: DemoResources, session: Session, image: Any) -> None:
     """An upload (or an example, or clearing the image): decode it now so a non-image is refused at
     once (the page then clears it), and mark the result stale when it is of another image.
 
@@ -243,7 +243,7 @@ def image_changed(app: DemoApp, session: Session, image: Any) -> None:
 
 
 def segment(
-    app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None = None, *, fresh: bool = True
+    app: DemoResources, session: Session, request: RunRequest, progress: ProgressFn | None = None, *, fresh: bool = True
 ) -> None:
     """Segment the session's image with the request's class names, preset and thresholds.
 
@@ -265,7 +265,7 @@ def segment(
         session.running = False
 
 
-def _segment(app: DemoApp, session: Session, request: RunRequest, progress: ProgressFn | None) -> None:
+def _segment(app: DemoResources, session: Session, request: RunRequest, progress: ProgressFn | None) -> None:
     if session.image is None:
         raise InputError("No image: upload an image (or click one of the examples) first")
     started = time.perf_counter()
@@ -281,7 +281,7 @@ def _segment(app: DemoApp, session: Session, request: RunRequest, progress: Prog
     _take(app, session, pipe, run, request, encode_s)
 
 
-def _run(app: DemoApp, session: Session, pipe: Pipeline, request: RunRequest, report: ProgressFn) -> tuple[SegmentationRun, float]:
+def _run(app: DemoResources, session: Session, pipe: Pipeline, request: RunRequest, report: ProgressFn) -> tuple[SegmentationRun, float]:
     """Encode the class names, then segment the session's image (under the app's lock)."""
     assert session.image is not None
     vocab = app.vocabulary_for(pipe, request)
@@ -300,7 +300,7 @@ def _run(app: DemoApp, session: Session, pipe: Pipeline, request: RunRequest, re
     return run, encode_s
 
 
-def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, request: RunRequest, encode_s: float) -> None:
+def _take(app: DemoResources, session: Session, pipe: Pipeline, run: SegmentationRun, request: RunRequest, encode_s: float) -> None:
     assert session.image is not None
     if session.result is not None and session.result_image != session.image.digest:
         session.keep()  # the previous image's work stays for when it comes back
@@ -323,14 +323,14 @@ def _take(app: DemoApp, session: Session, pipe: Pipeline, run: SegmentationRun, 
 
 
 def _options(kind: str, config: Any) -> str:
-    """``"option value, ..."`` of a component's :data:`~ovpanoptic.demo.app.TUNABLE` options."""
+    """``"option value, ..."`` of a component's :data:`~ovpanoptic.demo.resources.TUNABLE` options."""
     return ", ".join(f"{o} {getattr(config, o):g}" for (k, o) in TUNABLE if k == kind and hasattr(config, o))
 
 
 def explain(pipe: Pipeline, run: SegmentationRun) -> tuple[str, ...]:
     """Lines saying how many proposals there were, how many got a class, how many became
     segments, and the thresholds that decided it (the fuser's and the generator's options from
-    :data:`~ovpanoptic.demo.app.TUNABLE`)."""
+    :data:`~ovpanoptic.demo.resources.TUNABLE`)."""
     lines = []
     n = len(run.proposals)
     gen_name = pipe.config.pipeline.proposal_generator
@@ -360,7 +360,7 @@ def explain(pipe: Pipeline, run: SegmentationRun) -> tuple[str, ...]:
     return tuple(lines)
 
 
-def retune(app: DemoApp, session: Session, tuning: Sequence[str], progress: ProgressFn | None = None) -> None:
+def retune(app: DemoResources, session: Session, tuning: Sequence[str], progress: ProgressFn | None = None) -> None:
     """The threshold controls changed (``tuning``: the ``--set`` overrides that differ from the
     preset). With a current result: when only fusion options changed, re-fuse it from the cache (no
     proposals, no image features); when proposal options changed, say that Segment recomputes the
@@ -400,7 +400,7 @@ def _to_result(session: Session, x: float, y: float, display_size: tuple[int, in
 
 
 def click(
-    app: DemoApp, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int], *, radius: float = BRUSH_RADIUS
+    app: DemoResources, session: Session, x: float, y: float, mode: str, display_size: tuple[int, int], *, radius: float = BRUSH_RADIUS
 ) -> None:
     """A click at display pixel ``(x, y)``: select the segment there (:data:`SELECT`: it alone;
     :data:`SELECT_MANY`: add it to the selection, or take it out), or add a prompt point or box
@@ -475,7 +475,7 @@ def _brush(session: Session, cx: float, cy: float, radius: float, *, erase: bool
     session.download = None
 
 
-def _predict(app: DemoApp, session: Session) -> None:
+def _predict(app: DemoResources, session: Session) -> None:
     assert session.image is not None and session.result is not None and session.request is not None
     if not any(label for _, _, label in session.points) and session.box is None:
         session.notice = "A negative point alone selects nothing: add a positive point (+) or a box."
@@ -527,7 +527,7 @@ def _category(session: Session, name: str, kind: str = "auto") -> tuple[Any, int
     return vocab, cat.id
 
 
-def accept(app: DemoApp, session: Session, class_name: str, kind: str = "auto") -> None:
+def accept(app: DemoResources, session: Session, class_name: str, kind: str = "auto") -> None:
     """Make the proposed mask a segment of ``class_name`` (a new instance id for a thing; joins the
     class's segment for stuff; pixels taken from whatever held them)."""
     session.error = session.notice = ""
@@ -553,7 +553,7 @@ def _selected(session: Session, at_least: int = 1) -> list[int]:
     return list(session.selected)
 
 
-def relabel(app: DemoApp, session: Session, class_name: str, kind: str = "auto") -> None:
+def relabel(app: DemoResources, session: Session, class_name: str, kind: str = "auto") -> None:
     """Give the selected segments the class ``class_name`` (picked or typed)."""
     session.error = session.notice = ""
     ids = _selected(session)
@@ -570,7 +570,7 @@ def relabel(app: DemoApp, session: Session, class_name: str, kind: str = "auto")
     session.notice = f"Relabelled {plural(len(ids), 'segment')} as {vocab.by_id(category_id).name}: {_named(session, session.selected)}."
 
 
-def delete(app: DemoApp, session: Session) -> None:
+def delete(app: DemoResources, session: Session) -> None:
     """Delete the selected segments (their pixels become void)."""
     session.error = session.notice = ""
     ids = _selected(session)
@@ -585,7 +585,7 @@ def delete(app: DemoApp, session: Session) -> None:
     session.notice = f"Deleted {plural(len(ids), 'segment')}: {named}."
 
 
-def merge(app: DemoApp, session: Session) -> None:
+def merge(app: DemoResources, session: Session) -> None:
     """Merge the selected segments (one class) into the first selected."""
     session.error = session.notice = ""
     ids = _selected(session, 2)
@@ -598,7 +598,7 @@ def merge(app: DemoApp, session: Session) -> None:
     session.notice = f"Merged {named} into segment {sid}."
 
 
-def undo(app: DemoApp, session: Session) -> None:
+def undo(app: DemoResources, session: Session) -> None:
     """Undo the last correction (or the last prompt click when a prompt is being drawn)."""
     session.error = session.notice = ""
     if session.points or session.box_start is not None:
@@ -641,7 +641,7 @@ def _named(session: Session, ids: Sequence[int]) -> str:
     return ", ".join(f"{labels.get(i, '?')} (id {i})" for i in ids)
 
 
-def set_images(app: DemoApp, session: Session, files: Sequence[Any]) -> None:
+def set_images(app: DemoResources, session: Session, files: Sequence[Any]) -> None:
     """Several images uploaded together (or a folder's): the session walks them with :func:`step`,
     starting with the first; each image's result is kept while another is shown.
 
@@ -655,7 +655,7 @@ def set_images(app: DemoApp, session: Session, files: Sequence[Any]) -> None:
     image_changed(app, session, session.images[0])
 
 
-def step(app: DemoApp, session: Session, delta: int) -> None:
+def step(app: DemoResources, session: Session, delta: int) -> None:
     """Show the next (``+1``) or previous (``-1``) image of the list; its kept result comes back.
 
     :raises InputError: no list of images.
@@ -679,7 +679,7 @@ def position(session: Session) -> str:
     return f"image {session.position + 1} of {len(session.images)}: {session.image.name}{'' if done else ' (not segmented yet)'}"
 
 
-def load_labels(app: DemoApp, session: Session, files: Sequence[Any]) -> None:
+def load_labels(app: DemoResources, session: Session, files: Sequence[Any]) -> None:
     """Continue correcting existing labels of the session's image: the demo's own zip, a
     COCO-panoptic ``panoptic.json`` with its PNG, or a Label Studio JSON export (the
     ``label-studio`` exporter's tasks, or a project export with the classes named in the current
@@ -761,7 +761,7 @@ def _as_result(annotated: Any, categories: Any, size: tuple[int, int], source: s
     return PanopticResult.from_map(panoptic_map.astype(np.int32), labels, vocab, {})
 
 
-def download(app: DemoApp, session: Session) -> Path | None:
+def download(app: DemoResources, session: Session) -> Path | None:
     """The zip of the current result (written once per result; see :mod:`.downloads`)."""
     if session.result is None or session.image is None or session.request is None or session.stale:
         return None

@@ -21,7 +21,7 @@ import gradio as gr
 from ..errors import Cancelled, OvpanopticError, VocabularyError, WeightsError
 from ..vocabulary import format_class_lists
 from . import handlers
-from .app import CUSTOM_VOCABULARY, DemoApp
+from .resources import CUSTOM_VOCABULARY, TUNABLE, DemoResources
 from .render import TABLE_HEADERS, Overlay, compose, hidden_classes, legend_html, plural, segment_colors, table_rows
 from .state import RunRequest, Session
 from .downloads import zip_contents
@@ -216,7 +216,7 @@ def _timings(session: Session) -> str:
     return "\n".join(lines)
 
 
-def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
+def page(app: DemoResources, session: Session) -> tuple[Any, ...]:
     """The outputs of every event, from the session: error box, status, image, classes shown,
     class menu, table, timings, and the Relabel, Delete and Merge buttons."""
     error = gr.update(value=f"**Cannot do that.** {text(session.error)}" if session.error else "", visible=bool(session.error))
@@ -249,10 +249,8 @@ def page(app: DemoApp, session: Session) -> tuple[Any, ...]:
     return (error, _summary(session), view, shown_update, class_update, rows, _timings(session), *_selection_buttons(session), legend)
 
 
-def build_page(app: DemoApp) -> Any:
+def build_page(app: DemoResources) -> Any:
     """The Blocks of the page (loads no model); the queue is on."""
-    from .app import TUNABLE
-
     initial = {(c.kind, c.option): c for c in app.tuning_controls()}
     rows = app.example_rows()
 

@@ -55,7 +55,7 @@ class RunRequest:
     :param stuff: the Stuff box.
     :param things: the Things box (names kept as things even when they sound like stuff).
     :param vocabulary: the Named vocabulary menu's value (the boxes are what runs, see
-        :meth:`~ovpanoptic.demo.app.DemoApp.vocabulary_for`).
+        :meth:`~ovpanoptic.demo.resources.DemoResources.vocabulary_for`).
     :param preset: the Preset menu's value.
     :param tuning: ``--set`` style overrides from the threshold controls that differ from the preset.
     """

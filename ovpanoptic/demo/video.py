@@ -20,7 +20,7 @@ from ..errors import Cancelled, InputError, WeightsError
 from ..video import FrameSelection, TrackingOptions, open_frames, segment_video
 from ..video.output import VideoOutput
 from ..video.tracks import MAX_KEYFRAME_EVERY
-from .app import DemoApp
+from .resources import DemoResources
 from .downloads import jpeg_bytes, zip_member
 from .handlers import STAGE_KINDS, ProgressFn, cancelled_text, find_weights, name_weights_setting, request_run, weights_setting
 from .render import plural
@@ -86,7 +86,7 @@ class _ClipProgress:
 
 
 def segment_clip(
-    app: DemoApp,
+    app: DemoResources,
     session: Session,
     video: Any,
     request: RunRequest,
@@ -119,7 +119,7 @@ def segment_clip(
 
 
 def _segment_clip(
-    app: DemoApp, session: Session, video: Any, request: RunRequest, keyframe_every: int, max_frames: int, tracker: str, progress: ProgressFn | None
+    app: DemoResources, session: Session, video: Any, request: RunRequest, keyframe_every: int, max_frames: int, tracker: str, progress: ProgressFn | None
 ) -> None:
     path = _clip_path(video)
     max_frames = _whole(max_frames, f"Frames (at most {MAX_DEMO_FRAMES} in the demo; the command line has no limit)", 1, MAX_DEMO_FRAMES)
@@ -139,7 +139,7 @@ def _segment_clip(
 
 
 def _run_clip(
-    app: DemoApp, session: Session, pipe: Any, path: Path, request: RunRequest, options: TrackingOptions, max_frames: int,
+    app: DemoResources, session: Session, pipe: Any, path: Path, request: RunRequest, options: TrackingOptions, max_frames: int,
     name: str, report: _ClipProgress,
 ) -> None:
     """Decode, segment and track the clip into the session's folder, and zip it (under the app's lock)."""

@@ -6,15 +6,19 @@
   class votes, track ends, per-frame composition (:class:`~.tracks.TrackBook`);
 * :mod:`.run`: the loop, keyframes through the image pipeline and the frames between through the
   configured tracker component (``register_trackers``; ``flow``, the default, is optical flow;
-  ``sam2-video`` is SAM 2's video predictor);
+  ``sam2-video`` is SAM 2's video predictor). It takes the image pipeline as an argument typed by
+  :class:`~.run.ImagePipeline` (what it needs of :class:`ovpanoptic.pipeline.Pipeline`);
 * :mod:`.output`: the resumable output folder (per-frame PNGs, one JSON, tracks table, overlay video).
 
-May import the core modules (pipeline, config, types, boundary, imageio, atomic, errors,
-evaluation) and :mod:`ovpanoptic.demo.render` (drawing); never ``ovpanoptic.builtins`` or the CLI.
-Importing it imports neither torch nor PyAV.
+Inside the package: ``sources`` and ``tracks`` import no sibling, ``run`` imports both, ``output``
+imports all three. May import the core modules below the pipeline (config, components, types,
+boundary, imageio, atomic, folderlock, errors, constants), :mod:`ovpanoptic.evaluation` (panoptic PNG
+ids) and :mod:`ovpanoptic.drawing`; never :mod:`ovpanoptic.pipeline` (it imports this
+package for :meth:`~ovpanoptic.pipeline.Pipeline.segment_video`), ``ovpanoptic.builtins``, the
+engines or the CLI. Importing it imports neither torch nor PyAV.
 """
 
-from .run import ResumePoint, VideoFrameResult, segment_video
+from .run import ImagePipeline, KeyframeRun, ResumePoint, VideoFrameResult, segment_video
 from .sources import Frame, FrameSelection, FrameSource, open_frames
 from .tracks import Track, TrackBook, TrackingOptions, TrackRecord
 
@@ -22,6 +26,8 @@ __all__ = [
     "Frame",
     "FrameSelection",
     "FrameSource",
+    "ImagePipeline",
+    "KeyframeRun",
     "ResumePoint",
     "Track",
     "TrackBook",

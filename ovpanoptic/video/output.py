@@ -101,7 +101,7 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 def _draw(image: np.ndarray, ids: np.ndarray, categories: Mapping[int, int], vocabulary: Vocabulary) -> np.ndarray:
     """``image`` with the id map ``ids`` drawn over it, each segment labelled ``"class id"`` (stuff:
     ``"class"``) with the class ``categories`` gives it; ids without a class are left undrawn."""
-    from ..demo.render import Overlay, compose, instance_rgb
+    from ..drawing import Overlay, compose, instance_rgb
 
     labels, colors = {}, {}
     result_labels: dict[int, tuple[int, float]] = {}

@@ -15,22 +15,82 @@ import importlib.util
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from .. import boundary
 from ..components import Progress
+from ..config import Config
 from ..errors import InputError, MissingDependencyError
 from ..imageio import resize_longest_side
-from ..types import PanopticResult, TrackMasks, Vocabulary
+from ..types import ClassScores, PanopticResult, ProposalSet, TrackMasks, Vocabulary
 from .sources import Frame, FrameSource
 from .tracks import TrackBook, TrackingOptions, segment_embeddings
 
-if TYPE_CHECKING:
-    from ..pipeline import Pipeline
+__all__ = ["ImagePipeline", "KeyframeRun", "ResumePoint", "VideoFrameResult", "segment_video"]
 
-__all__ = ["ResumePoint", "VideoFrameResult", "segment_video"]
+
+class KeyframeRun(Protocol):
+    """What the video loop reads of one keyframe's image-pipeline run
+    (:class:`ovpanoptic.pipeline.SegmentationRun` is one)."""
+
+    @property
+    def result(self) -> PanopticResult:
+        """The panoptic result at the keyframe's size."""
+        ...
+
+    @property
+    def proposals(self) -> ProposalSet:
+        """The proposals at the working size, before fusion."""
+        ...
+
+    @property
+    def scores(self) -> ClassScores:
+        """Their class scores (with the classifier's image embeddings, when it gives them)."""
+        ...
+
+
+class ImagePipeline(Protocol):
+    """What the video loop needs of the image pipeline (:class:`ovpanoptic.pipeline.Pipeline` is one).
+
+    The loop takes the pipeline as an argument typed by this protocol, so this package never imports
+    :mod:`ovpanoptic.pipeline` (which imports this package for :meth:`Pipeline.segment_video`).
+    """
+
+    @property
+    def config(self) -> Config:
+        """The pipeline's config (``config.pipeline.max_side``/``min_side`` give the working size)."""
+        ...
+
+    @property
+    def tracker(self) -> str:
+        """The configured tracker component's name."""
+        ...
+
+    def component(self, kind: str, name: str | None = None) -> Any:
+        """The built component of ``kind`` named ``name`` (the configured one by default)."""
+        ...
+
+    def target(self, kind: str, name: str | None = None) -> boundary.Target:
+        """The plugin code behind that component, for guarded calls and messages."""
+        ...
+
+    def segment_run(
+        self,
+        image: Any,
+        vocabulary: Vocabulary | str,
+        *,
+        progress: Progress | None = None,
+        source: str = "<array>",
+        refine: bool = True,
+    ) -> KeyframeRun:
+        """Segment one image, returning the result with the proposals and scores it came from."""
+        ...
+
+    def refine(self, result: PanopticResult, image: Any = None, names: Sequence[str] | None = None) -> PanopticResult:
+        """Apply the configured refiners to a result of ``image``."""
+        ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,7 +133,7 @@ def _small(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
 
 
 def segment_video(
-    pipeline: Pipeline,
+    pipeline: ImagePipeline,
     source: FrameSource,
     vocabulary: Vocabulary,
     options: TrackingOptions | None = None,
@@ -84,11 +144,12 @@ def segment_video(
 ) -> Iterator[VideoFrameResult]:
     """Segment a video frame by frame with ids that stay the same across frames.
 
-    :param pipeline: the image pipeline (its proposal generator, classifier and fuser segment the keyframes).
+    :param pipeline: the image pipeline (its proposal generator, classifier and fuser segment the keyframes):
+        a :class:`~ovpanoptic.pipeline.Pipeline`, or anything with its :class:`ImagePipeline` members.
     :param source: the frames (:func:`~ovpanoptic.video.sources.open_frames`).
     :param vocabulary: the classes.
     :param options: keyframe interval, match threshold, track ends (:class:`TrackingOptions`).
-    :param tracker: the tracker component's name (default :attr:`Pipeline.tracker`: ``pipeline.tracker``,
+    :param tracker: the tracker component's name (default ``pipeline.tracker``: the config's ``pipeline.tracker``,
         or the device profile's where the config does not state one).
     :param progress: ``progress(message, done, total)``: ``"frame"`` with the frames done and the
         expected total (0 when unknown), plus the components' own messages.
@@ -105,7 +166,7 @@ def segment_video(
         )
     name = tracker or pipeline.tracker  # the config's, else the device profile's (Pipeline.tracker)
     component = pipeline.component("tracker", name)
-    target = pipeline._target("tracker", name)
+    target = pipeline.target("tracker", name)
     settings = pipeline.config.pipeline
     book = TrackBook(vocabulary, options)
     frames = iter(source)

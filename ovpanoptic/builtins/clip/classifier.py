@@ -14,7 +14,7 @@ from ...components import ComponentContext, Progress
 from ...device import autocast
 from ...errors import ConfigError, InputError
 from ...types import Category, ClassScores, ProposalSet, Vocabulary, size_text
-from . import ClipConfig
+from .config import ClipConfig
 from .image import Preprocess, dense_input_size, mask_pooling_weights, masked_crops
 from .loading import WeightsSource, build_model, load_tokenizer, weights_source
 from .text_tower import CausalTextTower, causal_text_tower, encode_trimmed

@@ -20,7 +20,7 @@ from typing import Any
 
 from ...errors import ConfigError, MissingDependencyError, WeightsError
 from ...weights import HUB_PREFIX, HubFile, load_state_dict, load_strict, resolve_weights
-from . import DEFAULT_MODELS, DEFAULT_TAGS, ClipConfig
+from .config import DEFAULT_MODELS, DEFAULT_TAGS, ClipConfig
 
 __all__ = ["WeightsSource", "build_model", "import_open_clip", "load_tokenizer", "read_checkpoint", "weights_source"]
 
