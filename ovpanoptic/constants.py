@@ -59,5 +59,5 @@ PLUGIN_API_VERSION: str = "1.0"
 #: Module or plugin-object attribute where a plugin declares the plugin API it was written for.
 API_ATTRIBUTE: str = "OVPANOPTIC_PLUGIN_API"
 
-#: Annotation formats ``ovpanoptic eval`` reads (:mod:`ovpanoptic.evaluation.readers`).
+#: Annotation formats ``ovpanoptic eval`` reads (:mod:`ovpanoptic.formats.detect`).
 ANNOTATION_FORMATS: tuple[str, ...] = ("coco-panoptic", "cityscapes-panoptic", "cityscapes", "label-studio", "cvat")

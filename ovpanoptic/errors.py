@@ -19,6 +19,12 @@ class ConfigError(OvpanopticError, ValueError):
     """A preset, config file or ``--set`` override is invalid."""
 
 
+class EvaluationError(OvpanopticError, ValueError):
+    """Annotations or predictions are inconsistent or unreadable (missing prediction, unknown id, bad
+    PNG, ...): raised by the format readers (:mod:`ovpanoptic.formats`) and the metrics
+    (:mod:`ovpanoptic.evaluation`, which re-exports it)."""
+
+
 class PluginError(OvpanopticError):
     """A plugin failed to load or register, clashes with another plugin, implements an unknown
     hook, or needs another plugin API version. Reported at start-up, before anything is written."""
@@ -71,3 +77,15 @@ class ExportError(OvpanopticError):
 class Cancelled(OvpanopticError):
     """The caller cancelled the run (raised from its progress callback, e.g. the demo's Cancel
     button). Guarded plugin calls let it through unchanged: it is nobody's fault."""
+
+
+def require(module: str, what: str, install: str) -> None:
+    """Check (without importing it) that ``module`` is installed, when a component is built, so a
+    missing package is a start-up error rather than a failure at the first image.
+
+    :raises MissingDependencyError: naming ``what`` needs it and the ``install`` command.
+    """
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise MissingDependencyError(f"{what} needs the package {module!r}, which is not installed: {install}")

@@ -711,7 +711,7 @@ def test_image_ids_of_another_type_are_named_with_the_fix(tmp_path: Path) -> Non
 
 
 def test_video_frames_over_the_pixel_limit_are_refused_from_the_png_header(tmp_path: Path) -> None:
-    from test_labelling_eval import png_header_only
+    from formats.test_labelling_eval import png_header_only
 
     from ovpanoptic.evaluation import read_video_panoptic
 
@@ -730,7 +730,7 @@ def test_video_frames_over_the_pixel_limit_are_refused_from_the_png_header(tmp_p
 
 
 def test_eval_video_takes_the_pixel_limit_its_message_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from test_labelling_eval import png_header_only
+    from formats.test_labelling_eval import png_header_only
 
     from ovpanoptic.cli import main
 

@@ -36,7 +36,7 @@ sdk = pytest.importorskip("label_studio_sdk")
 from conftest import COCO_SAMPLE
 from label_studio_sdk.converter.brush import decode_rle
 from label_studio_server import free_port, require_label_studio, start_label_studio, stop, wait_until_up
-from test_label_studio import oracle_config
+from formats.test_label_studio import oracle_config
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 

@@ -130,3 +130,48 @@ def test_no_import_cycles() -> None:
 def test_no_private_names_imported_from_another_module() -> None:
     _, private = _imports(_modules())
     assert not private, "private names used across modules:\n" + "\n".join(sorted(set(private)))
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by name (``ovpanoptic.configs`` maps the top-level configs/ folder):
+    a package added under ovpanoptic/ and not listed there would be missing from every installed copy."""
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text("utf-8"))
+    listed = set(pyproject["tool"]["setuptools"]["packages"]) - {"ovpanoptic.configs"}
+    packages = {name for name, path in _modules().items() if path.name == "__init__.py"}
+    assert listed == packages, f"not in pyproject.toml: {sorted(packages - listed)}; listed but absent: {sorted(listed - packages)}"
+
+
+#: What each area must never import (STYLE.md "Shape of the package" and each package's ``__init__`` docstring):
+#: core code asks the registry for components and never imports ``builtins``; formats sit below evaluation, serve
+#: and the engines; the CLI and the demo are the top, imported by nothing but their entry points.
+FORBIDDEN: dict[str, frozenset[str]] = {
+    "formats": frozenset({"builtins", "cli", "demo", "engines", "evaluation", "packaging", "pipeline", "serve", "video"}),
+    "evaluation": frozenset({"builtins", "cli", "demo", "engines", "packaging", "pipeline", "serve", "video"}),
+    "video": frozenset({"builtins", "cli", "demo", "engines", "pipeline", "serve"}),
+    "serve": frozenset({"builtins", "cli", "demo", "engines"}),
+    "drawing": frozenset({"builtins", "cli", "demo", "pipeline", "video"}),
+    "pipeline": frozenset({"builtins", "cli", "demo", "engines"}),
+    "engines": frozenset({"builtins", "cli", "demo"}),
+    "packaging": frozenset({"builtins", "cli", "demo"}),
+    "demo": frozenset({"builtins", "cli"}),
+    "cli": frozenset({"builtins"}),
+    "builtins": frozenset({"cli", "demo", "engines", "evaluation", "packaging", "pipeline", "serve"}),
+}
+
+
+def _area(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_no_import_runs_back_up() -> None:
+    edges, _ = _imports(_modules())
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in sorted(edges.items())
+        for target in sorted(targets)
+        if _area(target) in FORBIDDEN.get(_area(module), frozenset())
+    ]
+    assert not wrong, "imports against the layering:\n" + "\n".join(wrong)

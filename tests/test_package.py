@@ -12,7 +12,7 @@ from PIL import Image
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import read_coco_panoptic
 from ovpanoptic.packaging import make_splits
-from ovpanoptic.packaging.yolo import mask_polygons
+from ovpanoptic.formats.yolo import mask_polygons
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests of ovpanoptic.evaluation.video (VPQ, STQ), .consistency and .video_reader.
+"""Tests of ovpanoptic.evaluation.video (VPQ, STQ), .consistency and the video panoptic reader (ovpanoptic.formats.video_panoptic).
 
 Every expected number is worked out by hand in the comments from tiny 4x6 id maps; none is
 copied from a run. The scene used by most tests (ids; 30 sky, 40 road, 11 person, 12 car)::
@@ -32,7 +32,7 @@ from ovpanoptic.evaluation import (
     id_to_rgb,
     read_video_panoptic,
 )
-from ovpanoptic.evaluation.pq import _load_json, _read_id_png
+from ovpanoptic.formats.common import load_json, read_id_png
 
 PERSON, CAR, SKY, ROAD = 1, 2, 3, 4
 CATEGORIES = [
@@ -562,5 +562,5 @@ def test_a_prediction_of_another_size_is_refused_with_the_frame_named(tmp_path):
 
 def test_the_private_pq_helpers_stay_importable(tmp_path):
     json_path, png_dir = write_videos(tmp_path, {"v": same(1)})
-    assert len(_load_json(json_path, "ground-truth")["annotations"]) == 1
-    assert _read_id_png(png_dir / "v_000.png", "ground-truth", "frame").tolist() == scene().tolist()
+    assert len(load_json(json_path, "ground-truth")["annotations"]) == 1
+    assert read_id_png(png_dir / "v_000.png", "ground-truth", "frame").tolist() == scene().tolist()

@@ -17,6 +17,8 @@ import warnings
 from collections.abc import Iterator
 from types import ModuleType
 
+from ..errors import require  # re-exported: the built-ins import it from here
+
 __all__ = ["import_quietly", "quiet_deprecations", "require"]
 
 
@@ -34,17 +36,3 @@ def import_quietly(name: str) -> ModuleType:
     """:func:`importlib.import_module` with import-time ``FutureWarning``/``DeprecationWarning`` silenced."""
     with quiet_deprecations():
         return importlib.import_module(name)
-
-
-def require(module: str, what: str, install: str) -> None:
-    """Check (without importing it) that ``module`` is installed, when a component is built, so a
-    missing package is a start-up error rather than a failure at the first image.
-
-    :raises MissingDependencyError: naming ``what`` needs it and the ``install`` command.
-    """
-    import importlib.util
-
-    from ..errors import MissingDependencyError
-
-    if importlib.util.find_spec(module) is None:
-        raise MissingDependencyError(f"{what} needs the package {module!r}, which is not installed: {install}")

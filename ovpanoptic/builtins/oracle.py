@@ -58,7 +58,7 @@ class GroundTruthIndex:
         self._by_digest: dict[str, dict[str, Any]] | None = None
 
     def _build(self) -> dict[str, dict[str, Any]]:
-        from ..evaluation import rgb_to_id
+        from ..formats import rgb_to_id
         from PIL import Image
 
         gt_json = Path(self.config.gt_json)

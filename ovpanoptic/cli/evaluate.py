@@ -265,7 +265,7 @@ def eval_categories(args: argparse.Namespace) -> Any:
     """The ``CategoryInfo`` list of ``--classes``/``--vocabulary``, or ``None`` when neither is given."""
     if not (args.classes.strip() or args.stuff.strip() or args.things.strip() or args.vocabulary):
         return None
-    from ..evaluation import CategoryInfo
+    from ..formats import CategoryInfo
     from ..plugins import Registry
 
     registry = Registry.create()
@@ -281,7 +281,7 @@ def eval_categories(args: argparse.Namespace) -> Any:
 def read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
     """Read ``--gt`` and ``--pred``; a name-only side (Label Studio, CVAT) takes the classes from
     ``--classes``/``--vocabulary``, else from its own category table, else from the other side."""
-    from ..evaluation.readers import NAME_ONLY_FORMATS, detect_format, read_annotations
+    from ..formats import NAME_ONLY_FORMATS, detect_format, read_annotations
 
     given = eval_categories(args)
     sides = {"gt": (args.gt, args.gt_format, args.gt_use, "ground-truth"), "pred": (args.pred, args.pred_format, args.pred_use, "prediction")}

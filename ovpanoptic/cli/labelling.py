@@ -46,7 +46,7 @@ def cmd_push(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Import an output folder into a Label Studio project and print where it went."""
     import os
 
-    from ..label_studio_push import push_label_studio
+    from ..formats.label_studio.push import push_label_studio
 
     url = args.label_studio_url or os.environ.get("LABEL_STUDIO_URL")
     token = args.label_studio_token or os.environ.get("LABEL_STUDIO_API_KEY")

@@ -688,8 +688,8 @@ def load_labels(app: DemoResources, session: Session, files: Sequence[Any]) -> N
     :raises InputError: no image, no labels for it in the file, or labels of another size.
     :raises EvaluationError: the file is not a readable annotation file (the reader says why).
     """
-    from ..evaluation import image_name
-    from ..evaluation.readers import read_annotations
+    from ..formats import image_name
+    from ..formats import read_annotations
 
     session.error = session.notice = ""
     if session.image is None:
@@ -714,7 +714,7 @@ def load_labels(app: DemoResources, session: Session, files: Sequence[Any]) -> N
         fmt = "coco-panoptic" if found.name == "panoptic.json" else "auto"
         categories = None
         if session.result is not None:
-            from ..evaluation import CategoryInfo
+            from ..formats import CategoryInfo
 
             categories = [CategoryInfo(c.id, c.name, c.isthing) for c in session.result.vocabulary]
         annotations = read_annotations(found, fmt, fallback=categories)

@@ -29,11 +29,13 @@ from .. import __version__
 from ..atomic import atomic_write_text
 from ..constants import VOID_ID
 from ..errors import InputError, VocabularyError
-from ..evaluation.annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
+from ..evaluation.agreement import AgreementReport, evaluate_annotations
+from ..evaluation.categories import remap_segments
 from ..evaluation.datasets import DATASET_FORMATS, PanopticDataset, check_output_folder
-from ..evaluation.pq import CategoryInfo, _remap_segments
-from ..evaluation.pq import _loose_key as _key  # the evaluator's name matching (case, width, -merged)
-from ..evaluation.readers import read_annotations
+from ..formats.annotations import AnnotatedImage, PanopticAnnotations
+from ..formats.common import CategoryInfo
+from ..formats.common import loose_key as _key  # the evaluator's name matching (case, width, -merged)
+from ..formats.detect import read_annotations
 from ..types import Category, Vocabulary
 from .batch import BatchReport, ImageOutcome, component_origins, resolved_settings
 from .manifest import Manifest
@@ -127,14 +129,14 @@ def dataset_vocabulary(dataset: PanopticDataset, registry: Any, name: str = "aut
 
 def _remapped(pred: PanopticAnnotations, id_map: Mapping[int, int], categories: Mapping[int, CategoryInfo]) -> PanopticAnnotations:
     """``pred`` with its category ids turned into the dataset's (segments of unmapped ids: void),
-    with the evaluator's own remapping (:func:`~ovpanoptic.evaluation.pq._remap_segments`)."""
+    with the evaluator's own remapping (:func:`~ovpanoptic.evaluation.categories.remap_segments`)."""
     import numpy as np
 
     mapping: dict[int, int | None] = {cid: id_map.get(cid) for cid in pred.categories}
 
     def read(name: str) -> AnnotatedImage:
         image = pred.read(name)
-        segments, dropped = _remap_segments(list(image.segments), mapping)
+        segments, dropped = remap_segments(list(image.segments), mapping)
         pm = np.where(np.isin(image.panoptic_map, sorted(dropped)), VOID_ID, image.panoptic_map) if dropped else image.panoptic_map
         return AnnotatedImage(name, pm, tuple(segments))
 
@@ -224,7 +226,7 @@ def evaluate_dataset(
         could be segmented, or the predictions cannot be read.
     :raises OvpanopticError: what the engine raises before any image is done.
     """
-    from ..evaluation.pq import EvaluationError
+    from ..errors import EvaluationError
 
     outdir = Path(outdir)
     check_output_folder(dataset, outdir)

@@ -1,41 +1,35 @@
-"""Evaluation of panoptic segmentations against ground truth.
+"""Evaluation of panoptic segmentations against ground truth: the metrics and the QA report.
 
-* :mod:`.pq`: Panoptic Quality (PQ) with the exact rules of the COCO panoptic API, the COCO id
-  encoding (:func:`rgb_to_id`, :func:`id_to_rgb`) and the COCO panoptic file readers;
-* :mod:`.annotations`: the one internal form of panoptic annotations (:class:`PanopticAnnotations`)
-  that the readers of foreign formats produce, and :func:`evaluate_annotations`, the per-class and
-  per-image agreement report of two sets (labelling QA);
-* :mod:`.cvat_reader`: :func:`read_cvat`, a "CVAT for images 1.1" export (through Datumaro, an
-  optional dependency) as :class:`PanopticAnnotations`;
-* :mod:`.cityscapes_reader`: Cityscapes ground truth (gtFine ``instanceIds`` folders and
-  Cityscapes-panoptic JSON + PNGs) as :class:`PanopticAnnotations`;
-* :mod:`.video_reader`: the video panoptic format (COCO panoptic plus ``video_id`` and
-  ``frame_index`` per image), read frame by frame;
+* :mod:`.pq`: Panoptic Quality (PQ) with the exact rules of the COCO panoptic API
+  (:func:`evaluate_panoptic`, :class:`PQAccumulator`);
+* :mod:`.categories`: how two sets' categories pair (by id or by name);
+* :mod:`.agreement`: :func:`evaluate_annotations`, the per-class and per-image agreement report of
+  two annotation sets (labelling QA);
+* :mod:`.iou`, :mod:`.ap`: per-class IoU and confusion, mask AP through pycocotools;
+* :mod:`.qa`, :mod:`.report`, :mod:`.targets`: ``ovpanoptic qa`` and its HTML report;
+* :mod:`.datasets`: where a panoptic dataset's images and ground truth are (``ovpanoptic evaluate``);
 * :mod:`.consistency`: temporal consistency of tracks (mask IoU between consecutive frames), a
   quality check that needs no ground truth;
 * :mod:`.video`: the video metrics VPQ (Kim et al., CVPR 2020) and STQ (Weber et al., 2021) and
   :func:`evaluate_video`.
 
-Every public name is re-exported here (``from ovpanoptic.evaluation import evaluate_panoptic``).
-The package may import numpy, Pillow and the core leaf modules (:mod:`ovpanoptic.constants`,
-:mod:`ovpanoptic.errors`); never the pipeline, the CLI, :mod:`ovpanoptic.builtins` or a model
-library (torch, open_clip, SAM 2); a format's own library (cityscapesscripts) only lazily, inside
-the reader that needs it. Its modules import one another only downwards:
-``pq`` <- ``annotations`` <- the format readers; ``pq`` <- ``video_reader`` <- ``consistency`` <- ``video``.
+Annotations are read through :mod:`ovpanoptic.formats` (the readers, the internal
+:class:`PanopticAnnotations`, :func:`read_annotations`); their public names are re-exported here
+for existing callers (``from ovpanoptic.evaluation import read_cvat``), and
+:exc:`EvaluationError` (defined in :mod:`ovpanoptic.errors`) too.
+
+The package may import numpy, Pillow, :mod:`ovpanoptic.formats` and the core leaf modules
+(:mod:`ovpanoptic.constants`, :mod:`ovpanoptic.errors`); never the pipeline, the CLI,
+:mod:`ovpanoptic.builtins` or a model library (torch, open_clip, SAM 2); pycocotools only lazily.
+Its modules import one another only downwards: ``categories`` <- ``pq`` <- ``agreement`` <- ``qa``
+<- ``report``; ``pq`` <- ``consistency`` <- ``video``.
 """
 
 from __future__ import annotations
 
-from .annotations import (
-    AgreementReport,
-    AnnotatedImage,
-    ImageAgreement,
-    PanopticAnnotations,
-    evaluate_annotations,
-    image_name,
-    read_coco_panoptic,
-)
-from .cityscapes_reader import (
+from ..errors import EvaluationError
+from ..formats.annotations import AnnotatedImage, PanopticAnnotations, image_name
+from ..formats.cityscapes import (
     CITYSCAPES_INSTANCE_DIVISOR,
     CITYSCAPES_INSTANCE_IDS_SUFFIX,
     CITYSCAPES_LABEL_IDS_SUFFIX,
@@ -46,19 +40,12 @@ from .cityscapes_reader import (
     read_cityscapes,
     read_cityscapes_panoptic,
 )
-from .cvat_reader import read_cvat
-from .pq import (
-    ID_BASE,
-    VOID_ID,
-    CategoryInfo,
-    EvaluationError,
-    PQAccumulator,
-    PQReport,
-    PQStats,
-    evaluate_panoptic,
-    id_to_rgb,
-    rgb_to_id,
-)
+from ..formats.coco_panoptic import read_coco_panoptic
+from ..formats.common import CategoryInfo, id_to_rgb, rgb_to_id
+from ..formats.cvat import read_cvat
+from ..formats.video_panoptic import VideoFrame, VideoFrameRecord, VideoId, VideoPanoptic, read_video_panoptic
+from .agreement import AgreementReport, ImageAgreement, evaluate_annotations
+from .pq import ID_BASE, VOID_ID, PQAccumulator, PQReport, PQStats, evaluate_panoptic
 from .video import (
     DEFAULT_SPANS,
     ClassChange,
@@ -67,15 +54,10 @@ from .video import (
     STQReport,
     STQStats,
     TrackConsistency,
-    VideoFrame,
-    VideoFrameRecord,
-    VideoId,
-    VideoPanoptic,
     VideoReport,
     VPQReport,
     check_temporal_consistency,
     evaluate_video,
-    read_video_panoptic,
 )
 
 __all__ = [

@@ -23,15 +23,20 @@ from typing import Any
 import numpy as np
 
 from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
-from .pq import EvaluationError, _index_segments, _rgb_text
-from .video_reader import VideoFrame, VideoId, read_video_panoptic
+from ..formats.common import EvaluationError, rgb_text
+from ..formats.video_panoptic import VideoFrame, VideoId, read_video_panoptic
+from .pq import index_segments
 
 __all__ = [
     "ClassChange",
     "ConsistencyIssue",
     "ConsistencyReport",
     "TrackConsistency",
+    "VideoConsistency",
+    "json_category_names",
     "check_temporal_consistency",
+    "check_threshold",
+    "combine_reports",
 ]
 
 #: Default IoU below which two consecutive masks of one segment id are reported.
@@ -134,7 +139,7 @@ class ConsistencyReport:
 
     def __post_init__(self) -> None:
         """Check the threshold."""
-        _check_threshold(self.threshold)
+        check_threshold(self.threshold)
 
     def to_dict(self, *, percent: bool = False) -> dict[str, Any]:
         """Return a JSON-ready dict: threshold, counts, tracks, issues and class changes.
@@ -196,7 +201,7 @@ class ConsistencyReport:
         return "\n".join(lines)
 
 
-def _check_threshold(threshold: float) -> None:
+def check_threshold(threshold: float) -> None:
     """Refuse a threshold that is not a number in ``[0, 1]``."""
     if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
         raise EvaluationError(f"the consistency threshold must be a number in [0, 1] (an IoU), got {threshold!r}")
@@ -211,7 +216,7 @@ class _TrackState:
     ious: list[float] = field(default_factory=list)
 
 
-class _VideoConsistency:
+class VideoConsistency:
     """Consumes the frames of one video in order and collects its consistency numbers."""
 
     def __init__(self, video_id: VideoId, threshold: float, role: str) -> None:
@@ -232,7 +237,7 @@ class _VideoConsistency:
             differs from the previous frame's.
         """
         where = frame.record.describe(self.role)
-        segments = _index_segments(list(frame.record.segments_info), role=self.role, image=where, with_area=False)
+        segments = index_segments(list(frame.record.segments_info), role=self.role, image=where, with_area=False)
         labels, counts = np.unique(frame.ids, return_counts=True)
         area: dict[int, int] = {}
         category: dict[int, int] = {}
@@ -242,7 +247,7 @@ class _VideoConsistency:
             segment = segments.get(segment_id)
             if segment is None:
                 raise EvaluationError(
-                    f"{where}: the PNG contains segment id {segment_id} ({_rgb_text(segment_id)}, {count} pixels) "
+                    f"{where}: the PNG contains segment id {segment_id} ({rgb_text(segment_id)}, {count} pixels) "
                     "that is not in its segments_info; add a segments_info entry with this id or paint these "
                     f"pixels with VOID (id {VOID_ID}, black)"
                 )
@@ -324,8 +329,8 @@ class _VideoConsistency:
         return results
 
 
-def _combine(
-    videos: Sequence[_VideoConsistency], threshold: float, category_names: Mapping[int, str]
+def combine_reports(
+    videos: Sequence[VideoConsistency], threshold: float, category_names: Mapping[int, str]
 ) -> ConsistencyReport:
     """Assemble the report of several videos (in the given order)."""
     return ConsistencyReport(
@@ -339,7 +344,7 @@ def _combine(
     )
 
 
-def _category_names(data: Mapping[str, Any]) -> dict[int, str]:
+def json_category_names(data: Mapping[str, Any]) -> dict[int, str]:
     """Category id -> name from a JSON's ``categories`` list (entries without an int id skipped)."""
     names: dict[int, str] = {}
     raw = data.get("categories")
@@ -359,21 +364,21 @@ def check_temporal_consistency(
 ) -> ConsistencyReport:
     """Check the temporal consistency of a video panoptic result, without ground truth.
 
-    :param json_path: a video panoptic JSON (see :mod:`.video_reader`).
+    :param json_path: a video panoptic JSON (see :mod:`ovpanoptic.formats.video_panoptic`).
     :param png_dir: the folder of its PNGs.
     :param threshold: an IoU in ``[0, 1]``; consecutive-frame IoUs strictly below it are issues.
     :param max_pixels: a frame PNG declaring more pixels is refused from its header (``None`` or 0:
         no limit).
     :return: the :class:`ConsistencyReport` of every video of the file, frames read one at a time.
-    :raises EvaluationError: a bad threshold, any :func:`~.video_reader.read_video_panoptic`
+    :raises EvaluationError: a bad threshold, any :func:`~ovpanoptic.formats.video_panoptic.read_video_panoptic`
         error, a PNG id without a ``segments_info`` entry, or frames of one video with different sizes.
     """
-    _check_threshold(threshold)
+    check_threshold(threshold)
     dataset = read_video_panoptic(json_path, png_dir, role="video", max_pixels=max_pixels)
     videos = []
     for video_id in dataset.videos:
-        video = _VideoConsistency(video_id, threshold, dataset.role)
+        video = VideoConsistency(video_id, threshold, dataset.role)
         for frame in dataset.frames(video_id):
             video.add(frame)
         videos.append(video)
-    return _combine(videos, threshold, _category_names(dataset.data))
+    return combine_reports(videos, threshold, json_category_names(dataset.data))

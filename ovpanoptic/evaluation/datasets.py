@@ -35,8 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .annotations import PanopticAnnotations, image_name, read_coco_panoptic
-from .pq import EvaluationError, _categories_from_json, _load_json
+from ..formats.annotations import PanopticAnnotations, image_name
+from ..formats.coco_panoptic import read_coco_panoptic
+from ..formats.common import EvaluationError, categories_from_json, load_json
 
 __all__ = [
     "DATASET_FORMATS",
@@ -202,7 +203,7 @@ def find_dataset(
         images_root = _first(dirs, "dir") or dirs[0]
     if not images_root.is_dir():
         raise EvaluationError(f"the image folder {images_root} does not exist: put the images there, or name their folder with --image-dir")
-    data = _load_json(json_path, "ground-truth")
+    data = load_json(json_path, "ground-truth")
     if not isinstance(data.get("categories"), list):
         raise EvaluationError(f"{json_path} is not a COCO-panoptic JSON (it needs a 'categories' list)")
     categories = _categories(data, json_path)
@@ -213,7 +214,7 @@ def find_dataset(
 def _categories(data: Mapping[str, Any], path: Path) -> tuple[DatasetCategory, ...]:
     """The dataset's table, checked before any image is segmented: the evaluator's own rules
     (``id``, ``name``, ``isthing`` 0/1, unique ids and names), ids >= 0, names that are not empty."""
-    _categories_from_json(data, path)  # what the scoring will require, said now
+    categories_from_json(data, path)  # what the scoring will require, said now
     out = []
     for i, entry in enumerate(data["categories"]):
         where = f"{path}: categories[{i}]"

@@ -27,9 +27,7 @@ show percentages.
 from __future__ import annotations
 
 import dataclasses
-import json
 import numbers
-import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,10 +36,25 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
 from ..constants import DEFAULT_MAX_PIXELS, ID_BASE, VOID_ID
-from ..errors import OvpanopticError
+from ..errors import EvaluationError
+from ..formats.common import (
+    ID_LIMIT,
+    CategoryInfo,
+    as_int,
+    categories_from_json,
+    check_annotation_pixels,
+    id_to_rgb,
+    load_json,
+    normalize_categories,
+    png_size,
+    read_id_png,
+    rgb_text,
+    rgb_to_id,
+    size_mismatch,
+)
+from .categories import pair_categories, prediction_categories, remap_segments
 
 __all__ = [
     "ID_BASE",
@@ -52,23 +65,20 @@ __all__ = [
     "PQAccumulator",
     "PQReport",
     "PQStats",
+    "PixelTable",
+    "SegmentInfo",
     "evaluate_panoptic",
     "id_to_rgb",
+    "index_segments",
     "rgb_to_id",
+    "tabulate",
 ]
-
-#: Number of distinct ids an RGB PNG can encode (``ID_BASE**3``); also the pair-key multiplier.
-_ID_LIMIT: int = ID_BASE**3
 
 #: A (gt, pred) pair is a match when its IoU is strictly greater than this.
 _MATCH_IOU: float = 0.5
 
 #: An unmatched prediction is ignored when strictly more than this fraction is VOID/crowd.
 _IGNORE_FRACTION: float = 0.5
-
-
-class EvaluationError(OvpanopticError, ValueError):
-    """The evaluation inputs are inconsistent (missing prediction, unknown id, bad PNG, ...)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -104,15 +114,6 @@ class PQStats:
             "fn": self.fn,
             "n": self.n,
         }
-
-
-@dataclass(frozen=True)
-class CategoryInfo:
-    """One category of the evaluation: its id, name and whether it is a thing (else stuff)."""
-
-    id: int
-    name: str
-    isthing: bool
 
 
 @dataclass(frozen=True)
@@ -205,62 +206,12 @@ class PQReport:
 
 
 # --------------------------------------------------------------------------------------------
-# Id encoding
-# --------------------------------------------------------------------------------------------
-
-
-def rgb_to_id(rgb: npt.NDArray[Any]) -> npt.NDArray[np.int64]:
-    """Convert an ``(H, W, 3)`` RGB panoptic image to an ``(H, W)`` int64 id map.
-
-    ``id = R + ID_BASE * G + ID_BASE**2 * B``. Any integer dtype is accepted as long as every
-    value is in ``0..255``.
-
-    Raises:
-        ValueError: the array is not ``(H, W, 3)`` of integers in ``0..255``.
-    """
-    array = np.asarray(rgb)
-    if array.ndim != 3 or array.shape[2] != 3:
-        raise ValueError(f"rgb_to_id expects an (H, W, 3) array, got shape {array.shape}")
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"rgb_to_id expects an integer array, got dtype {array.dtype}")
-    if array.dtype != np.uint8 and array.size and (array.min() < 0 or array.max() > 255):
-        raise ValueError("rgb_to_id expects channel values in 0..255")
-    wide = array.astype(np.int64)
-    return wide[..., 0] + ID_BASE * wide[..., 1] + ID_BASE * ID_BASE * wide[..., 2]
-
-
-def id_to_rgb(ids: npt.NDArray[Any]) -> npt.NDArray[np.uint8]:
-    """Convert an id map of any shape ``S`` to RGB colours of shape ``S + (3,)``, dtype uint8.
-
-    Inverse of :func:`rgb_to_id`.
-
-    Raises:
-        ValueError: the ids are not integers in ``0 .. ID_BASE**3 - 1``.
-    """
-    array = np.asarray(ids)
-    if not np.issubdtype(array.dtype, np.integer):
-        raise ValueError(f"id_to_rgb expects an integer array, got dtype {array.dtype}")
-    if array.size and (array.min() < 0 or array.max() >= _ID_LIMIT):
-        raise ValueError(f"id_to_rgb expects ids in 0..{_ID_LIMIT - 1}")
-    # ID_BASE is 256: the colour is the id's three low bytes, least significant first.
-    little = np.ascontiguousarray(array, dtype="<u4")
-    return np.ascontiguousarray(little.view(np.uint8).reshape(*array.shape, 4)[..., :3])
-
-
-def _rgb_text(segment_id: int) -> str:
-    """Describe the colour of a segment id, e.g. ``'RGB (78, 180, 255)'``."""
-    if not 0 <= segment_id < _ID_LIMIT:
-        return "not encodable in an RGB PNG"
-    return f"RGB ({segment_id % ID_BASE}, {(segment_id // ID_BASE) % ID_BASE}, {segment_id // (ID_BASE * ID_BASE)})"
-
-
-# --------------------------------------------------------------------------------------------
 # Input normalisation
 # --------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class _Segment:
+class SegmentInfo:
     """The fields of a ``segments_info`` entry that the evaluation uses."""
 
     category_id: int
@@ -268,27 +219,16 @@ class _Segment:
     area: int | float | None
 
 
-def _as_int(value: object, what: str, where: str) -> int:
-    """Return ``value`` as an int, accepting integral numbers only (not bools)."""
-    if isinstance(value, bool):
-        raise EvaluationError(f"{where}: {what} must be an integer, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return int(value)
-    raise EvaluationError(f"{where}: {what} must be an integer, got {value!r}")
-
-
-def _index_segments(
+def index_segments(
     segments: Sequence[Mapping[str, Any]], *, role: str, image: str, with_area: bool
-) -> dict[int, _Segment]:
+) -> dict[int, SegmentInfo]:
     """Index ``segments_info`` by segment id (a repeated id keeps its last entry, as the reference).
 
     ``with_area`` keeps the JSON ``area`` (used for ground truth only).
     """
     if isinstance(segments, str | bytes) or not isinstance(segments, Iterable):
         raise EvaluationError(f"{image}: {role} segments_info must be a list of segment dicts")
-    indexed: dict[int, _Segment] = {}
+    indexed: dict[int, SegmentInfo] = {}
     for position, segment in enumerate(segments):
         where = f"{image}: {role} segments_info[{position}]"
         if not isinstance(segment, Mapping):
@@ -296,8 +236,8 @@ def _index_segments(
         for key in ("id", "category_id"):
             if key not in segment:
                 raise EvaluationError(f"{where} has no {key!r} key; every segment needs one")
-        segment_id = _as_int(segment["id"], "'id'", where)
-        category_id = _as_int(segment["category_id"], "'category_id'", where)
+        segment_id = as_int(segment["id"], "'id'", where)
+        category_id = as_int(segment["category_id"], "'category_id'", where)
         iscrowd = bool(segment.get("iscrowd", 0) == 1)
         area: int | float | None = None
         if with_area and segment.get("area") is not None:
@@ -305,7 +245,7 @@ def _index_segments(
             if isinstance(raw_area, bool) or not isinstance(raw_area, numbers.Real):
                 raise EvaluationError(f"{where} (segment id {segment_id}): 'area' must be a number, got {raw_area!r}")
             area = int(raw_area) if isinstance(raw_area, numbers.Integral) else float(raw_area)
-        indexed[segment_id] = _Segment(category_id=category_id, iscrowd=iscrowd, area=area)
+        indexed[segment_id] = SegmentInfo(category_id=category_id, iscrowd=iscrowd, area=area)
     return indexed
 
 
@@ -319,34 +259,11 @@ def _as_id_map(ids: npt.NDArray[Any], *, role: str, image: str) -> npt.NDArray[n
         )
     if not np.issubdtype(array.dtype, np.integer):
         raise EvaluationError(f"{image}: the {role} id map must have an integer dtype, got {array.dtype}")
-    if array.size and (array.min() < 0 or array.max() >= _ID_LIMIT):
+    if array.size and (array.min() < 0 or array.max() >= ID_LIMIT):
         raise EvaluationError(
-            f"{image}: the {role} id map has ids outside 0..{_ID_LIMIT - 1} (min {array.min()}, max {array.max()})"
+            f"{image}: the {role} id map has ids outside 0..{ID_LIMIT - 1} (min {array.min()}, max {array.max()})"
         )
     return array.astype(np.int64, copy=False)
-
-
-def _normalize_categories(
-    categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo],
-) -> dict[int, CategoryInfo]:
-    """Return the categories as an id-keyed dict, checking types and unique ids."""
-    if isinstance(categories, Mapping):
-        result: dict[int, CategoryInfo] = {}
-        for key, info in categories.items():
-            if not isinstance(info, CategoryInfo):
-                raise EvaluationError(f"category {key!r} is not a CategoryInfo: {info!r}")
-            if key != info.id:
-                raise EvaluationError(f"categories mapping key {key!r} differs from its CategoryInfo id {info.id}")
-            result[info.id] = info
-        return result
-    result = {}
-    for info in categories:
-        if not isinstance(info, CategoryInfo):
-            raise EvaluationError(f"categories must hold CategoryInfo objects, got {info!r}")
-        if info.id in result:
-            raise EvaluationError(f"category id {info.id} appears twice in the category list")
-        result[info.id] = info
-    return result
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +291,7 @@ class _ImageCounts:
 
 
 @dataclass(frozen=True)
-class _Table:
+class PixelTable:
     """The pixel statistics of one image that the PQ rules read.
 
     Ids are segment ids (``VOID_ID`` is void). ``pairs`` maps ``(gt id, pred id)`` to the number of
@@ -383,14 +300,14 @@ class _Table:
     every ground-truth id in the PNG. Video windows build one table by summing their frames' tables.
     """
 
-    gt_segs: Mapping[int, _Segment]
-    pred_segs: Mapping[int, _Segment]
+    gt_segs: Mapping[int, SegmentInfo]
+    pred_segs: Mapping[int, SegmentInfo]
     pairs: Mapping[tuple[int, int], int]
     pred_area: Mapping[int, int]
     gt_pixels: Mapping[int, int]
 
 
-def _tabulate(
+def tabulate(
     gt_ids: npt.NDArray[Any],
     gt_segments: Sequence[Mapping[str, Any]],
     pred_ids: npt.NDArray[Any],
@@ -398,7 +315,7 @@ def _tabulate(
     *,
     known: Mapping[int, CategoryInfo] | None,
     image: str,
-) -> _Table:
+) -> PixelTable:
     """Validate one image (see :meth:`PQAccumulator.add_image`) and count its pixels.
 
     ``known``: the categories a predicted segment may have (``None``: not checked here).
@@ -409,8 +326,8 @@ def _tabulate(
     pred = _as_id_map(pred_ids, role="prediction", image=image)
     if gt.shape != pred.shape:
         raise size_mismatch(image, (gt.shape[1], gt.shape[0]), (pred.shape[1], pred.shape[0]))
-    gt_segs = _index_segments(gt_segments, role="ground-truth", image=image, with_area=True)
-    pred_segs = _index_segments(pred_segments, role="prediction", image=image, with_area=False)
+    gt_segs = index_segments(gt_segments, role="ground-truth", image=image, with_area=True)
+    pred_segs = index_segments(pred_segments, role="prediction", image=image, with_area=False)
 
     # Prediction areas come from the PNG; check PNG ids <-> segments_info both ways.
     pred_area: dict[int, int] = {}
@@ -422,7 +339,7 @@ def _tabulate(
                 continue
             raise EvaluationError(
                 f"{image}: the prediction PNG contains segment id {segment_id} "
-                f"({_rgb_text(segment_id)}, {count} pixels) that is not in the prediction "
+                f"({rgb_text(segment_id)}, {count} pixels) that is not in the prediction "
                 "segments_info; add a segments_info entry with this id or paint these "
                 f"pixels with VOID (id {VOID_ID}, black)"
             )
@@ -438,23 +355,23 @@ def _tabulate(
         raise EvaluationError(
             f"{image}: prediction segment id(s) {missing} are in the prediction "
             "segments_info but have no pixel in the prediction PNG "
-            f"(expected colour {_rgb_text(missing[0])} for id {missing[0]}); remove these "
+            f"(expected colour {rgb_text(missing[0])} for id {missing[0]}); remove these "
             "entries or paint their pixels in the PNG"
         )
 
     # Pixel counts of every (gt id, pred id) pair, in ascending (gt id, pred id) order.
-    keys, key_counts = np.unique(gt * _ID_LIMIT + pred, return_counts=True)
+    keys, key_counts = np.unique(gt * ID_LIMIT + pred, return_counts=True)
     pairs: dict[tuple[int, int], int] = {
-        (key // _ID_LIMIT, key % _ID_LIMIT): count
+        (key // ID_LIMIT, key % ID_LIMIT): count
         for key, count in zip(keys.tolist(), key_counts.tolist(), strict=True)
     }
     gt_pixels: dict[int, int] = {}
     for (gt_id, _), count in pairs.items():
         gt_pixels[gt_id] = gt_pixels.get(gt_id, 0) + count
-    return _Table(gt_segs=gt_segs, pred_segs=pred_segs, pairs=pairs, pred_area=pred_area, gt_pixels=gt_pixels)
+    return PixelTable(gt_segs=gt_segs, pred_segs=pred_segs, pairs=pairs, pred_area=pred_area, gt_pixels=gt_pixels)
 
 
-def _match(table: _Table, *, image: str, gt_names: Mapping[int, str] | None = None) -> _ImageCounts:
+def _match(table: PixelTable, *, image: str, gt_names: Mapping[int, str] | None = None) -> _ImageCounts:
     """Apply the panopticapi matching rules (module docstring) to one table.
 
     :raises EvaluationError: a ground-truth segment whose JSON ``area`` leaves no union.
@@ -527,7 +444,7 @@ class PQAccumulator:
     def __post_init__(self) -> None:
         """Normalise ``categories`` to an id-keyed dict."""
         if self.categories is not None:
-            self.categories = _normalize_categories(self.categories)
+            self.categories = normalize_categories(self.categories)
 
     def add_image(
         self,
@@ -549,11 +466,11 @@ class PQAccumulator:
         """
         image = image_name or "<unnamed image>"
         known = self.categories if isinstance(self.categories, dict) else None
-        table = _tabulate(gt_ids, gt_segments, pred_ids, pred_segments, known=known, image=image)
+        table = tabulate(gt_ids, gt_segments, pred_ids, pred_segments, known=known, image=image)
         self._add_table(table, image=image)
 
-    def _add_table(self, table: _Table, *, image: str, gt_names: Mapping[int, str] | None = None) -> None:
-        """Match the segments of one validated :class:`_Table` (an image, or a video window whose
+    def _add_table(self, table: PixelTable, *, image: str, gt_names: Mapping[int, str] | None = None) -> None:
+        """Match the segments of one validated :class:`PixelTable` (an image, or a video window whose
         frames' tables were summed) and merge its counts. ``gt_names`` names ground-truth ids in
         error messages (default: ``"ground-truth segment id N"``)."""
         result = _match(table, image=image, gt_names=gt_names)
@@ -599,7 +516,7 @@ class PQAccumulator:
                 ``categories``, or no category occurs at all (PQ undefined).
         """
         if categories is not None:
-            cats = _normalize_categories(categories)
+            cats = normalize_categories(categories)
         elif isinstance(self.categories, dict):
             cats = self.categories
         else:
@@ -670,259 +587,11 @@ def _average(stats: Sequence[PQStats]) -> PQStats:
 # --------------------------------------------------------------------------------------------
 
 
-def _load_json(path: Path, role: str) -> dict[str, Any]:
-    """Read a COCO panoptic JSON file (a dict with an ``annotations`` list)."""
-    if path.is_dir():
-        raise EvaluationError(f"{role} JSON file {path} is a folder: pass the JSON file (e.g. OUTDIR/panoptic.json)")
-    if not path.is_file():
-        raise EvaluationError(f"{role} JSON file {path} does not exist")
-    try:
-        with path.open("r", encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise EvaluationError(f"cannot read {role} JSON file {path}: {error}") from error
-    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
-        raise EvaluationError(f"{role} JSON file {path} must be a COCO panoptic dict with an 'annotations' list")
-    return data
-
-
-def _categories_from_json(data: Mapping[str, Any], path: Path, role: str = "ground-truth") -> dict[int, CategoryInfo]:
-    """Build the categories from the ``categories`` list of a COCO panoptic JSON (``role``: whose,
-    for the message)."""
-    raw = data.get("categories")
-    if not isinstance(raw, list):
-        raise EvaluationError(f"{role} JSON file {path} has no 'categories' list")
-    infos: list[CategoryInfo] = []
-    for position, entry in enumerate(raw):
-        where = f"{path}: categories[{position}]"
-        if not isinstance(entry, Mapping) or not all(k in entry for k in ("id", "isthing")):
-            raise EvaluationError(f"{where} must be a dict with 'id', 'name' and 'isthing'")
-        category_id = _as_int(entry["id"], "'id'", where)
-        infos.append(
-            CategoryInfo(
-                id=category_id,
-                name=str(entry.get("name", category_id)),
-                isthing=entry["isthing"] == 1,
-            )
-        )
-    try:
-        return _normalize_categories(infos)
-    except EvaluationError as error:
-        raise EvaluationError(f"{path}: {error}") from error
-
-
-def _annotation_field(annotation: object, key: str, path: Path, position: int) -> Any:
+def annotation_field(annotation: object, key: str, path: Path, position: int) -> Any:
     """Return ``annotation[key]`` or raise a message naming the file and the entry."""
     if not isinstance(annotation, Mapping) or key not in annotation:
         raise EvaluationError(f"{path}: annotations[{position}] has no {key!r}")
     return annotation[key]
-
-
-def size_mismatch(image: str, gt_size: tuple[int, int], pred_size: tuple[int, int]) -> EvaluationError:
-    """The error for a prediction whose ``(width, height)`` is not the ground truth's."""
-    return EvaluationError(
-        f"{image}: prediction size {pred_size[0]}x{pred_size[1]} (WxH) differs from ground-truth size "
-        f"{gt_size[0]}x{gt_size[1]}; a prediction must have the size of its ground-truth image"
-    )
-
-
-def check_annotation_pixels(width: int, height: int, max_pixels: int | None, where: str) -> None:
-    """Refuse an annotated image whose file declares more than ``max_pixels`` pixels (``None`` or 0:
-    no limit), before anything of that size is decoded or allocated.
-
-    :param where: the file and the image, for the message (``"ground-truth CVAT export a.xml, image 'x'"``).
-    :raises EvaluationError: naming ``where``, the declared size, the limit and the option that changes it.
-    """
-    if max_pixels and width * height > max_pixels:
-        raise EvaluationError(
-            f"{where} declares an image of {width} x {height} pixels ({width * height / 1e6:.4g} megapixels), over the "
-            f"limit of {max_pixels / 1e6:.4g} megapixels for one annotated image: check that the file is the export you "
-            "meant (a size this large is usually a damaged file), or raise the limit with --max-pixels N "
-            "(max_pixels= in Python; 0 = no limit)"
-        )
-
-
-def png_size(path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` of an image file from its header (nothing is decoded), or ``None`` when it
-    cannot be read as an image (the reader that decodes it says why)."""
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the caller's limit decides
-            with Image.open(path) as handle:
-                return int(handle.width), int(handle.height)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return None
-
-
-def _open_checked(
-    path: Path, role: str, image: str, max_pixels: int | None, expected: tuple[int, int] | None
-) -> Image.Image:
-    """Open an annotation PNG (header only) and check its size against ``max_pixels`` and the
-    ``(width, height)`` its JSON declares, before it is decoded.
-
-    :raises EvaluationError: too large, of another size than declared, or not an image.
-    """
-    import warnings
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
-            handle = Image.open(path)
-    except Image.DecompressionBombError as error:
-        raise EvaluationError(
-            f"{image}: {role} PNG {path} is larger than Pillow decodes ({error}); ovpanoptic cannot lift Pillow's own limit"
-        ) from None
-    except OSError as error:
-        raise EvaluationError(f"{image}: cannot read {role} PNG {path}: {error}") from error
-    try:
-        check_annotation_pixels(handle.width, handle.height, max_pixels, f"{image}: {role} PNG {path}")
-        if expected is not None and (handle.width, handle.height) != expected:
-            raise EvaluationError(
-                f"{image}: {role} PNG {path} is {handle.width} x {handle.height} pixels, but its JSON declares "
-                f"{expected[0]} x {expected[1]} (width x height): the PNG does not belong to this annotation; write "
-                "the PNG again or correct the size in the JSON's 'images'"
-            )
-    except EvaluationError:
-        handle.close()
-        raise
-    return handle
-
-
-def _read_id_png(
-    path: Path,
-    role: str,
-    image: str,
-    max_pixels: int | None = DEFAULT_MAX_PIXELS,
-    expected: tuple[int, int] | None = None,
-) -> npt.NDArray[np.int64]:
-    """Read an RGB(A) or palette panoptic PNG as an (H, W) id map.
-
-    :param max_pixels: refuse a PNG with more pixels, from its header, before decoding it.
-    :param expected: the ``(width, height)`` its JSON declares, checked before decoding.
-    """
-    if not path.is_file():
-        raise EvaluationError(f"{image}: {role} PNG {path} does not exist")
-    try:
-        with _open_checked(path, role, image, max_pixels, expected) as handle:
-            handle.load()
-            if handle.mode in ("P", "PA"):
-                picture = handle.convert("RGBA")
-            elif handle.mode in ("RGB", "RGBA"):
-                picture = handle.copy()
-            else:
-                raise EvaluationError(
-                    f"{image}: {role} PNG {path} has mode {handle.mode}; panoptic PNGs must be "
-                    "RGB (id = R + 256*G + 256^2*B)"
-                )
-    except OSError as error:
-        raise EvaluationError(f"{image}: cannot read {role} PNG {path}: {error}") from error
-    array = np.asarray(picture, dtype=np.uint8)
-    return rgb_to_id(array[..., :3])
-
-
-def _category_key(name: str) -> str:
-    """Names compare ignoring case, Unicode width/composition and repeated spaces."""
-    return " ".join(unicodedata.normalize("NFKC", name).split()).casefold()
-
-
-def _loose_key(name: str) -> str:
-    """:func:`_category_key`, also ignoring ``-``/``_`` and COCO's ``-merged``/``-other``/``-stuff``
-    suffixes (``grass-merged`` and ``sky-other-merged`` are "grass" and "sky" to a user)."""
-    key = _category_key(name)
-    for suffix in ("-merged", "-other", "-stuff"):
-        key = key.removesuffix(suffix)
-    return " ".join(key.replace("-", " ").replace("_", " ").split())
-
-
-def _prediction_categories(pred_data: Mapping[str, Any], pred_path: Path) -> dict[int, str] | None:
-    """``{id: name}`` of a prediction JSON's ``categories`` list, or ``None`` when it has none."""
-    raw = pred_data.get("categories")
-    if not isinstance(raw, list):
-        return None
-    pred: dict[int, str] = {}
-    for position, entry in enumerate(raw):
-        if not isinstance(entry, Mapping) or "id" not in entry:
-            raise EvaluationError(f"{pred_path}: categories[{position}] must be a dict with 'id' and 'name'")
-        pred[_as_int(entry["id"], "'id'", f"{pred_path}: categories[{position}]")] = str(entry.get("name", entry["id"]))
-    return pred
-
-
-def _match_categories(
-    gt: Mapping[int, CategoryInfo], pred: Mapping[int, str] | None, pred_source: str | Path, mode: str
-) -> tuple[dict[int, int | None], list[str]]:
-    """Map prediction category ids to ground-truth ids, by ``mode`` (``"id"`` or ``"name"``).
-
-    :param pred: the prediction's ``{id: name}`` table, or ``None`` when it has none.
-    :return: ``{pred id: gt id or None (ignored)}`` and notes for the report.
-    :raises EvaluationError: ``"id"`` and a category whose name differs from the ground truth's
-        under the same id (the predictions were made with another vocabulary); ``"name"`` and a
-        prediction without a category table.
-    """
-    if pred is None:
-        if mode == "name":
-            raise EvaluationError(f"{pred_source} has no 'categories' list, so its categories cannot be matched by name")
-        return {cid: cid for cid in gt}, []
-    notes: list[str] = []
-    if mode == "id":
-        clashes = [(cid, name) for cid, name in pred.items() if cid in gt and _category_key(gt[cid].name) != _category_key(name)]
-        if clashes:
-            cid, name = clashes[0]
-            raise EvaluationError(
-                f"prediction category {cid} is {name!r} but ground-truth category {cid} is {gt[cid].name!r} "
-                f"({len(clashes)} of {len(pred)} prediction categories differ by name): the predictions were made with "
-                "another vocabulary. Evaluate with --match-categories name (match_categories='name') to pair categories "
-                "by name, or predict with the ground truth's vocabulary"
-            )
-        mapping: dict[int, int | None] = {cid: cid for cid in gt}
-        extra = sorted(cid for cid in pred if cid not in gt)
-        if extra:
-            notes.append(f"prediction categories not in the ground truth: {', '.join(f'{pred[c]!r} ({c})' for c in extra[:10])}")
-        return mapping, notes
-    exact: dict[str, int] = {}
-    loose: dict[str, int] = {}
-    for cid, info in gt.items():
-        exact.setdefault(_category_key(info.name), cid)
-        loose.setdefault(_loose_key(info.name), cid)
-    mapping = {cid: exact.get(_category_key(name), loose.get(_loose_key(name))) for cid, name in pred.items()}
-    unmatched_pred = [f"{pred[c]!r}" for c, g in mapping.items() if g is None]
-    matched_gt = {g for g in mapping.values() if g is not None}
-    unmatched_gt = [f"{gt[c].name!r}" for c in gt if c not in matched_gt]
-    pairs = [f"{pred[c]!r} -> {gt[g].name!r}" for c, g in mapping.items() if g is not None and _category_key(pred[c]) != _category_key(gt[g].name)]
-    notes.append(
-        f"categories matched by name: {len(matched_gt)} of {len(gt)} ground-truth categories"
-        + (f" ({', '.join(pairs[:10])})" if pairs else "")
-    )
-    if unmatched_pred:
-        notes.append(f"prediction categories without a ground-truth namesake (their segments are ignored): {', '.join(unmatched_pred[:20])}")
-    if unmatched_gt:
-        shown = ", ".join(unmatched_gt[:20]) + (f" and {len(unmatched_gt) - 20} more" if len(unmatched_gt) > 20 else "")
-        notes.append(f"ground-truth categories no prediction category is named after (never predicted): {shown}")
-    if not matched_gt:
-        raise EvaluationError(
-            f"no prediction category of {pred_source} has the name of a ground-truth category: nothing can be evaluated"
-        )
-    return mapping, notes
-
-
-def _remap_segments(segments: Any, mapping: Mapping[int, int | None]) -> tuple[Any, set[int]]:
-    """``segments_info`` with prediction category ids mapped to ground-truth ids, and the segment ids
-    of unmatched categories, which are dropped (the caller paints their pixels void)."""
-    if not isinstance(segments, list):
-        return segments, set()
-    out = []
-    dropped: set[int] = set()
-    for segment in segments:
-        if isinstance(segment, Mapping) and "category_id" in segment and isinstance(segment["category_id"], int):
-            target = mapping.get(segment["category_id"], segment["category_id"])
-            if target is None:
-                if isinstance(segment.get("id"), int):
-                    dropped.add(segment["id"])
-                continue
-            segment = {**segment, "category_id": target}
-        out.append(segment)
-    return out, dropped
 
 
 def evaluate_panoptic(
@@ -960,11 +629,11 @@ def evaluate_panoptic(
     gt_folder, pred_folder = Path(gt_dir), Path(pred_dir)
     if match_categories not in ("id", "name"):
         raise EvaluationError(f"match_categories must be 'id' or 'name', got {match_categories!r}")
-    gt_data = _load_json(gt_json_path, "ground-truth")
-    pred_data = _load_json(pred_json_path, "prediction")
-    categories = _categories_from_json(gt_data, gt_json_path)
-    mapping, notes = _match_categories(
-        categories, _prediction_categories(pred_data, pred_json_path), pred_json_path, match_categories
+    gt_data = load_json(gt_json_path, "ground-truth")
+    pred_data = load_json(pred_json_path, "prediction")
+    categories = categories_from_json(gt_data, gt_json_path)
+    mapping, notes = pair_categories(
+        categories, prediction_categories(pred_data, pred_json_path), pred_json_path, match_categories
     )
     for folder, role in ((gt_folder, "ground-truth"), (pred_folder, "prediction")):
         if not folder.is_dir():
@@ -972,7 +641,7 @@ def evaluate_panoptic(
 
     pred_by_image: dict[Any, tuple[Mapping[str, Any], int]] = {}
     for position, annotation in enumerate(pred_data["annotations"]):
-        image_id = _annotation_field(annotation, "image_id", pred_json_path, position)
+        image_id = annotation_field(annotation, "image_id", pred_json_path, position)
         if isinstance(image_id, list | dict):
             raise EvaluationError(f"{pred_json_path}: annotations[{position}] has a bad image_id")
         pred_by_image[image_id] = (annotation, position)
@@ -980,9 +649,9 @@ def evaluate_panoptic(
     jobs: list[tuple[str, Any, str, Any, str, set[int]]] = []
     renamed: list[str] = []
     for position, gt_annotation in enumerate(gt_data["annotations"]):
-        image_id = _annotation_field(gt_annotation, "image_id", gt_json_path, position)
-        gt_file = _annotation_field(gt_annotation, "file_name", gt_json_path, position)
-        gt_segments = _annotation_field(gt_annotation, "segments_info", gt_json_path, position)
+        image_id = annotation_field(gt_annotation, "image_id", gt_json_path, position)
+        gt_file = annotation_field(gt_annotation, "file_name", gt_json_path, position)
+        gt_segments = annotation_field(gt_annotation, "segments_info", gt_json_path, position)
         if isinstance(image_id, list | dict):
             raise EvaluationError(f"{gt_json_path}: annotations[{position}] has a bad image_id")
         if image_id not in pred_by_image:
@@ -1009,9 +678,9 @@ def evaluate_panoptic(
                 "segments_info and an all-black PNG if nothing is predicted)"
             )
         pred_annotation, pred_position = pred_by_image[image_id]
-        pred_file = _annotation_field(pred_annotation, "file_name", pred_json_path, pred_position)
-        pred_segments, dropped = _remap_segments(
-            _annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position), mapping
+        pred_file = annotation_field(pred_annotation, "file_name", pred_json_path, pred_position)
+        pred_segments, dropped = remap_segments(
+            annotation_field(pred_annotation, "segments_info", pred_json_path, pred_position), mapping
         )
         name = f"image_id {image_id!r} (gt {gt_file}, pred {pred_file})"
         if Path(str(gt_file)).stem != Path(str(pred_file)).stem:
@@ -1023,8 +692,8 @@ def evaluate_panoptic(
         gt_size, pred_size = png_size(gt_folder / gt_file), png_size(pred_folder / pred_file)
         if gt_size is not None and pred_size is not None and gt_size != pred_size:
             raise size_mismatch(name, gt_size, pred_size)
-        gt_ids = _read_id_png(gt_folder / gt_file, "ground-truth", name, max_pixels)
-        pred_ids = _read_id_png(pred_folder / pred_file, "prediction", name, max_pixels)
+        gt_ids = read_id_png(gt_folder / gt_file, "ground-truth", name, max_pixels)
+        pred_ids = read_id_png(pred_folder / pred_file, "prediction", name, max_pixels)
         if dropped:
             pred_ids[np.isin(pred_ids, list(dropped))] = VOID_ID
         accumulator.add_image(gt_ids, gt_segments, pred_ids, pred_segments, image_name=name)

@@ -1,7 +1,7 @@
 """Label QA of a set of panoptic annotations: against a ground truth, or between two annotators.
 
 :func:`run_qa` reads both sets once, image by image, through the same readers and pairing as
-``ovpanoptic eval`` (:func:`~.annotations.evaluate_annotations` computes PQ / SQ / RQ and each
+``ovpanoptic eval`` (:func:`~.agreement.evaluate_annotations` computes PQ / SQ / RQ and each
 image's PQ), and measures on the same pairs:
 
 * per-class IoU and mIoU, and the class confusion in pixels and in matched segments (:mod:`.iou`);
@@ -29,13 +29,15 @@ import numpy as np
 import numpy.typing as npt
 
 from ..constants import VOID_ID
-from .annotations import AgreementReport, AnnotatedImage, PanopticAnnotations, evaluate_annotations
+from ..formats.annotations import AnnotatedImage, PanopticAnnotations
+from ..formats.common import EvaluationError
+from .agreement import AgreementReport, evaluate_annotations
 from .ap import MaskAP, MaskAPAccumulator
 from .iou import VOID_INDEX, ConfusionAccumulator, class_iou, compare_image
-from .pq import EvaluationError, _match_categories, _remap_segments
+from .categories import pair_categories, remap_segments
 from .targets import LOW_IOU, ClassTarget, Targets
 
-__all__ = ["REPORT_FILES", "ClassQA", "ImageQA", "QAReport", "class_maps", "run_qa"]
+__all__ = ["REPORT_FILES", "ClassQA", "ImageQA", "QAReport", "class_maps", "pct", "run_qa"]
 
 #: The files ``ovpanoptic qa`` writes into its folder (and replaces there on a rerun; others are left alone).
 REPORT_FILES: tuple[str, ...] = (
@@ -156,8 +158,8 @@ class QAReport:
         writer.writerow(["id", "name", "isthing", "kind", "target", "iou", "passed", "low_iou", "pq", "sq", "rq", "ap", "gt_pixels", "pred_pixels"])
         for c in self.classes:
             writer.writerow([
-                c.id, c.name, int(c.isthing), c.target.kind, _pct(c.target.target), _pct(c.iou), "" if c.passed is None else int(c.passed),
-                int(c.low), _pct(c.pq), _pct(c.sq), _pct(c.rq), _pct(c.ap), c.gt_pixels, c.pred_pixels,
+                c.id, c.name, int(c.isthing), c.target.kind, pct(c.target.target), pct(c.iou), "" if c.passed is None else int(c.passed),
+                int(c.low), pct(c.pq), pct(c.sq), pct(c.rq), pct(c.ap), c.gt_pixels, c.pred_pixels,
             ])
         return out.getvalue()
 
@@ -168,7 +170,7 @@ class QAReport:
         writer.writerow(["image", "pq", "miou", "pixel_agreement", "tp", "fp", "fn", "review", "changed"])
         review = set(self.review)
         for i in self.images:
-            writer.writerow([i.name, _pct(i.pq), _pct(i.miou), _pct(i.pixel_agreement), i.tp, i.fp, i.fn, int(i.name in review), ";".join(i.changed)])
+            writer.writerow([i.name, pct(i.pq), pct(i.miou), pct(i.pixel_agreement), i.tp, i.fp, i.fn, int(i.name in review), ";".join(i.changed)])
         return out.getvalue()
 
     def confusion_csv(self, which: str = "pixels") -> str:
@@ -195,8 +197,8 @@ class QAReport:
         lines = [
             f"{self.first_role}: {self.first}",
             f"{self.second_role}: {self.second}",
-            f"images {len(self.images)}  PQ {_pct(self.agreement.report.all.pq)}  mIoU {_pct(self.miou)}  "
-            f"mask AP {_pct(ap.ap)} (AP50 {_pct(ap.ap50)}, AP75 {_pct(ap.ap75)}, AP95 {_pct(ap.ap95)})",
+            f"images {len(self.images)}  PQ {pct(self.agreement.report.all.pq)}  mIoU {pct(self.miou)}  "
+            f"mask AP {pct(ap.ap)} (AP50 {pct(ap.ap50)}, AP75 {pct(ap.ap75)}, AP95 {pct(ap.ap95)})",
             "",
             f"{'class':<24} {'kind':<10} {'target':>6} {'IoU':>6} {'PQ':>6} {'AP':>6}  result",
         ]
@@ -205,11 +207,11 @@ class QAReport:
             if c.low:
                 result += " (IoU below 40: read the confusion table)"
             lines.append(
-                f"{c.name[:24]:<24} {c.target.kind:<10} {_pct(c.target.target):>6} {_pct(c.iou):>6} {_pct(c.pq):>6} {_pct(c.ap):>6}  {result}"
+                f"{c.name[:24]:<24} {c.target.kind:<10} {pct(c.target.target):>6} {pct(c.iou):>6} {pct(c.pq):>6} {pct(c.ap):>6}  {result}"
             )
         rate = self.pass_rate
         lines.append("")
-        lines.append(f"{len(self.failing)} class(es) below target; pass rate {_pct(rate)} %" if rate is not None else "no class to judge")
+        lines.append(f"{len(self.failing)} class(es) below target; pass rate {pct(rate)} %" if rate is not None else "no class to judge")
         for c in self.failing:
             if c.worst_images:
                 lines.append(f"  {c.name}: calibrate on {', '.join(c.worst_images)}")
@@ -247,7 +249,7 @@ class QAReport:
         return written
 
 
-def _pct(value: float | None) -> str:
+def pct(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
 
 
@@ -306,7 +308,7 @@ def run_qa(
     categories = dict(sorted(first.categories.items()))
     index = {cid: k + 1 for k, cid in enumerate(categories)}
     size = len(index) + 1
-    mapping, _ = _match_categories(first.categories, {c: i.name for c, i in second.categories.items()}, second.source, match_categories)
+    mapping, _ = pair_categories(first.categories, {c: i.name for c, i in second.categories.items()}, second.source, match_categories)
     total = ConfusionAccumulator(size)
     ap = MaskAPAccumulator([cid for cid, info in categories.items() if info.isthing])
     per_image: dict[str, tuple[npt.NDArray[np.float64], float | None]] = {}
@@ -318,7 +320,7 @@ def run_qa(
         shape = truth.panoptic_map.shape if truth.panoptic_map.size else guess.panoptic_map.shape
         gt_ids = truth.panoptic_map if truth.panoptic_map.size else np.zeros(shape, np.int64)
         pred_ids = np.array(guess.panoptic_map if guess.panoptic_map.size else np.zeros(shape, np.int64), dtype=np.int64)
-        segments, dropped = _remap_segments(list(guess.segments), mapping)
+        segments, dropped = remap_segments(list(guess.segments), mapping)
         if dropped:
             pred_ids[np.isin(pred_ids, list(dropped))] = VOID_ID
         gt_segments = [s for s in truth.segments if isinstance(s, Mapping)]
@@ -388,11 +390,11 @@ def class_maps(
 
     categories = dict(sorted(first.categories.items()))
     index = {cid: k + 1 for k, cid in enumerate(categories)}
-    mapping, _ = _match_categories(first.categories, {c: i.name for c, i in second.categories.items()}, second.source, match_categories)
+    mapping, _ = pair_categories(first.categories, {c: i.name for c, i in second.categories.items()}, second.source, match_categories)
     truth, guess = first.read(name), second.read(name)
     shape = truth.panoptic_map.shape if truth.panoptic_map.size else guess.panoptic_map.shape
     gt_ids = truth.panoptic_map if truth.panoptic_map.size else np.zeros(shape, np.int64)
     pred_ids = guess.panoptic_map if guess.panoptic_map.size else np.zeros(shape, np.int64)
-    segments, _ = _remap_segments(list(guess.segments), mapping)
+    segments, _ = remap_segments(list(guess.segments), mapping)
     good = [s for s in segments if isinstance(s, Mapping) and s.get("category_id") in index]
     return class_map(gt_ids, [s for s in truth.segments if isinstance(s, Mapping)], index), class_map(pred_ids, good, index)

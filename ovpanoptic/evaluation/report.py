@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from .annotations import PanopticAnnotations
-from .qa import QAReport, _pct, class_maps
+from ..formats.annotations import PanopticAnnotations
+from .qa import QAReport, class_maps, pct
 
 __all__ = ["WORST_IMAGES", "render_html", "write_html_report"]
 
@@ -145,24 +145,24 @@ def render_html(
         ["measure", "value"],
         [
             ["images", len(report.images)],
-            ["PQ (%)", _pct(report.agreement.report.all.pq)],
-            ["mIoU (%)", _pct(report.miou)],
-            ["mask AP[.50:.95] (%)", _pct(ap.ap)],
-            ["mask AP50 / AP75 / AP95 (%)", f"{_pct(ap.ap50)} / {_pct(ap.ap75)} / {_pct(ap.ap95)}"],
-            ["classes meeting target (%)", _pct(report.pass_rate)],
+            ["PQ (%)", pct(report.agreement.report.all.pq)],
+            ["mIoU (%)", pct(report.miou)],
+            ["mask AP[.50:.95] (%)", pct(ap.ap)],
+            ["mask AP50 / AP75 / AP95 (%)", f"{pct(ap.ap50)} / {pct(ap.ap75)} / {pct(ap.ap95)}"],
+            ["classes meeting target (%)", pct(report.pass_rate)],
             ["images to review", len(report.review)],
         ],
     )
     class_rows = [
-        [c.name, c.target.kind, _pct(c.target.target), _pct(c.iou), "n/a" if c.passed is None else ("pass" if c.passed else "FAIL"),
-         "yes" if c.low else "", _pct(c.pq), _pct(c.ap), ", ".join(c.worst_images)]
+        [c.name, c.target.kind, pct(c.target.target), pct(c.iou), "n/a" if c.passed is None else ("pass" if c.passed else "FAIL"),
+         "yes" if c.low else "", pct(c.pq), pct(c.ap), ", ".join(c.worst_images)]
         for c in report.classes
     ]
     classes = _table(["class", "kind", "target", "IoU", "result", "IoU < 40", "PQ", "AP", "calibrate on"], class_rows)
     classes = classes.replace("<td>FAIL</td>", '<td class="fail">FAIL</td>').replace("<td>pass</td>", '<td class="pass">pass</td>')
     images = _table(
         ["image", "PQ", "mIoU", "pixel agreement", "TP", "FP", "FN", "classes that differ"],
-        [[i.name, _pct(i.pq), _pct(i.miou), _pct(i.pixel_agreement), i.tp, i.fp, i.fn, ", ".join(i.changed)] for i in report.images[:50]],
+        [[i.name, pct(i.pq), pct(i.miou), pct(i.pixel_agreement), i.tp, i.fp, i.fn, ", ".join(i.changed)] for i in report.images[:50]],
     )
     parts = [
         "<!DOCTYPE html>",

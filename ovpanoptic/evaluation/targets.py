@@ -29,7 +29,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from .pq import EvaluationError
+from ..errors import EvaluationError
 
 __all__ = ["DEFAULT_KIND", "KIND_TARGETS", "LOW_IOU", "ClassTarget", "Targets", "check_kind", "load_targets"]
 

@@ -1,6 +1,6 @@
 """Video panoptic metrics: VPQ, STQ, and the evaluation of a video panoptic result.
 
-Both files are in the video panoptic format of :mod:`.video_reader`: COCO panoptic JSON + PNGs
+Both files are in the video panoptic format of :mod:`ovpanoptic.formats.video_panoptic`: COCO panoptic JSON + PNGs
 with a ``video_id`` and a ``frame_index`` per image, where a segment id names the same object in
 every frame of a video. Ground-truth and prediction videos pair by ``video_id``, frames by
 ``frame_index``. All values are fractions in ``[0, 1]``.
@@ -81,38 +81,29 @@ from typing import Any
 import numpy as np
 
 from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
+from ..formats.common import CategoryInfo, EvaluationError
+from ..formats.video_panoptic import (
+    VideoFrame,
+    VideoFrameRecord,
+    VideoId,
+    VideoPanoptic,
+    list_ids,
+    read_video_panoptic,
+)
+from .categories import pair_categories, prediction_categories, remap_segments
 from .consistency import (
     DEFAULT_CONSISTENCY_THRESHOLD,
     ClassChange,
     ConsistencyIssue,
     ConsistencyReport,
     TrackConsistency,
-    _category_names,
-    _check_threshold,
-    _combine,
-    _VideoConsistency,
+    VideoConsistency,
     check_temporal_consistency,
+    check_threshold,
+    combine_reports,
+    json_category_names,
 )
-from .pq import (
-    CategoryInfo,
-    EvaluationError,
-    PQAccumulator,
-    PQReport,
-    _match_categories,
-    _prediction_categories,
-    _remap_segments,
-    _Segment,
-    _Table,
-    _tabulate,
-)
-from .video_reader import (
-    VideoFrame,
-    VideoFrameRecord,
-    VideoId,
-    VideoPanoptic,
-    _list_ids,
-    read_video_panoptic,
-)
+from .pq import PixelTable, PQAccumulator, PQReport, SegmentInfo, tabulate
 
 __all__ = [
     "DEFAULT_SPANS",
@@ -369,7 +360,7 @@ class _FrameTubes:
     frame_index: int
 
 
-def _frame_tubes(table: _Table, frame_index: int) -> _FrameTubes:
+def _frame_tubes(table: PixelTable, frame_index: int) -> _FrameTubes:
     """Re-key one frame's validated PQ table by tube (module docstring: class changes, crowd)."""
     crowd_region: dict[int, int] = {}
     for gt_id, segment in table.gt_segs.items():
@@ -406,7 +397,7 @@ def _frame_tubes(table: _Table, frame_index: int) -> _FrameTubes:
     )
 
 
-def _window_table(frames: Sequence[_FrameTubes], video_id: VideoId) -> tuple[_Table, dict[int, str]]:
+def _window_table(frames: Sequence[_FrameTubes], video_id: VideoId) -> tuple[PixelTable, dict[int, str]]:
     """Sum the frames of one window into one PQ table of tubes (ids renumbered from 1).
 
     :return: the table and a description of each ground-truth tube id for error messages.
@@ -432,12 +423,12 @@ def _window_table(frames: Sequence[_FrameTubes], video_id: VideoId) -> tuple[_Ta
         gt_names[number] = f"{what} (video {video_id!r}, frames {first}..{last})"
     gt_number[_OTHER] = len(gt_order) + 1
     pred_number: dict[_Key, int] = {None: VOID_ID}
-    pred_segs: dict[int, _Segment] = {}
+    pred_segs: dict[int, SegmentInfo] = {}
     pred_area: dict[int, int] = {}
     for frame in frames:
         for key, category in frame.pred_segments.items():
             number = pred_number.setdefault(key, len(pred_number))
-            pred_segs[number] = _Segment(category_id=category, iscrowd=False, area=None)
+            pred_segs[number] = SegmentInfo(category_id=category, iscrowd=False, area=None)
             pred_area[number] = pred_area.get(number, 0) + frame.pred_area[key]
     pairs: dict[tuple[int, int], int] = {}
     gt_pixels: dict[int, int] = {}
@@ -447,10 +438,10 @@ def _window_table(frames: Sequence[_FrameTubes], video_id: VideoId) -> tuple[_Ta
             pairs[pair] = pairs.get(pair, 0) + count
             gt_pixels[pair[0]] = gt_pixels.get(pair[0], 0) + count
     gt_segs = {
-        gt_number[key]: _Segment(category_id=gt_info[key][0], iscrowd=gt_info[key][1], area=gt_info[key][2])
+        gt_number[key]: SegmentInfo(category_id=gt_info[key][0], iscrowd=gt_info[key][1], area=gt_info[key][2])
         for key in gt_order
     }
-    table = _Table(gt_segs=gt_segs, pred_segs=pred_segs, pairs=pairs, pred_area=pred_area, gt_pixels=gt_pixels)
+    table = PixelTable(gt_segs=gt_segs, pred_segs=pred_segs, pairs=pairs, pred_area=pred_area, gt_pixels=gt_pixels)
     return table, gt_names
 
 
@@ -472,7 +463,7 @@ class _STQCounts:
     inter: dict[tuple[tuple[int, int], tuple[int, int]], int] = field(default_factory=dict)
     n_frames: int = 0
 
-    def add(self, table: _Table, categories: Mapping[int, CategoryInfo]) -> None:
+    def add(self, table: PixelTable, categories: Mapping[int, CategoryInfo]) -> None:
         """Add one frame's validated pixel table."""
         for (gt_id, pred_id), count in table.pairs.items():
             gt_seg = table.gt_segs.get(gt_id)
@@ -582,7 +573,7 @@ def _pair_videos(gt: VideoPanoptic, pred: VideoPanoptic) -> list[str]:
                 )
             raise EvaluationError(
                 f"no prediction for the ground-truth video {video_id!r} ({len(gt_frames)} frame(s)): {pred.json_path} "
-                f"has no annotated image with this video_id (its videos: {_list_ids(pred.videos)}); predict every "
+                f"has no annotated image with this video_id (its videos: {list_ids(pred.videos)}); predict every "
                 "ground-truth video"
             )
         predicted = {record.frame_index for record in pred.videos[video_id]}
@@ -598,7 +589,7 @@ def _pair_videos(gt: VideoPanoptic, pred: VideoPanoptic) -> list[str]:
     notes = []
     extra_videos = [video_id for video_id in pred.videos if video_id not in gt.videos]
     if extra_videos:
-        notes.append(f"prediction videos not in the ground truth are ignored: {_list_ids(extra_videos)}")
+        notes.append(f"prediction videos not in the ground truth are ignored: {list_ids(extra_videos)}")
     extra_frames = sum(len(pred.videos[v]) - len(gt.videos[v]) for v in gt.videos)
     if extra_frames:
         notes.append(
@@ -623,7 +614,7 @@ def evaluate_video(
 ) -> VideoReport:
     """Evaluate a video panoptic prediction against ground truth: VPQ, STQ and consistency.
 
-    Both files are video panoptic JSONs (:mod:`.video_reader`) with their PNG folders. Videos pair
+    Both files are video panoptic JSONs (:mod:`ovpanoptic.formats.video_panoptic`) with their PNG folders. Videos pair
     by ``video_id`` and frames by ``frame_index``; prediction frames the ground truth does not
     annotate are used only for the temporal consistency of the prediction, prediction videos the
     ground truth lacks are ignored (both noted in the report). Categories come from the ground
@@ -641,14 +632,14 @@ def evaluate_video(
     :return: the :class:`VideoReport`. Frames are read one at a time (windows keep pixel tables,
         not pixels).
     :raises EvaluationError: bad ``spans``, threshold or ``match_categories``; any
-        :func:`~.video_reader.read_video_panoptic` error; a ground truth without ``categories``
+        :func:`~ovpanoptic.formats.video_panoptic.read_video_panoptic` error; a ground truth without ``categories``
         or without annotated frames; a ground-truth video or frame without prediction; any
         :meth:`~.pq.PQAccumulator.add_image` error of a frame (size mismatch, PNG ids and
         ``segments_info`` disagreeing, unknown categories); frames of one prediction video with
         different sizes; no category occurring at all.
     """
     span_list = _check_spans(spans)
-    _check_threshold(consistency_threshold)
+    check_threshold(consistency_threshold)
     if match_categories not in ("id", "name"):
         raise EvaluationError(f"match_categories must be 'id' or 'name', got {match_categories!r}")
     gt = read_video_panoptic(gt_json, gt_dir, role="ground-truth", max_pixels=max_pixels)
@@ -658,14 +649,14 @@ def evaluate_video(
         raise EvaluationError(f"ground-truth JSON file {gt.json_path} has no annotated frame: nothing to evaluate")
     pred = read_video_panoptic(pred_json, pred_dir, role="prediction", max_pixels=max_pixels)
     categories = dict(gt.categories)
-    mapping, notes = _match_categories(
-        categories, _prediction_categories(pred.data, pred.json_path), pred.json_path, match_categories
+    mapping, notes = pair_categories(
+        categories, prediction_categories(pred.data, pred.json_path), pred.json_path, match_categories
     )
     notes += _pair_videos(gt, pred)
 
     accumulators = {span: PQAccumulator(categories=categories) for span in span_list}
     stq_per_video: dict[VideoId, _STQCounts] = {}
-    consistency: list[_VideoConsistency] = []
+    consistency: list[VideoConsistency] = []
     total, done = gt.n_frames, 0
     for video_id, gt_frames in gt.videos.items():
         length = len(gt_frames)
@@ -673,7 +664,7 @@ def evaluate_video(
         recent: deque[_FrameTubes] = deque(maxlen=max(window_of.values()))
         gt_by_index = {record.frame_index: record for record in gt_frames}
         stq = stq_per_video.setdefault(video_id, _STQCounts())
-        video_consistency = _VideoConsistency(video_id, consistency_threshold, pred.role)
+        video_consistency = VideoConsistency(video_id, consistency_threshold, pred.role)
         for pred_record in pred.videos[video_id]:
             pred_frame = pred.read(pred_record)
             video_consistency.add(pred_frame)
@@ -681,12 +672,12 @@ def evaluate_video(
             if gt_record is None:
                 continue
             gt_frame = gt.read(gt_record)
-            pred_segments, dropped = _remap_segments(list(pred_record.segments_info), mapping)
+            pred_segments, dropped = remap_segments(list(pred_record.segments_info), mapping)
             pred_ids = pred_frame.ids
             if dropped:
                 pred_ids = np.where(np.isin(pred_ids, list(dropped)), VOID_ID, pred_ids)
             name = f"video {video_id!r} frame {gt_record.frame_index} (gt {gt_record.file_name}, pred {pred_record.file_name})"
-            table = _tabulate(
+            table = tabulate(
                 gt_frame.ids, list(gt_record.segments_info), pred_ids, pred_segments, known=categories, image=name
             )
             stq.add(table, categories)
@@ -704,11 +695,11 @@ def evaluate_video(
 
     per_span = {span: accumulators[span].report() for span in span_list}
     names = {cid: info.name for cid, info in categories.items()}
-    names.update(_category_names(pred.data))
+    names.update(json_category_names(pred.data))
     return VideoReport(
         vpq=_vpq_report(span_list, per_span),
         stq=_stq_report(stq_per_video, categories),
-        consistency=_combine(consistency, consistency_threshold, names),
+        consistency=combine_reports(consistency, consistency_threshold, names),
         categories=MappingProxyType(categories),
         n_videos=len(gt.videos),
         n_frames=total,

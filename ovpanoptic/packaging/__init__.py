@@ -1,17 +1,16 @@
 """Training-ready dataset folders (``ovpanoptic package``).
 
 * :mod:`.splits`: deterministic train/val/test splits that keep every class in every split;
-* :mod:`.coco`: COCO panoptic and COCO instances files;
-* :mod:`.semantic`: class-index PNGs and ``id2label.json`` (SegFormer, Mask2Former-semantic);
-* :mod:`.yolo`: YOLO segmentation polygons and ``data.yaml``;
-* :mod:`.hf`: Parquet splits that Hugging Face ``datasets`` loads;
 * :mod:`.card`: the dataset card (``README.md``, the Hugging Face template);
+* :mod:`.refine`: the optional mask clean-up of the labels before they are written;
 * :mod:`.build`: :func:`package_dataset`, which reads labels through
-  :func:`ovpanoptic.evaluation.readers.read_annotations` and writes them all.
+  :func:`ovpanoptic.formats.read_annotations` and writes them in the training formats of
+  :mod:`ovpanoptic.formats`: COCO panoptic and instances (:mod:`~ovpanoptic.formats.coco_panoptic`,
+  :mod:`~ovpanoptic.formats.coco_instances`), class-index PNGs (:mod:`~ovpanoptic.formats.semantic`),
+  YOLO segmentation (:mod:`~ovpanoptic.formats.yolo`) and Hugging Face Parquet (:mod:`~ovpanoptic.formats.hf`).
 
-The format modules are one per training format so they can move to ``ovpanoptic/formats/``. The
-package may import :mod:`ovpanoptic.evaluation`, the core leaf modules, numpy, Pillow, OpenCV,
-pycocotools and pyarrow (the last three lazily); never the pipeline, the CLI or the built-ins.
+The package may import :mod:`ovpanoptic.formats`, the core leaf modules, numpy and Pillow; never the
+pipeline, the CLI, :mod:`ovpanoptic.evaluation` or the built-ins.
 """
 
 from __future__ import annotations

@@ -35,16 +35,19 @@ import numpy as np
 
 from ..atomic import CLI_OUTPUT_FIX, check_output_folder
 from ..errors import InputError
-from ..evaluation import CategoryInfo, image_name
-from ..evaluation.readers import read_annotations
+from ..formats.annotations import image_name
+from ..formats.coco_instances import instance_annotations
+from ..formats.coco_panoptic import coco_categories, panoptic_png, panoptic_segments
+from ..formats.common import CategoryInfo
+from ..formats.cvat import cvat_file
+from ..formats.detect import read_annotations
+from ..formats.hf import ParquetSplitWriter, parquet_name
+from ..formats.semantic import id2label, ignore_index, semantic_map, semantic_png
+from ..formats.yolo import data_yaml, yolo_labels
 from ..types import PanopticResult
 from .card import CardFacts, render_card
-from .coco import coco_categories, instance_annotations, panoptic_png, panoptic_segments
-from .hf import ParquetSplitWriter, parquet_name
 from .refine import annotation_refiner
-from .semantic import id2label, ignore_index, semantic_map, semantic_png
 from .splits import SPLIT_NAMES, make_splits, parse_fractions
-from .yolo import data_yaml, yolo_labels
 
 __all__ = ["IMAGE_SUFFIXES", "PackageOptions", "PackageSummary", "package_dataset"]
 
@@ -112,8 +115,6 @@ def _image_files(folder: Path | None, manifest_inputs: Mapping[str, str]) -> dic
 
 def _cvat_images(source: Path) -> Path | None:
     """The ``images/`` folder a CVAT export ships beside its XML (CVAT's and the ``cvat`` exporter's layout)."""
-    from ..evaluation.readers import cvat_file
-
     xml = cvat_file(source) if source.is_dir() else source
     folder = xml.parent / "images" if xml is not None else None
     return folder if folder is not None and folder.is_dir() else None

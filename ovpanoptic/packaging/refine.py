@@ -1,7 +1,7 @@
 """Refiners on loaded labels (``ovpanoptic package --refine NAME``).
 
 A refiner (:class:`~ovpanoptic.components.Refiner`) works on a :class:`~ovpanoptic.types.PanopticResult`;
-labels read from a file are :class:`~ovpanoptic.evaluation.annotations.AnnotatedImage` objects. This
+labels read from a file are :class:`~ovpanoptic.formats.annotations.AnnotatedImage` objects. This
 module converts one into the other and back, so a refiner runs on each image as it is packaged:
 
 * the category table becomes a vocabulary (things and stuff as the table says);
@@ -22,8 +22,8 @@ import numpy as np
 
 from ..constants import VOID_ID
 from ..errors import InputError, VocabularyError
-from ..evaluation import CategoryInfo
-from ..evaluation.annotations import AnnotatedImage
+from ..formats.annotations import AnnotatedImage
+from ..formats.common import CategoryInfo
 from ..types import Category, PanopticResult, Vocabulary
 
 __all__ = ["annotation_refiner"]

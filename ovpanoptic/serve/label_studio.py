@@ -52,16 +52,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urljoin, urlsplit
-from xml.etree import ElementTree
 
 import numpy as np
 
 from ..constants import NEGATIVE_POINT, POSITIVE_POINT
 from ..errors import ComponentError, ImageReadError, InputError, OvpanopticError
+from ..formats.label_studio import LabellingConfigError, ProjectConfig, parse_labelling_config, prediction_score
 from ..types import Prompt, Vocabulary
 from .http import Reply
 
-__all__ = ["BackendError", "FetchPolicy", "LabelStudioBackend", "ProjectConfig", "parse_labelling_config"]
+__all__ = ["BackendError", "FetchPolicy", "LabelStudioBackend", "ProjectConfig", "parse_labelling_config", "read_project"]
 
 log = logging.getLogger(__name__)
 
@@ -87,47 +87,17 @@ class BackendError(OvpanopticError):
         self.status = status
 
 
-@dataclass(frozen=True)
-class ProjectConfig:
-    """What the backend reads from a project's labelling config.
+def read_project(text: Any) -> ProjectConfig:
+    """The ``BrushLabels`` tag of a request's labelling config (:func:`~ovpanoptic.formats.label_studio.parse_labelling_config`).
 
-    :param from_name: the ``BrushLabels`` tag's name.
-    :param to_name: the ``Image`` tag it labels.
-    :param data_key: the task data field with the image URL (the Image tag's ``value`` without ``$``).
-    :param labels: the ``BrushLabels`` label values, in order.
-    """
-
-    from_name: str
-    to_name: str
-    data_key: str
-    labels: tuple[str, ...]
-
-
-def parse_labelling_config(text: Any) -> ProjectConfig:
-    """The first ``BrushLabels`` tag of a labelling config and the ``Image`` tag it labels.
-
-    :raises BackendError: 422 when the config is not XML, has no ``BrushLabels`` on an ``Image``, or
-        the image's ``value`` is not a ``$field``.
+    :raises BackendError: 400 when the request has no config; 422 when the config cannot be answered.
     """
     if not isinstance(text, str) or not text.strip():
         raise BackendError(400, "the request has no labelling config ('label_config' or 'schema' must be the project's XML)")
     try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise BackendError(422, f"the labelling config is not valid XML ({exc})") from None
-    images = {el.get("name"): el for el in root.iter() if el.tag.lower() == "image"}
-    for el in root.iter():
-        if el.tag.lower() == "brushlabels" and el.get("toName") in images:
-            value = images[el.get("toName")].get("value") or ""
-            if not value.startswith("$") or len(value) < 2:
-                raise BackendError(422, f"the Image tag {el.get('toName')!r} must take its URL from a task field (value=\"$image\"), got {value!r}")
-            labels = tuple(label.get("value") or "" for label in el if label.tag.lower() == "label")
-            return ProjectConfig(el.get("name") or "", el.get("toName") or "", value[1:], tuple(x for x in labels if x))
-    raise BackendError(
-        422,
-        "the labelling config has no BrushLabels tag on an Image tag: create the project with the config that "
-        "'ovpanoptic serve label-studio --print-config' (or the label-studio exporter's label-studio.xml) gives",
-    )
+        return parse_labelling_config(text)
+    except LabellingConfigError as exc:
+        raise BackendError(422, str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -471,7 +441,7 @@ class LabelStudioBackend:
 
     def _setup(self, body: bytes) -> Reply:
         data = _json_body(body)
-        project = parse_labelling_config(data.get("schema"))
+        project = read_project(data.get("schema"))
         self._vocabulary(project)  # refuse classes the pipeline cannot use now, not at the first task
         return Reply(200, {"model_version": self.model_version})
 
@@ -507,7 +477,7 @@ class LabelStudioBackend:
         tasks = data.get("tasks")
         if not isinstance(tasks, list) or not tasks or not all(isinstance(t, Mapping) for t in tasks):
             raise BackendError(400, "'tasks' must be a non-empty list of task objects")
-        project = parse_labelling_config(data.get("label_config"))
+        project = read_project(data.get("label_config"))
         params = data.get("params") or {}
         context = params.get("context") if isinstance(params, Mapping) else None
         if isinstance(context, Mapping) and context.get("result"):
@@ -563,8 +533,7 @@ class LabelStudioBackend:
             dropped = sorted({r["value"][r["type"]][0] for r in prediction["result"]} - allowed)
             log.warning("task %s: classes not in the project's BrushLabels left out: %s", task.get("id"), ", ".join(dropped))
         # The prediction's score: the mean over the segments it keeps, as the exporter's is over all.
-        scores = [r["score"] for r in kept if r["type"] == "brushlabels"]
-        score = round(float(np.mean(scores)), 6) if scores else 0.0
+        score = prediction_score([r["score"] for r in kept if r["type"] == "brushlabels"])
         return {**prediction, "model_version": self.model_version, "score": score, "result": kept}
 
     def _interactive(self, task: Mapping[str, Any], project: ProjectConfig, context: Sequence[Any]) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def _read_ids(path: Path) -> np.ndarray:
     """A PNG this folder holds, as its ``(H, W)`` int32 segment-id map."""
     from PIL import Image
 
-    from ..evaluation import rgb_to_id
+    from ..formats import rgb_to_id
 
     with Image.open(path) as png:
         return rgb_to_id(np.asarray(png.convert("RGB"))).astype(np.int32)
@@ -81,7 +81,7 @@ def _read_ids(path: Path) -> np.ndarray:
 def _png(ids: np.ndarray) -> bytes:
     from PIL import Image
 
-    from ..evaluation import id_to_rgb
+    from ..formats import id_to_rgb
 
     buf = io.BytesIO()
     Image.fromarray(id_to_rgb(ids)).save(buf, format="PNG")

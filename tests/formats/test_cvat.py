@@ -13,15 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ovpanoptic.builtins.cvat import CvatConfig, CvatExporter, mask_rle
-from ovpanoptic.builtins.exporters import (
-    CocoInstancesConfig,
-    CocoInstancesExporter,
-    CocoPanopticConfig,
-    CocoPanopticExporter,
-)
 from ovpanoptic.errors import ExportError, MissingDependencyError
-from ovpanoptic.evaluation import CategoryInfo, EvaluationError, evaluate_annotations, read_coco_panoptic, read_cvat
+from ovpanoptic.evaluation import EvaluationError, evaluate_annotations
+from ovpanoptic.formats.coco_instances import CocoInstancesConfig, CocoInstancesExporter
+from ovpanoptic.formats.coco_panoptic import CocoPanopticConfig, CocoPanopticExporter, read_coco_panoptic
+from ovpanoptic.formats.common import CategoryInfo
+from ovpanoptic.formats.cvat import CvatConfig, CvatExporter, mask_rle, read_cvat
 from ovpanoptic.plugins import Registry
 from ovpanoptic.testing import check_plugin
 from ovpanoptic.types import Category, PanopticResult, Vocabulary
@@ -228,7 +225,7 @@ def test_read_cvat_of_our_export_scores_pq_1(tmp_path):
 def test_oracle_pipeline_on_coco_round_trips_through_cvat(tmp_path):
     """Real COCO ground truth (50 segments, holes, 133 classes) -> ``cvat`` -> read_cvat: PQ 1."""
     from conftest import COCO_SAMPLE
-    from test_export_eval import oracle_config
+    from formats.test_export_eval import oracle_config
 
     from ovpanoptic.imageio import read_image
     from ovpanoptic.pipeline import Pipeline
@@ -442,7 +439,7 @@ def test_segment_s_cvat_folder_imports_in_datumaro_as_written_beside_label_studi
     ``ovpanoptic eval`` reads the output folder as the CVAT export."""
     pytest.importorskip("label_studio_sdk")
     from conftest import COCO_SAMPLE
-    from test_export_eval import oracle_config
+    from formats.test_export_eval import oracle_config
 
     from ovpanoptic.cli import main
 

@@ -6,6 +6,10 @@ polygons are the outer boundaries that OpenCV's ``findContours`` traces through 
 (``CHAIN_APPROX_NONE``); filling them with ``cv2.fillPoly`` gives back the part's pixels exactly.
 The format has no holes: a hole inside a part is filled (counted in :attr:`YoloLabels.holes`).
 A part of one or two boundary points repeats its points to make the three a polygon needs.
+
+Written by ``ovpanoptic package`` (:mod:`ovpanoptic.packaging`); no ovpanoptic reader and no
+detection rule: the polygons fill holes, so the labels do not read back as the panoptic map they came
+from (Ultralytics' own loader, or OpenCV's ``fillPoly`` as the round-trip test does, reads them).
 """
 
 from __future__ import annotations

@@ -4,6 +4,10 @@ One class-index PNG per image: pixel value = the class's *training index* (0..K-
 in ascending id order), void = :data:`IGNORE_INDEX_8` (``uint8``, K <= 255) or
 :data:`IGNORE_INDEX_16` (``uint16`` PNG, more classes); ``id2label.json`` maps index -> name,
 the form ``transformers`` configs take (``id2label``).
+
+Written by ``ovpanoptic package`` (:mod:`ovpanoptic.packaging`); no ovpanoptic reader and no
+detection rule: a class map has no instances, so it does not read back as panoptic annotations
+(Pillow reads the PNGs as they are).
 """
 
 from __future__ import annotations

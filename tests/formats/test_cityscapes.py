@@ -123,7 +123,7 @@ def cityscapes_vocab() -> Vocabulary:
 
 
 def exporter(name: str, **options):
-    from ovpanoptic.builtins.cityscapes import CityscapesConfig, CityscapesExporter, CityscapesPanopticExporter
+    from ovpanoptic.formats.cityscapes import CityscapesConfig, CityscapesExporter, CityscapesPanopticExporter
 
     config = build_dataclass(CityscapesConfig, options, f"exporter.{name}")
     return (CityscapesExporter if name == "cityscapes" else CityscapesPanopticExporter)(config)
@@ -140,7 +140,7 @@ def test_cityscapes_vocabulary_is_the_19_evaluation_classes_with_label_ids(citys
     assert v.by_id(7).color == (128, 64, 128) and v.by_id(26).color == (0, 0, 142) and v.by_id(33).color == (119, 11, 32)
     assert "motorbike" in v.by_id(32).synonyms and "trees" in v.by_id(21).synonyms and "pedestrian" in v.by_id(24).synonyms
     assert all(c.synonyms and c.description for c in v.categories)
-    source = json.loads((Path(__file__).parents[1] / "ovpanoptic/data/vocabularies/cityscapes.json").read_text())["source"]
+    source = json.loads((Path(__file__).parents[2] / "ovpanoptic/data/vocabularies/cityscapes.json").read_text())["source"]
     assert "cityscapesscripts/helpers/labels.py" in source
 
 

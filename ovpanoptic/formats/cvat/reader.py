@@ -1,4 +1,4 @@
-"""Read a "CVAT for images 1.1" export into the internal :class:`~.annotations.PanopticAnnotations`.
+"""Read a "CVAT for images 1.1" export into the internal :class:`~ovpanoptic.formats.annotations.PanopticAnnotations`.
 
 The XML is parsed by Datumaro's CVAT importer (``datumaro.Dataset.import_from(path, "cvat")``, an
 optional dependency: ``pip install datumaro`` or ``pip install 'ovpanoptic[labelling]'``), and its
@@ -41,12 +41,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..constants import DEFAULT_MAX_PIXELS
-from ..errors import MissingDependencyError
-from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from .pq import CategoryInfo, EvaluationError, _category_key, _normalize_categories, check_annotation_pixels
+from ...constants import DEFAULT_MAX_PIXELS
+from ...errors import MissingDependencyError
+from ..annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
+from ..common import CategoryInfo, EvaluationError, category_key, check_annotation_pixels, normalize_categories
+from .writer import CVAT_FOLDER
 
-__all__ = ["read_cvat"]
+__all__ = ["CVAT_XML_NAME", "cvat_file", "is_cvat_xml", "read_cvat"]
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,43 @@ def _import_datumaro() -> tuple[Any, Any]:
     return datumaro, mask_tools
 
 
+def is_cvat_xml(path: Path) -> bool:
+    """Whether ``path`` is an XML file whose root element is CVAT's ``<annotations>``."""
+    try:
+        with path.open("rb") as handle:
+            _, root = next(ET.iterparse(handle, events=("start",)))
+    except (OSError, ET.ParseError, StopIteration):
+        return False
+    return root.tag == "annotations"
+
+
+def cvat_file(folder: Path) -> Path | None:
+    """The CVAT XML a folder stands for, or ``None`` when it holds none.
+
+    ``annotations.xml`` (CVAT's name), else the one XML with CVAT's ``<annotations>`` root in the
+    folder, else in its ``annotations/`` folder (Datumaro writes ``default.xml``, ``val.xml``, ...
+    one per subset), else ``cvat/annotations.xml`` (the ``cvat`` exporter's folder in an
+    ovpanoptic output folder).
+
+    :raises EvaluationError: several CVAT XML files where one is looked for (they are named).
+    """
+    if (folder / "annotations.xml").is_file():
+        return folder / "annotations.xml"
+    for where in (folder, folder / "annotations", folder / CVAT_FOLDER):
+        found = sorted(x for x in where.glob("*.xml") if x.is_file() and is_cvat_xml(x)) if where.is_dir() else []
+        if len(found) > 1:
+            raise EvaluationError(
+                f"{where} holds {len(found)} CVAT XML files ({', '.join(x.name for x in found)}): pass the file to read"
+            )
+        if found:
+            return found[0]
+    return None
+
+
 def _xml_path(path: str | Path) -> Path:
     """The XML of a CVAT export given as the folder or the file; a folder stands for its
     ``annotations.xml``, else its one CVAT XML (Datumaro's ``default.xml``, ``val.xml``, ...),
-    beside, in ``annotations/`` or in ``cvat/`` (:func:`~.readers.cvat_file`)."""
-    from .readers import cvat_file
-
+    beside, in ``annotations/`` or in ``cvat/`` (:func:`cvat_file`)."""
     path = Path(path)
     if path.is_dir():
         xml = cvat_file(path)
@@ -283,13 +315,13 @@ def read_cvat(
 
     :param path: the export folder (with ``annotations.xml``) or the XML file itself; a task's,
         a job's or a project's export.
-    :param categories: the classes (:class:`~.pq.CategoryInfo`: id, name, thing/stuff) that CVAT's
+    :param categories: the classes (:class:`~ovpanoptic.formats.common.CategoryInfo`: id, name, thing/stuff) that CVAT's
         labels are matched to by name (case, width and spacing ignored, see
-        :func:`~.annotations.categories_by_name`); CVAT's XML has no ids and no thing/stuff flag.
+        :func:`~ovpanoptic.formats.annotations.categories_by_name`); CVAT's XML has no ids and no thing/stuff flag.
     :param role: whose set it is (``"ground-truth"``, ``"prediction"``), for messages.
     :param max_pixels: an ``<image>`` declaring more pixels is refused before anything is decoded
         (``None`` or 0: no limit).
-    :return: the annotations, images named by :func:`~.annotations.image_name` of their CVAT names,
+    :return: the annotations, images named by :func:`~ovpanoptic.formats.annotations.image_name` of their CVAT names,
         in file order; each read gives an ``(H, W)`` int64 id map (0 = void) and ``segments_info``
         with ``id``, ``category_id``, ``iscrowd`` (0) and ``area`` (pixels).
     :raises MissingDependencyError: Datumaro is not installed.
@@ -298,14 +330,14 @@ def read_cvat(
         is not a relative file name, an entity declaration, or an image over ``max_pixels``.
     """
     datumaro, mask_tools = _import_datumaro()
-    table = _normalize_categories(categories)
+    table = normalize_categories(categories)
     if not table:
         raise EvaluationError("read_cvat needs the categories that CVAT's labels name (pass --classes or --vocabulary)")
     by_name = categories_by_name(table)
     xml = _xml_path(path)
     source = f"{role} CVAT export {xml}"
     frames, meta, subsets, used = _scan(xml, source, max_pixels)
-    strangers = sorted(label for label in used if _category_key(label) not in by_name)
+    strangers = sorted(label for label in used if category_key(label) not in by_name)
     if strangers:
         raise _unknown_labels(xml, map(repr, strangers), table)
     job = "job" in meta and not meta & {"task", "project"}
@@ -339,7 +371,7 @@ def read_cvat(
                     skipped += 1
                 continue
             label = None if annotation.label is None else labels[annotation.label].name
-            category = None if label is None else by_name.get(_category_key(label))
+            category = None if label is None else by_name.get(category_key(label))
             if category is None:
                 unknown.add(repr(label) if label is not None else "(a shape whose label is not in the file's <meta>)")
                 continue

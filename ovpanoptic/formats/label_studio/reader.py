@@ -42,12 +42,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..constants import DEFAULT_MAX_PIXELS
-from ..errors import MissingDependencyError
-from .annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from .pq import CategoryInfo, EvaluationError, _categories_from_json, _category_key, check_annotation_pixels
+from ...constants import DEFAULT_MAX_PIXELS
+from ...errors import MissingDependencyError
+from ..annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
+from ..common import CategoryInfo, EvaluationError, categories_from_json, category_key, check_annotation_pixels
+from .writer import META_KEY
 
-__all__ = ["LabelStudioSet", "read_label_studio"]
+__all__ = ["LabelStudioSet", "embedded_categories", "fill_polygon", "read_label_studio"]
 
 #: Prefix Label Studio puts before the name of an uploaded file (``1f2e3d4c-``).
 _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
@@ -173,7 +174,8 @@ def _decode_brush(value: Mapping[str, Any], height: int, width: int, where: str)
     return flat.reshape(height, width, 4)[:, :, 3] > _ALPHA_INSIDE
 
 
-def _fill_polygon(points: Any, height: int, width: int, where: str) -> np.ndarray:
+def fill_polygon(points: Any, height: int, width: int, where: str) -> np.ndarray:
+    """A ``polygonlabels`` region's points (percent of the image) filled with Pillow, ``(height, width)`` bool."""
     if not isinstance(points, list) or len(points) < 3:
         raise EvaluationError(f"{where}: a polygonlabels region needs 3 or more [x, y] points")
     try:
@@ -226,7 +228,7 @@ def embedded_categories(path: str | Path, role: str = "ground-truth") -> dict[in
     found: list[Any] | None = None
     for task in _load_tasks(file, where):
         meta = task.get("meta")
-        own = meta.get("ovpanoptic") if isinstance(meta, Mapping) else None
+        own = meta.get(META_KEY) if isinstance(meta, Mapping) else None
         table = own.get("categories") if isinstance(own, Mapping) else None
         if table is None:
             continue
@@ -238,7 +240,7 @@ def embedded_categories(path: str | Path, role: str = "ground-truth") -> dict[in
         found = table
     if found is None:
         return None
-    return _categories_from_json({"categories": found}, file, role)
+    return categories_from_json({"categories": found}, file, role)
 
 
 def _declared_size(regions: Sequence[Mapping[str, Any]], where: str) -> tuple[int, int] | None:
@@ -320,7 +322,7 @@ def read_label_studio(
                 raise EvaluationError(f"{where}: region {rid!r} has no {rtype} class")
             if len(labels) > 1:
                 multi += 1
-            if _category_key(str(labels[0])) not in by_name:
+            if category_key(str(labels[0])) not in by_name:
                 unknown[str(labels[0])] = unknown.get(str(labels[0]), 0) + 1
             keep.append(region)
         if name in entries:
@@ -375,7 +377,7 @@ def _rasterise(
     where: str,
 ) -> AnnotatedImage:
     """Paint one task's regions into an id map of ``size`` (``(width, height)``, checked when the
-    export was read; :func:`~.annotations.paint_segments`: later regions on top, stuff merged per class)."""
+    export was read; :func:`~ovpanoptic.formats.annotations.paint_segments`: later regions on top, stuff merged per class)."""
     if size is None:  # no region: all void, size unknown (the evaluation takes the other side's)
         return AnnotatedImage(name, np.zeros((0, 0), np.int64), ())
     w, h = size
@@ -385,7 +387,7 @@ def _rasterise(
             rtype = str(region["type"]).lower()
             value = region.get("value") or {}
             rwhere = f"{where}: region {region.get('id')!r}"
-            mask = _decode_brush(value, h, w, rwhere) if rtype == "brushlabels" else _fill_polygon(value.get("points"), h, w, rwhere)
-            yield by_name[_category_key(str(value[rtype][0]))], mask
+            mask = _decode_brush(value, h, w, rwhere) if rtype == "brushlabels" else fill_polygon(value.get("points"), h, w, rwhere)
+            yield by_name[category_key(str(value[rtype][0]))], mask
 
     return paint_segments(name, h, w, layers())

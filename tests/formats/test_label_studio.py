@@ -16,8 +16,10 @@ import pytest
 
 from ovpanoptic.cli import main
 from ovpanoptic.errors import ExportError
-from ovpanoptic.evaluation import CategoryInfo, EvaluationError, evaluate_annotations, read_coco_panoptic
-from ovpanoptic.evaluation.label_studio_reader import read_label_studio
+from ovpanoptic.evaluation import EvaluationError, evaluate_annotations
+from ovpanoptic.formats.coco_panoptic import read_coco_panoptic
+from ovpanoptic.formats.common import CategoryInfo
+from ovpanoptic.formats.label_studio import read_label_studio
 from ovpanoptic.imageio import read_image
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.types import Category, PanopticResult, Vocabulary
@@ -109,7 +111,7 @@ def test_reader_round_trip_scores_pq_100_against_coco_ground_truth(ls_run, coco_
 
 
 def test_polygons_are_outlines_of_the_brush_masks_and_not_counted_twice(ls_run, coco_sample):
-    from ovpanoptic.evaluation.label_studio_reader import _fill_polygon
+    from ovpanoptic.formats.label_studio import fill_polygon
 
     out, results, _ = ls_run
     tasks = json.loads((out / "label-studio.json").read_text())
@@ -124,7 +126,7 @@ def test_polygons_are_outlines_of_the_brush_masks_and_not_counted_twice(ls_run, 
         filled = np.zeros_like(mask)
         for region in own:
             assert region["value"]["polygonlabels"] == regions[[r["id"] for r in regions].index(f"s{segment.id}")]["value"]["brushlabels"]
-            filled |= _fill_polygon(region["value"]["points"], h, w, "test")
+            filled |= fill_polygon(region["value"]["points"], h, w, "test")
         # The outer contours (through boundary pixel centres) cover the segment but slivers and 1-2 pixel specks.
         assert (filled & mask).sum() / mask.sum() > 0.97, segment
     # Read together with the brushes, the derived polygons are not counted twice (PQ 1 above).
@@ -145,7 +147,7 @@ def small_result(names=("car", "road"), things=(True, False)) -> PanopticResult:
 
 
 def test_class_names_are_escaped_in_the_config_and_control_characters_refused(tmp_path):
-    from ovpanoptic.builtins.label_studio import LabelStudioConfig, LabelStudioExporter
+    from ovpanoptic.formats.label_studio import LabelStudioConfig, LabelStudioExporter
 
     exporter = LabelStudioExporter(LabelStudioConfig())
     result = small_result(names=('fork & "lift" <big>', "road"))
@@ -159,7 +161,7 @@ def test_class_names_are_escaped_in_the_config_and_control_characters_refused(tm
 
 
 def test_image_url_template_and_bad_options(tmp_path):
-    from ovpanoptic.builtins.label_studio import LabelStudioConfig, LabelStudioExporter
+    from ovpanoptic.formats.label_studio import LabelStudioConfig, LabelStudioExporter
 
     exporter = LabelStudioExporter(LabelStudioConfig(image_url="s3://bucket/{stem}/{file_name}", image_ext=".png"))
     assert exporter.image_url("a") == "s3://bucket/a/a.png"
@@ -172,7 +174,7 @@ def test_image_url_template_and_bad_options(tmp_path):
 
 
 def test_reader_uses_the_corrected_annotation_and_names_unknown_classes(tmp_path):
-    from ovpanoptic.builtins.label_studio import LabelStudioConfig, LabelStudioExporter
+    from ovpanoptic.formats.label_studio import LabelStudioConfig, LabelStudioExporter
 
     exporter = LabelStudioExporter(LabelStudioConfig())
     result = small_result()
@@ -225,7 +227,7 @@ def _polygon_task(task_id: int, name: str) -> dict:
 
 
 def test_an_export_wrapped_in_tasks_is_read_and_other_shapes_say_what_was_expected(tmp_path):
-    from ovpanoptic.evaluation.readers import detect_format
+    from ovpanoptic.formats.detect import detect_format
 
     cats = [CategoryInfo(1, "car", True)]
     listed = tmp_path / "listed.json"
@@ -248,7 +250,7 @@ def test_an_export_wrapped_in_tasks_is_read_and_other_shapes_say_what_was_expect
 
 
 def test_tasks_over_max_file_mb_are_split_into_numbered_files_with_a_warning(ls_run, tmp_path, caplog):
-    from ovpanoptic.builtins.label_studio import LabelStudioConfig, LabelStudioExporter, task_files
+    from ovpanoptic.formats.label_studio import LabelStudioConfig, LabelStudioExporter, task_files
 
     out, results, _ = ls_run
     whole = json.loads((out / "label-studio.json").read_text())
@@ -259,7 +261,7 @@ def test_tasks_over_max_file_mb_are_split_into_numbered_files_with_a_warning(ls_
     shutil.copytree(out / ".ovpanoptic", split / ".ovpanoptic")
     (split / "label-studio.json").write_text("[]")  # an earlier, smaller batch's file goes
     exporter = LabelStudioExporter(LabelStudioConfig(max_file_mb=(max(sizes) + 10) / 1e6))
-    with caplog.at_level("WARNING", logger="ovpanoptic.builtins.label_studio"):
+    with caplog.at_level("WARNING", logger="ovpanoptic.formats.label_studio.writer"):
         written = exporter.finish(split, sorted(results))
     assert [p.name for p in written] == ["label-studio.1.json", "label-studio.2.json"]
     assert task_files(split) == written and not (split / "label-studio.json").exists()
@@ -296,7 +298,7 @@ def test_push_to_a_server_that_is_not_label_studio_names_the_request(tmp_path, c
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     from ovpanoptic.cli import main
-    from ovpanoptic.label_studio_push import _one_line
+    from ovpanoptic.formats.label_studio.push import one_line
 
     class NotLabelStudio(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
@@ -325,6 +327,6 @@ def test_push_to_a_server_that_is_not_label_studio_names_the_request(tmp_path, c
     finally:
         server.shutdown()
         server.server_close()
-    assert _one_line("") == "(no message)"
-    assert _one_line("<html><body><p>bad</p>\n<p>gateway</p></body></html>") == "an HTML page: bad gateway"
-    assert _one_line({"detail": "no"}) == '{"detail": "no"}' and len(_one_line("y" * 900)) == 200
+    assert one_line("") == "(no message)"
+    assert one_line("<html><body><p>bad</p>\n<p>gateway</p></body></html>") == "an HTML page: bad gateway"
+    assert one_line({"detail": "no"}) == '{"detail": "no"}' and len(one_line("y" * 900)) == 200

@@ -1,4 +1,4 @@
-"""Read Cityscapes ground truth as :class:`~.annotations.PanopticAnnotations` (labelling QA).
+"""Read Cityscapes ground truth as :class:`~ovpanoptic.formats.annotations.PanopticAnnotations` (labelling QA).
 
 Two layouts, both as Cityscapes (``mcordts/cityscapesScripts``) defines them:
 
@@ -19,7 +19,7 @@ Two layouts, both as Cityscapes (``mcordts/cityscapesScripts``) defines them:
 
 Categories: the 19 evaluation classes (labels with ``ignoreInEval`` False), category id =
 Cityscapes label id (road 7 ... bicycle 33), thing = the label's ``hasInstances``. Image names:
-:func:`~.annotations.image_name` (``frankfurt_000000_000294_gtFine_instanceIds.png`` ->
+:func:`~ovpanoptic.formats.annotations.image_name` (``frankfurt_000000_000294_gtFine_instanceIds.png`` ->
 ``frankfurt_000000_000294``).
 
 The Cityscapes label table comes from the optional package ``cityscapesscripts``, imported when a
@@ -35,12 +35,12 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 
-from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
-from ..errors import MissingDependencyError
-from .annotations import AnnotatedImage, PanopticAnnotations, image_name, read_coco_panoptic
-from .pq import CategoryInfo, EvaluationError, _open_checked, png_size
+from ...constants import DEFAULT_MAX_PIXELS, VOID_ID
+from ...errors import MissingDependencyError
+from ..annotations import AnnotatedImage, PanopticAnnotations, image_name
+from ..coco_panoptic import read_coco_panoptic
+from ..common import CategoryInfo, EvaluationError, open_checked, png_size
 
 __all__ = [
     "CITYSCAPES_INSTANCE_DIVISOR",
@@ -211,7 +211,7 @@ def _read_instance_png(path: Path, role: str, name: str, max_pixels: int | None 
     """An instanceIds PNG (16-bit or 32-bit grayscale) as an ``(H, W)`` int64 array, refused from
     its header when it has more than ``max_pixels`` pixels."""
     try:
-        with _open_checked(path, role, name, max_pixels, None) as handle:
+        with open_checked(path, role, name, max_pixels, None) as handle:
             handle.load()
             mode = handle.mode
             array = np.asarray(handle)

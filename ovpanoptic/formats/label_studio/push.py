@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
-from . import __version__
-from .errors import InputError, MissingDependencyError
+from ... import __version__
+from ...errors import InputError, MissingDependencyError
+from .writer import split_tasks, task_files
 
-__all__ = ["PushResult", "push_label_studio"]
+__all__ = ["DEFAULT_CHUNK_MB", "PushResult", "one_line", "push_label_studio"]
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def _local_files_url(url: str, subfolder: str) -> str:
 _MESSAGE_CHARS: int = 200
 
 
-def _one_line(body: Any) -> str:
+def one_line(body: Any) -> str:
     """A server's answer as one short line: JSON as JSON, HTML without its tags, truncated."""
     import re
 
@@ -106,7 +107,7 @@ def _check_label_studio(url: str) -> None:
             looks = False
     if not looks:
         raise InputError(
-            f"{url} does not look like Label Studio: GET /api/version answered {answer.status_code} ({_one_line(answer.text)}). "
+            f"{url} does not look like Label Studio: GET /api/version answered {answer.status_code} ({one_line(answer.text)}). "
             "Give Label Studio's address with --label-studio-url (e.g. http://127.0.0.1:8080, no path)"
         )
 
@@ -149,8 +150,6 @@ def push_label_studio(
             f"'ovpanoptic push label-studio' needs label-studio-sdk ({exc}): pip install 'ovpanoptic[labelling]'"
         ) from None
     import httpx
-
-    from .builtins.label_studio import split_tasks, task_files
 
     outdir = Path(outdir)
     if not chunk_mb > 0:
@@ -217,7 +216,7 @@ def push_label_studio(
             if progress is not None:
                 progress(done, len(tasks))
     except ApiError as exc:
-        body = _one_line(exc.body)
+        body = one_line(exc.body)
         hint = (
             ": the URL does not look like Label Studio; check --label-studio-url" if exc.status_code == 404 or body.startswith("an HTML page")
             else ": check the token (--label-studio-token) and the project id" if exc.status_code in (401, 403)

@@ -19,7 +19,7 @@ from PIL import Image
 
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import EvaluationError
-from ovpanoptic.evaluation.readers import detect_format
+from ovpanoptic.formats.detect import detect_format
 from ovpanoptic.imageio import read_image
 from ovpanoptic.pipeline import Pipeline
 

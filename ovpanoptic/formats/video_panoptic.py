@@ -8,7 +8,7 @@ which every entry of ``images`` also has
   numbers need not be consecutive, e.g. every fifth frame of a sparsely annotated clip).
 
 Annotations pair with images by ``image_id``; each annotation's ``file_name`` names a COCO
-panoptic RGB PNG (``id = R + 256 G + 256^2 B``, see :func:`~.pq.rgb_to_id`) in the PNG folder.
+panoptic RGB PNG (``id = R + 256 G + 256^2 B``, see :func:`~.common.rgb_to_id`) in the PNG folder.
 A thing's segment id is its track id in every frame, and a stuff class keeps one segment id
 across the frames of a video, so the same id in two frames of a video is the same object.
 
@@ -30,9 +30,9 @@ import numpy as np
 import numpy.typing as npt
 
 from ..constants import DEFAULT_MAX_PIXELS
-from .pq import CategoryInfo, EvaluationError, _as_int, _categories_from_json, _load_json, _read_id_png
+from .common import CategoryInfo, EvaluationError, as_int, categories_from_json, load_json, read_id_png
 
-__all__ = ["VideoFrame", "VideoFrameRecord", "VideoId", "VideoPanoptic", "read_video_panoptic"]
+__all__ = ["VideoFrame", "VideoFrameRecord", "VideoId", "VideoPanoptic", "list_ids", "read_video_panoptic"]
 
 #: The id of a video: the ``video_id`` of its images, as written in the JSON.
 VideoId = str | int
@@ -105,11 +105,11 @@ class VideoPanoptic:
         """Yield the frames of one video in ``frame_index`` order, reading one PNG at a time.
 
         :raises EvaluationError: an unknown video id, or a PNG that cannot be read (see
-            :func:`~.pq.rgb_to_id` for the encoding).
+            :func:`~.common.rgb_to_id` for the encoding).
         """
         if video_id not in self.videos:
             raise EvaluationError(
-                f"{self.json_path} has no video {video_id!r}; its videos are {_list_ids(self.videos)}"
+                f"{self.json_path} has no video {video_id!r}; its videos are {list_ids(self.videos)}"
             )
         for record in self.videos[video_id]:
             yield self.read(record)
@@ -119,10 +119,10 @@ class VideoPanoptic:
 
         :raises EvaluationError: the PNG is missing, unreadable or not RGB.
         """
-        return VideoFrame(record=record, ids=_read_id_png(record.png_path, self.role, record.describe(self.role), self.max_pixels))
+        return VideoFrame(record=record, ids=read_id_png(record.png_path, self.role, record.describe(self.role), self.max_pixels))
 
 
-def _list_ids(ids: Sequence[VideoId] | Mapping[VideoId, Any], limit: int = 10) -> str:
+def list_ids(ids: Sequence[VideoId] | Mapping[VideoId, Any], limit: int = 10) -> str:
     """Show up to ``limit`` video ids, e.g. ``"'a', 'b' and 3 more"``."""
     items = list(ids)
     shown = ", ".join(repr(item) for item in items[:limit])
@@ -151,7 +151,7 @@ def _frame_index(image: Mapping[str, Any], where: str) -> int:
             f"{where} has no 'frame_index': every image of a video panoptic JSON needs the integer "
             "position of the frame in its video"
         )
-    return _as_int(image["frame_index"], "'frame_index'", where)
+    return as_int(image["frame_index"], "'frame_index'", where)
 
 
 def read_video_panoptic(
@@ -173,10 +173,10 @@ def read_video_panoptic(
         a bad ``categories`` table; the PNG folder or a PNG does not exist.
     """
     path, folder = Path(json_path), Path(png_dir)
-    data = _load_json(path, role)
+    data = load_json(path, role)
     categories: Mapping[int, CategoryInfo] = {}
     if data.get("categories") is not None:
-        categories = _categories_from_json(data, path)
+        categories = categories_from_json(data, path)
     images = data.get("images")
     if not isinstance(images, list):
         raise EvaluationError(

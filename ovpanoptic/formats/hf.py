@@ -8,6 +8,9 @@ carries the ``datasets`` feature description (``huggingface`` metadata key), so
 ``datasets.load_dataset("parquet", data_files=...)`` or ``load_dataset(DATASET_DIR)`` (through
 the card's ``configs``) decodes them as ``Image`` features. Written with pyarrow; ``datasets``
 itself is not needed to write.
+
+Written by ``ovpanoptic package`` (:mod:`ovpanoptic.packaging`); no ovpanoptic reader and no
+detection rule (``datasets`` reads the folder; the panoptic column is the COCO panoptic PNG).
 """
 
 from __future__ import annotations
