@@ -136,6 +136,9 @@ def add_evaluate(sub: Subcommands) -> None:
     eout.add_argument("--json", action="store_true", help="print evaluation.json instead of the table")
     eout.add_argument("--review-below", type=float, default=50.0, metavar="PQ",
                       help="list the images whose own PQ (percent) is below this in evaluation.json (default: %(default)s)")
+    ed.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                    help="refuse a ground-truth PNG whose header declares more pixels (width x height), before decoding "
+                    "it (default: %(default)s; 0 = no limit)")
     ed.add_argument("--no-progress", action="store_true", help="no progress bar")
     ed.set_defaults(handler=cmd_evaluate)
 
@@ -163,6 +166,8 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     if not 0.0 <= args.review_below <= 100.0:
         raise InputError(f"--review-below is a PQ in percent (0 to 100), got {args.review_below}")
+    if args.max_pixels < 0:
+        raise InputError(f"--max-pixels must be >= 0 (0 = no limit), got {args.max_pixels}")
     pipe, engine = engine_pipeline(args, args.overrides)
     names = _image_list(args.images)
     dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
@@ -193,6 +198,7 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         result = evaluate_dataset(
             pipe, dataset, images, vocab, id_map, Path(args.output), run, vocabulary_source=args.vocabulary, notes=notes,
             selection={"limit": args.limit, "images": names}, engine=args.engine, review_below=args.review_below / 100.0,
+            max_pixels=args.max_pixels,
         )
     finally:
         bar.close()

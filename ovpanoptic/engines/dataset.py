@@ -27,7 +27,7 @@ from typing import Any
 
 from .. import __version__
 from ..atomic import atomic_write_text
-from ..constants import VOID_ID
+from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from ..errors import InputError, VocabularyError
 from ..evaluation.agreement import AgreementReport, evaluate_annotations
 from ..evaluation.categories import remap_segments
@@ -215,6 +215,7 @@ def evaluate_dataset(
     engine: str = "local",
     review_below: float = 0.5,
     progress: Callable[[int, int], None] | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DatasetEvaluation:
     """Segment ``images`` of ``dataset`` into ``outdir`` (``run(inputs, outdir, formats)``: an
     engine), then score them and write :data:`EVALUATION_NAME`.
@@ -222,6 +223,7 @@ def evaluate_dataset(
     :param images: :class:`~ovpanoptic.evaluation.datasets.DatasetImage` s (``select_images``).
     :param id_map: vocabulary id -> dataset id (:func:`dataset_vocabulary`).
     :param selection: how the images were chosen (``--limit``, ``--images``), for the protocol.
+    :param max_pixels: refuse a ground-truth PNG declaring more pixels (``--max-pixels``; ``None`` or 0: no limit).
     :raises EvaluationError: the output folder overlaps the ground truth (nothing written), no image
         could be segmented, or the predictions cannot be read.
     :raises OvpanopticError: what the engine raises before any image is done.
@@ -240,7 +242,7 @@ def evaluate_dataset(
     if not done:
         raise EvaluationError(f"no image of {dataset.annotations.name} was segmented: see the errors above")
     names = [by_path[r.input] for r in done]
-    gt = dataset.ground_truth(names)
+    gt = dataset.ground_truth(names, max_pixels=max_pixels)
     categories = dict(gt.categories)
     pred = read_annotations(outdir, DATASET_FORMATS[dataset.format], role="prediction")
     # scored in the dataset's ids and names whatever the vocabulary's were ("road, route" -> road)

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..constants import DEFAULT_MAX_PIXELS
 from ..formats.annotations import PanopticAnnotations, image_name
 from ..formats.coco_panoptic import read_coco_panoptic
 from ..formats.common import EvaluationError, categories_from_json, load_json
@@ -103,9 +104,13 @@ class PanopticDataset:
     id_offset: int = 0
     notes: tuple[str, ...] = field(default=())
 
-    def ground_truth(self, names: Sequence[str] | None = None) -> PanopticAnnotations:
-        """The ground truth as :class:`PanopticAnnotations`, of the images ``names`` only if given."""
-        gt = read_coco_panoptic(self.annotations, self.gt_dir)
+    def ground_truth(self, names: Sequence[str] | None = None, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> PanopticAnnotations:
+        """The ground truth as :class:`PanopticAnnotations`, of the images ``names`` only if given.
+
+        :param max_pixels: refuse a ground-truth PNG declaring more pixels, before decoding it (``None`` or 0: no limit).
+        :raises EvaluationError: what :func:`~ovpanoptic.formats.coco_panoptic.read_coco_panoptic` raises.
+        """
+        gt = read_coco_panoptic(self.annotations, self.gt_dir, max_pixels=max_pixels)
         if names is None:
             return gt
         keep = set(names)
