@@ -73,6 +73,28 @@ def test_unknown_format_fails_before_any_output(with_plugins, images, tmp_path, 
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value", ["", " ", ",,", "fake-json,", "fake-json, ,segments-csv"])
+def test_an_empty_format_name_is_refused_before_any_output(with_plugins, images, tmp_path, capsys, value):
+    out = tmp_path / "out"
+    code = main(["segment", str(images), "--classes", "person", "-o", str(out), "--format", value, *fake_args()])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"error: --format {value!r} holds an empty exporter name: give names such as --format coco-panoptic,cvat "
+        "('ovpanoptic plugins' lists exporters), or leave --format out for the config's pipeline.exporters\n"
+    )
+    assert not out.exists()
+
+
+def test_eval_says_which_file_and_format_it_read_for_each_side(coco_sample, capsys):
+    code = main(["eval", "--gt", str(coco_sample), "--pred", str(coco_sample / "panoptic.json"), "--json"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["all"]["pq"] == 1.0
+    assert captured.err == (
+        f"ground truth: {coco_sample / 'panoptic.json'} (coco-panoptic)\nprediction: {coco_sample / 'panoptic.json'} (coco-panoptic)\n"
+    )
+
+
 def test_named_vocabulary_and_class_file_plugin(with_plugins, images, tmp_path, capsys):
     classes = tmp_path / "classes.txt"
     classes.write_text("# warehouse\nforklift|lift truck\npallet\n[stuff]\nfloor\n")

@@ -366,13 +366,15 @@ def test_ground_truth_of_another_size_and_an_empty_annotation_list_are_refused_b
 
 def test_max_pixels_limits_the_ground_truth_pngs_and_names_its_option(tmp_path, with_plugins, monkeypatch, capsys):
     """``evaluate`` reads the dataset's ground-truth PNGs under ``--max-pixels`` (like eval, qa, package): a limit
-    below the 40 x 40 PNGs is refused naming the option that changes it; 0 lifts the limit."""
+    below the 40 x 40 PNGs is refused, before any image is segmented (nothing written), naming the option that
+    changes it; 0 lifts the limit."""
     monkeypatch.setenv("OVPANOPTIC_DISABLE_PLUGINS", "")
     data_dir = hand_dataset(tmp_path / "data")
     argv = ["evaluate", str(data_dir), "--format", "coco-panoptic", "--no-progress", "--json", *SETS]
     assert main([*argv, "-o", str(tmp_path / "small"), "--max-pixels", "1599"]) == 2
     err = capsys.readouterr().err
-    assert "40 x 40 pixels" in err and "--max-pixels N" in err
+    assert "40 x 40 pixels" in err and "--max-pixels N" in err and "a.png" in err
+    assert not (tmp_path / "small").exists()
     assert main([*argv, "-o", str(tmp_path / "neg"), "--max-pixels", "-1"]) == 2
     assert "--max-pixels must be >= 0 (0 = no limit), got -1" in capsys.readouterr().err
     assert main([*argv, "-o", str(tmp_path / "free"), "--max-pixels", "0"]) == 0

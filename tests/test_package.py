@@ -222,3 +222,25 @@ def test_package_refine_names_its_option_and_refuses_a_name_twice(tmp_path: Path
     assert main(["package", str(source), "--no-images", "--refine", "cleanup", "--refine", "cleanup", "-o", str(out)]) == 2
     assert capsys.readouterr().err == "error: --refine cleanup is given twice: name each refiner once (they run in the order given)\n"
     assert not out.exists()
+
+
+def test_package_reports_a_broken_source_first_and_calls_it_the_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A truncated CVAT export without --classes: the broken file is said, not the missing classes.
+    cvat = tmp_path / "cvat"
+    cvat.mkdir()
+    (cvat / "annotations.xml").write_text(
+        "<annotations><version>1.1</version><meta><task><labels><label><name>box</name></label></labels></task></meta>\n"
+        '<image id="0" name="a.jpg" width="4" height="3">', "utf-8",
+    )
+    out = tmp_path / "dataset"
+    assert main(["package", str(cvat), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: source CVAT export {cvat / 'annotations.xml'} is not well-formed XML (line 2, column 49: no element found): "
+        "the file is empty or cut off; export it again\n"
+    )
+    # A label PNG missing and no originals: the source's broken label is said first, as the source's.
+    source = _small_coco(tmp_path / "src")
+    (source.parent / "panoptic" / "a.png").unlink()
+    assert main(["package", str(source), "--splits", "100,0,0", "-o", str(out)]) == 2
+    assert capsys.readouterr().err == f"error: a: source PNG {source.parent / 'panoptic' / 'a.png'} does not exist\n"
+    assert not out.exists()

@@ -171,7 +171,7 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     pipe, engine = engine_pipeline(args, args.overrides)
     names = _image_list(args.images)
     dataset = find_dataset(args.dataset, args.dataset_format, annotations=args.annotations, gt_dir=args.gt_dir, image_dir=args.image_dir)
-    images = select_images(dataset, names=names, limit=args.limit)
+    images = select_images(dataset, names=names, limit=args.limit, max_pixels=args.max_pixels)
     if not args.output.strip():
         raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o eval-coco")
     check_output_folder(dataset, Path(args.output))
@@ -291,7 +291,7 @@ def read_eval_sets(args: argparse.Namespace) -> tuple[Any, Any]:
 
     given = eval_categories(args)
     sides = {"gt": (args.gt, args.gt_format, args.gt_use, "ground-truth"), "pred": (args.pred, args.pred_format, args.pred_use, "prediction")}
-    kinds = {side: detect_format(path) if fmt == "auto" else fmt for side, (path, fmt, _, _) in sides.items()}
+    kinds = {side: detect_format(path, role) if fmt == "auto" else fmt for side, (path, fmt, _, role) in sides.items()}
     for side, (path, _, use, _) in sides.items():
         if use != "auto" and kinds[side] != "label-studio":
             raise InputError(f"--{side}-use applies to Label Studio exports; {path} is {kinds[side]}: leave --{side}-use out")
@@ -337,6 +337,9 @@ def cmd_eval(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             )
         else:
             gt, pred = read_eval_sets(args)
+            # Which file and format each side was read as (a folder may hold several exports: docs/labelling.md).
+            for role, read in (("ground truth", gt), ("prediction", pred)):
+                bar.write(f"{role}: {read.source} ({read.format})", file=err)
             report = evaluate_annotations(
                 gt, pred, match_categories=args.match_categories, review_below=args.review_below / 100.0, progress=progress
             )

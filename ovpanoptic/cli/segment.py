@@ -66,16 +66,30 @@ def add_segment(sub: Subcommands) -> None:
 
 
 def _split_formats(values: Sequence[str] | None) -> list[str] | None:
-    """The ``--format`` values, repeated or comma-separated, as one list (``None`` when none was given)."""
+    """The ``--format`` values, repeated or comma-separated, as one list (``None`` when none was given).
+
+    :raises InputError: an empty name (``--format ''``, ``' '``, ``',,'``, ``'a,'``): it names the value
+        and what to give instead (a blank value is no way to ask for the default exporters).
+    """
     if values is None:
         return None
-    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+    names: list[str] = []
+    for item in values:
+        pieces = [v.strip() for v in item.split(",")]
+        if not all(pieces):
+            raise InputError(
+                f"--format {item!r} holds an empty exporter name: give names such as --format coco-panoptic,cvat "
+                "('ovpanoptic plugins' lists exporters), or leave --format out for the config's pipeline.exporters"
+            )
+        names.extend(pieces)
+    return names
 
 
 def cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Segment the images of ``INPUT`` into ``--output``; 1 when some failed or the batch stopped."""
     from ..imageio import collect_inputs
 
+    requested = _split_formats(args.formats)
     overrides = list(args.overrides)
     if args.max_side is not None:
         overrides.append(f"pipeline.max_side={args.max_side}")
@@ -83,7 +97,7 @@ def cmd_segment(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # Validate everything, and build every component (factories load no weights), before reading
     # or writing any image: a broken plugin is a start-up error (exit 2).
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
-    formats = _split_formats(args.formats) or list(pipe.config.pipeline.exporters)
+    formats = requested or list(pipe.config.pipeline.exporters)
     pipe.build_components(formats)
     if not args.output.strip():
         raise InputError("the output folder is empty (-o ''): name a folder, e.g. -o out")

@@ -38,7 +38,7 @@ from typing import Any
 from ..constants import DEFAULT_MAX_PIXELS
 from ..formats.annotations import PanopticAnnotations, image_name
 from ..formats.coco_panoptic import read_coco_panoptic
-from ..formats.common import EvaluationError, categories_from_json, load_json
+from ..formats.common import EvaluationError, categories_from_json, check_annotation_pixels, load_json
 
 __all__ = [
     "DATASET_FORMATS",
@@ -259,16 +259,24 @@ def _images(data: Mapping[str, Any], path: Path, images_root: Path, fmt: str) ->
     return tuple(out)
 
 
-def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = None, limit: int | None = None) -> tuple[DatasetImage, ...]:
+def select_images(
+    dataset: PanopticDataset,
+    *,
+    names: Sequence[str] | None = None,
+    limit: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+) -> tuple[DatasetImage, ...]:
     """The images to run: those named (pairing names or file names, in the dataset's order), then
     the first ``limit``; each image file must exist.
 
     Every selected pair is checked before any image is segmented, from the file headers only: the
     image and its ground-truth PNG exist, can be read, and have one size (the image's as its EXIF
-    orientation turns it, as it is segmented).
+    orientation turns it, as it is segmented), and the PNG declares at most ``max_pixels`` pixels
+    (``None`` or 0: no limit).
 
     :raises EvaluationError: a dataset that annotates no image, a name the dataset does not have,
-        ``limit < 1``, missing or unreadable files, or a ground-truth PNG of another size than its image.
+        ``limit < 1``, missing or unreadable files, a ground-truth PNG over ``max_pixels`` or of another
+        size than its image.
     """
     images = dataset.images
     if not images:
@@ -306,6 +314,7 @@ def select_images(dataset: PanopticDataset, *, names: Sequence[str] | None = Non
     for image in images:
         png = dataset.gt_dir / image.annotation
         size, png_size = _header_size(image.path, "image"), _header_size(png, "ground-truth PNG")
+        check_annotation_pixels(png_size[0], png_size[1], max_pixels, f"the ground-truth PNG {png}")
         if size != png_size:
             raise EvaluationError(
                 f"the ground-truth PNG {png} is {png_size[0]}x{png_size[1]} but its image {image.path} is {size[0]}x{size[1]}"

@@ -1,8 +1,10 @@
 """File formats that tools speak: one module (or small package) per format, each holding its writer,
 its reader into the one internal annotation type, and its detection rule, side by side.
 
-The map (exporter = ``--format NAME`` of ``run``/``batch``; gt format = ``eval --gt-format/--pred-format``
-and ``qa``/``package --format``; round trip = the tool library ``tests/formats/`` reads our files with):
+The map (exporter = ``ovpanoptic segment --format NAME``; gt format = ``eval --gt-format/--pred-format``
+and ``qa``/``package --format``; round trip = the tool library ``tests/formats/`` reads our files with;
+a dotted name such as ``push.push_label_studio`` lives in that submodule, every other name is in the
+module's ``__all__``):
 
 =====================  ==========================================  =========================================  ===================  ========================
 module                 writer (exporter)                           reader                                     detection            round trip with
@@ -10,13 +12,16 @@ module                 writer (exporter)                           reader       
 :mod:`.coco_panoptic`  ``CocoPanopticExporter`` (``coco-panoptic``) ``read_coco_panoptic`` (``coco-panoptic``)  ``detect``           pycocotools' JSON + Pillow PNGs
                        packaging: ``coco_categories``,
                        ``panoptic_png``, ``panoptic_segments``
-:mod:`.coco_instances` ``CocoInstancesExporter``                   ``read_coco_instances`` (Python only)      none (reads as       pycocotools ``COCO``,
-                       (``coco-instances``); packaging:                                                       COCO panoptic)       ``mask.decode``
-                       ``instance_annotations``
+:mod:`.coco_instances` ``CocoInstancesExporter``                   ``read_coco_instances`` (Python only: not  ``detect`` (eval      pycocotools ``COCO``,
+                       (``coco-instances``); packaging:            an eval format)                            refuses it, naming   ``mask.decode``
+                       ``instance_annotations``                                                               the coco-panoptic
+                                                                                                              export)
 :mod:`.label_studio`   ``LabelStudioExporter`` (``label-studio``), ``read_label_studio`` (``label-studio``),   ``detect``           label-studio-sdk's brush
-                       ``labelling_config``; ``push``: push into    ``embedded_categories``,                                        ``decode_rle``
-                       a project                                   ``parse_labelling_config``
-:mod:`.cvat`           ``CvatExporter`` (``cvat``)                 ``read_cvat`` (``cvat``), ``cvat_file``     ``detect``           Datumaro's ``cvat`` importer
+                       ``labelling_config``, ``local_files_url``;  ``embedded_categories``,                                        ``decode_rle``
+                       ``push.push_label_studio`` (``ovpanoptic    ``parse_labelling_config``,
+                       push label-studio``)                        ``local_files_path``
+:mod:`.cvat`           ``CvatExporter`` (``cvat``)                 ``read_cvat`` (``cvat``), ``check_cvat``,  ``detect``           Datumaro's ``cvat`` importer
+                                                                   ``cvat_file``
 :mod:`.cityscapes`     ``CityscapesExporter`` (``cityscapes``),    ``read_cityscapes`` (``cityscapes``),      ``detect``,          cityscapesScripts
                        ``CityscapesPanopticExporter``              ``read_cityscapes_panoptic``               ``detect_panoptic``  (labels, ``convert2panoptic``)
                        (``cityscapes-panoptic``)                   (``cityscapes-panoptic``)
@@ -31,10 +36,13 @@ Shared modules:
 * :mod:`.annotations`: the internal type, :class:`PanopticAnnotations` of :class:`AnnotatedImage`
   (read lazily), :func:`image_name` (how images pair), :func:`paint_segments` (shapes to an id map);
 * :mod:`.common`: :class:`CategoryInfo`, the COCO id <-> RGB rule (:func:`rgb_to_id`,
-  :func:`id_to_rgb`), checked JSON / PNG readers, the pixel limit, name keys, :func:`png_bytes`;
+  :func:`id_to_rgb`), the one place annotation files are opened and parsed (:func:`~.common.read_json_file`,
+  :func:`~.common.xml_root`: a plain message naming the side, the file and the fix), checked PNG readers,
+  the pixel limit, name keys, :func:`png_bytes`;
 * :mod:`.parts`: the resumable exports' per-image parts and category tables (``OUTDIR/.ovpanoptic/``);
 * :mod:`.probe`: what a detection rule looks at;
-* :mod:`.detect`: :func:`detect_format` (asks each format's rule), :func:`read_annotations` (the one
+* :mod:`.detect`: :func:`detect_format` (asks each format's rule), :func:`~.detect.refuse_foreign`
+  (a known file that is no eval format: what it is and what to pass), :func:`read_annotations` (the one
   read entry point), :func:`own_categories`, :data:`NAME_ONLY_FORMATS`, :func:`cvat_file`.
 
 The exporters are registered by :mod:`ovpanoptic.builtins` (thin registrations of the writers here);

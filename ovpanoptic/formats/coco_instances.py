@@ -13,8 +13,9 @@ Packaging writes ``annotations/instances_SPLIT.json`` with :func:`instance_annot
 Reader (:func:`read_coco_instances`): the masks painted into one id map per image, in annotation
 order (a later mask on top), every category a thing. It is no ``eval --gt-format`` (instances
 carry no stuff, so a panoptic comparison would count every stuff segment as a false positive);
-its callers are the round-trip tests and Python users. Detection: none (``eval`` reads a
-``.json`` with an ``annotations`` list as COCO panoptic).
+its callers are the round-trip tests and Python users. Detection (:func:`detect`): a COCO instances
+JSON or a results list, so that ``eval`` can say that it is not an eval format and what to pass
+instead (the ``coco-panoptic`` export).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from ..constants import DEFAULT_MAX_PIXELS, VOID_ID
 from ..errors import MissingDependencyError, require
 from ..types import PanopticResult, Vocabulary
 from .annotations import AnnotatedImage, PanopticAnnotations, image_name
-from .common import CategoryInfo, EvaluationError, as_int, check_annotation_pixels, normalize_categories
+from .common import CategoryInfo, EvaluationError, as_int, check_annotation_pixels, normalize_categories, read_json_file
 from .parts import (
     categories_file,
     check_combined,
@@ -44,12 +45,14 @@ from .parts import (
     vocabulary_categories,
     write_categories,
 )
+from .probe import Probe
 
 __all__ = [
     "FORMAT",
     "RLE_CHUNK_BYTES",
     "CocoInstancesConfig",
     "CocoInstancesExporter",
+    "detect",
     "encode_things",
     "instance_annotations",
     "read_coco_instances",
@@ -57,6 +60,24 @@ __all__ = [
 
 #: The format's name (exporter).
 FORMAT = "coco-instances"
+
+
+def detect(probe: Probe) -> bool:
+    """A ``.json`` COCO instances file (an object whose first annotation has a ``segmentation`` or
+    ``bbox`` and no ``segments_info``; with no annotation, a file named ``instances*.json``) or a COCO
+    results list (``instances_results.json``: dicts with ``image_id`` and ``category_id``)."""
+    if not probe.is_file or probe.suffix != ".json" or not probe.head.startswith((b"{", b"[")):
+        return False
+    data = probe.json
+    if isinstance(data, list):
+        first = data[0] if data else None
+        return isinstance(first, dict) and "image_id" in first and "category_id" in first and "data" not in first
+    if not isinstance(data, dict) or not isinstance(data.get("annotations"), list) or not isinstance(data.get("images"), list):
+        return False
+    first = next((a for a in data["annotations"] if isinstance(a, dict)), None)
+    if first is None:
+        return probe.path.name.startswith("instances")
+    return "segments_info" not in first and ("segmentation" in first or "bbox" in first)
 
 
 def _mask_utils(what: str) -> Any:
@@ -186,10 +207,7 @@ def read_coco_instances(
     """
     mask_utils = _mask_utils("reading COCO instances")
     path = Path(json_path)
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read {role} COCO instances JSON {path}: {exc}") from None
+    data = read_json_file(path, role, "COCO instances JSON")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
         raise EvaluationError(f"{role} JSON {path} must be a COCO instances dict with 'images', 'annotations' and 'categories' lists")
     categories = normalize_categories(

@@ -4,7 +4,9 @@ readers of JSON and PNG files (sizes from the header before anything is decoded)
 Everything here is public so that the format modules, :mod:`ovpanoptic.evaluation` and the engines
 use one definition: :class:`CategoryInfo` (id, name, thing/stuff), :func:`rgb_to_id` /
 :func:`id_to_rgb` (panopticapi's ``id = R + 256 G + 256^2 B``), :func:`load_json` /
-:func:`categories_from_json` (a COCO panoptic JSON and its ``categories``), :func:`read_id_png`,
+:func:`categories_from_json` (a COCO panoptic JSON and its ``categories``), :func:`read_json_file`,
+:func:`xml_root`, :func:`xml_error` (the one place annotation files are opened and parsed: every
+failure a plain message naming the side, the file and the fix), :func:`read_id_png`,
 :func:`png_size`, :func:`open_checked`, :func:`check_annotation_pixels`, :func:`size_mismatch`
 (the pixel limit and the size checks), :func:`category_key` / :func:`loose_key` (how class names
 compare) and :func:`png_bytes` (an array as PNG bytes).
@@ -48,8 +50,11 @@ __all__ = [
     "png_size",
     "read_id_png",
     "rgb_text",
+    "read_json_file",
     "rgb_to_id",
     "size_mismatch",
+    "xml_error",
+    "xml_root",
 ]
 
 #: Number of distinct ids an RGB PNG can encode (``ID_BASE**3``); also the PQ pair-key multiplier.
@@ -143,17 +148,97 @@ def normalize_categories(
     return result
 
 
-def load_json(path: Path, role: str) -> dict[str, Any]:
-    """Read a COCO panoptic JSON file (a dict with an ``annotations`` list)."""
+def _where(role: str, what: str, path: Path) -> str:
+    """How a message names a file: ``"prediction Label Studio export a.json"`` (``role`` may be empty)."""
+    return " ".join(part for part in (role, what, str(path)) if part)
+
+
+def read_json_file(path: Path, role: str, what: str = "JSON file") -> Any:
+    """Parse a JSON file, every failure one plain message naming the side, the file, what is wrong
+    and the fix (the one place annotation JSON is opened and parsed).
+
+    :param role: whose file it is (``"ground-truth"``, ``"prediction"``, ``"source"``; ``""``: nobody's).
+    :param what: what the file is meant to be (``"Label Studio export"``), for the message.
+    :raises EvaluationError: a missing file, a folder, an empty file, bytes that are not UTF-8, or
+        text that is not JSON (line and column given; the file may be truncated).
+    """
+    where = _where(role, what, path)
     if path.is_dir():
-        raise EvaluationError(f"{role} JSON file {path} is a folder: pass the JSON file (e.g. OUTDIR/panoptic.json)")
+        example = " (e.g. OUTDIR/panoptic.json)" if what == "JSON file" else ""
+        raise EvaluationError(f"{where} is a folder: pass the JSON file itself{example}")
     if not path.is_file():
-        raise EvaluationError(f"{role} JSON file {path} does not exist")
+        raise EvaluationError(f"{where} does not exist")
     try:
-        with path.open("r", encoding="utf-8") as handle:
-            data = json.load(handle)
-    except (OSError, ValueError) as error:
-        raise EvaluationError(f"cannot read {role} JSON file {path}: {error}") from error
+        raw = path.read_bytes()
+    except OSError as error:
+        raise EvaluationError(f"cannot open {where} ({error.strerror or error}): check that it is readable") from None
+    if not raw.strip():
+        raise EvaluationError(f"{where} is empty: the export did not finish or was cut off; export it again")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise EvaluationError(
+            f"{where} is not UTF-8 text (byte 0x{raw[error.start]:02x} at position {error.start}): JSON exports are UTF-8; "
+            "save the file as UTF-8, or export it again"
+        ) from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise EvaluationError(f"{where} is nested too deeply to be an annotation file: pass the export itself") from None
+    except json.JSONDecodeError as error:
+        truncated = error.pos >= len(text.rstrip())
+        hint = "the file is truncated (it ends mid-way)" if truncated else "the file may be truncated or damaged"
+        raise EvaluationError(
+            f"{where} is not valid JSON (line {error.lineno}, column {error.colno}: {error.msg}): {hint}; export it again"
+        ) from None
+
+
+def xml_error(where: str, error: Exception) -> EvaluationError:
+    """The plain message for an XML file that does not parse (an ``xml.etree.ElementTree.ParseError``):
+    ``where`` (the side, what the file is and its path: ``"prediction CVAT export a.xml"``), the line
+    and column, what is wrong in words, and the fix."""
+    position = getattr(error, "position", None)
+    at = f"line {position[0]}, column {position[1] + 1}: " if position else ""
+    text = str(error).split(":", 1)[0]
+    if "no element found" in text:
+        fix = "the file is empty or cut off; export it again"
+    elif "invalid token" in text or "encoding" in text:
+        fix = ("it holds bytes that are not text in its declared encoding (e.g. Latin-1 in a UTF-8 file) or a character "
+               "XML cannot hold: save it as UTF-8, or export it again")
+    else:
+        fix = "the file may be truncated or damaged; export it again"
+    return EvaluationError(f"{where} is not well-formed XML ({at}{text}): {fix}")
+
+
+def xml_root(path: Path, role: str, what: str, *, whole: bool = False) -> str:
+    """The tag of an XML file's root element, read from its first element only (``whole``: the whole
+    file is parsed, for a small file that must be well-formed to the end, like a labelling config).
+
+    :raises EvaluationError: a missing, unreadable, empty or not well-formed file (:func:`xml_error`).
+    """
+    import xml.etree.ElementTree as ET
+
+    where = _where(role, what, path)
+    if not path.is_file():
+        raise EvaluationError(f"{where} does not exist")
+    try:
+        with path.open("rb") as handle:
+            if whole:
+                root = ET.parse(handle).getroot()
+            else:
+                _, root = next(ET.iterparse(handle, events=("start",)))
+    except StopIteration:
+        raise EvaluationError(f"{where} is empty: export it again") from None
+    except ET.ParseError as error:
+        raise xml_error(where, error) from None
+    except OSError as error:
+        raise EvaluationError(f"cannot open {where} ({error.strerror or error}): check that it is readable") from None
+    return str(root.tag)
+
+
+def load_json(path: Path, role: str) -> dict[str, Any]:
+    """Read a COCO panoptic JSON file (a dict with an ``annotations`` list), through :func:`read_json_file`."""
+    data = read_json_file(path, role, "JSON file")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
         raise EvaluationError(f"{role} JSON file {path} must be a COCO panoptic dict with an 'annotations' list")
     return data

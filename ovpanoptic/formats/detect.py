@@ -32,9 +32,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from ..constants import ANNOTATION_FORMATS, DEFAULT_MAX_PIXELS
-from . import cityscapes, coco_panoptic, cvat, label_studio
+from . import cityscapes, coco_instances, coco_panoptic, cvat, label_studio
 from .annotations import PanopticAnnotations
-from .common import CategoryInfo, EvaluationError, categories_from_json
+from .common import CategoryInfo, EvaluationError, categories_from_json, xml_root
 from .cvat import cvat_file
 from .parts import PARTS_FOLDER
 from .probe import Probe
@@ -47,6 +47,7 @@ __all__ = [
     "detect_format",
     "own_categories",
     "read_annotations",
+    "refuse_foreign",
     "resolve_file",
 ]
 
@@ -64,26 +65,67 @@ DETECTORS: tuple[tuple[str, Callable[[Probe], bool]], ...] = (
 )
 
 
-def detect_format(path: str | Path) -> str:
+def refuse_foreign(path: Path, role: str = "ground-truth", probe: Probe | None = None) -> None:
+    """Refuse a file that is something known but not an annotation export ``eval`` reads, saying what
+    it is and what to pass instead: a Label Studio labelling config (an ``.xml`` rooted in ``<View>``),
+    another XML than CVAT's (or an empty or not well-formed one), a COCO instances JSON or results list.
+
+    :param probe: the path's probe when the caller has one (its JSON is parsed once).
+    :raises EvaluationError: naming ``role``, the file, what it is and the fix.
+    """
+    probe = probe or Probe(path)
+    if not probe.is_file:
+        return
+    where = f"{role} file {path}"
+    if probe.suffix == ".xml":
+        root = xml_root(path, role, "XML file")
+        if root == "View":
+            beside = path.with_suffix(".json")
+            target = f"the tasks file beside it ({beside})" if beside.is_file() else "the tasks file (label-studio.json)"
+            raise EvaluationError(
+                f"{where} is a Label Studio labelling config, not an export: pass {target}, or Label Studio's JSON "
+                "export of the project (Export -> JSON)"
+            )
+        if root != "annotations":
+            raise EvaluationError(
+                f"{where} is an XML file with the root element <{root}>, not a CVAT for images 1.1 export (root "
+                "<annotations>): pass CVAT's annotations.xml (Export annotations -> CVAT for images 1.1)"
+            )
+    elif coco_instances.detect(probe):
+        raise EvaluationError(
+            f"{where} is COCO instances (things only), which is not an eval format (it has no stuff, so every stuff "
+            "segment would count as a false positive): pass the coco-panoptic export of the same run (OUTDIR/panoptic.json "
+            "or OUTDIR; segment with --format coco-panoptic), or compare instances with pycocotools' COCOeval"
+        )
+
+
+def detect_format(path: str | Path, role: str = "ground-truth") -> str:
     """The annotation format of a file or folder (see the module docstring).
 
-    :raises EvaluationError: the path does not exist or holds no known format (the formats are listed).
+    :param role: whose set it is, for messages.
+    :raises EvaluationError: the path does not exist, is a known file that is no annotation export
+        (:func:`refuse_foreign`), or holds no known format (the formats are listed).
     """
     p = Path(path)
     if not p.exists():
-        raise EvaluationError(f"{p} does not exist")
+        raise EvaluationError(f"{role} path {p} does not exist")
     probe = Probe(p)
+    refuse_foreign(p, role, probe)
     kind = next((name for name, rule in DETECTORS if rule(probe)), None)
     if kind is None:
         raise EvaluationError(
-            f"cannot tell the annotation format of {p}: give it with --gt-format/--pred-format, one of "
+            f"cannot tell the annotation format of {role} {p}: give it with --gt-format/--pred-format, one of "
             f"{', '.join(ANNOTATION_FORMATS)}"
         )
     return kind
 
 
-def resolve_file(path: Path, fmt: str) -> Path:
-    """The file a folder stands for, for the formats read from one file."""
+def resolve_file(path: Path, fmt: str, role: str = "ground-truth") -> Path:
+    """The file a folder stands for, for the formats read from one file.
+
+    :raises EvaluationError: the folder does not hold the file a format is read from (for ``label-studio``
+        and ``coco-panoptic``: named, with what to pass instead).
+    """
     if not path.is_dir():
         return path
     names = {
@@ -98,6 +140,11 @@ def resolve_file(path: Path, fmt: str) -> Path:
         if len(found) != 1:
             raise EvaluationError(f"{path} must hold one cityscapes_panoptic_*.json, found {len(found)}: pass the JSON file")
         return found[0]
+    if fmt in names and fmt != cvat.FORMAT and not (path / names[fmt]).is_file():
+        raise EvaluationError(
+            f"{role} folder {path} holds no {names[fmt]} (the {fmt} export ovpanoptic writes): pass the {fmt} file itself, "
+            "or the output folder of 'ovpanoptic segment ... --format " + fmt + "'"
+        )
     if fmt in names:
         return path / names[fmt]
     return path
@@ -145,10 +192,12 @@ def read_annotations(
         format's reader raises.
     """
     p = Path(path)
-    kind = detect_format(p) if fmt == "auto" else fmt
+    kind = detect_format(p, role) if fmt == "auto" else fmt
     if kind not in ANNOTATION_FORMATS:
         raise EvaluationError(f"unknown annotation format {kind!r}: use one of {', '.join(ANNOTATION_FORMATS)} or auto")
-    file = resolve_file(p, kind)
+    file = resolve_file(p, kind, role)
+    if fmt != "auto" and file.suffix.lower() == ".xml":  # (auto: detect_format checked it; a JSON is not parsed twice)
+        refuse_foreign(file, role)
     if kind in NAME_ONLY_FORMATS:
         cats = categories if categories is not None else own_categories(file)
         if cats is None and kind == label_studio.FORMAT:
@@ -156,6 +205,8 @@ def read_annotations(
         if cats is None:
             cats = fallback
         if cats is None:
+            if kind == cvat.FORMAT:
+                cvat.check_cvat(file, role=role, max_pixels=max_pixels)  # a broken file is said before the classes are asked for
             raise EvaluationError(
                 f"{file} ({kind}) names its classes but gives no ids or thing/stuff split: give the classes with "
                 "--classes/--stuff or --vocabulary, or compare it with a set that has a category table (COCO or "

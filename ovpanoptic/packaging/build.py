@@ -49,12 +49,15 @@ from .card import CardFacts, render_card
 from .refine import annotation_refiner
 from .splits import SPLIT_NAMES, make_splits, parse_fractions
 
-__all__ = ["IMAGE_SUFFIXES", "PackageOptions", "PackageSummary", "package_dataset"]
+__all__ = ["IMAGE_SUFFIXES", "SOURCE_ROLE", "PackageOptions", "PackageSummary", "package_dataset"]
 
 log = logging.getLogger(__name__)
 
 #: File suffixes taken as original images in ``--images``.
 IMAGE_SUFFIXES: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+#: The role the readers' messages give the labels being packaged (not "ground-truth": nothing is compared).
+SOURCE_ROLE = "source"
 
 #: Pixels of context around an example crop.
 _CROP_MARGIN: int = 8
@@ -233,7 +236,7 @@ def package_dataset(
     _check_output(out, options.overwrite)
     if options.labels_only and images is not None:
         raise InputError("--images and --no-images contradict each other: give the originals with --images DIR, or package the labels only with --no-images")
-    annotations = read_annotations(src, fmt, categories=categories, use=use, max_pixels=options.max_pixels)
+    annotations = read_annotations(src, fmt, categories=categories, use=use, role=SOURCE_ROLE, max_pixels=options.max_pixels)
     if not annotations.names:
         raise InputError(f"{src} holds no image: nothing to package")
     if refine is not None:
@@ -250,14 +253,6 @@ def package_dataset(
     header, inputs = _manifest(src) if src.exists() else (None, {})
     folder = Path(images) if images is not None else (_cvat_images(src) if annotations.format == "cvat" else None)
     originals = {} if options.labels_only else _image_files(folder, inputs)
-    missing = [n for n in annotations.names if n not in originals]
-    if missing and not options.labels_only:
-        where = f"in --images {folder}" if images is not None else (f"in {folder}" if folder is not None else "(no --images DIR given and no manifest input found)")
-        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-        raise InputError(
-            f"{len(missing)} of {len(annotations.names)} original image(s) not found {where}: {shown}. Give the folder of the "
-            "original images with --images DIR, or add --no-images to package the labels only (no images/, no data.yaml)"
-        )
     cats = [annotations.categories[c] for c in sorted(annotations.categories)]
     train_index = {c.id: k for k, c in enumerate(cats)}
     names_of = {c.id: c.name for c in cats}
@@ -281,6 +276,15 @@ def package_dataset(
                     f"original image {original} is {size[0]}x{size[1]} but its labels ({name}) are {labels[0]}x{labels[1]} "
                     "(width x height, EXIF orientation applied): give the image the labels were made on (--images DIR)"
                 )
+    # After the labels: a broken label file is the source's fault and is reported first.
+    missing = [n for n in annotations.names if n not in originals]
+    if missing and not options.labels_only:
+        where = f"in --images {folder}" if images is not None else (f"in {folder}" if folder is not None else "(no --images DIR given and no manifest input found)")
+        shown = ", ".join(missing[:5]) + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        raise InputError(
+            f"{len(missing)} of {len(annotations.names)} original image(s) not found {where}: {shown}. Give the folder of the "
+            "original images with --images DIR, or add --no-images to package the labels only (no images/, no data.yaml)"
+        )
     splits = make_splits(classes_of, options.fractions, seed=options.seed)
     tmp = _prepare_output(out, options.overwrite)
     notes: list[str] = []

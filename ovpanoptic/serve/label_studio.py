@@ -51,13 +51,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urljoin, urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import numpy as np
 
 from ..constants import NEGATIVE_POINT, POSITIVE_POINT
 from ..errors import ComponentError, ImageReadError, InputError, OvpanopticError
-from ..formats.label_studio import LabellingConfigError, ProjectConfig, parse_labelling_config, prediction_score
+from ..formats.label_studio import (
+    LabellingConfigError,
+    ProjectConfig,
+    local_files_path,
+    parse_labelling_config,
+    prediction_score,
+)
 from ..types import Prompt, Vocabulary
 from .http import Reply
 
@@ -187,7 +193,7 @@ class _Fetcher:
             # LABEL_STUDIO_HOST is set): nothing is fetched, and the path is checked against the root.
             if parts.scheme and parts.scheme not in ("http", "https"):
                 raise BackendError(400, f"image URL scheme {parts.scheme!r} is not supported ({url[:80]})")
-            return self._local_file(parts)
+            return self._local_file(url)
         if parts.scheme and parts.scheme not in ("http", "https"):
             raise BackendError(
                 400,
@@ -246,20 +252,20 @@ class _Fetcher:
                 "fetches images only from there (or reads --local-files-root)",
             )
 
-    def _local_file(self, parts: Any) -> Path:
-        query = parse_qs(parts.query)
-        if "d" not in query:
+    def _local_file(self, url: str) -> Path:
+        name = local_files_path(url)  # decoded as Label Studio decodes it
+        if not name:
             raise BackendError(400, "a local-files URL needs ?d=PATH")
         root = self.policy.local_files_root
         assert root is not None  # checked by the caller
         try:
-            target = (root / query["d"][0]).resolve()
+            target = (root / name).resolve()
         except (ValueError, OSError):  # a NUL byte, a name the file system cannot hold
-            raise BackendError(400, f"local file {query['d'][0]!r} is not a valid path") from None
+            raise BackendError(400, f"local file {name!r} is not a valid path") from None
         if not target.is_relative_to(root):
-            raise BackendError(403, f"local file {query['d'][0]!r} is outside the local-files root {root}")
+            raise BackendError(403, f"local file {name!r} is outside the local-files root {root}")
         if not target.is_file():
-            raise BackendError(404, f"local file {query['d'][0]!r} does not exist under {root}")
+            raise BackendError(404, f"local file {name!r} does not exist under {root}")
         return target
 
     def _headers(self, client: Any, refresh: bool = False) -> dict[str, str]:

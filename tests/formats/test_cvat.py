@@ -317,8 +317,12 @@ def test_read_cvat_refuses_unknown_labels_and_missing_files(tmp_path):
     with pytest.raises(EvaluationError, match="does not exist"):
         read_cvat(tmp_path / "nothing.xml", CATEGORIES)
     (tmp_path / "bad.xml").write_text("<annotations><image", "utf-8")
-    with pytest.raises(EvaluationError, match="cannot read the CVAT XML"):
+    with pytest.raises(EvaluationError) as caught:
         read_cvat(tmp_path / "bad.xml", CATEGORIES)
+    assert str(caught.value) == (
+        f"ground-truth CVAT export {tmp_path / 'bad.xml'} is not well-formed XML (line 1, column 14: unclosed token): the "
+        "file may be truncated or damaged; export it again"
+    )
 
 
 def test_read_cvat_without_datumaro_says_what_to_install(tmp_path, monkeypatch):

@@ -330,3 +330,60 @@ def test_push_to_a_server_that_is_not_label_studio_names_the_request(tmp_path, c
     assert one_line("") == "(no message)"
     assert one_line("<html><body><p>bad</p>\n<p>gateway</p></body></html>") == "an HTML page: bad gateway"
     assert one_line({"detail": "no"}) == '{"detail": "no"}' and len(one_line("y" * 900)) == 200
+
+
+#: An image name with every character a URL must encode, and one Label Studio's query parser reads specially.
+ODD_STEM = "riders & horses + c#1 100% 'é'"
+
+
+def test_image_links_are_percent_encoded_and_round_trip_through_reader_push_and_eval(tmp_path, capsys):
+    from urllib.parse import quote
+
+    from ovpanoptic.formats.coco_panoptic import CocoPanopticConfig, CocoPanopticExporter
+    from ovpanoptic.formats.label_studio import LabelStudioConfig, LabelStudioExporter, local_files_path
+    from ovpanoptic.formats.label_studio.push import _local_files_url
+
+    result = small_result()
+    image = np.zeros((6, 8, 3), np.uint8)
+    out = tmp_path / "out é"
+    for exporter in (LabelStudioExporter(LabelStudioConfig()), CocoPanopticExporter(CocoPanopticConfig())):
+        exporter.export(result, image, out, ODD_STEM)
+        exporter.finish(out, [ODD_STEM])
+    url = json.loads((out / "label-studio.json").read_text("utf-8"))[0]["data"]["image"]
+    # As Label Studio's local-files storage writes it: quote(path), '/' kept.
+    assert url == "/data/local-files/?d=riders%20%26%20horses%20%2B%20c%231%20100%25%20%27%C3%A9%27.jpg"
+    assert url == "/data/local-files/?d=" + quote(f"{ODD_STEM}.jpg")
+    assert local_files_path(url) == f"{ODD_STEM}.jpg"
+    cats = [CategoryInfo(1, "car", True), CategoryInfo(2, "road", False)]
+    assert read_label_studio(out / "label-studio.json", cats).annotations.names == (ODD_STEM,)
+    # push puts the storage's subfolder before the decoded name and encodes the whole path once.
+    pushed = _local_files_url(url, "my photos")
+    assert pushed == "/data/local-files/?d=my%20photos/" + quote(f"{ODD_STEM}.jpg")
+    assert local_files_path(pushed) == f"my photos/{ODD_STEM}.jpg"
+    assert _local_files_url(pushed, "my photos") == pushed
+    # A link an older tool wrote without encoding still names its whole file.
+    assert local_files_path("/data/local-files/?d=photos/riders & horses c#1.jpg") == "photos/riders & horses c#1.jpg"
+    # eval pairs the export's image with the COCO ground truth of the same name.
+    assert main(["eval", "--gt", str(out / "panoptic.json"), "--pred", str(out / "label-studio.json"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["all"]["pq"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ("<View><Image name='image' value='$image'/><BrushLabels", "(line 1, column 43: unclosed token): the file may be truncated or damaged"),
+        ("", "(line 1, column 1: no element found): the file is empty or cut off"),
+    ],
+)
+def test_push_checks_the_labelling_config_before_connecting(tmp_path, capsys, config, problem) -> None:
+    (tmp_path / "label-studio.json").write_text("[]")
+    (tmp_path / "label-studio.xml").write_text(config)
+    # Port 1 answers nothing: an error about the connection would mean the config was not checked first.
+    assert main(["push", "label-studio", str(tmp_path), "--label-studio-url", "http://127.0.0.1:1", "--label-studio-token", "t"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: labelling config {tmp_path / 'label-studio.xml'} is not well-formed XML {problem}; export it again\n"
+    )
+    (tmp_path / "label-studio.xml").write_text("<annotations/>")
+    assert main(["push", "label-studio", str(tmp_path), "--label-studio-url", "http://127.0.0.1:1", "--label-studio-token", "t"]) == 2
+    assert "has the root element <annotations>, not Label Studio's <View>" in capsys.readouterr().err

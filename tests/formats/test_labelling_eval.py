@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import resource
 import shutil
 import struct
@@ -404,3 +405,104 @@ def test_cityscapes_sets_are_bounded_and_name_their_side(tmp_path, capsys):
     code, report = run_eval(capsys, "--gt", str(gt), "--pred", str(tmp_path / "gtFine"), "--match-categories", "name")
     assert code == 2, report
     assert f"{name} (ground truth {gt}, prediction {tmp_path / 'gtFine'}): prediction size 9000x9000 (WxH) differs from ground-truth size 64x48" in report["error"]
+
+
+def test_files_that_are_no_eval_format_say_what_they_are_and_what_to_pass(exports, capsys, tmp_path):
+    sample, out, _ = exports
+    gt = str(sample / "panoptic.json")
+    config = out / "label-studio.xml"
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(config))
+    assert code == 2 and report["error"] == (
+        f"error: prediction file {config} is a Label Studio labelling config, not an export: pass the tasks file beside it "
+        f"({out / 'label-studio.json'}), or Label Studio's JSON export of the project (Export -> JSON)\n"
+    )
+    # Named as CVAT explicitly, the config is still recognised (not handed to Datumaro).
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(config), "--pred-format", "cvat")
+    assert code == 2 and "is a Label Studio labelling config, not an export" in report["error"]
+    other = tmp_path / "other.xml"
+    other.write_text("<dataset><item/></dataset>", "utf-8")
+    with pytest.raises(EvaluationError) as caught:
+        detect_format(other, "prediction")
+    assert str(caught.value) == (
+        f"prediction file {other} is an XML file with the root element <dataset>, not a CVAT for images 1.1 export (root "
+        "<annotations>): pass CVAT's annotations.xml (Export annotations -> CVAT for images 1.1)"
+    )
+    empty = tmp_path / "empty.xml"
+    empty.write_bytes(b"")
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(empty))
+    assert code == 2 and report["error"] == (
+        f"error: prediction XML file {empty} is not well-formed XML (line 1, column 1: no element found): the file is "
+        "empty or cut off; export it again\n"
+    )
+    bare = tmp_path / "bare" / "annotations.xml"
+    bare.parent.mkdir()
+    bare.write_text("<annotations><version>1.1</version></annotations>", "utf-8")
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(bare.parent), "--vocabulary", "coco")
+    assert code == 2 and report["error"] == (
+        f"error: prediction CVAT export {bare} has no <meta> with a <task>, <job> or <project> (where CVAT lists the "
+        "labels): it is not a complete CVAT for images 1.1 export (an empty or hand-made <annotations> file?); export the "
+        "annotations from CVAT again (Export annotations -> CVAT for images 1.1), or from ovpanoptic with --format cvat\n"
+    )
+
+
+@pytest.mark.parametrize("name", ["instances.json", "instances_results.json"])
+def test_coco_instances_is_refused_naming_the_coco_panoptic_export(exports, capsys, tmp_path, name):
+    sample, _, _ = exports
+    if name == "instances.json":
+        content = {"images": [{"id": 1, "file_name": "a.jpg", "width": 4, "height": 3}],
+                   "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "segmentation": [[0, 0, 2, 0, 2, 2]], "bbox": [0, 0, 2, 2], "area": 2}],
+                   "categories": [{"id": 1, "name": "person"}]}
+    else:
+        content = [{"image_id": 1, "category_id": 1, "segmentation": {"size": [3, 4], "counts": "0"}, "score": 0.9}]
+    path = tmp_path / name
+    path.write_text(json.dumps(content))
+    code, report = run_eval(capsys, "--gt", str(sample / "panoptic.json"), "--pred", str(path))
+    assert code == 2 and report["error"] == (
+        f"error: prediction file {path} is COCO instances (things only), which is not an eval format (it has no stuff, so "
+        "every stuff segment would count as a false positive): pass the coco-panoptic export of the same run "
+        "(OUTDIR/panoptic.json or OUTDIR; segment with --format coco-panoptic), or compare instances with pycocotools' "
+        "COCOeval\n"
+    )
+
+
+def test_reading_errors_name_the_side_the_file_and_the_fix(exports, capsys, tmp_path):
+    sample, out, _ = exports
+    gt = str(sample / "panoptic.json")
+    tasks = (out / "label-studio.json").read_text("utf-8")
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(tasks[: len(tasks) // 2], "utf-8")
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(truncated), "--pred-format", "label-studio")
+    assert code == 2
+    assert re.fullmatch(
+        rf"error: prediction Label Studio export {re.escape(str(truncated))} is not valid JSON \(line \d+, column \d+: "
+        r"[A-Z][^():]+\): the file is truncated \(it ends mid-way\); export it again\n",
+        report["error"],
+    ), report["error"]
+    latin = tmp_path / "latin.json"
+    latin.write_bytes(tasks.replace('"label"', '"lab\u00e9l"', 1).encode("latin-1", "replace"))
+    code, report = run_eval(capsys, "--gt", str(latin), "--gt-format", "label-studio", "--pred", gt)
+    assert code == 2 and report["error"].startswith(f"error: ground-truth Label Studio export {latin} is not UTF-8 text (byte 0xe9 at position ")
+    assert report["error"].endswith("): JSON exports are UTF-8; save the file as UTF-8, or export it again\n")
+    empty = tmp_path / "empty.json"
+    empty.write_text("  \n")
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(empty), "--pred-format", "coco-panoptic")
+    assert code == 2 and report["error"] == (
+        f"error: prediction JSON file {empty} is empty: the export did not finish or was cut off; export it again\n"
+    )
+    xml = (out / "cvat" / "annotations.xml").read_bytes()
+    bad_xml = tmp_path / "cvat" / "annotations.xml"
+    bad_xml.parent.mkdir()
+    bad_xml.write_bytes(xml.replace(b"</annotations>", "<!-- caf\u00e9 -->".encode("latin-1") + b"</annotations>"))
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(bad_xml))
+    assert code == 2 and report["error"].startswith(f"error: prediction CVAT export {bad_xml} is not well-formed XML (line ")
+    assert report["error"].endswith(
+        ": not well-formed (invalid token)): it holds bytes that are not text in its declared encoding (e.g. Latin-1 in a "
+        "UTF-8 file) or a character XML cannot hold: save it as UTF-8, or export it again\n"
+    )
+    folder = tmp_path / "no-export"
+    folder.mkdir()
+    code, report = run_eval(capsys, "--gt", gt, "--pred", str(folder), "--pred-format", "label-studio")
+    assert code == 2 and report["error"] == (
+        f"error: prediction folder {folder} holds no label-studio.json (the label-studio export ovpanoptic writes): pass "
+        "the label-studio file itself, or the output folder of 'ovpanoptic segment ... --format label-studio'\n"
+    )

@@ -3,7 +3,8 @@
 * :mod:`.writer`: :class:`CvatExporter` (``--format cvat``): ``OUTDIR/cvat/annotations.xml`` (one
   ``<mask>`` per segment, scores in percent) and ``OUTDIR/cvat/images/``;
 * :mod:`.reader`: :func:`read_cvat` (``--gt-format cvat``): an export's XML, parsed by Datumaro's
-  ``cvat`` importer, painted into one id map per image; :func:`cvat_file`: the XML a folder stands for.
+  ``cvat`` importer, painted into one id map per image; :func:`cvat_file`: the XML a folder stands for;
+  :func:`check_cvat`: the file's own checks, without categories.
 
 Detection (:func:`detect`): an ``.xml`` file, or a folder for which :func:`cvat_file` finds an XML
 with CVAT's ``<annotations>`` root (``annotations.xml``, Datumaro's ``default.xml``/``<subset>.xml``,
@@ -13,7 +14,7 @@ beside, in ``annotations/`` or in ``cvat/``).
 from __future__ import annotations
 
 from ..probe import Probe
-from .reader import CVAT_XML_NAME, cvat_file, is_cvat_xml, read_cvat
+from .reader import CVAT_XML_NAME, check_cvat, cvat_file, is_cvat_xml, read_cvat
 from .writer import CVAT_FOLDER, CvatConfig, CvatExporter, mask_rle
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FORMAT",
     "CvatConfig",
     "CvatExporter",
+    "check_cvat",
     "cvat_file",
     "detect",
     "is_cvat_xml",

@@ -44,10 +44,10 @@ import numpy.typing as npt
 from ...constants import DEFAULT_MAX_PIXELS
 from ...errors import MissingDependencyError
 from ..annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from ..common import CategoryInfo, EvaluationError, category_key, check_annotation_pixels, normalize_categories
+from ..common import CategoryInfo, EvaluationError, category_key, check_annotation_pixels, normalize_categories, xml_error
 from .writer import CVAT_FOLDER
 
-__all__ = ["CVAT_XML_NAME", "cvat_file", "is_cvat_xml", "read_cvat"]
+__all__ = ["CVAT_XML_NAME", "check_cvat", "cvat_file", "is_cvat_xml", "read_cvat"]
 
 log = logging.getLogger(__name__)
 
@@ -192,8 +192,10 @@ def _scan(
             "writes them, and ovpanoptic does not expand them (an entity can expand into gigabytes): replace each "
             "&NAME; by its text and remove the <!DOCTYPE ...> block, or export the annotations from CVAT again"
         ) from None
-    except (OSError, ET.ParseError) as exc:
-        raise EvaluationError(f"cannot read the CVAT XML of the {source}: {exc}") from None
+    except ET.ParseError as exc:
+        raise xml_error(source, exc) from None
+    except OSError as exc:
+        raise EvaluationError(f"cannot open {source} ({exc.strerror or exc}): check that it is readable") from None
     return names, meta, subsets, used
 
 
@@ -299,6 +301,32 @@ def _stage(xml: Path, names: Sequence[str], job: bool, folder: Path, subsets: bo
         stand_in.touch()
 
 
+def _checked_scan(
+    path: str | Path, role: str, max_pixels: int | None
+) -> tuple[Path, str, tuple[dict[str, str], set[str], bool, set[str]]]:
+    """``(the XML, how messages name it, what :func:`_scan` found)``, refusing a file without CVAT's ``<meta>``."""
+    xml = _xml_path(path)
+    source = f"{role} CVAT export {xml}"
+    found = _scan(xml, source, max_pixels)
+    if not found[1] & {"task", "job", "project"}:
+        raise EvaluationError(
+            f"{source} has no <meta> with a <task>, <job> or <project> (where CVAT lists the labels): it is not a complete "
+            "CVAT for images 1.1 export (an empty or hand-made <annotations> file?); export the annotations from CVAT "
+            "again (Export annotations -> CVAT for images 1.1), or from ovpanoptic with --format cvat"
+        )
+    return xml, source, found
+
+
+def check_cvat(path: str | Path, *, role: str = "ground-truth", max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
+    """Check a CVAT export's XML as :func:`read_cvat` does (well-formed, no entity, CVAT's ``<meta>``,
+    sizes and mask boxes), without Datumaro and without categories: so that a broken file is
+    reported before the classes are asked for.
+
+    :raises EvaluationError: what :func:`read_cvat` raises for the file itself.
+    """
+    _checked_scan(path, role, max_pixels)
+
+
 def read_cvat(
     path: str | Path,
     categories: Sequence[CategoryInfo] | Mapping[int, CategoryInfo],
@@ -334,9 +362,7 @@ def read_cvat(
     if not table:
         raise EvaluationError("read_cvat needs the categories that CVAT's labels name (pass --classes or --vocabulary)")
     by_name = categories_by_name(table)
-    xml = _xml_path(path)
-    source = f"{role} CVAT export {xml}"
-    frames, meta, subsets, used = _scan(xml, source, max_pixels)
+    xml, source, (frames, meta, subsets, used) = _checked_scan(path, role, max_pixels)
     strangers = sorted(label for label in used if category_key(label) not in by_name)
     if strangers:
         raise _unknown_labels(xml, map(repr, strangers), table)

@@ -10,6 +10,9 @@ labelling config and the push into a Label Studio project.
 * :mod:`.reader`: :func:`read_label_studio` (``--gt-format label-studio``): an export's brush
   (SDK ``decode_rle``) and polygon regions painted into one id map per task;
   :func:`embedded_categories`: the category table the exporter put in the tasks' ``meta``;
+* :mod:`.urls`: :func:`local_files_url` / :func:`local_files_path`: the ``/data/local-files/?d=``
+  image links, percent-encoded as Label Studio's local-files storage writes them and decoded back
+  (writer, reader, push and the ML backend share them);
 * :mod:`.push`: :func:`push_label_studio` (``ovpanoptic push label-studio``): a project from an
   output folder, through the SDK's client. It lives here, beside the files it sends, because it is
   the one other place that knows how the tasks files are split (:func:`task_files`).
@@ -23,6 +26,7 @@ from __future__ import annotations
 from ..probe import Probe
 from .config import LabellingConfigError, ProjectConfig, check_label_name, labelling_config, parse_labelling_config
 from .reader import LabelStudioSet, embedded_categories, fill_polygon, read_label_studio
+from .urls import local_files_path, local_files_url
 from .writer import (
     DEFAULT_MAX_FILE_MB,
     LABEL_STUDIO_IMPORT_LIMIT_BYTES,
@@ -50,6 +54,8 @@ __all__ = [
     "embedded_categories",
     "fill_polygon",
     "labelling_config",
+    "local_files_path",
+    "local_files_url",
     "parse_labelling_config",
     "prediction_score",
     "read_label_studio",

@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, quote, urlsplit
 
 from ... import __version__
 from ...errors import InputError, MissingDependencyError
+from ..common import read_json_file, xml_root
+from .urls import local_files_path, local_files_url
 from .writer import split_tasks, task_files
 
 __all__ = ["DEFAULT_CHUNK_MB", "PushResult", "one_line", "push_label_studio"]
@@ -54,13 +55,10 @@ class PushResult:
 
 def _local_files_url(url: str, subfolder: str) -> str:
     """A ``/data/local-files/?d=NAME`` URL with ``subfolder/`` put before ``NAME`` (kept when it is there)."""
-    parts = urlsplit(url)
-    if not parts.path.rstrip("/").endswith("/data/local-files"):
+    name = local_files_path(url)
+    if name is None or not subfolder or name.startswith(subfolder + "/"):
         return url
-    name = parse_qs(parts.query).get("d", [""])[0]
-    if not subfolder or name.startswith(subfolder + "/"):
-        return url
-    return f"/data/local-files/?d={quote(subfolder + '/' + name, safe='/')}"
+    return local_files_url(f"{subfolder}/{name}")
 
 
 #: The longest server message quoted in an error (one line).
@@ -161,6 +159,13 @@ def push_label_studio(
             f"{outdir} holds no label-studio export ({json_name} and {config_path.name}): run 'ovpanoptic segment ... "
             "--format label-studio -o OUTDIR' first"
         )
+    # Both files are checked here, before anything is connected to.
+    root = xml_root(config_path, "", "labelling config", whole=True)
+    if root != "View":
+        raise InputError(
+            f"labelling config {config_path} has the root element <{root}>, not Label Studio's <View>: write it again with "
+            "'ovpanoptic segment ... --format label-studio' (or fix it in Label Studio: Settings -> Labeling Interface)"
+        )
     subfolder = ""
     if images is not None:
         if local_files_root is None:
@@ -177,10 +182,9 @@ def push_label_studio(
     version = model_version or f"ovpanoptic-{__version__}-push-{time.strftime('%Y%m%dT%H%M%S')}"
     tasks: list[dict[str, Any]] = []
     for file in files:
-        try:
-            loaded = json.loads(file.read_text("utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"cannot read {file}: {exc}") from None
+        loaded = read_json_file(file, "", "Label Studio tasks file")
+        if not isinstance(loaded, list):
+            raise InputError(f"Label Studio tasks file {file} is not a list of tasks: write it again with 'ovpanoptic segment ... --format label-studio'")
         tasks.extend(loaded)
     for task in tasks:
         data = task.get("data", {})

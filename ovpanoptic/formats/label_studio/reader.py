@@ -17,7 +17,8 @@ skipped, with a count in :attr:`LabelStudioSet.skipped`. A polygon region whose 
 not counted twice. A thing region is one segment; the regions of one stuff class in one image are
 merged into one segment; where regions overlap, the one listed later is on top.
 
-Image names: the image URL's file name (``/data/local-files/?d=photos/a.jpg`` and
+Image names: the image URL's file name, percent-decoded (:mod:`.urls`: ``/data/local-files/?d=photos/a%20b.jpg``
+-> ``a b``; ``/data/local-files/?d=photos/a.jpg`` and
 ``/data/upload/3/1f2e3d4c-a.jpg`` -> ``a``: the 8-hex-digit prefix Label Studio adds to uploaded
 files is removed), so a Label Studio export pairs with the COCO output of the same images.
 
@@ -31,13 +32,12 @@ than its image's ``width x height x 4`` is refused before it is decoded.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -45,7 +45,15 @@ from PIL import Image, ImageDraw
 from ...constants import DEFAULT_MAX_PIXELS
 from ...errors import MissingDependencyError
 from ..annotations import AnnotatedImage, PanopticAnnotations, categories_by_name, image_name, paint_segments
-from ..common import CategoryInfo, EvaluationError, categories_from_json, category_key, check_annotation_pixels
+from ..common import (
+    CategoryInfo,
+    EvaluationError,
+    categories_from_json,
+    category_key,
+    check_annotation_pixels,
+    read_json_file,
+)
+from .urls import url_file_path
 from .writer import META_KEY
 
 __all__ = ["LabelStudioSet", "embedded_categories", "fill_polygon", "read_label_studio"]
@@ -57,6 +65,9 @@ _UPLOAD_PREFIX = re.compile(r"^[0-9a-f]{8}-")
 _ALPHA_INSIDE = 127
 
 _USES = ("auto", "annotations", "predictions")
+
+#: What the file is, for messages.
+_WHAT = "Label Studio export"
 
 #: Id of a polygon region that ovpanoptic's exporter derived from brush region ``<id>``.
 _DERIVED_POLYGON = re.compile(r"(.+)p\d+")
@@ -97,11 +108,8 @@ def _task_image_name(task: Mapping[str, Any], data_key: str | None, position: in
             f"{where}: task {task.get('id', position)} has no image URL in {field_text}: each task needs the URL of its "
             "image (images are paired by file name)"
         )
-    parts = urlsplit(url)
-    query = parse_qs(parts.query)
-    path = query["d"][0] if "d" in query else unquote(parts.path)
-    name = image_name(path)
-    if "/data/upload/" in parts.path:
+    name = image_name(url_file_path(url))
+    if "/data/upload/" in urlsplit(url).path:
         name = _UPLOAD_PREFIX.sub("", name)
     return name
 
@@ -190,18 +198,17 @@ def fill_polygon(points: Any, height: int, width: int, where: str) -> np.ndarray
     return np.asarray(canvas, dtype=bool)
 
 
-def _load_tasks(file: Path, where: str) -> list[Mapping[str, Any]]:
+def _load_tasks(file: Path, role: str) -> list[Mapping[str, Any]]:
     """The tasks of an export: a JSON list of tasks, one task (a dict with ``data``), or a dict
     that wraps the list in ``tasks`` (the body of Label Studio's import API and ML backend requests).
 
-    :raises EvaluationError: unreadable JSON, or another shape (the accepted shapes are named).
+    :raises EvaluationError: unreadable JSON (:func:`~ovpanoptic.formats.common.read_json_file`), or
+        another shape (the accepted shapes are named).
     """
-    try:
-        tasks = json.loads(file.read_text("utf-8"))
-    except RecursionError:
-        raise EvaluationError(f"cannot read {where}: its JSON is nested too deeply to be a Label Studio export") from None
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"cannot read {where}: {exc}") from None
+    where = f"{role} {_WHAT} {file}"
+    if not file.exists():
+        raise EvaluationError(f"{where} does not exist (export the project as JSON: Export -> JSON)")
+    tasks = read_json_file(file, role, _WHAT)
     if isinstance(tasks, Mapping) and "data" not in tasks and isinstance(tasks.get("tasks"), list):
         tasks = tasks["tasks"]
     elif isinstance(tasks, Mapping) and "data" in tasks:
@@ -224,9 +231,9 @@ def embedded_categories(path: str | Path, role: str = "ground-truth") -> dict[in
     :raises EvaluationError: unreadable JSON, or tasks that carry different tables.
     """
     file = Path(path)
-    where = f"{file} ({role})"
+    where = f"{role} {_WHAT} {file}"
     found: list[Any] | None = None
-    for task in _load_tasks(file, where):
+    for task in _load_tasks(file, role):
         meta = task.get("meta")
         own = meta.get(META_KEY) if isinstance(meta, Mapping) else None
         table = own.get("categories") if isinstance(own, Mapping) else None
@@ -287,10 +294,8 @@ def read_label_studio(
     if use not in _USES:
         raise EvaluationError(f"use must be one of {', '.join(_USES)}, got {use!r}")
     file = Path(path)
-    source = f"{role} Label Studio export {file}"
-    if not file.is_file():
-        raise EvaluationError(f"{source} does not exist (export the project as JSON: Export -> JSON)")
-    tasks = _load_tasks(file, source)
+    source = f"{role} {_WHAT} {file}"
+    tasks = _load_tasks(file, role)
     by_name = categories_by_name(categories)
     cats = {c.id: c for c in by_name.values()}
     entries: dict[str, tuple[int, list[Any], tuple[int, int] | None]] = {}

@@ -20,7 +20,9 @@ Files, in the output folder:
     Create the project with it (Settings -> Labeling Interface -> Code) before importing the tasks.
 
 Image references: ``image_url`` is a template with ``{stem}`` (the output name of the image) and
-``{file_name}`` (``stem + image_ext``); the default ``/data/local-files/?d={file_name}`` serves the
+``{file_name}`` (``stem + image_ext``), both percent-encoded as in any URL (``urllib.parse.quote``, as
+Label Studio's own local-files storage writes them: ``a b&c.jpg`` -> ``a%20b%26c.jpg``; the reader
+decodes them, :mod:`.urls`); the default ``/data/local-files/?d={file_name}`` serves the
 images from Label Studio's local-files storage (``LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true``,
 ``LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT`` = the image folder). Any URL Label Studio can open works
 (``https://bucket.example/{file_name}``, ``s3://bucket/{file_name}`` with cloud storage).
@@ -63,6 +65,7 @@ from ..parts import (
     write_categories,
 )
 from .config import check_label_name, labelling_config
+from .urls import url_quote
 
 __all__ = [
     "DEFAULT_MAX_FILE_MB",
@@ -241,8 +244,9 @@ class LabelStudioExporter:
         }
 
     def image_url(self, stem: str) -> str:
-        """The task's image reference for an output name."""
-        return self.config.image_url.format(stem=stem, file_name=f"{stem}{self.config.image_ext}")
+        """The task's image reference for an output name; the name is percent-encoded (a URL, as Label
+        Studio's local-files storage writes it: ``a b&c`` -> ``a%20b%26c``, see :mod:`.urls`)."""
+        return self.config.image_url.format(stem=url_quote(stem), file_name=url_quote(f"{stem}{self.config.image_ext}"))
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
         outdir = Path(outdir)
