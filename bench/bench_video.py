@@ -17,18 +17,29 @@ random weights from the checkpoint this bench writes, at 512 px: at its own 1024
 window takes tens of minutes on a 2-core CPU, see ``bench/results/video.json`` of issue 13).
 
 Scenarios, each in its own process (its peak RSS is the process's): ``k1-N`` (5 frames, K = 1,
-every frame through the image pipeline; the tracker is never called) and ``k10-TRACKER-N`` (11
-frames, K = 10: two keyframes and 9 tracked frames) for N = 2, 9, 18. ``tracker_seconds_mean`` is
-the tracker's own time per tracked frame (its generator's steps), ``seconds_per_frame`` the whole
-loop's (keyframes, tracking, composition, output) divided by the frames, ``cpu_seconds_per_frame``
-the same loop's process CPU time (all threads) per frame. ``tracked_stages`` splits a tracked
-frame's seconds: ``tracker``, ``compose`` (the rest of ``segment_video``: track bookkeeping, composition, frames read),
-``write`` (PNG, JSON part) and ``overlay`` (drawing and encoding the overlay frame).
+every frame through the image pipeline; the ``hold`` tracker only carries each frame's ids to the
+next for matching) and ``k10-TRACKER-N`` (``--frames``, default 21, K = 10: keyframes 0, 10 and
+20, 18 tracked frames) for N = 2, 9, 18. ``tracker_seconds_mean`` is the tracker's own time per
+tracked frame (its generator's steps), ``seconds_per_frame`` the whole loop's (keyframes, tracking,
+composition, output) divided by the frames, ``cpu_seconds_per_frame`` the same loop's process CPU
+time (all threads) per frame; ``keyframe_*`` and ``tracked_*`` split them by kind of frame (a
+keyframe's time includes the tracker's step onto it). ``tracked_stages`` splits a tracked frame's
+seconds: ``tracker``, ``compose`` (the rest of ``segment_video``: track bookkeeping, composition,
+frames read), ``write`` (PNG, JSON part) and ``overlay`` (drawing and encoding the overlay frame).
 
-On a shared machine wall seconds vary with the load (keyframe seconds of one scenario varied 27-65 s
-between runs under a load average of 6). So the scenarios of one object count run one after the
-other (K = 1, then each tracker at K = 10), ``--repeat`` times in turn, and each scenario reports
-the median of its runs; the goals are given on wall and on CPU seconds.
+Warm-up, the same in every scenario and outside the timed loop: the models are loaded, then
+``segment_video`` runs with the scenario's K and tracker over a 2-frame warm-up clip (the motion
+clip's next frames): every first call (models, tracker, the id matching's imports, writers) is paid
+there. ``warm_up_seconds`` is its time.
+
+On a shared machine wall seconds vary with the load, and with torch's default threads (one per
+core) CPU seconds do too: an OpenMP thread waiting at a barrier for a preempted sibling spins, so
+the same keyframe took 4 to 35 CPU seconds beside another benchmark on 2 cores (issue 26; one
+thread: 5.8-6.0). So the scenarios of one object count run one after the other (K = 1, then each
+tracker at K = 10), ``--repeat`` times in turn, each scenario reports the median of its runs, and
+the goals are given on wall and on CPU seconds, with ``keyframe_k10_over_k1`` (about 1 when the
+two are measured alike). ``--threads 1`` fixes torch's and OpenCV's threads for a comparison
+that holds under load; the default keeps the libraries' own counts (what a user gets).
 
     .venv/bin/python bench/bench_video.py [--scenarios k1-2,k10-flow-2,...] [--frames 21] [--repeat 3] [--out bench/results/video.json]
 """
@@ -59,6 +70,12 @@ from run import SAMPLE, WEIGHTS, make_weights
 
 WEIGHTS_DIR = ROOT / "bench" / ".weights"
 
+#: Frames of the warm-up clip each scenario runs through ``segment_video`` (with its own K and
+#: tracker) before the timed clip: a keyframe and then a tracked frame (K = 10) or a second
+#: keyframe (K = 1), so that every first call (the models', the tracker's, the id matching's
+#: imports, the output writers') is paid outside the timed loop, the same way in every scenario.
+WARM_UP_FRAMES = 2
+
 
 def _rss_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
@@ -80,12 +97,26 @@ def make_clip(folder: Path, frames: int, objects: int) -> tuple[Path, dict[str, 
 
     folder.mkdir(parents=True, exist_ok=True)
     index: dict[str, Any] = {}
-    for t, (rgb, ids, labels) in enumerate(render(frames + 1, objects, photo_things=False)):
-        # The last frame is the warm-up image (first calls of the models are slower), outside the clip.
-        path = folder / f"{t:04d}.png" if t < frames else folder.parent / "warm-up.png"
+    warm_up = folder.parent / "warm-up"
+    warm_up.mkdir(exist_ok=True)
+    for t, (rgb, ids, labels) in enumerate(render(frames + WARM_UP_FRAMES, objects, photo_things=False)):
+        # The last frames are the warm-up clip (first calls are slower), outside the timed clip.
+        path = folder / f"{t:04d}.png" if t < frames else warm_up / f"{t - frames:04d}.png"
         Image.fromarray(rgb).save(path, compress_level=1)
         index[image_digest(read_image(path))] = (ids, labels)
     return folder, index
+
+
+def set_threads(threads: int) -> dict[str, int]:
+    """Bench only: ``threads`` > 0 fixes torch's intra-op threads and OpenCV's to that count (0
+    leaves both libraries' defaults); returns the counts in use."""
+    import cv2
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(threads)
+    return {"torch": torch.get_num_threads(), "opencv": cv2.getNumThreads()}
 
 
 def pipeline_with_ground_truth(index: dict[str, Any], tracker: str, image_size: int = 0) -> Any:
@@ -154,18 +185,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     from ovpanoptic.video.output import VideoOutput
 
     work = Path(spec["work"])
+    threads = set_threads(spec.get("threads", 0))
     folder, index = make_clip(work / "frames", spec["frames"], spec["objects"])
     pipe, inner = pipeline_with_ground_truth(index, spec["tracker"], spec.get("image_size", 0))
     classes, stuff = classes_of(index)
     vocab = pipe.vocabulary(classes, stuff)
+    options = TrackingOptions(keyframe_every=spec["k"])
     t = time.perf_counter()
     inner.component("proposal_generator").loader.get()
     inner.prepare_vocabulary(vocab)
-    pipe.segment(work / "warm-up.png", vocab)  # every model's first call, outside the timed loop
-    warm = time.perf_counter() - t
     tracker = pipe.component("tracker")
     if spec["tracker"] == "sam2-video":
         tracker.loader.get()
+    # Every first call outside the timed loop, the same way for K = 1 and K = 10 (WARM_UP_FRAMES).
+    for _ in segment_video(pipe, open_frames(work / "warm-up", FrameSelection()), vocab, options):
+        pass
+    warm = time.perf_counter() - t
     tracker_seconds: list[float] = []
     real_track = tracker.track
 
@@ -193,19 +228,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     output._encode = timed_encode  # type: ignore[method-assign]
     frame_seconds: dict[str, list[float]] = {"keyframe": [], "tracked": []}
+    frame_cpu: dict[str, list[float]] = {"keyframe": [], "tracked": []}
     stages: dict[str, list[float]] = {"tracker": [], "compose": [], "write": [], "overlay": []}
     objects: list[int] = []
     rss: list[float] = []
     book = None
     cpu0 = time.process_time()
     t0 = time.perf_counter()
-    last = t0
-    for item in segment_video(pipe, source, vocab, TrackingOptions(keyframe_every=spec["k"])):
+    last, last_cpu = t0, cpu0
+    for item in segment_video(pipe, source, vocab, options):
         produced = time.perf_counter()
         tracked_before, overlay_before = len(tracker_seconds), len(overlay_seconds)
         output.write(item)
-        now = time.perf_counter()
+        now, now_cpu = time.perf_counter(), time.process_time()
         frame_seconds["keyframe" if item.keyframe else "tracked"].append(now - last)
+        frame_cpu["keyframe" if item.keyframe else "tracked"].append(now_cpu - last_cpu)
+        last_cpu = now_cpu
         if not item.keyframe:
             tracker_s = sum(tracker_seconds[tracked_before - 1 : tracked_before]) if tracked_before else 0.0
             overlay_s = sum(overlay_seconds[overlay_before:])
@@ -234,12 +272,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         "seconds_per_frame": round(loop / n, 3),
         "cpu_seconds_per_frame": round(cpu / n, 3),
         "keyframe_seconds_mean": round(float(np.mean(frame_seconds["keyframe"])), 3),
+        "keyframe_seconds": [round(v, 2) for v in frame_seconds["keyframe"]],
+        "keyframe_cpu_seconds_mean": round(float(np.mean(frame_cpu["keyframe"])), 3),
         "tracked_seconds_mean": round(float(np.mean(frame_seconds["tracked"])), 3) if frame_seconds["tracked"] else None,
+        "tracked_cpu_seconds_mean": round(float(np.mean(frame_cpu["tracked"])), 3) if frame_cpu["tracked"] else None,
         "tracker_seconds_mean": round(float(np.mean(tracker_seconds)), 4) if tracker_seconds else None,
         "tracked_stages": {k: round(float(np.mean(v)), 4) for k, v in stages.items()} if frame_seconds["tracked"] else None,
         "things_per_keyframe": objects,
         "finish_seconds": round(finish, 2),
         "warm_up_seconds": round(warm, 2),
+        "threads": threads,
         "rss_mb_at_keyframes": rss,
         "tracks": len(book.records()) if book else 0,
     }
@@ -249,7 +291,7 @@ SCENARIOS: dict[str, dict[str, Any]] = {}
 for _n in (2, 9, 18):
     SCENARIOS[f"k1-{_n}"] = {"frames": 5, "k": 1, "tracker": "hold", "objects": _n}
     for _tracker in ("hold", "flow", "sam2-video"):
-        SCENARIOS[f"k10-{_tracker}-{_n}"] = {"frames": 11, "k": 10, "tracker": _tracker, "objects": _n, "image_size": 512}
+        SCENARIOS[f"k10-{_tracker}-{_n}"] = {"frames": 21, "k": 10, "tracker": _tracker, "objects": _n, "image_size": 512}
 
 
 def run_worker(name: str, spec: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -294,7 +336,8 @@ def _goals(results: dict[str, Any]) -> dict[str, Any]:
     """The issue's two speed goals, from the scenarios run: per tracker, the tracker's per-frame
     cost at 18 objects over that at 2 (goal < 1.5), and per object count, K = 1's seconds per frame
     over K = 10's (goal >= 4 with the CPU default tracker, ``flow``), on wall seconds and (``_cpu``)
-    on process CPU seconds."""
+    on process CPU seconds; and, as a check that the two are compared like with like, a K = 10
+    keyframe's CPU seconds over a K = 1 frame's (``keyframe_k10_over_k1``: about 1)."""
     out: dict[str, Any] = {}
     for tracker in ("hold", "flow", "sam2-video"):
         two, many = results.get(f"k10-{tracker}-2"), results.get(f"k10-{tracker}-18")
@@ -306,6 +349,9 @@ def _goals(results: dict[str, Any]) -> dict[str, Any]:
                 out[f"{tracker}_k1_over_k10_{n}"] = round(k1["seconds_per_frame"] / k10["seconds_per_frame"], 2)
                 if k1.get("cpu_seconds_per_frame") and k10.get("cpu_seconds_per_frame"):
                     out[f"{tracker}_k1_over_k10_{n}_cpu"] = round(k1["cpu_seconds_per_frame"] / k10["cpu_seconds_per_frame"], 2)
+                if k1.get("keyframe_cpu_seconds_mean") and k10.get("keyframe_cpu_seconds_mean"):
+                    # Like with like: a keyframe of a tracked run does the same work as a K = 1 frame (~1).
+                    out[f"{tracker}_keyframe_k10_over_k1_{n}_cpu"] = round(k10["keyframe_cpu_seconds_mean"] / k1["keyframe_cpu_seconds_mean"], 2)
     return out
 
 
@@ -314,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "video.json"))
     parser.add_argument("--merge", action="store_true", help="add the scenarios run to the results already in --out")
-    parser.add_argument("--frames", type=int, default=11,
+    parser.add_argument("--frames", type=int, default=21,
                         help="frames of the K = 10 scenarios (21: three keyframes, two full windows); the K = 1 ones keep 5")
     parser.add_argument("--repeat", type=int, default=1, help="rounds of the scenarios, run in turn; each reports its median run")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="fix torch's and OpenCV's CPU threads to this count in every scenario (0: the libraries' defaults)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -326,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.frames < 2:
         raise SystemExit(f"--frames must be at least 2, got {args.frames}")
+    if args.threads < 0:
+        raise SystemExit(f"--threads must be 0 (the libraries' defaults) or a count, got {args.threads}")
     if args.repeat < 1:
         raise SystemExit(f"--repeat must be at least 1, got {args.repeat}")
     names = args.scenarios.split(",")
@@ -340,6 +390,7 @@ def main(argv: list[str] | None = None) -> int:
             for name in interleaved(names):
                 print(f"{name} (round {round_ + 1} of {args.repeat}) ...", flush=True)
                 spec = SCENARIOS[name] if SCENARIOS[name]["k"] == 1 else {**SCENARIOS[name], "frames": args.frames}
+                spec = {**spec, "threads": args.threads}
                 runs.setdefault(name, []).append(run_worker(f"{name}-{round_}", spec, Path(tmp)))
                 print(f"{name}: {json.dumps(runs[name][-1])}", flush=True)
     results = {name: _median_run(r) for name, r in runs.items()}
@@ -352,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": load_before,
         "load_average_after": [round(v, 2) for v in os.getloadavg()],
         "repeat": args.repeat,
+        "threads": args.threads or "libraries' defaults",
         "goals": _goals(results),
         "results": results,
     }
