@@ -16,6 +16,13 @@ Both paths must write the same files byte for byte (stage timings aside): checke
     .venv/bin/python bench/bench_throughput.py --quick         # 12 images: a few minutes
     .venv/bin/python bench/bench_throughput.py --device cuda   # the GPU row (goal: >= 8 images/s)
 
+The contention scenario runs, ``--repeats`` times interleaved: quiet and contended, each with
+``pipeline.threads`` fixed at the process's count (today's behaviour) and with ``"auto"`` (the
+load-aware choice, :mod:`ovpanoptic.threads`); it reports medians, per-stage seconds (SAM 2's
+encoder and decoder apart) and the thread counts chosen.
+
+    .venv/bin/python bench/bench_throughput.py --scenarios contention --images 4 --repeats 2 --out /tmp/c.json  # ~10 min
+
 Results: ``bench/results/throughput.json`` (``--out``). Goals (issue 25): overlapped >= 1.2x
 sequential on the CPU; contention slowdown <= 2.2x with the quiet run no more than 5 % slower than
 today's; on one H100/H200 >= 8 images/s.
@@ -26,6 +33,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import logging
 import os
 import platform
 import statistics
@@ -78,13 +86,37 @@ def folder_bytes(out: Path) -> dict[str, bytes]:
     return files
 
 
-def run_path(pipe: Any, vocab: Any, inputs: list[Path], out: Path, overlap: bool, reset: Any = None) -> dict[str, Any]:
+class ThreadLog(logging.Handler):
+    """Collects the intra-op thread counts :mod:`ovpanoptic.threads` chooses (its debug log)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.counts: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("intra-op threads"):
+            self.counts.append(int(record.args[0]))  # type: ignore[index]
+
+
+def run_path(
+    pipe: Any, vocab: Any, inputs: list[Path], out: Path, overlap: bool, reset: Any = None, watch: Any = None
+) -> dict[str, Any]:
     """One batch into ``out``; ``reset()`` first empties the pipelines' caches (every pass must
-    compute every image: the caches are keyed by content)."""
+    compute every image: the caches are keyed by content). With ``watch`` (``bench/run.py``'s
+    stopwatch of the real components), its seconds per image are recorded too (``sub_stage_s``),
+    and the thread counts chosen (``threads_chosen``: count -> images)."""
     from ovpanoptic.engines.local import run_local
 
     if reset is not None:
         reset()
+    if watch is not None:
+        watch.seconds.clear()
+    threads = ThreadLog()
+    logger = logging.getLogger("ovpanoptic.threads")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(threads)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
     stages: dict[str, list[float]] = {}
 
     def on_image(outcome: Any) -> None:
@@ -92,13 +124,81 @@ def run_path(pipe: Any, vocab: Any, inputs: list[Path], out: Path, overlap: bool
             stages.setdefault(k, []).append(v)
 
     t0 = time.perf_counter()
-    report = run_local(pipe, vocab, inputs, out, list(FORMATS), overwrite=True, on_image=on_image, overlap=overlap)
+    try:
+        report = run_local(pipe, vocab, inputs, out, list(FORMATS), overwrite=True, on_image=on_image, overlap=overlap)
+    finally:
+        logger.removeHandler(threads)
+        logger.setLevel(level)
+        logger.propagate = propagate
     wall = time.perf_counter() - t0
-    return {
+    row = {
         "images": len(inputs), "done": report.done, "wall_s": round(wall, 2), "images_per_s": round(report.done / wall, 3),
         "s_per_image": round(wall / max(1, report.done), 3),
         "stage_median_s": {k: round(statistics.median(v), 4) for k, v in stages.items()},
+        "threads_chosen": {str(n): threads.counts.count(n) for n in sorted(set(threads.counts))},
     }
+    if watch is not None:
+        row["sub_stage_s"] = {k: round(v / max(1, report.done), 4) for k, v in sorted(watch.seconds.items())}
+    return row
+
+
+def with_threads(pipe: Any, setting: int | str) -> None:
+    """Set ``pipeline.threads`` of a built pipeline (the engine reads it per image)."""
+    import dataclasses
+
+    pipe.config = dataclasses.replace(pipe.config, pipeline=dataclasses.replace(pipe.config.pipeline, threads=setting))
+
+
+def contention(
+    pipe: Any, vocab: Any, inputs: list[Path], tmp: Path, reset: Any, watch: Any, busy: int, repeats: int
+) -> dict[str, Any]:
+    """Quiet and contended runs, ``pipeline.threads`` fixed at the process's count (today's
+    behaviour) and ``"auto"``, interleaved ``repeats`` times; medians and per-stage seconds."""
+    import torch
+
+    fixed = torch.get_num_threads()
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for rep in range(repeats):
+        for load in ("quiet", "contended"):
+            for setting in (fixed, "auto"):
+                name = f"{load} threads={setting}"
+                with_threads(pipe, setting)
+                procs = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(busy if load == "contended" else 0)]
+                try:
+                    if procs:
+                        time.sleep(1.0)  # let the busy processes be scheduled
+                    load_avg = os.getloadavg()[0]
+                    row = run_path(pipe, vocab, inputs, tmp / f"out-{load}-{setting}-{rep}", overlap=True, reset=reset, watch=watch)
+                finally:
+                    for proc in procs:
+                        proc.kill()
+                        proc.wait()
+                row["load_average_1min_at_start"] = round(load_avg, 2)
+                print(f"{name} #{rep}:", row, flush=True)
+                runs.setdefault(name, []).append(row)
+    with_threads(pipe, "auto")
+
+    def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+        keys = {k for r in rows for k in {**r["stage_median_s"], **r.get("sub_stage_s", {})}}
+        chosen: dict[str, int] = {}
+        for r in rows:
+            for n, c in r["threads_chosen"].items():
+                chosen[n] = chosen.get(n, 0) + c
+        return {
+            "s_per_image_median": round(statistics.median(r["s_per_image"] for r in rows), 3),
+            "s_per_image_runs": [r["s_per_image"] for r in rows],
+            "stage_s_median": {k: round(statistics.median({**r["stage_median_s"], **r.get("sub_stage_s", {})}.get(k, 0.0) for r in rows), 3)
+                               for k in sorted(keys)},
+            "threads_chosen": chosen,
+            "load_average_1min_at_start": [r["load_average_1min_at_start"] for r in rows],
+        }
+
+    out = {name: summary(rows) for name, rows in runs.items()}
+    for setting in (fixed, "auto"):
+        quiet, loaded = out[f"quiet threads={setting}"], out[f"contended threads={setting}"]
+        out[f"slowdown threads={setting}"] = round(loaded["s_per_image_median"] / quiet["s_per_image_median"], 3)
+    out["quiet auto vs fixed"] = round(out["quiet threads=auto"]["s_per_image_median"] / out[f"quiet threads={fixed}"]["s_per_image_median"], 3)
+    return {"busy_processes": busy, "busy_code": BUSY, "repeats": repeats, "images": len(inputs), "runs": runs, "summary": out}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--scenarios", default="throughput,contention", help="comma-separated: throughput, contention")
     parser.add_argument("--busy", type=int, default=2, help="single-threaded busy processes of the contention scenario")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of the contention scenario's four runs")
     parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "throughput.json")
     args = parser.parse_args(argv)
@@ -149,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         pipe.clear_cache()
         inner.clear_cache()
         getattr(generator, "_cache", {}).clear()
+        getattr(generator, "_embeddings", {}).clear()  # image embeddings kept for prompts
 
     vocab = pipe.vocabulary(name="coco")
     pipe.prepare_vocabulary(vocab)
@@ -176,23 +278,8 @@ def main(argv: list[str] | None = None) -> int:
                                      "files_identical": same}
             print("throughput speedup", results["throughput"]["speedup"], "identical", same, flush=True)
         if "contention" in scenarios:
-            quiet = results.get("throughput", {}).get("overlapped") or run_path(pipe, vocab, inputs, tmp / "out-quiet", overlap=True, reset=reset)
-            busy = [subprocess.Popen([sys.executable, "-c", BUSY]) for _ in range(args.busy)]
-            try:
-                time.sleep(1.0)  # let the busy processes be scheduled
-                loaded = run_path(pipe, vocab, inputs, tmp / "out-busy", overlap=True, reset=reset)
-            finally:
-                for proc in busy:
-                    proc.kill()
-                    proc.wait()
-            print("contended:", loaded, flush=True)
-            results["contention"] = {
-                "busy_processes": args.busy, "busy_code": BUSY, "quiet": quiet, "contended": loaded,
-                "slowdown": round(loaded["wall_s"] / quiet["wall_s"], 3),
-                "stage_slowdown": {k: round(v / quiet["stage_median_s"][k], 2) for k, v in loaded["stage_median_s"].items()
-                                   if quiet["stage_median_s"].get(k)},
-            }
-            print("contention slowdown", results["contention"]["slowdown"], flush=True)
+            results["contention"] = contention(pipe, vocab, inputs, tmp, reset, watch, args.busy, args.repeats)
+            print("contention:", json.dumps(results["contention"]["summary"], indent=1), flush=True)
     results["machine"]["load_average_at_end"] = [round(v, 2) for v in os.getloadavg()]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

@@ -39,6 +39,7 @@ from typing import Any
 from .components import KINDS, QUALIFIER, ComponentSpec
 from .constants import CONFIG_PATH_ENV, DEFAULT_MAX_PIXELS, DEFAULT_PRESET
 from .errors import AmbiguousNameError, ComponentNotFoundError, ConfigError
+from .threads import THREADS_AUTO, check_threads_setting
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -90,6 +91,10 @@ class PipelineSettings:
     :param cache_images: how many images' proposals and features are kept for re-querying.
     :param max_pixels: images with more pixels (width x height) are refused, files before they are
         decoded (a small PNG can declare 120 megapixels); 0 = no limit.
+    :param threads: CPU threads of torch's operators in batch runs (``segment`` of a folder):
+        ``"auto"`` (the default) chooses per image from the machine's load: all of the process's
+        threads when the CPU is quiet, fewer or one more than the CPUs when other processes compete
+        (see :mod:`ovpanoptic.threads`); a number fixes it. Only CPU devices are affected.
     """
 
     proposal_generator: str = "sam2"
@@ -104,8 +109,13 @@ class PipelineSettings:
     min_side: int = 32
     cache_images: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
+    threads: int | str = THREADS_AUTO
 
     def __post_init__(self) -> None:
+        try:
+            check_threads_setting(self.threads)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             if not getattr(self, kind):
                 raise ConfigError(f"pipeline.{kind} must name a component")

@@ -36,6 +36,7 @@ from .device import DEVICE_PROFILES, describe_device, resolve_device
 from .errors import ComponentError, ConfigError, InputError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
+from .threads import intra_op_threads
 from .types import ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary, size_text
 from .vocabulary import check_distinct_names
 from .weights import is_offline, release_freed_memory
@@ -501,7 +502,18 @@ class Pipeline:
 
         :param refine: apply ``pipeline.refiners`` (see :meth:`refine`) to the result; the video
             runner passes ``False`` and refines the frames it composes instead.
+
+        On a CPU the image runs with the intra-op thread count ``pipeline.threads`` chooses from the
+        machine's load at that moment (:func:`ovpanoptic.threads.intra_op_threads`), restored after it:
+        every caller (CLI, engines, Ray workers, video keyframes, demo) gets the same rule.
         """
+        with intra_op_threads(self.config.pipeline.threads, self.device):
+            return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
+
+    def _segment_run(
+        self, image: Any, vocabulary: Vocabulary | str, *, progress: Progress | None, source: str, refine: bool
+    ) -> SegmentationRun:
+        """:meth:`segment_run`'s work, under the thread count it chose."""
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)

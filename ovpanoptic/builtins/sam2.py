@@ -37,6 +37,7 @@ from ..device import autocast
 from ..errors import InputError, MissingDependencyError, WeightsError
 from ..hookspecs import hookimpl
 from ..imageio import image_digest
+from ..threads import many_small_ops
 from ..types import Prompt, ProposalSet
 from ..weights import HUB_PREFIX, HubFile, load_state_dict, load_strict, resolve_weights
 from ._quiet import quiet_deprecations
@@ -563,33 +564,35 @@ class FastSam2Generator(_Sam2Base):
         done = 0
         # Adaptive mode updates the coverage after every decoder batch, so it decodes in those.
         step = min(cfg.decoder_batch, cfg.points_per_batch) if cfg.adaptive else cfg.points_per_batch
-        for start in range(0, len(order), step):
-            batch = points[order[start : start + step]]
-            if cfg.adaptive and found.iou:
-                ly = np.clip((batch[:, 1] / ch * lr_h).astype(int), 0, lr_h - 1)
-                lx = np.clip((batch[:, 0] / cw * lr_w).astype(int), 0, lr_w - 1)
-                batch = batch[~covered[torch.from_numpy(ly).to(device), torch.from_numpy(lx).to(device)].cpu().numpy()]
-            if len(batch):
-                low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
-                t = time.perf_counter()
-                if len(iou):
-                    if cfg.stability_score_thresh > 0:  # a threshold of 0 keeps all: skip the two passes
-                        stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
-                        keep = stability >= cfg.stability_score_thresh
-                        low, iou, box = low[keep], iou[keep], box[keep]
-                    edge = is_box_near_crop_edge(box, list(crop_box), [0, 0, image.shape[1], image.shape[0]])
-                    low, iou, box = low[~edge], iou[~edge], box[~edge]
-                    # Candidates wait for NMS in float16: half the memory of a 32x32 grid's 3072
-                    # masks (400 MB instead of 800 MB); only signs near 0 can move, by < 1e-3.
-                    found.low_res.append(low.to(torch.float16))
-                    found.iou.append(iou)
-                    found.boxes.append(box)
-                    if cfg.adaptive:
-                        covered |= (low > cfg.mask_threshold).any(dim=0)
-                self._tick("filter", t)
-            done = min(start + step, len(order))
-            if progress is not None:
-                progress(f"sam2: crop {index + 1}/{n_crops}, point prompts", done, len(order))
+        # Thousands of small operators: single-threaded while every core is shared (ovpanoptic.threads).
+        with many_small_ops(str(device)):
+            for start in range(0, len(order), step):
+                batch = points[order[start : start + step]]
+                if cfg.adaptive and found.iou:
+                    ly = np.clip((batch[:, 1] / ch * lr_h).astype(int), 0, lr_h - 1)
+                    lx = np.clip((batch[:, 0] / cw * lr_w).astype(int), 0, lr_w - 1)
+                    batch = batch[~covered[torch.from_numpy(ly).to(device), torch.from_numpy(lx).to(device)].cpu().numpy()]
+                if len(batch):
+                    low, iou, box = self._decode_batch(predictor, decoder, ctx, batch, (ch, cw))
+                    t = time.perf_counter()
+                    if len(iou):
+                        if cfg.stability_score_thresh > 0:  # a threshold of 0 keeps all: skip the two passes
+                            stability = calculate_stability_score(low, cfg.mask_threshold, cfg.stability_score_offset)
+                            keep = stability >= cfg.stability_score_thresh
+                            low, iou, box = low[keep], iou[keep], box[keep]
+                        edge = is_box_near_crop_edge(box, list(crop_box), [0, 0, image.shape[1], image.shape[0]])
+                        low, iou, box = low[~edge], iou[~edge], box[~edge]
+                        # Candidates wait for NMS in float16: half the memory of a 32x32 grid's 3072
+                        # masks (400 MB instead of 800 MB); only signs near 0 can move, by < 1e-3.
+                        found.low_res.append(low.to(torch.float16))
+                        found.iou.append(iou)
+                        found.boxes.append(box)
+                        if cfg.adaptive:
+                            covered |= (low > cfg.mask_threshold).any(dim=0)
+                    self._tick("filter", t)
+                done = min(start + step, len(order))
+                if progress is not None:
+                    progress(f"sam2: crop {index + 1}/{n_crops}, point prompts", done, len(order))
         t = time.perf_counter()
         low, iou, box = found.cat(device)
         if len(iou):
