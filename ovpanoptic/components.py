@@ -229,6 +229,13 @@ class Tracker(Protocol):
     where the objects are given as masks; the tracker follows them through ``frames[1:]``. Windows
     are independent calls (state from one window must not be needed in the next: the runner seeds
     every window afresh from the keyframe's result), so memory stays bounded by the window length.
+
+    A tracker may set the class attribute ``bidirectional = True`` (absent means ``False``): then, unless
+    ``TrackingOptions.bidirectional`` says otherwise, the runner also calls :meth:`track` on each window
+    *reversed* (``frames[0]`` the next keyframe, seeded with its matched objects, the frames back to the
+    previous keyframe after it) and fuses both passes (:func:`ovpanoptic.video.tracks.fuse_bidirectional`).
+    Set it only when the tracker makes no assumption about the direction of time. (It is not a member of
+    this protocol, so a tracker without it still conforms.)
     """
 
     def track(
@@ -237,7 +244,8 @@ class Tracker(Protocol):
         """Follow the seeded objects through the window.
 
         :param frames: ``K + 1`` read-only ``(H, W, 3)`` uint8 RGB frames of one size, in time order
-            (the runner's sampled frames: ``--every`` applies before).
+            (the runner's sampled frames: ``--every`` applies before), or in reverse time order for the
+            backward pass of a tracker that sets ``bidirectional = True``.
         :param seeds: the objects on ``frames[0]``: track ids and ``(N, H, W)`` bool masks, none empty.
         :param progress: ``progress(message, done, total)`` or ``None``.
         :return: an iterable (a generator is best: the runner writes each frame as it comes) of one

@@ -600,6 +600,7 @@ class Pipeline:
         end: int | None = None,
         max_frames: int | None = None,
         tracker: str | None = None,
+        bidirectional: bool | None = None,
         progress: Progress | None = None,
     ) -> Iterator[VideoFrameResult]:
         """Segment a video with ids that stay the same across frames (see :mod:`ovpanoptic.video`).
@@ -613,6 +614,8 @@ class Pipeline:
             :class:`~ovpanoptic.video.FrameSource`.
         :param every: process every N-th source frame; ``start``/``end`` (source indices, ``end``
             exclusive) and ``max_frames`` limit the range.
+        :param bidirectional: also run the tracker backward from each next keyframe and fuse both passes
+            (``None``: the tracker's own default; see :class:`~ovpanoptic.video.TrackingOptions`).
         :return: an iterator of :class:`~ovpanoptic.video.VideoFrameResult` (frame index, time,
             keyframe flag, result whose thing ids are track ids), one per processed frame.
         :raises InputError: a missing or unreadable input, or an option out of range (at the call);
@@ -623,7 +626,8 @@ class Pipeline:
 
         vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
         options = TrackingOptions(
-            keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed, track_stuff=track_stuff
+            keyframe_every=keyframe_every, match_iou=match_iou, max_unseen=max_unseen, max_missed=max_missed, track_stuff=track_stuff,
+            bidirectional=bidirectional,
         )
         if isinstance(video, FrameSource):
             source = video

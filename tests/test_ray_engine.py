@@ -476,3 +476,52 @@ def test_without_address_the_engine_starts_its_own_ray_not_the_running_cluster(r
         gcs = session.ray.get_runtime_context().gcs_address
         assert session._owned
     assert gcs != ray_cluster["address"]
+
+
+def test_a_worker_reads_and_exports_while_it_segments_one_image_at_a_time(tmp_path, monkeypatch):
+    """The worker's overlap (``RayOptions.overlap``; two calls at a time in Ray's actor threads), driven here by two
+    plain threads: image b is segmented while image a is exported (a rendezvous of the two: a worker that did one
+    image after another would never reach it and the barrier breaks), and no two segmentations run at once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from ovpanoptic.engines import batch, ray_engine
+    from ovpanoptic.engines.batch import ImageOutcome
+    from ovpanoptic.types import Category, Vocabulary
+
+    for stem in "ab":
+        Image.fromarray(make_shapes_image()).save(tmp_path / f"{stem}.png")
+    meet = threading.Barrier(2, timeout=60)
+    a_segmenting = threading.Event()
+    active, most, guard = [0], [0], threading.Lock()
+
+    def segment(pipe, vocabulary, image, path, stem, outdir):
+        with guard:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        if stem == "a":
+            a_segmenting.set()
+        else:
+            meet.wait()  # b's segmentation meets a's export
+        with guard:
+            active[0] -= 1
+        return f"result {stem}"
+
+    def export(pipe, result, image, path, stem, outdir, formats):
+        if stem == "a":
+            meet.wait()
+        return ImageOutcome(path, stem, "done", segments=0)
+
+    monkeypatch.setattr(batch, "segment_image", segment)
+    monkeypatch.setattr(batch, "export_image", export)
+    vocabulary = Vocabulary((Category(1, "person", True),))
+    worker = ray_engine.PipelineWorker(None, vocabulary.to_dict(), ["summary"], str(tmp_path / "out"), ())
+    worker._pipe = SimpleNamespace(config=SimpleNamespace(pipeline=SimpleNamespace(max_pixels=0)))
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(worker.process, str(tmp_path / "a.png"), "a")
+        assert a_segmenting.wait(60)
+        second = pool.submit(worker.process, str(tmp_path / "b.png"), "b")
+        outcomes = [first.result(timeout=120), second.result(timeout=120)]
+    assert [(o.stem, o.status, o.worker) for o in outcomes] == [("a", "done", worker._name), ("b", "done", worker._name)]
+    assert most[0] == 1 and worker.images == 2

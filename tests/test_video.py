@@ -31,7 +31,10 @@ from ovpanoptic.video.output import VideoOutput
 
 
 class GroundTruthTracker:
-    """Follows each seed as the ground-truth segment it overlaps most on the window's first frame."""
+    """Follows each seed as the ground-truth segment it overlaps most on the window's first frame (in
+    either direction: it opts in to bidirectional runs, as ``flow`` does)."""
+
+    bidirectional = True
 
     def __init__(self, config: OracleConfig, context=None) -> None:
         self.index = GroundTruthIndex(config)
@@ -490,7 +493,9 @@ def test_a_stopped_run_resumes_after_its_last_keyframe_with_the_same_result(clip
     pipe = oracle_pipeline(clip)
     tracker = pipe.component("tracker")
     items = list(segment_video(pipe, open_frames(clip["frames"], name="clip"), vocab, TrackingOptions(keyframe_every=4, max_unseen=2), resume=resume))
-    assert [i.index for i in items] == [5, 6, 7, 8, 9, 10, 11] and tracker.calls == 2
+    # Three tracker calls: window 4-8 forward and backward (the ground-truth tracker opts in to
+    # bidirectional runs), window 8-11 forward only (no keyframe after it to come back from).
+    assert [i.index for i in items] == [5, 6, 7, 8, 9, 10, 11] and tracker.calls == 3
     for item in items:
         again.write(item)
     again.finish(items[-1].book, open_frames(clip["frames"], name="clip"))
@@ -871,3 +876,78 @@ def test_an_object_that_leaves_and_reenters_keeps_its_id_only_when_its_features_
     book.tracked(1, masks_of({1: (0, 0, 0, 0)}))  # the tracker lost it
     again = book.keyframe(2, result_of({5: (1, 0.9)}, {5: (14, 0, 20, 10)}), masks_of({1: (0, 0, 0, 0)}))
     assert [s.id for s in again.segments] == [2]
+
+
+# -- bidirectional propagation ------------------------------------------------------------------------
+
+
+def test_fusing_the_two_passes_takes_uncovered_parts_from_the_backward_pass_and_no_id_before_its_birth():
+    """``fuse_bidirectional`` on 1 x 6 maps: stuff 9, things 1 (alive on both keyframes), 2 (born on
+    the next keyframe: not allowed) and 3 (forward only)."""
+    from ovpanoptic.video.tracks import fuse_bidirectional
+
+    forward = np.array([[1, 1, 9, 9, 0, 3]])
+    backward = np.array([[1, 1, 1, 2, 9, 9]])
+    things, allowed = {1, 2, 3}, {1, 9}
+    # Near the earlier keyframe (offset 2 of 10): agreeing pixels stay; the part of 1 the forward pass
+    # gave to held stuff comes from the backward pass; 2 never appears; void takes the backward stuff;
+    # the forward thing 3 stays over the backward stuff.
+    assert fuse_bidirectional(forward, backward, 2, 10, allowed, things).tolist() == [[1, 1, 1, 9, 9, 3]]
+    # Nearer the next keyframe: the same (thing against stuff is not decided by distance).
+    assert fuse_bidirectional(forward, backward, 8, 10, allowed, things).tolist() == [[1, 1, 1, 9, 9, 3]]
+    # Thing against thing, stuff against stuff: the nearer keyframe's pass.
+    f2, b2 = np.array([[1, 3, 9, 8]]), np.array([[5, 5, 8, 9]])
+    assert fuse_bidirectional(f2, b2, 3, 10, {5, 8, 9}, {1, 3, 5}).tolist() == [[1, 3, 9, 8]]
+    assert fuse_bidirectional(f2, b2, 7, 10, {5, 8, 9}, {1, 3, 5}).tolist() == [[5, 5, 8, 9]]
+    assert fuse_bidirectional(f2, b2, 5, 10, {5, 8, 9}, {1, 3, 5}).tolist() == [[1, 3, 9, 8]]  # halfway: forward
+    with pytest.raises(ValueError, match=r"offset must be in \(0, 10\), got 10"):
+        fuse_bidirectional(f2, b2, 10, 10, {5}, {1})
+
+
+class TwoWayHold:
+    """``hold`` that asks to be run backward too: each keyframe's masks, held forward and backward."""
+
+    bidirectional = True
+
+    def __init__(self, config=None, context=None) -> None:
+        self.calls = []
+
+    def track(self, frames, seeds, *, progress=None):
+        self.calls.append(len(frames))
+        for _ in frames[1:]:
+            yield seeds
+
+
+def test_a_bidirectional_run_takes_the_next_keyframe_near_it_and_keeps_every_id(clip, tmp_path):
+    """The oracle clip (K = 4) with a tracker that holds masks, run forward only and both ways (its
+    own default): keyframes and their ids are the same, each frame between shows only ids of the
+    forward run or of the next keyframe, C (born on keyframe 4, id 6) is never drawn before it, and
+    where the two passes agree nothing changes."""
+
+    class Plugins:
+        @hookimpl
+        def register_trackers(self, register):
+            register("two-way-hold", TwoWayHold)
+
+    def run_with(bidirectional):
+        config = oracle_pipeline(clip, tracker="two-way-hold").config
+        pipe = Pipeline(config, registry=registry_with(VideoPlugins(), Plugins()))
+        vocab = pipe.vocabulary(CLASSES, STUFF)
+        options = TrackingOptions(keyframe_every=4, max_unseen=2, bidirectional=bidirectional)
+        return list(segment_video(pipe, open_frames(clip["frames"], name="clip"), vocab, options)), pipe.component("tracker").calls
+
+    one, calls_one = run_with(False)
+    both, calls_both = run_with(None)
+    assert calls_one == [5, 5, 4] and calls_both == [5, 4, 5, 4, 4]  # backward: the K frames from the next keyframe back
+    assert [i.index for i in both] == [i.index for i in one] == list(range(12))
+
+    for a, b in zip(one, both, strict=True):
+        pa, pb = np.asarray(a.result.panoptic_map), np.asarray(b.result.panoptic_map)
+        if a.keyframe:
+            assert np.array_equal(pa, pb)
+        assert set(np.unique(pb).tolist()) <= set(np.unique(pa).tolist()) | set(np.unique(np.asarray(one[(a.index // 4 + 1) * 4].result.panoptic_map)).tolist() if a.index < 8 else [])
+        if a.index < 4:
+            assert 6 not in pb
+    # Here the passes agree wherever the backward one may speak (the stuff stands still, and D, the only
+    # object alive on both keyframes of a window, too): the output is the forward run's, pixel for pixel.
+    assert [t for t in range(12) if not np.array_equal(one[t].result.panoptic_map, both[t].result.panoptic_map)] == []

@@ -125,6 +125,10 @@ class Sam2VideoConfig:
 class Sam2VideoTracker:
     """``sam2-video``: SAM 2.1's video predictor, one inference state per keyframe window."""
 
+    #: Not run backward by default (``TrackingOptions.bidirectional``): its memory attention runs
+    #: once per object and frame, so a second pass doubles what already dominates a run's cost.
+    bidirectional = False
+
     def __init__(self, config: Sam2VideoConfig, context: ComponentContext | None = None) -> None:
         require("sam2", "the sam2-video tracker", "SAM2_BUILD_CUDA=0 pip install --no-build-isolation sam2==1.1.0")
         self.config = config
@@ -229,6 +233,9 @@ class FlowConfig:
 
 class FlowTracker:
     """``flow``: seeds carried by DIS optical flow, all at once (module docstring)."""
+
+    #: Run backward from each next keyframe too, by default (``TrackingOptions.bidirectional``).
+    bidirectional = True
 
     def __init__(self, config: FlowConfig, context: ComponentContext | None = None) -> None:
         require("cv2", "the flow tracker", "pip install opencv-python-headless")
@@ -732,6 +739,10 @@ def _assign(
 
 class HoldTracker:
     """``hold``: every object keeps its keyframe mask (no model)."""
+
+    #: Never run backward by default (``TrackingOptions.bidirectional``): ``hold`` is "each keyframe's
+    #: masks until the next keyframe".
+    bidirectional = False
 
     def __init__(self, config: NoConfig, context: ComponentContext | None = None) -> None:
         self.config = config

@@ -197,6 +197,11 @@ def add_segment_video(sub: Subcommands) -> None:
         "--reid-similarity", type=float, default=0.8, metavar="X", help="cosine similarity of the classifier's image features needed to "
         "re-identify a lost track, or to continue a track with a detection of another class (default: %(default)s)"
     )
+    tracking.add_argument(
+        "--bidirectional", action=argparse.BooleanOptionalAction, default=None, help="also run the tracker backward from each "
+        "next keyframe and fuse both passes on the frames between (default: the tracker's own: on for flow, off for hold and "
+        "sam2-video); one more tracker pass per window, and frames are written once the next keyframe is segmented"
+    )
     tracking.add_argument("--track-stuff", action="store_true", help="hand stuff to the tracker too (default: stuff is held from the keyframe)")
     tracking.add_argument("--tracker", default=None, metavar="NAME", help="tracker component (default: pipeline.tracker, flow: optical flow, no model; sam2-video: SAM 2's video predictor, for GPUs; hold)")
     vout = sv.add_argument_group("output")
@@ -228,7 +233,7 @@ def cmd_segment_video(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     vocab = pipe.vocabulary(args.classes, args.stuff, args.things, name=args.vocabulary)
     tracking = TrackingOptions(
         keyframe_every=args.keyframe_every, match_iou=args.match_iou, max_unseen=args.max_unseen, max_missed=args.max_missed,
-        track_stuff=args.track_stuff, reid_similarity=args.reid_similarity,
+        track_stuff=args.track_stuff, reid_similarity=args.reid_similarity, bidirectional=args.bidirectional,
     )
     selection = FrameSelection(every=args.every, start=args.start, end=args.end, max_frames=args.max_frames)
     settings = VideoSettings(selection, tracking, fps=args.fps, overlay=not args.no_overlay, overwrite=args.overwrite)

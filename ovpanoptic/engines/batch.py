@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -233,9 +234,21 @@ def _remove_stale_temporaries_of(outdir: Path, records: Mapping[str, Record]) ->
     remove_stale_temporaries(outdir, sorted({(outdir / rel).parent for r in records.values() for rel in r.files}))
 
 
-def process_image(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outdir: Path, formats: Sequence[str]) -> ImageOutcome | BatchStop:
+def process_image(
+    pipe: Any,
+    vocabulary: Vocabulary,
+    path: Path,
+    stem: str,
+    outdir: Path,
+    formats: Sequence[str],
+    *,
+    segmenting: AbstractContextManager[Any] | None = None,
+    exporting: AbstractContextManager[Any] | None = None,
+) -> ImageOutcome | BatchStop:
     """Read, segment and export one image (its own files; combined files are made at the end).
 
+    :param segmenting: held while the image is segmented, ``exporting`` while it is exported (e.g.
+        locks, so that calls in several threads read and export while one segments: the Ray worker).
     :returns: the image's outcome (``"done"``, or ``"failed"`` for a fault of this image only: an
         unreadable image, a plugin component that failed on it), or a :class:`BatchStop` for an
         error every further image would hit too.
@@ -243,17 +256,28 @@ def process_image(pipe: Any, vocabulary: Vocabulary, path: Path, stem: str, outd
     image = guarded(path, stem, outdir, read_image, path, pipe.config.pipeline.max_pixels)
     if isinstance(image, (ImageOutcome, BatchStop)):
         return image
-    return segment_and_export(pipe, vocabulary, image, path, stem, outdir, formats)
+    return segment_and_export(pipe, vocabulary, image, path, stem, outdir, formats, segmenting=segmenting, exporting=exporting)
 
 
 def segment_and_export(
-    pipe: Any, vocabulary: Vocabulary, image: Any, path: Path, stem: str, outdir: Path, formats: Sequence[str]
+    pipe: Any,
+    vocabulary: Vocabulary,
+    image: Any,
+    path: Path,
+    stem: str,
+    outdir: Path,
+    formats: Sequence[str],
+    *,
+    segmenting: AbstractContextManager[Any] | None = None,
+    exporting: AbstractContextManager[Any] | None = None,
 ) -> ImageOutcome | BatchStop:
     """:func:`process_image` after the read: :func:`segment_image`, then :func:`export_image`."""
-    result = segment_image(pipe, vocabulary, image, path, stem, outdir)
+    with segmenting or nullcontext():
+        result = segment_image(pipe, vocabulary, image, path, stem, outdir)
     if isinstance(result, (ImageOutcome, BatchStop)):
         return result
-    return export_image(pipe, result, image, path, stem, outdir, formats)
+    with exporting or nullcontext():
+        return export_image(pipe, result, image, path, stem, outdir, formats)
 
 
 def segment_image(pipe: Any, vocabulary: Vocabulary, image: Any, path: Path, stem: str, outdir: Path) -> PanopticResult | ImageOutcome | BatchStop:

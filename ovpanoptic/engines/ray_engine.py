@@ -10,8 +10,9 @@ The driver (the process that runs the command) keeps the batch's bookkeeping exa
 engine does (:mod:`.batch`: checks, the manifest and its lock, skipping, recording, the combined
 files at the end); it streams the images that need work to the workers, at most
 :attr:`RayOptions.queue_per_worker` per worker at a time, and records each result as it comes back.
-Workers write each image's own files into the output folder with the same atomic writes as the
-local engine, so the folder must be on storage every node sees (one machine: any folder; a
+A worker reads its next image and exports its last one while it segments (two calls at a time, one
+segmentation at a time: :class:`PipelineWorker`), as the local engine overlaps them. Workers write each
+image's own files into the output folder with the same atomic writes as the local engine, so the folder must be on storage every node sees (one machine: any folder; a
 cluster: a shared file system mounted at the same path), and so must the inputs.
 
 Failures: an image that fails (unreadable, a plugin error) is recorded as failed, as locally. A
@@ -28,6 +29,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -109,6 +111,9 @@ class RayOptions:
     :param cpus_per_worker: CPUs each worker reserves (also its torch threads).
     :param queue_per_worker: images handed to a worker at a time (one running, the rest waiting, so
         a worker never idles between images).
+    :param overlap: a worker reads its next image and exports its last one while it segments (two
+        calls at a time in the actor's threads, one segmentation at a time: see :class:`PipelineWorker`),
+        as the local engine overlaps them; ``False``: one image after another.
     :param start_timeout_s: seconds to wait for every worker to build its pipeline.
     :raises InputError: a value out of range.
     """
@@ -119,6 +124,7 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     queue_per_worker: int = 2
     start_timeout_s: float = 900.0
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.address is not None and not str(self.address).strip():
@@ -177,6 +183,12 @@ class PipelineWorker:
     :param outdir: the output folder (absolute, on storage this worker sees).
     :param disable_plugins: plugins blocked in the driver, blocked here too.
     :param tracker: build the tracker too (video jobs).
+
+    Overlap (:attr:`RayOptions.overlap`): the actor then runs two calls at a time in threads (Ray's
+    ``max_concurrency=2``); :meth:`process` reads its image outside any lock, segments under a lock (one
+    segmentation at a time, so a GPU never holds two) and exports under another (one export at a time,
+    as the local engine's single writer thread): the next image is read and the last exported while
+    one is segmented. A video (:meth:`process_video`) holds the segmentation lock for its whole run.
     """
 
     def __init__(
@@ -190,11 +202,19 @@ class PipelineWorker:
         self._tracker = tracker
         self._pipe: Any = None
         self._name = f"{socket.gethostname()}:{os.getpid()}"
+        self._building = threading.Lock()  # the pipeline is built once, whichever call comes first
+        self._segmenting = threading.Lock()
+        self._exporting = threading.Lock()
+        self._counting = threading.Lock()
         #: pipelines this worker built (1 for its whole life) and images it segmented
         self.pipelines_built = 0
         self.images = 0
 
     def _pipeline(self) -> Any:
+        with self._building:
+            return self._built()
+
+    def _built(self) -> Any:
         if self._pipe is None:
             from ..pipeline import Pipeline
 
@@ -225,12 +245,18 @@ class PipelineWorker:
         }
 
     def process(self, path: str, stem: str) -> ImageOutcome | BatchStop:
-        """Segment one image into the output folder (:func:`~.batch.process_image`); the outcome
+        """Read, segment and export one image into the output folder, as :func:`~.batch.process_image`
+        does (with the overlap of the class docstring); the outcome
         comes back without the segmentation itself (``segments`` and ``timings`` say enough)."""
-        outcome = process_image(self._pipeline(), self._vocabulary, Path(path), stem, self._outdir, self._formats)
+        outcome = process_image(
+            self._pipeline(), self._vocabulary, Path(path), stem, self._outdir, self._formats,
+            segmenting=self._segmenting, exporting=self._exporting,
+        )
+        if isinstance(outcome, ImageOutcome) and outcome.status == "done":
+            with self._counting:
+                self.images += 1
         if isinstance(outcome, BatchStop):
             return dataclasses.replace(outcome, exc=None)  # the error's text travels, not its object
-        self.images += outcome.status == "done"
         return dataclasses.replace(outcome, result=None, worker=self._name)
 
     def process_video(self, job: Any, settings: Any) -> Any:
@@ -240,12 +266,15 @@ class PipelineWorker:
         from .video import VideoSummary, segment_video_into
 
         try:
-            summary = segment_video_into(self._pipeline(), self._vocabulary, job, settings)
+            with self._segmenting:
+                summary = segment_video_into(self._pipeline(), self._vocabulary, job, settings)
         except InputError as exc:
             return VideoSummary(job.input, job.outdir, "failed", error=str(exc), worker=self._name)
         except OvpanopticError as exc:
             return BatchStop(str(exc))
-        self.images += summary.status == "done"
+        if summary.status == "done":
+            with self._counting:
+                self.images += 1
         return dataclasses.replace(summary, worker=self._name)
 
     def stats(self) -> dict[str, Any]:
@@ -426,7 +455,8 @@ class RayExecutor:
     def _new_actor(self) -> Any:
         if self._remote_class is None:
             self._remote_class = self.session.ray.remote(PipelineWorker).options(
-                num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker, max_restarts=0, max_concurrency=1
+                num_cpus=self.options.cpus_per_worker, num_gpus=self.options.gpus_per_worker, max_restarts=0,
+                max_concurrency=2 if self.options.overlap else 1,
             )
         return self._remote_class.remote(self.config, self.vocabulary.to_dict(), self.formats, str(self.outdir), self.disable_plugins, self.tracker)
 

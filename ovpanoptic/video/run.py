@@ -22,11 +22,12 @@ import numpy as np
 from .. import boundary
 from ..components import Progress
 from ..config import Config
+from ..constants import VOID_ID
 from ..errors import InputError, MissingDependencyError
 from ..imageio import resize_longest_side
 from ..types import ClassScores, PanopticResult, ProposalSet, TrackMasks, Vocabulary
 from .sources import Frame, FrameSource
-from .tracks import TrackBook, TrackingOptions, segment_embeddings
+from .tracks import TrackBook, TrackingOptions, fuse_bidirectional, segment_embeddings
 
 __all__ = ["ImagePipeline", "KeyframeRun", "ResumePoint", "VideoFrameResult", "segment_video"]
 
@@ -128,6 +129,16 @@ class ResumePoint:
     result: PanopticResult
 
 
+@dataclass(frozen=True, eq=False)
+class _Keyframe:
+    """A keyframe segmented by the image pipeline, not yet matched to the tracks."""
+
+    frame: Frame
+    result: PanopticResult  # at the frame's size
+    small: PanopticResult  # at the working size
+    features: dict[int, np.ndarray]
+
+
 def _small(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
     return result if result.image_size == size else result.resized(*size)
 
@@ -173,6 +184,13 @@ def segment_video(
     expected = source.expected or 0
     done = 0
     k = options.keyframe_every
+    # The tracker's own default (a ``bidirectional`` class attribute: opt-in, since a third-party tracker
+    # written before it may assume frames in time order) unless the options say.
+    both_ways = options.bidirectional if options.bidirectional is not None else bool(getattr(component, "bidirectional", False))
+    sides = (settings.max_side, settings.min_side)
+
+    def track(window: Sequence[Frame], seeds: TrackMasks, size: tuple[int, int]) -> Iterator[TrackMasks]:
+        return _tracked(component, target, window, seeds, size, sides, progress)
 
     def report() -> None:
         if progress is not None:
@@ -183,7 +201,7 @@ def segment_video(
 
         return working_size(image.shape[0], image.shape[1], settings.max_side, settings.min_side)
 
-    def keyframe(frame: Frame, predicted: TrackMasks | None) -> tuple[VideoFrameResult, PanopticResult]:
+    def detect(frame: Frame) -> _Keyframe:
         # pipeline.refiners apply to the frames as written (below), not to the keyframe's tracking input.
         run = pipeline.segment_run(frame.image, vocabulary, progress=progress, source=f"{source.name}#{frame.index}", refine=False)
         size = work_size(frame.image)
@@ -193,9 +211,20 @@ def segment_video(
         features = segment_embeddings(fused, run.proposals.masks, run.scores.embeddings)
         if run.proposals.image_size != size:
             features = {}  # cannot happen with the pipeline's own working size; no evidence rather than wrong evidence
-        composed = book.keyframe(frame.index, _small(run.result, size), predicted, features)
-        full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings(run.result.timings)
+        return _Keyframe(frame, run.result, _small(run.result, size), features)
+
+    def record(key: _Keyframe, predicted: TrackMasks | None, plan: dict[int, int] | None = None) -> tuple[VideoFrameResult, PanopticResult]:
+        frame = key.frame
+        composed = book.keyframe(frame.index, key.small, predicted, key.features, plan=plan)
+        full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings(key.result.timings)
         return VideoFrameResult(frame.index, frame.time_s, True, full, frame.image, book), composed
+
+    def keyframe(frame: Frame, predicted: TrackMasks | None) -> tuple[VideoFrameResult, PanopticResult]:
+        return record(detect(frame), predicted)
+
+    def between(frame: Frame, composed: PanopticResult, elapsed: float) -> VideoFrameResult:
+        full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings({"track": elapsed, "total": elapsed})
+        return VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
 
     if resume is None:
         first = next(frames, None)
@@ -230,19 +259,60 @@ def segment_video(
         full_window = len(window) == k + 1
         size = current_small.image_size
         seeds = book.seeds(current_small)
+        if full_window and k > 1 and both_ways:
+            # Bidirectional (TrackingOptions.bidirectional): the forward pass composed on a fork of the
+            # bookkeeping (as a forward-only run would), the next keyframe segmented and matched there,
+            # the tracker run backward from it over the frames between, the two fused frame by frame.
+            shadow = book.fork()
+            forward: list[np.ndarray] = []
+            spent: list[float] = []
+            predicted = None
+            started = time.perf_counter()
+            for j, masks in enumerate(track(window, seeds, size), start=1):
+                if j == k:
+                    predicted = masks
+                else:
+                    forward.append(np.asarray(shadow.tracked(window[j].index, masks).panoptic_map))
+                    spent.append(time.perf_counter() - started)
+                started = time.perf_counter()
+            key = detect(window[-1])
+            ahead = shadow.keyframe(key.frame.index, key.small, predicted, key.features)
+            plan = TrackBook.assignment(key.small, ahead)
+            # Only tracks alive on both keyframes come from the backward pass.
+            allowed = set(np.unique(np.asarray(current_small.panoptic_map)).tolist()) & set(np.unique(np.asarray(ahead.panoptic_map)).tolist())
+            allowed.discard(VOID_ID)
+            ahead_seeds = shadow.seeds(ahead)
+            keep = np.isin(ahead_seeds.ids, np.fromiter(allowed, np.int64))
+            backward: list[np.ndarray] = [forward[0]] * (k - 1)
+            started = time.perf_counter()
+            for i, masks in enumerate(track(window[:0:-1], TrackMasks(ahead_seeds.ids[keep], ahead_seeds.masks[keep]), size), start=1):
+                backward[k - i - 1] = shadow.compose(masks)
+                spent[k - i - 1] += time.perf_counter() - started
+                started = time.perf_counter()
+            things = {t.id for t in shadow.tracks.values() if t.isthing}
+            for j in range(1, k):
+                started = time.perf_counter()
+                fused = book.composed(window[j].index, fuse_bidirectional(forward[j - 1], backward[j - 1], j, k, allowed, things))
+                done += 1
+                yield between(window[j], fused, spent[j - 1] + time.perf_counter() - started)
+                report()
+            del forward, backward
+            current = window[-1]
+            item, current_small = record(key, predicted, plan)
+            done += 1
+            yield item
+            report()
+            continue
         started = time.perf_counter()
-        tracked = _tracked(component, target, window, seeds, size, (settings.max_side, settings.min_side), progress)
+        tracked = track(window, seeds, size)
         predicted: TrackMasks | None = None
         for j, masks in enumerate(tracked, start=1):
             frame = window[j]
             if full_window and j == len(window) - 1:
                 predicted = masks  # the next keyframe: segmented once the tracker has let go of its window
                 continue
-            composed = book.tracked(frame.index, masks)
-            elapsed = time.perf_counter() - started
-            full = pipeline.refine(_small(composed, frame.image.shape[:2]), frame.image).with_timings({"track": elapsed, "total": elapsed})
             done += 1
-            yield VideoFrameResult(frame.index, frame.time_s, False, full, frame.image, book)
+            yield between(frame, book.tracked(frame.index, masks), time.perf_counter() - started)
             report()
             started = time.perf_counter()
         if not full_window:

@@ -48,7 +48,8 @@ Cityscapes-VPS: a segment id names the same object in every frame of a video).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import copy
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,7 +58,10 @@ from ..constants import MAX_SEGMENT_ID, VOID_ID
 from ..errors import InputError
 from ..types import PanopticResult, TrackMasks, Vocabulary
 
-__all__ = ["DEFAULT_REID_SIMILARITY", "MAX_KEYFRAME_EVERY", "Track", "TrackBook", "TrackRecord", "TrackingOptions", "segment_embeddings"]
+__all__ = [
+    "DEFAULT_REID_SIMILARITY", "MAX_KEYFRAME_EVERY", "Track", "TrackBook", "TrackRecord", "TrackingOptions", "fuse_bidirectional",
+    "segment_embeddings",
+]
 
 #: Default cosine similarity of the classifier's image features above which a lost track is
 #: re-identified, or a detection of another class continues a carried track (``--reid-similarity``).
@@ -86,6 +90,11 @@ class TrackingOptions:
         keyframe, see the module docstring).
     :param reid_similarity: cosine similarity (0, 1] of the classifier's image features needed to
         re-identify a lost track, or to continue a track with a detection of another class.
+    :param bidirectional: also run the tracker backward from each next keyframe and fuse the two
+        passes on the frames between (:func:`fuse_bidirectional`; ``docs/video.md``): ``True``,
+        ``False``, or ``None`` for the tracker's own default (its ``bidirectional`` class attribute; off
+        when it has none: a tracker opts in; ``flow``: on, ``hold`` and ``sam2-video``: off). Costs one more tracker
+        pass per window, and a window's frames are released once the next keyframe is segmented.
     :raises InputError: a value out of range, naming the flag.
     """
 
@@ -95,6 +104,7 @@ class TrackingOptions:
     max_missed: int = 1
     track_stuff: bool = False
     reid_similarity: float = DEFAULT_REID_SIMILARITY
+    bidirectional: bool | None = None
 
     def __post_init__(self) -> None:
         for name, value, low in (("keyframe_every", self.keyframe_every, 1), ("max_unseen", self.max_unseen, 0), ("max_missed", self.max_missed, 0)):
@@ -112,6 +122,8 @@ class TrackingOptions:
             raise InputError(f"--reid-similarity must be a number in (0, 1] (a cosine similarity), got {self.reid_similarity!r}")
         if not isinstance(self.track_stuff, bool):
             raise InputError(f"track_stuff must be True or False, got {self.track_stuff!r}")
+        if self.bidirectional is not None and not isinstance(self.bidirectional, bool):
+            raise InputError(f"bidirectional must be True, False or None (the tracker's default), got {self.bidirectional!r}")
 
 
 @dataclass
@@ -252,6 +264,45 @@ def _fill_from_nearest(labels: np.ndarray, where: np.ndarray) -> None:
     labels[where] = labels[iy[where], ix[where]]
 
 
+def fuse_bidirectional(
+    forward: np.ndarray, backward: np.ndarray, offset: int, interval: int, allowed: Collection[int], things: Collection[int]
+) -> np.ndarray:
+    """One frame between two keyframes from a forward and a backward tracker pass (keyframe
+    interpolation, as in video label propagation): per pixel,
+
+    * only ``allowed`` ids (tracks alive on both keyframes) come from ``backward``; others count as
+      void there, so no id appears before the keyframe that started it;
+    * where the passes agree, or ``backward`` has nothing, the forward label stays;
+    * where ``forward`` is void, the backward label is taken;
+    * a thing of either pass wins over the other's stuff (held stuff is filler under the tracked
+      things: a part of an object hidden on the earlier keyframe and uncovered later is found by
+      the backward pass, which saw it);
+    * other disagreements (thing against thing, stuff against stuff) go to the nearer keyframe:
+      the backward pass where ``offset > interval / 2``.
+
+    :param forward: ``(H, W)`` int ids carried from the earlier keyframe (``offset`` frames back).
+    :param backward: ``(H, W)`` int ids carried back from the next keyframe (``interval - offset``
+        frames ahead).
+    :param offset: the frame's distance from the earlier keyframe, ``0 < offset < interval``.
+    :param interval: the distance between the two keyframes.
+    :param allowed: ids the backward pass may give.
+    :param things: the thing (object) ids among either map's ids; the rest are stuff.
+    :return: the fused ``(H, W)`` int32 map.
+    """
+    if forward.shape != backward.shape:
+        raise ValueError(f"the passes' maps differ in size: {forward.shape} and {backward.shape}")
+    if not 0 < offset < interval:
+        raise ValueError(f"offset must be in (0, {interval}), got {offset}")
+    back = np.where(np.isin(backward, np.fromiter(allowed, np.int64)), backward, VOID_ID)
+    thing_ids = np.fromiter(things, np.int64)
+    f_thing, b_thing = np.isin(forward, thing_ids), np.isin(back, thing_ids)
+    has_back = back != VOID_ID
+    take = has_back & ((forward == VOID_ID) | (b_thing & ~f_thing))
+    if 2 * offset > interval:
+        take |= has_back & (f_thing == b_thing)
+    return np.where(take, back, forward).astype(np.int32)
+
+
 class TrackBook:
     """The tracks of one video: assigns ids on keyframes and composes every frame's result.
 
@@ -292,7 +343,13 @@ class TrackBook:
     # -- keyframes ----------------------------------------------------------------------------
 
     def keyframe(
-        self, index: int, result: PanopticResult, predicted: TrackMasks | None, features: Mapping[int, np.ndarray] | None = None
+        self,
+        index: int,
+        result: PanopticResult,
+        predicted: TrackMasks | None,
+        features: Mapping[int, np.ndarray] | None = None,
+        *,
+        plan: Mapping[int, int] | None = None,
     ) -> PanopticResult:
         """Assign track ids to a keyframe's segmentation (module docstring).
 
@@ -303,6 +360,10 @@ class TrackBook:
         :param features: the classifier's image features of the result's thing segments, by
             segment id (:func:`segment_embeddings`); without them, no re-identification and no
             continuation by another class.
+        :param plan: the matching already decided (thing segment id -> track id, :meth:`assignment`
+            of a :meth:`fork`'s keyframe): a segment planned onto a live thing track continues it,
+            any other starts a new track. The bidirectional run decides the next keyframe's ids
+            before the frames between are composed (the backward pass needs them).
         :return: the frame's result with thing ids = track ids and stuff ids = the class's id.
         """
         if result.vocabulary != self.vocabulary:
@@ -323,8 +384,11 @@ class TrackBook:
             if not carried[-1]:
                 m = t.last_mask if t.last_mask is not None else np.zeros(pm.shape, bool)
             refs.append(m)
-        iou, cover = _overlap_matrices(det_labels, len(things), refs)
         pairs: dict[int, Track] = {}
+        if plan is not None:
+            live = {t.id: t for t in candidates}
+            pairs = {r: live[plan[seg.id]] for r, seg in enumerate(things) if plan.get(seg.id) in live}
+        iou, cover = _overlap_matrices(det_labels, len(things), refs) if plan is None else (np.zeros((0, 0)), np.zeros((0, 0)))
         if iou.size:
             from scipy.optimize import linear_sum_assignment
 
@@ -392,7 +456,18 @@ class TrackBook:
     # -- tracked frames -----------------------------------------------------------------------
 
     def tracked(self, index: int, masks: TrackMasks) -> PanopticResult:
-        """Compose a frame from the tracker's masks.
+        """Compose a frame from the tracker's masks (:meth:`compose`) and record it."""
+        return self._finish(index, self.compose(masks), {})
+
+    def composed(self, index: int, panoptic_map: np.ndarray) -> PanopticResult:
+        """Record a frame composed elsewhere (a :func:`fuse_bidirectional` of two passes' maps):
+        ids that are not live tracks become void."""
+        out = np.asarray(panoptic_map, np.int32)
+        live = np.fromiter((t.id for t in self.live()), np.int64)
+        return self._finish(index, np.where(np.isin(out, live), out, VOID_ID).astype(np.int32), {})
+
+    def compose(self, masks: TrackMasks) -> np.ndarray:
+        """A frame's ``(H, W)`` int32 map from the tracker's masks (nothing is recorded).
 
         Things are painted over stuff, the higher-scoring track on top where two overlap. Stuff is
         the held keyframe stuff (module docstring); with ``track_stuff`` it is the tracker's stuff
@@ -417,7 +492,25 @@ class TrackBook:
             vacated = was_thing & (out == VOID_ID)
             _fill_from_nearest(stuff, vacated)
             out[vacated] = stuff[vacated]
-        return self._finish(index, out, {})
+        return out
+
+    def fork(self) -> TrackBook:
+        """An independent copy of the bookkeeping (the vocabulary shared): the bidirectional run
+        composes the forward pass and matches the next keyframe on it, as a forward-only run would."""
+        return copy.deepcopy(self, {id(self.vocabulary): self.vocabulary})
+
+    @staticmethod
+    def assignment(result: PanopticResult, composed: PanopticResult) -> dict[int, int]:
+        """The track id :meth:`keyframe` gave each thing segment of ``result`` (segment id -> id
+        in ``composed``, its return), a ``plan`` for :meth:`keyframe`."""
+        pm, out = np.asarray(result.panoptic_map), np.asarray(composed.panoptic_map)
+        plan = {}
+        for seg in result.segments:
+            if seg.isthing:
+                where = out[pm == seg.id]
+                if where.size:
+                    plan[seg.id] = int(where[0])
+        return plan
 
     # -- shared ------------------------------------------------------------------------------
 
