@@ -68,7 +68,9 @@ def check_output_folder(path: str | os.PathLike[str], fix: str = CLI_OUTPUT_FIX)
     if not probe.is_dir():
         raise InputError(f"cannot create the output folder {folder}: {probe} is a file; {fix}")
     try:
-        fd, name = tempfile.mkstemp(prefix=".ovpanoptic-probe-", dir=probe)
+        # named like an atomic write's temporary (.NAME.XXXXXXXX.tmp): a run killed right here leaves a file
+        # the next run's clean-up of stale temporaries removes
+        fd, name = tempfile.mkstemp(prefix=".ovpanoptic-probe.", suffix=".tmp", dir=probe)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:

@@ -156,6 +156,19 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+def _expected(tp: Any) -> str:
+    """What a value of type ``tp`` is, in words, for messages (``int`` -> ``"an integer"``)."""
+    words = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path string"}
+    if tp in words:
+        return words[tp]
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, typing.get_args(tp)))
+    if origin in (tuple, list, Sequence):
+        return "a list"
+    return _type_name(tp)
+
+
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check ``value`` (from TOML) against a dataclass field type; convert lists to tuples."""
     origin = typing.get_origin(tp)
@@ -173,7 +186,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} is not a {_type_name(tp)}")
+        kinds = [_expected(arg) for arg in args if arg is not type(None)]
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: expected {' or '.join(kinds)}, got {value!r}")
     if origin is typing.Literal:
         if value not in args:
             close = difflib.get_close_matches(str(value), [str(a) for a in args], n=1)

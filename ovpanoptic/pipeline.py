@@ -505,9 +505,13 @@ class Pipeline:
 
         On a CPU the image runs with the intra-op thread count ``pipeline.threads`` chooses from the
         machine's load at that moment (:func:`ovpanoptic.threads.intra_op_threads`), restored after it:
-        every caller (CLI, engines, Ray workers, video keyframes, demo) gets the same rule.
+        every caller (CLI, engines, Ray workers, video keyframes, demo) gets the same rule. It applies
+        once the device is resolved (by the first component that loads a model, so from the process's
+        second image on); a model-free pipeline never resolves a device nor imports torch for it.
         """
-        with intra_op_threads(self.config.pipeline.threads, self.device):
+        if self._device is None:
+            return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
+        with intra_op_threads(self.config.pipeline.threads, self._device):
             return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
 
     def _segment_run(

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "MAX_THREADS",
     "THREADS_AUTO",
     "LoadReading",
     "ThreadChoice",
@@ -69,16 +70,25 @@ LOAD_SAMPLES = 5
 LOAD_INTERVAL_S = 0.002
 
 
+#: The largest fixed ``pipeline.threads``: more threads than any CPU here has cores only make each
+#: barrier wait longer, and tens of thousands make OpenBLAS fail to start its threads (a crash, not an error).
+MAX_THREADS = 256
+
+
 def check_threads_setting(value: object) -> int | str:
-    """``value`` if it is a valid ``pipeline.threads`` setting: :data:`THREADS_AUTO` or an int >= 1.
+    """``value`` if it is a valid ``pipeline.threads`` setting: :data:`THREADS_AUTO` or an int from 1
+    to :data:`MAX_THREADS`.
 
     :raises ValueError: anything else, with a message that says what is accepted.
     """
     if value == THREADS_AUTO:
         return THREADS_AUTO
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_THREADS:
         return value
-    raise ValueError(f"pipeline.threads must be 'auto' or a number of threads >= 1, got {value!r}")
+    raise ValueError(
+        f"pipeline.threads must be 'auto' or a number of threads from 1 to {MAX_THREADS} (at most the CPUs is "
+        f"what helps), got {value!r}"
+    )
 
 
 @dataclass(frozen=True)

@@ -343,3 +343,20 @@ def test_an_overlapped_batch_stopped_early_records_only_exported_images(tmp_path
     assert outputs(out) == ["img000.fake.json"]
     records = [r for line in (out / MANIFEST).read_text().splitlines() if "status" in (r := json.loads(line))]
     assert [(Path(r["input"]).name, r["status"]) for r in records] == [("img000.png", "done")]
+
+
+def test_a_run_killed_while_probing_its_output_folder_leaves_nothing_the_next_run_keeps(tmp_path, monkeypatch):
+    """Found by a full run: a run killed between creating and removing its write probe left
+    ``.ovpanoptic-probe-XXXX`` in the output folder for good. The probe is named like an atomic write's
+    temporary, which the next run's clean-up removes."""
+    from ovpanoptic.atomic import check_output_folder
+    from ovpanoptic.engines.batch import remove_stale_temporaries
+
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setattr(os, "unlink", lambda name: None)  # the run "dies" before it removes the probe
+    check_output_folder(out, "pick another folder")
+    monkeypatch.undo()
+    (left,) = list(out.iterdir())
+    assert left.name.startswith(".ovpanoptic-probe.")
+    assert remove_stale_temporaries(out) == [left] and not list(out.iterdir())

@@ -72,9 +72,9 @@ def test_a_fixed_setting_or_no_reading():
     assert choose_threads("auto", None, base=6) == ThreadChoice(6, "no load reading: the process's own count")
 
 
-@pytest.mark.parametrize("bad", [0, -2, "fast", "AUTO", True, 2.5, None])
+@pytest.mark.parametrize("bad", [0, -2, 257, 100000, "fast", "AUTO", True, 2.5, None])
 def test_invalid_settings_are_refused(bad):
-    with pytest.raises(ValueError, match=r"pipeline.threads must be 'auto' or a number of threads >= 1, got "):
+    with pytest.raises(ValueError, match=r"pipeline.threads must be 'auto' or a number of threads from 1 to 256 \(at most the CPUs is what helps\), got "):
         check_threads_setting(bad)
     with pytest.raises(ValueError, match="pipeline.threads must be"):
         choose_threads(bad, LoadReading(2, 0), base=2)
@@ -155,10 +155,15 @@ def test_pipeline_threads_in_config():
     assert load_config("default").pipeline.threads == "auto"
     assert load_config("default", ["pipeline.threads=3"]).pipeline.threads == 3
     assert load_config("default", ["pipeline.threads=auto"]).pipeline.threads == "auto"
-    with pytest.raises(ConfigError, match="pipeline.threads must be 'auto' or a number of threads >= 1, got 0"):
+    with pytest.raises(ConfigError, match=r"pipeline.threads must be 'auto' or a number of threads from 1 to 256 \(at most the CPUs is what helps\), got 0"):
         load_config("default", ["pipeline.threads=0"])
-    with pytest.raises(ConfigError, match="pipeline.threads must be 'auto' or a number of threads >= 1, got 'many'"):
+    with pytest.raises(ConfigError, match=r"pipeline.threads must be 'auto' or a number of threads from 1 to 256 \(at most the CPUs is what helps\), got 'many'"):
         load_config("default", ["pipeline.threads=many"])
+    # found by a tester: 100000 threads crashed OpenBLAS (exit 139); a float got "is not a int | str"
+    with pytest.raises(ConfigError, match=r"got 100000$"):
+        load_config("default", ["pipeline.threads=100000"])
+    with pytest.raises(ConfigError, match=r"^pipeline.threads: expected an integer or a string, got 1.5$"):
+        load_config("default", ["pipeline.threads=1.5"])
 
 
 @pytest.mark.parametrize("overlap", [True, False])
@@ -188,6 +193,7 @@ def test_the_local_engine_chooses_per_image(tmp_path, monkeypatch, torch_threads
         overrides=[*FAKE_OVERRIDES[:3], f"pipeline.threads={setting}"],
         device="cpu", registry=registry_with(FakeComponentsPlugin()),
     )
+    assert pipe.device == "cpu"  # resolved, as the first component that loads a model does (these fakes load none)
     vocabulary = pipe.vocabulary("person, car, road")
     pipe.build_components(["summary"])
     after: list[int] = []
@@ -201,7 +207,7 @@ def test_the_local_engine_chooses_per_image(tmp_path, monkeypatch, torch_threads
     assert after == [cpus] * 3 and torch.get_num_threads() == cpus
 
 
-def test_a_direct_pipeline_call_chooses_too(tmp_path, monkeypatch, torch_threads):
+def test_a_direct_pipeline_call_chooses_once_the_device_is_resolved(tmp_path, monkeypatch, torch_threads):
     """``Pipeline.segment`` (the Python API) runs under the same rule: the rule sits in ``segment_run``, which the
     engines, the Ray workers, the video runner's keyframes and the demo all call."""
     from ovpanoptic.pipeline import Pipeline
@@ -219,4 +225,7 @@ def test_a_direct_pipeline_call_chooses_too(tmp_path, monkeypatch, torch_threads
     monkeypatch.setattr(Pipeline, "_segment_run", spy)
     pipe = Pipeline(overrides=list(FAKE_OVERRIDES[:3]), device="cpu", registry=registry_with(FakeComponentsPlugin()))
     pipe.segment(make_shapes_image(), "person, car, road")
-    assert seen == [cpus + 1] and torch.get_num_threads() == cpus
+    assert seen == [cpus] and pipe._device is None  # model-free: no device resolved, nothing chosen
+    assert pipe.device == "cpu"  # what a component that loads a model does on its first image
+    pipe.segment(make_shapes_image(), "person, car, road")
+    assert seen == [cpus, cpus + 1] and torch.get_num_threads() == cpus

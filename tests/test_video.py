@@ -507,7 +507,8 @@ def test_a_stopped_run_resumes_after_its_last_keyframe_with_the_same_result(clip
 
 def test_an_output_folder_of_another_run_is_refused(clip, tmp_path):
     run(oracle_pipeline(clip, tracker="hold"), clip, tmp_path / "out", keyframe_every=1)  # settings {"test": 1}
-    with pytest.raises(InputError, match=r"holds a video run with other settings \(they differ in: every, test\)"):
+    with pytest.raises(InputError, match=r"holds a video run with other settings \(they differ in every: 2 now, - in the folder; "
+                       r"test: - now, 1 in the folder\)"):
         VideoOutput(tmp_path / "out", {"every": 2})
     assert VideoOutput(tmp_path / "out", {"test": 1}).finished
     fresh = VideoOutput(tmp_path / "out", {"every": 2}, overwrite=True)
@@ -584,9 +585,9 @@ def test_segment_video_cli_writes_the_documented_files(clip, tmp_path, capsys):
     assert main(argv) == 0
     assert "already holds this video's results" in capsys.readouterr().out
     assert main([*argv[:-2], "--every", "3", "-o", str(out)]) == 2
-    assert "differ in: selection.every" in capsys.readouterr().err
+    assert "differ in selection.every: 3 now, 2 in the folder" in capsys.readouterr().err
     assert main([*argv[:-2], "--fps", "25", "-o", str(out)]) == 2  # times would no longer match the frames written
-    assert "differ in: fps" in capsys.readouterr().err
+    assert "differ in fps: 25.0 now, 5.0 in the folder" in capsys.readouterr().err
 
 
 def test_segment_video_cli_refuses_bad_input_before_writing(clip, tmp_path, capsys):
@@ -951,3 +952,20 @@ def test_a_bidirectional_run_takes_the_next_keyframe_near_it_and_keeps_every_id(
     # Here the passes agree wherever the backward one may speak (the stuff stands still, and D, the only
     # object alive on both keyframes of a window, too): the output is the forward run's, pixel for pixel.
     assert [t for t in range(12) if not np.array_equal(one[t].result.panoptic_map, both[t].result.panoptic_map)] == []
+
+
+def test_the_folder_records_the_resolved_direction_so_the_default_and_its_flag_resume_each_other(clip, tmp_path, capsys):
+    """Found by a tester: a default ``flow`` run (both ways, its default) and the same command with
+    ``--bidirectional`` were "other settings" (null against true). The folder records the resolved value;
+    the other direction is refused naming both values."""
+    out = tmp_path / "out"
+    argv = ["segment-video", str(clip["frames"]), "--classes", CLASSES, "--stuff", STUFF, "--config", str(oracle_toml(clip, tmp_path)),
+            "--tracker", "flow", "--keyframe-every", "3", "--no-overlay", "--no-progress", "-o", str(out)]
+    assert main(argv) == 0
+    saved = json.loads((out / ".video" / "settings.json").read_text())
+    assert saved["tracking"]["bidirectional"] is True
+    capsys.readouterr()
+    assert main([*argv, "--bidirectional"]) == 0
+    assert "other settings" not in capsys.readouterr().err
+    assert main([*argv, "--no-bidirectional"]) == 2
+    assert "they differ in tracking.bidirectional: false now, true in the folder" in capsys.readouterr().err

@@ -131,10 +131,14 @@ def segment_video_into(
     """
     from ..video import open_frames
     from ..video.output import VideoOutput
+    from ..video.run import resolve_bidirectional
 
     source = open_frames(
         job.input, settings.selection, fps=settings.fps, max_pixels=pipe.config.pipeline.max_pixels or None, name=job.video_id
     )
+    # recorded resolved (the tracker's default made explicit): a default run and --bidirectional resume each other
+    both_ways = resolve_bidirectional(settings.tracking, pipe.component("tracker", pipe.tracker))
+    settings = dataclasses.replace(settings, tracking=dataclasses.replace(settings.tracking, bidirectional=both_ways))
     output_settings = {
         "input": str(Path(job.input).resolve()) if Path(job.input).exists() else job.input,
         "video_id": source.name,

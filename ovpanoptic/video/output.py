@@ -89,13 +89,27 @@ def _png(ids: np.ndarray) -> bytes:
 
 
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
-    """The dotted paths where two JSON values differ (``config.pipeline.tracker``), at most 8."""
+    """Where two JSON values differ, at most 8: each dotted path (``config.pipeline.tracker``) with both
+    values (``"tracking.every: 2 now, 1 in the folder"``; long values shortened, absent ones ``-``)."""
     if isinstance(old, dict) and isinstance(new, dict):
         out: list[str] = []
         for key in sorted(set(old) | set(new)):
-            out += _differences(old.get(key), new.get(key), f"{prefix}{key}.")
+            out += _differences(old.get(key, _ABSENT), new.get(key, _ABSENT), f"{prefix}{key}.")
         return out[:8]
-    return [prefix.rstrip(".")] if old != new else []
+    if old == new:
+        return []
+    return [f"{prefix.rstrip('.')}: {_short(new)} now, {_short(old)} in the folder"]
+
+
+#: A key one side of :func:`_differences` lacks.
+_ABSENT = object()
+
+
+def _short(value: Any) -> str:
+    if value is _ABSENT:
+        return "-"
+    text = json.dumps(value, default=str)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def _draw(image: np.ndarray, ids: np.ndarray, categories: Mapping[int, int], vocabulary: Vocabulary) -> np.ndarray:
@@ -235,7 +249,7 @@ class VideoOutput:
         if saved is not None and saved != self.settings:
             differ = _differences(saved, self.settings)
             raise InputError(
-                f"{self.outdir} holds a video run with other settings (they differ in: {', '.join(differ)}): choose "
+                f"{self.outdir} holds a video run with other settings (they differ in {'; '.join(differ)}): choose "
                 "another -o, run the same command as before to resume it, or pass --overwrite to start again"
             )
         self._ready = saved is not None

@@ -29,7 +29,7 @@ from ..types import ClassScores, PanopticResult, ProposalSet, TrackMasks, Vocabu
 from .sources import Frame, FrameSource
 from .tracks import TrackBook, TrackingOptions, fuse_bidirectional, segment_embeddings
 
-__all__ = ["ImagePipeline", "KeyframeRun", "ResumePoint", "VideoFrameResult", "segment_video"]
+__all__ = ["ImagePipeline", "KeyframeRun", "ResumePoint", "VideoFrameResult", "resolve_bidirectional", "segment_video"]
 
 
 class KeyframeRun(Protocol):
@@ -139,6 +139,15 @@ class _Keyframe:
     features: dict[int, np.ndarray]
 
 
+def resolve_bidirectional(options: TrackingOptions, tracker: Any) -> bool:
+    """Whether a run with ``options`` and the tracker component ``tracker`` runs both ways:
+    ``options.bidirectional`` when set, else the tracker's own default, its ``bidirectional`` class
+    attribute (opt-in: absent means ``False``, since a tracker written before it may assume frames in
+    time order). Output folders record this resolved value, so a default and the flag that means the
+    same thing resume each other."""
+    return options.bidirectional if options.bidirectional is not None else bool(getattr(tracker, "bidirectional", False))
+
+
 def _small(result: PanopticResult, size: tuple[int, int]) -> PanopticResult:
     return result if result.image_size == size else result.resized(*size)
 
@@ -184,9 +193,7 @@ def segment_video(
     expected = source.expected or 0
     done = 0
     k = options.keyframe_every
-    # The tracker's own default (a ``bidirectional`` class attribute: opt-in, since a third-party tracker
-    # written before it may assume frames in time order) unless the options say.
-    both_ways = options.bidirectional if options.bidirectional is not None else bool(getattr(component, "bidirectional", False))
+    both_ways = resolve_bidirectional(options, component)
     sides = (settings.max_side, settings.min_side)
 
     def track(window: Sequence[Frame], seeds: TrackMasks, size: tuple[int, int]) -> Iterator[TrackMasks]:
