@@ -8,11 +8,12 @@ vocabulary only re-runs scoring and fusion.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -141,6 +142,8 @@ class Pipeline:
         self._registry = registry
         self._disable = tuple(disable_plugins)
         self._device: str | None = None
+        #: while a segment_run waits for the device to be resolved: what chooses the thread count then
+        self._on_device: Callable[[str], None] | None = None
         self._profile: DeviceProfile | None = None
         self._profiled: set[str] | None = None
         self._components: dict[tuple[str, str], Any] = {}
@@ -163,6 +166,8 @@ class Pipeline:
         if self._device is None:
             self._device = resolve_device(self.config.pipeline.device)
             log.info("device %s (pipeline.device = %r)", self._device, self.config.pipeline.device)
+            if self._on_device is not None:  # the first model loads inside a segment_run: choose its threads now
+                self._on_device(self._device)
         return self._device
 
     @property
@@ -505,13 +510,16 @@ class Pipeline:
 
         On a CPU the image runs with the intra-op thread count ``pipeline.threads`` chooses from the
         machine's load at that moment (:func:`ovpanoptic.threads.intra_op_threads`), restored after it:
-        every caller (CLI, engines, Ray workers, video keyframes, demo) gets the same rule. It applies
-        once the device is resolved (by the first component that loads a model, so from the process's
-        second image on); a model-free pipeline never resolves a device nor imports torch for it.
+        every caller (CLI, engines, Ray workers, video keyframes, demo) gets the same rule. On the first
+        image the choice is made when the device is resolved (by the first component that loads a model,
+        before it runs); a model-free pipeline never resolves a device nor imports torch for it.
         """
-        if self._device is None:
-            return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
-        with intra_op_threads(self.config.pipeline.threads, self._device):
+        with contextlib.ExitStack() as stack:
+            if self._device is not None:
+                stack.enter_context(intra_op_threads(self.config.pipeline.threads, self._device))
+            else:
+                self._on_device = lambda device: stack.enter_context(intra_op_threads(self.config.pipeline.threads, device))
+                stack.callback(setattr, self, "_on_device", None)
             return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
 
     def _segment_run(

@@ -209,23 +209,32 @@ def test_the_local_engine_chooses_per_image(tmp_path, monkeypatch, torch_threads
 
 def test_a_direct_pipeline_call_chooses_once_the_device_is_resolved(tmp_path, monkeypatch, torch_threads):
     """``Pipeline.segment`` (the Python API) runs under the same rule: the rule sits in ``segment_run``, which the
-    engines, the Ray workers, the video runner's keyframes and the demo all call."""
+    engines, the Ray workers, the video runner's keyframes and the demo all call. On a process's first image the
+    choice is made when the first component that loads a model resolves the device, before that model runs (the
+    single-image README command); a model-free pipeline resolves no device and is left alone."""
     from ovpanoptic.pipeline import Pipeline
     from ovpanoptic.testing import FakeComponentsPlugin, registry_with
 
     cpus = torch_threads
     monkeypatch.setattr(threads_mod, "read_load", lambda: LoadReading(cpus, 99))
-    seen: list[int] = []
+    seen: list[tuple[int, int]] = []  # threads (before, after) the device is asked for
     inner = Pipeline._segment_run
+    loads_a_model = [False]
 
-    def spy(*args, **kwargs):
-        seen.append(torch.get_num_threads())
-        return inner(*args, **kwargs)
+    def spy(self, *args, **kwargs):
+        before = torch.get_num_threads()
+        if loads_a_model[0]:
+            assert self.device == "cpu"  # what a component that loads a model does first
+        seen.append((before, torch.get_num_threads()))
+        return inner(self, *args, **kwargs)
 
     monkeypatch.setattr(Pipeline, "_segment_run", spy)
+    model_free = Pipeline(overrides=list(FAKE_OVERRIDES[:3]), device="cpu", registry=registry_with(FakeComponentsPlugin()))
+    model_free.segment(make_shapes_image(), "person, car, road")
+    assert seen == [(cpus, cpus)] and model_free._device is None
+    loads_a_model[0] = True
     pipe = Pipeline(overrides=list(FAKE_OVERRIDES[:3]), device="cpu", registry=registry_with(FakeComponentsPlugin()))
-    pipe.segment(make_shapes_image(), "person, car, road")
-    assert seen == [cpus] and pipe._device is None  # model-free: no device resolved, nothing chosen
-    assert pipe.device == "cpu"  # what a component that loads a model does on its first image
-    pipe.segment(make_shapes_image(), "person, car, road")
-    assert seen == [cpus, cpus + 1] and torch.get_num_threads() == cpus
+    pipe.segment(make_shapes_image(), "person, car, road")  # first image: chosen when the device is resolved
+    pipe.segment(make_shapes_image(), "person, car, road")  # later images: chosen before the work
+    assert seen[1:] == [(cpus, cpus + 1), (cpus + 1, cpus + 1)]
+    assert torch.get_num_threads() == cpus and pipe._on_device is None
