@@ -29,15 +29,44 @@ import numpy as np
 from .errors import ImageReadError, InputError
 
 __all__ = [
+    "EXIF_ORIENTATION",
+    "EXIF_TRANSPOSED",
     "IMAGE_SUFFIXES",
     "as_rgb_array",
+    "exif_orientation",
     "check_pixels",
     "collect_inputs",
     "image_digest",
     "read_image",
     "resize_longest_side",
+    "upright_size",
     "working_size",
 ]
+
+#: The EXIF tag of an image's orientation, and its values that turn the image by a quarter turn.
+EXIF_ORIENTATION = 0x0112
+EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})
+
+
+def exif_orientation(img: Any) -> int | None:
+    """The EXIF orientation of an opened PIL image, from what its header holds (a PNG's ``eXIf``
+    chunk after its pixels would need the pixels decoded: not looked for, as Pillow itself does at open)."""
+    from PIL import Image
+
+    if img.format == "PNG":
+        raw = img.info.get("exif")
+        if not raw:
+            return None
+        exif = Image.Exif()
+        exif.load(raw)
+        return exif.get(EXIF_ORIENTATION)
+    return img.getexif().get(EXIF_ORIENTATION)
+
+
+def upright_size(img: Any) -> tuple[int, int]:
+    """``(width, height)`` of an opened PIL image as :func:`read_image` returns it (turned by a quarter
+    turn when its EXIF orientation says so), from the header only (see :func:`exif_orientation`)."""
+    return (img.height, img.width) if exif_orientation(img) in EXIF_TRANSPOSED else (img.width, img.height)
 
 #: File suffixes treated as images when a folder is given.
 IMAGE_SUFFIXES: frozenset[str] = frozenset(

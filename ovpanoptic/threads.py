@@ -275,13 +275,22 @@ def intra_op_threads(
     reading = (reader or read_load)() if setting == THREADS_AUTO else None
     choice = choose_threads(setting, reading, base=base)
     log.debug("intra-op threads %d: %s", choice.threads, choice.reason)
-    if choice.threads != base:
-        torch.set_num_threads(choice.threads)
-    try:
+    with _torch_threads(base, choice.threads):
         yield choice
+
+
+@contextmanager
+def _torch_threads(current: int, threads: int) -> Iterator[None]:
+    """torch's intra-op count set to ``threads`` for the body, then ``current`` (what it was) again."""
+    import torch
+
+    if threads != current:
+        torch.set_num_threads(threads)
+    try:
+        yield
     finally:
-        if torch.get_num_threads() != base:
-            torch.set_num_threads(base)
+        if torch.get_num_threads() != current:
+            torch.set_num_threads(current)
 
 
 def small_ops_threads(current: int, cpus: int) -> int:
@@ -305,10 +314,5 @@ def many_small_ops(device: str) -> Iterator[int | None]:
 
     current = torch.get_num_threads()
     threads = small_ops_threads(current, usable_cpus())
-    if threads != current:
-        torch.set_num_threads(threads)
-    try:
+    with _torch_threads(current, threads):
         yield threads
-    finally:
-        if torch.get_num_threads() != current:
-            torch.set_num_threads(current)

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from ovpanoptic.errors import ImageReadError, InputError
-from ovpanoptic.imageio import as_rgb_array, collect_inputs, read_image, resize_longest_side
+from ovpanoptic.imageio import as_rgb_array, collect_inputs, read_image, resize_longest_side, upright_size
 
 
 def test_exif_orientation_is_applied(tmp_path):
@@ -22,6 +22,20 @@ def test_exif_orientation_is_applied(tmp_path):
     assert out.shape == (30, 20, 3) and out.dtype == np.uint8
     assert out[3, 16, 0] > 200 and out[3, 16, 1] < 60  # the red block is now top-right
     assert out[3, 3, 0] < 60
+
+
+@pytest.mark.parametrize(("suffix", "orientation"), [(".jpg", 6), (".png", 6), (".png", 3), (".webp", 8), (".jpg", 1)])
+def test_the_header_size_is_the_size_read_image_returns(tmp_path, suffix, orientation):
+    """``upright_size`` (what the up-front checks of frames, dataset images and package originals compare) agrees
+    with ``read_image``, also for a PNG whose ``eXIf`` chunk turns it (the dataset check used to skip PNGs)."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"img{suffix}"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(path, exif=exif)
+    with Image.open(path) as img:
+        width, height = upright_size(img)
+    assert read_image(path).shape[:2] == (height, width)
+    assert (width, height) == ((20, 30) if orientation in (5, 6, 7, 8) else (30, 20))
 
 
 @pytest.mark.parametrize(

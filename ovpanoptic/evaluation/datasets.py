@@ -39,6 +39,7 @@ from ..constants import DEFAULT_MAX_PIXELS
 from ..formats.annotations import PanopticAnnotations, image_name
 from ..formats.coco_panoptic import read_coco_panoptic
 from ..formats.common import EvaluationError, categories_from_json, check_annotation_pixels, load_json
+from ..imageio import EXIF_TRANSPOSED, exif_orientation, upright_size
 
 __all__ = [
     "DATASET_FORMATS",
@@ -49,10 +50,6 @@ __all__ = [
     "find_dataset",
     "select_images",
 ]
-
-#: The EXIF tag of an image's orientation, and its values that turn the image by a quarter turn.
-_EXIF_ORIENTATION = 0x0112
-_EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})
 
 #: Dataset formats ``evaluate`` reads, and the exporter that writes predictions in each one's format.
 DATASET_FORMATS: Mapping[str, str] = {
@@ -328,7 +325,7 @@ def _turned(path: Path) -> bool:
     from PIL import Image
 
     with Image.open(path) as img:
-        return img.format != "PNG" and img.getexif().get(_EXIF_ORIENTATION) in _EXIF_TRANSPOSED
+        return exif_orientation(img) in EXIF_TRANSPOSED
 
 
 def _header_size(path: Path, what: str) -> tuple[int, int]:
@@ -344,8 +341,7 @@ def _header_size(path: Path, what: str) -> tuple[int, int]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pipeline's own limit decides
             with Image.open(path) as img:
-                turned = img.format != "PNG" and img.getexif().get(_EXIF_ORIENTATION) in _EXIF_TRANSPOSED
-                return (img.height, img.width) if turned else (img.width, img.height)
+                return upright_size(img)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         reason = "not an image file Pillow can read" if isinstance(exc, UnidentifiedImageError) else f"cannot be read ({exc})"
         raise EvaluationError(

@@ -133,7 +133,7 @@ def _image_size(path: Path, max_pixels: int | None) -> tuple[int, int]:
 
     from PIL import Image, UnidentifiedImageError
 
-    from ..imageio import check_pixels
+    from ..imageio import EXIF_ORIENTATION, EXIF_TRANSPOSED, check_pixels
 
     fix = "replace it with the original image, or remove it from --images"
     try:
@@ -143,12 +143,12 @@ def _image_size(path: Path, max_pixels: int | None) -> tuple[int, int]:
         with img_cm as img:
             check_pixels(img.width, img.height, max_pixels, str(path))
             width, height = img.size
-            orientation = img.getexif().get(0x0112, 1)
+            orientation = img.getexif().get(EXIF_ORIENTATION, 1)  # getexif: exact, also a PNG's eXIf after its pixels
     except UnidentifiedImageError:
         raise InputError(f"original image {path} is not an image file Pillow can read: {fix}") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"original image {path} cannot be read ({exc}): {fix}") from None
-    if orientation in (5, 6, 7, 8):  # EXIF rotations by 90 degrees: read_image turns the image upright
+    if orientation in EXIF_TRANSPOSED:  # EXIF rotations by 90 degrees: read_image turns the image upright
         width, height = height, width
     return width, height
 

@@ -88,6 +88,10 @@ def _png(ids: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+#: A key one side of :func:`_differences` lacks.
+_ABSENT = object()
+
+
 def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     """Where two JSON values differ, at most 8: each dotted path (``config.pipeline.tracker``) with both
     values (``"tracking.every: 2 now, 1 in the folder"``; long values shortened, absent ones ``-``)."""
@@ -100,9 +104,6 @@ def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
         return []
     return [f"{prefix.rstrip('.')}: {_short(new)} now, {_short(old)} in the folder"]
 
-
-#: A key one side of :func:`_differences` lacks.
-_ABSENT = object()
 
 
 def _short(value: Any) -> str:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..errors import ImageReadError, InputError, MissingDependencyError
-from ..imageio import IMAGE_SUFFIXES, check_pixels, read_image
+from ..imageio import IMAGE_SUFFIXES, check_pixels, read_image, upright_size
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -36,25 +36,6 @@ __all__ = [
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi", ".mpg", ".mpeg", ".ogv", ".gif"})
 
 _Indexed = TypeVar("_Indexed", bound=tuple)  # type: ignore[type-arg]
-
-#: The EXIF tag of an image's orientation, and its values that turn the image by a quarter turn.
-_EXIF_ORIENTATION = 0x0112
-_EXIF_TRANSPOSED = frozenset({5, 6, 7, 8})
-
-def _orientation(img: Any) -> int | None:
-    """The EXIF orientation of an opened image, from what its header holds (a PNG's ``eXIf`` chunk
-    after its pixels would need the pixels decoded: not looked for, as Pillow itself does at open)."""
-    from PIL import Image
-
-    if img.format == "PNG":
-        raw = img.info.get("exif")
-        if not raw:
-            return None
-        exif = Image.Exif()
-        exif.load(raw)
-        return exif.get(_EXIF_ORIENTATION)
-    return img.getexif().get(_EXIF_ORIENTATION)
-
 
 #: Frame rate assumed for a folder or glob of frames (the overlay video's rate); ``--fps`` sets it.
 DEFAULT_FOLDER_FPS = 10.0
@@ -216,9 +197,7 @@ class FrameSource:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
                     with Image.open(f) as img:
-                        size = (img.width, img.height)
-                        if _orientation(img) in _EXIF_TRANSPOSED:
-                            size = (img.height, img.width)  # read upright: rotated by a quarter turn
+                        size = upright_size(img)  # as the frame is read: upright
             except UnidentifiedImageError:
                 raise ImageReadError(
                     f"{where} in {f.parent} is not an image file Pillow can read (is it corrupt, or another kind of file "
