@@ -278,9 +278,13 @@ def test_the_annotator_sees_the_image_and_our_regions(walked, tmp_path, tmp_path
                 tabs.nth(len(walked["predictions"][task.id])).wait_for()
                 names = page.eval_on_selector_all(".lsf-annotation-button__name", "names => names.map(n => n.textContent)")
                 drawn = {"annotation": _region_titles(page)}
+                # the backend's tab, by its prediction's id and its name: the page names a tab by the model
+                # version's first 8 and last 6 characters, so a push and a backend started in the same second
+                # show the same name (the id is unique among predictions, the name tells it from an annotation)
                 backend = walked["predictions"][task.id][1].model_version
-                tabs.filter(has_text=_shortened(backend)).click()
-                page.wait_for_selector(".lsf-annotation-button_selected:has-text('%s')" % _shortened(backend))
+                tab = f".lsf-annotation-button[data-annotation-id='{walked['predictions'][task.id][1].id}']"
+                page.locator(tab).filter(has_text=_shortened(backend)).click()
+                page.wait_for_selector(f".lsf-annotation-button_selected{tab}:has-text('{_shortened(backend)}')")
                 page.wait_for_function(_REGIONS_SHOWN, arg=len(walked["predictions"][task.id][1].result))
                 page.get_by_text(backend, exact=True).wait_for()  # the tab's tooltip: the whole model version
                 drawn["backend"] = _region_titles(page)
