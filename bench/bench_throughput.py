@@ -16,6 +16,12 @@ Both paths must write the same files byte for byte (stage timings aside): checke
     .venv/bin/python bench/bench_throughput.py --quick         # 12 images: a few minutes
     .venv/bin/python bench/bench_throughput.py --device cuda   # the GPU row (goal: >= 8 images/s)
 
+The batched scenario (``--scenarios batched``) runs the overlapped path with ``pipeline.batch_size``
+1 and ``--batch`` (images through the image encoders together: SAM 2's encoder and CLIP's dense
+pass), in the same run; files compared byte for byte.
+
+    .venv/bin/python bench/bench_throughput.py --device cuda --scenarios throughput,batched   # the GPU rows
+
 The contention scenario runs, ``--repeats`` times interleaved: quiet and contended, each with
 ``pipeline.threads`` fixed at the process's count (today's behaviour) and with ``"auto"`` (the
 load-aware choice, :mod:`ovpanoptic.threads`); it reports medians, per-stage seconds (SAM 2's
@@ -142,6 +148,15 @@ def run_path(
     return row
 
 
+def with_batch_size(pipe: Any, size: int) -> None:
+    """Set ``pipeline.batch_size`` of a built pipeline, as a stated value (a device profile's does not apply)."""
+    import dataclasses
+
+    pipe.config = dataclasses.replace(
+        pipe.config, pipeline=dataclasses.replace(pipe.config.pipeline, batch_size=size), stated=pipe.config.stated | {"batch_size"}
+    )
+
+
 def with_threads(pipe: Any, setting: int | str) -> None:
     """Set ``pipeline.threads`` of a built pipeline (the engine reads it per image)."""
     import dataclasses
@@ -208,7 +223,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="640x480", help="WIDTHxHEIGHT")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default="default")
-    parser.add_argument("--scenarios", default="throughput,contention", help="comma-separated: throughput, contention")
+    parser.add_argument("--scenarios", default="throughput,contention", help="comma-separated: throughput, batched, contention")
+    parser.add_argument("--batch", type=int, default=8, help="pipeline.batch_size of the batched scenario (against 1, in the same run)")
     parser.add_argument("--busy", type=int, default=2, help="single-threaded busy processes of the contention scenario")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of the contention scenario's four runs")
     parser.add_argument("--weights", type=Path, default=ROOT / "bench" / ".weights")
@@ -277,6 +293,17 @@ def main(argv: list[str] | None = None) -> int:
             results["throughput"] = {"sequential": seq, "overlapped": ovl, "speedup": round(seq["wall_s"] / ovl["wall_s"], 3),
                                      "files_identical": same}
             print("throughput speedup", results["throughput"]["speedup"], "identical", same, flush=True)
+        if "batched" in scenarios:
+            rows = {}
+            for batch in (1, args.batch):
+                with_batch_size(pipe, batch)
+                rows[batch] = run_path(pipe, vocab, inputs, tmp / f"out-batch{batch}", overlap=True, reset=reset, watch=watch)
+                print(f"batch size {batch}:", rows[batch], flush=True)
+            with_batch_size(pipe, 1)
+            same = folder_bytes(tmp / "out-batch1") == folder_bytes(tmp / f"out-batch{args.batch}")
+            results["batched"] = {"batch_1": rows[1], f"batch_{args.batch}": rows[args.batch],
+                                  "speedup": round(rows[1]["wall_s"] / rows[args.batch]["wall_s"], 3), "files_identical": same}
+            print("batched speedup", results["batched"]["speedup"], "identical", same, flush=True)
         if "contention" in scenarios:
             results["contention"] = contention(pipe, vocab, inputs, tmp, reset, watch, args.busy, args.repeats)
             print("contention:", json.dumps(results["contention"]["summary"], indent=1), flush=True)

@@ -297,6 +297,11 @@ def bench_plugin(inner: Any, watch: Stopwatch, fixed: Callable[[int, int], tuple
     state: dict[str, Any] = {"labels": []}
 
     class FixedGenerator:
+        def encode_batch(self, images: Any) -> None:  # the real generator's batched encoder pass (pipeline.batch_size)
+            generator = inner.component("proposal_generator")
+            if hasattr(generator, "encode_batch"):
+                watch.time("sam2_batch_encode", generator.encode_batch, images)
+
         def generate(self, image: Any, *, progress: Any = None) -> ProposalSet:
             generator = inner.component("proposal_generator")
             real = watch.time("sam2_total", generator.generate, image)
@@ -308,6 +313,11 @@ def bench_plugin(inner: Any, watch: Stopwatch, fixed: Callable[[int, int], tuple
             return ProposalSet.from_masks(masks, np.linspace(0.99, 0.5, len(masks)).astype(np.float32))
 
     class DecisiveClassifier:
+        def encode_batch(self, images: Any) -> None:
+            classifier = inner.component("classifier")
+            if hasattr(classifier, "encode_batch"):
+                watch.time("clip_batch_encode", classifier.encode_batch, images)
+
         def prepare(self, image: Any, proposals: ProposalSet) -> Any:
             return watch.time("image_features", inner.component("classifier").prepare, image, proposals)
 

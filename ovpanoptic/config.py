@@ -18,8 +18,9 @@ Device profiles (``configs/devices/NAME.toml``) hold the speed settings that sui
 the device ``pipeline.device`` resolves to is chosen (:attr:`ovpanoptic.device.DeviceInfo.profile`).
 A component's options are layered: its dataclass defaults, then the profile, then the preset or
 file, then ``--set``: anything a preset or ``--set`` states wins over the profile. A profile's
-``[pipeline]`` may set ``pipeline.tracker`` only (the CUDA profiles choose ``sam2-video``), under the
-same rule: a tracker the preset, file, ``--set`` or ``--tracker`` names wins.
+``[pipeline]`` may set ``pipeline.tracker`` and ``pipeline.batch_size`` only (the CUDA profiles choose
+``sam2-video`` and batches of 8 and 4), under the same rule: a value the preset, file, ``--set`` or
+``--tracker`` states wins.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from .components import KINDS, QUALIFIER, ComponentSpec
-from .constants import CONFIG_PATH_ENV, DEFAULT_MAX_PIXELS, DEFAULT_PRESET
+from .constants import CONFIG_PATH_ENV, DEFAULT_MAX_PIXELS, DEFAULT_PRESET, MAX_BATCH_SIZE
 from .errors import AmbiguousNameError, ComponentNotFoundError, ConfigError
 from .threads import THREADS_AUTO, check_threads_setting
 
@@ -95,6 +96,14 @@ class PipelineSettings:
         ``"auto"`` (the default) chooses per image from the machine's load: all of the process's
         threads when the CPU is quiet, fewer or one more than the CPUs when other processes compete
         (see :mod:`ovpanoptic.threads`); a number fixes it. Only CPU devices are affected.
+    :param batch_size: images whose image encoders run together, in one forward pass, in batch runs
+        (``segment`` of a folder, local and Ray engines), 1 to :data:`~ovpanoptic.constants.MAX_BATCH_SIZE` (64): the proposal
+        generator's and the classifier's, where they offer it
+        (:class:`~ovpanoptic.components.BatchEncoder`: the built-in ``sam2`` and ``clip`` dense pass).
+        Everything after the encoders still runs one image at a time, and the results are those of
+        single images. The device profile chooses it unless the config states it: 1 on CPUs (a CPU
+        gains nothing from it and holds each image's activations at once), 8 on CUDA GPUs with
+        bfloat16, 4 without.
     """
 
     proposal_generator: str = "sam2"
@@ -110,12 +119,18 @@ class PipelineSettings:
     cache_images: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | str = THREADS_AUTO
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         try:
             check_threads_setting(self.threads)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(
+                f"pipeline.batch_size must be 1 to {MAX_BATCH_SIZE} images, got {self.batch_size} "
+                "(1: each image through the encoders alone; 8 suits a large GPU)"
+            )
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             if not getattr(self, kind):
                 raise ConfigError(f"pipeline.{kind} must name a component")
@@ -423,7 +438,7 @@ def list_device_profiles() -> dict[str, Path]:
 
 
 #: The ``[pipeline]`` keys a device profile may set (under the preset: a stated value wins).
-PROFILE_PIPELINE_KEYS = ("tracker",)
+PROFILE_PIPELINE_KEYS = ("tracker", "batch_size")
 
 
 @dataclass(frozen=True)
@@ -434,8 +449,8 @@ class DeviceProfile:
     :param source: the file it was read from.
     :param tables: ``{kind: {component: {option: value}}}``, as in a preset.
     :param reason: why this profile was chosen (the device, its bf16 support), for ``-v``.
-    :param pipeline: its ``[pipeline]`` settings: only :data:`PROFILE_PIPELINE_KEYS` (``tracker``),
-        used where the config does not state them.
+    :param pipeline: its ``[pipeline]`` settings: only :data:`PROFILE_PIPELINE_KEYS` (``tracker``,
+        ``batch_size``), used where the config does not state them.
     """
 
     name: str
@@ -465,7 +480,7 @@ def load_device_profile(spec: str | Path, reason: str = "") -> DeviceProfile:
             hint = f"Did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
                 f"device profile {path}: [pipeline] key {key!r} cannot be set by a device profile. {hint}"
-                f"A profile's [pipeline] may set only {', '.join(PROFILE_PIPELINE_KEYS)}; put other pipeline settings in a preset"
+                f"A profile's [pipeline] may set only {' and '.join(PROFILE_PIPELINE_KEYS)}; put other pipeline settings in a preset"
             )
     build_dataclass(PipelineSettings, pipeline, f"pipeline (device profile {path})")  # the values' types and checks
     tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS if kind in data}

@@ -24,6 +24,9 @@ MAX_NAME_LENGTH: int = 200
 #: (``ovpanoptic eval --max-pixels``): 50 megapixels.
 DEFAULT_MAX_PIXELS: int = 50_000_000
 
+#: The most images ``pipeline.batch_size`` puts through the image encoders together.
+MAX_BATCH_SIZE: int = 64
+
 #: Label of a prompt point on the object to segment (SAM's foreground click).
 POSITIVE_POINT: int = 1
 

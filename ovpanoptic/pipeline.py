@@ -23,7 +23,7 @@ import numpy as np
 from . import boundary
 from .atomic import check_output_folder
 from .boundary import readonly_image, snapshot_files
-from .components import KINDS, ComponentContext, Finisher, NameKeyer, Progress, PromptSegmenter, VocabularyPreparer
+from .components import KINDS, BatchEncoder, ComponentContext, Finisher, NameKeyer, Progress, PromptSegmenter, VocabularyPreparer
 from .config import (
     Config,
     DeviceProfile,
@@ -148,6 +148,12 @@ class Pipeline:
         self._profiled: set[str] | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
+        #: the last encode_batch's images: (input, working-size image, digest, its share of the batch's seconds)
+        self._batched: list[tuple[Any, np.ndarray, str, float]] = []
+        #: how many encode_batch calls put how many images through the encoders together
+        self.encode_batches: dict[int, int] = {}
+        #: component kinds whose encode_batch failed once: not asked again
+        self._no_batch: set[str] = set()
         self._names_checked: OrderedDict[tuple[str, Vocabulary], None] = OrderedDict()
         self._checked = False
 
@@ -206,6 +212,26 @@ class Pipeline:
             log.info("pipeline.tracker = %r from device profile %r (%s)", chosen, profile.name, profile.source)
             return str(chosen)
         return settings.tracker
+
+    @property
+    def batch_size(self) -> int:
+        """Images whose image encoders run together in batch runs (:meth:`encode_batch`):
+        ``pipeline.batch_size`` where the config states it, else the device profile's ``[pipeline]
+        batch_size`` if it has one (the CUDA profiles: 8, or 4 without bfloat16), else 1. With
+        ``device_profile = "auto"`` the profile's value applies once the device is resolved (by the
+        first component that loads a model: the engines read this before each group of images, so a
+        batch run's first image goes alone); a model-free pipeline never resolves a device for it.
+
+        :raises ConfigError: the device profile does not exist or is invalid.
+        """
+        settings = self.config.pipeline
+        if "batch_size" in self.config.stated or settings.device_profile.strip() == "none":
+            return settings.batch_size
+        if self._device is None and settings.device_profile.strip() == "auto":
+            return settings.batch_size  # the profile of a device not resolved yet: a model-free pipeline never resolves one
+        profile = self.device_profile
+        chosen = profile.pipeline.get("batch_size") if profile is not None else None
+        return int(chosen) if chosen else settings.batch_size
 
     def _check_profile(self, profile: DeviceProfile) -> None:
         """A profile's component names must be registered (or far from any registered name, like
@@ -514,13 +540,84 @@ class Pipeline:
         image the choice is made when the device is resolved (by the first component that loads a model,
         before it runs); a model-free pipeline never resolves a device nor imports torch for it.
         """
+        with self._threads():
+            return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        """The intra-op thread count ``pipeline.threads`` chooses, for one image's model work or a
+        batch's encoders (see :meth:`segment_run`), restored after."""
         with contextlib.ExitStack() as stack:
             if self._device is not None:
                 stack.enter_context(intra_op_threads(self.config.pipeline.threads, self._device))
             else:
                 self._on_device = lambda device: stack.enter_context(intra_op_threads(self.config.pipeline.threads, device))
                 stack.callback(setattr, self, "_on_device", None)
-            return self._segment_run(image, vocabulary, progress=progress, source=source, refine=refine)
+            yield
+
+    def encode_batch(self, images: Sequence[Any]) -> int:
+        """Run the image encoders of the proposal generator and the classifier on ``images`` in one
+        forward pass each, where they offer it (:class:`~ovpanoptic.components.BatchEncoder`); the
+        next :meth:`segment_run` of each of these images uses the kept encodings (and its working
+        image) instead of encoding it alone. The engines call it with the next
+        :attr:`batch_size` images when that is above 1; the results are those of single images.
+
+        Images already in the pipeline's result cache, and those that cannot be read or are too
+        large, are left out (the latter fail in their own :meth:`segment_run`, with their own
+        error). A component whose batched pass fails (a plugin fault, an image it refuses, a GPU
+        out of memory) is not raised: it is logged, each image is then encoded alone, so a fault is
+        reported against the image that causes it, and that component is not asked to batch again.
+        Each image's ``timings`` get ``batch_encode``: its share of the batch's seconds.
+
+        :raises OvpanopticError: an error every image would hit (missing weights or packages).
+
+        :param images: paths, PIL images or arrays, as :meth:`segment_run` takes them.
+        :return: how many images went through the encoders together (0 when fewer than 2 were
+            left, or no component offers ``encode_batch``).
+        """
+        self._batched = []
+        works: list[tuple[Any, np.ndarray, str]] = []
+        for image in images:
+            try:
+                rgb = self._read(image)
+            except (InputError, ComponentError, OSError, ValueError):
+                continue  # its own segment_run reports it
+            work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+            key = image_digest(work)
+            if key not in self._cache and all(key != k for _, _, k in works):
+                works.append((image, readonly_image(work), key))
+        self.check()
+        encoders = [
+            (kind, c) for kind in ("proposal_generator", "classifier")
+            if kind not in self._no_batch and isinstance(c := self.component(kind), BatchEncoder)
+        ]
+        if len(works) < 2 or not encoders:
+            return 0
+        begun = time.perf_counter()
+        with self._threads():
+            for kind, component in encoders:
+                try:
+                    boundary.call(self.target(kind), "encode_batch()", component.encode_batch, [w for _, w, _ in works])
+                except (ComponentError, InputError) as exc:  # a speed-up only: each image is encoded alone instead
+                    self._no_batch.add(kind)
+                    log.warning(
+                        "the batched encoder pass of the %s over %d images failed, so this run encodes each image alone: %s",
+                        self.target(kind).what, len(works), exc,
+                    )
+        release_freed_memory()
+        share = (time.perf_counter() - begun) / len(works)
+        self._batched = [(image, work, key, share) for image, work, key in works]
+        self.encode_batches[len(works)] = self.encode_batches.get(len(works), 0) + 1
+        return len(works)
+
+    def _batched_work(self, image: Any) -> tuple[np.ndarray, float] | None:
+        """The working image and seconds share :meth:`encode_batch` kept for ``image`` (the same
+        object), used once."""
+        for i, (kept, work, _, share) in enumerate(self._batched):
+            if kept is image:
+                del self._batched[i]
+                return work, share
+        return None
 
     def _segment_run(
         self, image: Any, vocabulary: Vocabulary | str, *, progress: Progress | None, source: str, refine: bool
@@ -529,12 +626,16 @@ class Pipeline:
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
+        batched = self._batched_work(image)
         rgb = self._read(image)
         self.check()
-        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+        work = batched[0] if batched is not None else resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         t_start = time.perf_counter()
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
+        if batched is not None:
+            timings["batch_encode"] = batched[1]
+            t_start -= batched[1]
         if progress is not None:
             progress("classification", 0, 0)
         t0 = time.perf_counter()

@@ -46,6 +46,7 @@ from .config import build_dataclass
 from .errors import ComponentError, PluginError
 from .constants import NEGATIVE_POINT, POSITIVE_POINT, VOID_ID
 from .hookspecs import hookimpl
+from .imageio import image_digest
 from .plugins import OvpanopticPluginManager, Registry, check_hooks, make_plugin_manager, register_plugin_object
 from .types import Category, ClassScores, PanopticResult, Prompt, ProposalSet, Vocabulary
 
@@ -103,12 +104,24 @@ class TilesGenerator:
     one mask, score 1.0, made of the box's pixels (if the prompt has a box) and the tiles holding a
     positive point, minus the tiles holding a negative point. ``calls`` and ``prompt_calls`` count
     the calls of :meth:`generate` and :meth:`segment_prompt`.
+
+    It is also a :class:`~ovpanoptic.components.BatchEncoder`: :meth:`encode_batch` keeps the
+    images' digests; ``batches`` lists the size of each call and ``batched_hits`` counts the
+    :meth:`generate` calls that found their image kept (the tiles are the same either way).
     """
 
     def __init__(self, config: TilesConfig = TilesConfig(), context: ComponentContext | None = None) -> None:
         self.config = config
         self.calls = 0
         self.prompt_calls = 0
+        self.batches: list[int] = []
+        self.batched_hits = 0
+        self._kept: set[str] = set()
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> None:
+        """Keep the images' digests (the encodings a real generator would keep), dropping earlier ones."""
+        self.batches.append(len(images))
+        self._kept = {image_digest(image) for image in images}
 
     def _tiles(self, height: int, width: int) -> np.ndarray:
         r, c = self.config.rows, self.config.cols
@@ -120,6 +133,11 @@ class TilesGenerator:
 
     def generate(self, image: np.ndarray, *, progress: Progress | None = None) -> ProposalSet:
         self.calls += 1
+        if self._kept:
+            key = image_digest(image)
+            if key in self._kept:
+                self._kept.discard(key)
+                self.batched_hits += 1
         masks = self._tiles(*image.shape[:2])
         if progress is not None:
             progress("tiles", 1, 1)

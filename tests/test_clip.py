@@ -395,7 +395,7 @@ def test_dense_vit_pools_patch_tokens_inside_masks(checkpoints, tmp_path):
     with torch.inference_mode():
         tokens, grid = _vit_patch_embeddings(clf.load().visual, x)
     assert grid == (6, 8)
-    tokens = tokens.numpy().reshape(6, 8, -1)
+    tokens = tokens[0].numpy().reshape(6, 8, -1)
 
     def unit(v):
         return v / np.linalg.norm(v)

@@ -82,10 +82,13 @@ def test_bad_profiles_are_clear_errors(tmp_path):
         load_device_profile("cpu-bf")
     bad = tmp_path / "mine.toml"
     bad.write_text("[pipeline]\ndevice = 'cpu'\n")
-    with pytest.raises(ConfigError, match=r": \[pipeline\] key 'device' cannot be set by a device profile\. A profile's \[pipeline\] may set only tracker; put other pipeline settings in a preset$"):
+    with pytest.raises(ConfigError, match=r": \[pipeline\] key 'device' cannot be set by a device profile\. A profile's \[pipeline\] may set only tracker and batch_size; put other pipeline settings in a preset$"):
         load_device_profile(bad)
     bad.write_text("[pipeline]\ntrackr = 'hold'\n")
     with pytest.raises(ConfigError, match=r"key 'trackr' cannot be set by a device profile\. Did you mean 'tracker'\? "):
+        load_device_profile(bad)
+    bad.write_text("[pipeline]\nbatch_size = 0\n")
+    with pytest.raises(ConfigError, match=r"^pipeline.batch_size must be 1 to 64 images, got 0 "):
         load_device_profile(bad)
     bad.write_text("[pipeline]\ntracker = ''\n")
     with pytest.raises(ConfigError, match=r"^pipeline\.tracker must name a component$"):
@@ -99,8 +102,8 @@ def test_device_profiles_choose_the_tracker_unless_the_config_states_one():
     """Issue 26: the CUDA profiles pick sam2-video, the CPU ones flow; a tracker the preset, file,
     --set or --tracker states wins, even when it is the default's own name."""
     assert {name: dict(load_device_profile(name).pipeline) for name in list_device_profiles()} == {
-        "cpu": {"tracker": "flow"}, "cpu-bf16": {}, "cuda": {"tracker": "sam2-video"},
-        "cuda-fp32": {"tracker": "sam2-video"}, "mps": {},
+        "cpu": {"tracker": "flow"}, "cpu-bf16": {}, "cuda": {"tracker": "sam2-video", "batch_size": 8},
+        "cuda-fp32": {"tracker": "sam2-video", "batch_size": 4}, "mps": {},
     }
 
     def tracker(*overrides: str) -> str:

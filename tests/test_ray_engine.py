@@ -236,6 +236,25 @@ def test_each_worker_builds_one_pipeline_for_the_whole_job(ray_cluster, local_re
     assert files_of(tmp_path / "out") == local_reference["files"]
 
 
+def test_workers_put_their_batch_size_of_images_through_the_encoders_together(ray_cluster, local_reference, tmp_path):
+    """pipeline.batch_size = 3: each call carries 3 images (the last 2), which the worker encodes
+    together; the files and records are the local engine's (batch size 1)."""
+    argv = [json.dumps([*FAKE_OVERRIDES[:3], "pipeline.batch_size=3"]), str(local_reference["images"]), str(tmp_path / "out"),
+            ray_cluster["address"]]
+    proc = driver(ray_cluster, [], code=f"import sys; sys.argv[1:] = {argv!r}\n" + RUN_RAY)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    got = json.loads(stdout.strip().splitlines()[-1])
+    assert got["done"] == N_IMAGES
+    batches: dict[str, int] = {}
+    for stat in got["stats"]:
+        for size, calls in stat["encode_batches"].items():
+            batches[str(size)] = batches.get(str(size), 0) + calls
+    assert batches == {"3": 6, "2": 1}  # 20 images: 6 calls of 3, then 2
+    assert files_of(tmp_path / "out") == local_reference["files"]
+    assert records_of(tmp_path / "out") == local_reference["records"]
+
+
 def test_a_killed_worker_is_replaced_and_its_images_redone(ray_cluster, local_reference, tmp_path):
     out = tmp_path / "out"
     proc = driver(ray_cluster, segment_argv(local_reference["images"], out, "--engine", "ray", "--address", ray_cluster["address"]))

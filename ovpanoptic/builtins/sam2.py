@@ -309,6 +309,31 @@ class _Sam2Base:
         }
         return predictor
 
+    def _embed_batch(self, images: Sequence[np.ndarray]) -> list[Any]:
+        """:meth:`_embed` of several images in one forward pass of the image encoder (SAM 2's own
+        ``SAM2ImagePredictor.set_image_batch``): one predictor per image, each as :meth:`_embed`
+        makes it (its own features, copied out of the batch, and its own original size)."""
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        model = self.loader.get()
+        with quiet_deprecations():
+            batch = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
+        with autocast(self.context.device, self.precision):
+            batch.set_image_batch([image if image.flags.writeable else np.array(image) for image in images])
+        features = batch._features
+        predictors = []
+        for i, image in enumerate(images):
+            with quiet_deprecations():
+                predictor = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
+            predictor._orig_hw = [image.shape[:2]]
+            predictor._features = {
+                "image_embed": features["image_embed"][i : i + 1].float().clone(),
+                "high_res_feats": [f[i : i + 1].float().clone() for f in features["high_res_feats"]],
+            }
+            predictor._is_image_set = True
+            predictors.append(predictor)
+        return predictors
+
     def _keep_embedding(self, key: str, predictor: Any) -> None:
         """Keep ``predictor`` (an image set) for prompts on the image of digest ``key``; at most
         :data:`EMBEDDINGS_KEPT` are kept, the least recently used goes first."""
@@ -463,6 +488,8 @@ class FastSam2Generator(_Sam2Base):
 
     def __init__(self, config: Sam2FastConfig, context: ComponentContext | None = None) -> None:
         super().__init__(config, context)
+        # image digest -> SAM2ImagePredictor from the last encode_batch, not used by generate() yet
+        self._batched: OrderedDict[str, Any] = OrderedDict()
         self.stage_seconds: dict[str, float] = {}
         self.prompts_decoded = 0
 
@@ -470,6 +497,26 @@ class FastSam2Generator(_Sam2Base):
     def precision(self) -> str:
         """The image encoder's precision (``precision`` of the config)."""
         return self.config.precision
+
+    def encode_batch(self, images: Sequence[np.ndarray]) -> None:
+        """Run SAM 2's image encoder on ``images`` in one forward pass
+        (:class:`~ovpanoptic.components.BatchEncoder`); the next :meth:`generate` of each image uses
+        its embedding instead of encoding it again (and then keeps it for prompts, as its own). The
+        embeddings of an earlier call not used yet are dropped. On a CPU the batched pass gives the
+        bits of single passes (``tests/test_batch_encoders.py``).
+
+        :param images: ``(H, W, 3)`` uint8 RGB arrays (each resized to the model's square input).
+        :raises InputError: an image that is not ``(H, W, 3)`` uint8 RGB of at least 32 px a side.
+        """
+        import torch
+
+        for image in images:
+            _check_image(image)
+        self._batched = OrderedDict()
+        with torch.inference_mode():
+            predictors = self._embed_batch(images)
+        for image, predictor in zip(images, predictors):
+            self._batched[image_digest(image)] = predictor
 
     def _tick(self, stage: str, since: float) -> float:
         now = time.perf_counter()
@@ -545,6 +592,8 @@ class FastSam2Generator(_Sam2Base):
         # The whole image's embedding is shared with segment_prompt(), both ways.
         key = image_digest(image) if (ch, cw) == image.shape[:2] else None
         predictor = self._embeddings.get(key) if key is not None else None
+        if predictor is None and key is not None:
+            predictor = self._batched.pop(key, None)  # encoded with other images (encode_batch)
         if predictor is None:
             predictor = self._embed(crop)
         if key is not None:

@@ -49,7 +49,9 @@ __all__ = [
     "component_origins",
     "export_image",
     "guarded",
+    "encode_together",
     "process_image",
+    "process_images",
     "remove_stale_temporaries",
     "resolved_settings",
     "run_batch",
@@ -171,7 +173,7 @@ def component_origins(pipe: Any, formats: Sequence[str], *, tracker: bool = Fals
 
 def resolved_settings(pipe: Any, formats: Sequence[str], *, tracker: bool = False) -> dict[str, Any]:
     """What the components really run with, for a protocol: the resolved device, the device
-    profile, and every component's full config (defaults, then the profile, then the preset and
+    profile, the images per encoder pass (``batch_size``), and every component's full config (defaults, then the profile, then the preset and
     ``--set``). Resolving the device may import torch."""
     import dataclasses
 
@@ -180,7 +182,10 @@ def resolved_settings(pipe: Any, formats: Sequence[str], *, tracker: bool = Fals
         cfg = pipe.component_config(kind, name)
         components.setdefault(kind, {})[name] = dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else {}
     profile = pipe.device_profile
-    return {"device": pipe.device, "device_profile": profile.name if profile is not None else None, "components": components}
+    return {
+        "device": pipe.device, "device_profile": profile.name if profile is not None else None, "batch_size": pipe.batch_size,
+        "components": components,
+    }
 
 
 def check_folder(outdir: Path, inputs: Sequence[Path]) -> None:
@@ -257,6 +262,55 @@ def process_image(
     if isinstance(image, (ImageOutcome, BatchStop)):
         return image
     return segment_and_export(pipe, vocabulary, image, path, stem, outdir, formats, segmenting=segmenting, exporting=exporting)
+
+
+def process_images(
+    pipe: Any,
+    vocabulary: Vocabulary,
+    items: Sequence[tuple[Path, str]],
+    outdir: Path,
+    formats: Sequence[str],
+    *,
+    segmenting: AbstractContextManager[Any] | None = None,
+    exporting: AbstractContextManager[Any] | None = None,
+) -> list[ImageOutcome | BatchStop]:
+    """:func:`process_image` of several images (``(path, stem)`` pairs), their image encoders run
+    on them together first (:func:`encode_together`): read all, then segment each, then export
+    each, under ``segmenting`` and ``exporting`` as :func:`process_image`.
+
+    :returns: one outcome per item, in order; when one is a :class:`BatchStop` it is the last (the
+        items after it are not done).
+    """
+    images = [guarded(path, stem, outdir, read_image, path, pipe.config.pipeline.max_pixels) for path, stem in items]
+    segmented: list[PanopticResult | ImageOutcome | BatchStop] = []
+    with segmenting or nullcontext():
+        stop = encode_together(pipe, list(zip((path for path, _ in items), images)), outdir)
+        if stop is not None:
+            return [stop]
+        for (path, stem), image in zip(items, images):
+            step = image if isinstance(image, (ImageOutcome, BatchStop)) else segment_image(pipe, vocabulary, image, path, stem, outdir)
+            segmented.append(step)
+            if isinstance(step, BatchStop):
+                break
+    outcomes: list[ImageOutcome | BatchStop] = []
+    with exporting or nullcontext():
+        for (path, stem), image, step in zip(items, images, segmented):
+            outcome = step if isinstance(step, (ImageOutcome, BatchStop)) else export_image(pipe, step, image, path, stem, outdir, formats)
+            outcomes.append(outcome)
+            if isinstance(outcome, BatchStop):
+                break
+    return outcomes
+
+
+def encode_together(pipe: Any, images: Sequence[tuple[Path, Any]], outdir: Path) -> BatchStop | None:
+    """:meth:`Pipeline.encode_batch <ovpanoptic.pipeline.Pipeline.encode_batch>` of the read
+    images among ``images`` (``(path, image or its failed outcome)``) when ``pipe.batch_size`` is
+    above 1 and two or more are read; a :class:`BatchStop` for an error every image would hit."""
+    read = [(path, image) for path, image in images if not isinstance(image, (ImageOutcome, BatchStop))]
+    if len(read) < 2 or pipe.batch_size < 2:
+        return None
+    outcome = guarded(read[0][0], "", outdir, pipe.encode_batch, [image for _, image in read])
+    return outcome if isinstance(outcome, BatchStop) else None
 
 
 def segment_and_export(

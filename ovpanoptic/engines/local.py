@@ -7,7 +7,9 @@ Ray engine; this engine runs the steps of :func:`~.batch.process_image` in the c
 Overlapped (the default): while the models segment image *k*, one thread decodes and resizes
 the next images (at most ``prefetch`` ahead) and another writes image *k - 1*'s files, so the
 device does not wait for the CPU's reading and exporting. Segmentation stays in the calling thread,
-one image at a time. Outcomes are reported in input order, and the batch records an image only
+one image at a time; with ``pipeline.batch_size`` above 1 the next images read are first put through
+the image encoders together (:meth:`~ovpanoptic.pipeline.Pipeline.encode_batch`; a GPU gains, the
+results are those of single images). Outcomes are reported in input order, and the batch records an image only
 when no export is running (the manifest is written between exports, never during one), so the
 files, the manifest and the combined files are byte for byte those of the sequential order
 (``overlap=False``), which ``tests/test_batch_edges.py`` checks.
@@ -15,6 +17,8 @@ files, the manifest and the combined files are byte for byte those of the sequen
 
 from __future__ import annotations
 
+import itertools
+import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,13 +32,17 @@ from .batch import (
     BatchStop,
     ImageJob,
     ImageOutcome,
+    encode_together,
     export_image,
     guarded,
     process_image,
+    process_images,
     remove_stale_temporaries,
     run_batch,
     segment_image,
 )
+
+log = logging.getLogger(__name__)
 
 #: Images decoded ahead of the one being segmented (each is held in memory until its turn).
 PREFETCH = 2
@@ -57,16 +65,30 @@ class LocalExecutor:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         self.pipe, self.vocabulary, self.outdir, self.formats = pipe, vocabulary, Path(outdir), tuple(formats)
         self.overlap, self.prefetch = overlap, prefetch
+        self._told = False
 
     def start(self) -> None:
         """Nothing to start: the pipeline is the caller's."""
 
     def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         if not self.overlap:
-            for job in jobs:
-                yield job, process_image(self.pipe, self.vocabulary, job.path, job.stem, self.outdir, self.formats)
+            while chunk := list(itertools.islice(jobs, self._batch_size())):
+                if len(chunk) == 1:
+                    yield chunk[0], process_image(self.pipe, self.vocabulary, chunk[0].path, chunk[0].stem, self.outdir, self.formats)
+                else:
+                    outcomes = process_images(self.pipe, self.vocabulary, [(j.path, j.stem) for j in chunk], self.outdir, self.formats)
+                    yield from zip(chunk, outcomes)
             return
         yield from self._overlapped(jobs)
+
+    def _batch_size(self) -> int:
+        """``pipe.batch_size``, read before each group of images: a device profile's value applies
+        once the first model has resolved the device (after the first image), and is logged then."""
+        size = self.pipe.batch_size
+        if size > 1 and not self._told:
+            log.info("the image encoders take %d images at a time (pipeline.batch_size)", size)
+            self._told = True
+        return size
 
     def _overlapped(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         max_pixels = self.pipe.config.pipeline.max_pixels
@@ -74,11 +96,13 @@ class LocalExecutor:
         writer = ThreadPoolExecutor(1, thread_name_prefix="ovpanoptic-export")
         reads: deque[tuple[ImageJob, Future[Any]]] = deque()
         exporting: tuple[ImageJob, Future[ImageOutcome | BatchStop]] | None = None
+        batch = self._batch_size()
+        encoded: set[int] = set()  # the jobs (id) of the last batch through the encoders, not segmented yet
 
         def read_ahead() -> None:
             # Runs in this thread between exports' outcomes: the jobs generator may write the
             # manifest (images it skips or cannot read), which must not happen during an export.
-            while len(reads) < self.prefetch:
+            while len(reads) < max(self.prefetch, batch):  # a batch's images are read before its first is segmented
                 job = next(jobs, None)
                 if job is None:
                     return
@@ -89,9 +113,18 @@ class LocalExecutor:
             while reads:
                 job, read = reads.popleft()
                 image = read.result()
-                step = image if isinstance(image, (ImageOutcome, BatchStop)) else segment_image(
-                    self.pipe, self.vocabulary, image, job.path, job.stem, self.outdir
-                )
+                step = None
+                batch = self._batch_size()
+                if batch > 1 and id(job) not in encoded and not isinstance(image, (ImageOutcome, BatchStop)):
+                    # this image and the next ones read: through the encoders together
+                    group = [(job, image)] + [(j, r.result()) for j, r in list(reads)[: batch - 1]]
+                    encoded = {id(j) for j, _ in group}
+                    step = encode_together(self.pipe, [(j.path, im) for j, im in group], self.outdir)
+                encoded.discard(id(job))
+                if step is None:
+                    step = image if isinstance(image, (ImageOutcome, BatchStop)) else segment_image(
+                        self.pipe, self.vocabulary, image, job.path, job.stem, self.outdir
+                    )
                 if exporting is not None:  # image k-1's files are written: report it
                     yield exporting[0], exporting[1].result()
                     exporting = None

@@ -52,8 +52,9 @@ MANIFEST_NAME = "ovpanoptic-manifest.jsonl"
 #: Version of the manifest's format (first line, key ``manifest``).
 MANIFEST_VERSION = 1
 
-#: Pipeline settings that do not change results, left out of the config digest.
-_NEUTRAL_SETTINGS = ("device", "cache_images")
+#: Pipeline settings that do not change results (where and how fast the models run), left out of the
+#: config digest: a folder resumes with another device, thread count or batch size.
+_NEUTRAL_SETTINGS = ("device", "cache_images", "threads", "batch_size")
 
 
 def _digest(data: Any) -> str:
@@ -84,10 +85,7 @@ class BatchHeader:
 
     @classmethod
     def create(cls, config: Mapping[str, Any], vocabulary: Mapping[str, Any], formats: Sequence[str]) -> BatchHeader:
-        cfg = json.loads(json.dumps(config, default=str))
-        for key in _NEUTRAL_SETTINGS:
-            cfg.get("pipeline", {}).pop(key, None)
-        return cls(cfg, json.loads(json.dumps(vocabulary)), tuple(sorted(dict.fromkeys(formats))))
+        return cls(_results_config(config), json.loads(json.dumps(vocabulary)), tuple(sorted(dict.fromkeys(formats))))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -119,9 +117,18 @@ class BatchHeader:
                 first = next(iter(old.values()))
                 return f"the vocabulary (category {first['id']} {first['name']!r} is gone)"
             return "the vocabulary"
-        if other.get("config_digest") != _digest(self.config):
-            return f"the config ({_first_difference(other.get('config', {}), self.config) or 'its settings'})"
+        theirs = _results_config(other.get("config", {}))  # a folder of an older version may list more settings
+        if _digest(theirs) != _digest(self.config):
+            return f"the config ({_first_difference(theirs, self.config) or 'its settings'})"
         return ""
+
+
+def _results_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """``config`` as JSON data, without the settings that do not change results (:data:`_NEUTRAL_SETTINGS`)."""
+    cfg = json.loads(json.dumps(config, default=str))
+    for key in _NEUTRAL_SETTINGS:
+        cfg.get("pipeline", {}).pop(key, None)
+    return cfg
 
 
 def _first_difference(old: Any, new: Any, where: str = "") -> str:

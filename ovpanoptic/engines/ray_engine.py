@@ -11,7 +11,10 @@ engine does (:mod:`.batch`: checks, the manifest and its lock, skipping, recordi
 files at the end); it streams the images that need work to the workers, at most
 :attr:`RayOptions.queue_per_worker` per worker at a time, and records each result as it comes back.
 A worker reads its next image and exports its last one while it segments (two calls at a time, one
-segmentation at a time: :class:`PipelineWorker`), as the local engine overlaps them. Workers write each
+segmentation at a time: :class:`PipelineWorker`), as the local engine overlaps them. When the
+workers' ``pipeline.batch_size`` is above 1 (the CUDA device profiles), each call carries that many
+images, which the worker puts through its image encoders together
+(:meth:`PipelineWorker.process_many`). Workers write each
 image's own files into the output folder with the same atomic writes as the local engine, so the folder must be on storage every node sees (one machine: any folder; a
 cluster: a shared file system mounted at the same path), and so must the inputs.
 
@@ -25,6 +28,7 @@ is kept). A killed driver leaves a folder the next run of the same command resum
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -47,6 +51,7 @@ from .batch import (
     ImageOutcome,
     component_origins,
     process_image,
+    process_images,
     resolved_settings,
     run_batch,
 )
@@ -241,6 +246,7 @@ class PipelineWorker:
             "components": _component_origins(pipe, self._formats, tracker=self._tracker),
             "device": pipe.device,
             "torch_threads": threads,
+            "batch_size": pipe.batch_size,
             "resolved": json.loads(json.dumps(resolved_settings(pipe, self._formats, tracker=self._tracker), default=str)),
         }
 
@@ -248,10 +254,23 @@ class PipelineWorker:
         """Read, segment and export one image into the output folder, as :func:`~.batch.process_image`
         does (with the overlap of the class docstring); the outcome
         comes back without the segmentation itself (``segments`` and ``timings`` say enough)."""
-        outcome = process_image(
+        return self._sent(process_image(
             self._pipeline(), self._vocabulary, Path(path), stem, self._outdir, self._formats,
             segmenting=self._segmenting, exporting=self._exporting,
+        ))
+
+    def process_many(self, items: Sequence[tuple[str, str]]) -> list[ImageOutcome | BatchStop]:
+        """:meth:`process` of several images (``(path, stem)`` pairs) whose image encoders run
+        together (``pipeline.batch_size`` above 1: :func:`~.batch.process_images`); one outcome per
+        image, in order, a :class:`~.batch.BatchStop` last if one stopped them."""
+        outcomes = process_images(
+            self._pipeline(), self._vocabulary, [(Path(p), s) for p, s in items], self._outdir, self._formats,
+            segmenting=self._segmenting, exporting=self._exporting,
         )
+        return [self._sent(outcome) for outcome in outcomes]
+
+    def _sent(self, outcome: ImageOutcome | BatchStop) -> ImageOutcome | BatchStop:
+        """An outcome as it travels back to the driver (counted when done)."""
         if isinstance(outcome, ImageOutcome) and outcome.status == "done":
             with self._counting:
                 self.images += 1
@@ -278,8 +297,10 @@ class PipelineWorker:
         return dataclasses.replace(summary, worker=self._name)
 
     def stats(self) -> dict[str, Any]:
-        """How much this worker did: pipelines built, images segmented."""
-        return {"worker": self._name, "pipelines_built": self.pipelines_built, "images": self.images}
+        """How much this worker did: pipelines built, images segmented, and ``encode_batches``:
+        ``{images: calls}`` of its batched encoder passes (``pipeline.batch_size``)."""
+        batches = dict(self._pipe.encode_batches) if self._pipe is not None else {}
+        return {"worker": self._name, "pipelines_built": self.pipelines_built, "images": self.images, "encode_batches": batches}
 
 
 def _handshake(conn: socket.socket) -> str:
@@ -528,7 +549,26 @@ class RayExecutor:
         def failed(job: ImageJob, why: str) -> ImageOutcome:
             return ImageOutcome(job.path, job.stem, "failed", f"{job.path}: {why}")
 
-        return self.dispatch(jobs, lambda actor, job: actor.process.remote(str(job.path), job.stem), failed)
+        batch = min((int(info.get("batch_size", 1)) for info in self.info), default=1)
+        if batch < 2:
+            return self.dispatch(jobs, lambda actor, job: actor.process.remote(str(job.path), job.stem), failed)
+        return self._batched(jobs, batch, failed)
+
+    def _batched(
+        self, jobs: Iterator[ImageJob], batch: int, failed: Callable[[ImageJob, str], ImageOutcome]
+    ) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
+        """:meth:`execute` with the workers' ``pipeline.batch_size`` above 1: ``batch`` images per
+        call (:meth:`PipelineWorker.process_many`), so a worker's encoders take them together."""
+        chunks = iter(lambda: tuple(itertools.islice(jobs, batch)), ())
+        results = self.dispatch(
+            chunks, lambda actor, chunk: actor.process_many.remote([(str(j.path), j.stem) for j in chunk]),
+            lambda chunk, why: [failed(job, why) for job in chunk],
+        )
+        for chunk, outcomes in results:
+            if isinstance(outcomes, BatchStop):  # the workers kept dying
+                yield chunk[0], outcomes
+                return
+            yield from zip(chunk, outcomes)
 
     def dispatch(self, jobs: Iterator[Any], submit: Callable[[Any, Any], Any], failed: Callable[[Any, str], Any]) -> Iterator[tuple[Any, Any]]:
         """Hand ``jobs`` to the workers (``submit(actor, job) -> ObjectRef``) and yield ``(job,
