@@ -143,3 +143,30 @@ def test_auto_device_picks_the_gpu_and_its_profile(sam2_checkpoint, clip_checkpo
     result = pipe.segment(image, vocab)
     assert result.panoptic_map.shape == image.shape[:2]
     assert next(generator.loader.get().parameters()).device.type == "cuda"
+    assert pipe.batch_size == (8 if major >= 8 else 4)  # the profile's, once the device is resolved
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_batch_through_sam2_on_cuda_gives_the_proposals_of_single_images(sam2_checkpoint, image, precision):
+    """Issue 25: SAM 2's image encoder over 3 images in one pass on the GPU, against one at a time."""
+    settings = Sam2FastConfig(**sam2_settings(sam2_checkpoint, precision=precision, decoder_batch=64))
+    single, batched = FastSam2Generator(settings, ComponentContext("cuda")), FastSam2Generator(settings, ComponentContext("cuda"))
+    images = [np.roll(image, 7 * i, axis=1) for i in range(3)]
+    batched.encode_batch(images)
+    for one in images:
+        want, got = single.generate(one), batched.generate(one)
+        assert len(want) == len(got) == 48
+        assert float(np.median(matched_ious(want.masks, got.masks))) >= 0.99
+        np.testing.assert_allclose(np.sort(want.scores), np.sort(got.scores), atol=1e-2 if precision == "bfloat16" else 1e-4)
+
+
+@pytest.mark.parametrize(("arch", "precision"), [(VIT, "float32"), (CONVNEXT, "float32"), (CONVNEXT, "bfloat16")])
+def test_a_batch_through_clip_on_cuda_gives_the_features_of_single_images(clip_checkpoints, tmp_path, arch, precision):
+    single = _classifier(clip_checkpoints, tmp_path, "cuda", arch, mode="dense", precision=precision)
+    batched = _classifier(clip_checkpoints, tmp_path, "cuda", arch, mode="dense", precision=precision)
+    images = [np.roll(make_shapes_image(), 5 * i, axis=1) for i in range(3)]
+    batched.encode_batch(images)
+    for one in images:
+        a, b = single.prepare(one, _proposals()).dense, batched.prepare(one, _proposals()).dense
+        cos = (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+        assert cos.min() >= (0.999 if precision == "bfloat16" else 0.99999), cos
