@@ -114,8 +114,9 @@ class RayOptions:
     :param gpus_per_worker: GPUs each worker reserves (``0.5``: two workers per GPU); ``0``: CPU
         workers.
     :param cpus_per_worker: CPUs each worker reserves (also its torch threads).
-    :param queue_per_worker: images handed to a worker at a time (one running, the rest waiting, so
-        a worker never idles between images).
+    :param queue_per_worker: calls handed to a worker at a time (one running, the rest waiting, so
+        a worker never idles between images); a call carries one image, or the workers'
+        ``pipeline.batch_size`` images when that is above 1.
     :param overlap: a worker reads its next image and exports its last one while it segments (two
         calls at a time in the actor's threads, one segmentation at a time: see :class:`PipelineWorker`),
         as the local engine overlaps them; ``False``: one image after another.
