@@ -349,9 +349,11 @@ class BatchEncoder(Protocol):
     ``encode_batch``, up to the summation order of a batched operator (measured on a CPU: SAM 2's
     embeddings and CLIP ViT features the same bits, CLIP ConvNeXt features within 3e-7). Keep the encodings of the last call only, keyed by the image's content
     (:func:`ovpanoptic.imageio.image_digest`), and drop each when it is used or when the next call
-    comes, so memory stays bounded by one batch. The pipeline calls it with images that are not
-    in its own result cache; an error here is not fatal (each image is then encoded alone, and an
-    image's fault is reported against that image).
+    comes, so memory stays bounded by one batch. Leave out an image you cannot encode (one your
+    ``generate`` / ``prepare`` would refuse): its own call then says why, and the others still go
+    together. The pipeline calls it with images that are not in its own result cache; an exception
+    here is not fatal (it is logged, each image is then encoded alone, and the component is not
+    asked to batch again in that run).
     """
 
     def encode_batch(self, images: Sequence[np.ndarray]) -> None:

@@ -119,16 +119,16 @@ class PipelineSettings:
     cache_images: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | str = THREADS_AUTO
-    batch_size: int = 1
+    batch_size: int = field(default=1, metadata={"expects": f"images per encoder pass, 1 to {MAX_BATCH_SIZE}, e.g. 8 on a large GPU"})
 
     def __post_init__(self) -> None:
         try:
             check_threads_setting(self.threads)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigError(
-                f"pipeline.batch_size must be 1 to {MAX_BATCH_SIZE} images, got {self.batch_size} "
+                f"pipeline.batch_size must be 1 to {MAX_BATCH_SIZE} images, got {self.batch_size!r} "
                 "(1: each image through the encoders alone; 8 suits a large GPU)"
             )
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
@@ -309,7 +309,11 @@ def build_dataclass(cls: type, table: Mapping[str, Any], where: str) -> Any:
             hint = f" Did you mean {close[0]!r}?" if close else ""
             valid = ", ".join(sorted(fields)) or "(none: this component takes no options)"
             raise ConfigError(f"unknown key {key!r} in [{where}].{hint} Valid keys: {valid}")
-        kwargs[key] = _coerce(value, hints.get(key, Any), f"{where}.{key}")
+        try:
+            kwargs[key] = _coerce(value, hints.get(key, Any), f"{where}.{key}")
+        except ConfigError as exc:
+            expects = fields[key].metadata.get("expects")  # what the field takes, in words (its range)
+            raise ConfigError(f"{exc} ({expects})" if expects else str(exc)) from None
     missing = [
         name
         for name, f in fields.items()
@@ -482,7 +486,10 @@ def load_device_profile(spec: str | Path, reason: str = "") -> DeviceProfile:
                 f"device profile {path}: [pipeline] key {key!r} cannot be set by a device profile. {hint}"
                 f"A profile's [pipeline] may set only {' and '.join(PROFILE_PIPELINE_KEYS)}; put other pipeline settings in a preset"
             )
-    build_dataclass(PipelineSettings, pipeline, f"pipeline (device profile {path})")  # the values' types and checks
+    try:
+        build_dataclass(PipelineSettings, pipeline, f"pipeline (device profile {path})")  # the values' types and checks
+    except ConfigError as exc:
+        raise ConfigError(str(exc) if str(path) in str(exc) else f"device profile {path}: {exc}") from None
     tables = {kind: {n: dict(t) for n, t in data.get(kind, {}).items()} for kind in KINDS if kind in data}
     return DeviceProfile(name=path.stem, source=str(path), tables=tables, reason=reason, pipeline=pipeline)
 

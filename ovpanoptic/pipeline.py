@@ -32,9 +32,9 @@ from .config import (
     load_config,
     load_device_profile,
 )
-from .constants import CACHE_DIR_ENV
+from .constants import CACHE_DIR_ENV, MAX_BATCH_SIZE
 from .device import DEVICE_PROFILES, describe_device, resolve_device
-from .errors import ComponentError, ConfigError, InputError
+from .errors import Cancelled, ComponentError, ConfigError, InputError, OvpanopticError
 from .imageio import as_rgb_array, check_pixels, image_digest, read_image, resize_longest_side
 from .plugins import Registry
 from .threads import intra_op_threads
@@ -148,8 +148,10 @@ class Pipeline:
         self._profiled: set[str] | None = None
         self._components: dict[tuple[str, str], Any] = {}
         self._cache: OrderedDict[str, _ImageEntry] = OrderedDict()
-        #: the last encode_batch's images: (input, working-size image, digest, its share of the batch's seconds)
-        self._batched: list[tuple[Any, np.ndarray, str, float]] = []
+        #: the last encode_batch's images (working image digest) -> each one's share of its seconds
+        self._batch_shares: dict[str, float] = {}
+        #: whether batch_size has logged where its value comes from
+        self._batch_told = False
         #: how many encode_batch calls put how many images through the encoders together
         self.encode_batches: dict[int, int] = {}
         #: component kinds whose encode_batch failed once: not asked again
@@ -231,6 +233,9 @@ class Pipeline:
             return settings.batch_size  # the profile of a device not resolved yet: a model-free pipeline never resolves one
         profile = self.device_profile
         chosen = profile.pipeline.get("batch_size") if profile is not None else None
+        if chosen and not self._batch_told and profile is not None:
+            log.info("pipeline.batch_size = %d from device profile %r (%s)", chosen, profile.name, profile.source)
+            self._batch_told = True
         return int(chosen) if chosen else settings.batch_size
 
     def _check_profile(self, profile: DeviceProfile) -> None:
@@ -489,7 +494,10 @@ class Pipeline:
         prepared = boundary.call(self.target("classifier"), "prepare()", classifier.prepare, view, proposals)
         release_freed_memory()
         t2 = time.perf_counter()
-        entry = _ImageEntry(proposals, prepared, {"proposals": t1 - t0, "features": t2 - t1})
+        timings = {"proposals": t1 - t0, "features": t2 - t1}
+        if key in self._batch_shares:
+            timings["batch_encode"] = self._batch_shares.pop(key)
+        entry = _ImageEntry(proposals, prepared, timings)
         if self.config.pipeline.cache_images:
             self._cache[key] = entry
             while len(self._cache) > self.config.pipeline.cache_images:
@@ -555,37 +563,54 @@ class Pipeline:
                 stack.callback(setattr, self, "_on_device", None)
             yield
 
-    def encode_batch(self, images: Sequence[Any]) -> int:
+    def encode_batch(self, images: Sequence[Any], *, sources: Sequence[str] | None = None) -> int:
         """Run the image encoders of the proposal generator and the classifier on ``images`` in one
         forward pass each, where they offer it (:class:`~ovpanoptic.components.BatchEncoder`); the
-        next :meth:`segment_run` of each of these images uses the kept encodings (and its working
-        image) instead of encoding it alone. The engines call it with the next
-        :attr:`batch_size` images when that is above 1; the results are those of single images.
+        next :meth:`segment_run` of each of these images finds its encodings kept (by content: an
+        image changed since is encoded again) instead of encoding it alone. The engines call it
+        with the next :attr:`batch_size` images when that is above 1; the results are those of
+        single images.
 
-        Images already in the pipeline's result cache, and those that cannot be read or are too
-        large, are left out (the latter fail in their own :meth:`segment_run`, with their own
-        error). A component whose batched pass fails (a plugin fault, an image it refuses, a GPU
-        out of memory) is not raised: it is logged, each image is then encoded alone, so a fault is
-        reported against the image that causes it, and that component is not asked to batch again.
-        Each image's ``timings`` get ``batch_encode``: its share of the batch's seconds.
+        Images already in the pipeline's result cache, duplicates, and those that cannot be read
+        or are too large are left out (the latter fail in their own :meth:`segment_run`, with their
+        own error). A component's batched pass that fails (a plugin fault, a GPU out of memory) is
+        not raised: it is logged (naming ``sources``), each image is then encoded alone, so a fault
+        is reported against the image that causes it, and that component is not asked to batch
+        again. Each image's ``timings`` get ``batch_encode``: its share of the batch's seconds.
 
-        :raises OvpanopticError: an error every image would hit (missing weights or packages).
-
-        :param images: paths, PIL images or arrays, as :meth:`segment_run` takes them.
-        :return: how many images went through the encoders together (0 when fewer than 2 were
-            left, or no component offers ``encode_batch``).
+        :param images: a list of paths, PIL images or arrays, as :meth:`segment_run` takes them
+            (or an ``(N, H, W, 3)`` array), at most :attr:`batch_size` of them.
+        :param sources: names of the images for messages (file names), in the same order.
+        :return: how many images went through an encoder together (0 when fewer than 2 were left,
+            no component offers ``encode_batch``, or every batched pass failed).
+        :raises InputError: ``images`` is not a list of images (one image, a path), or holds more
+            than :attr:`batch_size`.
         """
-        self._batched = []
-        works: list[tuple[Any, np.ndarray, str]] = []
-        for image in images:
+        if isinstance(images, (str, os.PathLike, bytes)) or (isinstance(images, np.ndarray) and images.ndim != 4) or not isinstance(
+            images, (Sequence, np.ndarray)
+        ):
+            raise InputError(
+                f"encode_batch() takes a list of images, got {type(images).__name__}"
+                + (f" of shape {images.shape}" if isinstance(images, np.ndarray) else "")
+                + ": pass [image, ...] (one image needs no batch: segment it)"
+            )
+        if len(images) > self.batch_size:
+            raise InputError(
+                f"encode_batch() got {len(images)} images, more than pipeline.batch_size ({self.batch_size}): pass at most "
+                f"{self.batch_size} at a time, or raise pipeline.batch_size (up to {MAX_BATCH_SIZE}, e.g. --set pipeline.batch_size=8)"
+            )
+        names = list(sources) if sources is not None else [str(i) if isinstance(i, (str, os.PathLike)) else f"image {k + 1}" for k, i in enumerate(images)]
+        self._batch_shares = {}
+        works: dict[str, tuple[np.ndarray, str]] = {}
+        for image, name in zip(images, names):
             try:
                 rgb = self._read(image)
-            except (InputError, ComponentError, OSError, ValueError):
+            except (OvpanopticError, OSError, ValueError, TypeError):
                 continue  # its own segment_run reports it
             work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
             key = image_digest(work)
-            if key not in self._cache and all(key != k for _, _, k in works):
-                works.append((image, readonly_image(work), key))
+            if key not in self._cache:
+                works.setdefault(key, (readonly_image(work), name))
         self.check()
         encoders = [
             (kind, c) for kind in ("proposal_generator", "classifier")
@@ -594,30 +619,27 @@ class Pipeline:
         if len(works) < 2 or not encoders:
             return 0
         begun = time.perf_counter()
+        encoded = 0
         with self._threads():
             for kind, component in encoders:
                 try:
-                    boundary.call(self.target(kind), "encode_batch()", component.encode_batch, [w for _, w, _ in works])
-                except (ComponentError, InputError) as exc:  # a speed-up only: each image is encoded alone instead
+                    boundary.call(self.target(kind), "encode_batch()", component.encode_batch, [w for w, _ in works.values()])
+                    encoded += 1
+                except Cancelled:
+                    raise
+                except OvpanopticError as exc:  # a speed-up only: each image is encoded alone instead
                     self._no_batch.add(kind)
                     log.warning(
-                        "the batched encoder pass of the %s over %d images failed, so this run encodes each image alone: %s",
-                        self.target(kind).what, len(works), exc,
+                        "the batched encoder pass of the %s over %d images (%s) failed, so this run encodes each image alone: %s",
+                        self.target(kind).what, len(works), ", ".join(name for _, name in works.values()), exc,
                     )
         release_freed_memory()
+        if not encoded:
+            return 0
         share = (time.perf_counter() - begun) / len(works)
-        self._batched = [(image, work, key, share) for image, work, key in works]
+        self._batch_shares = dict.fromkeys(works, share)
         self.encode_batches[len(works)] = self.encode_batches.get(len(works), 0) + 1
         return len(works)
-
-    def _batched_work(self, image: Any) -> tuple[np.ndarray, float] | None:
-        """The working image and seconds share :meth:`encode_batch` kept for ``image`` (the same
-        object), used once."""
-        for i, (kept, work, _, share) in enumerate(self._batched):
-            if kept is image:
-                del self._batched[i]
-                return work, share
-        return None
 
     def _segment_run(
         self, image: Any, vocabulary: Vocabulary | str, *, progress: Progress | None, source: str, refine: bool
@@ -626,16 +648,14 @@ class Pipeline:
         if isinstance(image, (str, os.PathLike)) and source == "<array>":
             source = str(image)
         vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
-        batched = self._batched_work(image)
         rgb = self._read(image)
         self.check()
-        work = batched[0] if batched is not None else resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
         t_start = time.perf_counter()
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
-        if batched is not None:
-            timings["batch_encode"] = batched[1]
-            t_start -= batched[1]
+        if "batch_encode" in timings:  # its share of the encode_batch that encoded it
+            t_start -= timings["batch_encode"]
         if progress is not None:
             progress("classification", 0, 0)
         t0 = time.perf_counter()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from ovpanoptic import hookimpl
 from ovpanoptic.components import BatchEncoder, ComponentContext
 from ovpanoptic.config import Config, load_device_profile
 from ovpanoptic.engines.local import run_local
-from ovpanoptic.errors import ConfigError
+from ovpanoptic.errors import ConfigError, ImageReadError, InputError, WeightsError
 from ovpanoptic.boundary import readonly_image
 from ovpanoptic.pipeline import Pipeline
 from ovpanoptic.testing import FakeComponentsPlugin, TilesGenerator, make_shapes_image, registry_with
@@ -71,6 +72,12 @@ def test_sam2_proposals_of_a_batch_equal_those_of_single_images(sam2_tiny_checkp
         assert np.array_equal(got.masks, want.masks) and np.array_equal(got.scores, want.scores)
         assert np.array_equal(got.boxes_xyxy, want.boxes_xyxy)
     assert not batched._batched  # each embedding used once, then dropped
+    # an image generate() refuses (under 32 px a side) is left out; the others still go together
+    tiny = readonly_image(shapes(20, 24, 0))
+    batched.encode_batch([images[0], tiny, images[2]])
+    assert len(batched._batched) == 2
+    with pytest.raises(InputError, match="the image is 24x20 pixels; SAM 2 needs at least 32 px per side"):
+        batched.generate(tiny)
 
 
 @pytest.mark.parametrize("arch", ["ovp-test-convnext", "ovp-test-vit"])
@@ -181,11 +188,20 @@ def test_the_local_engine_batches_the_images_it_reads_and_writes_the_same_files(
     assert generators[3].batches == [2, 2, 2] and generators[3].batched_hits == 6 and generators[3].calls == 6
 
 
-def test_a_failing_batched_pass_falls_back_to_single_images_and_is_not_asked_again(tmp_path, caplog):
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("CUDA out of memory (simulated)"), ConfigError("a config error (simulated)"), WeightsError("no weights (simulated)"),
+     ImageReadError("cannot read (simulated)")],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_failing_batched_pass_falls_back_to_single_images_and_is_not_asked_again(tmp_path, caplog, error):
+    """Whatever a component's batched pass raises, the run gives the files of batch size 1, with
+    one warning naming the images; the component is not asked again and no batch is counted."""
+
     class Broken(TilesGenerator):
         def encode_batch(self, images):
             super().encode_batch(images)
-            raise RuntimeError("CUDA out of memory (simulated)")
+            raise error
 
     class Plugin:
         @hookimpl
@@ -201,11 +217,14 @@ def test_a_failing_batched_pass_falls_back_to_single_images_and_is_not_asked_aga
         report = run_local(pipe, vocabulary, inputs, tmp_path / "out", ["coco-panoptic"])
     assert report.done == 6
     assert pipe.component("proposal_generator").batches == [2]  # asked once only
+    assert pipe.encode_batches == {}  # no batch went through an encoder
     warnings = [r.getMessage() for r in caplog.records if "batched encoder pass" in r.getMessage()]
+    first = ", ".join(str(p) for p in inputs[:2])
     assert len(warnings) == 1 and warnings[0].startswith(
-        "the batched encoder pass of the proposal generator 'broken-batch' over 2 images failed, so this run encodes each image alone: "
+        f"the batched encoder pass of the proposal generator 'broken-batch' over 2 images ({first}) failed, so this run encodes each "
+        "image alone: "
     ), warnings
-    assert "CUDA out of memory (simulated)" in warnings[0]
+    assert str(error) in warnings[0]
 
 
 def test_a_real_pipeline_in_batches_writes_the_files_of_single_images(sam2_tiny_checkpoint, clip_checkpoints, tmp_path, monkeypatch):
@@ -262,3 +281,45 @@ def _assert_close(got, want, where: str) -> None:
         assert got == pytest.approx(want, rel=0, abs=1e-5), where
     else:
         assert got == want, where
+
+
+# -- Pipeline.encode_batch from Python -----------------------------------------------------------
+
+
+def _fake_pipe(*extra: str) -> Pipeline:
+    return Pipeline(overrides=[*FAKE_OVERRIDES[:3], *extra], device="cpu", registry=registry_with(FakeComponentsPlugin()))
+
+
+def test_encode_batch_keeps_encodings_by_content_never_by_object():
+    """An image changed in place after encode_batch is encoded again (its new content segmented),
+    the unchanged one uses its kept encoding."""
+    pipe = _fake_pipe("pipeline.batch_size=2")
+    x, y = shapes(48, 64, 0), shapes(48, 64, 9)
+    assert pipe.encode_batch([x, y]) == 2
+    x[:10] = 255  # changed after its encoding
+    generator = pipe.component("proposal_generator")
+    first, second = pipe.segment(x, "person, car, road"), pipe.segment(y, "person, car, road")
+    assert generator.batched_hits == 1 and "batch_encode" not in first.timings and second.timings["batch_encode"] > 0
+    assert second.timings["total"] >= second.timings["batch_encode"]
+
+
+def test_encode_batch_refuses_what_is_not_a_list_of_images_or_too_many():
+    pipe = _fake_pipe("pipeline.batch_size=3")
+    image = shapes(48, 64, 0)
+    for bad, what in ((image, "ndarray of shape (48, 64, 3)"), ("a.jpg", "str"), (Image.fromarray(image), "Image")):
+        with pytest.raises(InputError, match=rf"^encode_batch\(\) takes a list of images, got {re.escape(what)}: pass \[image, ...\] "):
+            pipe.encode_batch(bad)
+    with pytest.raises(InputError, match=r"^encode_batch\(\) got 4 images, more than pipeline.batch_size \(3\): pass at most 3 at a time, "
+                       r"or raise pipeline.batch_size \(up to 64, e.g. --set pipeline.batch_size=8\)$"):
+        pipe.encode_batch([image] * 4)
+    assert pipe.encode_batch(np.stack([image, shapes(48, 64, 5)])) == 2  # an (N, H, W, 3) stack is a list of images
+    assert pipe.encode_batch([image, image]) == 0  # one image twice: nothing to batch
+    assert pipe.encode_batch([]) == 0
+
+
+def test_the_batch_size_a_device_profile_sets_is_logged_once(caplog):
+    pipe = _fake_pipe("pipeline.device_profile='cuda'")
+    with caplog.at_level(logging.INFO, logger="ovpanoptic.pipeline"):
+        assert [pipe.batch_size, pipe.batch_size] == [8, 8]
+    told = [r.getMessage() for r in caplog.records if "batch_size" in r.getMessage()]
+    assert len(told) == 1 and told[0].startswith("pipeline.batch_size = 8 from device profile 'cuda' ("), told

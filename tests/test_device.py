@@ -4,6 +4,7 @@ need no model never importing torch (issue 16)."""
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -88,10 +89,13 @@ def test_bad_profiles_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"key 'trackr' cannot be set by a device profile\. Did you mean 'tracker'\? "):
         load_device_profile(bad)
     bad.write_text("[pipeline]\nbatch_size = 0\n")
-    with pytest.raises(ConfigError, match=r"^pipeline.batch_size must be 1 to 64 images, got 0 "):
+    with pytest.raises(ConfigError, match=rf"^device profile {re.escape(str(bad))}: pipeline.batch_size must be 1 to 64 images, got 0 "):
+        load_device_profile(bad)
+    bad.write_text("[pipeline]\nbatch_size = '8'\n")
+    with pytest.raises(ConfigError, match=r"batch_size: expected an integer, got '8' \(images per encoder pass, 1 to 64, e.g. 8 on a large GPU\)$"):
         load_device_profile(bad)
     bad.write_text("[pipeline]\ntracker = ''\n")
-    with pytest.raises(ConfigError, match=r"^pipeline\.tracker must name a component$"):
+    with pytest.raises(ConfigError, match=rf"^device profile {re.escape(str(bad))}: pipeline\.tracker must name a component$"):
         load_device_profile(bad)
     bad.write_text("[proposal_generators.sam2]\npoints_per_side = 8\n")
     with pytest.raises(ConfigError, match=r"unknown section \[proposal_generators\].*Did you mean \[proposal_generator\]"):
@@ -128,9 +132,11 @@ def test_presets_command_shows_the_tracker_a_named_profile_chooses(capsys):
 
     assert main(["presets", "default", "--set", "pipeline.device_profile=cuda"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert (data["pipeline"]["tracker"], "sam2-video" in data["tracker"]) == ("sam2-video", True)
-    assert main(["presets", "default", "--set", "pipeline.device_profile=cuda", "--set", "pipeline.tracker=flow"]) == 0
-    assert json.loads(capsys.readouterr().out)["pipeline"]["tracker"] == "flow"
+    assert (data["pipeline"]["tracker"], "sam2-video" in data["tracker"], data["pipeline"]["batch_size"]) == ("sam2-video", True, 8)
+    assert main(["presets", "default", "--set", "pipeline.device_profile=cuda", "--set", "pipeline.tracker=flow",
+                 "--set", "pipeline.batch_size=2"]) == 0
+    stated = json.loads(capsys.readouterr().out)["pipeline"]
+    assert (stated["tracker"], stated["batch_size"]) == ("flow", 2)
 
 
 def sam2_config(*overrides: str, device: str = "cpu"):

@@ -506,16 +506,24 @@ class FastSam2Generator(_Sam2Base):
         bits of single passes (``tests/test_batch_encoders.py``).
 
         :param images: ``(H, W, 3)`` uint8 RGB arrays (each resized to the model's square input).
-        :raises InputError: an image that is not ``(H, W, 3)`` uint8 RGB of at least 32 px a side.
+            An image :meth:`generate` would refuse (not ``(H, W, 3)`` uint8 RGB, or under 32 px a
+            side) is left out: its own :meth:`generate` says why.
         """
         import torch
 
-        for image in images:
-            _check_image(image)
         self._batched = OrderedDict()
+        usable = []
+        for image in images:
+            try:
+                _check_image(image)
+            except InputError:
+                continue
+            usable.append(image)
+        if len(usable) < 2:
+            return
         with torch.inference_mode():
-            predictors = self._embed_batch(images)
-        for image, predictor in zip(images, predictors):
+            predictors = self._embed_batch(usable)
+        for image, predictor in zip(usable, predictors):
             self._batched[image_digest(image)] = predictor
 
     def _tick(self, stage: str, since: float) -> float:

@@ -299,7 +299,7 @@ def add_presets(sub: Subcommands) -> None:
 
 def cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the presets, or print one, resolved after ``--set``, as JSON."""
-    from ..config import list_presets, load_config
+    from ..config import PROFILE_PIPELINE_KEYS, list_presets, load_config
 
     if args.name:
         import dataclasses
@@ -316,8 +316,9 @@ def cmd_presets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if setting not in ("auto", "none"):
             profile = Pipeline(config, registry=registry).device_profile  # validated against the components
         data = config.to_dict()
-        if profile is not None and "tracker" not in config.stated and profile.pipeline.get("tracker"):
-            data["pipeline"]["tracker"] = profile.pipeline["tracker"]  # the profile's, as a run would use it
+        for key in PROFILE_PIPELINE_KEYS:  # the profile's tracker and batch size, as a run would use them
+            if profile is not None and key not in config.stated and profile.pipeline.get(key):
+                data["pipeline"][key] = profile.pipeline[key]
         for kind in ("proposal_generator", "classifier", "fuser", "tracker"):
             name = data["pipeline"][kind]
             data.setdefault(kind, {})[name] = {}

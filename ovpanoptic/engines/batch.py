@@ -309,7 +309,7 @@ def encode_together(pipe: Any, images: Sequence[tuple[Path, Any]], outdir: Path)
     read = [(path, image) for path, image in images if not isinstance(image, (ImageOutcome, BatchStop))]
     if len(read) < 2 or pipe.batch_size < 2:
         return None
-    outcome = guarded(read[0][0], "", outdir, pipe.encode_batch, [image for _, image in read])
+    outcome = guarded(read[0][0], "", outdir, pipe.encode_batch, [image for _, image in read], sources=[str(path) for path, _ in read])
     return outcome if isinstance(outcome, BatchStop) else None
 
 

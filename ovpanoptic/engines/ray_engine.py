@@ -560,6 +560,7 @@ class RayExecutor:
     ) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         """:meth:`execute` with the workers' ``pipeline.batch_size`` above 1: ``batch`` images per
         call (:meth:`PipelineWorker.process_many`), so a worker's encoders take them together."""
+        log.info("each Ray worker takes %d images per call, through its image encoders together (its pipeline.batch_size)", batch)
         chunks = iter(lambda: tuple(itertools.islice(jobs, batch)), ())
         results = self.dispatch(
             chunks, lambda actor, chunk: actor.process_many.remote([(str(j.path), j.stem) for j in chunk]),
