@@ -594,6 +594,8 @@ class Pipeline:
                 + (f" of shape {images.shape}" if isinstance(images, np.ndarray) else "")
                 + ": pass [image, ...] (one image needs no batch: segment it)"
             )
+        if self._device is None and self.config.pipeline.device_profile.strip() == "auto":
+            self.device  # noqa: B018 - the models are about to run: the device's profile sets the batch size
         if len(images) > self.batch_size:
             raise InputError(
                 f"encode_batch() got {len(images)} images, more than pipeline.batch_size ({self.batch_size}): pass at most "
