@@ -126,7 +126,12 @@ class PipelineSettings:
             check_threads_setting(self.threads)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
+            raise ConfigError(
+                f"pipeline.batch_size: expected an integer, got {self.batch_size!r} (images per encoder pass, 1 to {MAX_BATCH_SIZE}, "
+                "e.g. 8 on a large GPU)"
+            )
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigError(
                 f"pipeline.batch_size must be 1 to {MAX_BATCH_SIZE} images, got {self.batch_size!r} "
                 "(1: each image through the encoders alone; 8 suits a large GPU)"

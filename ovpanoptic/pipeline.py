@@ -216,6 +216,20 @@ class Pipeline:
         return settings.tracker
 
     @property
+    def batch_size_source(self) -> str:
+        """Where :attr:`batch_size` comes from, in words (for logs and the Ray driver): ``"the
+        config"``, ``"device profile NAME (FILE)"`` or ``"the default"``."""
+        settings = self.config.pipeline
+        if "batch_size" in self.config.stated:
+            return "the config"
+        profile = None
+        if settings.device_profile.strip() != "none" and not (self._device is None and settings.device_profile.strip() == "auto"):
+            profile = self.device_profile
+        if profile is not None and profile.pipeline.get("batch_size"):
+            return f"device profile {profile.name!r} ({profile.source})"
+        return "the default"
+
+    @property
     def batch_size(self) -> int:
         """Images whose image encoders run together in batch runs (:meth:`encode_batch`):
         ``pipeline.batch_size`` where the config states it, else the device profile's ``[pipeline]
@@ -600,6 +614,10 @@ class Pipeline:
             raise InputError(
                 f"encode_batch() got {len(images)} images, more than pipeline.batch_size ({self.batch_size}): pass at most "
                 f"{self.batch_size} at a time, or raise pipeline.batch_size (up to {MAX_BATCH_SIZE}, e.g. --set pipeline.batch_size=8)"
+            )
+        if sources is not None and (isinstance(sources, (str, bytes)) or len(sources) != len(images)):
+            raise InputError(
+                f"encode_batch(): sources must be a list of {len(images)} names, one per image, got {sources!r}"
             )
         names = list(sources) if sources is not None else [str(i) if isinstance(i, (str, os.PathLike)) else f"image {k + 1}" for k, i in enumerate(images)]
         self._batch_shares = {}

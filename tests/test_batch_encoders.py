@@ -22,7 +22,7 @@ from test_batch_edges import _batch_files
 
 from ovpanoptic import hookimpl
 from ovpanoptic.components import BatchEncoder, ComponentContext
-from ovpanoptic.config import Config, load_device_profile
+from ovpanoptic.config import Config, PipelineSettings, load_device_profile
 from ovpanoptic.engines.local import run_local
 from ovpanoptic.errors import ConfigError, ImageReadError, InputError, WeightsError
 from ovpanoptic.boundary import readonly_image
@@ -312,6 +312,9 @@ def test_encode_batch_refuses_what_is_not_a_list_of_images_or_too_many():
     with pytest.raises(InputError, match=r"^encode_batch\(\) got 4 images, more than pipeline.batch_size \(3\): pass at most 3 at a time, "
                        r"or raise pipeline.batch_size \(up to 64, e.g. --set pipeline.batch_size=8\)$"):
         pipe.encode_batch([image] * 4)
+    for sources in (["x"], "xy"):
+        with pytest.raises(InputError, match=r"^encode_batch\(\): sources must be a list of 2 names, one per image, got "):
+            pipe.encode_batch([image, shapes(48, 64, 5)], sources=sources)
     assert pipe.encode_batch(np.stack([image, shapes(48, 64, 5)])) == 2  # an (N, H, W, 3) stack is a list of images
     assert pipe.encode_batch([image, image]) == 0  # one image twice: nothing to batch
     assert pipe.encode_batch([]) == 0
@@ -323,3 +326,8 @@ def test_the_batch_size_a_device_profile_sets_is_logged_once(caplog):
         assert [pipe.batch_size, pipe.batch_size] == [8, 8]
     told = [r.getMessage() for r in caplog.records if "batch_size" in r.getMessage()]
     assert len(told) == 1 and told[0].startswith("pipeline.batch_size = 8 from device profile 'cuda' ("), told
+    assert pipe.batch_size_source.startswith("device profile 'cuda' (") and pipe.batch_size_source.endswith("cuda.toml)")
+    assert (_fake_pipe("pipeline.batch_size=2").batch_size_source, _fake_pipe().batch_size_source) == ("the config", "the default")
+    for bad in (True, 2.5, "8"):
+        with pytest.raises(ConfigError, match=rf"^pipeline.batch_size: expected an integer, got {re.escape(repr(bad))} \(images per "):
+            PipelineSettings(batch_size=bad)

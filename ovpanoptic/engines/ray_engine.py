@@ -248,6 +248,7 @@ class PipelineWorker:
             "device": pipe.device,
             "torch_threads": threads,
             "batch_size": pipe.batch_size,
+            "batch_size_from": pipe.batch_size_source,
             "resolved": json.loads(json.dumps(resolved_settings(pipe, self._formats, tracker=self._tracker), default=str)),
         }
 
@@ -560,7 +561,10 @@ class RayExecutor:
     ) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         """:meth:`execute` with the workers' ``pipeline.batch_size`` above 1: ``batch`` images per
         call (:meth:`PipelineWorker.process_many`), so a worker's encoders take them together."""
-        log.info("each Ray worker takes %d images per call, through its image encoders together (its pipeline.batch_size)", batch)
+        log.info(
+            "each Ray worker takes %d images per call, through its image encoders together (pipeline.batch_size, from %s)",
+            batch, "; ".join(sorted({str(info.get("batch_size_from", "?")) for info in self.info})),
+        )
         chunks = iter(lambda: tuple(itertools.islice(jobs, batch)), ())
         results = self.dispatch(
             chunks, lambda actor, chunk: actor.process_many.remote([(str(j.path), j.stem) for j in chunk]),
