@@ -82,24 +82,19 @@ def test_bad_profiles_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"^no device profile named 'cpu-bf'\. Did you mean 'cpu-bf16'\? Device profiles: cpu, cpu-bf16, cuda, cuda-fp32, mps; or 'auto', 'none' or the path of a .toml file$"):
         load_device_profile("cpu-bf")
     bad = tmp_path / "mine.toml"
-    bad.write_text("[pipeline]\ndevice = 'cpu'\n")
-    with pytest.raises(ConfigError, match=r": \[pipeline\] key 'device' cannot be set by a device profile\. A profile's \[pipeline\] may set only tracker and batch_size; put other pipeline settings in a preset$"):
-        load_device_profile(bad)
-    bad.write_text("[pipeline]\ntrackr = 'hold'\n")
-    with pytest.raises(ConfigError, match=r"key 'trackr' cannot be set by a device profile\. Did you mean 'tracker'\? "):
-        load_device_profile(bad)
-    bad.write_text("[pipeline]\nbatch_size = 0\n")
-    with pytest.raises(ConfigError, match=rf"^device profile {re.escape(str(bad))}: pipeline.batch_size must be 1 to 64 images, got 0 "):
-        load_device_profile(bad)
-    bad.write_text("[pipeline]\nbatch_size = '8'\n")
-    with pytest.raises(ConfigError, match=r"batch_size: expected an integer, got '8' \(images per encoder pass, 1 to 64, e.g. 8 on a large GPU\)$"):
-        load_device_profile(bad)
-    bad.write_text("[pipeline]\ntracker = ''\n")
-    with pytest.raises(ConfigError, match=rf"^device profile {re.escape(str(bad))}: pipeline\.tracker must name a component$"):
-        load_device_profile(bad)
-    bad.write_text("[proposal_generators.sam2]\npoints_per_side = 8\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[proposal_generators\].*Did you mean \[proposal_generator\]"):
-        load_device_profile(bad)
+    named = f"^device profile {re.escape(str(bad))}: "
+    for text, message in (
+        ("[pipeline]\ndevice = 'cpu'\n", r": \[pipeline\] key 'device' cannot be set by a device profile\. A profile's \[pipeline\] may set "
+                                         r"only tracker and batch_size; put other pipeline settings in a preset$"),
+        ("[pipeline]\ntrackr = 'hold'\n", r"key 'trackr' cannot be set by a device profile\. Did you mean 'tracker'\? "),
+        ("[pipeline]\nbatch_size = 0\n", named + r"pipeline.batch_size must be 1 to 64 images, got 0 "),
+        ("[pipeline]\nbatch_size = '8'\n", r"batch_size: expected an integer, got '8' \(images per encoder pass, 1 to 64, e.g. 8 on a large GPU\)$"),
+        ("[pipeline]\ntracker = ''\n", named + r"pipeline\.tracker must name a component$"),
+        ("[proposal_generators.sam2]\npoints_per_side = 8\n", r"unknown section \[proposal_generators\].*Did you mean \[proposal_generator\]"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_device_profile(bad)
 
 
 def test_device_profiles_choose_the_tracker_unless_the_config_states_one():
