@@ -55,7 +55,6 @@ __all__ = [
     "remove_stale_temporaries",
     "resolved_settings",
     "run_batch",
-    "segment_and_export",
     "segment_image",
 ]
 
@@ -258,10 +257,8 @@ def process_image(
         unreadable image, a plugin component that failed on it), or a :class:`BatchStop` for an
         error every further image would hit too.
     """
-    image = guarded(path, stem, outdir, read_image, path, pipe.config.pipeline.max_pixels)
-    if isinstance(image, (ImageOutcome, BatchStop)):
-        return image
-    return segment_and_export(pipe, vocabulary, image, path, stem, outdir, formats, segmenting=segmenting, exporting=exporting)
+    (outcome,) = process_images(pipe, vocabulary, [(path, stem)], outdir, formats, segmenting=segmenting, exporting=exporting)
+    return outcome
 
 
 def process_images(
@@ -311,27 +308,6 @@ def encode_together(pipe: Any, images: Sequence[tuple[Path, Any]], outdir: Path)
         return None
     outcome = guarded(read[0][0], "", outdir, pipe.encode_batch, [image for _, image in read], sources=[str(path) for path, _ in read])
     return outcome if isinstance(outcome, BatchStop) else None
-
-
-def segment_and_export(
-    pipe: Any,
-    vocabulary: Vocabulary,
-    image: Any,
-    path: Path,
-    stem: str,
-    outdir: Path,
-    formats: Sequence[str],
-    *,
-    segmenting: AbstractContextManager[Any] | None = None,
-    exporting: AbstractContextManager[Any] | None = None,
-) -> ImageOutcome | BatchStop:
-    """:func:`process_image` after the read: :func:`segment_image`, then :func:`export_image`."""
-    with segmenting or nullcontext():
-        result = segment_image(pipe, vocabulary, image, path, stem, outdir)
-    if isinstance(result, (ImageOutcome, BatchStop)):
-        return result
-    with exporting or nullcontext():
-        return export_image(pipe, result, image, path, stem, outdir, formats)
 
 
 def segment_image(pipe: Any, vocabulary: Vocabulary, image: Any, path: Path, stem: str, outdir: Path) -> PanopticResult | ImageOutcome | BatchStop:

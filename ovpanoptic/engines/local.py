@@ -35,7 +35,6 @@ from .batch import (
     encode_together,
     export_image,
     guarded,
-    process_image,
     process_images,
     remove_stale_temporaries,
     run_batch,
@@ -73,11 +72,8 @@ class LocalExecutor:
     def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         if not self.overlap:
             while chunk := list(itertools.islice(jobs, self._batch_size())):
-                if len(chunk) == 1:
-                    yield chunk[0], process_image(self.pipe, self.vocabulary, chunk[0].path, chunk[0].stem, self.outdir, self.formats)
-                else:
-                    outcomes = process_images(self.pipe, self.vocabulary, [(j.path, j.stem) for j in chunk], self.outdir, self.formats)
-                    yield from zip(chunk, outcomes)
+                outcomes = process_images(self.pipe, self.vocabulary, [(j.path, j.stem) for j in chunk], self.outdir, self.formats)
+                yield from zip(chunk, outcomes)
             return
         yield from self._overlapped(jobs)
 
