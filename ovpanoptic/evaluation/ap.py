@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import MissingDependencyError
+from ..formats.coco_instances import pycocotools_mask
 
 __all__ = ["AP_THRESHOLDS", "MaskAP", "MaskAPAccumulator"]
 
@@ -31,14 +31,6 @@ AP_THRESHOLDS: tuple[float, ...] = (0.50, 0.75, 0.95)
 
 #: COCOeval's ``maxDets`` (its default, with the last raised to the most detections in one image).
 _MAX_DETS: tuple[int, int, int] = (1, 10, 100)
-
-
-def _mask_utils() -> Any:
-    try:
-        import pycocotools.mask as mask_utils
-    except ImportError as exc:
-        raise MissingDependencyError(f"mask AP needs pycocotools ({exc}): pip install pycocotools") from None
-    return mask_utils
 
 
 @dataclass(frozen=True)
@@ -85,7 +77,7 @@ class MaskAPAccumulator:
         self._most = 0
 
     def _encode(self, ids: npt.NDArray[np.integer[Any]], segments: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str, Any], Any]]:
-        mask_utils = _mask_utils()
+        mask_utils = pycocotools_mask("mask AP")
         chosen = [s for s in segments if int(s["category_id"]) in self._things]
         if not chosen:
             return []
@@ -106,7 +98,7 @@ class MaskAPAccumulator:
         image_id = len(self._images) + 1
         height, width = gt_ids.shape
         self._images.append({"id": image_id, "height": int(height), "width": int(width)})
-        mask_utils = _mask_utils()
+        mask_utils = pycocotools_mask("mask AP")
         for segment, rle in self._encode(gt_ids, gt_segments):
             crowd = int(segment.get("iscrowd", 0) or 0)
             self._gt.append({

@@ -55,6 +55,7 @@ __all__ = [
     "detect",
     "encode_things",
     "instance_annotations",
+    "pycocotools_mask",
     "read_coco_instances",
 ]
 
@@ -80,7 +81,7 @@ def detect(probe: Probe) -> bool:
     return "segments_info" not in first and ("segmentation" in first or "bbox" in first)
 
 
-def _mask_utils(what: str) -> Any:
+def pycocotools_mask(what: str) -> Any:
     """pycocotools' ``mask`` module.
 
     :raises MissingDependencyError: pycocotools is not installed (the message names ``what``).
@@ -127,7 +128,7 @@ class CocoInstancesExporter:
         check_combined(Path(outdir) / self.config.json_name, categories)
 
     def export(self, result: PanopticResult, image: np.ndarray, outdir: Path, stem: str) -> list[Path]:
-        mask_utils = _mask_utils("the coco-instances exporter")
+        mask_utils = pycocotools_mask("the coco-instances exporter")
         outdir = Path(outdir)
         categories = write_categories(outdir, self.config.json_name, [c for c in vocabulary_categories(result.vocabulary) if c["isthing"]])
         h, w = result.image_size
@@ -205,7 +206,7 @@ def read_coco_instances(
     :raises EvaluationError: an unreadable file, an annotation of an unknown image or category.
     :raises MissingDependencyError: pycocotools is not installed.
     """
-    mask_utils = _mask_utils("reading COCO instances")
+    mask_utils = pycocotools_mask("reading COCO instances")
     path = Path(json_path)
     data = read_json_file(path, role, "COCO instances JSON")
     if not isinstance(data, dict) or not all(isinstance(data.get(k), list) for k in ("images", "annotations", "categories")):
@@ -261,7 +262,7 @@ def instance_annotations(
     ids: npt.NDArray[np.integer[Any]], segments: Sequence[Mapping[str, Any]], things: set[int], image_id: int, first_id: int
 ) -> list[dict[str, Any]]:
     """COCO instance annotations (RLE, pycocotools) of the thing segments, ids from ``first_id``."""
-    mask_utils = _mask_utils("packaging COCO instances")
+    mask_utils = pycocotools_mask("packaging COCO instances")
     chosen = [s for s in segments if int(s["category_id"]) in things]
     if not chosen:
         return []
