@@ -205,29 +205,19 @@ class Pipeline:
 
         :raises ConfigError: the device profile does not exist or is invalid.
         """
-        settings = self.config.pipeline
-        if "tracker" in self.config.stated or settings.device_profile.strip() == "none":
-            return settings.tracker
-        profile = self.device_profile
-        chosen = profile.pipeline.get("tracker") if profile is not None else None
-        if chosen:
+        chosen, profile = self._profile_setting("tracker")
+        if profile is not None:
             log.info("pipeline.tracker = %r from device profile %r (%s)", chosen, profile.name, profile.source)
-            return str(chosen)
-        return settings.tracker
+        return str(chosen)
 
     @property
     def batch_size_source(self) -> str:
         """Where :attr:`batch_size` comes from, in words (for logs and the Ray driver): ``"the
         config"``, ``"device profile NAME (FILE)"`` or ``"the default"``."""
-        settings = self.config.pipeline
         if "batch_size" in self.config.stated:
             return "the config"
-        profile = None
-        if settings.device_profile.strip() != "none" and not (self._device is None and settings.device_profile.strip() == "auto"):
-            profile = self.device_profile
-        if profile is not None and profile.pipeline.get("batch_size"):
-            return f"device profile {profile.name!r} ({profile.source})"
-        return "the default"
+        _, profile = self._profile_setting("batch_size", resolve=False)
+        return f"device profile {profile.name!r} ({profile.source})" if profile is not None else "the default"
 
     @property
     def batch_size(self) -> int:
@@ -240,17 +230,30 @@ class Pipeline:
 
         :raises ConfigError: the device profile does not exist or is invalid.
         """
-        settings = self.config.pipeline
-        if "batch_size" in self.config.stated or settings.device_profile.strip() == "none":
-            return settings.batch_size
-        if self._device is None and settings.device_profile.strip() == "auto":
-            return settings.batch_size  # the profile of a device not resolved yet: a model-free pipeline never resolves one
-        profile = self.device_profile
-        chosen = profile.pipeline.get("batch_size") if profile is not None else None
-        if chosen and not self._batch_told and profile is not None:
+        chosen, profile = self._profile_setting("batch_size", resolve=False)
+        if profile is not None and not self._batch_told:
             log.info("pipeline.batch_size = %d from device profile %r (%s)", chosen, profile.name, profile.source)
             self._batch_told = True
-        return int(chosen) if chosen else settings.batch_size
+        return int(chosen)
+
+    def _profile_setting(self, key: str, *, resolve: bool = True) -> tuple[Any, DeviceProfile | None]:
+        """``pipeline.KEY`` (one of :data:`~ovpanoptic.config.PROFILE_PIPELINE_KEYS`) as a run uses
+        it, and the device profile it came from (``None`` when not from one): the config's value
+        where the config states it or profiles are off, else the profile's ``[pipeline] KEY`` if it
+        has one, else the config's (default) value.
+
+        :param resolve: ``False``: with ``device_profile = "auto"`` and the device not resolved
+            yet, the config's value (nothing is resolved, nor torch imported, for it).
+        :raises ConfigError: the device profile does not exist or is invalid.
+        """
+        settings = self.config.pipeline
+        own = getattr(settings, key)
+        setting = settings.device_profile.strip()
+        if key in self.config.stated or setting == "none" or (not resolve and self._device is None and setting == "auto"):
+            return own, None
+        profile = self.device_profile
+        chosen = profile.pipeline.get(key) if profile is not None else None
+        return (chosen, profile) if chosen else (own, None)
 
     def _check_profile(self, profile: DeviceProfile) -> None:
         """A profile's component names must be registered (or far from any registered name, like
