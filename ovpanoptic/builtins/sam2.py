@@ -272,6 +272,16 @@ class Sam2Model:
         return self._model
 
 
+def _float32_features(features: dict[str, Any], index: int | None = None) -> dict[str, Any]:
+    """A ``SAM2ImagePredictor``'s image features in float32 (the decoders cast them to their own
+    type); with ``index``, that image's own copy out of a batch's (so the batch's tensors can go)."""
+
+    def own(t: Any) -> Any:
+        return t.float() if index is None else t[index : index + 1].float().clone()
+
+    return {"image_embed": own(features["image_embed"]), "high_res_feats": [own(f) for f in features["high_res_feats"]]}
+
+
 class _Sam2Base:
     """Shared parts of the two generators: loading, input checks, the per-image cache, and prompt
     segmentation (:meth:`segment_prompt`) from kept image embeddings."""
@@ -291,45 +301,35 @@ class _Sam2Base:
         """The image encoder's precision (``sam2-stock`` runs SAM 2 as shipped: float32)."""
         return "float32"
 
+    def _predictor(self) -> Any:
+        """A new ``SAM2ImagePredictor`` of the loaded model (no image set)."""
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        with quiet_deprecations():  # its transforms call torch.jit.script, which warns on every construction
+            return SAM2ImagePredictor(self.loader.get(), mask_threshold=self.config.mask_threshold)
+
     def _embed(self, image: np.ndarray) -> Any:
         """A ``SAM2ImagePredictor`` with ``image`` set: the image encoder runs once, under
         :attr:`precision` (``torch.autocast``) on the context's device; the features are kept in
         float32 (the decoders cast them to their own type). Call under ``torch.inference_mode``."""
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        model = self.loader.get()
-        with quiet_deprecations():  # its transforms call torch.jit.script, which warns on every construction
-            predictor = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
+        predictor = self._predictor()
         with autocast(self.context.device, self.precision):
             predictor.set_image(image if image.flags.writeable else np.array(image))  # torchvision warns on read-only
-        features = predictor._features
-        predictor._features = {
-            "image_embed": features["image_embed"].float(),
-            "high_res_feats": [f.float() for f in features["high_res_feats"]],
-        }
+        predictor._features = _float32_features(predictor._features)
         return predictor
 
     def _embed_batch(self, images: Sequence[np.ndarray]) -> list[Any]:
         """:meth:`_embed` of several images in one forward pass of the image encoder (SAM 2's own
         ``SAM2ImagePredictor.set_image_batch``): one predictor per image, each as :meth:`_embed`
         makes it (its own features, copied out of the batch, and its own original size)."""
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        model = self.loader.get()
-        with quiet_deprecations():
-            batch = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
+        batch = self._predictor()
         with autocast(self.context.device, self.precision):
             batch.set_image_batch([image if image.flags.writeable else np.array(image) for image in images])
-        features = batch._features
         predictors = []
         for i, image in enumerate(images):
-            with quiet_deprecations():
-                predictor = SAM2ImagePredictor(model, mask_threshold=self.config.mask_threshold)
+            predictor = self._predictor()
             predictor._orig_hw = [image.shape[:2]]
-            predictor._features = {
-                "image_embed": features["image_embed"][i : i + 1].float().clone(),
-                "high_res_feats": [f[i : i + 1].float().clone() for f in features["high_res_feats"]],
-            }
+            predictor._features = _float32_features(batch._features, i)
             predictor._is_image_set = True
             predictors.append(predictor)
         return predictors
