@@ -124,6 +124,28 @@ def outputs(folder: Path) -> list[str]:
     return sorted(p.name for p in Path(folder).iterdir() if p.name != "ovpanoptic-manifest.jsonl")
 
 
+#: Tiny open_clip architectures of the tests (``open_clip.add_model_config`` reads their JSON).
+CLIP_MODELS_DIR = DATA / "clip_models"
+CLIP_TEST_ARCHITECTURES = ("ovp-test-vit", "ovp-test-convnext", "ovp-test-resnet")
+
+
+@pytest.fixture(scope="session")
+def clip_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny open_clip architectures at random init (seed 0 each), saved as checkpoints:
+    ``{architecture: path}``; their configs are registered with open_clip."""
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    open_clip.add_model_config(CLIP_MODELS_DIR)
+    out = tmp_path_factory.mktemp("clip-checkpoints")
+    paths = {}
+    for arch in CLIP_TEST_ARCHITECTURES:
+        torch.manual_seed(0)
+        paths[arch] = out / f"{arch}.pt"
+        torch.save(open_clip.create_model(arch, pretrained=None).state_dict(), paths[arch])
+    return paths
+
+
 @pytest.fixture(scope="session")
 def sam2_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """SAM 2.1 hiera-tiny at random init (seed 0), saved like the official checkpoints."""
@@ -135,3 +157,24 @@ def sam2_tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sam2") / "sam2.1_hiera_tiny.pt"
     torch.save({"model": model.state_dict()}, path)
     return path
+
+
+def small_coco(folder: Path) -> Path:
+    """A one-image COCO panoptic set in ``folder`` (image ``a``, 24 x 20) of two classes: a 6 x 6
+    ``box`` (thing, segment 1, 36 px) on ``floor`` (stuff, segment 2, 444 px); its ``panoptic.json``."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    pm = np.full((20, 24), 2, np.int64)
+    pm[2:8, 2:8] = 1
+    (folder / "panoptic").mkdir(parents=True)
+    Image.fromarray(np.stack([pm % 256, pm // 256, pm * 0], axis=-1).astype(np.uint8)).save(folder / "panoptic" / "a.png")
+    segments = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 36}, {"id": 2, "category_id": 2, "iscrowd": 0, "area": 444}]
+    (folder / "panoptic.json").write_text(json.dumps({
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 24, "height": 20}],
+        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
+        "categories": [{"id": 1, "name": "box", "isthing": 1}, {"id": 2, "name": "floor", "isthing": 0}],
+    }))
+    return folder / "panoptic.json"

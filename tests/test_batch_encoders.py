@@ -32,24 +32,11 @@ from ovpanoptic.testing import FakeComponentsPlugin, TilesGenerator, make_shapes
 torch = pytest.importorskip("torch")
 open_clip = pytest.importorskip("open_clip")
 
-MODELS_DIR = Path(__file__).resolve().parent / "data" / "clip_models"
 CTX = ComponentContext(device="cpu")
 
 
 def shapes(height: int, width: int, shift: int) -> np.ndarray:
     return np.roll(np.array(Image.fromarray(make_shapes_image()).resize((width, height))), shift, axis=1)
-
-
-@pytest.fixture(scope="module")
-def clip_checkpoints(tmp_path_factory) -> dict[str, Path]:
-    open_clip.add_model_config(MODELS_DIR)
-    out = tmp_path_factory.mktemp("clip")
-    paths = {}
-    for arch in ("ovp-test-vit", "ovp-test-convnext"):
-        torch.manual_seed(0)
-        paths[arch] = out / f"{arch}.pt"
-        torch.save(open_clip.create_model(arch, pretrained=None).state_dict(), paths[arch])
-    return paths
 
 
 # -- the components --------------------------------------------------------------------------------
@@ -80,16 +67,21 @@ def test_sam2_proposals_of_a_batch_equal_those_of_single_images(sam2_tiny_checkp
         batched.generate(tiny)
 
 
-@pytest.mark.parametrize("arch", ["ovp-test-convnext", "ovp-test-vit"])
-def test_clip_dense_features_of_a_batch_equal_those_of_single_images(clip_checkpoints, arch, tmp_path):
+def _clip(checkpoints: dict[str, Path], cache: Path, arch: str, **options):
+    """A ``clip`` classifier on the CPU over one of conftest's tiny checkpoints, ``short`` templates."""
     from ovpanoptic.builtins.clip import ClipConfig
     from ovpanoptic.builtins.clip.classifier import ClipClassifier
     from ovpanoptic.builtins.clip.templates import TEMPLATE_SETS
+
+    context = ComponentContext(device="cpu", cache_dir=cache, offline=True, prompt_templates={k: t for k, (t, _) in TEMPLATE_SETS.items()})
+    return ClipClassifier(ClipConfig(model=arch, pretrained=str(checkpoints[arch]), templates="short", **options), context)
+
+
+@pytest.mark.parametrize("arch", ["ovp-test-convnext", "ovp-test-vit"])
+def test_clip_dense_features_of_a_batch_equal_those_of_single_images(clip_checkpoints, arch, tmp_path):
     from ovpanoptic.types import ProposalSet
 
-    context = ComponentContext(device="cpu", cache_dir=tmp_path, offline=True, prompt_templates={k: t for k, (t, _) in TEMPLATE_SETS.items()})
-    config = ClipConfig(model=arch, pretrained=str(clip_checkpoints[arch]), mode="ensemble", templates="short", dense_size=64)
-    single, batched = ClipClassifier(config, context), ClipClassifier(config, context)
+    single, batched = (_clip(clip_checkpoints, tmp_path, arch, mode="ensemble", dense_size=64) for _ in range(2))
     # two of one size go through the tower together, the third (another aspect) alone
     images = [readonly_image(shapes(48, 64, s)) for s in (0, 7)] + [readonly_image(shapes(64, 48, 3))]
     batched.encode_batch(images)
@@ -104,17 +96,11 @@ def test_clip_dense_features_of_a_batch_equal_those_of_single_images(clip_checkp
         np.testing.assert_allclose(got.dense, want.dense, rtol=0, atol=2e-6)
         assert np.array_equal(got.crop, want.crop)  # the crops are not batched across images
         assert np.abs(want.dense).sum() > 0
-        print(arch, float(np.abs(got.dense - want.dense).max()))
     assert not batched._batched
 
 
 def test_clip_crop_mode_keeps_nothing(clip_checkpoints, tmp_path):
-    from ovpanoptic.builtins.clip import ClipConfig
-    from ovpanoptic.builtins.clip.classifier import ClipClassifier
-    from ovpanoptic.builtins.clip.templates import TEMPLATE_SETS
-
-    context = ComponentContext(device="cpu", cache_dir=tmp_path, offline=True, prompt_templates={k: t for k, (t, _) in TEMPLATE_SETS.items()})
-    clf = ClipClassifier(ClipConfig(model="ovp-test-vit", pretrained=str(clip_checkpoints["ovp-test-vit"]), mode="crop", templates="short"), context)
+    clf = _clip(clip_checkpoints, tmp_path, "ovp-test-vit", mode="crop")
     clf.encode_batch([readonly_image(shapes(48, 64, 0)), readonly_image(shapes(48, 64, 5))])
     assert clf._batched == {} and clf._loaded is None  # the crops depend on the proposals: not even the model is loaded
 

@@ -33,24 +33,15 @@ from ovpanoptic.builtins.clip.loading import HUB_WEIGHTS_NAME, load_tokenizer, w
 from ovpanoptic.builtins.clip.templates import IMAGENET_80, SHORT, TEMPLATE_SETS  # noqa: E402
 from ovpanoptic.weights import HubFile  # noqa: E402
 
-MODELS_DIR = Path(__file__).resolve().parent / "data" / "clip_models"
 VIT, CONVNEXT, RESNET = "ovp-test-vit", "ovp-test-convnext", "ovp-test-resnet"
 TEMPLATES = {name: templates for name, (templates, _) in TEMPLATE_SETS.items()}
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Tiny open_clip architectures at random init (seed 0), saved as checkpoints."""
-    open_clip.add_model_config(MODELS_DIR)
-    out = tmp_path_factory.mktemp("clip-checkpoints")
-    paths = {}
-    for arch in (VIT, CONVNEXT, RESNET):
-        torch.manual_seed(0)
-        model = open_clip.create_model(arch, pretrained=None)
-        paths[arch] = out / f"{arch}.pt"
-        torch.save(model.state_dict(), paths[arch])
-    return paths
+def checkpoints(clip_checkpoints: dict[str, Path]) -> dict[str, Path]:
+    """Tiny open_clip architectures at random init (seed 0), saved as checkpoints (conftest's)."""
+    return clip_checkpoints
 
 
 def context(tmp_path: Path) -> ComponentContext:

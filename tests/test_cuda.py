@@ -8,8 +8,6 @@ machine with ``bin/test tests/test_cuda.py``. Same random-init architectures and
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -28,7 +26,6 @@ from ovpanoptic.types import Category, ProposalSet, Vocabulary  # noqa: E402
 
 pytestmark = [pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
-MODELS_DIR = Path(__file__).resolve().parent / "data" / "clip_models"
 VIT, CONVNEXT = "ovp-test-vit", "ovp-test-convnext"
 TEMPLATES = {name: templates for name, (templates, _) in TEMPLATE_SETS.items()}
 
@@ -36,18 +33,6 @@ TEMPLATES = {name: templates for name, (templates, _) in TEMPLATE_SETS.items()}
 @pytest.fixture(scope="module")
 def sam2_checkpoint(sam2_tiny_checkpoint):
     return sam2_tiny_checkpoint
-
-
-@pytest.fixture(scope="module")
-def clip_checkpoints(tmp_path_factory):
-    open_clip.add_model_config(MODELS_DIR)
-    out = tmp_path_factory.mktemp("clip")
-    paths = {}
-    for arch in (VIT, CONVNEXT):
-        torch.manual_seed(0)
-        paths[arch] = out / f"{arch}.pt"
-        torch.save(open_clip.create_model(arch, pretrained=None).state_dict(), paths[arch])
-    return paths
 
 
 @pytest.fixture(scope="module")

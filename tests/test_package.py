@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import small_coco
+
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import read_coco_panoptic
 from ovpanoptic.packaging import make_splits
@@ -132,24 +134,8 @@ def test_card_is_filled_and_errors_leave_nothing(packaged: Path, coco_sample: Pa
     assert not (tmp_path / "x").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".x")] == []
 
 
-def _small_coco(folder: Path, width: int = 24, height: int = 20) -> Path:
-    """A one-image COCO panoptic set (image ``a``, ``width`` x ``height``) of two classes."""
-    pm = np.full((height, width), 2, np.int64)
-    pm[2:8, 2:8] = 1
-    (folder / "panoptic").mkdir(parents=True)
-    Image.fromarray(np.stack([pm % 256, pm // 256, pm * 0], axis=-1).astype(np.uint8)).save(folder / "panoptic" / "a.png")
-    segments = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": int((pm == 1).sum())},
-                {"id": 2, "category_id": 2, "iscrowd": 0, "area": int((pm == 2).sum())}]
-    (folder / "panoptic.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "width": width, "height": height}],
-        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
-        "categories": [{"id": 1, "name": "box", "isthing": 1}, {"id": 2, "name": "floor", "isthing": 0}],
-    }))
-    return folder / "panoptic.json"
-
-
 def test_package_output_under_a_file_is_refused_before_anything(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _small_coco(tmp_path / "src")
+    source = small_coco(tmp_path / "src")
     (tmp_path / "notadir").write_text("x")
     assert main(["package", str(source), "--no-images", "-o", str(tmp_path / "notadir" / "sub")]) == 2
     err = capsys.readouterr().err
@@ -158,7 +144,7 @@ def test_package_output_under_a_file_is_refused_before_anything(tmp_path: Path, 
 
 
 def test_package_checks_every_original_image_before_writing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _small_coco(tmp_path / "src")
+    source = small_coco(tmp_path / "src")
     images = tmp_path / "images"
     images.mkdir()
     out = tmp_path / "dataset"
@@ -181,7 +167,7 @@ def test_package_checks_every_original_image_before_writing(tmp_path: Path, caps
 
 
 def test_package_missing_originals_are_refused_unless_no_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _small_coco(tmp_path / "src")
+    source = small_coco(tmp_path / "src")
     out = tmp_path / "dataset"
     assert main(["package", str(source), "--splits", "100,0,0", "-o", str(out)]) == 2
     assert capsys.readouterr().err == (
@@ -214,7 +200,7 @@ def test_package_images_option_wins_over_the_manifest_and_cvat_ships_its_images(
 
 
 def test_package_refine_names_its_option_and_refuses_a_name_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    source = _small_coco(tmp_path / "src")
+    source = small_coco(tmp_path / "src")
     out = tmp_path / "dataset"
     assert main(["package", str(source), "--no-images", "--refine", "nope", "-o", str(out)]) == 2
     err = capsys.readouterr().err
@@ -239,7 +225,7 @@ def test_package_reports_a_broken_source_first_and_calls_it_the_source(tmp_path:
         "the file is empty or cut off; export it again\n"
     )
     # A label PNG missing and no originals: the source's broken label is said first, as the source's.
-    source = _small_coco(tmp_path / "src")
+    source = small_coco(tmp_path / "src")
     (source.parent / "panoptic" / "a.png").unlink()
     assert main(["package", str(source), "--splits", "100,0,0", "-o", str(out)]) == 2
     assert capsys.readouterr().err == f"error: a: source PNG {source.parent / 'panoptic' / 'a.png'} does not exist\n"

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import small_coco
+
 from ovpanoptic.cli import main
 from ovpanoptic.evaluation import AnnotatedImage, CategoryInfo, EvaluationError, PanopticAnnotations, id_to_rgb, rgb_to_id
 from ovpanoptic.evaluation.qa import run_qa
@@ -219,22 +221,8 @@ def test_vocabulary_kinds_set_the_targets(tmp_path: Path) -> None:
         Category(1, "box", True, kind="stiff")
 
 
-def _one_image_coco(folder: Path) -> Path:
-    pm = np.full((20, 24), 2, np.int64)
-    pm[2:8, 2:8] = 1
-    (folder / "panoptic").mkdir(parents=True)
-    Image.fromarray(np.stack([pm % 256, pm // 256, pm * 0], axis=-1).astype(np.uint8)).save(folder / "panoptic" / "a.png")
-    segments = [{"id": 1, "category_id": 1, "iscrowd": 0, "area": 36}, {"id": 2, "category_id": 2, "iscrowd": 0, "area": 444}]
-    (folder / "panoptic.json").write_text(json.dumps({
-        "images": [{"id": 1, "file_name": "a.jpg", "width": 24, "height": 20}],
-        "annotations": [{"image_id": 1, "file_name": "a.png", "segments_info": segments}],
-        "categories": [{"id": 1, "name": "box", "isthing": 1}, {"id": 2, "name": "floor", "isthing": 0}],
-    }))
-    return folder / "panoptic.json"
-
-
 def test_cli_qa_output_targets_and_rerun(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    gt = _one_image_coco(tmp_path / "gt")
+    gt = small_coco(tmp_path / "gt")
     (tmp_path / "notadir").write_text("x")
     sub = tmp_path / "notadir" / "sub"
     assert main(["qa", "--gt", str(gt), "--pred", str(gt), "-o", str(sub)]) == 2
@@ -265,7 +253,7 @@ def test_cli_qa_output_targets_and_rerun(tmp_path: Path, capsys: pytest.CaptureF
 
 
 def test_cli_qa_ground_truth_without_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    gt = _one_image_coco(tmp_path / "gt")
+    gt = small_coco(tmp_path / "gt")
     empty = tmp_path / "empty.json"
     (tmp_path / "empty").mkdir()
     empty.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "box", "isthing": 1}]}))
