@@ -214,10 +214,7 @@ class Pipeline:
     def batch_size_source(self) -> str:
         """Where :attr:`batch_size` comes from, in words (for logs and the Ray driver): ``"the
         config"``, ``"device profile NAME (FILE)"`` or ``"the default"``."""
-        if "batch_size" in self.config.stated:
-            return "the config"
-        _, profile = self._profile_setting("batch_size", resolve=False)
-        return f"device profile {profile.name!r} ({profile.source})" if profile is not None else "the default"
+        return self._batch_size_choice()[1]
 
     @property
     def batch_size(self) -> int:
@@ -227,14 +224,22 @@ class Pipeline:
         ``device_profile = "auto"`` the profile's value applies once the device is resolved (by the
         first component that loads a model: the engines read this before each group of images, so a
         batch run's first image goes alone); a model-free pipeline never resolves a device for it.
+        The first value above 1 is logged with where it comes from.
 
         :raises ConfigError: the device profile does not exist or is invalid.
         """
-        chosen, profile = self._profile_setting("batch_size", resolve=False)
-        if profile is not None and not self._batch_told:
-            log.info("pipeline.batch_size = %d from device profile %r (%s)", chosen, profile.name, profile.source)
+        size, source = self._batch_size_choice()
+        if size > 1 and not self._batch_told:
+            log.info("pipeline.batch_size = %d from %s: the image encoders take %d images at a time", size, source, size)
             self._batch_told = True
-        return int(chosen)
+        return size
+
+    def _batch_size_choice(self) -> tuple[int, str]:
+        """:attr:`batch_size` and :attr:`batch_size_source`, from one reading."""
+        chosen, profile = self._profile_setting("batch_size", resolve=False)
+        if profile is not None:
+            return int(chosen), f"device profile {profile.name!r} ({profile.source})"
+        return int(chosen), "the config" if "batch_size" in self.config.stated else "the default"
 
     def _profile_setting(self, key: str, *, resolve: bool = True) -> tuple[Any, DeviceProfile | None]:
         """``pipeline.KEY`` (one of :data:`~ovpanoptic.config.PROFILE_PIPELINE_KEYS`) as a run uses

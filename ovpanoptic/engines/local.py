@@ -18,7 +18,6 @@ files, the manifest and the combined files are byte for byte those of the sequen
 from __future__ import annotations
 
 import itertools
-import logging
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,8 +40,6 @@ from .batch import (
     segment_image,
 )
 
-log = logging.getLogger(__name__)
-
 #: Images decoded ahead of the one being segmented (each is held in memory until its turn).
 PREFETCH = 2
 
@@ -64,27 +61,17 @@ class LocalExecutor:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
         self.pipe, self.vocabulary, self.outdir, self.formats = pipe, vocabulary, Path(outdir), tuple(formats)
         self.overlap, self.prefetch = overlap, prefetch
-        self._told = False
 
     def start(self) -> None:
         """Nothing to start: the pipeline is the caller's."""
 
     def execute(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         if not self.overlap:
-            while chunk := list(itertools.islice(jobs, self._batch_size())):
+            while chunk := list(itertools.islice(jobs, self.pipe.batch_size)):
                 outcomes = process_images(self.pipe, self.vocabulary, [(j.path, j.stem) for j in chunk], self.outdir, self.formats)
                 yield from zip(chunk, outcomes)
             return
         yield from self._overlapped(jobs)
-
-    def _batch_size(self) -> int:
-        """``pipe.batch_size``, read before each group of images: a device profile's value applies
-        once the first model has resolved the device (after the first image), and is logged then."""
-        size = self.pipe.batch_size
-        if size > 1 and not self._told:
-            log.info("the image encoders take %d images at a time (pipeline.batch_size)", size)
-            self._told = True
-        return size
 
     def _overlapped(self, jobs: Iterator[ImageJob]) -> Iterator[tuple[ImageJob, ImageOutcome | BatchStop]]:
         max_pixels = self.pipe.config.pipeline.max_pixels
@@ -92,7 +79,7 @@ class LocalExecutor:
         writer = ThreadPoolExecutor(1, thread_name_prefix="ovpanoptic-export")
         reads: deque[tuple[ImageJob, Future[Any]]] = deque()
         exporting: tuple[ImageJob, Future[ImageOutcome | BatchStop]] | None = None
-        batch = self._batch_size()
+        batch = self.pipe.batch_size  # read again before each image: a device profile's value applies once the device is resolved
         encoded: set[int] = set()  # the jobs (id) of the last batch through the encoders, not segmented yet
 
         def read_ahead() -> None:
@@ -110,7 +97,7 @@ class LocalExecutor:
                 job, read = reads.popleft()
                 image = read.result()
                 step = None
-                batch = self._batch_size()
+                batch = self.pipe.batch_size
                 if batch > 1 and id(job) not in encoded and not isinstance(image, (ImageOutcome, BatchStop)):
                     # this image and the next ones read: through the encoders together
                     group = [(job, image)] + [(j, r.result()) for j, r in list(reads)[: batch - 1]]
