@@ -323,23 +323,23 @@ class ClipClassifier:
         self._batched = {}
         if self.config.mode == "crop":
             return
-        groups: dict[tuple[int, int], list[np.ndarray]] = {}
+        groups: dict[tuple[int, ...], list[tuple[np.ndarray, np.ndarray]]] = {}
         for image in images:
-            groups.setdefault(self._dense_size(image), []).append(image)
-        for (h, w), group in groups.items():
-            x = np.concatenate([self.preprocess.normalise(self.preprocess.resize(image, h, w)[None]) for image in group])
-            for image, features in zip(group, self._dense_features(x)):
+            x = self._dense_input(image)
+            groups.setdefault(x.shape, []).append((image, x))
+        for group in groups.values():
+            for (image, _), features in zip(group, self._dense_features(np.concatenate([x for _, x in group]))):
                 self._batched[image_digest(image)] = features
 
-    def _dense_size(self, image: np.ndarray) -> tuple[int, int]:
-        """The dense pass's input ``(height, width)`` for ``image``: its aspect ratio, the longer
-        side ``dense_size``, both multiples of the tower's stride."""
-        model = self.load()
-        visual = model.visual
+    def _dense_input(self, image: np.ndarray) -> np.ndarray:
+        """The dense pass's normalised ``(1, 3, h, w)`` float32 input for ``image``: its aspect
+        ratio, the longer side ``dense_size``, both multiples of the tower's stride."""
         from open_clip.timm_model import TimmModel
 
+        visual = self.load().visual
         multiple = _timm_stride(visual) if isinstance(visual, TimmModel) else int(visual.patch_size[0])
-        return dense_input_size(image.shape[0], image.shape[1], self.config.dense_size, multiple)
+        h, w = dense_input_size(image.shape[0], image.shape[1], self.config.dense_size, multiple)
+        return self.preprocess.normalise(self.preprocess.resize(image, h, w)[None])
 
     def _dense_features(self, x: np.ndarray) -> list[tuple[Any, tuple[int, int]]]:
         """The tower's features of a normalised ``(B, 3, h, w)`` batch, per image: ``(cells,
@@ -384,8 +384,7 @@ class ClipClassifier:
         device = next(model.parameters()).device
         kept = self._batched.pop(image_digest(image), None) if self._batched else None
         if kept is None:
-            h, w = self._dense_size(image)
-            (kept,) = self._dense_features(self.preprocess.normalise(self.preprocess.resize(image, h, w)[None]))
+            (kept,) = self._dense_features(self._dense_input(image))
         cells, grid = kept
         out = np.zeros((n, self.embed_dim), np.float32)
         with torch.inference_mode():
