@@ -489,6 +489,11 @@ class Pipeline:
         check_pixels(rgb.shape[1], rgb.shape[0], self.config.pipeline.max_pixels, "the image")
         return rgb
 
+    def _working(self, rgb: np.ndarray) -> np.ndarray:
+        """``rgb`` at the pipeline's working size (``pipeline.max_side``, ``pipeline.min_side``):
+        what the components get."""
+        return resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+
     def _image_entry(self, work: np.ndarray, progress: Progress | None) -> tuple[_ImageEntry, bool]:
         key = image_digest(work)
         entry = self._cache.get(key)
@@ -635,7 +640,7 @@ class Pipeline:
                 rgb = self._read(image)
             except (OvpanopticError, OSError, ValueError, TypeError):
                 continue  # its own segment_run reports it
-            work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+            work = self._working(rgb)
             key = image_digest(work)
             if key not in self._cache:
                 works.setdefault(key, (readonly_image(work), name))
@@ -678,7 +683,7 @@ class Pipeline:
         vocab = self.check_names(vocabulary) if isinstance(vocabulary, Vocabulary) else self.vocabulary(vocabulary)
         rgb = self._read(image)
         self.check()
-        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+        work = self._working(rgb)
         t_start = time.perf_counter()
         entry, cached = self._image_entry(work, progress)
         timings = {"proposals": 0.0, "features": 0.0} if cached else dict(entry.timings)
@@ -828,7 +833,7 @@ class Pipeline:
                 "that can, e.g. --set pipeline.proposal_generator=sam2, or a preset that uses sam2"
             )
         prompt.check_inside(rgb.shape[0], rgb.shape[1])
-        work = resize_longest_side(rgb, self.config.pipeline.max_side, self.config.pipeline.min_side)
+        work = self._working(rgb)
         h, w = work.shape[:2]
         target = self.target("proposal_generator")
         masks = boundary.call(
