@@ -67,6 +67,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: What ``pipeline.batch_size`` takes, in words (its type errors end with it).
+_BATCH_SIZE_TAKES = f"images per encoder pass, 1 to {MAX_BATCH_SIZE}, e.g. 8 on a large GPU"
+
+
 @dataclass(frozen=True)
 class PipelineSettings:
     """The ``[pipeline]`` section.
@@ -119,7 +123,7 @@ class PipelineSettings:
     cache_images: int = 4
     max_pixels: int = DEFAULT_MAX_PIXELS
     threads: int | str = THREADS_AUTO
-    batch_size: int = field(default=1, metadata={"expects": f"images per encoder pass, 1 to {MAX_BATCH_SIZE}, e.g. 8 on a large GPU"})
+    batch_size: int = field(default=1, metadata={"expects": _BATCH_SIZE_TAKES})
 
     def __post_init__(self) -> None:
         try:
@@ -128,8 +132,7 @@ class PipelineSettings:
             raise ConfigError(str(exc)) from None
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int):
             raise ConfigError(
-                f"pipeline.batch_size: expected an integer, got {self.batch_size!r} (images per encoder pass, 1 to {MAX_BATCH_SIZE}, "
-                "e.g. 8 on a large GPU)"
+                f"pipeline.batch_size: expected an integer, got {self.batch_size!r} ({_BATCH_SIZE_TAKES})"
             )
         if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
             raise ConfigError(
